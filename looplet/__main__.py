@@ -1,0 +1,3 @@
+from looplet.cli import main
+
+raise SystemExit(main())

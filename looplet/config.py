@@ -1,0 +1,68 @@
+"""LoopConfig: the knobs of one run, with documented defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are an agent that completes the user's task by calling tools. "
+    "Call a tool at every turn; when the task is complete, call `{done}` with your final answer."
+)
+
+
+@dataclass(slots=True)
+class LoopConfig:
+    """Settings of a run.
+
+    max_steps: tool calls allowed in the run (>= 1). When a ``DefaultState`` with a smaller
+        ``max_steps`` is given, the smaller limit wins.
+    system_prompt: the system message; None uses a short default that names the done tool.
+    temperature, max_tokens: passed to the backend when set.
+    done_tool: the tool whose accepted call ends the run with stop reason ``done``.
+    parallel_tools: run the ``concurrent_safe`` calls of one response together.
+    tool_timeout_s: default timeout for tools that set none (None: no timeout).
+    llm_retries: extra attempts after a retryable LLM error (429, 5xx, timeout), with backoff and jitter.
+    llm_backoff_s: first backoff delay; it doubles each attempt (±50% jitter, at most 20 s); a
+        ``Retry-After`` from the server is honoured up to 60 s.
+    agent_name: ``gen_ai.agent.name`` in telemetry and the ``agent`` metric label.
+    context_window: the model's context size in tokens, for compaction and pressure hooks.
+    strict_hooks: let an exception in a hook end the run (default: report it and go on).
+    max_tool_output_chars: longer tool results are cut (with a note) before the model sees them.
+    max_malformed: consecutive answers without a usable tool call that are fed back before ``llm_error``.
+    stream: ask the backend to stream (``on_llm_chunk`` hooks see the pieces).
+    """
+
+    max_steps: int = 15
+    system_prompt: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    done_tool: str = "done"
+    parallel_tools: bool = False
+    tool_timeout_s: float | None = None
+    llm_retries: int = 2
+    llm_backoff_s: float = 0.5
+    agent_name: str = "looplet"
+    context_window: int | None = None
+    strict_hooks: bool = False
+    max_tool_output_chars: int = 50_000
+    max_malformed: int = 1
+    stream: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise ValueError(f"LoopConfig(max_steps={self.max_steps!r}): max_steps must be an int >= 1")
+        if self.llm_retries < 0:
+            raise ValueError(f"LoopConfig(llm_retries={self.llm_retries!r}): must be >= 0")
+        if self.tool_timeout_s is not None and self.tool_timeout_s <= 0:
+            raise ValueError(f"LoopConfig(tool_timeout_s={self.tool_timeout_s!r}): must be > 0 or None")
+
+    def llm_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        if self.temperature is not None:
+            opts["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            opts["max_tokens"] = self.max_tokens
+        if self.stream:
+            opts["stream"] = True
+        return opts

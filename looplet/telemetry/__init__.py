@@ -1,0 +1,32 @@
+"""Telemetry: tracing, metrics, logs, cost and one-call set-up. Each integration imports its library lazily."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LAZY = {
+    "TracingHook": "looplet.telemetry.tracing",
+    "MetricsHook": "looplet.telemetry.metrics",
+    "serve_metrics": "looplet.telemetry.metrics",
+    "LoggingHook": "looplet.telemetry.logging",
+    "configure_logging": "looplet.telemetry.logging",
+    "configure": "looplet.telemetry.setup",
+    "shutdown": "looplet.telemetry.setup",
+    "set_prices": "looplet.telemetry.cost",
+    "load_prices": "looplet.telemetry.cost",
+    "cost_of": "looplet.telemetry.cost",
+    "price_for": "looplet.telemetry.cost",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'looplet.telemetry' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

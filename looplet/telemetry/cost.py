@@ -1,0 +1,151 @@
+"""Cost: a dated price table per model, user overrides, and no guessing for unknown models.
+
+Prices are USD per million tokens: input, cached input, output. Reasoning tokens are billed as output
+tokens by both providers and are already included in ``output_tokens``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from looplet.types import Usage
+
+__all__ = ["Price", "PRICES_DATE", "PRICES_SOURCE", "price_for", "cost_of", "set_prices", "load_prices",
+           "unknown_models"]
+
+log = logging.getLogger("looplet")
+
+PRICES_DATE = "2025-11-01"
+PRICES_SOURCE = "https://openai.com/api/pricing and https://www.anthropic.com/pricing (standard tier, per 1M tokens)"
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    input: float
+    cached_input: float
+    output: float
+
+
+# model id (or id prefix) -> price. Longest matching prefix wins, so dated ids resolve to their family.
+_BUILTIN: dict[str, Price] = {
+    "gpt-5": Price(1.25, 0.125, 10.00),
+    "gpt-5-mini": Price(0.25, 0.025, 2.00),
+    "gpt-5-nano": Price(0.05, 0.005, 0.40),
+    "gpt-4.1": Price(2.00, 0.50, 8.00),
+    "gpt-4.1-mini": Price(0.40, 0.10, 1.60),
+    "gpt-4.1-nano": Price(0.10, 0.025, 0.40),
+    "gpt-4o": Price(2.50, 1.25, 10.00),
+    "gpt-4o-mini": Price(0.15, 0.075, 0.60),
+    "o3": Price(2.00, 0.50, 8.00),
+    "o3-mini": Price(1.10, 0.55, 4.40),
+    "o4-mini": Price(1.10, 0.275, 4.40),
+    "claude-opus-4-5": Price(5.00, 0.50, 25.00),
+    "claude-opus-4-1": Price(15.00, 1.50, 75.00),
+    "claude-opus-4": Price(15.00, 1.50, 75.00),
+    "claude-sonnet-4-5": Price(3.00, 0.30, 15.00),
+    "claude-sonnet-4": Price(3.00, 0.30, 15.00),
+    "claude-3-7-sonnet": Price(3.00, 0.30, 15.00),
+    "claude-haiku-4-5": Price(1.00, 0.10, 5.00),
+    "claude-3-5-haiku": Price(0.80, 0.08, 4.00),
+}
+
+_prices: dict[str, Price] = dict(_BUILTIN)
+_cache: dict[str, Price | None] = {}
+_unknown: set[str] = set()
+_lock = threading.Lock()
+
+
+def price_for(model: str | None) -> Price | None:
+    """The price of ``model``: exact id, else the longest known prefix (``gpt-4o-2024-08-06`` → ``gpt-4o``)."""
+    if not model:
+        return None
+    try:
+        return _cache[model]
+    except KeyError:
+        pass
+    name = model.split("/")[-1].lower()  # "openai/gpt-4o" style ids
+    best = None
+    for key in _prices:
+        if (name == key or name.startswith(key + "-") or name.startswith(key + "@")) and (
+                best is None or len(key) > len(best)):
+            best = key
+    price = _prices[best] if best else None
+    with _lock:
+        _cache[model] = price
+        if price is None and model not in _unknown:
+            _unknown.add(model)
+            log.warning("no price known for model %r: its cost is left empty; add it with "
+                        "looplet.telemetry.set_prices({%r: (input, cached_input, output)})", model, model)
+    return price
+
+
+def cost_of(model: str | None, usage: Usage | None) -> float | None:
+    """USD cost of one call, or None when the model's price or the usage is unknown (never a guess)."""
+    if usage is None:
+        return None
+    price = price_for(model)
+    if price is None:
+        return None
+    cached = min(usage.cached_input_tokens, usage.input_tokens)
+    return ((usage.input_tokens - cached) * price.input + cached * price.cached_input
+            + usage.output_tokens * price.output) / 1_000_000
+
+
+def unknown_models() -> frozenset[str]:
+    """Models seen without a price (their calls have ``cost_usd=None``)."""
+    return frozenset(_unknown)
+
+
+def set_prices(prices: dict[str, Any], *, replace: bool = False) -> None:
+    """Add or change prices: ``{"my-model": (input, cached_input, output)}`` or dicts with those keys,
+    USD per million tokens. ``replace=True`` drops the built-in table first."""
+    parsed = {name: _parse_price(name, value) for name, value in prices.items()}
+    with _lock:
+        if replace:
+            _prices.clear()
+        _prices.update(parsed)
+        _cache.clear()
+        _unknown.difference_update(parsed)
+
+
+def load_prices(path: str | Path, *, replace: bool = False) -> None:
+    """Load prices from a JSON or TOML file: ``{"model": {"input": 1.0, "cached_input": 0.1, "output": 4.0}}``
+    (a TOML file may hold them under a ``[prices]`` table)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read price file {p}: {exc.strerror}") from None
+    try:
+        if p.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"price file {p} is not valid {p.suffix.lstrip('.') or 'JSON'}: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("prices"), dict):
+        data = data["prices"]
+    if not isinstance(data, dict):
+        raise ValueError(f"price file {p} must hold a table of model -> prices")
+    set_prices(data, replace=replace)
+
+
+def _parse_price(name: str, value: Any) -> Price:
+    try:
+        if isinstance(value, Price):
+            return value
+        if isinstance(value, dict):
+            inp = float(value["input"])
+            return Price(inp, float(value.get("cached_input", inp)), float(value["output"]))
+        inp, cached, out = (float(v) for v in value)
+        return Price(inp, cached, out)
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"price of {name!r} must be (input, cached_input, output) or "
+                         "{'input':..., 'cached_input':..., 'output':...} in USD per 1M tokens") from None

@@ -1,0 +1,451 @@
+"""Tools: specs, the ``@tool`` decorator, argument validation and a registry whose dispatch never raises."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import difflib
+import inspect
+import json
+import threading
+import time
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Union, get_args, get_origin
+
+from looplet.types import ToolCall, ToolResult
+
+#: Backends put the raw text under this key when a model's tool arguments are not valid JSON.
+INVALID_JSON_KEY = "__looplet_invalid_json__"
+
+__all__ = ["ToolSpec", "tool", "BaseToolRegistry", "tools_from", "validate_args", "schema_from_function"]
+
+_SIMPLE_TYPES = {"str": "string", "string": "string", "int": "integer", "integer": "integer",
+                 "float": "number", "number": "number", "bool": "boolean", "boolean": "boolean",
+                 "list": "array", "array": "array", "dict": "object", "object": "object"}
+
+
+@dataclass(slots=True)
+class ToolSpec:
+    """A tool the model may call.
+
+    ``parameters`` is a JSON Schema object, or the simple form ``{"arg": "str"}`` (a type name) or
+    ``{"arg": "what it is"}`` (a description; the type is then string). All simple arguments are required.
+    """
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    execute: Callable[..., Any]
+    concurrent_safe: bool = False
+    timeout_s: float | None = None
+    is_async: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"ToolSpec(name={self.name!r}): name must be a non-empty string")
+        if not callable(self.execute):
+            raise TypeError(f"ToolSpec({self.name!r}): execute must be callable, got {type(self.execute).__name__}; "
+                            "pass the function itself, e.g. execute=my_function")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ValueError(f"ToolSpec({self.name!r}): timeout_s must be > 0 or None")
+        self.parameters = normalize_parameters(self.parameters, self.name)
+        self.is_async = inspect.iscoroutinefunction(self.execute)
+
+    def schema(self) -> dict[str, Any]:
+        """The neutral schema the loop hands to backends: name, description, parameters."""
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+
+def normalize_parameters(params: dict[str, Any] | None, tool_name: str = "?") -> dict[str, Any]:
+    """Turn the simple parameter form into JSON Schema; pass JSON Schema through."""
+    if params is None:
+        return {"type": "object", "properties": {}, "required": [], "additionalProperties": False}
+    if not isinstance(params, dict):
+        raise TypeError(f"tool {tool_name!r}: parameters must be a dict (simple form or JSON Schema), "
+                        f"got {type(params).__name__}")
+    if params.get("type") == "object" and isinstance(params.get("properties", {}), dict):
+        schema = dict(params)
+        schema.setdefault("properties", {})
+        schema.setdefault("required", [])
+        return schema
+    props: dict[str, Any] = {}
+    for name, spec in params.items():
+        if isinstance(spec, dict):
+            props[name] = spec
+        elif isinstance(spec, str):
+            jtype = _SIMPLE_TYPES.get(spec.strip().lower())
+            props[name] = {"type": jtype} if jtype else {"type": "string", "description": spec}
+        elif isinstance(spec, type) and spec.__name__ in _SIMPLE_TYPES:
+            props[name] = {"type": _SIMPLE_TYPES[spec.__name__]}
+        else:
+            raise TypeError(f"tool {tool_name!r}: parameter {name!r} must be a type name, a description or a "
+                            f"JSON Schema dict, got {spec!r}")
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+# --- schema from a Python signature ---------------------------------------------------------------
+
+def _type_schema(tp: Any) -> dict[str, Any]:
+    if tp is inspect.Parameter.empty or tp is Any:
+        return {}
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        members = [a for a in get_args(tp) if a is not type(None)]
+        inner = _type_schema(members[0]) if len(members) == 1 else {"anyOf": [_type_schema(m) for m in members]}
+        if type(None) in get_args(tp):
+            return {"anyOf": [inner, {"type": "null"}]} if "type" not in inner else _nullable(inner)
+        return inner
+    if origin is Literal:
+        values = list(get_args(tp))
+        schema: dict[str, Any] = {"enum": values}
+        kinds = {type(v) for v in values}
+        if len(kinds) == 1:
+            schema["type"] = _PY_JSON.get(kinds.pop(), "string")
+        return schema
+    if origin in (list, tuple, set, frozenset, typing.Sequence) or tp in (list, tuple, set):
+        args = get_args(tp)
+        schema = {"type": "array"}
+        if args and args[0] is not Ellipsis:
+            schema["items"] = _type_schema(args[0])
+        return schema
+    if origin is dict or tp is dict:
+        args = get_args(tp)
+        schema = {"type": "object"}
+        if len(args) == 2 and args[1] is not Any:
+            schema["additionalProperties"] = _type_schema(args[1])
+        return schema
+    if tp in _PY_JSON:
+        return {"type": _PY_JSON[tp]}
+    raise TypeError(f"unsupported parameter type {tp!r}; use str, int, float, bool, list[...], dict, "
+                    "Optional[...] or Literal[...]")
+
+
+_PY_JSON = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    out = dict(schema)
+    out["type"] = [schema["type"], "null"]
+    return out
+
+
+def schema_from_function(fn: Callable[..., Any]) -> dict[str, Any]:
+    """JSON Schema of ``fn``'s parameters, from its signature and type hints."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable forward references: fall back to raw annotations
+        hints = {}
+    props: dict[str, Any] = {}
+    required: list[str] = []
+    for name, p in inspect.signature(fn).parameters.items():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        try:
+            prop = _type_schema(hints.get(name, p.annotation))
+        except TypeError as exc:
+            raise TypeError(f"@tool {fn.__name__}: parameter {name!r}: {exc}") from None
+        if p.default is inspect.Parameter.empty:
+            required.append(name)
+        elif p.default is None or isinstance(p.default, (str, int, float, bool)):
+            prop = {**prop, "default": p.default}
+        props[name] = prop
+    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+
+
+def tool(fn: Callable[..., Any] | None = None, *, description: str | None = None, name: str | None = None,
+         timeout_s: float | None = None, concurrent_safe: bool = False) -> Any:
+    """Turn a function (sync or ``async def``) into a :class:`ToolSpec`, its schema from its signature.
+
+    ``@tool`` and ``@tool(description=...)`` both work; the description defaults to the docstring.
+    """
+
+    def build(f: Callable[..., Any]) -> ToolSpec:
+        desc = description or inspect.getdoc(f) or f.__name__.replace("_", " ")
+        return ToolSpec(name or f.__name__, desc, schema_from_function(f), f,
+                        concurrent_safe=concurrent_safe, timeout_s=timeout_s)
+
+    return build(fn) if fn is not None else build
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+_JSON_CHECK: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+    "null": lambda v: v is None,
+}
+
+
+def _check(value: Any, schema: dict[str, Any], path: str) -> str | None:
+    """Return a message if ``value`` does not fit ``schema`` (the JSON Schema subset tools use)."""
+    if not schema:
+        return None
+    if "anyOf" in schema or "oneOf" in schema:
+        options = schema.get("anyOf") or schema.get("oneOf")
+        if all(_check(value, s, path) is not None for s in options):
+            return f"{path} has the wrong type ({type(value).__name__})"
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{path} must be one of {schema['enum']!r}, got {value!r}"
+    jtype = schema.get("type")
+    if jtype is not None:
+        allowed = jtype if isinstance(jtype, list) else [jtype]
+        if not any(_JSON_CHECK.get(t, lambda v: True)(value) for t in allowed):
+            want = " or ".join(allowed)
+            return f"{path} must be {want}, got {type(value).__name__} {value!r:.60}"
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            msg = _check(item, schema["items"], f"{path}[{i}]")
+            if msg:
+                return msg
+    if isinstance(value, dict) and "properties" in schema:
+        return _check_object(value, schema, path)[0]
+    return None
+
+
+def _check_object(args: dict[str, Any], schema: dict[str, Any], path: str) -> tuple[str | None, str | None]:
+    props = schema.get("properties", {})
+    for req in schema.get("required", ()):
+        if req not in args:
+            return f"missing required argument {path}{req!r}", "missing_argument"
+    if schema.get("additionalProperties") is False:
+        for key in args:
+            if key not in props:
+                known = ", ".join(props) or "none"
+                return f"unexpected argument {path}{key!r} (accepted: {known})", "unexpected_argument"
+    for key, value in args.items():
+        sub = props.get(key)
+        if sub:
+            msg = _check(value, sub, f"{path}{key!r}")
+            if msg:
+                return msg, "invalid_argument"
+    return None, None
+
+
+def validate_args(args: Any, schema: dict[str, Any]) -> tuple[str | None, str | None]:
+    """``(message, error_kind)`` when ``args`` do not fit the tool's schema, else ``(None, None)``."""
+    if not isinstance(args, dict):
+        return f"arguments must be a JSON object, got {type(args).__name__}", "invalid_argument"
+    return _check_object(args, schema, "")
+
+
+# --- the registry --------------------------------------------------------------------------------
+
+class BaseToolRegistry:
+    """Holds tools by name; validates and runs calls. ``dispatch`` never raises."""
+
+    def __init__(self, tools: list[ToolSpec] | None = None, *, max_output_chars: int = 50_000) -> None:
+        self._tools: dict[str, ToolSpec] = {}
+        self.max_output_chars = max_output_chars
+        for spec in tools or ():
+            self.register(spec)
+
+    def register(self, spec: ToolSpec | Callable[..., Any]) -> ToolSpec:
+        if not isinstance(spec, ToolSpec):
+            if callable(spec):
+                spec = tool(spec)
+            else:
+                raise TypeError(f"register() takes a ToolSpec or a function, got {type(spec).__name__}")
+        if spec.name in self._tools:
+            raise ValueError(f"two tools are named {spec.name!r}; give one of them another name "
+                             "(@tool(name=...) or ToolSpec(name=...))")
+        self._tools[spec.name] = spec
+        return spec
+
+    def tool(self, fn: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+        """Decorator: ``@registry.tool`` or ``@registry.tool(description=...)``; registers and returns the spec."""
+        if fn is not None:
+            return self.register(tool(fn, **kwargs))
+        return lambda f: self.register(tool(f, **kwargs))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def get(self, name: str) -> ToolSpec | None:
+        return self._tools.get(name)
+
+    def tool_names(self) -> list[str]:
+        return list(self._tools)
+
+    def schemas(self, format: str = "neutral") -> list[dict[str, Any]]:
+        """Tool schemas: ``"neutral"`` (name/description/parameters), ``"openai"`` or ``"anthropic"``."""
+        neutral = [t.schema() for t in self._tools.values()]
+        if format == "neutral":
+            return neutral
+        if format == "openai":
+            return [{"type": "function", "function": s} for s in neutral]
+        if format == "anthropic":
+            return [{"name": s["name"], "description": s["description"], "input_schema": s["parameters"]}
+                    for s in neutral]
+        raise ValueError(f"schemas(format={format!r}): use 'neutral', 'openai' or 'anthropic'")
+
+    # Dispatch is split in three so the sync and async paths share every decision:
+    # prepare (lookup + validation) -> run (sync or async) -> finish (serialisation, timing).
+
+    def prepare(self, call: ToolCall) -> ToolSpec | ToolResult:
+        spec = self._tools.get(call.tool)
+        if spec is None:
+            close = difflib.get_close_matches(call.tool, list(self._tools), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            return _error(f"Unknown tool {call.tool!r}.{hint} Available tools: {', '.join(self._tools)}.",
+                          "unknown_tool")
+        raw = call.args.get(INVALID_JSON_KEY) if isinstance(call.args, dict) else None
+        if raw is not None:
+            return _error(f"The arguments of your {spec.name} call were not valid JSON ({raw[:200]!r}). "
+                          "Send a JSON object.", "invalid_argument")
+        msg, kind = validate_args(call.args, spec.parameters)
+        if msg:
+            return _error(f"Invalid call to {spec.name}: {msg}. Fix the arguments and call it again.", kind)
+        return spec
+
+    def finish(self, spec: ToolSpec, data: Any, started: float) -> ToolResult:
+        duration = (time.perf_counter() - started) * 1000.0
+        if isinstance(data, ToolResult):
+            data.duration_ms = data.duration_ms or duration
+            if data.text is None:
+                data.text = data.error if data.error is not None else _render(data.data, self.max_output_chars)
+            return data
+        try:
+            text = _render(data, self.max_output_chars)
+        except (TypeError, ValueError) as exc:
+            return _error(f"Tool {spec.name} returned a {type(data).__name__} that cannot be sent to the model "
+                          f"({exc}). Tools should return str, numbers, lists or dicts of those.",
+                          "unserializable_result", duration)
+        return ToolResult(data=data, duration_ms=duration, text=text)
+
+    def dispatch(self, call: ToolCall, timeout_s: float | None = None) -> ToolResult:
+        """Validate and run ``call``; every failure comes back as ``ToolResult.error`` with an ``error_kind``."""
+        spec = self.prepare(call)
+        if isinstance(spec, ToolResult):
+            return spec
+        timeout = spec.timeout_s or timeout_s
+        started = time.perf_counter()
+        try:
+            if spec.is_async:
+                data = _run_coroutine(spec.execute(**call.args), timeout)
+            elif timeout is None:
+                data = spec.execute(**call.args)
+            else:
+                data = _run_in_thread(spec.execute, call.args, timeout)
+        except _ToolTimeout:
+            return _timeout_error(spec, timeout, started)
+        except Exception as exc:
+            return _exception_error(spec, exc, started)
+        return self.finish(spec, data, started)
+
+    async def adispatch(self, call: ToolCall, timeout_s: float | None = None) -> ToolResult:
+        """``dispatch`` for the async loop: ``async def`` tools are awaited, sync ones run in a thread
+        when they have a timeout (and inline otherwise)."""
+        spec = self.prepare(call)
+        if isinstance(spec, ToolResult):
+            return spec
+        timeout = spec.timeout_s or timeout_s
+        started = time.perf_counter()
+        try:
+            if spec.is_async:
+                data = await asyncio.wait_for(spec.execute(**call.args), timeout)
+            elif timeout is None:
+                data = spec.execute(**call.args)
+            else:
+                data = await asyncio.wait_for(asyncio.to_thread(spec.execute, **call.args), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            return _timeout_error(spec, timeout, started)
+        except Exception as exc:
+            return _exception_error(spec, exc, started)
+        return self.finish(spec, data, started)
+
+
+def tools_from(items: list[ToolSpec | Callable[..., Any]], include_done: bool = True,
+               done_name: str = "done") -> BaseToolRegistry:
+    """A registry from functions and specs; ``include_done`` adds ``done(answer: str)``."""
+    if isinstance(items, (ToolSpec, BaseToolRegistry)) or callable(items) or isinstance(items, (str, bytes)):
+        raise TypeError("tools_from() takes a list of functions or ToolSpecs, e.g. tools_from([search, fetch])")
+    registry = BaseToolRegistry()
+    for item in items:
+        registry.register(item)
+    if include_done and done_name not in registry:
+        registry.register(ToolSpec(done_name, "Finish the task and give the final answer.",
+                                   {"answer": {"type": "string", "description": "the final answer"}}, _done))
+    return registry
+
+
+def _done(answer: str) -> dict[str, str]:
+    return {"answer": answer}
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+class _ToolTimeout(Exception):
+    pass
+
+
+def _error(message: str, kind: str, duration_ms: float = 0.0) -> ToolResult:
+    return ToolResult(error=message, error_kind=kind, duration_ms=duration_ms, text=f"ERROR: {message}")
+
+
+def _timeout_error(spec: ToolSpec, timeout: float | None, started: float) -> ToolResult:
+    return _error(f"Tool {spec.name} did not finish within {timeout:g}s and was abandoned. "
+                  "Try smaller input or another approach.", "timeout", (time.perf_counter() - started) * 1000.0)
+
+
+def _exception_error(spec: ToolSpec, exc: BaseException, started: float) -> ToolResult:
+    return _error(f"Tool {spec.name} raised {type(exc).__name__}: {exc}", "tool_exception",
+                  (time.perf_counter() - started) * 1000.0)
+
+
+def _render(data: Any, limit: int) -> str:
+    """The text the model sees for a result; raises TypeError/ValueError when it is not JSON-able."""
+    if isinstance(data, str):
+        text = data
+    else:
+        if isinstance(data, (bytes, bytearray)):
+            raise TypeError("bytes are not JSON; decode them or return base64 text")
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    if len(text) > limit:
+        text = f"{text[:limit]}… [cut: {len(text) - limit} of {len(text)} characters not shown]"
+    return text
+
+
+def _run_in_thread(fn: Callable[..., Any], args: dict[str, Any], timeout: float) -> Any:
+    """Run ``fn`` in a daemon thread (in a copy of the current context) and wait at most ``timeout``."""
+    box: list[Any] = []
+    ctx = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            box.append((True, ctx.run(fn, **args)))
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread
+            box.append((False, exc))
+
+    t = threading.Thread(target=target, daemon=True, name="looplet-tool")
+    t.start()
+    t.join(timeout)
+    if not box:
+        raise _ToolTimeout
+    ok, value = box[0]
+    if ok:
+        return value
+    if isinstance(value, Exception):
+        raise value
+    raise RuntimeError(f"tool thread ended with {type(value).__name__}: {value}")
+
+
+def _run_coroutine(coro: Any, timeout: float | None) -> Any:
+    """Run an async tool from the sync loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        try:
+            return asyncio.run(asyncio.wait_for(coro, timeout))
+        except (asyncio.TimeoutError, TimeoutError):
+            raise _ToolTimeout from None
+    # Called from inside a running event loop (sync loop used in async code): run on a helper thread.
+    return _run_in_thread(lambda: asyncio.run(asyncio.wait_for(coro, timeout)), {}, (timeout or 1e9) + 1)
