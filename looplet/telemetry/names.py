@@ -1,0 +1,85 @@
+"""One table of every name looplet's telemetry uses: spans, attributes, events, metrics, log keys.
+
+GenAI names come from ``opentelemetry-semantic-conventions`` (imported here, never retyped); looplet's own
+keys live under ``looplet.*``. Aggregates over a run (token totals, cost) use looplet's keys on the
+``invoke_agent`` span so backends that sum ``gen_ai.usage.*`` over a trace do not count them twice.
+This module needs the ``otel`` extra; the metrics and logging modules use only its plain-string part.
+"""
+
+from __future__ import annotations
+
+# --- looplet's own span names and attribute keys (plain strings; no third-party import) -------------
+STEP_SPAN = "looplet.step"
+STEP_NUMBER = "looplet.step.number"
+RUN_ID = "looplet.run.id"
+STOP_REASON = "looplet.stop_reason"
+RUN_STEPS = "looplet.run.steps"
+RUN_LLM_CALLS = "looplet.run.llm_calls"
+RUN_INPUT_TOKENS = "looplet.usage.input_tokens"
+RUN_OUTPUT_TOKENS = "looplet.usage.output_tokens"
+RUN_CACHED_TOKENS = "looplet.usage.cached_input_tokens"
+RUN_REASONING_TOKENS = "looplet.usage.reasoning_tokens"
+COST_USD = "looplet.cost_usd"  # on chat spans: that call; on invoke_agent: the run's total
+TOOL_ERROR_KIND = "looplet.tool.error_kind"
+TOOL_DURATION_MS = "looplet.tool.duration_ms"
+TASK = "looplet.task"  # content: only with capture on, redacted
+FINAL_OUTPUT = "looplet.final_output"  # content: only with capture on, redacted
+LLM_PURPOSE = "looplet.llm.purpose"  # "step" or "summarize" (compaction)
+SCHEMA_VERSION = "looplet.schema_version"
+
+# span events
+EV_HOOK_DECISION = "looplet.hook.decision"  # attrs: looplet.hook, looplet.decision (deny|stop|inject|update)
+EV_HOOK_ERROR = "looplet.hook.error"
+EV_RETRY = "looplet.llm.retry"  # attrs: looplet.retry.attempt, looplet.retry.delay_s, error.type
+EV_COMPACTION = "looplet.compaction"  # attrs: looplet.compaction.strategy, .tokens_before, .tokens_after
+EV_APPROVAL = "looplet.approval"
+EV_EVAL = "looplet.eval"
+HOOK = "looplet.hook"
+DECISION = "looplet.decision"
+REASON = "looplet.reason"
+
+# --- Prometheus metric names (prometheus_client adds _total/_bucket/... as usual) ---------------------
+# Label sets are fixed and bounded: no run, session or user ids, no free text.
+METRICS = {
+    # name: (type, help, labels)
+    "looplet_runs": ("counter", "Agent runs finished, by outcome (the stop reason's kind).", ("agent", "outcome")),
+    "looplet_active_runs": ("gauge", "Agent runs in progress.", ("agent",)),
+    "looplet_steps": ("counter", "Steps (tool calls) finished, by tool and status.", ("agent", "tool", "status")),
+    "looplet_llm_requests": ("counter", "LLM calls, by model and status.", ("agent", "provider", "model", "status")),
+    "looplet_tokens": ("counter", "Tokens used, by model and type.", ("agent", "model", "type")),
+    "looplet_cost_usd": ("counter", "Spend in US dollars, by model.", ("agent", "model")),
+    "looplet_unpriced_llm_requests": ("counter", "LLM calls whose model has no known price (cost left empty).",
+                                      ("agent", "model")),
+    "looplet_llm_duration_seconds": ("histogram", "LLM call latency.", ("agent", "model")),
+    "looplet_tool_duration_seconds": ("histogram", "Tool call latency.", ("agent", "tool")),
+    "looplet_step_duration_seconds": ("histogram", "Step latency (its LLM share plus its tool call).", ("agent",)),
+    "looplet_tool_errors": ("counter", "Tool calls that failed, by error kind.", ("agent", "tool", "kind")),
+    "looplet_hook_denials": ("counter", "Tool calls denied by a hook.", ("agent", "tool", "hook")),
+    "looplet_hook_errors": ("counter", "Exceptions raised by hooks (isolated).", ("agent", "hook", "method")),
+    "looplet_llm_retries": ("counter", "LLM call retries after a retryable error.", ("agent", "model")),
+    "looplet_compactions": ("counter", "Transcript compactions, by strategy.", ("agent", "strategy")),
+    "looplet_approvals_pending": ("gauge", "Tool calls waiting for approval.", ("agent",)),
+    "looplet_approval_wait_seconds": ("histogram", "Time a tool call waited for approval.", ("agent", "tool")),
+    "looplet_evals": ("counter", "Eval results, by eval and outcome.", ("agent", "eval", "outcome")),
+    # GenAI semantic-convention client metrics, as Prometheus renders them
+    "gen_ai_client_token_usage": ("histogram", "Tokens used per LLM call (GenAI semconv).",
+                                  ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model",
+                                   "gen_ai_token_type")),
+    "gen_ai_client_operation_duration_seconds": ("histogram", "LLM call duration (GenAI semconv).",
+                                                 ("gen_ai_operation_name", "gen_ai_provider_name",
+                                                  "gen_ai_request_model")),
+    "gen_ai_client_operation_time_to_first_chunk_seconds": (
+        "histogram", "Time to the first streamed chunk (GenAI semconv).",
+        ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model")),
+}
+
+# Histogram buckets. GenAI ones are the semantic conventions' advisory boundaries.
+LLM_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 45, 60, 90, 120)
+TOOL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+GENAI_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+GENAI_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+
+# --- structured log keys ---------------------------------------------------------------------------
+LOG_KEYS = ("event", "level", "timestamp", "trace_id", "span_id", "run_id", "agent", "step", "tool", "model",
+            "input_tokens", "output_tokens", "cost_usd", "duration_ms", "stop_reason", "error", "error_kind")
