@@ -69,6 +69,8 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
     step_num = len(state.steps)
     schemas = registry.schemas()
     options = config.llm_options()
+    if H.on_llm_chunk:
+        options["on_chunk"] = _chunk_callback(H, state, strict)
     done_tool = config.done_tool
     strict = config.strict_hooks
     dangling: list[ToolCall] = []
@@ -91,6 +93,15 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                 log.warning("on_hook_error hook raised %r", out.exc)
         if strict:
             raise _Fatal(HookError(f"hook {type(hook).__name__}.{method} raised {type(exc).__name__}: {exc}"), exc)
+
+    def decided(hook: Any, decision: str, reason: str | None, tool: str | None = None
+                ) -> Generator[Effect, Any, None]:
+        """Tell ``on_event`` hooks that a hook decision took effect (deny, stop, inject, update, reject_done)."""
+        attrs = {"hook": type(hook).__name__, "decision": decision, "reason": reason or "", "tool": tool or ""}
+        for fn in run._events:
+            out = yield (CALL, fn, ("hook.decision", attrs))
+            if isinstance(out, Raised) and not isinstance(out, Interrupted):
+                log.warning("on_event hook raised %r", out.exc)
 
     def wrong_type(hook: Any, method: str, value: Any, expected: str) -> Generator[Effect, Any, None]:
         yield from _report(hook, method, TypeError(
@@ -117,11 +128,14 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                     continue
                 if isinstance(r, str):
                     extra.append(r)
+                    yield from decided(hook, "inject", None)
                 elif isinstance(r, HookDecision):
                     if r.additional_context:
                         extra.append(r.additional_context)
+                        yield from decided(hook, "inject", None)
                     if r.stop:
                         stop = f"hook_stop:{r.stop}"
+                        yield from decided(hook, "stop", r.stop)
                         break
                 else:
                     yield from wrong_type(hook, "pre_prompt", r, "None, str or HookDecision")
@@ -131,6 +145,8 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
             if extra:
                 messages = session_log + [{"role": "user", "content": "\n\n".join(extra)}]
             call = LLMCall(messages, schemas, step_num + 1, run.model, run.provider, dict(options))
+            if "on_chunk" in options:
+                options["on_chunk"].step = step_num + 1
 
             response: LLMResponse | None = None
             llm_ms = 0.0
@@ -217,16 +233,20 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                             continue
                         if isinstance(r, ToolResult):
                             preset = r
+                            yield from decided(hook, "replace", None, tc.tool)
                         elif isinstance(r, HookDecision):
                             if r.updated_args is not None:
                                 tc = ToolCall(tc.tool, dict(r.updated_args), tc.id, tc.reasoning)
+                                yield from decided(hook, "update", None, tc.tool)
                             if r.block is not None:
                                 hint = " You may retry with different arguments." if r.retry else \
                                     " Do not retry this call."
                                 preset = _err(f"Denied: {r.block}.{hint}", "denied")
+                                yield from decided(hook, "deny", r.block, tc.tool)
                             if r.stop:
                                 stop = f"hook_stop:{r.stop}"
                                 preset = preset or _err(f"Not run: the run was stopped ({r.stop}).", "not_run")
+                                yield from decided(hook, "stop", r.stop, tc.tool)
                         else:
                             yield from wrong_type(hook, "pre_dispatch", r, "None, HookDecision or ToolResult")
                             continue
@@ -241,6 +261,7 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                             if reason:
                                 preset = _err(f"Not done yet: {reason}", "done_rejected")
                                 done_ok = False
+                                yield from decided(hook, "reject_done", str(reason), tc.tool)
                                 break
                     prepared.append([step_num, tc, preset, done_ok])
                     if stop is not None:
@@ -273,6 +294,7 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                                 notes.append(r.additional_context)
                             if r.stop and stop is None:
                                 stop = f"hook_stop:{r.stop}"
+                                yield from decided(hook, "stop", r.stop, tc.tool)
                         else:
                             yield from wrong_type(hook, "post_dispatch", r, "None, str or HookDecision")
                     text = result.text if result.text is not None else (
@@ -286,6 +308,8 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                     step = Step(number, tc, result, usage if first else None, llm_ms if first else 0.0,
                                 result.duration_ms, cost if first else None, response.model or run.model,
                                 run.trace_id, run.span_id)
+                    if first and response.time_to_first_chunk_s is not None:
+                        step.ttfc_ms = response.time_to_first_chunk_s * 1000.0
                     first = False
                     state.record(step) if hasattr(state, "record") else state.steps.append(step)
                     for hook, fn in H.on_step:
@@ -301,6 +325,8 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                                 stop = f"hook_stop:{r.stop}"
                             elif isinstance(r, str):
                                 stop = f"hook_stop:{r}"
+                            if stop is not None:
+                                yield from decided(hook, "stop", stop.partition(":")[2], tc.tool)
                     if done_ok and result.error is None:
                         final = tc.args.get("answer", result.data)
                         if stop is None:
@@ -345,6 +371,49 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
     if fatal is not None:
         raise fatal
     return result
+
+
+class _ChunkCallback:
+    """``options["on_chunk"]``: streaming backends call it with each chunk; it calls the ``on_llm_chunk``
+    hooks as ``(state, chunk, step_num)``. It returns an awaitable when a hook is ``async def`` (async
+    backends await it). A chunk is a dict: ``{"type": "text", "text": ...}`` or ``{"type": "tool_call",
+    "index": i, "id": ..., "name": ..., "arguments": "<delta>"}``."""
+
+    __slots__ = ("hooks", "state", "strict", "step")
+
+    def __init__(self, hooks: ResolvedHooks, state: Any, strict: bool) -> None:
+        self.hooks = hooks.on_llm_chunk
+        self.state = state
+        self.strict = strict
+        self.step = 0
+
+    def __call__(self, chunk: dict[str, Any]) -> Any:
+        pending = []
+        for hook, fn in self.hooks:
+            try:
+                out = fn(self.state, chunk, self.step)
+            except Exception as exc:
+                if self.strict:
+                    raise
+                log.warning("hook %s.on_llm_chunk raised %r", type(hook).__name__, exc)
+                continue
+            if out is not None and hasattr(out, "__await__"):
+                pending.append(out)
+        if pending:
+            return _gather(pending)
+        return None
+
+
+async def _gather(awaitables: list[Any]) -> None:
+    for a in awaitables:
+        try:
+            await a
+        except Exception as exc:  # noqa: BLE001 - isolated like every observer
+            log.warning("on_llm_chunk hook raised %r", exc)
+
+
+def _chunk_callback(hooks: ResolvedHooks, state: Any, strict: bool) -> _ChunkCallback:
+    return _ChunkCallback(hooks, state, strict)
 
 
 class _Stop(Exception):

@@ -166,6 +166,7 @@ class Step:
     trace_id: str | None = None
     span_id: str | None = None
     children: list[Step] = field(default_factory=list)
+    ttfc_ms: float | None = None  # time to the first streamed chunk of the LLM call (streaming only)
 
     @property
     def ok(self) -> bool:
@@ -196,6 +197,8 @@ class Step:
             "trace_id": self.trace_id,
             "span_id": self.span_id,
         }
+        if self.ttfc_ms is not None:
+            d["ttfc_ms"] = round(self.ttfc_ms, 3)
         if self.children:
             d["children"] = [c.to_dict() for c in self.children]
         return d
@@ -214,6 +217,7 @@ class Step:
             trace_id=d.get("trace_id"),
             span_id=d.get("span_id"),
             children=[cls.from_dict(c) for c in d.get("children", ())],
+            ttfc_ms=d.get("ttfc_ms"),
         )
 
 
