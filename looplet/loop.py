@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import inspect
 import threading
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
+import os
 from typing import Any, Callable, Generator, Iterable
 
 from looplet._engine import CALL, CLOSED, LLM, SLEEP, STEP, TOOLS, Interrupted, Raised, engine
@@ -90,7 +88,7 @@ def prepare(llm: Any, task: Any, tools: Any, hooks: Any, config: Any, state: Any
     if context is None:
         context = {}
     resolved = ResolvedHooks(list(hooks), async_mode=async_mode)
-    run = Run(uuid.uuid4().hex, config.agent_name, state, config, task)
+    run = Run(os.urandom(16).hex(), config.agent_name, state, config, task)
     run.model = getattr(llm, "model", None)
     run.provider = getattr(llm, "provider", None)
     run.parent = parent
@@ -129,7 +127,7 @@ def _drive(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
     eng = engine(run, llm, registry, hooks, config, state, context, run.task, limit, cancel)
     call_llm = _llm_chain(hooks.wrap_llm_call, llm)
     run_tool = _tool_chain(hooks.wrap_tool, registry, config.tool_timeout_s)
-    pool: ThreadPoolExecutor | None = None
+    pool: Any = None
     send: Any = None
     closed = False
     thrown: BaseException | None = None
@@ -157,7 +155,10 @@ def _drive(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                             if len(calls) == 1:
                                 send = [run_tool(calls[0])]
                             else:
-                                pool = pool or ThreadPoolExecutor(max_workers=8, thread_name_prefix="looplet-tool")
+                                if pool is None:
+                                    from concurrent.futures import ThreadPoolExecutor
+
+                                    pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="looplet-tool")
                                 futures = [pool.submit(contextvars.copy_context().run, run_tool, c) for c in calls]
                                 send = [f.result() for f in futures]
                         elif kind is SLEEP:
@@ -190,6 +191,8 @@ def _drive(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
 
 def _await_sync(awaitable: Any) -> Any:
     """Run an ``async def`` hook from the sync loop."""
+    import asyncio
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

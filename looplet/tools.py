@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import difflib
 import inspect
@@ -347,6 +346,8 @@ class BaseToolRegistry:
         spec = self.prepare(call)
         if isinstance(spec, ToolResult):
             return spec
+        import asyncio
+
         timeout = spec.timeout_s or timeout_s
         started = time.perf_counter()
         try:
@@ -440,6 +441,8 @@ def _run_in_thread(fn: Callable[..., Any], args: dict[str, Any], timeout: float)
 
 def _run_coroutine(coro: Any, timeout: float | None) -> Any:
     """Run an async tool from the sync loop."""
+    import asyncio
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -10,8 +10,10 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 from looplet.types import Usage
 
@@ -113,9 +115,11 @@ def set_prices(prices: dict[str, Any], *, replace: bool = False) -> None:
         _unknown.difference_update(parsed)
 
 
-def load_prices(path: str | Path, *, replace: bool = False) -> None:
+def load_prices(path: str | "Path", *, replace: bool = False) -> None:
     """Load prices from a JSON or TOML file: ``{"model": {"input": 1.0, "cached_input": 0.1, "output": 4.0}}``
     (a TOML file may hold them under a ``[prices]`` table)."""
+    from pathlib import Path
+
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
