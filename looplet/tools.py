@@ -181,6 +181,10 @@ _JSON_CHECK: dict[str, Callable[[Any], bool]] = {
 }
 
 
+def _anything(value: Any) -> bool:
+    return True
+
+
 def _check(value: Any, schema: dict[str, Any], path: str) -> str | None:
     """Return a message if ``value`` does not fit ``schema`` (the JSON Schema subset tools use)."""
     if not schema:
@@ -193,9 +197,13 @@ def _check(value: Any, schema: dict[str, Any], path: str) -> str | None:
         return f"{path} must be one of {schema['enum']!r}, got {value!r}"
     jtype = schema.get("type")
     if jtype is not None:
-        allowed = jtype if isinstance(jtype, list) else [jtype]
-        if not any(_JSON_CHECK.get(t, lambda v: True)(value) for t in allowed):
-            want = " or ".join(allowed)
+        if isinstance(jtype, str):
+            check = _JSON_CHECK.get(jtype)
+            ok = check is None or check(value)
+        else:
+            ok = any(_JSON_CHECK.get(t, _anything)(value) for t in jtype)
+        if not ok:
+            want = jtype if isinstance(jtype, str) else " or ".join(jtype)
             return f"{path} must be {want}, got {type(value).__name__} {value!r:.60}"
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         for i, item in enumerate(value):
@@ -406,6 +414,8 @@ def _render(data: Any, limit: int) -> str:
     """The text the model sees for a result; raises TypeError/ValueError when it is not JSON-able."""
     if isinstance(data, str):
         text = data
+    elif type(data) is int:
+        return repr(data)
     else:
         if isinstance(data, (bytes, bytearray)):
             raise TypeError("bytes are not JSON; decode them or return base64 text")
