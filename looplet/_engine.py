@@ -68,11 +68,11 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
     fatal: BaseException | None = None
     step_num = len(state.steps)
     schemas = registry.schemas()
+    done_tool = config.done_tool
+    strict = config.strict_hooks
     options = config.llm_options()
     if H.on_llm_chunk:
         options["on_chunk"] = _chunk_callback(H, state, strict)
-    done_tool = config.done_tool
-    strict = config.strict_hooks
     dangling: list[ToolCall] = []
     text_mode = False
 

@@ -61,7 +61,8 @@ SCRIPT = [
 TASK = {"goal": "How many hooks and exporters does looplet ship, together?"}
 
 
-def build(latency_s: float = 0.05, steps: int | None = None) -> tuple[MockLLMBackend, Any, LoopConfig]:
+def build(latency_s: float = 0.05, steps: int | None = None, stream: bool = False
+          ) -> tuple[MockLLMBackend, Any, LoopConfig]:
     """The demo's backend, tools and config (``steps`` repeats the script to make longer runs)."""
     script = list(SCRIPT)
     if steps and steps > len(script):
@@ -69,7 +70,7 @@ def build(latency_s: float = 0.05, steps: int | None = None) -> tuple[MockLLMBac
         script = [body[i % len(body)] for i in range(steps - 1)] + [SCRIPT[-1]]
     llm = MockLLMBackend(script, model="gpt-4o-mini", usage="estimate", latency_s=latency_s)
     config = LoopConfig(max_steps=max(len(script) + 2, 15), agent_name="demo-agent", parallel_tools=True,
-                        tool_timeout_s=5.0)
+                        tool_timeout_s=5.0, stream=stream)
     return llm, tools_from([search_docs, fetch_page, calculator]), config
 
 
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on 127.0.0.1:PORT")
     parser.add_argument("--log-file", default=None, help="write JSON logs here (default: stderr)")
     parser.add_argument("--trace-dir", default=None, help="write a trajectory folder per run here")
+    parser.add_argument("--stream", action="store_true", help="stream the model's answers (time to first chunk)")
     parser.add_argument("--no-telemetry", action="store_true", help="run the bare loop")
     parser.add_argument("--quiet", action="store_true", help="no step lines")
     args = parser.parse_args(argv)
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while args.runs == 0 or n < args.runs:
             n += 1
-            llm, tools, config = build(args.latency, args.steps)
+            llm, tools, config = build(args.latency, args.steps, args.stream)
             state = DefaultState(max_steps=config.max_steps)
             started = time.perf_counter()
             tokens = 0

@@ -14,6 +14,23 @@ from looplet.types import LLMResponse, ToolCall, Usage
 __all__ = ["MockLLMBackend"]
 
 
+_FIRST_CHUNK_SHARE = 0.3
+
+
+def _chunks(response: LLMResponse) -> list[dict[str, Any]]:
+    """The pieces a streaming provider would send: text in two halves, each tool call's arguments in two."""
+    out: list[dict[str, Any]] = []
+    if response.text:
+        half = len(response.text) // 2
+        out += [{"type": "text", "text": response.text[:half]}, {"type": "text", "text": response.text[half:]}]
+    for i, call in enumerate(response.tool_calls):
+        args = json.dumps(call.args)
+        half = len(args) // 2
+        out.append({"type": "tool_call", "index": i, "id": call.id, "name": call.tool, "arguments": args[:half]})
+        out.append({"type": "tool_call", "index": i, "id": None, "name": None, "arguments": args[half:]})
+    return out
+
+
 class MockLLMBackend:
     """Answers from a script. Each response is a JSON string ``{"tool": ..., "args": {...}}`` (or a list
     of them: several calls in one answer), plain text (no tool call), a :class:`ToolCall`, a list of
@@ -22,6 +39,10 @@ class MockLLMBackend:
     usage: None (no usage), ``"estimate"`` (about 4 characters a token, counted incrementally so a long
         transcript costs no more per call), or a :class:`Usage` returned every time.
     latency_s: simulated time per call (``time.sleep`` / ``asyncio.sleep``).
+
+    With ``stream=True`` in the options (``LoopConfig(stream=True)``) it sends the answer as chunks to
+    ``options["on_chunk"]`` and sets ``time_to_first_chunk_s`` (the first chunk arrives after 30% of the
+    latency).
     """
 
     provider = "mock"
@@ -76,14 +97,42 @@ class MockLLMBackend:
         return Usage(input_tokens=self._seen // 4 + 1, output_tokens=out // 4 + 1)
 
     def generate(self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any) -> LLMResponse:
+        if not options.get("stream"):
+            if self.latency_s:
+                time.sleep(self.latency_s)
+            return self._next(messages)
+        started = time.perf_counter()
         if self.latency_s:
-            time.sleep(self.latency_s)
-        return self._next(messages)
+            time.sleep(self.latency_s * _FIRST_CHUNK_SHARE)  # the first chunk comes early, the rest later
+        response = self._next(messages)
+        response.time_to_first_chunk_s = time.perf_counter() - started
+        on_chunk = options.get("on_chunk")
+        for chunk in _chunks(response):
+            if on_chunk is not None:
+                on_chunk(chunk)
+        if self.latency_s:
+            time.sleep(self.latency_s * (1 - _FIRST_CHUNK_SHARE))
+        return response
 
     async def agenerate(self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any) -> LLMResponse:
+        if not options.get("stream"):
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+            return self._next(messages)
+        started = time.perf_counter()
         if self.latency_s:
-            await asyncio.sleep(self.latency_s)
-        return self._next(messages)
+            await asyncio.sleep(self.latency_s * _FIRST_CHUNK_SHARE)
+        response = self._next(messages)
+        response.time_to_first_chunk_s = time.perf_counter() - started
+        on_chunk = options.get("on_chunk")
+        for chunk in _chunks(response):
+            if on_chunk is not None:
+                pending = on_chunk(chunk)
+                if pending is not None:
+                    await pending
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s * (1 - _FIRST_CHUNK_SHARE))
+        return response
 
     @staticmethod
     def _parse(item: Any, index: int) -> LLMResponse | BaseException:

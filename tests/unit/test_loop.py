@@ -456,3 +456,23 @@ def test_bad_input_fails_fast_with_the_argument_named() -> None:
 
     with pytest.raises(TypeError, match=r"BadSig.pre_prompt.*\(state, session_log, context, step_num\)"):
         composable_loop(llm=llm, tools=tools, task={"goal": "x"}, hooks=[BadSig()])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_streaming_gives_the_same_steps_plus_chunks_and_ttfc(mode: str) -> None:
+    chunks: list[dict] = []
+
+    class Chunks:
+        def on_llm_chunk(self, state, chunk, step_num):
+            chunks.append((step_num, chunk))
+
+    answers = ['{"tool": "echo", "args": {"text": "a"}}', DONE]
+    plain, _ = run(mode, llm=MockLLMBackend(answers), tools=tools_from([echo]), task={"goal": "x"})
+    streamed, result = run(mode, llm=MockLLMBackend(answers, latency_s=0.01), tools=tools_from([echo]),
+                           task={"goal": "x"}, hooks=[Chunks()], config=LoopConfig(stream=True))
+    assert [(s.tool_call.tool, s.tool_call.args, s.tool_result.data) for s in streamed] == \
+        [(s.tool_call.tool, s.tool_call.args, s.tool_result.data) for s in plain]
+    assert all(s.ttfc_ms is not None and 2 <= s.ttfc_ms < s.llm_ms for s in streamed)
+    assert plain[0].ttfc_ms is None
+    args = "".join(c["arguments"] for n, c in chunks if n == 1 and c["type"] == "tool_call")
+    assert json.loads(args) == {"text": "a"} and {n for n, _ in chunks} == {1, 2}
