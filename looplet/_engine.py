@@ -110,6 +110,8 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
     try:
         for hook, fn in H.on_loop_start:
             yield from hook_call(hook, "on_loop_start", fn, (state, session_log, context))
+        # an on_loop_start hook may have restored the state (CheckpointHook): count on from it
+        totals, step_num = _Totals(state), len(state.steps)
 
         malformed = 0
         while stop is None:
@@ -134,7 +136,7 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                         extra.append(r.additional_context)
                         yield from decided(hook, "inject", None)
                     if r.stop:
-                        stop = f"hook_stop:{r.stop}"
+                        stop = _stop_reason(r.stop)
                         yield from decided(hook, "stop", r.stop)
                         break
                 else:
@@ -180,8 +182,8 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
             cost = cost_of(response.model or run.model, usage)
             if usage is not None:
                 totals.usage.add(usage)
-            if cost is not None:
-                totals.cost = (totals.cost or 0.0) + cost
+            if cost is not None:  # read the state's total: hooks may add to it (a summarize call)
+                totals.cost = (getattr(state, "cost_usd", totals.cost) or 0.0) + cost
                 if hasattr(state, "cost_usd"):
                     state.cost_usd = totals.cost
 
@@ -244,7 +246,7 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                                 preset = _err(f"Denied: {r.block}.{hint}", "denied")
                                 yield from decided(hook, "deny", r.block, tc.tool)
                             if r.stop:
-                                stop = f"hook_stop:{r.stop}"
+                                stop = _stop_reason(r.stop)
                                 preset = preset or _err(f"Not run: the run was stopped ({r.stop}).", "not_run")
                                 yield from decided(hook, "stop", r.stop, tc.tool)
                         else:
@@ -293,7 +295,7 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                             if r.additional_context:
                                 notes.append(r.additional_context)
                             if r.stop and stop is None:
-                                stop = f"hook_stop:{r.stop}"
+                                stop = _stop_reason(r.stop)
                                 yield from decided(hook, "stop", r.stop, tc.tool)
                         else:
                             yield from wrong_type(hook, "post_dispatch", r, "None, str or HookDecision")
@@ -322,7 +324,7 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                             if r is True:
                                 stop = f"hook_stop:{type(hook).__name__}"
                             elif isinstance(r, HookDecision) and r.stop:
-                                stop = f"hook_stop:{r.stop}"
+                                stop = _stop_reason(r.stop)
                             elif isinstance(r, str):
                                 stop = f"hook_stop:{r}"
                             if stop is not None:
@@ -352,8 +354,7 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
         for tc in dangling:  # keep the transcript valid for a resume: every call gets an answer
             session_log.append({"role": "tool", "tool_call_id": tc.id,
                                 "content": f"Not run: the run stopped ({stop})."})
-    if hasattr(state, "cost_usd"):
-        state.cost_usd = totals.cost
+    totals.cost = getattr(state, "cost_usd", totals.cost)
     result = RunResult(
         stop_reason=stop or "cancelled", steps=list(state.steps), usage=totals.usage, cost_usd=totals.cost,
         duration_ms=(time.perf_counter() - started) * 1000.0, final_output=final, error=error,
@@ -414,6 +415,12 @@ async def _gather(awaitables: list[Any]) -> None:
 
 def _chunk_callback(hooks: ResolvedHooks, state: Any, strict: bool) -> _ChunkCallback:
     return _ChunkCallback(hooks, state, strict)
+
+
+def _stop_reason(reason: str) -> str:
+    """``HookDecision(stop=reason)`` ends the run as ``hook_stop:<reason>``; ``awaiting_approval`` (an
+    ApprovalHook pausing the run) is a stop reason of its own and is kept as it is."""
+    return reason if reason == "awaiting_approval" else f"hook_stop:{reason}"
 
 
 class _Stop(Exception):
