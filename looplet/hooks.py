@@ -146,10 +146,11 @@ def emit_event(name: str, **attributes: Any) -> None:
 class ResolvedHooks:
     """The hooks of one run, resolved once: one tuple per method holding only the hooks that have it."""
 
-    __slots__ = ("hooks",) + tuple(OBSERVER_METHODS) + WRAP_METHODS
+    __slots__ = ("hooks", "async_mode") + tuple(OBSERVER_METHODS) + WRAP_METHODS
 
     def __init__(self, hooks: list[Any], *, async_mode: bool) -> None:
         self.hooks = tuple(hooks)
+        self.async_mode = async_mode  # hooks that make their own LLM calls pick generate or agenerate by it
         for method, params in OBSERVER_METHODS.items():
             setattr(self, method, tuple(_bound(h, method, params) for h in hooks if _has(h, method)))
         for method in WRAP_METHODS:
