@@ -32,7 +32,7 @@ async def _drive(run: Run, llm: Any, registry: BaseToolRegistry, hooks: Resolved
                  state: Any, context: Any, limit: int, cancel: Any) -> AsyncGenerator[Step, None]:
     eng = engine(run, llm, registry, hooks, config, state, context, run.task, limit, cancel)
     call_llm = _fold(hooks.wrap_llm_call, _innermost_llm(llm))
-    run_tool = _tool_chain(hooks.wrap_tool, registry, config.tool_timeout_s)
+    run_tool = _tool_chain(hooks.wrap_tool, registry, config.tool_timeout_s, config.max_tool_output_chars)
     send: Any = None
     closed = False
     thrown: BaseException | None = None
@@ -107,11 +107,11 @@ def _innermost_llm(llm: Any) -> Callable[[LLMCall], Any]:
 
 
 def _tool_chain(wraps: Iterable[tuple[Any, Callable[..., Any]]], registry: BaseToolRegistry,
-                timeout: float | None) -> Callable[[ToolCall], Any]:
+                timeout: float | None, max_chars: int | None = None) -> Callable[[ToolCall], Any]:
     adispatch = registry.adispatch
 
     def innermost(tc: ToolCall) -> Any:
-        return adispatch(tc, timeout)
+        return adispatch(tc, timeout, max_chars)
 
     chain = _fold(wraps, innermost)
 

@@ -126,7 +126,7 @@ def _drive(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
            state: Any, context: Any, limit: int, cancel: Any) -> Generator[Step, None, RunResult]:
     eng = engine(run, llm, registry, hooks, config, state, context, run.task, limit, cancel)
     call_llm = _llm_chain(hooks.wrap_llm_call, llm)
-    run_tool = _tool_chain(hooks.wrap_tool, registry, config.tool_timeout_s)
+    run_tool = _tool_chain(hooks.wrap_tool, registry, config.tool_timeout_s, config.max_tool_output_chars)
     pool: Any = None
     send: Any = None
     closed = False
@@ -214,11 +214,11 @@ def _llm_chain(wraps: Iterable[tuple[Any, Callable[..., Any]]], llm: Any) -> Cal
 
 
 def _tool_chain(wraps: Iterable[tuple[Any, Callable[..., Any]]], registry: BaseToolRegistry,
-                timeout: float | None) -> Callable[[ToolCall], ToolResult]:
+                timeout: float | None, max_chars: int | None = None) -> Callable[[ToolCall], ToolResult]:
     dispatch = registry.dispatch
 
     def innermost(tc: ToolCall) -> ToolResult:
-        return dispatch(tc, timeout)
+        return dispatch(tc, timeout, max_chars)
 
     chain = _fold(wraps, innermost)
     if not wraps:

@@ -313,22 +313,23 @@ class BaseToolRegistry:
             return _error(f"Invalid call to {spec.name}: {msg}. Fix the arguments and call it again.", kind)
         return spec
 
-    def finish(self, spec: ToolSpec, data: Any, started: float) -> ToolResult:
+    def finish(self, spec: ToolSpec, data: Any, started: float, max_chars: int | None = None) -> ToolResult:
         duration = (time.perf_counter() - started) * 1000.0
+        limit = self.max_output_chars if max_chars is None else max_chars
         if isinstance(data, ToolResult):
             data.duration_ms = data.duration_ms or duration
             if data.text is None:
-                data.text = data.error if data.error is not None else _render(data.data, self.max_output_chars)
+                data.text = data.error if data.error is not None else _render(data.data, limit)
             return data
         try:
-            text = _render(data, self.max_output_chars)
+            text = _render(data, limit)
         except (TypeError, ValueError) as exc:
             return _error(f"Tool {spec.name} returned a {type(data).__name__} that cannot be sent to the model "
                           f"({exc}). Tools should return str, numbers, lists or dicts of those.",
                           "unserializable_result", duration)
         return ToolResult(data=data, duration_ms=duration, text=text)
 
-    def dispatch(self, call: ToolCall, timeout_s: float | None = None) -> ToolResult:
+    def dispatch(self, call: ToolCall, timeout_s: float | None = None, max_chars: int | None = None) -> ToolResult:
         """Validate and run ``call``; every failure comes back as ``ToolResult.error`` with an ``error_kind``."""
         spec = self.prepare(call)
         if isinstance(spec, ToolResult):
@@ -344,11 +345,12 @@ class BaseToolRegistry:
                 data = _run_in_thread(spec.execute, call.args, timeout)
         except _ToolTimeout:
             return _timeout_error(spec, timeout, started)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a tool calling sys.exit() fails that call, not the agent
             return _exception_error(spec, exc, started)
-        return self.finish(spec, data, started)
+        return self.finish(spec, data, started, max_chars)
 
-    async def adispatch(self, call: ToolCall, timeout_s: float | None = None) -> ToolResult:
+    async def adispatch(self, call: ToolCall, timeout_s: float | None = None,
+                        max_chars: int | None = None) -> ToolResult:
         """``dispatch`` for the async loop: ``async def`` tools are awaited, sync ones run in a thread
         when they have a timeout (and inline otherwise)."""
         spec = self.prepare(call)
@@ -360,16 +362,16 @@ class BaseToolRegistry:
         started = time.perf_counter()
         try:
             if spec.is_async:
-                data = await asyncio.wait_for(spec.execute(**call.args), timeout)
+                data = await asyncio.wait_for(_no_exit_async(spec.execute(**call.args)), timeout)
             elif timeout is None:
                 data = spec.execute(**call.args)
             else:
-                data = await asyncio.wait_for(asyncio.to_thread(spec.execute, **call.args), timeout)
+                data = await asyncio.wait_for(_in_daemon_thread(spec.execute, call.args), timeout)
         except (asyncio.TimeoutError, TimeoutError):
             return _timeout_error(spec, timeout, started)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a tool calling sys.exit() fails that call, not the agent
             return _exception_error(spec, exc, started)
-        return self.finish(spec, data, started)
+        return self.finish(spec, data, started, max_chars)
 
 
 def tools_from(items: list[ToolSpec | Callable[..., Any]], include_done: bool = True,
@@ -394,6 +396,51 @@ def _done(answer: str) -> dict[str, str]:
 
 class _ToolTimeout(Exception):
     pass
+
+
+class ToolExited(Exception):
+    """A tool called ``sys.exit()`` or ended its thread; asyncio would otherwise stop the event loop."""
+
+
+def _no_exit(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
+    try:
+        return fn(**args)
+    except SystemExit as exc:
+        raise ToolExited(f"the tool tried to exit (SystemExit {exc.code!r})") from None
+
+
+def _in_daemon_thread(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
+    """A future for ``fn(**args)`` run on a daemon thread (in a copy of the current context). Unlike
+    ``asyncio.to_thread`` an abandoned (timed-out) call cannot hold up the event loop's shutdown."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    ctx = contextvars.copy_context()
+
+    def settle(value: Any, exc: BaseException | None) -> None:
+        if not future.done():
+            future.set_exception(exc) if exc is not None else future.set_result(value)
+
+    def target() -> None:
+        try:
+            value, exc = ctx.run(_no_exit, fn, args), None
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+            value, exc = None, e
+        try:
+            loop.call_soon_threadsafe(settle, value, exc)
+        except RuntimeError:  # the loop is gone: nobody is waiting any more
+            pass
+
+    threading.Thread(target=target, daemon=True, name="looplet-tool").start()
+    return future
+
+
+async def _no_exit_async(coro: Any) -> Any:
+    try:
+        return await coro
+    except SystemExit as exc:
+        raise ToolExited(f"the tool tried to exit (SystemExit {exc.code!r})") from None
 
 
 def _error(message: str, kind: str, duration_ms: float = 0.0) -> ToolResult:
@@ -444,7 +491,7 @@ def _run_in_thread(fn: Callable[..., Any], args: dict[str, Any], timeout: float)
     ok, value = box[0]
     if ok:
         return value
-    if isinstance(value, Exception):
+    if isinstance(value, (Exception, SystemExit)):
         raise value
     raise RuntimeError(f"tool thread ended with {type(value).__name__}: {value}")
 
