@@ -1,0 +1,223 @@
+"""What the OpenAI and Anthropic backends share: error mapping, stream assembly, chunk delivery.
+
+Stdlib only; the provider modules import their SDKs themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import inspect
+import json
+import logging
+import time
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from looplet.errors import LLMError
+from looplet.tools import INVALID_JSON_KEY
+from looplet.types import LLMResponse, ToolCall, Usage
+
+log = logging.getLogger("looplet")
+
+
+def server_of(base_url: Any) -> tuple[str | None, int | None]:
+    """``(host, port)`` of a base URL, the port defaulted from the scheme (semconv ``server.*``)."""
+    parts = urlsplit(str(base_url))
+    if not parts.hostname:
+        return None, None
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.hostname, port or {"https": 443, "http": 80}.get(parts.scheme)
+
+
+def parse_arguments(raw: Any) -> dict[str, Any]:
+    """Tool-call arguments as a dict; text that is not a JSON object is kept under ``INVALID_JSON_KEY``
+    so the registry answers the model with an ``invalid_argument`` error it can act on."""
+    if isinstance(raw, dict):
+        return raw
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return {}
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return {INVALID_JSON_KEY: raw}
+        if isinstance(value, dict):
+            return value
+    return {INVALID_JSON_KEY: raw if isinstance(raw, str) else json.dumps(raw, default=repr)}
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), else None."""
+    if headers is None:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(float(value) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _is(exc: BaseException, *names: str) -> bool:
+    """Class-name test, so httpx, httpx2 and both SDKs' exceptions are recognised without importing them."""
+    return any(k.__name__ in names for k in type(exc).__mro__)
+
+
+def map_error(exc: BaseException, *, provider: str, key_env: str, base_url: Any, model: str,
+              timeout: Any, mid_stream: bool = False) -> LLMError:
+    """Translate an SDK or transport exception into an :class:`LLMError` saying what to do.
+
+    Retryable: 429, 408, 5xx, timeouts, connection failures, a stream cut off or failing mid-way.
+    Not retryable: other 4xx (bad request, credentials, permissions, unknown model or URL).
+    ``mid_stream``: the exception ended a stream that had already started.
+    """
+    status = getattr(exc, "status_code", None)
+    if mid_stream and not isinstance(status, int):
+        cause = exc.__cause__ or exc
+        if _is(exc, "APITimeoutError", "TimeoutException"):
+            return LLMError(f"the {provider} stream stalled: no data for {timeout}s; the loop retries",
+                            retryable=True, kind="timeout")
+        if _is(exc, "APIConnectionError", "TransportError", "RequestError"):
+            return LLMError(f"the {provider} stream was cut off mid-answer ({type(cause).__name__}: {cause}); "
+                            "the loop retries", retryable=True, kind="stream_cut")
+    detail = _detail(exc)
+    if isinstance(status, int):
+        response = getattr(exc, "response", None)
+        wait = retry_after(getattr(response, "headers", None))
+        if status == 429:
+            return LLMError(f"{provider} rate limit (HTTP 429){detail}; the loop retries after a pause",
+                            retryable=True, status=429, retry_after=wait)
+        if status == 408 or status >= 500:
+            return LLMError(f"{provider} server error (HTTP {status}){detail}; transient, the loop retries",
+                            retryable=True, status=status, retry_after=wait)
+        hint = {
+            400: "the server rejected the request; check the model's parameters and the tool schemas",
+            401: f"authentication failed; check {key_env} (or the api_key argument)",
+            403: f"permission denied; check that the key may use model {model!r}",
+            404: f"not found; check base_url ({base_url}) and model {model!r}",
+            413: "the request is too large; shorten the transcript (see compaction hooks)",
+            422: "the server could not process the request; check the model's parameters",
+        }.get(status, "the request was refused; it is not retried")
+        return LLMError(f"{provider} HTTP {status}: {hint}{detail}", retryable=False, status=status)
+    if _is(exc, "APITimeoutError", "TimeoutException"):
+        return LLMError(f"no answer from {provider} at {base_url} within {timeout}s; the loop retries "
+                        "(raise timeout= if the model is slow)", retryable=True, kind="timeout")
+    if _is(exc, "APIConnectionError", "TransportError", "RequestError"):
+        cause = exc.__cause__ or exc.__context__
+        why = f" ({type(cause).__name__}: {cause})" if cause is not None else f" ({exc})"
+        return LLMError(f"connection to {provider} at {base_url} failed{why}; the loop retries (check base_url "
+                        "and that the server is up)", retryable=True, kind="connection")
+    if _is(exc, "APIError"):  # an error event inside a stream: the server failed mid-answer
+        return LLMError(f"{provider} reported an error mid-answer{detail}", retryable=True, kind="stream_error")
+    return LLMError(f"{provider} call failed: {type(exc).__name__}: {exc}", retryable=False,
+                    kind=type(exc).__name__)
+
+
+def _detail(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    message = None
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        message = err.get("message") if isinstance(err, dict) else None
+    message = message or getattr(exc, "message", None) or str(exc)
+    message = " ".join(str(message).split())
+    return f": {message[:300]}" if message else ""
+
+
+def stream_cut(provider: str) -> LLMError:
+    return LLMError(f"the {provider} stream ended before the answer was complete; the loop retries",
+                    retryable=True, kind="stream_cut")
+
+
+def empty_answer(provider: str, what: str) -> LLMError:
+    return LLMError(f"{provider} returned {what}; the answer is unusable (check the model and the "
+                    "request, e.g. a content filter or an exhausted max_tokens)", retryable=False,
+                    kind="empty_response")
+
+
+def deliver(on_chunk: Callable[[dict[str, Any]], Any] | None, chunk: dict[str, Any]) -> None:
+    """Hand ``chunk`` to ``on_chunk`` from sync code; an awaitable result is run to completion."""
+    if on_chunk is None:
+        return
+    out = on_chunk(chunk)
+    if out is not None and inspect.isawaitable(out):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(_wait(out))
+            return
+        if hasattr(out, "close"):
+            out.close()
+        log.warning("an async on_llm_chunk hook cannot run inside a sync call in a running event loop; "
+                    "use async_composable_loop")
+
+
+async def adeliver(on_chunk: Callable[[dict[str, Any]], Any] | None, chunk: dict[str, Any]) -> None:
+    if on_chunk is None:
+        return
+    out = on_chunk(chunk)
+    if out is not None and inspect.isawaitable(out):
+        await out
+
+
+async def _wait(awaitable: Any) -> None:
+    await awaitable
+
+
+class Assembly:
+    """Builds one :class:`LLMResponse` out of streamed deltas and makes the chunk dicts for ``on_chunk``."""
+
+    __slots__ = ("started", "ttfc", "text", "calls", "usage", "model", "response_id", "finish_reason", "seen")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.ttfc: float | None = None
+        self.text: list[str] = []
+        self.calls: dict[int, list[Any]] = {}  # index -> [id, name, [argument pieces]]
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self.response_id: str | None = None
+        self.finish_reason: str | None = None
+        self.seen = False  # any choice / content block arrived
+
+    def _first(self) -> None:
+        if self.ttfc is None:
+            self.ttfc = time.perf_counter() - self.started
+
+    def add_text(self, piece: str) -> dict[str, Any]:
+        self._first()
+        self.text.append(piece)
+        return {"type": "text", "text": piece}
+
+    def add_call(self, index: int, call_id: str | None, name: str | None, arguments: str | None) -> dict[str, Any]:
+        self._first()
+        slot = self.calls.setdefault(index, [None, None, []])
+        if call_id:
+            slot[0] = call_id
+        if name and name != slot[1]:  # sent once by most servers; some repeat it, a few send it in pieces
+            slot[1] = (slot[1] or "") + name
+        if arguments:
+            slot[2].append(arguments)
+        return {"type": "tool_call", "index": index, "id": slot[0], "name": slot[1], "arguments": arguments or ""}
+
+    def response(self, provider: str, server: tuple[str | None, int | None]) -> LLMResponse:
+        calls = [ToolCall(name or "", parse_arguments("".join(pieces)), call_id or f"call_{index}")
+                 for index, (call_id, name, pieces) in sorted(self.calls.items())]
+        return LLMResponse("".join(self.text) or None, calls, self.usage, self.model, self.response_id,
+                           self.finish_reason, provider, server[0], server[1], self.ttfc)
