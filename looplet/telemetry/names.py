@@ -83,3 +83,50 @@ GENAI_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048
 # --- structured log keys ---------------------------------------------------------------------------
 LOG_KEYS = ("event", "level", "timestamp", "trace_id", "span_id", "run_id", "agent", "step", "tool", "model",
             "input_tokens", "output_tokens", "cost_usd", "duration_ms", "stop_reason", "error", "error_kind")
+
+# --- additions for the tracing / metrics / logging hooks ------------------------------------------
+HOOK_METHOD = "looplet.hook.method"
+RETRY_ATTEMPT = "looplet.retry.attempt"
+RETRY_DELAY_S = "looplet.retry.delay_s"
+RUN_RESUMED_STEPS = "looplet.run.resumed_steps"  # steps already in the state when the run started (resume)
+CONTENT_TRUNCATED = "looplet.content.truncated"  # a captured content attribute was cut to the size cap
+TRACER_SCOPE = "looplet"  # instrumentation scope of every looplet span and OTel metric
+
+# Extra Prometheus metrics (same shape as METRICS).
+METRICS["looplet_dropped_spans"] = (
+    "counter", "Spans that never reached the collector (export failed, queue full).", ("reason",))
+
+# GenAI / general semantic-convention keys, resolved lazily from ``opentelemetry-semantic-conventions``
+# (``from looplet.telemetry.names import GEN_AI_REQUEST_MODEL``) so the plain-string part above imports nothing.
+_SEMCONV = {
+    "opentelemetry.semconv._incubating.attributes.gen_ai_attributes": (
+        "GEN_AI_OPERATION_NAME", "GEN_AI_PROVIDER_NAME", "GEN_AI_REQUEST_MODEL", "GEN_AI_RESPONSE_MODEL",
+        "GEN_AI_RESPONSE_ID", "GEN_AI_RESPONSE_FINISH_REASONS", "GEN_AI_USAGE_INPUT_TOKENS",
+        "GEN_AI_USAGE_OUTPUT_TOKENS", "GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS",
+        "GEN_AI_USAGE_REASONING_OUTPUT_TOKENS", "GEN_AI_AGENT_NAME", "GEN_AI_CONVERSATION_ID",
+        "GEN_AI_TOOL_NAME", "GEN_AI_TOOL_CALL_ID", "GEN_AI_TOOL_TYPE", "GEN_AI_TOOL_CALL_ARGUMENTS",
+        "GEN_AI_TOOL_CALL_RESULT", "GEN_AI_INPUT_MESSAGES", "GEN_AI_OUTPUT_MESSAGES",
+        "GEN_AI_SYSTEM_INSTRUCTIONS", "GEN_AI_REQUEST_TEMPERATURE", "GEN_AI_REQUEST_MAX_TOKENS",
+        "GEN_AI_REQUEST_STREAM", "GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK", "GEN_AI_TOKEN_TYPE",
+        "GenAiOperationNameValues", "GenAiTokenTypeValues",
+    ),
+    "opentelemetry.semconv._incubating.metrics.gen_ai_metrics": (
+        "GEN_AI_CLIENT_TOKEN_USAGE", "GEN_AI_CLIENT_OPERATION_DURATION",
+        "GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK",
+    ),
+    "opentelemetry.semconv.attributes.error_attributes": ("ERROR_TYPE",),
+    "opentelemetry.semconv.attributes.server_attributes": ("SERVER_ADDRESS", "SERVER_PORT"),
+    "opentelemetry.semconv.attributes.exception_attributes": ("EXCEPTION_TYPE", "EXCEPTION_MESSAGE"),
+}
+_SEMCONV_INDEX = {name: module for module, names in _SEMCONV.items() for name in names}
+
+
+def __getattr__(name: str):  # noqa: ANN202 - module-level lazy attribute
+    module = _SEMCONV_INDEX.get(name)
+    if module is None:
+        raise AttributeError(f"module 'looplet.telemetry.names' has no attribute {name!r}")
+    from looplet.errors import require
+
+    value = getattr(require(module, "otel"), name)
+    globals()[name] = value
+    return value
