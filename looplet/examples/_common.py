@@ -1,0 +1,72 @@
+"""What the examples share: choosing the model (a real one from the environment, or ``--scripted``) and
+printing a run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, Sequence
+
+from looplet.errors import LoopletError, MissingExtra
+from looplet.progress import StepPrinter
+
+ENV_HELP = ("real model: set OPENAI_API_KEY and OPENAI_MODEL (and OPENAI_BASE_URL for Ollama, vLLM or any "
+            "OpenAI-compatible server); --scripted runs without a key or network")
+
+
+class SetupError(LoopletError):
+    """An example cannot start (no API key, a missing extra, a bad flag); the message says what to do."""
+
+
+def fail(message: str) -> int:
+    """Print ``error: message`` on stderr; returns exit status 2 (a setup problem, not a crash)."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=ENV_HELP)
+    p.add_argument("--scripted", action="store_true", help="use the scripted model (no API key, no network)")
+    p.add_argument("--latency", type=float, default=0.0, help="simulated model latency per call (--scripted)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many tool calls")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    return p
+
+
+def backend(scripted: bool, script: Sequence[Any], *, latency_s: float = 0.0, model: str = "gpt-4o-mini") -> Any:
+    """The scripted model, or ``OpenAIBackend.from_env()``. A missing key or extra raises
+    :class:`SetupError` saying what to set."""
+    if scripted:
+        from looplet.backends.mock import MockLLMBackend
+
+        return MockLLMBackend(list(script), model=model, usage="estimate", latency_s=latency_s)
+    try:
+        from looplet.backends.openai import OpenAIBackend
+
+        return OpenAIBackend.from_env()
+    except (MissingExtra, ValueError) as exc:
+        raise SetupError(f"{exc}\n(or run the example with --scripted: no key, no network)") from exc
+
+
+def run(gen: Any, *, quiet: bool = False, printer: StepPrinter | None = None) -> Any:
+    """Iterate a loop generator, printing each step with running totals, then the summary.
+    Returns the ``RunResult``."""
+    printer = printer or StepPrinter(quiet=quiet)
+    started = time.perf_counter()
+    while True:
+        try:
+            step = next(gen)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        printer.step(step)
+    if not printer.quiet:
+        print(file=printer.out)
+    printer.summary(result, time.perf_counter() - started)
+    return result
+
+
+def exit_code(result: Any) -> int:
+    """0 when the run finished (``done``), 1 otherwise (the summary says why)."""
+    return 0 if result.stop_reason == "done" else 1
