@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from looplet import LoopConfig, composable_loop, tool, tools_from
+from looplet import DefaultState, LoopConfig, composable_loop, tool, tools_from
 from looplet.examples._common import SetupError, backend, exit_code, fail, parser, run
 
 __all__ = ["Workspace", "WorkspaceError", "workspace_tools", "agent", "main"]
@@ -314,19 +314,18 @@ def main(argv: list[str] | None = None) -> int:
     except SetupError as exc:
         return fail(str(exc))
     print(f"workspace: {a['workspace'].root}", file=sys.stderr)
+    state = DefaultState(max_steps=args.max_steps or a["config"].max_steps)
     steps = composable_loop(llm=a["llm"], tools=a["tools"], config=a["config"], task={"goal": args.task},
-                            hooks=[hook] if hook else [], max_steps=args.max_steps)
+                            hooks=[hook] if hook else [], state=state)
     try:
         result = run(steps, quiet=args.quiet)
     except KeyboardInterrupt:
-        print("\ninterrupted: the run ended as 'cancelled'" + (f"; trajectory saved in {args.trace}" if sink else ""),
+        saved = state.metadata.get("trajectory_dir")
+        print("\ninterrupted: the run ended as 'cancelled'" + (f"; trajectory saved in {saved}" if saved else ""),
               file=sys.stderr)
         return 130
-    finally:
-        if sink is not None and hasattr(sink, "flush"):
-            sink.flush()
     if sink is not None:
-        print(f"trajectory: {args.trace}")
+        print(f"trajectory: {state.metadata.get('trajectory_dir') or 'not written (see the log above)'}")
     return exit_code(result)
 
 
