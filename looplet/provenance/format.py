@@ -1,0 +1,624 @@
+"""The trajectory folder: what a run looks like on disk, how it is written and how it is read back.
+
+One folder per run::
+
+    <dir>/<YYYYmmdd-HHMMSS>-<agent>-<run id[:8]>/
+        trajectory.json        the run: task, agent, models, stop reason, trace id, totals, steps, calls, timeline
+        steps/step_01.json     one file per step: call, result, usage, cost, durations, span ids
+        call_01_prompt.txt     the full text the model saw for LLM call 1 (capped by max_chars_per_call)
+        call_01_response.txt   what it answered
+        manifest.jsonl         one line per file: path, bytes, sha256
+
+Files are JSON with sorted keys and two-space indents, and step files hold no wall-clock times (only
+durations), so two runs of the same agent diff cleanly. A folder is written under a temporary name and
+renamed into place, so a reader never sees half of one. This module uses only the standard library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from looplet.errors import LoopletError
+from looplet.types import Step, ToolCall, Usage, _json_safe
+
+__all__ = ["SCHEMA_VERSION", "TrajectoryError", "RunRecord", "CallRecord", "Trajectory", "render_files",
+           "write_folder", "load_trajectory", "find_trajectories", "render_messages", "render_response"]
+
+#: Bumped when a reader of the previous version could misread a folder.
+SCHEMA_VERSION = 1
+TRAJECTORY_FILE = "trajectory.json"
+MANIFEST_FILE = "manifest.jsonl"
+
+Redact = Callable[[str], str]
+
+
+class TrajectoryError(LoopletError, ValueError):
+    """A trajectory folder (or span file) that cannot be read; the message names the file and the problem."""
+
+    def __init__(self, path: Any, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+# --------------------------------------------------------------------------------------------------------
+# What the capture paths (hook, wrapped backend, spans) fill in
+# --------------------------------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class CallRecord:
+    """One LLM call (one attempt): request, answer, usage and timing."""
+
+    number: int
+    step: int = 0  # the step number the loop was about to take
+    purpose: str = "step"
+    model: str | None = None
+    provider: str | None = None
+    messages: list[dict[str, Any]] | None = None  # OpenAI chat format; None when content was not captured
+    text: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage | None = None
+    cost_usd: float | None = None
+    start_ms: float = 0.0
+    duration_ms: float = 0.0
+    finish_reason: str | None = None
+    response_id: str | None = None
+    error: str | None = None
+    ttfc_ms: float | None = None
+    span_id: str | None = None
+    answered: bool = True  # False when only the request is known (content off, or the call failed)
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """Everything known about one run, before it is rendered into files."""
+
+    run_id: str
+    agent: str = "looplet"
+    task: Any = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    started_at: float = 0.0  # epoch seconds
+    duration_ms: float = 0.0
+    stop_reason: str | None = None
+    error: str | None = None
+    final_output: Any = None
+    usage: Usage | None = None
+    cost_usd: float | None = None
+    llm_calls: int | None = None
+    provider: str | None = None
+    done_tool: str = "done"
+    max_steps: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    steps: list[Step] = field(default_factory=list)
+    step_calls: dict[int, int] = field(default_factory=dict)  # step number -> call number
+    calls: list[CallRecord] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    content: bool = True
+    source: str = "hook"
+
+    def models(self) -> list[str]:
+        seen: list[str] = []
+        for m in [c.model for c in self.calls] + [s.model for s in self.steps]:
+            if m and m not in seen:
+                seen.append(m)
+        return seen
+
+    def link_steps(self) -> None:
+        """Fill ``step_calls`` for steps the capture path could not link directly (by tool-call id,
+        then by order)."""
+        by_id: dict[str, int] = {}
+        for c in self.calls:
+            for tc in c.tool_calls:
+                if tc.id:
+                    by_id.setdefault(tc.id, c.number)
+        answered = [c for c in self.calls if c.error is None and c.purpose == "step"]
+        k = 0
+        for s in self.steps:
+            if s.number in self.step_calls:
+                continue
+            n = by_id.get(s.tool_call.id)
+            if n is None and s.usage is not None and k < len(answered):
+                n = answered[k].number  # the first step of a response carries its usage
+                k += 1
+            if n is not None:
+                self.step_calls[s.number] = n
+
+
+# --------------------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------------------
+
+def _canonical_args(arguments: Any) -> str:
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return arguments
+    return json.dumps(_json_safe(arguments), ensure_ascii=False, sort_keys=True)
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # multi-part content
+        out = []
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                out.append(part["text"])
+            elif isinstance(part, dict) and isinstance(part.get("content"), str):
+                out.append(part["content"])
+            else:
+                out.append(json.dumps(_json_safe(part), ensure_ascii=False, sort_keys=True))
+        return "\n".join(out)
+    return json.dumps(_json_safe(content), ensure_ascii=False, sort_keys=True)
+
+
+def render_messages(messages: Iterable[Mapping[str, Any]]) -> str:
+    """The chat transcript as plain text: one ``[role]`` block per message, tool calls as
+    ``→ name({args}) id=...``."""
+    blocks = []
+    for m in messages:
+        role = m.get("role", "?")
+        head = f"[tool {m.get('tool_call_id', '')}]".replace(" ]", "]") if role == "tool" else f"[{role}]"
+        lines = [head]
+        text = _content_text(m.get("content"))
+        if text:
+            lines.append(text)
+        for tc in m.get("tool_calls") or ():
+            fn = tc.get("function") or {}
+            lines.append(f"→ {fn.get('name', '?')}({_canonical_args(fn.get('arguments', '{}'))}) id={tc.get('id', '')}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def render_response(call: CallRecord) -> str:
+    if call.error is not None:
+        return f"[error]\n{call.error}\n"
+    lines = ["[assistant]"]
+    if call.text:
+        lines.append(call.text)
+    for tc in call.tool_calls:
+        lines.append(f"→ {tc.tool}({_canonical_args(tc.args)}) id={tc.id}")
+    return "\n".join(lines) + "\n"
+
+
+def _cap(text: str, limit: int) -> tuple[str, bool]:
+    """Keep the head (system prompt, task) and the larger tail (the latest turns) of an over-long text."""
+    if limit <= 0 or len(text) <= limit:
+        return text, False
+    head = limit // 4
+    tail = limit - head
+    cut = len(text) - head - tail
+    return f"{text[:head]}\n[… {cut} characters cut by max_chars_per_call={limit} …]\n{text[-tail:]}", True
+
+
+def _redact_tree(value: Any, redact: Redact) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): _redact_tree(v, redact) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_tree(v, redact) for v in value]
+    return value
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
+
+
+def _canon(value: Any) -> Any:
+    """User data (task, arguments, results) with its keys sorted, so equal data is equal text; looplet's
+    own objects keep a fixed, reader-friendly key order."""
+    if isinstance(value, dict):
+        return {k: _canon(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [_canon(v) for v in value]
+    return value
+
+
+def _step_dict(s: Step) -> dict[str, Any]:
+    d = s.to_dict()
+    d["tool_call"]["args"] = _canon(d["tool_call"]["args"])
+    d["tool_result"]["data"] = _canon(d["tool_result"]["data"])
+    if s.children:
+        d["children"] = [_step_dict(c) for c in s.children]
+    return d
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def folder_name(record: RunRecord, redact: Redact | None = None) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(record.started_at or time.time()))
+    agent = record.agent or "agent"
+    if redact is not None:
+        agent = redact(agent)
+    agent = _UNSAFE.sub("_", agent).strip("._")[:40] or "agent"
+    rid = _UNSAFE.sub("", record.run_id)[:8] or "run"
+    return f"{stamp}-{agent}-{rid}"
+
+
+def _num(n: int) -> str:
+    return f"{n:02d}"
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def step_file(number: int) -> str:
+    return f"steps/step_{_num(number)}.json"
+
+
+def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_call: int = 200_000
+                 ) -> dict[str, str]:
+    """The folder's files as ``{relative path: text}``, every string already through ``redact``."""
+    files: dict[str, str] = {}
+    r = redact
+    tree = (lambda v: _redact_tree(v, r)) if r is not None else (lambda v: v)
+    text = r if r is not None else (lambda s: s)
+    record.link_steps()
+
+    step_entries = []
+    for s in record.steps:
+        d = _step_dict(s)
+        d["llm_call"] = record.step_calls.get(s.number)
+        path = step_file(s.number)
+        files[path] = _dumps(tree(d))
+        step_entries.append({"number": s.number, "tool": s.tool_call.tool, "ok": s.ok,
+                             "error_kind": s.tool_result.error_kind, "file": path,
+                             "llm_call": record.step_calls.get(s.number)})
+
+    call_entries = []
+    for c in record.calls:
+        entry: dict[str, Any] = {
+            "number": c.number, "step": c.step, "purpose": c.purpose, "model": c.model,
+            "usage": c.usage.to_dict() if c.usage else None, "cost_usd": c.cost_usd,
+            "duration_ms": _ms(c.duration_ms), "finish_reason": c.finish_reason, "response_id": c.response_id,
+            "error": c.error, "span_id": c.span_id,
+            "tool_calls": [{"id": tc.id, "tool": tc.tool, "args": _canon(_json_safe(tc.args))} for tc in c.tool_calls],
+            "text": c.text, "answered": c.answered,
+        }
+        if c.ttfc_ms is not None:
+            entry["ttfc_ms"] = _ms(c.ttfc_ms)
+        if c.messages is not None:
+            prompt, cut = _cap(text(render_messages(c.messages)), max_chars_per_call)
+            name = f"call_{_num(c.number)}_prompt.txt"
+            files[name] = prompt
+            entry["prompt_file"] = name
+            entry["prompt_truncated"] = cut
+        if c.answered or c.error is not None:
+            response, cut = _cap(text(render_response(c)), max_chars_per_call)
+            name = f"call_{_num(c.number)}_response.txt"
+            files[name] = response
+            entry["response_file"] = name
+            entry["response_truncated"] = cut
+        if entry.get("text") and len(entry["text"]) > max_chars_per_call:
+            entry["text"] = _cap(entry["text"], max_chars_per_call)[0]
+        call_entries.append(tree(entry))
+
+    usage = record.usage
+    if usage is None:
+        usage = Usage()
+        for c in record.calls:
+            usage.add(c.usage)
+    cost = record.cost_usd
+    if cost is None and any(c.cost_usd is not None for c in record.calls):
+        cost = sum(c.cost_usd or 0.0 for c in record.calls)
+    llm_calls = record.llm_calls if record.llm_calls is not None else sum(
+        1 for c in record.calls if c.error is None)
+    traj = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": record.run_id,
+        "agent": record.agent,
+        "task": _canon(_json_safe(record.task)),
+        "models": record.models(),
+        "provider": record.provider,
+        "stop_reason": record.stop_reason,
+        "error": record.error,
+        "final_output": _canon(_json_safe(record.final_output)),
+        "trace_id": record.trace_id,
+        "span_id": record.span_id,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.started_at)) if record.started_at
+        else None,
+        "duration_ms": _ms(record.duration_ms),
+        "usage": usage.to_dict(),
+        "cost_usd": cost,
+        "llm_calls": llm_calls,
+        "step_count": len(record.steps),
+        "config": {"done_tool": record.done_tool, "max_steps": record.max_steps},
+        "content": record.content,
+        "source": record.source,
+        "steps": step_entries,
+        "calls": call_entries,
+        "tools": _canon(_json_safe(record.tools or [])),
+        "timeline": [{k: (_ms(v) if k in ("start_ms", "duration_ms") else v) for k, v in e.items()}
+                     for e in record.timeline],
+        "events": [{"name": e.get("name"), "at_ms": e.get("at_ms"), "attributes": _canon(_json_safe(e.get("attributes")))}
+                   for e in record.events],
+    }
+    files[TRAJECTORY_FILE] = _dumps(tree(traj))
+    return files
+
+
+# --------------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------------
+
+def _manifest(files: Mapping[str, bytes]) -> bytes:
+    lines = [json.dumps({"bytes": len(data), "path": path, "sha256": hashlib.sha256(data).hexdigest()},
+                        sort_keys=True) for path, data in sorted(files.items())]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _write_file(path: str, data: bytes, fsync: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data) if len(data) < 1 << 30 else _write_all(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_folder(root: str | os.PathLike[str], name: str, files: Mapping[str, str], *, fsync: bool = True) -> Path:
+    """Write ``files`` as ``root/name/`` atomically and return the folder's path.
+
+    A new folder is written under a temporary name and renamed into place; an existing one (a run written
+    again) is updated file by file, each through a temporary file and a rename. With ``fsync`` every file
+    is flushed to disk before the rename, so a power cut leaves either the old state or the new one.
+    """
+    root_s = os.fspath(root)
+    os.makedirs(root_s, exist_ok=True)
+    data = {path: text.encode("utf-8") for path, text in files.items()}
+    data[MANIFEST_FILE] = _manifest(data)
+    final = os.path.join(root_s, name)
+    if not os.path.exists(final):
+        tmp = os.path.join(root_s, f".{name}.tmp{os.getpid()}-{time.monotonic_ns() % 1_000_000_000}")
+        try:
+            _write_tree(tmp, data, fsync, atomic=False)
+            os.rename(tmp, final)
+        except OSError:
+            _remove_tree(tmp)
+            if not os.path.isdir(final):
+                raise
+            _write_tree(final, data, fsync, atomic=True)  # someone made it meanwhile
+    else:
+        _write_tree(final, data, fsync, atomic=True)
+    if fsync:
+        _fsync_dir(root_s)
+    return Path(final)
+
+
+def _write_tree(base: str, data: Mapping[str, bytes], fsync: bool, atomic: bool) -> None:
+    made = set()
+    # trajectory.json and the manifest go last: a reader that finds them finds every step and call file
+    order = sorted(data, key=lambda p: (p in (TRAJECTORY_FILE, MANIFEST_FILE), p == MANIFEST_FILE, p))
+    for rel in order:
+        path = os.path.join(base, rel)
+        parent = os.path.dirname(path)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        if atomic:
+            tmp = f"{path}.tmp{os.getpid()}"
+            _write_file(tmp, data[rel], fsync)
+            os.replace(tmp, path)
+        else:
+            _write_file(path, data[rel], fsync)
+    if fsync:
+        for d in made:
+            _fsync_dir(d)
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------------
+
+class Trajectory:
+    """A run read back from its folder (or from spans, in memory): what ``show``, evals and replay use.
+
+    ``data`` is ``trajectory.json``; ``steps`` are :class:`looplet.types.Step` objects from the step files.
+    """
+
+    def __init__(self, path: Path | None, data: dict[str, Any], steps: list[Step],
+                 files: Mapping[str, str] | None = None) -> None:
+        self.path = path
+        self.data = data
+        self.steps = steps
+        self._files = files
+
+    # the run ----------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        if self.path is not None:
+            return self.path.name
+        return f"{self.agent}-{self.run_id[:8]}"
+
+    run_id = property(lambda self: str(self.data.get("run_id") or ""))
+    agent = property(lambda self: str(self.data.get("agent") or ""))
+    task = property(lambda self: self.data.get("task"))
+    stop_reason = property(lambda self: self.data.get("stop_reason"))
+    error = property(lambda self: self.data.get("error"))
+    final_output = property(lambda self: self.data.get("final_output"))
+    trace_id = property(lambda self: self.data.get("trace_id"))
+    models = property(lambda self: list(self.data.get("models") or []))
+    cost_usd = property(lambda self: self.data.get("cost_usd"))
+    duration_ms = property(lambda self: float(self.data.get("duration_ms") or 0.0))
+    llm_calls = property(lambda self: int(self.data.get("llm_calls") or 0))
+    calls = property(lambda self: list(self.data.get("calls") or []))
+    timeline = property(lambda self: list(self.data.get("timeline") or []))
+    events = property(lambda self: list(self.data.get("events") or []))
+    tools = property(lambda self: list(self.data.get("tools") or []))
+
+    @property
+    def usage(self) -> Usage:
+        return Usage.from_dict(self.data.get("usage")) or Usage()
+
+    def text(self, relpath: str) -> str | None:
+        """A call's prompt or response file (None when it was not recorded)."""
+        if self._files is not None:
+            return self._files.get(relpath)
+        if self.path is None:
+            return None
+        try:
+            return (self.path / relpath).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TrajectoryError(self.path / relpath, f"cannot be read ({exc})") from None
+
+    def prompt(self, call_number: int) -> str | None:
+        return self.text(f"call_{_num(call_number)}_prompt.txt")
+
+    def response(self, call_number: int) -> str | None:
+        return self.text(f"call_{_num(call_number)}_response.txt")
+
+    def __repr__(self) -> str:
+        return f"Trajectory({self.name!r}, stop_reason={self.stop_reason!r}, steps={len(self.steps)})"
+
+
+def _parse_json(where: Any, raw: str) -> Any:
+    if not raw.strip():
+        raise TrajectoryError(where, "is empty (truncated write?)")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        kind = "truncated" if exc.pos >= len(raw.rstrip()) - 1 else "corrupted"
+        raise TrajectoryError(where, f"{kind} JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def _check_traj(where: Any, data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise TrajectoryError(where, f"not a looplet trajectory (a JSON {type(data).__name__}, expected an object)")
+    if "schema_version" not in data:
+        raise TrajectoryError(where, "not a looplet trajectory (no schema_version)")
+    version = data["schema_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise TrajectoryError(where, f"schema_version must be a positive integer, got {version!r}")
+    if version > SCHEMA_VERSION:
+        from looplet import __version__
+
+        raise TrajectoryError(where, f"schema version {version} is newer than this looplet ({__version__}) "
+                                     f"reads (up to {SCHEMA_VERSION}); upgrade looplet to read it")
+    for key, kind in (("steps", list), ("calls", list), ("timeline", list), ("events", list)):
+        if key in data and not isinstance(data[key], kind):
+            raise TrajectoryError(where, f"field {key!r} must be a {kind.__name__}, "
+                                         f"got {type(data[key]).__name__}")
+    for key in ("usage",):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise TrajectoryError(where, f"field {key!r} must be an object")
+    return data
+
+
+def _step_from(where: Any, raw: Any) -> Step:
+    if not isinstance(raw, dict):
+        raise TrajectoryError(where, f"a step must be a JSON object, got {type(raw).__name__}")
+    try:
+        return Step.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TrajectoryError(where, f"not a step ({type(exc).__name__}: {exc})") from None
+
+
+def load_files(name: str, files: Mapping[str, str]) -> Trajectory:
+    """A trajectory from rendered files kept in memory (``show`` on OTLP JSON uses this)."""
+    data = _check_traj(f"{name}/{TRAJECTORY_FILE}", _parse_json(f"{name}/{TRAJECTORY_FILE}", files[TRAJECTORY_FILE]))
+    steps = []
+    for entry in data.get("steps", []):
+        rel = entry.get("file") if isinstance(entry, dict) else None
+        if rel in files:
+            steps.append(_step_from(f"{name}/{rel}", _parse_json(f"{name}/{rel}", files[rel])))
+    return Trajectory(None, data, steps, files)
+
+
+def load_trajectory(path: str | os.PathLike[str]) -> Trajectory:
+    """Read one run's folder. Raises :class:`TrajectoryError` naming the file and what is wrong."""
+    folder = Path(path)
+    if not folder.exists():
+        raise TrajectoryError(folder, "no such file or directory")
+    if folder.is_file():
+        if folder.name == TRAJECTORY_FILE:
+            folder = folder.parent
+        else:
+            raise TrajectoryError(folder, "is a file, not a trajectory folder (expected a folder with "
+                                          f"{TRAJECTORY_FILE}, or an OTLP JSON span file)")
+    tfile = folder / TRAJECTORY_FILE
+    if not tfile.exists():
+        raise TrajectoryError(folder, f"not a trajectory folder: no {TRAJECTORY_FILE} in it (expected a folder "
+                                      "written by ProvenanceSink)")
+    try:
+        raw = tfile.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise TrajectoryError(tfile, "corrupted: not UTF-8 text") from None
+    except OSError as exc:
+        raise TrajectoryError(tfile, f"cannot be read ({exc.strerror or exc})") from None
+    data = _check_traj(tfile, _parse_json(tfile, raw))
+    steps: list[Step] = []
+    for i, entry in enumerate(data.get("steps", [])):
+        rel = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(rel, str) or ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise TrajectoryError(tfile, f"steps[{i}] has no valid 'file'")
+        sfile = folder / rel
+        try:
+            sraw = sfile.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise TrajectoryError(sfile, f"missing (listed in {TRAJECTORY_FILE})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TrajectoryError(sfile, f"cannot be read ({exc})") from None
+        steps.append(_step_from(sfile, _parse_json(sfile, sraw)))
+    return Trajectory(folder, data, steps)
+
+
+def find_trajectories(paths: Iterable[str | os.PathLike[str]]) -> list[Trajectory]:
+    """Every trajectory under ``paths``: a run folder itself, or a folder whose sub-folders are runs
+    (sorted by name, which starts with the run's start time)."""
+    found: list[Trajectory] = []
+    for p in paths:
+        folder = Path(p)
+        if folder.is_dir() and not (folder / TRAJECTORY_FILE).exists():
+            runs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")
+                          and (d / TRAJECTORY_FILE).exists())
+            if not runs:
+                raise TrajectoryError(folder, f"not a trajectory folder: no {TRAJECTORY_FILE} in it or in its "
+                                              "sub-folders (expected a folder written by ProvenanceSink)")
+            found.extend(load_trajectory(d) for d in runs)
+        else:
+            found.append(load_trajectory(folder))
+    return found
