@@ -7,6 +7,7 @@ LLM, run tools, sleep, hand a Step to the caller) and receives their outcome. ``
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import random
@@ -44,6 +45,11 @@ class Interrupted(Raised):
 Effect = tuple[Any, ...]
 Engine = Generator[Effect, Any, RunResult]
 
+#: Set by ``looplet.subagents`` around a sub-agent tool: every run that starts inside it appends its
+#: RunResult here when it ends, so the tool can roll the child's steps, tokens and cost up into its Step.
+RUN_RESULTS: contextvars.ContextVar[list[RunResult] | None] = contextvars.ContextVar(
+    "looplet_run_results", default=None)
+
 
 class _Totals:
     __slots__ = ("usage", "cost", "llm_calls")
@@ -58,6 +64,7 @@ class _Totals:
 def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks, config: LoopConfig,
            state: Any, context: Any, task: Any, max_steps: int, cancel: Any) -> Engine:
     started = time.perf_counter()
+    sink = RUN_RESULTS.get()
     H = hooks
     session_log: list[dict[str, Any]] = _transcript(state, config, registry, task)
     totals = _Totals(state)
@@ -312,6 +319,8 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                                 run.trace_id, run.span_id)
                     if first and response.time_to_first_chunk_s is not None:
                         step.ttfc_ms = response.time_to_first_chunk_s * 1000.0
+                    if result.children or result.usage is not None or result.cost_usd is not None:
+                        _roll_up(step, result, totals, state)
                     first = False
                     state.record(step) if hasattr(state, "record") else state.steps.append(step)
                     for hook, fn in H.on_step:
@@ -361,6 +370,8 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
         run_id=run.run_id, trace_id=run.trace_id, llm_calls=totals.llm_calls)
     if hasattr(state, "result"):
         state.result = result
+    if sink is not None:
+        sink.append(result)
     for hook, fn in H.on_loop_end:
         out = yield (CALL, fn, (state, session_log, context, result))
         if isinstance(out, Raised) and not isinstance(out, Interrupted):
@@ -415,6 +426,21 @@ async def _gather(awaitables: list[Any]) -> None:
 
 def _chunk_callback(hooks: ResolvedHooks, state: Any, strict: bool) -> _ChunkCallback:
     return _ChunkCallback(hooks, state, strict)
+
+
+def _roll_up(step: Step, result: ToolResult, totals: _Totals, state: Any) -> None:
+    """A tool that ran LLM calls of its own (a sub-agent) reports them on its ToolResult: its Steps become
+    the Step's ``children``, its tokens join the run's totals, its cost the run's and the Step's cost.
+    ``Step.usage`` stays the parent's own LLM call, so per-call telemetry never counts the child twice."""
+    if result.children:
+        step.children = list(result.children)
+    if result.usage is not None:
+        totals.usage.add(result.usage)
+    if result.cost_usd is not None:
+        step.cost_usd = (step.cost_usd or 0.0) + result.cost_usd
+        totals.cost = (getattr(state, "cost_usd", totals.cost) or 0.0) + result.cost_usd
+        if hasattr(state, "cost_usd"):
+            state.cost_usd = totals.cost
 
 
 def _stop_reason(reason: str) -> str:

@@ -90,6 +90,10 @@ class ToolResult:
     ``error_kind`` is one of ``unknown_tool``, ``missing_argument``, ``unexpected_argument``,
     ``invalid_argument``, ``tool_exception``, ``timeout``, ``unserializable_result``, ``denied``,
     ``done_rejected``, ``not_run`` (or any string a hook chooses). ``text`` is what the model is shown.
+
+    A tool that made LLM calls of its own (a sub-agent, see ``looplet.subagents``) reports them in
+    ``usage``, ``cost_usd`` and ``children`` (its Steps): the loop adds them to the run's totals and the
+    Step's cost and hangs the children under the Step.
     """
 
     data: Any = None
@@ -97,6 +101,9 @@ class ToolResult:
     error_kind: str | None = None
     duration_ms: float = 0.0
     text: str | None = None
+    usage: Usage | None = None
+    cost_usd: float | None = None
+    children: list[Step] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -108,11 +115,14 @@ class ToolResult:
             "error": self.error,
             "error_kind": self.error_kind,
             "duration_ms": round(self.duration_ms, 3),
+            **({"usage": self.usage.to_dict()} if self.usage is not None else {}),
+            **({"cost_usd": self.cost_usd} if self.cost_usd is not None else {}),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ToolResult:
-        return cls(d.get("data"), d.get("error"), d.get("error_kind"), float(d.get("duration_ms", 0.0)))
+        return cls(d.get("data"), d.get("error"), d.get("error_kind"), float(d.get("duration_ms", 0.0)),
+                   usage=Usage.from_dict(d.get("usage")), cost_usd=d.get("cost_usd"))
 
 
 @dataclass(slots=True)
