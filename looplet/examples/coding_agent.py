@@ -183,7 +183,8 @@ class Workspace:
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         head = bytearray()
         seen = [0]
-        limit = 4 * self.output_cap
+        flooded = threading.Event()
+        limit = self.output_cap
         hard = max(limit, 10_000_000)  # a runaway writer is stopped, not buffered
 
         def pump() -> None:
@@ -193,6 +194,7 @@ class Workspace:
                 if len(head) < limit:
                     head.extend(chunk[: limit - len(head)])
                 if seen[0] > hard:
+                    flooded.set()
                     _kill(proc)
                     break
 
@@ -212,9 +214,10 @@ class Workspace:
         text = head.decode("utf-8", errors="replace")
         if seen[0] > len(head):
             text += f"\n… [{seen[0] - len(head)} more bytes of output not shown]"
-        text = self.cap(text)
         if timed_out:
             return f"{text}\n[killed: the command ran longer than {self.timeout_s:g}s]".lstrip()
+        if flooded.is_set():
+            return f"{text}\n[killed: the command wrote more than {hard // 1_000_000} MB]".lstrip()
         return f"{text}\n[exit status {proc.returncode}]".lstrip()
 
 
