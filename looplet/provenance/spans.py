@@ -17,15 +17,13 @@ import os
 import time
 from typing import Any, Iterable
 
-from looplet.errors import require
 from looplet.provenance.format import CallRecord, RunRecord, TrajectoryError
 from looplet.telemetry import names as N
 from looplet.types import Step, ToolCall, ToolResult, Usage
 
 __all__ = ["SpanRec", "SpanBuffer", "read_otlp_json", "records_from_spans"]
 
-_g = require("opentelemetry.semconv._incubating.attributes.gen_ai_attributes", "otel")
-_ERROR_TYPE = require("opentelemetry.semconv.attributes.error_attributes", "otel").ERROR_TYPE
+_ERROR_TYPE = N.ERROR_TYPE  # the GenAI names resolve from opentelemetry-semantic-conventions (otel extra)
 
 AGENT_PREFIX = "invoke_agent"
 CHAT_PREFIX = "chat"
@@ -263,14 +261,14 @@ def _output(messages: Any) -> tuple[str | None, list[ToolCall], bool]:
 
 
 def _tool_name(s: SpanRec) -> str:
-    name = s.attrs.get(_g.GEN_AI_TOOL_NAME)
+    name = s.attrs.get(N.GEN_AI_TOOL_NAME)
     if name:
         return str(name)
     return s.name[len(TOOL_PREFIX):].strip() or "?"
 
 
 def _is_chat(s: SpanRec) -> bool:
-    op = s.attrs.get(_g.GEN_AI_OPERATION_NAME)
+    op = s.attrs.get(N.GEN_AI_OPERATION_NAME)
     return op == "chat" if op is not None else s.name.startswith(CHAT_PREFIX + " ") or s.name == CHAT_PREFIX
 
 
@@ -280,9 +278,11 @@ def _event_list(spans: Iterable[SpanRec], t0: int) -> list[dict[str, Any]]:
         for name, ts, attrs in s.events:
             if name == "exception":
                 continue
-            out.append({"name": name.removeprefix("looplet."),
-                        "attributes": {str(k).removeprefix("looplet."): (list(v) if isinstance(v, tuple) else v)
-                                       for k, v in dict(attrs).items()},
+            short = name.removeprefix("looplet.")
+            # looplet.eval.passed -> passed, looplet.hook -> hook: the keys an on_event hook sees
+            out.append({"name": short,
+                        "attributes": {str(k).removeprefix("looplet.").removeprefix(short + "."):
+                                       (list(v) if isinstance(v, tuple) else v) for k, v in dict(attrs).items()},
                         "at_ms": round((ts - t0) / 1e6, 3)})
     out.sort(key=lambda e: e["at_ms"])
     return out
@@ -291,8 +291,8 @@ def _event_list(spans: Iterable[SpanRec], t0: int) -> list[dict[str, Any]]:
 def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, int], RunRecord]) -> RunRecord:
     A = agent.attrs
     t0 = agent.start_ns
-    run_id = A.get(N.RUN_ID) or A.get(_g.GEN_AI_CONVERSATION_ID) or _hex(agent.span_id, 16)
-    name = A.get(_g.GEN_AI_AGENT_NAME) or agent.name[len(AGENT_PREFIX):].strip() or "agent"
+    run_id = A.get(N.RUN_ID) or A.get(N.GEN_AI_CONVERSATION_ID) or _hex(agent.span_id, 16)
+    name = A.get(N.GEN_AI_AGENT_NAME) or agent.name[len(AGENT_PREFIX):].strip() or "agent"
     rec = RunRecord(run_id=str(run_id), agent=str(name), trace_id=_hex(agent.trace_id, 32),
                     span_id=_hex(agent.span_id, 16), started_at=t0 / 1e9, duration_ms=agent.duration_ms,
                     source="spans")
@@ -301,15 +301,16 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
         rec.error = agent.status_message or A.get(_ERROR_TYPE)
     if N.TASK in A:
         rec.task = _json_attr(A[N.TASK])
-    if N.FINAL_OUTPUT in A:
-        rec.final_output = _json_attr(A[N.FINAL_OUTPUT])
+    if N.FINAL_OUTPUT in A:  # a string answer is recorded as it is; other values as JSON
+        out = _json_attr(A[N.FINAL_OUTPUT])
+        rec.final_output = out if isinstance(out, (dict, list)) else A[N.FINAL_OUTPUT]
     if N.RUN_INPUT_TOKENS in A or N.RUN_OUTPUT_TOKENS in A:
         rec.usage = Usage(_int(A.get(N.RUN_INPUT_TOKENS)) or 0, _int(A.get(N.RUN_OUTPUT_TOKENS)) or 0,
                           _int(A.get(N.RUN_CACHED_TOKENS)) or 0, _int(A.get(N.RUN_REASONING_TOKENS)) or 0)
     rec.cost_usd = _float(A.get(N.COST_USD))
     rec.llm_calls = _int(A.get(N.RUN_LLM_CALLS))
-    if _g.GEN_AI_TOOL_DEFINITIONS in A:
-        rec.tools = _json_attr(A[_g.GEN_AI_TOOL_DEFINITIONS])
+    if N.GEN_AI_TOOL_DEFINITIONS in A:
+        rec.tools = _json_attr(A[N.GEN_AI_TOOL_DEFINITIONS])
 
     by_id = {s.span_id: s for s in spans}
     step_spans = [s for s in spans if s.name == N.STEP_SPAN]
@@ -330,33 +331,33 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
     for i, s in enumerate(chat_spans, 1):
         a = s.attrs
         c = CallRecord(number=i, step=step_of(s) or 0, purpose=str(a.get(N.LLM_PURPOSE) or "step"),
-                       model=a.get(_g.GEN_AI_RESPONSE_MODEL) or a.get(_g.GEN_AI_REQUEST_MODEL),
-                       provider=a.get(_g.GEN_AI_PROVIDER_NAME), start_ms=(s.start_ns - t0) / 1e6,
-                       duration_ms=s.duration_ms, response_id=a.get(_g.GEN_AI_RESPONSE_ID),
+                       model=a.get(N.GEN_AI_RESPONSE_MODEL) or a.get(N.GEN_AI_REQUEST_MODEL),
+                       provider=a.get(N.GEN_AI_PROVIDER_NAME), start_ms=(s.start_ns - t0) / 1e6,
+                       duration_ms=s.duration_ms, response_id=a.get(N.GEN_AI_RESPONSE_ID),
                        span_id=_hex(s.span_id, 16))
-        reasons = a.get(_g.GEN_AI_RESPONSE_FINISH_REASONS)
+        reasons = a.get(N.GEN_AI_RESPONSE_FINISH_REASONS)
         if reasons:
             c.finish_reason = str(reasons[0]) if isinstance(reasons, (list, tuple)) else str(reasons)
-        if _g.GEN_AI_USAGE_INPUT_TOKENS in a or _g.GEN_AI_USAGE_OUTPUT_TOKENS in a:
-            c.usage = Usage(_int(a.get(_g.GEN_AI_USAGE_INPUT_TOKENS)) or 0,
-                            _int(a.get(_g.GEN_AI_USAGE_OUTPUT_TOKENS)) or 0,
-                            _int(a.get(_g.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)) or 0,
-                            _int(a.get(_g.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)) or 0)
+        if N.GEN_AI_USAGE_INPUT_TOKENS in a or N.GEN_AI_USAGE_OUTPUT_TOKENS in a:
+            c.usage = Usage(_int(a.get(N.GEN_AI_USAGE_INPUT_TOKENS)) or 0,
+                            _int(a.get(N.GEN_AI_USAGE_OUTPUT_TOKENS)) or 0,
+                            _int(a.get(N.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)) or 0,
+                            _int(a.get(N.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)) or 0)
         c.cost_usd = _float(a.get(N.COST_USD))
-        ttfc = _float(a.get(_g.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK))
+        ttfc = _float(a.get(N.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK))
         if ttfc is not None:
             c.ttfc_ms = ttfc * 1000.0
         if s.error:
             c.error = s.status_message or str(a.get(_ERROR_TYPE) or "error")
             c.answered = False
-        if _g.GEN_AI_INPUT_MESSAGES in a:
+        if N.GEN_AI_INPUT_MESSAGES in a:
             content = True
-            c.messages = semconv_to_chat(_json_attr(a[_g.GEN_AI_INPUT_MESSAGES]),
-                                         _json_attr(a.get(_g.GEN_AI_SYSTEM_INSTRUCTIONS)))
-        if rec.tools is None and _g.GEN_AI_TOOL_DEFINITIONS in a:
-            rec.tools = _json_attr(a[_g.GEN_AI_TOOL_DEFINITIONS])
+            c.messages = semconv_to_chat(_json_attr(a[N.GEN_AI_INPUT_MESSAGES]),
+                                         _json_attr(a.get(N.GEN_AI_SYSTEM_INSTRUCTIONS)))
+        if rec.tools is None and N.GEN_AI_TOOL_DEFINITIONS in a:
+            rec.tools = _json_attr(a[N.GEN_AI_TOOL_DEFINITIONS])
         if not s.error:
-            c.text, c.tool_calls, c.answered = _output(_json_attr(a.get(_g.GEN_AI_OUTPUT_MESSAGES)))
+            c.text, c.tool_calls, c.answered = _output(_json_attr(a.get(N.GEN_AI_OUTPUT_MESSAGES)))
         rec.calls.append(c)
         if rec.provider is None:
             rec.provider = c.provider
@@ -387,22 +388,25 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
         a = dict(ss.attrs) if ss is not None else {}
         if ts is not None:
             a.update(ts.attrs)
-        tool = _tool_name(ts) if ts is not None else str(a.get(_g.GEN_AI_TOOL_NAME) or "?")
-        args = _json_attr(a.get(_g.GEN_AI_TOOL_CALL_ARGUMENTS)) if _g.GEN_AI_TOOL_CALL_ARGUMENTS in a else {}
-        if _g.GEN_AI_TOOL_CALL_ARGUMENTS in a:
+        tool = _tool_name(ts) if ts is not None else str(a.get(N.GEN_AI_TOOL_NAME) or "?")
+        args = _json_attr(a.get(N.GEN_AI_TOOL_CALL_ARGUMENTS)) if N.GEN_AI_TOOL_CALL_ARGUMENTS in a else {}
+        if N.GEN_AI_TOOL_CALL_ARGUMENTS in a:
             content = True
         failed = (ts is not None and ts.error) or (ts is None and ss is not None and ss.error)
         err_span = ts if ts is not None and ts.error else ss
         error = None
         if failed:
             error = (err_span.status_message if err_span is not None else None) or str(a.get(_ERROR_TYPE) or "error")
-        data = _json_attr(a.get(_g.GEN_AI_TOOL_CALL_RESULT)) if not failed else None
+        elif ts is None and a.get(N.TOOL_ERROR_KIND):  # denied or skipped before the tool ran
+            error = str(a[N.TOOL_ERROR_KIND])
+            failed = True
+        data = _json_attr(a.get(N.GEN_AI_TOOL_CALL_RESULT)) if not failed else None
         tool_ms = _float(a.get(N.TOOL_DURATION_MS))
         if tool_ms is None:
             tool_ms = ts.duration_ms if ts is not None else 0.0
         result = ToolResult(data, error, a.get(N.TOOL_ERROR_KIND), tool_ms)
         step = Step(n, ToolCall(tool, args if isinstance(args, dict) else {"value": args},
-                                str(a.get(_g.GEN_AI_TOOL_CALL_ID) or "")), result, tool_ms=tool_ms,
+                                str(a.get(N.GEN_AI_TOOL_CALL_ID) or "")), result, tool_ms=tool_ms,
                     trace_id=rec.trace_id, span_id=_hex((ss or ts).span_id, 16))  # type: ignore[union-attr]
         # the LLM call that proposed it: the latest answered call that ended before the tool started
         ref = anchor.start_ns if ts is not None else anchor.end_ns
