@@ -1,0 +1,162 @@
+"""``replay_loop``: re-run a recorded trajectory's LLM answers against the tools you have now.
+
+The model is replaced by a :class:`~looplet.backends.mock.MockLLMBackend` that gives the recorded
+answers in order; the tools really run. The report says where the new run first differs from the
+recording: a different result, error, tool call, stop reason or number of steps. Useful after changing a
+tool: "does the agent's recorded path still work?"
+
+Limits: answers are replayed as recorded even after a result changed (the model would have answered
+otherwise); redacted values replay redacted; failed LLM attempts and compaction calls are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from looplet.provenance.format import Trajectory, TrajectoryError, load_trajectory
+from looplet.types import LLMResponse, RunResult, Step, ToolCall, Usage, _json_safe
+
+__all__ = ["replay_loop", "ReplayReport", "Divergence"]
+
+
+@dataclass(slots=True)
+class Divergence:
+    """One way the replay differs from the recording, at step ``step`` (0: the run as a whole)."""
+
+    step: int
+    what: str  # "result", "error", "call", "missing_step", "extra_step", "stop_reason"
+    recorded: Any
+    replayed: Any
+
+    def __str__(self) -> str:
+        where = f"step {self.step}" if self.step else "run"
+        return f"{where}: {self.what} differs: recorded {_brief(self.recorded)}, replayed {_brief(self.replayed)}"
+
+
+def _brief(value: Any, n: int = 120) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr)
+    text = " ".join(text.split())
+    return repr(text) if len(text) <= n else repr(text[: n - 1] + "…")
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    """The replayed run next to the recording."""
+
+    trajectory: Trajectory
+    steps: list[Step]
+    result: RunResult | None
+    divergences: list[Divergence] = field(default_factory=list)
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.divergences)
+
+    @property
+    def first(self) -> Divergence | None:
+        """The first divergence, by step."""
+        return self.divergences[0] if self.divergences else None
+
+    def __str__(self) -> str:
+        t = self.trajectory
+        stop = self.result.stop_reason if self.result else "?"
+        head = (f"replayed {t.name}: {len(t.steps)} recorded steps, {len(self.steps)} replayed; "
+                f"stop reason {t.stop_reason} -> {stop}")
+        if not self.divergences:
+            return head + "\nsame results at every step"
+        lines = [head, f"diverged first at {self.divergences[0]}"]
+        lines += [f"  {d}" for d in self.divergences[1:]]
+        return "\n".join(lines)
+
+
+def _norm(value: Any) -> Any:
+    """The recorded form of a value (JSON round trip), for comparison."""
+    return json.loads(json.dumps(_json_safe(value), ensure_ascii=False))
+
+
+def _responses(t: Trajectory) -> list[LLMResponse]:
+    out = []
+    for i, c in enumerate(t.calls):
+        if not isinstance(c, dict) or c.get("error") is not None or c.get("purpose", "step") != "step":
+            continue
+        if not c.get("answered", True):
+            raise TrajectoryError(t.path or t.name, f"LLM call {c.get('number', i + 1)} has no recorded answer "
+                                                    "(recorded from spans without content capture); it cannot "
+                                                    "be replayed")
+        calls = [ToolCall(str(tc.get("tool")), dict(tc.get("args") or {}), str(tc.get("id") or ""))
+                 for tc in c.get("tool_calls") or ()]
+        out.append(LLMResponse(text=c.get("text"), tool_calls=calls, usage=Usage.from_dict(c.get("usage")),
+                               model=c.get("model"), finish_reason=c.get("finish_reason")))
+    if not out:
+        raise TrajectoryError(t.path or t.name, "has no recorded LLM answers to replay")
+    return out
+
+
+def _same_step(old: Step, new: Step) -> list[Divergence]:
+    n = old.number
+    if old.tool_call.tool != new.tool_call.tool or _norm(old.tool_call.args) != _norm(new.tool_call.args):
+        return [Divergence(n, "call", {"tool": old.tool_call.tool, "args": old.tool_call.args},
+                           {"tool": new.tool_call.tool, "args": _norm(new.tool_call.args)})]
+    o, r = old.tool_result, new.tool_result
+    if (o.error is None) != (r.error is None) or o.error_kind != r.error_kind:
+        return [Divergence(n, "error", o.error or "no error", r.error or "no error")]
+    if o.error is None and _norm(o.data) != _norm(r.data):
+        return [Divergence(n, "result", o.data, _norm(r.data))]
+    return []
+
+
+def replay_loop(trace_dir: str | os.PathLike[str] | Trajectory, tools: Any, hooks: list[Any] | None = None, *,
+                config: Any = None, compare: Callable[[Step, Step], str | None] | None = None) -> ReplayReport:
+    """Re-run the trajectory in ``trace_dir`` with its recorded LLM answers against ``tools`` (a
+    ``BaseToolRegistry``), with ``hooks`` if given. Returns a :class:`ReplayReport`.
+
+    compare: your own test of one step, ``(recorded, replayed) -> reason or None``, replacing the default
+        (same call, same error kind, equal result data).
+    """
+    from looplet.backends.mock import MockLLMBackend
+    from looplet.config import LoopConfig
+    from looplet.loop import composable_loop
+
+    t = trace_dir if isinstance(trace_dir, Trajectory) else load_trajectory(trace_dir)
+    responses = _responses(t)
+    llm = MockLLMBackend(responses, model=(t.models or ["replay"])[0])
+    recorded_cfg = t.data.get("config") or {}
+    if config is None:
+        limit = max(int(recorded_cfg.get("max_steps") or 0), len(t.steps), 1)
+        config = LoopConfig(max_steps=limit, agent_name=t.agent or "looplet", llm_retries=0,
+                            done_tool=str(recorded_cfg.get("done_tool") or "done"))
+    task = t.task if isinstance(t.task, dict) or t.task is None else {"goal": t.task}
+    gen = composable_loop(llm=llm, tools=tools, task=task, config=config, hooks=list(hooks or ()))
+    steps: list[Step] = []
+    result: RunResult | None = None
+    while True:
+        try:
+            steps.append(next(gen))
+        except StopIteration as stop:
+            result = stop.value
+            break
+
+    divergences: list[Divergence] = []
+    for i in range(max(len(t.steps), len(steps))):
+        old = t.steps[i] if i < len(t.steps) else None
+        new = steps[i] if i < len(steps) else None
+        if old is None:
+            assert new is not None
+            divergences.append(Divergence(new.number, "extra_step", None, new.tool_call.tool))
+            continue
+        if new is None:
+            divergences.append(Divergence(old.number, "missing_step", old.tool_call.tool,
+                                          f"none (the replay stopped: {result.stop_reason if result else '?'})"))
+            continue
+        if compare is not None:
+            reason = compare(old, new)
+            if reason:
+                divergences.append(Divergence(old.number, "result", old.tool_result.data, reason))
+        else:
+            divergences += _same_step(old, new)
+    if result is not None and result.stop_reason != t.stop_reason:
+        divergences.append(Divergence(0, "stop_reason", t.stop_reason, result.stop_reason))
+    return ReplayReport(t, steps, result, divergences)
