@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["FakeLLMServer", "Reply", "text", "tool_call", "tool_calls", "error", "hang", "empty", "usage"]
+__all__ = ["FakeLLMServer", "LLMRecorder", "Reply", "text", "tool_call", "tool_calls", "error", "hang", "empty", "usage"]
 
 _ids = itertools.count(1)
 
@@ -42,7 +42,8 @@ class Reply:
     usage: ``usage(...)`` or None (the answer carries no token counts).
     status/error_type/message/headers: a non-200 reply. delay_s: wait before answering (a hang).
     chunk_delay_s: pause between stream events. pieces: how many deltas each text or argument string is
-        split into when streaming. cut_after: streaming only, drop the connection after this many events.
+        split into when streaming. cut_after: streaming only, stop after this many events, either dropping
+        the connection mid-body (``cut_mode="drop"``) or ending the body cleanly (``"end"``, as some proxies do).
     empty: OpenAI: an empty ``choices`` list; Anthropic: an empty ``content`` list.
     """
 
@@ -59,6 +60,7 @@ class Reply:
     chunk_delay_s: float = 0.0
     pieces: int = 3
     cut_after: int | None = None
+    cut_mode: str = "drop"
     empty: bool = False
 
 
@@ -97,6 +99,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    response_id: str | None = None  # the id of the answer sent back (when one was)
 
 
 class FakeLLMServer:
@@ -118,9 +121,8 @@ class FakeLLMServer:
 
     def start(self) -> FakeLLMServer:
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+        self._httpd = _Server(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
                                         name="fake-llm-server", daemon=True)
         self._thread.start()
         return self
@@ -184,8 +186,15 @@ class FakeLLMServer:
             self._aborted.notify_all()
 
 
-class _Disconnected(Exception):
-    pass
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], OSError):  # a client that hung up (timeouts, aborted streams): expected
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -205,7 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
         anthropic = self.path.rstrip("/").endswith("/v1/messages")
         if not anthropic and not self.path.rstrip("/").endswith("/v1/chat/completions"):
             return self._json(404, _err_body(self.path, 404, "not_found_error", f"no route {self.path}"))
-        reply = self.fake._next(Recorded(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        record = Recorded(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        reply = self.fake._next(record)
         problem = (_check_anthropic if anthropic else _check_openai)(body)
         if reply is None:
             problem = problem or "fakeserver: the test's script is exhausted (script more replies)"
@@ -220,6 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
                               reply.headers)
         model = reply.model or body.get("model") or "fake-model"
         rid = next(_ids)
+        record.response_id = f"msg_{rid}" if anthropic else f"chatcmpl-{rid}"
         if not body.get("stream"):
             payload = (_anthropic_message if anthropic else _openai_completion)(reply, model, rid)
             return self._json(200, payload, reply.headers)
@@ -250,6 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             for n, event in enumerate(events):
                 if reply.cut_after is not None and n >= reply.cut_after:
+                    if reply.cut_mode == "end":
+                        break  # a well-formed body that stops mid-answer
                     self.close_connection = True  # no terminating chunk: the client sees a broken body
                     self.wfile.flush()
                     return
@@ -435,3 +448,29 @@ def _err_body(path: str, status: int, kind: str, message: str) -> dict[str, Any]
     if path.rstrip("/").endswith("/v1/messages"):
         return {"type": "error", "error": {"type": kind, "message": message}}
     return {"error": {"message": message, "type": kind, "code": str(status)}}
+
+
+class LLMRecorder:
+    """A hook keeping what the loop got from its backend: every ``LLMResponse`` (through ``wrap_llm_call``,
+    sync or async), every retry ``(attempt, error, delay_s)`` and every streamed chunk ``(step, chunk)``."""
+
+    def __init__(self) -> None:
+        self.responses: list[Any] = []
+        self.retries: list[tuple[int, Any, float]] = []
+        self.chunks: list[tuple[int, dict[str, Any]]] = []
+
+    def wrap_llm_call(self, call: Any, call_next: Any) -> Any:
+        response = call_next(call)
+        self.responses.append(response)
+        return response
+
+    async def awrap_llm_call(self, call: Any, call_next: Any) -> Any:
+        response = await call_next(call)
+        self.responses.append(response)
+        return response
+
+    def on_llm_retry(self, state: Any, attempt: int, error: Any, delay_s: float) -> None:
+        self.retries.append((attempt, error, delay_s))
+
+    def on_llm_chunk(self, state: Any, chunk: dict[str, Any], step_num: int) -> None:
+        self.chunks.append((step_num, chunk))
