@@ -1,0 +1,291 @@
+"""``LoggingHook`` and ``configure_logging()``: one structured (JSON) log line per run start and end, per LLM
+call and per tool call, carrying ``trace_id``/``span_id`` so a log line links to its span.
+
+Lines (``event`` field): ``run.start``, ``llm.call``, ``tool.call``, ``run.end``; on failures ``llm.error``
+(with the exception and its traceback), ``llm.retry``, ``hook.error``; ``hook.decision`` for denials,
+stops and injections. Fields come from ``names.LOG_KEYS``: ``run_id``, ``agent``, ``step``, ``tool``,
+``model``, ``input_tokens``, ``output_tokens``, ``cost_usd``, ``duration_ms``, ``stop_reason``, ``error``,
+``error_kind``, plus ``level`` and ``timestamp``. Error texts and tracebacks pass through the redactor.
+
+``configure_logging(json=True, file=None, level="INFO")`` builds a structlog pipeline of structlog's own
+processors (``merge_contextvars``, ``add_log_level``, ``TimeStamper``, ``format_exc_info``,
+``JSONRenderer``) writing to stderr or a file, makes it the default logger of ``LoggingHook``, and sends the
+stdlib ``logging`` records of the ``looplet`` logger (warnings from the loop, the backends, ...) through the
+same renderer, so one stream holds one format. Without ``configure_logging()``, ``LoggingHook`` logs through
+``structlog.get_logger("looplet")``, i.e. whatever structlog configuration the application has.
+
+Needs ``structlog``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import traceback
+from typing import IO, Any, Callable
+
+from looplet.errors import require
+from looplet.hooks import current_run
+from looplet.telemetry.redact import Redactor
+
+require("structlog", "logs")
+
+import structlog  # noqa: E402
+
+__all__ = ["LoggingHook", "configure_logging"]
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
+           "critical": logging.CRITICAL}
+_ERROR_STOPS = ("llm_error", "hook_error")
+_MAX_ERROR_CHARS = 2000
+
+_lock = threading.Lock()
+_default_logger: Any = None
+_installed: dict[str, Any] = {}  # what configure_logging() set up last: handler, stream it opened
+
+
+def _level(level: int | str) -> int:
+    if isinstance(level, int):
+        return level
+    try:
+        return _LEVELS[str(level).lower()]
+    except KeyError:
+        raise ValueError(f"level={level!r}: use one of {', '.join(_LEVELS)} (or a logging level number)") from None
+
+
+def configure_logging(json: bool = True, file: str | IO[str] | None = None, level: int | str = "INFO", *,
+                      stdlib: bool = True) -> Any:
+    """Set up looplet's structured logs and return the structlog logger ``LoggingHook()`` will use.
+
+    json: one JSON object per line (else structlog's console renderer, for people).
+    file: a path (appended to), an open text stream, or None for stderr.
+    level: lines below it cost nothing (the method is a no-op).
+    stdlib: route the stdlib ``looplet`` logger through the same renderer and stream (it then stops
+        propagating to the root logger, so its records are not printed twice).
+    Calling it again replaces the previous set-up (and closes a file it opened).
+    """
+    global _default_logger
+    lvl = _level(level)
+    opened = None
+    if file is None:
+        stream: IO[str] = sys.stderr
+    elif isinstance(file, str) or hasattr(file, "__fspath__"):
+        stream = opened = open(file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - kept until replaced
+    else:
+        stream = file
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp")
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    chain: list[Any] = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, timestamper]
+    if json:
+        chain.append(structlog.processors.format_exc_info)
+    logger = structlog.wrap_logger(
+        structlog.WriteLogger(stream),
+        processors=[*chain, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        context_class=dict,
+        cache_logger_on_first_use=True,
+    )
+    with _lock:
+        _uninstall()
+        _installed["stream"] = opened
+        if stdlib:
+            handler = logging.StreamHandler(stream)
+            handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=[*chain[:3], structlog.stdlib.add_logger_name],
+                processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                            *( [structlog.processors.format_exc_info] if json else []), renderer],
+            ))
+            handler._looplet = True  # type: ignore[attr-defined]
+            std = logging.getLogger("looplet")
+            std.addHandler(handler)
+            _installed["handler"] = handler
+            _installed["propagate"] = std.propagate
+            _installed["level"] = std.level
+            std.setLevel(lvl)
+            std.propagate = False
+        _default_logger = logger
+    return logger
+
+
+def _uninstall() -> None:
+    handler = _installed.pop("handler", None)
+    std = logging.getLogger("looplet")
+    if handler is not None:
+        std.removeHandler(handler)
+        std.propagate = _installed.pop("propagate", True)
+        std.setLevel(_installed.pop("level", logging.NOTSET))
+    stream = _installed.pop("stream", None)
+    if stream is not None:
+        try:
+            stream.close()
+        except OSError:
+            pass
+
+
+def reset_logging() -> None:
+    """Undo ``configure_logging()`` (tests, ``shutdown()``)."""
+    global _default_logger
+    with _lock:
+        _uninstall()
+        _default_logger = None
+
+
+class LoggingHook:
+    """Structured log lines for every run it is passed to.
+
+    logger: a structlog logger; by default the one ``configure_logging()`` built, else
+        ``structlog.get_logger("looplet")``.
+    redact: ``str -> str`` applied to error texts and tracebacks (default: the built-in ``Redactor``).
+    """
+
+    def __init__(self, logger: Any = None, redact: Callable[[str], str] | None = None) -> None:
+        self._logger = logger
+        self._redact = redact if redact is not None else Redactor()
+
+    def _base(self) -> Any:
+        logger = self._logger or _default_logger
+        if logger is None:
+            logger = self._logger = structlog.get_logger("looplet")
+        return logger
+
+    def _bound(self) -> Any:
+        run = current_run()
+        if run is None:
+            return self._base()
+        log = run.scratch.get(self)
+        if log is None:
+            log = self._bind(run)
+        return log
+
+    def _bind(self, run: Any) -> Any:
+        fields: dict[str, Any] = {"run_id": run.run_id, "agent": run.agent_name}
+        if run.trace_id:
+            fields["trace_id"] = run.trace_id
+        log = self._base().bind(**fields)
+        run.scratch[self] = log
+        return log
+
+    def _error(self, text: str | None) -> str | None:
+        if not text:
+            return text
+        text = self._redact(text)
+        return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + "…"
+
+    def _exception(self, exc: BaseException) -> str:
+        return self._redact("".join(traceback.format_exception(exc)))
+
+    # -- run ----------------------------------------------------------------------------------------
+
+    def on_loop_start(self, state: Any, session_log: Any, context: Any) -> None:
+        run = current_run()
+        if run is None:
+            return
+        log = self._bind(run)
+        fields: dict[str, Any] = {"model": run.model}
+        if run.span_id:
+            fields["span_id"] = run.span_id
+        resumed = len(getattr(state, "steps", ()) or ())
+        if resumed:
+            fields["resumed_steps"] = resumed
+        log.info("run.start", **fields)
+
+    def on_loop_end(self, state: Any, session_log: Any, context: Any, result: Any) -> None:
+        run = current_run()
+        log = run.scratch.pop(self, None) if run is not None else None
+        if log is None:
+            log = self._base().bind(run_id=result.run_id)
+        stop = result.stop_reason
+        usage = result.usage
+        fields: dict[str, Any] = {
+            "stop_reason": stop, "steps": len(result.steps), "llm_calls": result.llm_calls,
+            "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+            "cost_usd": result.cost_usd, "duration_ms": round(result.duration_ms, 3),
+        }
+        if result.trace_id:
+            fields["trace_id"] = result.trace_id
+        if run is not None and run.model:
+            fields["model"] = run.model
+        if result.error:
+            fields["error"] = self._error(result.error)
+        if stop in _ERROR_STOPS:
+            log.error("run.end", **fields)
+        elif stop == "cancelled":
+            log.warning("run.end", **fields)
+        else:
+            log.info("run.end", **fields)
+
+    # -- steps --------------------------------------------------------------------------------------
+
+    def on_step(self, state: Any, step: Any) -> None:
+        log = self._bound()
+        ids: dict[str, Any] = {"trace_id": step.trace_id, "span_id": step.span_id} if step.trace_id else {}
+        usage = step.usage
+        if step.llm_ms > 0.0 or usage is not None or step.cost_usd is not None:  # first step of a response
+            fields: dict[str, Any] = {"step": step.number, "model": step.model,
+                                      "duration_ms": round(step.llm_ms, 3), "cost_usd": step.cost_usd}
+            if usage is not None:
+                fields["input_tokens"] = usage.input_tokens
+                fields["output_tokens"] = usage.output_tokens
+                if usage.cached_input_tokens:
+                    fields["cached_input_tokens"] = usage.cached_input_tokens
+                if usage.reasoning_tokens:
+                    fields["reasoning_tokens"] = usage.reasoning_tokens
+            if step.ttfc_ms is not None:
+                fields["ttfc_ms"] = round(step.ttfc_ms, 3)
+            log.info("llm.call", **fields, **ids)
+        result = step.tool_result
+        if result.error is None:
+            log.info("tool.call", step=step.number, tool=step.tool_call.tool,
+                     duration_ms=round(step.tool_ms, 3), ok=True, **ids)
+        else:
+            log.warning("tool.call", step=step.number, tool=step.tool_call.tool,
+                        duration_ms=round(step.tool_ms, 3), ok=False, error_kind=result.error_kind,
+                        error=self._error(result.error), **ids)
+
+    # -- failures and events ------------------------------------------------------------------------
+
+    def wrap_llm_call(self, call: Any, call_next: Any) -> Any:
+        try:
+            return call_next(call)
+        except Exception as exc:
+            self._llm_failed(call, exc)
+            raise
+
+    async def awrap_llm_call(self, call: Any, call_next: Any) -> Any:
+        try:
+            return await call_next(call)
+        except Exception as exc:
+            self._llm_failed(call, exc)
+            raise
+
+    def _llm_failed(self, call: Any, exc: Exception) -> None:
+        fields: dict[str, Any] = {}
+        try:  # the ids of the chat span, when a tracing hook made one current
+            from opentelemetry import trace
+
+            sc = trace.get_current_span().get_span_context()
+            if sc.is_valid:
+                fields = {"trace_id": format(sc.trace_id, "032x"), "span_id": format(sc.span_id, "016x")}
+        except Exception:  # noqa: BLE001
+            pass
+        self._bound().error("llm.error", step=call.step, model=call.model, error_kind=getattr(exc, "kind", None)
+                            or type(exc).__name__, retryable=bool(getattr(exc, "retryable", False)),
+                            error=self._error(f"{type(exc).__name__}: {exc}"), exception=self._exception(exc),
+                            **fields)
+
+    def on_llm_retry(self, state: Any, attempt: int, error: Any, delay_s: float) -> None:
+        self._bound().warning("llm.retry", attempt=attempt, delay_s=round(float(delay_s), 3),
+                              error=self._error(f"{type(error).__name__}: {error}"))
+
+    def on_hook_error(self, hook: Any, method: str, error: Any) -> None:
+        self._bound().error("hook.error", hook=type(hook).__name__, method=method,
+                            error=self._error(f"{type(error).__name__}: {error}"), exception=self._exception(error))
+
+    def on_event(self, name: str, attributes: dict[str, Any]) -> None:
+        if name == "hook.decision":
+            self._bound().info("hook.decision", hook=attributes.get("hook"), decision=attributes.get("decision"),
+                               tool=attributes.get("tool") or None, reason=self._error(attributes.get("reason")))
+        else:  # the emitting module logs its own line through stdlib logging; this one is for debugging
+            self._bound().debug(name, **{k: (self._error(v) if isinstance(v, str) else v)
+                                         for k, v in (attributes or {}).items() if k != "event"})

@@ -1,0 +1,810 @@
+"""``TracingHook``: OpenTelemetry spans for every phase of a run, following the GenAI semantic conventions.
+
+Span tree of one run::
+
+    invoke_agent {agent}            INTERNAL  on_loop_start … on_loop_end (explicit parent, never attached)
+    ├── looplet.step                INTERNAL  pre_prompt (or pre_dispatch) … on_step (explicit parent)
+    │   ├── chat {model}            CLIENT    wrap_llm_call: the current span while the backend runs
+    │   └── execute_tool {tool}     INTERNAL  wrap_tool: the current span while the tool runs
+    └── looplet.step …
+
+Context rules. Only ``chat`` and ``execute_tool`` are ever made current, and each is attached and detached
+in the same frame, around ``call_next`` (``finally``), so spans made by an HTTP client inside the backend
+or by a tool's own code nest under them, and nothing stays attached across the loop's ``yield``: the
+caller's current span is untouched between steps. The run and step spans are passed as explicit parents.
+Tools run in threads (``parallel_tools``) or tasks get the right parent because the parent is looked up by
+tool-call id, not taken from the thread's context.
+
+Parent of the run span: ``parent=`` of the loop (a W3C ``traceparent`` string, an OpenTelemetry
+``Context``, a ``Span`` or a ``SpanContext``); else the caller's current span; else, when no span is
+current, the ``TRACEPARENT``/``TRACESTATE`` environment variables (set by a parent process or a CI job;
+turn off with ``TracingHook(use_env_traceparent=False)``); else a new trace.
+
+Content (messages, tool arguments and results, the task and the final answer) is recorded only when
+``capture_content=True`` or ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` is ``true``,
+``SPAN_ONLY`` or ``SPAN_AND_EVENT``; it always goes through the redactor and each attribute is cut to
+``max_content_chars`` with its JSON kept valid. Error messages are not content and are always kept, but
+they too pass through the redactor.
+
+Needs ``opentelemetry-api`` (no-op without an SDK) and ``opentelemetry-semantic-conventions``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import traceback
+from typing import Any, Callable
+
+from looplet.errors import require
+from looplet.hooks import current_run
+from looplet.telemetry import names as N
+from looplet.telemetry.cost import cost_of
+from looplet.telemetry.redact import Redactor
+
+require("opentelemetry.trace", "otel")
+require("opentelemetry.semconv._incubating.attributes.gen_ai_attributes", "otel")
+
+from opentelemetry import context as otel_context  # noqa: E402
+from opentelemetry import trace  # noqa: E402
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY  # noqa: E402
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode  # noqa: E402
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator  # noqa: E402
+
+__all__ = ["TracingHook", "capture_content_from_env", "cap_json"]
+
+log = logging.getLogger("looplet")
+
+_CLOSED_BY_CALLER = "the caller closed the loop"  # RunResult.error when the caller closed the generator
+_ERROR_STOPS = ("llm_error", "hook_error")
+_CAPTURE_ON = ("true", "span_only", "span_and_event")
+_PROPAGATOR = TraceContextTextMapPropagator()
+_EMPTY = otel_context.Context()
+_INTERNAL = SpanKind.INTERNAL
+_CLIENT = SpanKind.CLIENT
+_MAX_ERROR_CHARS = 1000
+
+# attribute keys, resolved once from the semantic conventions (through the names table)
+_OP = N.GEN_AI_OPERATION_NAME
+_PROVIDER = N.GEN_AI_PROVIDER_NAME
+_REQ_MODEL = N.GEN_AI_REQUEST_MODEL
+_RESP_MODEL = N.GEN_AI_RESPONSE_MODEL
+_RESP_ID = N.GEN_AI_RESPONSE_ID
+_FINISH = N.GEN_AI_RESPONSE_FINISH_REASONS
+_IN_TOK = N.GEN_AI_USAGE_INPUT_TOKENS
+_OUT_TOK = N.GEN_AI_USAGE_OUTPUT_TOKENS
+_CACHED_TOK = N.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS
+_REASONING_TOK = N.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS
+_AGENT = N.GEN_AI_AGENT_NAME
+_CONVERSATION = N.GEN_AI_CONVERSATION_ID
+_TOOL = N.GEN_AI_TOOL_NAME
+_CALL_ID = N.GEN_AI_TOOL_CALL_ID
+_TOOL_TYPE = N.GEN_AI_TOOL_TYPE
+_TOOL_ARGS = N.GEN_AI_TOOL_CALL_ARGUMENTS
+_TOOL_RESULT = N.GEN_AI_TOOL_CALL_RESULT
+_INPUT = N.GEN_AI_INPUT_MESSAGES
+_OUTPUT = N.GEN_AI_OUTPUT_MESSAGES
+_SYSTEM = N.GEN_AI_SYSTEM_INSTRUCTIONS
+_TEMPERATURE = N.GEN_AI_REQUEST_TEMPERATURE
+_MAX_TOKENS = N.GEN_AI_REQUEST_MAX_TOKENS
+_STREAM = N.GEN_AI_REQUEST_STREAM
+_TTFC = N.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK
+_ERROR_TYPE = N.ERROR_TYPE
+_SERVER = N.SERVER_ADDRESS
+_PORT = N.SERVER_PORT
+_EXC_TYPE = N.EXCEPTION_TYPE
+_EXC_MESSAGE = N.EXCEPTION_MESSAGE
+_CHAT = N.GenAiOperationNameValues.CHAT.value
+_EXECUTE_TOOL = N.GenAiOperationNameValues.EXECUTE_TOOL.value
+_INVOKE_AGENT = N.GenAiOperationNameValues.INVOKE_AGENT.value
+_STACKTRACE = "exception.stacktrace"
+
+
+def capture_content_from_env() -> bool:
+    """Whether ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` asks for content on spans."""
+    value = os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
+    return value.strip().lower() in _CAPTURE_ON
+
+
+class _Step:
+    __slots__ = ("span", "ctx", "tool_started")
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+        self.ctx = trace.set_span_in_context(span, _EMPTY)
+        self.tool_started = False
+
+
+class _RunSpans:
+    """One run's open spans (kept in ``run.scratch[hook]``)."""
+
+    __slots__ = ("span", "ctx", "recording", "steps", "by_call", "prompt", "lock", "names")
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+        self.ctx = trace.set_span_in_context(span, _EMPTY)
+        self.recording = span.is_recording()
+        self.steps: dict[int, _Step] = {}
+        self.by_call: dict[str, int] = {}
+        self.prompt: int | None = None  # step number whose span was opened by pre_prompt
+        self.lock = threading.Lock()
+
+
+class TracingHook:
+    """OpenTelemetry spans per phase of a run. Pass it in ``hooks=[...]`` of either loop.
+
+    tracer_provider: where spans go; the global provider (``trace.get_tracer_provider()``) when None.
+        looplet never sets a global provider itself (only ``looplet.telemetry.configure()`` does).
+    capture_content: record messages, tool arguments/results, task and answer; None reads
+        ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (``true``/``SPAN_ONLY``/``SPAN_AND_EVENT``).
+    redact: a ``str -> str`` callable applied to every captured string and error message
+        (default: ``looplet.telemetry.redact.Redactor()``).
+    max_content_chars: size cap of each content attribute (JSON kept valid).
+    suppress_provider_spans: while the LLM call runs, set OpenTelemetry's suppress-instrumentation flag
+        so auto-instrumentations that honour it (``opentelemetry-instrumentation-openai-v2``, httpx,
+        requests, ...) add no span of their own: the ``chat`` span is then the only span of the call.
+        Off by default, so such spans nest under ``chat``. The anthropic client's built-in spans do not
+        read the flag; ``AnthropicBackend`` turns them off with the client's ``open_telemetry=False``.
+    use_env_traceparent: continue the trace in ``TRACEPARENT`` when the run has no other parent.
+    """
+
+    def __init__(self, tracer_provider: Any = None, capture_content: bool | None = None,
+                 redact: Callable[[str], str] | None = None, max_content_chars: int = 32_000, *,
+                 suppress_provider_spans: bool = False, use_env_traceparent: bool = True) -> None:
+        from looplet import __version__ as version
+
+        if max_content_chars < 256:
+            raise ValueError(f"TracingHook(max_content_chars={max_content_chars}): use at least 256")
+        self._tracer = trace.get_tracer(N.TRACER_SCOPE, version, tracer_provider=tracer_provider)
+        self.capture_content = capture_content_from_env() if capture_content is None else bool(capture_content)
+        self._redact = redact if redact is not None else Redactor()
+        self.max_content_chars = max_content_chars
+        self.suppress_provider_spans = suppress_provider_spans
+        self.use_env_traceparent = use_env_traceparent
+        self._chat_names: dict[Any, str] = {}
+        self._tool_names: dict[str, str] = {}
+        self._chat_attrs: dict[Any, dict[str, Any]] = {}
+        self._tool_attrs: dict[str, dict[str, Any]] = {}
+        self._warned: set[str] = set()
+
+    # -- run ----------------------------------------------------------------------------------------
+
+    def on_loop_start(self, state: Any, session_log: Any, context: Any) -> None:
+        run = current_run()
+        if run is None:
+            return
+        parent = self._parent(run.parent)
+        attrs: dict[str, Any] = {_OP: _INVOKE_AGENT, _AGENT: run.agent_name, N.RUN_ID: run.run_id}
+        metadata = getattr(state, "metadata", None)
+        conversation = metadata.get("conversation_id") if isinstance(metadata, dict) else None
+        attrs[_CONVERSATION] = str(conversation) if conversation else run.run_id
+        if run.provider:
+            attrs[_PROVIDER] = run.provider
+        if run.model:
+            attrs[_REQ_MODEL] = run.model
+        resumed = len(getattr(state, "steps", ()) or ())
+        if resumed:
+            attrs[N.RUN_RESUMED_STEPS] = resumed
+        if self.capture_content:
+            if run.task is not None:
+                attrs[N.TASK] = self._content(run.task)
+            system = next((m.get("content") for m in session_log or () if m.get("role") == "system"), None)
+            if system:
+                attrs[_SYSTEM] = self._content([{"type": "text", "content": system}])
+        span = self._tracer.start_span(f"invoke_agent {run.agent_name}", context=parent, kind=_INTERNAL,
+                                       attributes=attrs, links=self._links(run.links))
+        rs = _RunSpans(span)
+        run.scratch[self] = rs
+        if rs.recording:
+            sc = span.get_span_context()
+            run.trace_id = format(sc.trace_id, "032x")
+            run.span_id = format(sc.span_id, "016x")
+
+    def on_loop_end(self, state: Any, session_log: Any, context: Any, result: Any) -> None:
+        run = current_run()
+        rs = run.scratch.pop(self, None) if run is not None else None
+        if rs is None:
+            return
+        stop = result.stop_reason
+        error_type: str | None = None
+        if stop in _ERROR_STOPS:
+            error_type = stop
+        elif stop == "cancelled" and result.error and result.error != _CLOSED_BY_CALLER:
+            error_type = result.error.partition(":")[0].strip() or "cancelled"
+        description = self._error_text(result.error) if error_type else None
+        # Steps still open: an LLM call that failed, a stop before the tool ran, a cancelled run.
+        for number in sorted(rs.steps):
+            step = rs.steps.pop(number)
+            sp = step.span
+            if rs.recording:
+                sp.set_attribute(N.STOP_REASON, stop)
+                if error_type:
+                    sp.set_attribute(_ERROR_TYPE, error_type)
+                    sp.set_status(Status(StatusCode.ERROR, description))
+            sp.end()
+        span = rs.span
+        if rs.recording:
+            usage = result.usage
+            attrs: dict[str, Any] = {
+                N.STOP_REASON: stop,
+                N.RUN_STEPS: len(result.steps),
+                N.RUN_LLM_CALLS: result.llm_calls,
+                N.RUN_INPUT_TOKENS: usage.input_tokens,
+                N.RUN_OUTPUT_TOKENS: usage.output_tokens,
+                N.RUN_CACHED_TOKENS: usage.cached_input_tokens,
+                N.RUN_REASONING_TOKENS: usage.reasoning_tokens,
+            }
+            if result.cost_usd is not None:
+                attrs[N.COST_USD] = result.cost_usd
+            if run.model:
+                attrs[_RESP_MODEL] = run.model
+            if self.capture_content and result.final_output is not None:
+                attrs[N.FINAL_OUTPUT] = self._content(result.final_output)
+            if error_type:
+                attrs[_ERROR_TYPE] = error_type
+                span.set_status(Status(StatusCode.ERROR, description))
+            span.set_attributes(attrs)
+        span.end()
+
+    # -- steps --------------------------------------------------------------------------------------
+
+    def pre_prompt(self, state: Any, session_log: Any, context: Any, step_num: int) -> None:
+        run = current_run()
+        rs = run.scratch.get(self) if run is not None else None
+        if rs is None:
+            return
+        if step_num not in rs.steps:
+            self._open_step(run, rs, step_num)
+        rs.prompt = step_num
+
+    def pre_dispatch(self, state: Any, session_log: Any, tool_call: Any, step_num: int) -> None:
+        run = current_run()
+        rs = run.scratch.get(self) if run is not None else None
+        if rs is None:
+            return
+        step = rs.steps.get(step_num)
+        if step is None:
+            self._open_step(run, rs, step_num)
+        elif rs.recording:
+            run.span_id = format(step.span.get_span_context().span_id, "016x")
+        rs.prompt = None
+        rs.by_call[tool_call.id] = step_num
+
+    def post_dispatch(self, state: Any, session_log: Any, tool_call: Any, tool_result: Any, step_num: int) -> None:
+        # The Step is built right after this: make sure it carries its own step span's id.
+        run = current_run()
+        rs = run.scratch.get(self) if run is not None else None
+        if rs is None:
+            return
+        step = rs.steps.get(step_num)
+        if step is None:  # its pre_dispatch never reached us (a hook before this one denied the call)
+            self._open_step(run, rs, step_num)
+        elif rs.recording:
+            run.span_id = format(step.span.get_span_context().span_id, "016x")
+
+    def on_step(self, state: Any, step: Any) -> None:
+        run = current_run()
+        rs = run.scratch.get(self) if run is not None else None
+        if rs is None:
+            return
+        open_step = rs.steps.pop(step.number, None)
+        if open_step is None:
+            return
+        span = open_step.span
+        if rs.recording:
+            call = step.tool_call
+            result = step.tool_result
+            attrs = {_TOOL: call.tool}
+            if result.error is not None:
+                attrs[N.TOOL_ERROR_KIND] = result.error_kind or "error"
+            if step.cost_usd is not None:
+                attrs[N.COST_USD] = step.cost_usd
+            span.set_attributes(attrs)
+        span.end()
+        rs.by_call.pop(step.tool_call.id, None)
+
+    def _open_step(self, run: Any, rs: _RunSpans, number: int) -> _Step:
+        span = self._tracer.start_span(N.STEP_SPAN, context=rs.ctx, kind=_INTERNAL,
+                                       attributes={N.STEP_NUMBER: number})
+        step = _Step(span)
+        rs.steps[number] = step
+        if rs.recording:
+            run.span_id = format(span.get_span_context().span_id, "016x")
+        return step
+
+    # -- LLM calls ----------------------------------------------------------------------------------
+
+    def wrap_llm_call(self, call: Any, call_next: Callable[[Any], Any]) -> Any:
+        try:
+            span, token = self._start_chat(call)
+        except Exception as exc:  # noqa: BLE001 - telemetry must not break the call
+            self._warn_once("chat", exc)
+            return call_next(call)
+        try:
+            response = call_next(call)
+        except BaseException as exc:
+            self._chat_failed(span, exc)
+            raise
+        else:
+            self._chat_done(span, call, response)
+            return response
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    async def awrap_llm_call(self, call: Any, call_next: Callable[[Any], Any]) -> Any:
+        try:
+            span, token = self._start_chat(call)
+        except Exception as exc:  # noqa: BLE001
+            self._warn_once("chat", exc)
+            return await call_next(call)
+        try:
+            response = await call_next(call)
+        except BaseException as exc:
+            self._chat_failed(span, exc)
+            raise
+        else:
+            self._chat_done(span, call, response)
+            return response
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    def _start_chat(self, call: Any) -> tuple[Any, Any]:
+        run = current_run()
+        rs = run.scratch.get(self) if run is not None else None
+        parent = None
+        if rs is not None:
+            step = rs.steps.get(rs.prompt) if rs.prompt is not None else None
+            parent = step.ctx if step is not None else rs.ctx
+        model = call.model or (run.model if run is not None else None)
+        provider = call.provider or (run.provider if run is not None else None)
+        key = (model, provider)
+        attrs = self._chat_attrs.get(key)
+        if attrs is None:
+            attrs = {_OP: _CHAT}
+            if provider:
+                attrs[_PROVIDER] = provider
+            if model:
+                attrs[_REQ_MODEL] = model
+            self._chat_attrs[key] = attrs
+            self._chat_names[key] = f"chat {model}" if model else "chat"
+        options = call.options
+        if options or call.purpose != "step":
+            attrs = dict(attrs)
+            if options:
+                if "temperature" in options:
+                    attrs[_TEMPERATURE] = options["temperature"]
+                if "max_tokens" in options:
+                    attrs[_MAX_TOKENS] = options["max_tokens"]
+                if options.get("stream"):
+                    attrs[_STREAM] = True
+            if call.purpose != "step":
+                attrs[N.LLM_PURPOSE] = call.purpose
+        span = self._tracer.start_span(self._chat_names[key], context=parent, kind=_CLIENT, attributes=attrs)
+        if self.capture_content and span.is_recording():
+            system, messages = _semconv_messages(call.messages)
+            if system:
+                span.set_attribute(_SYSTEM, self._content(system))
+            span.set_attribute(_INPUT, self._content(messages))
+        ctx = trace.set_span_in_context(span)
+        if self.suppress_provider_spans:
+            ctx = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, ctx)
+        return span, otel_context.attach(ctx)
+
+    def _chat_done(self, span: Any, call: Any, response: Any) -> None:
+        if not span.is_recording():
+            return
+        if type(response).__name__ != "LLMResponse":
+            span.set_attribute(_ERROR_TYPE, "invalid_response")
+            span.set_status(Status(StatusCode.ERROR, f"the backend returned {type(response).__name__}"))
+            return
+        attrs: dict[str, Any] = {}
+        if response.model:
+            attrs[_RESP_MODEL] = response.model
+        if response.response_id:
+            attrs[_RESP_ID] = response.response_id
+        if response.finish_reason:
+            attrs[_FINISH] = (response.finish_reason,)
+        usage = response.usage
+        if usage is not None:
+            attrs[_IN_TOK] = usage.input_tokens
+            attrs[_OUT_TOK] = usage.output_tokens
+            if usage.cached_input_tokens:
+                attrs[_CACHED_TOK] = usage.cached_input_tokens
+            if usage.reasoning_tokens:
+                attrs[_REASONING_TOK] = usage.reasoning_tokens
+            cost = cost_of(response.model or call.model, usage)
+            if cost is not None:
+                attrs[N.COST_USD] = cost
+        if response.provider and response.provider != call.provider:
+            attrs[_PROVIDER] = response.provider
+        if response.server_address:
+            attrs[_SERVER] = response.server_address
+            if response.server_port:
+                attrs[_PORT] = response.server_port
+        if response.time_to_first_chunk_s is not None:
+            attrs[_TTFC] = response.time_to_first_chunk_s
+        if self.capture_content:
+            attrs[_OUTPUT] = self._content([_semconv_output(response)])
+        span.set_attributes(attrs)
+
+    def _chat_failed(self, span: Any, exc: BaseException) -> None:
+        if not span.is_recording():
+            return
+        kind = getattr(exc, "kind", None)
+        error_type = kind if isinstance(kind, str) and kind else _qualified(exc)
+        span.set_attribute(_ERROR_TYPE, error_type)
+        self._record_exception(span, exc)
+        span.set_status(Status(StatusCode.ERROR, self._error_text(f"{type(exc).__name__}: {exc}")))
+
+    # -- tools --------------------------------------------------------------------------------------
+
+    def wrap_tool(self, tool_call: Any, call_next: Callable[[Any], Any]) -> Any:
+        try:
+            span, token = self._start_tool(tool_call)
+        except Exception as exc:  # noqa: BLE001
+            self._warn_once("tool", exc)
+            return call_next(tool_call)
+        try:
+            result = call_next(tool_call)
+        except BaseException as exc:
+            self._tool_failed(span, exc)
+            raise
+        else:
+            self._tool_done(span, result)
+            return result
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    async def awrap_tool(self, tool_call: Any, call_next: Callable[[Any], Any]) -> Any:
+        try:
+            span, token = self._start_tool(tool_call)
+        except Exception as exc:  # noqa: BLE001
+            self._warn_once("tool", exc)
+            return await call_next(tool_call)
+        try:
+            result = await call_next(tool_call)
+        except BaseException as exc:
+            self._tool_failed(span, exc)
+            raise
+        else:
+            self._tool_done(span, result)
+            return result
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    def _start_tool(self, tool_call: Any) -> tuple[Any, Any]:
+        run = current_run()
+        rs = run.scratch.get(self) if run is not None else None
+        parent = None
+        if rs is not None:
+            step = self._step_for(rs, tool_call)
+            parent = step.ctx if step is not None else rs.ctx
+        name = tool_call.tool
+        attrs = self._tool_attrs.get(name)
+        if attrs is None:
+            attrs = {_OP: _EXECUTE_TOOL, _TOOL: name, _TOOL_TYPE: "function"}
+            self._tool_attrs[name] = attrs
+            self._tool_names[name] = f"execute_tool {name}"
+        if tool_call.id:
+            attrs = dict(attrs)
+            attrs[_CALL_ID] = tool_call.id
+        span = self._tracer.start_span(self._tool_names[name], context=parent, kind=_INTERNAL, attributes=attrs)
+        if self.capture_content and span.is_recording():
+            span.set_attribute(_TOOL_ARGS, self._content(tool_call.args))
+        return span, otel_context.attach(trace.set_span_in_context(span))
+
+    @staticmethod
+    def _step_for(rs: _RunSpans, tool_call: Any) -> _Step | None:
+        number = rs.by_call.pop(tool_call.id, None)
+        step = rs.steps.get(number) if number is not None else None
+        if step is None or step.tool_started:
+            with rs.lock:  # no id match (duplicate or empty ids): the oldest step without a tool yet
+                step = next((s for _n, s in sorted(rs.steps.items()) if not s.tool_started), None)
+        if step is not None:
+            step.tool_started = True
+        return step
+
+    def _tool_done(self, span: Any, result: Any) -> None:
+        if not span.is_recording():
+            return
+        error = getattr(result, "error", None)
+        if error is not None:
+            kind = result.error_kind or "tool_error"
+            span.set_attributes({_ERROR_TYPE: kind, N.TOOL_ERROR_KIND: kind})
+            span.set_status(Status(StatusCode.ERROR, self._error_text(error)))
+        elif type(result).__name__ != "ToolResult":
+            span.set_attribute(_ERROR_TYPE, "invalid_result")
+            span.set_status(Status(StatusCode.ERROR, f"a wrap_tool hook returned {type(result).__name__}"))
+            return
+        if self.capture_content:
+            text = result.text if result.text is not None else (error if error is not None else result.data)
+            span.set_attribute(_TOOL_RESULT, self._content(text))
+
+    def _tool_failed(self, span: Any, exc: BaseException) -> None:
+        if not span.is_recording():
+            return
+        span.set_attribute(_ERROR_TYPE, _qualified(exc))
+        self._record_exception(span, exc)
+        span.set_status(Status(StatusCode.ERROR, self._error_text(f"{type(exc).__name__}: {exc}")))
+
+    # -- events -------------------------------------------------------------------------------------
+
+    def on_llm_retry(self, state: Any, attempt: int, error: BaseException, delay_s: float) -> None:
+        target = self._event_target()
+        if target is None:
+            return
+        kind = getattr(error, "kind", None)
+        target.add_event(N.EV_RETRY, {
+            N.RETRY_ATTEMPT: attempt, N.RETRY_DELAY_S: float(delay_s),
+            _ERROR_TYPE: kind if isinstance(kind, str) and kind else _qualified(error),
+            _EXC_MESSAGE: self._error_text(str(error)),
+        })
+
+    def on_hook_error(self, hook: Any, method: str, error: BaseException) -> None:
+        target = self._event_target()
+        if target is None:
+            return
+        target.add_event(N.EV_HOOK_ERROR, {
+            N.HOOK: type(hook).__name__, N.HOOK_METHOD: method, _EXC_TYPE: _qualified(error),
+            _EXC_MESSAGE: self._error_text(str(error)),
+        })
+
+    def on_event(self, name: str, attributes: dict[str, Any]) -> None:
+        target = self._event_target(prefer_current=True)
+        if target is None:
+            return
+        if name == "hook.decision":
+            attrs = {N.HOOK: str(attributes.get("hook", "")), N.DECISION: str(attributes.get("decision", ""))}
+            reason = attributes.get("reason")
+            if reason:
+                attrs[N.REASON] = self._error_text(str(reason))
+            tool = attributes.get("tool")
+            if tool:
+                attrs[_TOOL] = str(tool)
+            target.add_event(N.EV_HOOK_DECISION, attrs)
+            return
+        event = name if name.startswith("looplet.") else f"looplet.{name}"
+        target.add_event(event, {(k if "." in k else f"{event}.{k}"): _attr_value(v, self._redact)
+                                 for k, v in (attributes or {}).items()})
+
+    def _event_target(self, prefer_current: bool = False) -> Any:
+        run = current_run()
+        rs = run.scratch.get(self) if run is not None else None
+        if rs is None or not rs.recording:
+            return None
+        if prefer_current:  # an event emitted from inside a tool or LLM call lands on that span
+            current = trace.get_current_span()
+            sc = current.get_span_context()
+            if current.is_recording() and sc.trace_id == rs.span.get_span_context().trace_id:
+                return current
+        if rs.prompt is not None and rs.prompt in rs.steps:
+            return rs.steps[rs.prompt].span
+        if rs.steps:
+            return rs.steps[max(rs.steps)].span
+        return rs.span
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _parent(self, parent: Any) -> Any:
+        if parent is None:
+            if self.use_env_traceparent and not trace.get_current_span().get_span_context().is_valid:
+                tp = os.environ.get("TRACEPARENT")
+                if tp:
+                    carrier = {"traceparent": tp}
+                    ts = os.environ.get("TRACESTATE")
+                    if ts:
+                        carrier["tracestate"] = ts
+                    return self._extract(carrier, "TRACEPARENT")
+            return None  # the caller's current context
+        if isinstance(parent, otel_context.Context):
+            return parent
+        if isinstance(parent, str):
+            return self._extract({"traceparent": parent}, "parent")
+        if isinstance(parent, trace.SpanContext):
+            return trace.set_span_in_context(trace.NonRecordingSpan(parent), _EMPTY)
+        if isinstance(parent, trace.Span):
+            return trace.set_span_in_context(parent, _EMPTY)
+        if isinstance(parent, dict):  # a carrier: {"traceparent": ..., "tracestate": ...}
+            return self._extract(parent, "parent")
+        self._warn_once("parent", TypeError(f"parent must be a traceparent string or an OpenTelemetry Context, "
+                                            f"got {type(parent).__name__}; starting a new trace"))
+        return _EMPTY
+
+    def _extract(self, carrier: dict[str, str], what: str) -> Any:
+        ctx = _PROPAGATOR.extract(carrier, context=_EMPTY)
+        if not trace.get_current_span(ctx).get_span_context().is_valid:
+            self._warn_once(what, ValueError(f"{what} {carrier.get('traceparent')!r} is not a valid W3C "
+                                             "traceparent; starting a new trace"))
+            return _EMPTY
+        return ctx
+
+    def _links(self, links: Any) -> list[Any]:
+        out = []
+        for item in links or ():
+            ctx = self._parent(item) if item is not None else None
+            sc = trace.get_current_span(ctx).get_span_context() if ctx is not None else None
+            if sc is not None and sc.is_valid:
+                out.append(Link(sc))
+        return out
+
+    def _content(self, value: Any) -> str:
+        """Redacted JSON of ``value``, cut to ``max_content_chars`` (strings are kept as they are, cut)."""
+        if isinstance(value, str):
+            text = self._redact(value)
+            if len(text) > self.max_content_chars:
+                text = _clip(text, self.max_content_chars - 32)
+            return text
+        data = _redact_json(value, self._redact)
+        return cap_json(data, self.max_content_chars)
+
+    def _error_text(self, text: str | None) -> str:
+        if not text:
+            return ""
+        text = self._redact(text)
+        return text if len(text) <= _MAX_ERROR_CHARS else _clip(text, _MAX_ERROR_CHARS)
+
+    def _record_exception(self, span: Any, exc: BaseException) -> None:
+        try:
+            stack = "".join(traceback.format_exception(exc))
+        except Exception:  # noqa: BLE001
+            stack = ""
+        span.record_exception(exc, attributes={_EXC_MESSAGE: self._error_text(str(exc)),
+                                               _STACKTRACE: self._redact(stack)}, escaped=True)
+
+    def _warn_once(self, what: str, exc: BaseException) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning("TracingHook: %s (%s); this is reported once", exc, what)
+
+
+# -- content helpers ------------------------------------------------------------------------------
+
+def _qualified(exc: BaseException) -> str:
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module in (None, "builtins") else f"{module}.{cls.__qualname__}"
+
+
+def _clip(text: str, n: int) -> str:
+    n = max(n, 0)
+    return f"{text[:n]}…[+{len(text) - n} chars]" if len(text) > n else text
+
+
+def _redact_json(value: Any, redact: Callable[[str], str]) -> Any:
+    fn = getattr(redact, "redact_json", None)
+    if fn is not None:
+        return fn(value)
+    return _walk(value, redact, 0)
+
+
+def _walk(value: Any, redact: Callable[[str], str], depth: int) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if depth > 64:
+        return "…"
+    if isinstance(value, dict):
+        return {str(k): _walk(v, redact, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_walk(v, redact, depth + 1) for v in value]
+    if hasattr(value, "to_dict"):
+        return _walk(value.to_dict(), redact, depth + 1)
+    return redact(repr(value))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=repr, separators=(",", ":"))
+
+
+def _clip_strings(value: Any, n: int) -> Any:
+    if isinstance(value, str):
+        return _clip(value, n)
+    if isinstance(value, dict):
+        return {k: _clip_strings(v, n) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clip_strings(v, n) for v in value]
+    return value
+
+
+def _longest(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return max((_longest(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return max((_longest(v) for v in value), default=0)
+    return 0
+
+
+def cap_json(value: Any, limit: int) -> str:
+    """JSON of ``value`` in at most ``limit`` characters, still valid JSON: long strings are cut first
+    (``…[+N chars]``); if that is not enough, the oldest items of a top-level list are dropped and a
+    ``{"truncated": N}`` marker takes their place."""
+    text = _dumps(value)
+    if len(text) <= limit:
+        return text
+    lo, hi = 0, _longest(value)
+    best: str | None = None
+    while lo <= hi:  # the longest per-string length that fits
+        mid = (lo + hi) // 2
+        candidate = _dumps(_clip_strings(value, mid))
+        if len(candidate) <= limit:
+            best, lo = candidate, mid + 1
+        else:
+            hi = mid - 1
+    if best is not None and lo > 64:
+        return best
+    if isinstance(value, list) and value:
+        items = _clip_strings(value, 256)
+        for drop in range(1, len(items) + 1):
+            candidate = _dumps([{"truncated": drop}] + items[drop:])
+            if len(candidate) <= limit:
+                return candidate
+    if best is not None:
+        return best
+    return _dumps({"truncated": len(text)}) if limit >= 24 else "{}"
+
+
+def _semconv_messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """OpenAI chat-format transcript -> (gen_ai.system_instructions parts, gen_ai.input.messages)."""
+    system: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
+    for m in messages or ():
+        role = m.get("role")
+        content = m.get("content")
+        if role == "system":
+            if content:
+                system.append({"type": "text", "content": _text(content)})
+            continue
+        if role == "tool":
+            out.append({"role": "tool", "parts": [{"type": "tool_call_response", "id": m.get("tool_call_id"),
+                                                   "response": _text(content)}]})
+            continue
+        parts: list[dict[str, Any]] = []
+        if content:
+            parts.append({"type": "text", "content": _text(content)})
+        for tc in m.get("tool_calls") or ():
+            fn = tc.get("function") or {}
+            args: Any = fn.get("arguments")
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args)
+                except ValueError:
+                    pass
+            parts.append({"type": "tool_call", "id": tc.get("id"), "name": fn.get("name"), "arguments": args})
+        out.append({"role": role or "user", "parts": parts})
+    return system, out
+
+
+def _semconv_output(response: Any) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = []
+    if response.text:
+        parts.append({"type": "text", "content": response.text})
+    for c in response.tool_calls or ():
+        parts.append({"type": "tool_call", "id": c.id, "name": c.tool, "arguments": c.args})
+    return {"role": "assistant", "parts": parts, "finish_reason": response.finish_reason or "stop"}
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # multimodal parts: keep the text
+        return "\n".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return str(content)
+
+
+def _attr_value(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return redact(value)[:_MAX_ERROR_CHARS]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+        return [redact(v) if isinstance(v, str) else v for v in value]
+    return redact(_dumps(value))[:_MAX_ERROR_CHARS]
