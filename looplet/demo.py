@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="run the agent this many times (0: forever)")
     parser.add_argument("--latency", type=float, default=0.05, help="simulated LLM latency in seconds")
     parser.add_argument("--otlp", default=None, help="send spans to this OTLP endpoint")
-    parser.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on 127.0.0.1:PORT")
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on ADDR:PORT")
+    parser.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics (0.0.0.0 in a container)")
     parser.add_argument("--log-file", default=None, help="write JSON logs here (default: stderr)")
     parser.add_argument("--trace-dir", default=None, help="write a trajectory folder per run here")
     parser.add_argument("--stream", action="store_true", help="stream the model's answers (time to first chunk)")
@@ -148,6 +149,7 @@ def _telemetry(args: argparse.Namespace) -> Any:
         return None
     try:
         return configure(service_name="looplet-demo", otlp_endpoint=args.otlp, metrics_port=args.metrics_port,
+                         metrics_addr=args.metrics_addr,
                          json_logs=True, log_file=args.log_file, provenance_dir=args.trace_dir)
     except ImportError as exc:
         print(f"note: running without telemetry ({exc})", file=sys.stderr)
