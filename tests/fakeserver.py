@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["FakeLLMServer", "LLMRecorder", "Reply", "text", "tool_call", "tool_calls", "error", "hang", "empty", "usage"]
+__all__ = ["FakeLLMServer", "LLMRecorder", "Reply", "text", "tool_call", "tool_calls", "error", "hang", "empty",
+           "usage"]
 
 _ids = itertools.count(1)
 
@@ -62,6 +63,7 @@ class Reply:
     cut_after: int | None = None
     cut_mode: str = "drop"
     empty: bool = False
+    raw: str | None = None  # sent verbatim as text/html instead of an answer (a wrong base_url)
 
 
 def text(content: str, **kw: Any) -> Reply:
@@ -223,6 +225,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(400, _err_body(self.path, 400, "invalid_request_error", problem))
         if reply.delay_s and self.fake._closing.wait(reply.delay_s):
             return
+        if reply.raw is not None:
+            return self._json(reply.status, None, {"content-type": "text/html"}, reply.raw.encode())
         if reply.status != 200:
             kind = reply.error_type or {429: "rate_limit_error", 401: "authentication_error",
                                         404: "not_found_error"}.get(reply.status, "api_error")
@@ -240,13 +244,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- writing ------------------------------------------------------------------------------------------
 
-    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode()
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None,
+              data: bytes | None = None) -> None:
+        data = json.dumps(payload).encode() if data is None else data
+        headers = {"content-type": "application/json", **(headers or {})}
         try:
             self.send_response(status)
-            self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))
-            for k, v in (headers or {}).items():
+            for k, v in headers.items():
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)

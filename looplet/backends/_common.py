@@ -97,7 +97,7 @@ def map_error(exc: BaseException, *, provider: str, key_env: str, base_url: Any,
             return LLMError(f"the {provider} stream was cut off mid-answer ({type(cause).__name__}: {cause}); "
                             "the loop retries", retryable=True, kind="stream_cut")
     detail = _detail(exc)
-    if isinstance(status, int):
+    if isinstance(status, int) and status >= 400:
         response = getattr(exc, "response", None)
         wait = retry_after(getattr(response, "headers", None))
         if status == 429:
@@ -123,6 +123,8 @@ def map_error(exc: BaseException, *, provider: str, key_env: str, base_url: Any,
         why = f" ({type(cause).__name__}: {cause})" if cause is not None else f" ({exc})"
         return LLMError(f"connection to {provider} at {base_url} failed{why}; the loop retries (check base_url "
                         "and that the server is up)", retryable=True, kind="connection")
+    if _is(exc, "APIResponseValidationError"):
+        return not_an_answer(provider, base_url, "a body that does not match the API schema")
     if _is(exc, "APIError"):  # an error event inside a stream: the server failed mid-answer
         return LLMError(f"{provider} reported an error mid-answer{detail}", retryable=True, kind="stream_error")
     return LLMError(f"{provider} call failed: {type(exc).__name__}: {exc}", retryable=False,
@@ -149,6 +151,20 @@ def empty_answer(provider: str, what: str) -> LLMError:
     return LLMError(f"{provider} returned {what}; the answer is unusable (check the model and the "
                     "request, e.g. a content filter or an exhausted max_tokens)", retryable=False,
                     kind="empty_response")
+
+
+def not_an_answer(provider: str, base_url: Any, got: str) -> LLMError:
+    return LLMError(f"the server at {base_url} did not answer in the {provider} format (got {got}); check that "
+                    f"base_url points at the {provider} API or a compatible server", retryable=False,
+                    kind="bad_response")
+
+
+def check_stream(events: Any, provider: str, base_url: Any) -> None:
+    """Raise when a requested stream came back as something other than server-sent events."""
+    headers = getattr(getattr(events, "response", None), "headers", None)
+    kind = headers.get("content-type", "") if headers is not None else "text/event-stream"
+    if "event-stream" not in kind:
+        raise not_an_answer(provider, base_url, kind or "no content type")
 
 
 def deliver(on_chunk: Callable[[dict[str, Any]], Any] | None, chunk: dict[str, Any]) -> None:

@@ -12,8 +12,8 @@ import os
 import time
 from typing import Any
 
-from looplet.backends._common import (Assembly, adeliver, deliver, map_error, parse_arguments, server_of,
-                                      stream_cut)
+from looplet.backends._common import (Assembly, adeliver, check_stream, deliver, map_error, not_an_answer,
+                                      parse_arguments, server_of, stream_cut)
 from looplet.errors import LLMError, require
 from looplet.types import LLMResponse, ToolCall, Usage
 
@@ -99,6 +99,7 @@ class AnthropicBackend:
             if not params.get("stream"):
                 return self._parse(self._client.messages.create(**params))
             with self._client.messages.create(**params) as events:
+                check_stream(events, PROVIDER, self.base_url)
                 for event in events:
                     for chunk in reader.absorb(event):
                         deliver(on_chunk, chunk)
@@ -116,6 +117,7 @@ class AnthropicBackend:
             if not params.get("stream"):
                 return self._parse(await client.messages.create(**params))
             async with await client.messages.create(**params) as events:
+                check_stream(events, PROVIDER, self.base_url)
                 async for event in events:
                     for chunk in reader.absorb(event):
                         await adeliver(on_chunk, chunk)
@@ -165,6 +167,8 @@ class AnthropicBackend:
     # -- response ---------------------------------------------------------------------------------------
 
     def _parse(self, msg: Any) -> LLMResponse:
+        if not hasattr(msg, "content"):
+            raise not_an_answer(PROVIDER, self.base_url, type(msg).__name__)
         texts, calls = [], []
         for block in msg.content or ():
             if block.type == "text":

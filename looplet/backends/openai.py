@@ -12,8 +12,8 @@ import os
 import time
 from typing import Any
 
-from looplet.backends._common import (Assembly, adeliver, deliver, empty_answer, map_error, parse_arguments,
-                                      server_of, stream_cut)
+from looplet.backends._common import (Assembly, adeliver, check_stream, deliver, empty_answer, map_error,
+                                      not_an_answer, parse_arguments, server_of, stream_cut)
 from looplet.errors import LLMError, require
 from looplet.types import LLMResponse, ToolCall, Usage
 
@@ -100,6 +100,7 @@ class OpenAIBackend:
             if not params.get("stream"):
                 return self._parse(self._client.chat.completions.create(**params))
             with self._client.chat.completions.create(**params) as events:
+                check_stream(events, PROVIDER, self.base_url)
                 for event in events:
                     for chunk in self._absorb(asm, event):
                         deliver(on_chunk, chunk)
@@ -117,6 +118,7 @@ class OpenAIBackend:
             if not params.get("stream"):
                 return self._parse(await client.chat.completions.create(**params))
             async with await client.chat.completions.create(**params) as events:
+                check_stream(events, PROVIDER, self.base_url)
                 async for event in events:
                     for chunk in self._absorb(asm, event):
                         await adeliver(on_chunk, chunk)
@@ -166,6 +168,8 @@ class OpenAIBackend:
     # -- response ---------------------------------------------------------------------------------------
 
     def _parse(self, resp: Any) -> LLMResponse:
+        if not hasattr(resp, "choices"):
+            raise not_an_answer(PROVIDER, self.base_url, type(resp).__name__)
         if not resp.choices:
             raise empty_answer(PROVIDER, "an empty choices list")
         choice = resp.choices[0]

@@ -207,3 +207,17 @@ def test_from_env_and_bad_arguments(monkeypatch, fake_llm_server):
         AnthropicBackend(model="m", api_key="k", max_tokens=0)
     with pytest.raises(TypeError, match="anthropic.Anthropic"):
         AnthropicBackend(object(), model="m")
+
+
+@pytest.mark.parametrize(("mode", "kind"), [("sync", "sync_client"), ("async", "sync_client"),
+                                            ("async", "async_client")])
+def test_a_users_client_is_used_without_its_own_retries(mode, kind, fake_llm_server):
+    cls = anthropic.Anthropic if kind == "sync_client" else anthropic.AsyncAnthropic
+    client = cls(base_url=fake_llm_server.anthropic_url, api_key="user-key", max_retries=5)
+    llm = AnthropicBackend(client, model="claude-test")
+    fake_llm_server.script(error(503), done())
+    steps, result = go(mode, llm, llm_retries=0)
+    assert result.stop_reason == "llm_error" and "HTTP 503" in result.error
+    assert len(fake_llm_server.requests) == 1 and client.max_retries == 5
+    assert fake_llm_server.requests[0].headers.get("authorization") == "Bearer user-key" or \
+        fake_llm_server.requests[0].headers.get("x-api-key") == "user-key"

@@ -12,7 +12,7 @@ import pytest
 from looplet import DefaultState, LoopConfig, Usage, async_composable_loop, tool, tools_from
 from looplet.backends.anthropic import AnthropicBackend
 from looplet.backends.openai import OpenAIBackend
-from tests.fakeserver import LLMRecorder, text, tool_call, tool_calls, usage
+from tests.fakeserver import LLMRecorder, Reply, text, tool_call, usage
 from tests.unit._harness import MODES, run
 
 
@@ -188,3 +188,12 @@ def test_cancelling_the_async_task_closes_the_stream(provider, fake_llm_server):
     asyncio.run(main())
     assert fake_llm_server.wait_aborted(1, timeout=5)
     assert state.result.stop_reason == "cancelled"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_base_url_that_is_not_an_llm_api_is_a_clear_non_retryable_error(provider, mode, stream, fake_llm_server):
+    fake_llm_server.script(*[Reply(raw="<html>Welcome to nginx</html>")] * 3)
+    steps, result = go(mode, backend(provider, fake_llm_server), stream=stream)
+    assert result.stop_reason == "llm_error" and len(fake_llm_server.requests) == 1
+    assert "check that base_url points at" in result.error
