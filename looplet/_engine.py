@@ -23,6 +23,10 @@ from looplet.types import LLMCall, LLMResponse, RunResult, Step, ToolCall, ToolR
 
 log = logging.getLogger("looplet")
 
+#: ``LLMResponse.provider`` of an answer a hook gives back instead of calling the model (a CheckpointHook
+#: replaying calls proposed before a pause or a crash): it is not counted as an LLM call.
+REPLAYED = "looplet.replay"
+
 # effect kinds
 CALL, LLM, TOOLS, STEP, SLEEP = range(5)
 CLOSED = object()  # sent back for STEP when the caller closed the generator
@@ -183,7 +187,10 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                 break
             if response is None:
                 break
-            totals.llm_calls += 1
+            if response.provider == REPLAYED:  # calls given back from a checkpoint: no LLM call was made
+                llm_ms = 0.0
+            else:
+                totals.llm_calls += 1
             run.model = response.model or run.model
             usage = response.usage
             cost = cost_of(response.model or run.model, usage)
