@@ -326,7 +326,7 @@ class EvalHook:
         outcomes = [run_eval(fn, ctx) for fn in self.evals]
         self.results = outcomes
         for o in outcomes:
-            emit_event("eval", name=o.name, passed=o.passed, outcome=o.outcome, detail=o.detail[:500],
+            emit_event("eval", eval=o.name, passed=o.passed, outcome=o.outcome, detail=o.detail[:500],
                        tags=",".join(o.tags))
         metadata = getattr(state, "metadata", None)
         if isinstance(metadata, dict):

@@ -90,7 +90,7 @@ def format_run(t: Trajectory, width: int = 110) -> str:
         for e in t.events:
             if isinstance(e, dict) and e.get("name") == "eval":
                 a = e.get("attributes") or {}
-                lines.append(f"  eval {a.get('name')}: {a.get('outcome') or ('pass' if a.get('passed') else 'fail')}")
+                lines.append(f"  eval {a.get('eval') or a.get('name')}: {a.get('outcome') or ('pass' if a.get('passed') else 'fail')}")
     if t.error:
         lines.append(f"error: {t.error}")
     if t.final_output is not None:

@@ -266,7 +266,12 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
     """The folder's files as ``{relative path: text}``, every string already through ``redact``."""
     files: dict[str, str] = {}
     r = redact
-    tree = (lambda v: _redact_tree(v, r)) if r is not None else (lambda v: v)
+    if r is None:
+        tree: Callable[[Any], Any] = lambda v: v  # noqa: E731
+    elif callable(getattr(r, "redact_json", None)):
+        tree = r.redact_json  # type: ignore[attr-defined]  # also blanks values under keys like "api_key"
+    else:
+        tree = lambda v: _redact_tree(v, r)  # noqa: E731
     text = r if r is not None else (lambda s: s)
     record.link_steps()
 
@@ -521,7 +526,9 @@ def _parse_json(where: Any, raw: str) -> Any:
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
-        kind = "truncated" if exc.pos >= len(raw.rstrip()) - 1 else "corrupted"
+        # a cut-off file fails at its very end (or in a string that runs to the end)
+        ends = exc.pos >= len(raw.rstrip()) - 1 or exc.msg.startswith("Unterminated string")
+        kind = "truncated" if ends else "corrupted"
         raise TrajectoryError(where, f"{kind} JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
 
 

@@ -1,0 +1,783 @@
+"""ProvenanceSink, the trajectory folder, looplet show and replay.
+
+Runs are the scripted demo agent (``looplet.demo.build``) on both loops. The exporter path uses the real
+OpenTelemetry SDK (TracerProvider + BatchSpanProcessor) and the real TracingHook.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from looplet import DefaultState, LoopConfig, MockLLMBackend, ToolCall, tool, tools_from
+from looplet.demo import TASK, build
+from looplet.provenance import ProvenanceSink, TrajectoryError, load_trajectory, replay_loop
+from looplet.provenance import cli as show_cli
+from looplet.provenance import format as fmt
+from looplet.provenance import replay_cli
+from tests.unit._harness import MODES, run
+
+opentelemetry = pytest.importorskip("opentelemetry.sdk.trace")
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+
+from looplet.telemetry.tracing import TracingHook  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def demo(mode: str, hooks: list[Any], llm: Any = None, tools: Any = None, task: Any = TASK, **kw: Any):
+    llm0, tools0, config = build(latency_s=0.0)
+    return run(mode, llm=llm or llm0, tools=tools or tools0, task=task, config=config, hooks=hooks,
+               state=DefaultState(max_steps=config.max_steps), **kw)
+
+
+def traced(sink: ProvenanceSink, capture: bool = True) -> tuple[TracerProvider, InMemorySpanExporter, TracingHook]:
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider.add_span_processor(BatchSpanProcessor(sink, schedule_delay_millis=50))
+    return provider, memory, TracingHook(tracer_provider=provider, capture_content=capture)
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def comparable_step(raw: bytes) -> dict[str, Any]:
+    d = json.loads(raw)
+    for key in ("llm_ms", "tool_ms", "span_id"):
+        d.pop(key, None)
+    d["tool_result"].pop("duration_ms", None)
+    return d
+
+
+def comparable_traj(raw: bytes) -> dict[str, Any]:
+    d = json.loads(raw)
+    calls = [{k: v for k, v in c.items() if k not in ("duration_ms", "span_id")} for c in d["calls"]]
+    keep = ("schema_version", "task", "agent", "models", "provider", "stop_reason", "error", "final_output",
+            "usage", "cost_usd", "llm_calls", "step_count", "steps", "content")
+    return {**{k: d[k] for k in keep}, "calls": calls}
+
+
+# ------------------------------------------------------------------------------------------------------
+# the folder
+# ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_hook_writes_the_trajectory_folder(tmp_path: Path, mode: str) -> None:
+    sink = ProvenanceSink(tmp_path)
+    steps, result = demo(mode, [sink.trajectory_hook()])
+    folder = sink.last_path
+    assert folder is not None and folder.parent == tmp_path
+    assert folder.name.endswith(result.run_id[:8]) and "demo-agent" in folder.name
+
+    traj = json.loads((folder / "trajectory.json").read_text())
+    assert list(traj)[0] == "schema_version" and traj["schema_version"] == fmt.SCHEMA_VERSION
+    assert traj["task"] == TASK and traj["agent"] == "demo-agent" and traj["models"] == ["gpt-4o-mini"]
+    assert traj["stop_reason"] == "done" and traj["final_output"] == result.final_output
+    assert traj["run_id"] == result.run_id and traj["trace_id"] is None
+    assert traj["usage"] == result.usage.to_dict() and traj["cost_usd"] == pytest.approx(result.cost_usd)
+    assert traj["llm_calls"] == result.llm_calls == 7 and traj["step_count"] == len(steps) == 8
+    assert traj["duration_ms"] == pytest.approx(result.duration_ms, abs=0.01)
+    assert [s["tool"] for s in traj["steps"]] == [s.tool_call.tool for s in steps]
+    assert {t["name"] for t in traj["tools"]} == {"search_docs", "fetch_page", "calculator", "done"}
+    kinds = [e["kind"] for e in traj["timeline"]]
+    assert kinds.count("llm") == 7 and kinds.count("tool") == 8
+    assert all(e["step"] is not None for e in traj["timeline"] if e["kind"] == "tool")
+
+    for s in steps:
+        d = json.loads((folder / f"steps/step_{s.number:02d}.json").read_text())
+        assert d["tool_call"] == s.tool_call.to_dict()
+        assert d["tool_result"]["data"] == s.tool_result.to_dict()["data"]
+        assert d["tool_result"]["error"] == s.tool_result.error
+        assert d["usage"] == (s.usage.to_dict() if s.usage else None)
+        assert d["cost_usd"] == s.cost_usd and d["llm_call"] is not None
+    # steps 4 and 5 came from one LLM response: the usage sits on the first only
+    s4, s5 = (json.loads((folder / f"steps/step_0{n}.json").read_text()) for n in (4, 5))
+    assert s4["llm_call"] == s5["llm_call"] and s4["usage"] and s5["usage"] is None
+
+    prompt3 = (folder / "call_03_prompt.txt").read_text()
+    assert prompt3.startswith("[system]\n") and TASK["goal"] in prompt3
+    assert "[tool call_2_0]\nERROR: Tool fetch_page raised LookupError" in prompt3
+    assert (folder / "call_03_response.txt").read_text() == \
+        '[assistant]\n→ fetch_page({"url": "https://docs.example/looplet"}) id=call_3_0\n'
+    assert len([p for p in folder.iterdir() if p.name.startswith("call_")]) == 14
+
+    # the manifest lists every other file with its size and hash
+    manifest = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+    on_disk = files_of(folder)
+    del on_disk["manifest.jsonl"]
+    assert {m["path"] for m in manifest} == set(on_disk)
+    for m in manifest:
+        assert m["bytes"] == len(on_disk[m["path"]])
+        assert m["sha256"] == hashlib.sha256(on_disk[m["path"]]).hexdigest()
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]  # no temporary files left behind
+
+
+def test_step_files_are_diff_friendly(tmp_path: Path) -> None:
+    """Two runs of the same agent: step files differ only in durations and ids; no wall-clock time."""
+    sink = ProvenanceSink(tmp_path, fsync=False)
+    demo("sync", [sink.trajectory_hook()])
+    demo("sync", [sink.trajectory_hook()])
+    a, b = sink.written
+    assert a != b
+    stamp = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+    for n in range(1, 9):
+        ra, rb = (p / f"steps/step_{n:02d}.json" for p in (a, b))
+        assert not stamp.search(ra.read_text())
+        assert comparable_step(ra.read_bytes()) == comparable_step(rb.read_bytes())
+    for name in (p.name for p in a.iterdir() if p.name.startswith("call_")):
+        assert (a / name).read_text() == (b / name).read_text()
+
+
+def test_argument_key_order_does_not_change_the_files(tmp_path: Path) -> None:
+    flip = iter([True, False])
+
+    @tool(description="echo")
+    def echo(a: int, b: int) -> dict[str, int]:
+        return {"b": b, "a": a} if next(flip) else {"a": a, "b": b}
+
+    sink = ProvenanceSink(tmp_path, fsync=False)
+    for order in ('{"tool": "echo", "args": {"a": 1, "b": 2}}', '{"tool": "echo", "args": {"b": 2, "a": 1}}'):
+        llm = MockLLMBackend([order, '{"tool": "done", "args": {"answer": "ok"}}'])
+        run("sync", llm=llm, tools=tools_from([echo]), task={"goal": "x"}, hooks=[sink.trajectory_hook()])
+    a, b = sink.written
+    assert "".join((a / "steps/step_01.json").read_text().split()).count('{"a":1,"b":2}') == 2  # args, data
+    assert comparable_step((a / "steps/step_01.json").read_bytes()) == \
+        comparable_step((b / "steps/step_01.json").read_bytes())
+
+
+def test_several_runs_in_one_process_get_separate_folders(tmp_path: Path) -> None:
+    sink = ProvenanceSink(tmp_path, fsync=False)
+    hook = sink.trajectory_hook()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(demo("sync", [hook])[1])) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(sink.written) == 3 and len({p.name for p in sink.written}) == 3
+    for path in sink.written:
+        traj = load_trajectory(path)
+        assert traj.run_id in {r.run_id for r in results}
+        assert len(traj.steps) == 8 and traj.llm_calls == 7  # no run's calls leaked into another's
+
+
+def test_prompt_and_response_files_are_capped(tmp_path: Path) -> None:
+    big = "x" * 5000
+    sink = ProvenanceSink(tmp_path, max_chars_per_call=1000, fsync=False)
+    demo("sync", [sink.trajectory_hook()], task={"goal": "start " + big + " end"})
+    folder = sink.last_path
+    prompt = (folder / "call_07_prompt.txt").read_text()
+    assert len(prompt) < 1100 and "characters cut by max_chars_per_call=1000" in prompt
+    assert prompt.startswith("[system]") and prompt.rstrip().endswith("15.0")  # head and latest turn kept
+    call = json.loads((folder / "trajectory.json").read_text())["calls"][6]
+    assert call["prompt_truncated"] is True and call["response_truncated"] is False
+    with pytest.raises(ValueError, match="max_chars_per_call"):
+        ProvenanceSink(tmp_path, max_chars_per_call=0)
+
+
+# ------------------------------------------------------------------------------------------------------
+# redaction
+# ------------------------------------------------------------------------------------------------------
+
+SECRET_KEY = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1l2"
+EMAIL = "alice.secret@example.com"
+TOKEN = "Bearer abcdef0123456789xyz"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_redaction_covers_every_byte_but_not_what_the_model_sees(tmp_path: Path, mode: str) -> None:
+    seen: list[Any] = []
+
+    @tool(description=f"Look up a user. Admin contact: {EMAIL}")
+    def lookup(user: str) -> dict[str, str]:
+        seen.append(user)
+        return {"email": EMAIL, "auth": TOKEN}
+
+    class Recording(MockLLMBackend):
+        def generate(self, messages: Any, **kw: Any) -> Any:
+            seen.append(json.dumps(messages))
+            return super().generate(messages, **kw)
+
+        async def agenerate(self, messages: Any, **kw: Any) -> Any:
+            seen.append(json.dumps(messages))
+            return await super().agenerate(messages, **kw)
+
+    llm = Recording([{"tool": "lookup", "args": {"user": EMAIL}},
+                     {"tool": "done", "args": {"answer": f"key {SECRET_KEY}"}}], usage=None)
+    custom = ProvenanceSink(tmp_path / "custom", redact=lambda s: s.replace("Admin", "[ROLE]"), fsync=False)
+    builtin = ProvenanceSink(tmp_path / "builtin", redact=True, fsync=False)
+    steps, result = run(mode, llm=llm, tools=tools_from([lookup]), hooks=[builtin.trajectory_hook(),
+                        custom.trajectory_hook()], task={"goal": f"find {EMAIL}", "api_key": SECRET_KEY},
+                        system_prompt=f"Use {TOKEN} when asked.")
+    # the model and the tool saw the originals
+    assert seen[1] == EMAIL and result.final_output == f"key {SECRET_KEY}"
+    assert SECRET_KEY in seen[0] and TOKEN in seen[0]
+    blob = b"".join(files_of(builtin.last_path).values()).decode()
+    for secret in (SECRET_KEY, EMAIL, "abcdef0123456789xyz", "alice.secret"):
+        assert secret not in blob
+    for marker in ("[REDACTED:email]", "[REDACTED:openai_key]", "[REDACTED:secret_field]", "[REDACTED:bearer_token]"):
+        assert marker in blob, marker
+    custom_blob = b"".join(files_of(custom.last_path).values()).decode()
+    assert "Admin contact" not in custom_blob and "[ROLE] contact" in custom_blob  # tool schemas too
+    assert EMAIL in custom_blob  # only what the user's callable removes
+
+
+def test_redact_argument_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="redact"):
+        ProvenanceSink(tmp_path, redact=42)
+    with pytest.raises(TypeError, match="path"):
+        ProvenanceSink(42)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------------
+# atomic writes
+# ------------------------------------------------------------------------------------------------------
+
+def test_a_crash_while_writing_leaves_no_half_written_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {"steps/step_01.json": "{}\n", "call_01_prompt.txt": "p", "trajectory.json": '{"schema_version": 1}\n'}
+    real = fmt._write_file
+    calls = {"n": 0}
+
+    def dying(path: str, data: bytes, fsync: bool) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        real(path, data, fsync)
+
+    monkeypatch.setattr(fmt, "_write_file", dying)
+    with pytest.raises(OSError):
+        fmt.write_folder(tmp_path, "run-a", files)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary twin
+
+    monkeypatch.setattr(fmt, "_write_file", real)
+    fmt.write_folder(tmp_path, "run-a", files)
+    old = files_of(tmp_path / "run-a")
+    calls["n"] = 0
+    monkeypatch.setattr(fmt, "_write_file", dying)
+    new = {k: v + " changed" if k.endswith(".txt") else v for k, v in files.items()}
+    with pytest.raises(OSError):
+        fmt.write_folder(tmp_path, "run-a", new)  # rewriting: each file is old or new, never partial
+    after = files_of(tmp_path / "run-a")
+    for name, data in after.items():
+        assert data in (old[name], new.get(name, "").encode()) or name == "manifest.jsonl"
+    assert set(after) == set(old)
+
+
+# ------------------------------------------------------------------------------------------------------
+# the span exporter
+# ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_span_exporter_writes_the_same_folder_as_the_hook(tmp_path: Path, mode: str) -> None:
+    sink = ProvenanceSink(tmp_path / "spans", fsync=False)
+    hook_sink = ProvenanceSink(tmp_path / "hook", fsync=False)
+    provider, memory, tracing = traced(sink)
+    steps, result = demo(mode, [tracing, hook_sink.trajectory_hook()])
+    assert provider.force_flush()
+    a, b = sink.last_path, hook_sink.last_path
+    assert a is not None and b is not None and a.name == b.name
+
+    fa, fb = files_of(a), files_of(b)
+    assert set(fa) == set(fb)
+    for name in fa:
+        if name.startswith("steps/"):
+            assert comparable_step(fa[name]) == comparable_step(fb[name]), name
+        elif name.startswith("call_"):
+            assert fa[name] == fb[name], name  # the same prompt and response text, byte for byte
+    assert comparable_traj(fa["trajectory.json"]) == comparable_traj(fb["trajectory.json"])
+
+    traj = json.loads(fa["trajectory.json"])
+    spans = memory.get_finished_spans()
+    agent = next(s for s in spans if s.name.startswith("invoke_agent"))
+    assert traj["source"] == "spans" and traj["trace_id"] == f"{agent.context.trace_id:032x}" == result.trace_id
+    assert traj["span_id"] == f"{agent.context.span_id:016x}"
+    step_spans = {f"{s.context.span_id:016x}" for s in spans if s.name == "looplet.step"}
+    for s in steps:
+        d = json.loads(fa[f"steps/step_{s.number:02d}.json"])
+        assert d["span_id"] in step_spans and d["span_id"] == s.span_id and d["trace_id"] == result.trace_id
+    chat_ids = {f"{s.context.span_id:016x}" for s in spans if s.name.startswith("chat")}
+    assert {c["span_id"] for c in traj["calls"]} == chat_ids
+    provider.shutdown()
+
+
+def test_spans_without_content_still_give_steps_usage_and_timings(tmp_path: Path) -> None:
+    sink = ProvenanceSink(tmp_path, fsync=False)
+    provider, _memory, tracing = traced(sink, capture=False)
+    steps, result = demo("sync", [tracing])
+    provider.force_flush()
+    t = load_trajectory(sink.last_path)
+    assert t.data["content"] is False and [s.tool_call.tool for s in t.steps] == [s.tool_call.tool for s in steps]
+    assert t.usage.to_dict() == result.usage.to_dict() and t.stop_reason == "done"
+    assert t.steps[1].tool_result.error_kind == "tool_exception" and "404" in t.steps[1].tool_result.error
+    assert not list(sink.last_path.glob("call_*_prompt.txt"))
+    out = io.StringIO()
+    assert show_cli.main([str(sink.last_path)], out=out) == 0
+    assert "without content capture" in out.getvalue()
+    with pytest.raises(TrajectoryError, match="cannot be replayed"):
+        replay_loop(sink.last_path, tools=build()[1])
+    provider.shutdown()
+
+
+def test_exporter_contract(tmp_path: Path) -> None:
+    sink = ProvenanceSink(tmp_path, fsync=False)
+    assert sink.export([]) is SpanExportResult.SUCCESS
+    assert sink.force_flush() is True and sink.force_flush(timeout_millis=1) is True
+    provider, _memory, tracing = traced(sink)
+    demo("sync", [tracing])
+    provider.shutdown()  # flushes the batch processor, then shuts the sink down
+    assert sink.last_path is not None and load_trajectory(sink.last_path).stop_reason == "done"
+    assert sink.export([]) is SpanExportResult.FAILURE  # after shutdown
+    sink.shutdown()  # twice is harmless
+
+
+def test_export_never_raises_into_the_sdk(tmp_path: Path) -> None:
+    sink = ProvenanceSink(tmp_path, fsync=False)
+
+    class Broken:
+        name = "invoke_agent x"
+
+        @property
+        def context(self) -> Any:
+            raise RuntimeError("boom")
+
+    assert sink.export([Broken()]) is SpanExportResult.FAILURE
+
+
+def test_runs_interleaved_in_batches_go_to_their_own_folders(tmp_path: Path) -> None:
+    sink = ProvenanceSink(tmp_path, fsync=False)
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(sink, max_export_batch_size=5, schedule_delay_millis=10))
+    tracing = TracingHook(tracer_provider=provider, capture_content=True)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(demo("sync", [tracing])[1])) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    provider.force_flush()
+    assert sorted(load_trajectory(p).run_id for p in sink.written) == sorted(r.run_id for r in results)
+    for p in sink.written:
+        t = load_trajectory(p)
+        assert len(t.steps) == 8 and t.llm_calls == 7 and len(t.calls) == 7
+    provider.shutdown()
+
+
+def test_global_provider_in_a_fresh_process(tmp_path: Path) -> None:
+    """Added to the global TracerProvider; the folder is there once the provider shuts down at exit."""
+    code = f"""
+import atexit
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from looplet import ProvenanceSink, TracingHook, run_loop
+from looplet.demo import build, TASK
+provider = TracerProvider()
+provider.add_span_processor(BatchSpanProcessor(ProvenanceSink({str(tmp_path)!r})))
+trace.set_tracer_provider(provider)
+llm, tools, config = build(latency_s=0.0)
+run_loop(llm, TASK, tools, hooks=[TracingHook(capture_content=True)], config=config)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    (folder,) = list(tmp_path.iterdir())
+    assert load_trajectory(folder).stop_reason == "done"
+
+
+# ------------------------------------------------------------------------------------------------------
+# wrapped backend
+# ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_wrap_llm_gives_the_same_folder_as_the_hook(tmp_path: Path, mode: str) -> None:
+    wrapped = ProvenanceSink(tmp_path / "wrapped", fsync=False)
+    hooked = ProvenanceSink(tmp_path / "hook", fsync=False)
+    llm, _tools, _config = build(latency_s=0.0)
+    steps, result = demo(mode, [hooked.trajectory_hook()], llm=wrapped.wrap_llm(llm))
+    assert wrapped.last_path is None  # written at flush()
+    (path,) = wrapped.flush()
+    fa, fb = files_of(path), files_of(hooked.last_path)
+    assert set(fa) == set(fb)
+    for name in fa:
+        if name.startswith("steps/"):
+            assert comparable_step(fa[name]) == comparable_step(fb[name]), name
+        elif name.startswith("call_"):
+            assert fa[name] == fb[name], name
+    assert comparable_traj(fa["trajectory.json"]) == comparable_traj(fb["trajectory.json"])
+    assert wrapped.flush() == []  # nothing pending any more
+
+
+def test_wrap_llm_keeps_the_backend_interface(tmp_path: Path) -> None:
+    sink = ProvenanceSink(tmp_path, fsync=False)
+    llm = MockLLMBackend(['{"tool": "done", "args": {"answer": "a"}}'], model="m1")
+    wrapped = sink.wrap_llm(llm)
+    assert wrapped.model == "m1" and wrapped.provider == "mock" and callable(wrapped.agenerate)
+
+    class SyncOnly:
+        def generate(self, messages: Any, **kw: Any) -> Any:
+            return llm.generate(messages, **kw)
+
+    assert getattr(sink.wrap_llm(SyncOnly()), "agenerate", None) is None
+    with pytest.raises(TypeError, match="backend"):
+        sink.wrap_llm(object())
+    # a second run ending writes the first one's folder without an explicit flush
+    for _ in range(2):
+        llm2 = MockLLMBackend(['{"tool": "done", "args": {"answer": "a"}}'])
+        run("sync", llm=sink.wrap_llm(llm2), tools=tools_from([]), task={"goal": "g"})
+    run("sync", llm=sink.wrap_llm(MockLLMBackend(['{"tool": "done", "args": {"answer": "b"}}'])),
+        tools=tools_from([]), task={"goal": "g"})
+    assert len(sink.written) == 2
+    assert len(sink.flush()) == 1
+
+
+# ------------------------------------------------------------------------------------------------------
+# sub-agents
+# ------------------------------------------------------------------------------------------------------
+
+def test_sub_agent_steps_are_children_in_both_paths(tmp_path: Path) -> None:
+    from looplet.loop import run_loop
+    from looplet.subagents import agent_tool
+
+    span_sink = ProvenanceSink(tmp_path / "spans", fsync=False)
+    hook_sink = ProvenanceSink(tmp_path / "hook", fsync=False)
+    provider, _memory, tracing = traced(span_sink)
+
+    @agent_tool(description="Research a question.")
+    def research(question: str) -> Any:
+        llm = MockLLMBackend(['{"tool": "search_docs", "args": {"query": "looplet"}}',
+                              '{"tool": "done", "args": {"answer": "found it"}}'], usage="estimate")
+        return run_loop(llm, {"goal": question}, build()[1], hooks=[tracing, hook_sink.trajectory_hook()],
+                        config=LoopConfig(agent_name="researcher"))
+
+    llm = MockLLMBackend(['{"tool": "research", "args": {"question": "what is looplet?"}}',
+                          '{"tool": "done", "args": {"answer": "done"}}'], usage="estimate")
+    run("sync", llm=llm, tools=tools_from([research]), task={"goal": "ask"},
+        hooks=[tracing, hook_sink.trajectory_hook()])
+    provider.force_flush()
+    for sink in (span_sink, hook_sink):
+        assert len(sink.written) == 2  # the sub-agent's run has its own folder too
+        parent = next(load_trajectory(p) for p in sink.written if load_trajectory(p).agent == "looplet")
+        kids = parent.steps[0].children
+        assert [c.tool_call.tool for c in kids] == ["search_docs", "done"], sink
+        out = io.StringIO()
+        show_cli.main([str(parent.path)], out=out)
+        assert re.search(r"\n    ↳ #1 ✓ search_docs\(query='looplet'\)", out.getvalue())
+    provider.shutdown()
+
+
+# ------------------------------------------------------------------------------------------------------
+# OTLP JSON
+# ------------------------------------------------------------------------------------------------------
+
+def _otlp_lines(spans: Any, hex_ids: bool) -> str:
+    """OTLP JSON as the Collector's file exporter writes it (hex ids), or protobuf's JSON mapping (base64)."""
+    from google.protobuf.json_format import MessageToDict
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    doc = MessageToDict(encode_spans(spans))
+    if hex_ids:
+        for rs in doc["resourceSpans"]:
+            for ss in rs["scopeSpans"]:
+                for s in ss["spans"]:
+                    for key in ("traceId", "spanId", "parentSpanId"):
+                        if s.get(key):
+                            s[key] = base64.b64decode(s[key]).hex()
+    return json.dumps(doc) + "\n"
+
+
+@pytest.mark.parametrize("hex_ids", [True, False])
+def test_otlp_json_offline(tmp_path: Path, hex_ids: bool) -> None:
+    sink = ProvenanceSink(tmp_path / "live", fsync=False)
+    provider, memory, tracing = traced(sink)
+    demo("sync", [tracing])
+    demo("sync", [tracing])
+    provider.force_flush()
+    spans = memory.get_finished_spans()
+    path = tmp_path / "spans.jsonl"
+    half = len(spans) // 2  # two requests, one per line, split across runs
+    path.write_text(_otlp_lines(spans[:half], hex_ids) + _otlp_lines(spans[half:], hex_ids))
+
+    offline = ProvenanceSink(tmp_path / "offline", fsync=False)
+    written = offline.load_otlp_json(path)
+    assert len(written) == 2
+    for p in written:
+        live = tmp_path / "live" / p.name
+        fa, fb = files_of(p), files_of(live)
+        assert set(fa) == set(fb)
+        for name in fa:
+            if name != "manifest.jsonl" and name != "trajectory.json":
+                assert fa[name] == fb[name], name
+        assert comparable_traj(fa["trajectory.json"]) == comparable_traj(fb["trajectory.json"])
+
+    out = io.StringIO()
+    assert show_cli.main([str(path), "--width", "120"], out=out) == 0
+    assert out.getvalue().count("#7 ✓ calculator(expression='12 + 3') → 15.0") == 2
+    provider.shutdown()
+
+
+def test_otlp_json_from_a_collector_file(tmp_path: Path) -> None:
+    """A hand-written line in the Collector file exporter's shape: hex ids, string int64s, status codes."""
+    def attr(k: str, v: Any) -> dict[str, Any]:
+        if isinstance(v, bool):
+            return {"key": k, "value": {"boolValue": v}}
+        if isinstance(v, int):
+            return {"key": k, "value": {"intValue": str(v)}}
+        return {"key": k, "value": {"stringValue": v}}
+
+    tid = "5b8efff798038103d269b633813fc60c"
+    spans = [
+        {"traceId": tid, "spanId": "0000000000000003", "parentSpanId": "0000000000000002", "name": "execute_tool add",
+         "kind": 1, "startTimeUnixNano": "1700000000030000000", "endTimeUnixNano": "1700000000040000000",
+         "attributes": [attr("gen_ai.tool.name", "add"), attr("gen_ai.tool.call.id", "c1"),
+                        attr("gen_ai.tool.call.arguments", '{"a": 1}'), attr("looplet.tool.error_kind", "timeout")],
+         "status": {"code": 2, "message": "tool timed out"}},
+        {"traceId": tid, "spanId": "0000000000000004", "parentSpanId": "0000000000000002", "name": "chat m",
+         "kind": 3, "startTimeUnixNano": "1700000000010000000", "endTimeUnixNano": "1700000000020000000",
+         "attributes": [attr("gen_ai.operation.name", "chat"), attr("gen_ai.usage.input_tokens", 10),
+                        attr("gen_ai.usage.output_tokens", 3), attr("gen_ai.response.model", "m")],
+         "status": {}},
+        {"traceId": tid, "spanId": "0000000000000002", "parentSpanId": "0000000000000001", "name": "looplet.step",
+         "startTimeUnixNano": "1700000000005000000", "endTimeUnixNano": "1700000000041000000",
+         "attributes": [attr("looplet.step.number", 1)], "status": {}},
+        {"traceId": tid, "spanId": "0000000000000001", "name": "invoke_agent calc",
+         "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000050000000",
+         "attributes": [attr("gen_ai.agent.name", "calc"), attr("looplet.run.id", "r" * 32),
+                        attr("looplet.stop_reason", "max_steps")], "status": {"code": "STATUS_CODE_UNSET"}},
+    ]
+    doc = {"resourceSpans": [{"resource": {"attributes": [attr("service.name", "svc")]},
+                              "scopeSpans": [{"scope": {"name": "looplet"}, "spans": spans}]}]}
+    path = tmp_path / "collector.json"
+    path.write_text(json.dumps(doc) + "\n")
+    (t,) = show_cli.load_any([str(path)])
+    assert t.agent == "calc" and t.stop_reason == "max_steps" and t.trace_id == tid
+    (s,) = t.steps
+    assert s.tool_call.tool == "add" and s.tool_call.args == {"a": 1} and s.tool_result.error == "tool timed out"
+    assert s.tool_result.error_kind == "timeout" and s.usage.input_tokens == 10 and s.llm_ms == pytest.approx(10.0)
+    assert t.duration_ms == pytest.approx(50.0) and t.usage.input_tokens == 10
+    assert [e["kind"] for e in t.timeline] == ["llm", "tool"] and t.timeline[1]["error"] == "tool timed out"
+
+
+# ------------------------------------------------------------------------------------------------------
+# looplet show
+# ------------------------------------------------------------------------------------------------------
+
+def test_show_prints_steps_tokens_cost_timings_and_summary(tmp_path: Path) -> None:
+    sink = ProvenanceSink(tmp_path, fsync=False)
+    steps, result = demo("sync", [sink.trajectory_hook()])
+    out = io.StringIO()
+    assert show_cli.main([str(tmp_path), "--width", "120"], out=out) == 0  # the parent folder works too
+    text = out.getvalue()
+    lines = text.splitlines()
+    assert lines[0].startswith("demo-agent · run ") and "gpt-4o-mini" in lines[0]
+    assert f"task: {TASK['goal']}" in text
+    step_lines = [line for line in lines if line.startswith("#")]
+    assert len(step_lines) == 8
+    for line, step in zip(step_lines, steps):
+        assert line.startswith(step.pretty(96)[:40])
+        if step.usage:
+            assert f"{step.usage.total_tokens} tok" in line and f"${step.cost_usd:.6f}" in line
+    assert "#2 ✗ fetch_page" in text and "ERROR: Tool fetch_page raised" in text
+    assert (f"done: 8 steps, 7 LLM calls, {result.usage.input_tokens} input + {result.usage.output_tokens} "
+            f"output tokens, cost ${result.cost_usd:.6f}") in text
+    assert "failed steps: tool_exception ×1" in text and f"answer: {result.final_output}" in text
+
+
+def test_show_through_the_looplet_command(tmp_path: Path) -> None:
+    sink = ProvenanceSink(tmp_path, fsync=False)
+    demo("sync", [sink.trajectory_hook()])
+    html = tmp_path / "out.html"
+    proc = subprocess.run([sys.executable, "-m", "looplet", "show", str(sink.last_path), "--html", str(html)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "#8 ✓ done(" in proc.stdout and f"wrote {html}" in proc.stdout
+    page = html.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<style>" in page and "<script>" in page
+    assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", page)  # nothing fetched
+    assert "@import" not in page and "url(http" not in page
+    assert page.count('<details class="step') == 8 and 'id="looplet-data"' in page
+
+
+def test_html_escapes_content(tmp_path: Path) -> None:
+    sink = ProvenanceSink(tmp_path, fsync=False)
+    evil = "</script><script>alert(1)</script><b>x</b>"
+    demo("sync", [sink.trajectory_hook()], task={"goal": evil})
+    from looplet.provenance.html import render_html
+
+    page = render_html([load_trajectory(sink.last_path)])
+    assert evil not in page and "alert(1)" in page  # shown as text, never as markup
+    assert page.count("<script>") == 1 and page.count("</script>") == 2  # the data block and the script
+
+
+# ------------------------------------------------------------------------------------------------------
+# bad input
+# ------------------------------------------------------------------------------------------------------
+
+def _good_folder(tmp_path: Path) -> Path:
+    sink = ProvenanceSink(tmp_path / "runs", fsync=False)
+    demo("sync", [sink.trajectory_hook()])
+    return sink.last_path
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("missing", r"no such file or directory"),
+    ("foreign", r"not a trajectory folder: no trajectory\.json"),
+    ("truncated", r"trajectory\.json: truncated JSON"),
+    ("corrupted", r"trajectory\.json: corrupted JSON"),
+    ("empty", r"trajectory\.json: is empty"),
+    ("newer", r"trajectory\.json: schema version 99 is newer than this looplet"),
+    ("no_version", r"trajectory\.json: not a looplet trajectory \(no schema_version\)"),
+    ("not_object", r"trajectory\.json: not a looplet trajectory \(a JSON list"),
+    ("bad_steps", r"field 'steps' must be a list"),
+    ("missing_step", r"steps/step_03\.json: missing \(listed in trajectory\.json\)"),
+    ("bad_step", r"steps/step_02\.json: truncated JSON"),
+    ("otlp_garbage", r"spans\.json: line 1: not JSON"),
+    ("otlp_foreign", r"spans\.json: line 1: not OTLP JSON traces"),
+])
+def test_bad_input_is_a_clear_error_with_exit_code_2(tmp_path: Path, damage: str, expected: str) -> None:
+    folder = _good_folder(tmp_path)
+    traj = folder / "trajectory.json"
+    raw = traj.read_text()
+    target = folder
+    if damage == "missing":
+        target = tmp_path / "nope"
+    elif damage == "foreign":
+        target = tmp_path / "foreign"
+        target.mkdir()
+        (target / "notes.txt").write_text("hello")
+    elif damage == "truncated":
+        traj.write_text(raw[: len(raw) // 2])
+    elif damage == "corrupted":
+        traj.write_text(raw.replace('"agent":', '"agent" ', 1))
+    elif damage == "empty":
+        traj.write_text("")
+    elif damage == "newer":
+        traj.write_text(raw.replace('"schema_version": 1', '"schema_version": 99'))
+    elif damage == "no_version":
+        traj.write_text(json.dumps({"agent": "x"}))
+    elif damage == "not_object":
+        traj.write_text("[1, 2]")
+    elif damage == "bad_steps":
+        traj.write_text(json.dumps({**json.loads(raw), "steps": {"a": 1}}))
+    elif damage == "missing_step":
+        (folder / "steps/step_03.json").unlink()
+    elif damage == "bad_step":
+        p = folder / "steps/step_02.json"
+        p.write_text(p.read_text()[:40])
+    elif damage in ("otlp_garbage", "otlp_foreign"):
+        target = tmp_path / "spans.json"
+        target.write_text("{not json\n" if damage == "otlp_garbage" else '{"resourceLogs": []}\n')
+    with pytest.raises(TrajectoryError, match=expected):
+        show_cli.load_any([str(target)])
+    for argv in (["show", str(target)], ["eval", str(target)], ["replay", str(target), "--tools", "looplet.demo:build"]):
+        if damage.startswith("otlp") and argv[0] == "replay":
+            continue
+        proc = subprocess.run([sys.executable, "-m", "looplet", *argv], capture_output=True, text=True,
+                              timeout=60, cwd=ROOT)
+        assert proc.returncode == 2, (argv, proc.stdout, proc.stderr)
+        assert re.search(expected, proc.stderr) and "Traceback" not in proc.stderr, proc.stderr
+        assert str(target.name) in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------------
+# replay
+# ------------------------------------------------------------------------------------------------------
+
+def test_replay_with_the_same_tools_does_not_diverge(tmp_path: Path) -> None:
+    folder = _good_folder(tmp_path)
+    report = replay_loop(folder, tools=build()[1])
+    assert not report.diverged and report.first is None
+    assert [s.tool_call.tool for s in report.steps] == [s.tool_call.tool for s in load_trajectory(folder).steps]
+    assert report.result.stop_reason == "done" and "same results at every step" in str(report)
+
+
+def test_replay_reports_the_first_divergence(tmp_path: Path) -> None:
+    folder = _good_folder(tmp_path)
+    from looplet.demo import fetch_page, search_docs
+
+    @tool(description="Evaluate an arithmetic expression.", name="calculator")
+    def calc(expression: str) -> float:
+        return 16.0
+
+    report = replay_loop(folder, tools=tools_from([search_docs, fetch_page, calc]))
+    assert report.diverged and report.first.step == 7 and report.first.what == "result"
+    assert (report.first.recorded, report.first.replayed) == (15.0, 16.0)
+    assert "diverged first at step 7: result differs: recorded '15.0', replayed '16.0'" in str(report)
+
+    report = replay_loop(folder, tools=tools_from([search_docs, fetch_page]))  # calculator removed
+    assert report.first.step == 7 and report.first.what == "error"
+    assert "unknown" in report.first.replayed.lower() or "calculator" in report.first.replayed
+
+    @tool(description="Fetch a documentation page by URL.", name="fetch_page")
+    def fetch_all(url: str) -> str:
+        return "page"
+
+    report = replay_loop(folder, tools=tools_from([search_docs, fetch_all, calc]))
+    assert report.first.step == 2 and report.first.what == "error"  # the 404 no longer happens
+
+
+def test_replay_ending_early_is_reported(tmp_path: Path) -> None:
+    folder = _good_folder(tmp_path)
+    report = replay_loop(folder, tools=build()[1], config=LoopConfig(max_steps=3))
+    assert [d.what for d in report.divergences][-6:] == ["missing_step"] * 5 + ["stop_reason"]
+    assert report.divergences[-1].replayed == "max_steps"
+
+
+def test_replay_command_exit_codes(tmp_path: Path) -> None:
+    folder = _good_folder(tmp_path)
+    tools_py = tmp_path / "tools.py"
+    tools_py.write_text("from looplet import tool\nfrom looplet.demo import search_docs, fetch_page\n"
+                        "@tool(description='calc')\ndef calculator(expression: str) -> float:\n    return 16.0\n"
+                        "tools = [search_docs, fetch_page, calculator]\n")
+    out = io.StringIO()
+    assert replay_cli.main([str(folder), "--tools", "looplet.demo:build"], out=out) == 0
+    assert replay_cli.main([str(folder), "--tools", f"{tools_py}:tools"], out=out) == 1
+    assert "diverged first at step 7" in out.getvalue()
+    err = io.StringIO()
+    assert replay_cli.main([str(folder), "--tools", "looplet.demo:nothing"], out=out, err=err) == 2
+    assert "has no 'nothing'" in err.getvalue()
+    assert replay_cli.main([str(folder), "--tools", "no_such_module_xyz:tools"], out=out, err=err) == 2
+
+
+def test_show_lists_eval_and_hook_events(tmp_path: Path) -> None:
+    from looplet import Deny
+    from looplet.evals import EvalHook
+
+    class NoCalc:
+        def pre_dispatch(self, state: Any, session_log: Any, tool_call: ToolCall, step_num: int) -> Any:
+            return Deny("no arithmetic today") if tool_call.tool == "calculator" else None
+
+    sink = ProvenanceSink(tmp_path, fsync=False)
+    demo("sync", [NoCalc(), EvalHook(), sink.trajectory_hook()])
+    t = load_trajectory(sink.last_path)
+    names = [e["name"] for e in t.events]
+    assert names.count("hook.decision") == 1 and names.count("eval") == 2
+    assert t.steps[6].tool_result.error_kind == "denied"
+    out = io.StringIO()
+    show_cli.main([str(sink.last_path)], out=out)
+    assert "events: eval ×2, hook.decision ×1" in out.getvalue()
+    assert "eval eval_finished: pass" in out.getvalue()
+
+
+def test_looplet_exports_the_names() -> None:
+    import looplet
+
+    assert looplet.ProvenanceSink is ProvenanceSink and looplet.replay_loop is replay_loop
+    code = "import sys, looplet.provenance.sink, looplet.provenance.format; " \
+           "print(any(m.startswith('opentelemetry') for m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.stdout.strip() == "False"  # the hook path imports no OpenTelemetry
+    assert os.environ.get("PYTHONPATH", "") is not None
