@@ -58,10 +58,30 @@ class ApprovalHook:
         self.handler = handler
         self.checkpoint_dir = checkpoint_dir
 
+    def pre_prompt(self, state: Any, session_log: Any, context: Any, step_num: int) -> Any:
+        return self.still_waiting(state, self._match)
+
     def pre_dispatch(self, state: Any, session_log: Any, tool_call: ToolCall, step_num: int) -> Any:
         if not self._match(tool_call):
             return None
         return self.decide(state, tool_call, step_num)
+
+    def still_waiting(self, state: Any, matches: Callable[[ToolCall], bool]) -> Any:
+        """A run resumed while its paused call has no decision yet (and no handler could give one) stops
+        again at once: no LLM call, no new step, the checkpoint unchanged."""
+        if self.handler is not None:
+            return None
+        meta = _metadata(state)
+        pending = meta.get(PENDING_APPROVAL)
+        if not isinstance(pending, dict) or pending.get("call_id") in (meta.get(APPROVALS) or {}):
+            return None
+        if not matches(ToolCall(str(pending.get("tool")), dict(pending.get("args") or {}), str(pending["call_id"]))):
+            return None
+        log.info("approval: %s (call %s) is still waiting for a decision", pending.get("tool"), pending["call_id"])
+        run = current_run()
+        if run is not None:
+            run.scratch[self] = True
+        return HookDecision(stop="awaiting_approval")
 
     def decide(self, state: Any, tc: ToolCall, step_num: int) -> Any:
         """The decision for a call that needs approval (also used by PermissionHook's ``ask`` rules)."""
@@ -82,14 +102,10 @@ class ApprovalHook:
         return self._pause(meta, tc, step_num)
 
     def _pause(self, meta: dict[str, Any], tc: ToolCall, step_num: int) -> HookDecision:
-        pending = meta.get(PENDING_APPROVAL)
-        if isinstance(pending, dict) and pending.get("call_id") == tc.id:
-            log.info("approval: %s (call %s) is still waiting for a decision", tc.tool, tc.id)
-        else:
-            meta[PENDING_APPROVAL] = {"call_id": tc.id, "tool": tc.tool, "args": tc.args, "step": step_num,
-                                      "requested_at": time.time()}
-            emit_event("approval", tool=tc.tool, decision="requested", pending=1, call_id=tc.id)
-            log.info("approval: %s (call %s) needs approval; the run pauses (awaiting_approval)", tc.tool, tc.id)
+        meta[PENDING_APPROVAL] = {"call_id": tc.id, "tool": tc.tool, "args": tc.args, "step": step_num,
+                                  "requested_at": time.time()}
+        emit_event("approval", tool=tc.tool, decision="requested", pending=1, call_id=tc.id)
+        log.info("approval: %s (call %s) needs approval; the run pauses (awaiting_approval)", tc.tool, tc.id)
         run = current_run()
         if run is not None:
             run.scratch[self] = True

@@ -9,7 +9,8 @@ again with the same ``CheckpointHook(dir)`` resumes: ``on_loop_start`` loads the
 Calls the model had proposed but that never ran (the rest of a multi-call answer when the process died,
 a call waiting for approval, calls left when the run stopped) are not lost: the first LLM call of the
 resumed run is answered with those calls again instead of asking the model, so they run (or are refused)
-exactly there. No step that was written is run again.
+exactly there. No step that was written is run again. A ``not_run`` step (the run stopped before its
+call ran, e.g. to wait for approval) stays in the record; the call then runs as the next step.
 
 Trace continuity: the checkpoint keeps the trace id and span id of the first run; a resumed run gets
 ``run.parent`` (unless the caller gave one) and ``run.links`` set to that W3C traceparent, so a tracing
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from looplet._engine import REPLAYED
 from looplet.hooks import current_run, emit_event
 from looplet.types import LLMCall, LLMResponse, Step, ToolCall, Usage, _json_safe
 
@@ -132,22 +134,19 @@ class Checkpoint:
 class _Replay:
     """Calls proposed before the checkpoint that never ran, to be given back as the next LLM answer."""
 
-    __slots__ = ("text", "calls", "usage", "cost", "model")
+    __slots__ = ("text", "calls", "model")
 
-    def __init__(self, text: str | None, calls: list[dict[str, Any]], dropped: list[Step]) -> None:
-        self.text, self.calls = text, calls
-        self.usage = next((s.usage for s in dropped if s.usage is not None), None)
-        self.cost = next((s.cost_usd for s in dropped if s.cost_usd is not None), None)
-        self.model = next((s.model for s in dropped if s.model), None)
+    def __init__(self, text: str | None, calls: list[dict[str, Any]], model: str | None) -> None:
+        self.text, self.calls, self.model = text, calls, model
 
 
 def restore(state: Any, session_log: list[dict[str, Any]], cp: Checkpoint,
             approvals: dict[str, bool] | None = None) -> _Replay | None:
-    """Load ``cp`` into ``state`` and ``session_log`` (in place); return the calls to replay, if any."""
+    """Load ``cp`` into ``state`` and ``session_log`` (in place); return the calls to replay, if any.
+
+    A call counts as run when a step holds it, except a ``not_run`` step (the run stopped before the
+    call ran, e.g. to wait for approval): that step stays in the record and the call is replayed."""
     steps = [Step.from_dict(d) for d in cp.steps]
-    dropped: list[Step] = []
-    while steps and steps[-1].tool_result.error_kind == "not_run":  # stopped before it ran
-        dropped.insert(0, steps.pop())
     if isinstance(getattr(state, "steps", None), list):
         state.steps[:] = steps
     session_log[:] = cp.transcript
@@ -163,13 +162,14 @@ def restore(state: Any, session_log: list[dict[str, Any]], cp: Checkpoint,
         metadata.update(cp.metadata)
         if approvals:
             metadata.setdefault(APPROVALS, {}).update({str(k): bool(v) for k, v in approvals.items()})
-    ran = {s.tool_call.id for s in steps}
+    ran = {s.tool_call.id for s in steps if s.tool_result.error_kind != "not_run"}
+    model = steps[-1].model if steps else None
     for m in reversed(session_log):
         if m.get("role") == "assistant" and m.get("tool_calls"):
             pending = [c for c in m["tool_calls"] if c.get("id") not in ran]
             if not pending:
                 return None
-            return _Replay(m.get("content") if len(pending) == len(m["tool_calls"]) else None, pending, dropped)
+            return _Replay(m.get("content") if len(pending) == len(m["tool_calls"]) else None, pending, model)
     return None
 
 
@@ -221,6 +221,14 @@ class CheckpointHook:
         log.info("resuming from checkpoint %s: %d steps done, %d proposed calls to run", self.dir,
                  len(getattr(state, "steps", ())), len(replay.calls) if replay else 0)
 
+    def pre_prompt(self, state: Any, session_log: Any, context: Any, step_num: int) -> None:
+        run = current_run()
+        scratch = _scratch(self, run)
+        if "origin" not in scratch and getattr(run, "trace_id", None):
+            # pinned before the first step opens: a tracing hook listed after this one has set the run's
+            # own span here, so later runs link to the run span (not to a step span)
+            scratch["origin"] = (run.run_id, run.trace_id, run.span_id)  # type: ignore[union-attr]
+
     def wrap_llm_call(self, call: LLMCall, call_next: Any) -> Any:
         run = current_run()
         scratch = _scratch(self, run)
@@ -228,7 +236,7 @@ class CheckpointHook:
         if replay is None or call.purpose != "step":
             return call_next(call)
         scratch["replay"] = None
-        return _replayed(replay, scratch.get("log"), getattr(run, "state", None))
+        return _replayed(replay, scratch.get("log"))
 
     def on_step(self, state: Any, step: Any) -> None:
         self._save(state, None)
@@ -241,7 +249,7 @@ class CheckpointHook:
             return
         run = current_run()
         scratch = _scratch(self, run)
-        if "origin" not in scratch and getattr(run, "trace_id", None):  # pin the first run's ids
+        if "origin" not in scratch and getattr(run, "trace_id", None):
             scratch["origin"] = (run.run_id, run.trace_id, run.span_id)
         t = time.perf_counter()
         n = Checkpoint.from_state(state, run, scratch.get("origin"), stop_reason).save(self.dir)
@@ -257,10 +265,10 @@ def _scratch(hook: Any, run: Any) -> dict[str, Any]:
     return run.scratch.setdefault(hook, {})
 
 
-def _replayed(replay: _Replay, session_log: list[dict[str, Any]] | None, state: Any) -> LLMResponse:
-    """Take the replayed calls out of the transcript (the loop appends them again as this answer's
-    assistant turn) and give them back as an LLMResponse. Usage and cost of the original call move from
-    the restored totals onto this answer, so the loop counts them once, on the first replayed step."""
+def _replayed(replay: _Replay, session_log: list[dict[str, Any]] | None) -> LLMResponse:
+    """Take the replayed calls out of the transcript (their "not run" results, and their place in the
+    assistant turn, which the loop appends again for this answer) and give them back as an answer that
+    the loop does not count as an LLM call: its tokens were counted when the model proposed the calls."""
     ids = {c["id"] for c in replay.calls}
     if session_log is not None:
         kept = [m for m in session_log if not (m.get("role") == "tool" and m.get("tool_call_id") in ids)]
@@ -274,17 +282,8 @@ def _replayed(replay: _Replay, session_log: list[dict[str, Any]] | None, state: 
                     del kept[i]
                 break
         session_log[:] = kept
-    usage = replay.usage
-    if usage is not None and isinstance(getattr(state, "usage", None), Usage):
-        u = state.usage
-        u.input_tokens -= usage.input_tokens
-        u.output_tokens -= usage.output_tokens
-        u.cached_input_tokens -= usage.cached_input_tokens
-        u.reasoning_tokens -= usage.reasoning_tokens
-    if replay.cost is not None and getattr(state, "cost_usd", None) is not None:
-        state.cost_usd -= replay.cost
     calls = [ToolCall(c["function"]["name"], _args(c["function"].get("arguments")), c["id"]) for c in replay.calls]
-    return LLMResponse(replay.text, calls, usage, replay.model, None, "tool_calls", "looplet.replay")
+    return LLMResponse(replay.text, calls, None, replay.model, None, "tool_calls", REPLAYED)
 
 
 def _args(raw: Any) -> dict[str, Any]:

@@ -117,6 +117,9 @@ class PermissionHook:
             return _DONE if tc.tool == done_tool else self.default
         return rule
 
+    def pre_prompt(self, state: Any, session_log: Any, context: Any, step_num: int) -> Any:
+        return self.approval.still_waiting(state, lambda tc: self.rule_for(tc).action == "ask")
+
     def pre_dispatch(self, state: Any, session_log: Any, tool_call: ToolCall, step_num: int) -> Any:
         run = current_run()
         rule = self.rule_for(tool_call, getattr(getattr(run, "config", None), "done_tool", "done"))

@@ -362,3 +362,36 @@ def test_summary_call_sees_a_step_number_and_no_tools() -> None:
         hooks=[calls, ThresholdCompactHook(1500, compact_chain(Summarize(summarizer, keep_last=1), Truncate()))])
     s = next(c for c in calls.calls if c.purpose == "summarize")
     assert s.tools == [] and s.step >= 2 and s.model == "gpt-4o-mini"
+
+
+# --- with the real telemetry hooks -------------------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+def test_summary_is_a_chat_span_and_compactions_are_span_events_and_metrics(mode: str) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from prometheus_client import CollectorRegistry
+
+    from looplet.telemetry.metrics import MetricsHook
+    from looplet.telemetry.tracing import TracingHook
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    registry = CollectorRegistry()
+    llm = MockLLMBackend(['{"tool": "blob", "args": {"n": 1}}'], cycle=True, usage="estimate", model="gpt-4o-mini")
+    hook = ThresholdCompactHook(2500, compact_chain(Summarize(Summarizer(), keep_last=2), Truncate()))
+    run(mode, llm=llm, tools=tools_from([blob]), task={"goal": "g"}, max_steps=10,
+        hooks=[TracingHook(provider), MetricsHook(registry), hook])
+    spans = exporter.get_finished_spans()
+    summaries = [s for s in spans if s.attributes.get("looplet.llm.purpose") == "summarize"]
+    assert summaries and all(s.name.startswith("chat") for s in summaries)
+    assert summaries[0].attributes["gen_ai.usage.input_tokens"] == 500
+    assert summaries[0].parent is not None  # inside the run's trace, under the step being prompted
+    events = [e for s in spans for e in s.events if e.name == "looplet.compaction"]
+    assert events and events[0].attributes["looplet.compaction.strategy"] == "summarize"
+    assert events[0].attributes["looplet.compaction.tokens_before"] > events[0].attributes[
+        "looplet.compaction.tokens_after"]
+    assert registry.get_sample_value("looplet_compactions_total",
+                                     {"agent": "looplet", "strategy": "summarize"}) == len(
+        [e for e in events if e.attributes["looplet.compaction.strategy"] == "summarize"])

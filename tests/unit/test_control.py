@@ -94,9 +94,12 @@ def test_approval_pauses_then_resume_runs_the_approved_call_exactly_there(mode: 
     assert result2.stop_reason == "done"
     assert ledger.ran == [("ls", {"path": "/a"}), ("rm", {"path": "/tmp/x"}), ("ls", {"path": "/b"})]
     assert llm.calls == 2  # the model was asked only for what came after the approved call
-    assert [s.number for s in result2.steps] == [1, 2, 3, 4]
-    assert [s.tool_call.tool for s in result2.steps] == ["ls", "rm", "ls", "done"]
-    assert result2.steps[1].ok and result2.steps[1].tool_call.id == pending["call_id"]
+    # the pause stays on record as a not_run step; the approved call runs as the next step
+    assert [s.number for s in result2.steps] == [1, 2, 3, 4, 5]
+    assert [s.tool_call.tool for s in result2.steps] == ["ls", "rm", "rm", "ls", "done"]
+    assert result2.steps[1].tool_result.error_kind == "not_run"
+    assert result2.steps[2].ok and result2.steps[2].tool_call.id == pending["call_id"]
+    assert result2.llm_calls == 1 and result2.steps[2].llm_ms == 0.0 and result2.steps[2].usage is None
     approved = events2.named("approval")
     assert approved[0]["decision"] == "approved" and approved[0]["pending"] == -1 and approved[0]["wait_s"] >= 0
     final = Checkpoint.load(tmp_path)
@@ -115,7 +118,7 @@ def test_a_refused_call_is_an_error_step_and_never_runs(mode: str, tmp_path: Pat
     result = resume_in(mode, tmp_path, llm=llm, tools=ledger.tools, approvals={call_id: False})
     assert result.stop_reason == "done"
     assert ("rm", {"path": "/tmp/x"}) not in ledger.ran
-    refused = result.steps[1]
+    refused = result.steps[2]
     assert refused.tool_result.error_kind == "denied" and "refused" in refused.tool_result.error
     assert_paired(Checkpoint.load(tmp_path).transcript)  # type: ignore[union-attr]
 
@@ -433,3 +436,64 @@ def test_deny_decisions_still_come_from_other_hooks() -> None:
     run("sync", llm=MockLLMBackend([ToolCall("ls", {"path": "/"}), DONE]), tools=ledger.tools, task={"goal": "g"},
         hooks=[PermissionHook([Rule("allow", "ls")]), No()])
     assert ledger.ran == []
+
+
+# --- with the real telemetry hooks -------------------------------------------------------------------
+def _spans() -> tuple[Any, Any]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_resumed_spans_join_the_first_trace_and_link_to_it(mode: str, tmp_path: Path) -> None:
+    from looplet.telemetry.tracing import TracingHook
+
+    provider, exporter = _spans()
+    ledger = Ledger()
+    llm = three_calls_then_done()
+    run(mode, llm=llm, tools=ledger.tools, task={"goal": "g"},
+        hooks=[CheckpointHook(tmp_path), TracingHook(provider), ApprovalHook(["rm"])])
+    call_id = Checkpoint.load(tmp_path).metadata[PENDING_APPROVAL]["call_id"]  # type: ignore[union-attr]
+    result = resume_in(mode, tmp_path, llm=llm, tools=ledger.tools, approvals={call_id: True},
+                       hooks=[TracingHook(provider), ApprovalHook(["rm"])])
+    spans = exporter.get_finished_spans()
+    first, second = [s for s in spans if s.name.startswith("invoke_agent")]
+    assert {s.context.trace_id for s in spans} == {first.context.trace_id}  # one trace for the whole task
+    assert second.parent.span_id == first.context.span_id
+    assert [link.context.span_id for link in second.links] == [first.context.span_id]
+    assert second.attributes["looplet.run.resumed_steps"] == 2
+    assert {s.trace_id for s in result.steps} == {format(first.context.trace_id, "032x")}
+    events = [e for s in spans for e in s.events if e.name == "looplet.approval"]
+    assert [e.attributes["looplet.approval.decision"] for e in events] == ["requested", "approved"]
+    chats = [s for s in spans if s.name.startswith("chat")]
+    assert len(chats) == 2  # the replayed answer is not a model call and has no chat span
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_approval_and_permission_metrics(mode: str, tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from looplet.telemetry.metrics import MetricsHook
+
+    registry = CollectorRegistry()
+    metrics = MetricsHook(registry)
+    ledger = Ledger()
+    llm = MockLLMBackend([json.dumps([{"tool": "shell", "args": {"cmd": "rm -rf /"}},
+                                      {"tool": "rm", "args": {"path": "/tmp/x"}}]), DONE])
+    hooks = [CheckpointHook(tmp_path), metrics, PermissionHook([RULES[0]]), ApprovalHook(["rm"])]
+    run(mode, llm=llm, tools=ledger.tools, task={"goal": "g"}, hooks=hooks)
+    value = registry.get_sample_value
+    assert value("looplet_approvals_pending", {"agent": "looplet"}) == 1
+    assert value("looplet_hook_denials_total", {"agent": "looplet", "tool": "shell", "hook": "PermissionHook"}) == 1
+    call_id = Checkpoint.load(tmp_path).metadata[PENDING_APPROVAL]["call_id"]  # type: ignore[union-attr]
+    resume_in(mode, tmp_path, llm=llm, tools=ledger.tools, approvals={call_id: True}, hooks=[metrics])
+    assert value("looplet_approvals_pending", {"agent": "looplet"}) == 0
+    assert value("looplet_approval_wait_seconds_count", {"agent": "looplet", "tool": "rm"}) == 1
+    assert value("looplet_llm_requests_total", {"agent": "looplet", "provider": "mock", "model": "mock-model",
+                                                "status": "ok"}) == 2  # the replay is not a request
