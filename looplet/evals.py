@@ -240,14 +240,9 @@ def discover(source: Any) -> list[EvalFn]:
         module = source
     else:
         raise TypeError(f"evals must be a module, a file path or a list of functions, got {type(source).__name__}")
-    found = list({id(obj): obj for name, obj in vars(module).items() if _is_eval(name, obj, module.__name__)}
-                 .values())
-
-    def line(fn: Any) -> int:
-        code = getattr(fn, "__code__", None)
-        return code.co_firstlineno if code is not None else 0
-
-    return sorted(found, key=line)
+    # in the module's own order: imports first, then definitions as they appear
+    return list({id(obj): obj for name, obj in vars(module).items() if _is_eval(name, obj, module.__name__)}
+                .values())
 
 
 def select(evals: Iterable[EvalFn], tags: Sequence[str] | None = None) -> list[EvalFn]:
