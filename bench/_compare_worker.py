@@ -34,7 +34,8 @@ def ours(steps: int, mode: str) -> dict[str, Any]:
         return {"x": x}
 
     tools = tools_from([echo], include_done=True)
-    telemetry = _ours_telemetry() if mode == "telemetry" else None
+    parts = {"telemetry": ("tracing", "metrics", "logs"), "bare": ()}.get(mode, (mode,))
+    telemetry = _ours_telemetry(parts) if parts else None
 
     def one(n: int) -> tuple[int, Any, Any]:
         script = ['{"tool": "echo", "args": {"x": 1}}'] * (n - 1) + ['{"tool": "done", "args": {"answer": "ok"}}']
@@ -67,54 +68,43 @@ def ours(steps: int, mode: str) -> dict[str, Any]:
     return out
 
 
-def _ours_telemetry() -> dict[str, Any]:
-    """Tracing (SDK TracerProvider, BatchSpanProcessor, in-memory exporter), metrics (a private
-    prometheus registry) and JSON logs (to /dev/null): looplet.telemetry's own hooks."""
+def _ours_telemetry(parts: tuple[str, ...]) -> dict[str, Any]:
+    """``parts`` of: tracing (SDK TracerProvider, BatchSpanProcessor, in-memory exporter; content capture at its
+    default, off), metrics (a private prometheus registry) and JSON logs (``configure_logging(json=True)``
+    to /dev/null, one line per LLM call and per tool call): looplet.telemetry's own hooks."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from prometheus_client import CollectorRegistry
 
-    from looplet.telemetry.logging import LoggingHook
     from looplet.telemetry.metrics import MetricsHook
     from looplet.telemetry.tracing import TracingHook
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    registry = CollectorRegistry()
-    sink = open("/dev/null", "w")  # noqa: SIM115 - lives as long as the process
-    logging_hook = _ours_logging_hook(LoggingHook, sink)
-    tracing = TracingHook(tracer_provider=provider)
-    metrics = MetricsHook(registry=registry)
+    hooks: list[Any] = []
+    if "tracing" in parts:
+        hooks.append(TracingHook(tracer_provider=provider))
+    if "metrics" in parts:
+        hooks.append(MetricsHook(registry=CollectorRegistry()))
+    if "logs" in parts:
+        hooks.append(_ours_logging_hook(open("/dev/null", "w")))  # noqa: SIM115 - lives as long as the process
 
     def check() -> dict[str, Any]:
+        if "tracing" not in parts:
+            return {}
         spans = exporter.get_finished_spans()
         return {"spans": len(spans), "span_names": sorted({s.name.split(" ")[0] for s in spans})}
 
-    return {"hooks": lambda: [tracing, metrics, logging_hook], "flush": provider.force_flush,
-            "reset": exporter.clear, "check": check}
+    return {"hooks": lambda: list(hooks), "flush": provider.force_flush, "reset": exporter.clear, "check": check}
 
 
-def _ours_logging_hook(cls: Any, sink: Any) -> Any:
-    """LoggingHook writing JSON lines to ``sink``, whichever way the hook takes its output."""
-    import inspect
+def _ours_logging_hook(sink: Any) -> Any:
+    """LoggingHook on the pipeline ``configure_logging(json=True)`` builds, writing to ``sink``."""
+    from looplet.telemetry.logging import LoggingHook, configure_logging
 
-    params = inspect.signature(cls).parameters
-    for name in ("file", "stream", "out", "output"):
-        if name in params:
-            return cls(**{name: sink})
-    if "logger" in params:
-        import structlog
-
-        logger = structlog.wrap_logger(structlog.PrintLogger(sink), processors=[
-            structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"),
-            structlog.processors.JSONRenderer()])
-        return cls(logger=logger)
-    from looplet.telemetry import configure_logging  # type: ignore[attr-defined]
-
-    configure_logging(json=True, file=sink)
-    return cls()
+    return LoggingHook(logger=configure_logging(json=True, file=sink))
 
 
 # --------------------------------------------------------------------------------------------- seed
@@ -253,7 +243,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--impl", choices=["ours", "seed", "agents"], required=True)
     parser.add_argument("--steps", type=int, required=True)
-    parser.add_argument("--mode", choices=["bare", "telemetry"], default="bare")
+    parser.add_argument("--mode", choices=["bare", "telemetry", "tracing", "metrics", "logs"], default="bare",
+                        help="telemetry: each one's full set; tracing/metrics/logs: one of ours alone")
     args = parser.parse_args()
     fn = {"ours": ours, "seed": seed, "agents": agents}[args.impl]
     print(json.dumps(fn(args.steps, args.mode)))

@@ -133,7 +133,6 @@ def telemetry_hooks() -> tuple[Any, Any] | None:
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
         from prometheus_client import CollectorRegistry
 
-        from looplet.telemetry.logging import LoggingHook
         from looplet.telemetry.metrics import MetricsHook
         from looplet.telemetry.tracing import TracingHook
     except ImportError:
@@ -144,7 +143,7 @@ def telemetry_hooks() -> tuple[Any, Any] | None:
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
     hooks = [TracingHook(tracer_provider=provider), MetricsHook(registry=CollectorRegistry()),
-             _ours_logging_hook(LoggingHook, open("/dev/null", "w"))]  # noqa: SIM115
+             _ours_logging_hook(open("/dev/null", "w"))]  # noqa: SIM115
     return (lambda: hooks), provider
 
 

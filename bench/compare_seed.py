@@ -60,7 +60,18 @@ PLAN = {
     1_000: {"ours": 7, "seed": 5, "agents": 1},
     10_000: {"ours": 3, "seed": 1, "agents": 0},
 }
+#: Ours with one telemetry hook at a time (what each costs), at the shorter run lengths only.
+BREAKDOWN = ("tracing", "metrics", "logs")
+BREAKDOWN_MAX_STEPS = 1_000
 QUICK_PLAN = {100: {"ours": 3, "seed": 3, "agents": 1}, 1_000: {"ours": 2, "seed": 1, "agents": 0}}
+
+
+def loadavg() -> str:
+    """The 1-minute load average (how busy the machine was), as text."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "unknown"
 
 
 def ours_python() -> Path:
@@ -77,7 +88,7 @@ def ensure_venv(name: str) -> Path:
     py = venv_python(name)
     probe = ("import importlib.metadata as m, sys; reqs = sys.argv[1:]; "
              "sys.exit(0 if all(m.version(r.split('==')[0]) == r.split('==')[1] for r in reqs if '==' in r) else 1)")
-    if py.exists() and subprocess.run([str(py), "-c", probe, *REQUIREMENTS[name]],
+    if py.exists() and subprocess.run([str(py), "-I", "-c", probe, *REQUIREMENTS[name]], cwd="/",
                                       capture_output=True).returncode == 0:
         return py
     if not py.exists():
@@ -150,6 +161,8 @@ def time_loops(pythons: dict[str, Path], modes: dict[str, list[str]], plan: dict
                 if rep >= reps.get(impl, 0):
                     continue
                 for mode in modes[impl]:
+                    if mode in BREAKDOWN and steps > BREAKDOWN_MAX_STEPS:
+                        continue
                     res = run_worker(pythons[impl], impl, steps, mode)
                     row = {"impl": impl, "mode": mode, "steps": steps, "rep": rep, **res,
                            "us_per_step": res["seconds"] / steps * 1e6}
@@ -180,10 +193,11 @@ def fmt_us(x: float | None) -> str:
 
 def summarize(imports: dict[str, dict[str, list[float]]], rows: list[dict[str, Any]],
               pythons: dict[str, Path], versions: dict[str, str], notes: list[str], command: str,
-              plan: dict[int, dict[str, int]]) -> tuple[str, dict[str, Any]]:
+              plan: dict[int, dict[str, int]], load: tuple[str, str]) -> tuple[str, dict[str, Any]]:
     out: list[str] = []
     out.append("## Side by side: looplet 0.4.1 and the OpenAI Agents SDK\n")
-    out.append(f"Measured {today()} on {machine()}; looplet at {revision()}.  ")
+    out.append(f"Measured {today()} on {machine()}; looplet at {revision()}; load average "
+               f"{load[0]} at the start, {load[1]} at the end (other work shared the machine).  ")
     out.append(f"Command: `{command}` (bench/compare_seed.py; the workload is in bench/_compare_worker.py).\n")
     out.append("Versions: " + ", ".join(f"{LABEL[k]} {v}" for k, v in versions.items()) + ".\n")
 
@@ -224,6 +238,25 @@ def summarize(imports: dict[str, dict[str, list[float]]], rows: list[dict[str, A
             cells.append("not run" if m is None else f"{fmt_us(m)} (n={n})")
         out.append(f"| {steps:,} | " + " | ".join(cells) + " |")
     out.append("")
+
+    if any(r["mode"] in BREAKDOWN for r in rows):
+        out.append("### What ours pays for each kind of telemetry (µs per step, median)\n")
+        out.append("One hook at a time, then all three (same runs as above); the increment is over the bare loop. "
+                   "Tracing makes 3 spans per step (`looplet.step`, `chat`, `execute_tool`) plus one `invoke_agent` "
+                   "per run, content capture off (the default); logs are 2 JSON lines per step "
+                   "(`llm.call`, `tool.call`).\n")
+        out.append("| steps | bare | + TracingHook | + MetricsHook | + LoggingHook | all three |")
+        out.append("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        for steps in plan:
+            base, _ = cell("ours", "bare", steps)
+            if steps > BREAKDOWN_MAX_STEPS or base is None:
+                continue
+            cells = [fmt_us(base)]
+            for mode in (*BREAKDOWN, "telemetry"):
+                m, _ = cell("ours", mode, steps)
+                cells.append("—" if m is None else f"{fmt_us(m)} (+{fmt_us(m - base)})")
+            out.append(f"| {steps:,} | " + " | ".join(cells) + " |")
+        out.append("")
 
     out.append("### Ratios (how many times ours is faster per step)\n")
     ratio_cols = [("seed", "bare", "ours", "bare", "0.4.1 bare ÷ ours bare"),
@@ -309,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     modes = {impl: ["bare", "telemetry"] for impl in pythons}
     why = ours_has_telemetry(pythons["ours"])
-    if why:
+    if not why:
+        modes["ours"] += list(BREAKDOWN)
+    else:
         modes["ours"] = ["bare"]
         notes.append(f"ours with telemetry not measured: looplet.telemetry's hooks are not importable yet ({why}).")
     for steps, reps in plan.items():
@@ -322,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"{LABEL[impl]} at {steps:,} steps: {reps[impl]} run{'s' if reps[impl] > 1 else ''} "
                              f"per column only, to keep the whole comparison near 10 minutes.")
 
+    load_at_start = loadavg()
     import_reps = args.import_reps or (5 if args.quick else 15)
     log(f"cold import, {import_reps} fresh interpreters each ...")
     imports = time_imports(pythons, import_reps)
@@ -335,12 +371,13 @@ def main(argv: list[str] | None = None) -> int:
                  "`Model` subclass that returns one scripted function call per turn, `StopAtTools(['done'])`, "
                  "and the default trace processor (which uploads to OpenAI) replaced: none in the bare column, "
                  "openai-agents-opentelemetry's processor in the traced one (its metrics option left off).")
-    text, verdicts = summarize(imports, rows, pythons, versions, notes, command, plan)
+    load = (load_at_start, loadavg())
+    text, verdicts = summarize(imports, rows, pythons, versions, notes, command, plan, load)
     print()
     print(text)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"date": today(), "machine": machine(), "revision": revision(),
-                                   "command": command, "versions": versions, "imports": imports,
+                                   "command": command, "load": load, "versions": versions, "imports": imports,
                                    "loops": rows, "verdicts": verdicts}, indent=1) + "\n")
     if not args.no_write:
         path = write_section("compare", text)
