@@ -30,7 +30,7 @@ h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}
 .task{margin:10px 0;padding:8px 12px;background:#f3f5f9;border-radius:6px;white-space:pre-wrap}
 .wf{position:relative;margin-top:6px}
 .axis{position:relative;height:20px;margin-left:260px;border-bottom:1px solid var(--line);font-size:11px;color:var(--mute)}
-.tick{position:absolute;top:0;transform:translateX(-50%)}
+.tick{position:absolute;top:0;transform:translateX(-50%);white-space:nowrap}
 .row{display:flex;align-items:center;height:24px;cursor:pointer;border-radius:4px}
 .row:hover{background:#f0f3f9}
 .label{width:260px;flex:none;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;padding-right:10px;font-size:12.5px}
@@ -108,6 +108,10 @@ _JS = """
       '<i style="background:var(--err)"></i>failed';
     root.appendChild(legend);
   });
+  if (location.hash) {  // a link to #r0-step-3 opens that step
+    var target = document.getElementById(location.hash.slice(1));
+    if (target && target.tagName === 'DETAILS') target.open = true;
+  }
   document.body.dataset.bars = drawn;
   document.body.dataset.errorBars = errors;
   document.body.dataset.rendered = 'yes';
