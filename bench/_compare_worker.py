@@ -1,10 +1,14 @@
 """One timed agent run, for bench/compare_seed.py. Run by the Python of the venv under test:
 
-    <venv>/bin/python bench/_compare_worker.py --impl ours|seed|agents --steps N --mode bare|telemetry
+    <venv>/bin/python bench/_compare_worker.py --impl ours|seed|agents --steps N --mode MODE
 
-It prints one JSON line: seconds (the timed run), steps, last tool, stop, version, and for runs with
-telemetry how many spans were exported. Only the standard library is imported at module level: the
-framework under test is imported inside its function, so the same file runs in every venv.
+MODE is bare or telemetry (each framework's own), or for ours one hook alone: tracing, metrics, logs.
+
+It prints one JSON line: seconds (the timed run, wall clock), cpu_seconds (CPU time of the whole
+process over the same span, all threads: less sensitive to other work on the machine), steps, last
+tool, stop, version, and for runs with tracing how many spans were exported. Only the standard
+library is imported at module level: the framework under test is imported inside its function, so
+the same file runs in every venv.
 
 The workload is the same everywhere: the framework's own scripted model proposes ``echo(x=1)``
 N-1 times, then ``done(answer=...)``; one tool call per model response; the run ends on ``done``.
@@ -58,11 +62,11 @@ def ours(steps: int, mode: str) -> dict[str, Any]:
     one(WARMUP_STEPS)
     if telemetry:
         telemetry["reset"]()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     count, last, result = one(steps)
-    seconds = time.perf_counter() - t0
-    out = {"seconds": seconds, "steps": count, "last_tool": last.tool_call.tool, "stop": result.stop_reason,
-           "version": looplet.__version__, "file": looplet.__file__}
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    out = {"seconds": seconds, "cpu_seconds": cpu, "steps": count, "last_tool": last.tool_call.tool,
+           "stop": result.stop_reason, "version": looplet.__version__, "file": looplet.__file__}
     if telemetry:
         out.update(telemetry["check"]())
     return out
@@ -138,10 +142,10 @@ def seed(steps: int, mode: str) -> dict[str, Any]:
 
     one(WARMUP_STEPS)
     tracers.clear()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     count, last = one(steps)
-    seconds = time.perf_counter() - t0
-    out = {"seconds": seconds, "steps": count, "last_tool": last.tool_call.tool,
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    out = {"seconds": seconds, "cpu_seconds": cpu, "steps": count, "last_tool": last.tool_call.tool,
            "stop": "done" if last.tool_call.tool == "done" else "?", "version": looplet.__version__,
            "file": looplet.__file__}
     if tracers:
@@ -227,11 +231,12 @@ def agents(steps: int, mode: str) -> dict[str, Any]:
     one(WARMUP_STEPS)
     if exporter is not None:
         exporter.clear()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = one(steps)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     calls = [i for i in result.new_items if type(i).__name__ == "ToolCallItem"]
-    out = {"seconds": seconds, "steps": len(calls), "last_tool": getattr(calls[-1].raw_item, "name", "?"),
+    out = {"seconds": seconds, "cpu_seconds": cpu, "steps": len(calls),
+           "last_tool": getattr(calls[-1].raw_item, "name", "?"),
            "stop": "done" if result.final_output == "ok" else repr(result.final_output),
            "version": version("openai-agents")}
     if exporter is not None:

@@ -204,7 +204,8 @@ async def measure(steps: int, latency: float, log: Any) -> dict[str, Any]:
     out["tracemalloc_peak_mb"] = (peak - start_cur) / 2**20
     out["tracemalloc_retained_kb"] = (end_cur - start_cur) / 1024
     log(f"tracemalloc, 1,000 concurrent: peak {out['tracemalloc_peak_mb']:.1f} MB "
-        f"({(peak - start_cur) / 1000 / 1024:.1f} KB per run), retained after the wave {out['tracemalloc_retained_kb']:.1f} KB")
+        f"({(peak - start_cur) / 1000 / 1024:.1f} KB per run), "
+        f"retained after the wave {out['tracemalloc_retained_kb']:.1f} KB")
     return out
 
 
