@@ -159,6 +159,12 @@ def not_an_answer(provider: str, base_url: Any, got: str) -> LLMError:
                     kind="bad_response")
 
 
+def bad_json(provider: str, base_url: Any, exc: BaseException) -> LLMError:
+    """A 200 answer whose body is not valid JSON (cut off by a proxy or a dropped connection): retried."""
+    return LLMError(f"the {provider} answer from {base_url} was not valid JSON (cut off? {exc}); the loop retries",
+                    retryable=True, kind="bad_json")
+
+
 def check_stream(events: Any, provider: str, base_url: Any) -> None:
     """Raise when a requested stream came back as something other than server-sent events."""
     headers = getattr(getattr(events, "response", None), "headers", None)

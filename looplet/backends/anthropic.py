@@ -8,11 +8,12 @@ own (``open_telemetry=False``), so each call has exactly one ``chat`` span: loop
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
 
-from looplet.backends._common import (Assembly, adeliver, check_stream, deliver, map_error, not_an_answer,
+from looplet.backends._common import (Assembly, adeliver, bad_json, check_stream, deliver, map_error, not_an_answer,
                                       parse_arguments, server_of, stream_cut)
 from looplet.errors import LLMError, require
 from looplet.types import LLMResponse, ToolCall, Usage
@@ -106,6 +107,8 @@ class AnthropicBackend:
             return self._finish(reader)
         except self._errors as exc:
             raise self._error(exc, reader) from exc
+        except json.JSONDecodeError as exc:
+            raise bad_json(PROVIDER, self.base_url, exc) from exc
 
     async def agenerate(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
                         **options: Any) -> LLMResponse:
@@ -124,6 +127,8 @@ class AnthropicBackend:
             return self._finish(reader)
         except self._errors as exc:
             raise self._error(exc, reader) from exc
+        except json.JSONDecodeError as exc:
+            raise bad_json(PROVIDER, self.base_url, exc) from exc
 
     def close(self) -> None:
         if self._settings is not None and self._client is not None:

@@ -8,11 +8,12 @@ with backoff, so every attempt is visible to hooks and telemetry.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from typing import Any
 
-from looplet.backends._common import (Assembly, adeliver, check_stream, deliver, empty_answer, map_error,
+from looplet.backends._common import (Assembly, adeliver, bad_json, check_stream, deliver, empty_answer, map_error,
                                       not_an_answer, parse_arguments, server_of, stream_cut)
 from looplet.errors import LLMError, require
 from looplet.types import LLMResponse, ToolCall, Usage
@@ -107,6 +108,8 @@ class OpenAIBackend:
             return self._finish(asm)
         except self._sdk.APIError as exc:
             raise self._error(exc, asm) from exc
+        except json.JSONDecodeError as exc:
+            raise bad_json(PROVIDER, self.base_url, exc) from exc
 
     async def agenerate(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
                         **options: Any) -> LLMResponse:
@@ -125,6 +128,8 @@ class OpenAIBackend:
             return self._finish(asm)
         except self._sdk.APIError as exc:
             raise self._error(exc, asm) from exc
+        except json.JSONDecodeError as exc:
+            raise bad_json(PROVIDER, self.base_url, exc) from exc
 
     def close(self) -> None:
         """Close the HTTP connections of the clients this backend built."""
