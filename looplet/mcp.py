@@ -373,8 +373,10 @@ class MCPClient:
             async def execute(**args: Any) -> ToolResult:
                 return await self.acall(remote, args)
 
+            # a server's read-only hint lets LoopConfig(parallel_tools=True) run such calls together
+            read_only = bool(getattr(getattr(t, "annotations", None), "read_only_hint", False))
             try:
-                spec = ToolSpec(local, desc, dict(schema), execute)
+                spec = ToolSpec(local, desc, dict(schema), execute, concurrent_safe=read_only)
             except (TypeError, ValueError) as exc:
                 problem = str(exc)
         if spec is None:

@@ -109,6 +109,7 @@ def test_tools_are_listed_with_the_servers_schemas(stdio) -> None:
                                        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}
     assert specs["add"].description == "Add two integers."
     assert specs["add"].is_async
+    assert specs["echo"].concurrent_safe and not specs["add"].concurrent_safe  # from readOnlyHint
     # prefix and filters, for two servers side by side
     named = client.tools(prefix="calc.", include=["add", "echo"])
     assert [s.name for s in named] == ["calc_add", "calc_echo"]  # '.' is not allowed in a tool name
