@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,8 +23,14 @@ __all__ = ["Price", "PRICES_DATE", "PRICES_SOURCE", "price_for", "cost_of", "set
 
 log = logging.getLogger("looplet")
 
-PRICES_DATE = "2025-11-01"
-PRICES_SOURCE = "https://openai.com/api/pricing and https://www.anthropic.com/pricing (standard tier, per 1M tokens)"
+PRICES_DATE = "2026-11-23"
+PRICES_SOURCE = (
+    "Anthropic: https://platform.claude.com/docs/en/about-claude/pricing (model pricing table, read 2026-11-23). "
+    "OpenAI: https://developers.openai.com/api/docs/pricing (standard tier) as reproduced by the GitHub Docs "
+    "Copilot model price table and provider price trackers, read 2026-11-23; OpenAI's page itself was not "
+    "reachable from here, so check these before billing anyone. USD per 1M tokens, standard (not batch, "
+    "priority or long-context) rates."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +40,16 @@ class Price:
     output: float
 
 
-# model id (or id prefix) -> price. Longest matching prefix wins, so dated ids resolve to their family.
+# model id -> price. A dated or tagged id resolves to its family ("gpt-4o-2024-08-06" -> "gpt-4o",
+# "claude-sonnet-4-5-20250929" -> "claude-sonnet-4-5", "...-latest"); any other suffix is a different model
+# ("o3-pro", "gpt-5-pro", "claude-opus-4-9") and stays unknown rather than borrowing a relative's price.
+# Models whose price could not be checked against the sources above are left out on purpose.
 _BUILTIN: dict[str, Price] = {
+    # OpenAI
+    "gpt-5.4": Price(2.50, 0.25, 15.00),
+    "gpt-5.4-mini": Price(0.75, 0.075, 4.50),
+    "gpt-5.2": Price(1.75, 0.175, 14.00),
+    "gpt-5.1": Price(1.25, 0.125, 10.00),
     "gpt-5": Price(1.25, 0.125, 10.00),
     "gpt-5-mini": Price(0.25, 0.025, 2.00),
     "gpt-5-nano": Price(0.05, 0.005, 0.40),
@@ -46,15 +61,27 @@ _BUILTIN: dict[str, Price] = {
     "o3": Price(2.00, 0.50, 8.00),
     "o3-mini": Price(1.10, 0.55, 4.40),
     "o4-mini": Price(1.10, 0.275, 4.40),
+    # Anthropic (cached input = "cache hits and refreshes"; cache writes are billed as input here)
+    "claude-opus-5": Price(5.00, 0.50, 25.00),
+    "claude-opus-4-8": Price(5.00, 0.50, 25.00),
+    "claude-opus-4-7": Price(5.00, 0.50, 25.00),
+    "claude-opus-4-6": Price(5.00, 0.50, 25.00),
     "claude-opus-4-5": Price(5.00, 0.50, 25.00),
     "claude-opus-4-1": Price(15.00, 1.50, 75.00),
     "claude-opus-4": Price(15.00, 1.50, 75.00),
+    "claude-opus-4-0": Price(15.00, 1.50, 75.00),
+    "claude-sonnet-4-6": Price(3.00, 0.30, 15.00),
     "claude-sonnet-4-5": Price(3.00, 0.30, 15.00),
     "claude-sonnet-4": Price(3.00, 0.30, 15.00),
+    "claude-sonnet-4-0": Price(3.00, 0.30, 15.00),
     "claude-3-7-sonnet": Price(3.00, 0.30, 15.00),
     "claude-haiku-4-5": Price(1.00, 0.10, 5.00),
     "claude-3-5-haiku": Price(0.80, 0.08, 4.00),
+    "claude-3-haiku": Price(0.25, 0.03, 1.25),
 }
+
+# suffixes that name a snapshot of the same model: -2024-08-06, -20250929, -latest, @20250929
+_SNAPSHOT = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|-latest|@[\w.\-]+)$")
 
 _prices: dict[str, Price] = dict(_BUILTIN)
 _cache: dict[str, Price | None] = {}
@@ -63,26 +90,33 @@ _lock = threading.Lock()
 
 
 def price_for(model: str | None) -> Price | None:
-    """The price of ``model``: exact id, else the longest known prefix (``gpt-4o-2024-08-06`` → ``gpt-4o``)."""
+    """The price of ``model``: its exact id, else the family of a dated snapshot (``gpt-4o-2024-08-06`` →
+    ``gpt-4o``); None (logged once, counted by ``MetricsHook``) for anything else."""
     if not model:
         return None
     try:
         return _cache[model]
     except KeyError:
         pass
-    name = model.split("/")[-1].lower()  # "openai/gpt-4o" style ids
-    best = None
-    for key in _prices:
-        if (name == key or name.startswith(key + "-") or name.startswith(key + "@")) and (
-                best is None or len(key) > len(best)):
-            best = key
-    price = _prices[best] if best else None
+    price = _lookup(model)
     with _lock:
         _cache[model] = price
         if price is None and model not in _unknown:
             _unknown.add(model)
             log.warning("no price known for model %r: its cost is left empty; add it with "
                         "looplet.telemetry.set_prices({%r: (input, cached_input, output)})", model, model)
+    return price
+
+
+def _lookup(model: str) -> Price | None:
+    name = model.split("/")[-1].lower()  # "openai/gpt-4o" style ids
+    price = _prices.get(name)
+    while price is None:
+        base = _SNAPSHOT.sub("", name)
+        if base == name:
+            break
+        name = base
+        price = _prices.get(name)
     return price
 
 
@@ -106,13 +140,13 @@ def unknown_models() -> frozenset[str]:
 def set_prices(prices: dict[str, Any], *, replace: bool = False) -> None:
     """Add or change prices: ``{"my-model": (input, cached_input, output)}`` or dicts with those keys,
     USD per million tokens. ``replace=True`` drops the built-in table first."""
-    parsed = {name: _parse_price(name, value) for name, value in prices.items()}
+    parsed = {str(name).split("/")[-1].lower(): _parse_price(name, value) for name, value in prices.items()}
     with _lock:
         if replace:
             _prices.clear()
         _prices.update(parsed)
         _cache.clear()
-        _unknown.difference_update(parsed)
+        _unknown.difference_update([m for m in _unknown if _lookup(m) is not None])
 
 
 def load_prices(path: str | "Path", *, replace: bool = False) -> None:
