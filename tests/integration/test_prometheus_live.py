@@ -165,7 +165,8 @@ class LiveStack:
             except OSError:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"gave up waiting for {what} after {timeout} s:\n{log.read_text(errors='replace')[-3000:]}")
+        raise AssertionError(f"gave up waiting for {what} after {timeout} s:\n"
+                             f"{log.read_text(errors='replace')[-3000:]}")
 
     # -- queries --------------------------------------------------------------------------------
     @property
