@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -283,3 +285,13 @@ def test_bad_arguments_fail_fast() -> None:
         assert result.data == "42"
 
     asyncio.run(main())
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "subagents.md"
+DOC_BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+
+
+@pytest.mark.parametrize("index", range(len(DOC_BLOCKS)))
+def test_docs_examples_run(index: int, capsys) -> None:
+    exec(compile(DOC_BLOCKS[index], f"{DOC}#{index}", "exec"), {"__name__": "__doc_example__"})
+    assert "✓" in capsys.readouterr().out
