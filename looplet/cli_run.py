@@ -119,7 +119,7 @@ def _run(agent: dict[str, Any], task: dict[str, Any], hooks: list[Any], state: A
                 step = next(gen)
             except StopIteration as stop:
                 return stop.value
-            printer.step(step)
+            printer.step(step, state)
 
     import asyncio
 
@@ -127,7 +127,7 @@ def _run(agent: dict[str, Any], task: dict[str, Any], hooks: list[Any], state: A
 
     async def go() -> Any:
         async for step in async_composable_loop(**kwargs):
-            printer.step(step)
+            printer.step(step, state)
         return state.result
 
     return asyncio.run(go())

@@ -73,11 +73,18 @@ class StepPrinter:
         """Start a new run's totals."""
         self.tokens, self.cost, self.steps, self.errors = 0, 0.0, 0, 0
 
-    def add(self, step: Any) -> None:
-        """Add a step to the totals without printing."""
+    def add(self, step: Any, state: Any = None) -> None:
+        """Add a step to the totals without printing. With the run's ``state`` the totals are the loop's
+        own (they also count LLM answers that proposed no tool call, and a resumed run's earlier steps)."""
         self.steps += 1
         if step.tool_result.error is not None:
             self.errors += 1
+        usage = getattr(state, "usage", None)
+        if usage is not None and hasattr(usage, "total_tokens"):
+            self.tokens = usage.total_tokens
+            cost = getattr(state, "cost_usd", None)
+            self.cost = cost if cost is not None or not self.tokens else None
+            return
         if step.usage is not None:
             self.tokens += step.usage.total_tokens
             if step.cost_usd is None:
@@ -91,9 +98,9 @@ class StepPrinter:
         width = self._width or (shutil.get_terminal_size((100, 24)).columns if is_tty(self.out) else 100)
         return step.pretty(max(40, width - len(totals))) + totals
 
-    def step(self, step: Any) -> str:
+    def step(self, step: Any, state: Any = None) -> str:
         """Add ``step`` to the totals and print its line; returns the line."""
-        self.add(step)
+        self.add(step, state)
         text = self.line(step)
         if not self.quiet:
             print(text, file=self.out, flush=True)
@@ -101,7 +108,7 @@ class StepPrinter:
 
     # as a hook: hooks=[StepPrinter()] prints each step as the loop records it
     def on_step(self, state: Any, step: Any) -> None:
-        self.step(step)
+        self.step(step, state)
 
     def summary(self, result: Any, wall_s: float | None = None) -> str:
         """Closing lines: how the run ended, steps, tokens, cost, time and the answer."""

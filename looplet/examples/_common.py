@@ -4,7 +4,9 @@ printing a run."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from typing import Any, Sequence
 
@@ -49,9 +51,9 @@ def backend(scripted: bool, script: Sequence[Any], *, latency_s: float = 0.0, mo
         raise SetupError(f"{exc}\n(or run the example with --scripted: no key, no network)") from exc
 
 
-def run(gen: Any, *, quiet: bool = False, printer: StepPrinter | None = None) -> Any:
-    """Iterate a loop generator, printing each step with running totals, then the summary.
-    Returns the ``RunResult``."""
+def run(gen: Any, *, quiet: bool = False, printer: StepPrinter | None = None, state: Any = None) -> Any:
+    """Iterate a loop generator, printing each step with the run's running totals (from ``state`` when
+    given), then the summary. Returns the ``RunResult``."""
     printer = printer or StepPrinter(quiet=quiet)
     started = time.perf_counter()
     while True:
@@ -60,7 +62,12 @@ def run(gen: Any, *, quiet: bool = False, printer: StepPrinter | None = None) ->
         except StopIteration as stop:
             result = stop.value
             break
-        printer.step(step)
+        except KeyboardInterrupt:
+            if getattr(state, "result", None) is not None:  # the loop ended the run as cancelled
+                print(file=printer.out)
+                printer.summary(state.result, time.perf_counter() - started)
+            raise
+        printer.step(step, state)
     if not printer.quiet:
         print(file=printer.out)
     printer.summary(result, time.perf_counter() - started)
@@ -70,3 +77,25 @@ def run(gen: Any, *, quiet: bool = False, printer: StepPrinter | None = None) ->
 def exit_code(result: Any) -> int:
     """0 when the run finished (``done``), 1 otherwise (the summary says why)."""
     return 0 if result.stop_reason == "done" else 1
+
+
+def trajectory_hook(trace_dir: str) -> tuple[Any, Any]:
+    """``(hook, sink)`` saving the run to ``trace_dir`` with :class:`looplet.provenance.ProvenanceSink`."""
+    check_writable(trace_dir)
+    try:
+        from looplet.provenance import ProvenanceSink
+    except ImportError as exc:
+        raise SetupError(f"--trace needs looplet.provenance, which this install lacks ({exc})") from None
+    sink = ProvenanceSink(trace_dir)
+    return sink.trajectory_hook(), sink
+
+
+def check_writable(folder: str) -> None:
+    """Create ``folder`` and prove a file can be written there, or raise :class:`SetupError` before the run."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".looplet-write-test-"):
+            pass
+    except OSError as exc:
+        raise SetupError(f"cannot write to {folder!r} ({exc.strerror or exc}); choose a folder you can write to, "
+                         "e.g. --trace ./traces") from None

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from looplet import DefaultState, LoopConfig, composable_loop, tool, tools_from
-from looplet.examples._common import SetupError, backend, exit_code, fail, parser, run
+from looplet.examples._common import SetupError, backend, exit_code, fail, parser, run, trajectory_hook
 
 __all__ = ["Workspace", "WorkspaceError", "workspace_tools", "agent", "main"]
 
@@ -281,28 +281,6 @@ def agent(scripted: bool = False, workspace: str | None = None, latency_s: float
             "workspace": ws}
 
 
-def trajectory_hook(trace_dir: str) -> tuple[Any, Any]:
-    """``(hook, sink)`` saving the run to ``trace_dir`` with :class:`looplet.provenance.ProvenanceSink`."""
-    check_writable(trace_dir)
-    try:
-        from looplet.provenance import ProvenanceSink
-    except ImportError as exc:
-        raise SetupError(f"--trace needs looplet.provenance, which this install lacks ({exc})") from None
-    sink = ProvenanceSink(trace_dir)
-    return sink.trajectory_hook(), sink
-
-
-def check_writable(folder: str) -> None:
-    """Create ``folder`` and prove a file can be written there, or raise :class:`SetupError` before the run."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".looplet-write-test-"):
-            pass
-    except OSError as exc:
-        raise SetupError(f"cannot write to {folder!r} ({exc.strerror or exc}); choose a folder you can write to, "
-                         "e.g. --trace ./traces") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     p = parser("python -m looplet.examples.coding_agent", __doc__)
     p.add_argument("task", nargs="?", default=TASK, help="what to do (default: a small hello.py exercise)")
@@ -321,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = composable_loop(llm=a["llm"], tools=a["tools"], config=a["config"], task={"goal": args.task},
                             hooks=[hook] if hook else [], state=state)
     try:
-        result = run(steps, quiet=args.quiet)
+        result = run(steps, quiet=args.quiet, state=state)
     except KeyboardInterrupt:
         saved = state.metadata.get("trajectory_dir")
         print("\ninterrupted: the run ended as 'cancelled'" + (f"; trajectory saved in {saved}" if saved else ""),
