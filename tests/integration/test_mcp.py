@@ -8,6 +8,7 @@ The server installs the OpenTelemetry SDK and writes its spans to a file; the te
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -264,3 +265,20 @@ async def test_async_context_manager_and_atools() -> None:
         assert result.data == "hi"
         assert (await client.acall("add", {"a": 4, "b": 5})).data == {"sum": 9}
     assert not client.connected
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "distributed.md"
+
+
+def test_docs_examples_run(tmp_path, monkeypatch) -> None:
+    """Every python block of docs/distributed.md runs as written; blocks marked as files are written first."""
+    text = DOC.read_text()
+    files = re.findall(r"<!-- file: (\S+) -->\n```python\n(.*?)```", text, re.S)
+    for name, body in files:
+        (tmp_path / name).write_text(body)
+    file_bodies = {body for _, body in files}
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if b not in file_bodies]
+    assert len(blocks) >= 3 and files
+    monkeypatch.chdir(tmp_path)
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"{DOC}#{i}", "exec"), {"__name__": "__doc_example__"})
