@@ -295,3 +295,26 @@ DOC_BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
 def test_docs_examples_run(index: int, capsys) -> None:
     exec(compile(DOC_BLOCKS[index], f"{DOC}#{index}", "exec"), {"__name__": "__doc_example__"})
     assert "✓" in capsys.readouterr().out
+
+
+def test_looplet_show_prints_the_child_steps_indented(tmp_path) -> None:
+    """The parent's trajectory, as recorded by ProvenanceSink, keeps the child's Steps under the calling step."""
+    import subprocess
+    import sys
+
+    from looplet import ProvenanceSink
+
+    sink = ProvenanceSink(tmp_path)
+    research = make_agent("sync", lambda: [])
+    result = run_loop(parent_llm(call("research", question="why?")), tools=tools_from([research]),
+                      task={"goal": "answer"}, hooks=[sink.trajectory_hook()])
+    assert result.stop_reason == "done"
+    folder = sink.last_path
+    assert folder is not None
+    out = subprocess.run([sys.executable, "-m", "looplet", "show", str(folder)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    parent_line = next(i for i, line in enumerate(lines) if "research(" in line)
+    assert "lookup(" in lines[parent_line + 1] and lines[parent_line + 1].startswith("    ")
+    assert "done(" in lines[parent_line + 2] and lines[parent_line + 2].startswith("    ")
