@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from looplet._engine import REPLAYED
-from looplet.hooks import current_run, emit_event
+from looplet.hooks import HookDecision, current_run, emit_event
 from looplet.types import LLMCall, LLMResponse, Step, ToolCall, Usage, _json_safe
 
 __all__ = ["Checkpoint", "CheckpointHook", "PENDING_APPROVAL", "APPROVALS", "FILENAME"]
@@ -56,6 +56,7 @@ class Checkpoint:
     trace_id: str | None = None
     span_id: str | None = None
     stop_reason: str | None = None
+    pending: dict[str, Any] | None = None  # {"text", "calls"}: proposed calls not yet answered (mid-answer)
     updated_at: float = 0.0
     version: int = VERSION
 
@@ -78,9 +79,10 @@ class Checkpoint:
         usage = getattr(state, "usage", None)
         run_id = getattr(run, "run_id", "") or ""
         first_id, trace_id, span_id = origin or (run_id, getattr(run, "trace_id", None), getattr(run, "span_id", None))
+        transcript, pending = _answered_only(list(getattr(state, "transcript", None) or ()))
         return cls(
             steps=[s.to_dict() for s in getattr(state, "steps", ())],
-            transcript=_json_safe(list(getattr(state, "transcript", None) or ())),
+            transcript=_json_safe(transcript), pending=_json_safe(pending),
             usage=usage.to_dict() if isinstance(usage, Usage) else {},
             cost_usd=getattr(state, "cost_usd", None),
             metadata=_json_safe(dict(getattr(state, "metadata", None) or {})),
@@ -131,6 +133,29 @@ class Checkpoint:
         return cls.from_json(text)
 
 
+def _answered_only(transcript: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Split off the calls of the last assistant turn that have no result yet (a checkpoint written between
+    two calls of one answer), so the saved transcript is valid on its own: every call has its result."""
+    for i in range(len(transcript) - 1, -1, -1):
+        m = transcript[i]
+        if m.get("role") == "assistant" and m.get("tool_calls"):
+            answered = {t.get("tool_call_id") for t in transcript[i + 1:] if t.get("role") == "tool"}
+            calls = m["tool_calls"]
+            open_calls = [c for c in calls if c.get("id") not in answered]
+            if not open_calls:
+                return transcript, None
+            done = [c for c in calls if c.get("id") in answered]
+            out = list(transcript)
+            if done:
+                out[i] = {**m, "tool_calls": done}
+                return out, {"text": None, "calls": open_calls}
+            del out[i]
+            return out, {"text": m.get("content"), "calls": open_calls}
+        if m.get("role") != "tool":
+            return transcript, None
+    return transcript, None
+
+
 class _Replay:
     """Calls proposed before the checkpoint that never ran, to be given back as the next LLM answer."""
 
@@ -164,20 +189,30 @@ def restore(state: Any, session_log: list[dict[str, Any]], cp: Checkpoint,
             metadata.setdefault(APPROVALS, {}).update({str(k): bool(v) for k, v in approvals.items()})
     ran = {s.tool_call.id for s in steps if s.tool_result.error_kind != "not_run"}
     model = steps[-1].model if steps else None
+    text: str | None = None
+    pending: list[dict[str, Any]] = []
     for m in reversed(session_log):
         if m.get("role") == "assistant" and m.get("tool_calls"):
             pending = [c for c in m["tool_calls"] if c.get("id") not in ran]
-            if not pending:
-                return None
-            return _Replay(m.get("content") if len(pending) == len(m["tool_calls"]) else None, pending, model)
-    return None
+            if len(pending) == len(m["tool_calls"]):
+                text = m.get("content")
+            break
+    if cp.pending:  # calls of the same answer that had not started when the checkpoint was written
+        pending += cp.pending.get("calls") or []
+        if not pending[: -len(cp.pending.get("calls") or [])]:
+            text = cp.pending.get("text")
+    return _Replay(text, pending, model) if pending else None
 
 
 class CheckpointHook:
     """Write the run's state to ``dir`` after every step; resume from it when the run starts.
 
     approvals: decisions for calls waiting for approval, ``{call_id: True/False}``, applied on resume.
-    resume_finished: also resume a checkpoint whose run ended with ``done`` (default: start a new run).
+    resume_finished: also resume a checkpoint whose run ended with ``done``. By default a new run starts
+        and the finished run's checkpoint is kept beside it as ``checkpoint-<first run id>.json``.
+
+    A checkpoint that cannot be read (corrupt, a newer version) is never overwritten: the run stops with
+    ``hook_stop:checkpoint_error`` before its first LLM call, and the error is logged.
 
     List it before a tracing hook, so the tracing hook sees the first run's trace as ``run.parent``.
     """
@@ -202,28 +237,38 @@ class CheckpointHook:
         scratch = _scratch(self, run)
         if getattr(state, "steps", None):
             return  # the caller gave a state that already holds a run: nothing to restore
-        cp = self._source()
-        if cp is None:
+        try:
+            cp = self._source()
+            if cp is None:
+                return
+            if cp.stop_reason == "done" and not self.resume_finished:
+                kept = self.dir / f"checkpoint-{cp.first_run_id or cp.run_id or int(cp.updated_at)}.json"
+                os.replace(self.dir / FILENAME, kept)
+                log.info("checkpoint in %s is of a finished run (kept as %s); starting a new run", self.dir, kept.name)
+                return
+            replay = restore(state, session_log, cp, self.approvals)
+        except Exception as exc:  # noqa: BLE001 - never start afresh over a checkpoint we could not read
+            scratch["broken"] = f"{type(exc).__name__}: {exc}"
+            emit_event("checkpoint.error", error=type(exc).__name__)
+            log.error("checkpoint in %s could not be restored (%s); the run stops without touching it",
+                      self.dir, scratch["broken"])
             return
-        if cp.stop_reason == "done" and not self.resume_finished:
-            log.info("checkpoint in %s is of a finished run; starting a new run", self.dir)
-            return
-        scratch["origin"] = (cp.first_run_id or cp.run_id, cp.trace_id, cp.span_id)
-        scratch["replay"] = restore(state, session_log, cp, self.approvals)
-        scratch["log"] = session_log
+        scratch.update(origin=(cp.first_run_id or cp.run_id, cp.trace_id, cp.span_id), replay=replay,
+                       log=session_log)
         if run is not None and cp.traceparent:
             run.links.append(cp.traceparent)
             if run.parent is None:
                 run.parent = cp.traceparent
-        replay = scratch["replay"]
         emit_event("checkpoint.restore", steps=len(getattr(state, "steps", ())),
                    replayed_calls=len(replay.calls) if replay else 0, first_run_id=cp.first_run_id)
         log.info("resuming from checkpoint %s: %d steps done, %d proposed calls to run", self.dir,
                  len(getattr(state, "steps", ())), len(replay.calls) if replay else 0)
 
-    def pre_prompt(self, state: Any, session_log: Any, context: Any, step_num: int) -> None:
+    def pre_prompt(self, state: Any, session_log: Any, context: Any, step_num: int) -> Any:
         run = current_run()
         scratch = _scratch(self, run)
+        if "broken" in scratch:
+            return HookDecision(stop="checkpoint_error")
         if "origin" not in scratch and getattr(run, "trace_id", None):
             # pinned before the first step opens: a tracing hook listed after this one has set the run's
             # own span here, so later runs link to the run span (not to a step span)
@@ -245,10 +290,10 @@ class CheckpointHook:
         self._save(state, getattr(result, "stop_reason", None))
 
     def _save(self, state: Any, stop_reason: str | None) -> None:
-        if not self._write():
-            return
         run = current_run()
         scratch = _scratch(self, run)
+        if not self._write() or "broken" in scratch:
+            return
         if "origin" not in scratch and getattr(run, "trace_id", None):
             scratch["origin"] = (run.run_id, run.trace_id, run.span_id)
         t = time.perf_counter()

@@ -306,6 +306,8 @@ def test_rerun_resumes_after_a_crash_without_redoing_or_losing_steps(mode: str, 
     first = Ledger()  # what ran before the "crash": the steps the copied checkpoint holds
     cp = Checkpoint.load(crashed)
     assert cp is not None and cp.step_count == crash_after and cp.stop_reason is None
+    assert_paired(cp.transcript)  # valid on its own, even between two calls of one answer
+    assert bool(cp.pending) == (crash_after in (1, 4))  # mid-answer: the open call is kept aside
     first.ran = [(s["tool_call"]["tool"], s["tool_call"]["args"]) for s in cp.steps]
     llm = scripted(3)
     llm.calls = {1: 1, 2: 1, 4: 3}[crash_after]  # where a fresh process of a real model would pick up
@@ -363,6 +365,8 @@ def test_a_finished_run_is_not_resumed_by_default(tmp_path: Path) -> None:
     run("sync", llm=MockLLMBackend([ToolCall("ls", {"path": "/"}), DONE]), tools=ledger.tools, task={"goal": "g2"},
         state=state, hooks=[CheckpointHook(tmp_path)])
     assert [s.tool_call.tool for s in state.steps] == ["ls", "done"] and state.transcript[1]["content"] == "g2"
+    kept = [p.name for p in tmp_path.iterdir() if p.name != FILENAME]
+    assert len(kept) == 1 and kept[0].startswith("checkpoint-")  # the finished run is kept, not overwritten
 
 
 def test_resume_needs_a_checkpoint(tmp_path: Path) -> None:
@@ -497,3 +501,15 @@ def test_approval_and_permission_metrics(mode: str, tmp_path: Path) -> None:
     assert value("looplet_approval_wait_seconds_count", {"agent": "looplet", "tool": "rm"}) == 1
     assert value("looplet_llm_requests_total", {"agent": "looplet", "provider": "mock", "model": "mock-model",
                                                 "status": "ok"}) == 2  # the replay is not a request
+
+
+def test_an_unreadable_checkpoint_stops_the_run_and_is_left_alone(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / FILENAME).write_text('{"version": 1, "steps": [{"number": 1}], "transcript": []}')
+    ledger = Ledger()
+    with caplog.at_level(logging.ERROR, logger="looplet"):
+        _s, result = run("sync", llm=MockLLMBackend([ToolCall("ls", {"path": "/"}), DONE]), tools=ledger.tools,
+                         task={"goal": "g"}, hooks=[CheckpointHook(tmp_path)])
+    assert result.stop_reason == "hook_stop:checkpoint_error" and ledger.ran == []
+    assert (tmp_path / FILENAME).read_text().startswith('{"version": 1, "steps": [{"number": 1}]')
+    assert any("could not be restored" in r.getMessage() for r in caplog.records)
