@@ -190,6 +190,9 @@ def scripted_offset(checkpoint_dir: Path) -> int:
     ids = {s["tool_call"]["id"] for s in cp.steps}
     for m in cp.transcript:
         ids.update(c.get("id") for c in m.get("tool_calls") or ())
+    pending = getattr(cp, "pending", None)  # calls of an answer cut off between two of its calls
+    if isinstance(pending, dict):
+        ids.update(c.get("id") for c in pending.get("calls") or ())
     return len(ids)
 
 

@@ -220,3 +220,79 @@ def test_coding_agent_trace_saves_a_trajectory(tmp_path: Path, capsys: pytest.Ca
     assert [s["tool"] for s in traj["steps"]][:3] == ["write_file", "bash", "read_file"]
     refused = json.loads((folders[0] / traj["steps"][2]["file"]).read_text())
     assert "paths must stay inside the workspace" in refused["tool_result"]["error"]
+
+
+# --- data_agent ------------------------------------------------------------------------------------------
+
+def _orders(folder: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(folder / "shop.db") as db:
+        return db.execute("SELECT COUNT(*) FROM orders").fetchone()[0]
+
+
+def _checkpoint(folder: Path) -> dict:
+    return json.loads((folder / "checkpoint" / "checkpoint.json").read_text())
+
+
+def test_data_agent_pauses_for_approval_then_resumes_with_it(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from looplet.examples import data_agent
+
+    d = tmp_path / "run"
+    assert data_agent.main(["--scripted", "--dir", str(d)]) == 3
+    out = capsys.readouterr().out
+    assert "awaiting_approval: 6 steps" in out and "? approval requested: delete_rows" in out
+    assert "⟲ compacted" in out  # the big SELECT * pushed the transcript over --compact-at
+    assert "--resume --dir" in out and "--approve" in out and "--refuse" in out
+    assert _orders(d) == 90  # nothing deleted yet
+    cp = _checkpoint(d)
+    assert cp["stop_reason"] == "awaiting_approval" and cp["metadata"]["looplet.approval"]["tool"] == "delete_rows"
+
+    assert data_agent.main(["--scripted", "--dir", str(d)]) == 2  # a saved run is not overwritten by accident
+    assert "continue it with --resume, or start over with --fresh" in capsys.readouterr().err
+    assert data_agent.main(["--scripted", "--dir", str(d), "--resume"]) == 2
+    assert "is waiting for approval; resume with --approve or --refuse" in capsys.readouterr().err
+
+    assert data_agent.main(["--scripted", "--dir", str(d), "--resume", "--approve"]) == 0
+    out = capsys.readouterr().out
+    assert "↻ resumed from the checkpoint" in out and "1 to run" in out
+    assert "✓ delete_rows" in out and "deleted: 12" in out
+    assert _orders(d) == 78
+    cp = _checkpoint(d)
+    assert cp["stop_reason"] == "done"
+    assert [s["number"] for s in cp["steps"]] == list(range(1, len(cp["steps"]) + 1))
+    ran = [s["tool_call"]["id"] for s in cp["steps"] if s["tool_result"]["error_kind"] != "not_run"]
+    assert ran == [f"call_{i:02d}" for i in range(1, 9)]  # each call ran once, in order, none skipped
+
+
+def test_data_agent_refused_delete_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from looplet.examples import data_agent
+
+    d = tmp_path / "run"
+    assert data_agent.main(["--scripted", "--dir", str(d), "--quiet"]) == 3
+    assert data_agent.main(["--scripted", "--dir", str(d), "--resume", "--refuse"]) == 0
+    out = capsys.readouterr().out
+    assert "✗ delete_rows" in out and "? approval refused: delete_rows" in out
+    assert "the delete was refused" in out
+    steps = _checkpoint(d)["steps"]
+    refused = [s for s in steps if s["tool_call"]["tool"] == "delete_rows" and s["tool_result"]["error_kind"] == "denied"]
+    assert len(refused) == 1 and "a human refused this call" in refused[0]["tool_result"]["error"]
+    assert _orders(d) == 90
+    assert data_agent.main(["--scripted", "--dir", str(d), "--resume"]) == 2  # finished: nothing to resume
+    assert "already finished" in capsys.readouterr().err
+    assert data_agent.main(["--scripted", "--dir", str(d), "--quiet"]) == 3  # a new run starts afresh
+    assert _orders(d) == 90 and _checkpoint(d)["step_count"] == 6
+
+
+def test_data_agent_queries_are_read_only(tmp_path: Path) -> None:
+    from looplet.examples.data_agent import Shop
+
+    shop = Shop(tmp_path / "shop.db")
+    for sql in ("DELETE FROM orders", "DROP TABLE orders", "UPDATE orders SET amount = 0",
+                "SELECT 1; DELETE FROM orders", "WITH x AS (SELECT 1) DELETE FROM orders"):
+        with pytest.raises(ValueError):
+            shop.query(sql)
+    assert shop.tables() == {"customers": 8, "orders": 90}
+    big = shop.query("SELECT a.id FROM orders a, orders b")
+    assert len(big["rows"]) == 200 and "only the first 200 rows" in big["note"]
