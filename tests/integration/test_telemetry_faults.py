@@ -1,0 +1,108 @@
+"""Telemetry never hurts the agent: a refused or hung collector costs dropped (counted) spans, never an
+exception, a different run or a blocked exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from prometheus_client import REGISTRY
+
+from looplet import composable_loop
+from looplet import demo
+from looplet.telemetry.setup import configure
+from tests.integration._otlp_receiver import HangingEndpoint, refused_url, reset_global_telemetry
+
+
+@pytest.fixture(autouse=True)
+def fresh():
+    reset_global_telemetry()
+    yield
+    reset_global_telemetry()
+
+
+@pytest.fixture
+def hanging():
+    h = HangingEndpoint()
+    yield h
+    h.close()
+
+
+def run_demo(hooks, steps=None):
+    llm, tools, config = demo.build(latency_s=0.0, steps=steps)
+    gen = composable_loop(llm=llm, tools=tools, task=demo.TASK, config=config, hooks=hooks)
+    out = []
+    while True:
+        try:
+            out.append(next(gen))
+        except StopIteration as stop:
+            return out, stop.value
+
+
+def shape(steps, result):
+    return ([(s.number, s.tool_call.tool, s.tool_call.args, s.tool_result.error_kind) for s in steps],
+            result.stop_reason, result.final_output, result.usage.to_dict())
+
+
+def dropped(reason):
+    return REGISTRY.get_sample_value("looplet_dropped_spans_total", {"reason": reason}) or 0.0
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+@pytest.mark.parametrize("endpoint", ["refused", "hanging"])
+def test_a_dead_collector_changes_nothing_in_the_run_and_drops_are_counted(protocol, endpoint, hanging, caplog):
+    bare_steps, bare_result = run_demo([])
+    url = refused_url() if endpoint == "refused" else hanging.url
+    before = dropped("export_failed")
+    session = configure(service_name="faults", otlp_endpoint=url, otlp_protocol=protocol, json_logs=False,
+                        export_timeout_s=0.5, schedule_delay_s=0.05)
+    t0 = time.perf_counter()
+    steps, result = run_demo(session.hooks)
+    loop_s = time.perf_counter() - t0
+    assert shape(steps, result) == shape(bare_steps, bare_result)
+    assert result.trace_id is not None and all(s.span_id for s in steps)
+    assert loop_s < 0.5, "the loop must not wait for the collector"
+    deadline = time.monotonic() + 10
+    while not session.dropped_spans.get("export_failed") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert session.dropped_spans["export_failed"] >= len(steps)
+    assert dropped("export_failed") - before == session.dropped_spans["export_failed"]
+    assert "could not be delivered" in caplog.text
+    t0 = time.perf_counter()
+    session.shutdown(timeout_s=1.0)
+    assert time.perf_counter() - t0 < 1.5  # bounded, even with the collector hung
+
+
+def test_a_full_queue_drops_and_counts_instead_of_blocking(hanging):
+    before = dropped("queue_full")
+    session = configure(service_name="faults", otlp_endpoint=hanging.url, json_logs=False, export_timeout_s=2.0,
+                        max_queue_size=16, schedule_delay_s=0.05)
+    steps, result = run_demo(session.hooks, steps=60)
+    assert result.error is None and len(steps) >= 50
+    assert session.dropped_spans.get("queue_full", 0) > 0
+    assert dropped("queue_full") - before == session.dropped_spans["queue_full"]
+    session.shutdown(timeout_s=0.5)
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_the_process_exits_promptly_with_a_hung_collector(protocol, hanging):
+    script = textwrap.dedent(f"""
+        from looplet import composable_loop, demo
+        from looplet.telemetry.setup import configure
+        s = configure(service_name="exit", otlp_endpoint={hanging.url!r}, otlp_protocol={protocol!r},
+                      json_logs=False, shutdown_timeout_s=1.0)
+        llm, tools, config = demo.build(latency_s=0.0)
+        for _ in composable_loop(llm=llm, tools=tools, task=demo.TASK, config=config, hooks=s.hooks):
+            pass
+        print("done", flush=True)
+    """)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "done"
+    # interpreter start + imports, plus at most the 1 s exit flush (never the exporter's own 5 s timeout)
+    assert elapsed < 12, elapsed
