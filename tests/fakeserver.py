@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 __all__ = ["FakeLLMServer", "LLMRecorder", "Reply", "text", "tool_call", "tool_calls", "error", "hang", "empty",
-           "usage"]
+           "reset", "truncated", "usage"]
 
 _ids = itertools.count(1)
 
@@ -46,6 +46,10 @@ class Reply:
         split into when streaming. cut_after: streaming only, stop after this many events, either dropping
         the connection mid-body (``cut_mode="drop"``) or ending the body cleanly (``"end"``, as some proxies do).
     empty: OpenAI: an empty ``choices`` list; Anthropic: an empty ``content`` list.
+    reset: close the connection with a TCP reset instead of answering.
+    truncate: non-streaming only, send the first ``truncate`` bytes of the answer's JSON body, either with a
+        content-length that promises the whole body and then a closed connection (``truncate_mode="short"``)
+        or as a complete, well-framed body that is not valid JSON (``"framed"``, as a broken proxy does).
     """
 
     text: str | None = None
@@ -64,6 +68,9 @@ class Reply:
     cut_mode: str = "drop"
     empty: bool = False
     raw: str | None = None  # sent verbatim as text/html instead of an answer (a wrong base_url)
+    reset: bool = False
+    truncate: int | None = None
+    truncate_mode: str = "framed"
 
 
 def text(content: str, **kw: Any) -> Reply:
@@ -96,12 +103,23 @@ def empty(**kw: Any) -> Reply:
     return Reply(empty=True, **kw)
 
 
+def reset(**kw: Any) -> Reply:
+    """Drop the connection with a TCP reset (RST) after reading the request: no status line at all."""
+    return Reply(reset=True, **kw)
+
+
+def truncated(nbytes: int = 40, mode: str = "framed", **kw: Any) -> Reply:
+    """A 200 answer whose JSON body stops after ``nbytes`` bytes (see ``Reply.truncate``)."""
+    return tool_call("done", {"answer": "cut"}, truncate=nbytes, truncate_mode=mode, **kw)
+
+
 @dataclass
 class Recorded:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
     response_id: str | None = None  # the id of the answer sent back (when one was)
+    at: float = field(default_factory=time.monotonic)  # when the request arrived
 
 
 class FakeLLMServer:
@@ -225,6 +243,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(400, _err_body(self.path, 400, "invalid_request_error", problem))
         if reply.delay_s and self.fake._closing.wait(reply.delay_s):
             return
+        if reply.reset:
+            return self._reset()
         if reply.raw is not None:
             return self._json(reply.status, None, {"content-type": "text/html"}, reply.raw.encode())
         if reply.status != 200:
@@ -237,6 +257,8 @@ class _Handler(BaseHTTPRequestHandler):
         record.response_id = f"msg_{rid}" if anthropic else f"chatcmpl-{rid}"
         if not body.get("stream"):
             payload = (_anthropic_message if anthropic else _openai_completion)(reply, model, rid)
+            if reply.truncate is not None:
+                return self._truncated(json.dumps(payload).encode(), reply)
             return self._json(200, payload, reply.headers)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         events = _anthropic_events(reply, model, rid) if anthropic else _openai_events(reply, model, rid, include_usage)
@@ -257,6 +279,30 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except OSError:
             self.close_connection = True
+
+    def _reset(self) -> None:
+        import socket
+        import struct
+
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()  # linger 0: the kernel answers with RST, not FIN
+        except OSError:
+            pass
+
+    def _truncated(self, data: bytes, reply: Reply) -> None:
+        cut = data[:max(0, min(int(reply.truncate or 0), len(data) - 1))]
+        self.close_connection = True
+        try:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data) if reply.truncate_mode == "short" else len(cut)))
+            self.end_headers()
+            self.wfile.write(cut)
+            self.wfile.flush()
+        except OSError:
+            pass
 
     def _stream(self, events: list[str], reply: Reply) -> None:
         try:
