@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
         config = agent["config"]
         state = DefaultState(max_steps=args.max_steps or (config.max_steps if config is not None else 15))
+    if session is not None:
+        print(f"telemetry: {_where(session)}", file=err)
     started = time.perf_counter()
     code = 0
     try:
@@ -89,13 +91,15 @@ def main(argv: list[str] | None = None) -> int:
               file=err)
         code = 130
     finally:
+        wall_s = time.perf_counter() - started
         if session is not None:
             session.shutdown()
     if result is not None:
         if not args.quiet:
             print(file=printer.out)
-        printer.summary(result, time.perf_counter() - started)
-        saved = (getattr(state, "metadata", None) or {}).get("trajectory_dir") if hasattr(state, "metadata") else None
+        printer.summary(result, wall_s)
+        metadata = getattr(state, "metadata", None)
+        saved = metadata.get("trajectory_dir") if isinstance(metadata, dict) else None
         if saved:
             print(f"trajectory: {saved}")
         if args.json:
@@ -240,6 +244,20 @@ def _check_writable(folder: str, flag: str) -> None:
     except OSError as exc:
         raise UsageError(f"{flag}: cannot write to {folder!r} ({exc.strerror or exc}); choose a folder you can "
                          "write to") from None
+
+
+def _where(session: Any) -> str:
+    """One line: where this run's spans, metrics, logs and trajectories go."""
+    parts = [f"spans → {session.otlp_protocol} {session.otlp_endpoint}" if getattr(session, "otlp_endpoint", None)
+             else "spans not exported (no --otlp)"]
+    if getattr(session, "metrics_port", None) is not None:
+        parts.append(f"metrics → http://127.0.0.1:{session.metrics_port}/metrics (while the run lasts)")
+    if getattr(session, "log_file", None):
+        parts.append(f"logs → {session.log_file}")
+    provenance = getattr(session, "provenance", None)
+    if provenance is not None:
+        parts.append(f"trajectories → {provenance.dir}")
+    return "; ".join(parts)
 
 
 def _telemetry(args: argparse.Namespace, agent: dict[str, Any]) -> Any:

@@ -90,8 +90,13 @@ def _otlp_target() -> tuple[str | None, str, str]:
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     source = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
               else "OTEL_EXPORTER_OTLP_ENDPOINT")
-    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or \
-        ("http/protobuf" if endpoint and ":4318" in endpoint else "grpc" if endpoint else "http/protobuf")
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    if not protocol:  # as configure() decides: gRPC on 4317, HTTP otherwise
+        try:
+            port = urlsplit(endpoint if endpoint and "://" in endpoint else f"//{endpoint}").port
+        except ValueError:
+            port = None
+        protocol = "grpc" if port == 4317 else "http/protobuf"
     return endpoint or None, protocol, source
 
 

@@ -154,6 +154,8 @@ def bar(iterable: Iterable[T], total: int | None = None, label: str = "", *, out
     last_tenth = 0
     n = 0
 
+    finished = False
+
     def draw(final: bool) -> None:
         elapsed = time.perf_counter() - start
         rate = n / elapsed if elapsed > 0 else 0.0
@@ -174,7 +176,7 @@ def bar(iterable: Iterable[T], total: int | None = None, label: str = "", *, out
                 text = f"{prefix}{n}/{total} ({n / total:.0%}) {elapsed:.1f}s"
             else:
                 text = f"{prefix}{n} done {elapsed:.1f}s"
-            stream.write(text + (" done\n" if final else "\n"))
+            stream.write(text + ((" done" if finished else " stopped") if final else "") + "\n")
         stream.flush()
 
     try:
@@ -194,5 +196,6 @@ def bar(iterable: Iterable[T], total: int | None = None, label: str = "", *, out
                     last_tenth = tenth
                     last_draw = now
                     draw(False)
+        finished = True
     finally:
         draw(True)
