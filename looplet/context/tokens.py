@@ -10,7 +10,6 @@ plain estimate is used. The estimate's error against a real BPE tokenizer is mea
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 __all__ = ["estimate_tokens", "message_tokens", "text_tokens", "TokenMeter", "meter_for"]
@@ -19,10 +18,10 @@ MESSAGE_OVERHEAD = 4  # role and separators of one chat message
 CALL_OVERHEAD = 8  # id, type and name framing of one tool call
 
 
-_LETTERS = re.compile(r"[^A-Za-z]+")
-_DIGITS = re.compile(r"[^0-9]+")
-_SPACES = re.compile(r"\S+")
-_ASCII = re.compile(r"[\x00-\x7f]+")
+_ALL = bytes(range(128))
+_NOT_LETTERS = bytes(c for c in _ALL if not chr(c).isalpha())
+_NOT_DIGITS = bytes(c for c in _ALL if not chr(c).isdigit())
+_NOT_SPACES = bytes(c for c in _ALL if not chr(c).isspace())
 SAMPLE = 4000  # characters looked at; longer texts are scaled from their first SAMPLE characters
 
 
@@ -33,11 +32,12 @@ def text_tokens(text: str | None) -> int:
     if not text:
         return 0
     head = text[:SAMPLE]
-    letters = len(_LETTERS.sub("", head))
-    digits = len(_DIGITS.sub("", head))
-    spaces = len(_SPACES.sub("", head))
-    other = len(_ASCII.sub("", head))
-    punct = len(head) - letters - digits - spaces - other
+    ascii_ = head.encode("ascii", "ignore")
+    other = len(head) - len(ascii_)
+    letters = len(ascii_.translate(None, _NOT_LETTERS))
+    digits = len(ascii_.translate(None, _NOT_DIGITS))
+    spaces = len(ascii_.translate(None, _NOT_SPACES))
+    punct = len(ascii_) - letters - digits - spaces
     tokens = 0.25 * letters + 0.5 * digits + 0.65 * punct + 0.8 * other
     return int(tokens * len(text) / len(head)) + 1
 
