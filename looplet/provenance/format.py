@@ -137,13 +137,37 @@ class RunRecord:
 # Rendering
 # --------------------------------------------------------------------------------------------------------
 
+_ARGS_CACHE: dict[str, str] = {}  # arguments JSON -> canonical text (prompts repeat every earlier call)
+
+
 def _canonical_args(arguments: Any) -> str:
     if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except ValueError:
-            return arguments
+        hit = _ARGS_CACHE.get(arguments)
+        if hit is not None:
+            return hit
+        text = _canonical_args(_loads_or(arguments))
+        if len(arguments) <= 2048:
+            if len(_ARGS_CACHE) >= 4096:
+                _ARGS_CACHE.clear()
+            _ARGS_CACHE[arguments] = text
+        return text
+    if isinstance(arguments, _Raw):
+        return arguments.text
     return json.dumps(_json_safe(arguments), ensure_ascii=False, sort_keys=True)
+
+
+class _Raw:
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _loads_or(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return _Raw(text)
 
 
 def _content_text(content: Any) -> str:
@@ -213,8 +237,54 @@ def _redact_tree(value: Any, redact: Redact) -> Any:
     return value
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
+def _unserializable(o: Any) -> Any:
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+if json.encoder.c_make_encoder is not None:  # one C encoder, made once (JSONEncoder.encode makes one a call)
+    _C_ENCODER = json.encoder.c_make_encoder(None, _unserializable, json.encoder.encode_basestring, None, ": ",
+                                             ", ", False, False, True)
+
+    def _ENCODE(obj: Any) -> str:
+        t = type(obj)
+        if t is str:
+            return json.encoder.encode_basestring(obj)
+        if obj is None:
+            return "null"
+        if t is bool:
+            return "true" if obj else "false"
+        if t is int:
+            return int.__repr__(obj)
+        return "".join(_C_ENCODER(obj, 0))
+else:  # pragma: no cover - other Pythons
+    _ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _pretty(obj: Any, depth: int, pad: str = "") -> str:
+    """JSON with the first ``depth`` levels one item per line (two-space indent) and anything deeper on
+    one line: diff-friendly like ``indent=2``, but encoded by the C encoder (``indent`` forces the slow
+    pure-Python one)."""
+    if depth <= 0 or not obj or not isinstance(obj, (dict, list)):
+        return _ENCODE(obj)
+    inner = pad + "  "
+    if isinstance(obj, dict):
+        body = ",\n".join(f"{inner}{_ENCODE(str(k))}: {_pretty(v, depth - 1, inner)}" for k, v in obj.items())
+        return "{\n" + body + "\n" + pad + "}"
+    return "[\n" + ",\n".join(inner + _pretty(v, depth - 1, inner) for v in obj) + "\n" + pad + "]"
+
+
+def _dumps(obj: Any, depth: int = 3) -> str:
+    return _pretty(obj, depth) + "\n"
+
+
+#: how deep trajectory.json is spread over lines, per key: a call's fields one per line; a step index
+#: entry, a timeline bar or an event on one line each
+_TRAJ_DEPTH = {"calls": 2, "steps": 1, "timeline": 1, "events": 1, "tools": 1}
+
+
+def _dumps_traj(obj: dict[str, Any]) -> str:
+    lines = [f"  {_ENCODE(k)}: {_pretty(v, _TRAJ_DEPTH.get(k, 2), '  ')}" for k, v in obj.items()]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def _canon(value: Any) -> Any:
@@ -353,7 +423,7 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
         "events": [{"name": e.get("name"), "at_ms": e.get("at_ms"), "attributes": _canon(_json_safe(e.get("attributes")))}
                    for e in record.events],
     }
-    files[TRAJECTORY_FILE] = _dumps(tree(traj))
+    files[TRAJECTORY_FILE] = _dumps_traj(tree(traj))
     return files
 
 

@@ -1,0 +1,134 @@
+"""How many spans per second ProvenanceSink turns into trajectory folders, and what its hook costs a step.
+
+    python bench/provenance_throughput.py [--runs 40] [--repeat 3] [--write]
+
+Spans: the scripted demo agent (8 steps, 7 LLM calls: 24 spans a run) traced by the real TracingHook into
+an in-memory exporter, with and without content capture. Throughput: those spans handed to
+``sink.export()`` in batches of 512 (a BatchSpanProcessor's default batch), each run's folder written
+under a fresh directory; wall time of the whole batch loop, median of --repeat. Target: 20,000 spans/s.
+
+Per step: the demo agent without LLM latency, bare and with ``sink.trajectory_hook()`` (which writes the
+folder at the end of the run, on the loop's thread), median of --repeat, divided by the steps.
+``--write`` puts the table into docs/benchmarks.md (its own section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import machine, revision, today, write_section  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+
+from looplet import DefaultState, ProvenanceSink, TracingHook, composable_loop  # noqa: E402
+from looplet.demo import TASK, build  # noqa: E402
+
+TARGET = 20_000
+
+
+def record_spans(runs: int, capture: bool) -> list:
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    hook = TracingHook(tracer_provider=provider, capture_content=capture)
+    for _ in range(runs):
+        llm, tools, config = build(latency_s=0.0)
+        for _step in composable_loop(llm=llm, tools=tools, task=TASK, config=config, hooks=[hook],
+                                     state=DefaultState(max_steps=config.max_steps)):
+            pass
+    return list(memory.get_finished_spans())
+
+
+def throughput(spans: list, repeat: int, where: str, **sink_args) -> tuple[float, int]:
+    """Spans per second (median) and folders written per pass."""
+    rates, folders = [], 0
+    for _ in range(repeat):
+        root = Path(tempfile.mkdtemp(prefix=".looplet-bench-", dir=where))
+        sink = ProvenanceSink(root, **sink_args)
+        t = time.perf_counter()
+        for i in range(0, len(spans), 512):
+            sink.export(spans[i:i + 512])
+        elapsed = time.perf_counter() - t
+        folders = len(list(root.iterdir()))
+        shutil.rmtree(root, ignore_errors=True)
+        rates.append(len(spans) / elapsed)
+    return statistics.median(rates), folders
+
+
+def per_step(repeat: int, where: str, **sink_args) -> tuple[float, float]:
+    """Microseconds per step: bare loop, and with the trajectory hook (fsync and redaction as given)."""
+    def one(hooks_for) -> float:
+        times = []
+        for _ in range(repeat):
+            root = Path(tempfile.mkdtemp(prefix=".looplet-bench-", dir=where))
+            hooks = hooks_for(root)
+            t = time.perf_counter()
+            n = 0
+            for _ in range(20):
+                llm, tools, config = build(latency_s=0.0)
+                for _step in composable_loop(llm=llm, tools=tools, task=TASK, config=config, hooks=hooks,
+                                             state=DefaultState(max_steps=config.max_steps)):
+                    n += 1
+            times.append((time.perf_counter() - t) / n * 1e6)
+            shutil.rmtree(root, ignore_errors=True)
+        return statistics.median(times)
+
+    return one(lambda root: []), one(lambda root: [ProvenanceSink(root, **sink_args).trajectory_hook()])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=40, help="demo runs whose spans are exported per pass")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", default=str(Path(__file__).resolve().parent),
+                        help="where the folders are written (temporary sub-folders, removed; default: bench/)")
+    parser.add_argument("--write", action="store_true", help="write the results into docs/benchmarks.md")
+    args = parser.parse_args(argv)
+
+    rows = []
+    for capture in (True, False):
+        spans = record_spans(args.runs, capture)
+        per_run = len(spans) / args.runs
+        for fsync in (False, True):
+            for redact in (None, True):
+                rate, folders = throughput(spans, args.repeat, args.dir, fsync=fsync, redact=redact)
+                assert folders == args.runs, (folders, args.runs)
+                rows.append((capture, fsync, redact is True, rate, per_run))
+                print(f"content={'on ' if capture else 'off'} fsync={'on ' if fsync else 'off'} "
+                      f"redact={'on ' if redact else 'off'}: {rate:>9,.0f} spans/s "
+                      f"({rate / per_run:>6,.0f} runs/s, {1e6 / rate:5.1f} µs/span)"
+                      f"{'  ✓' if rate >= TARGET else '  below the 20,000 target'}", flush=True)
+    step_rows = []
+    for fsync in (False, True):
+        bare, hooked = per_step(args.repeat, args.dir, fsync=fsync, redact=True)
+        step_rows.append((fsync, bare, hooked))
+        print(f"per step, trajectory_hook (redact on, fsync {'on' if fsync else 'off'}): bare {bare:.1f} µs, "
+              f"with hook {hooked:.1f} µs (+{hooked - bare:.1f} µs)", flush=True)
+
+    if args.write:
+        lines = [f"Measured {today()} on {machine()}, revision {revision()}. "
+                 f"`python bench/provenance_throughput.py --runs {args.runs} --repeat {args.repeat}`", "",
+                 "Spans exported to `ProvenanceSink` in batches of 512 (demo agent, 24 spans a run), folders "
+                 "written (target ≥ 20,000 spans/s):", "",
+                 "| content | fsync | redact | spans/s | runs/s | µs/span |", "| --- | --- | --- | ---: | ---: | ---: |"]
+        for capture, fsync, redact, rate, per_run in rows:
+            lines.append(f"| {'on' if capture else 'off'} | {'on' if fsync else 'off'} | {'on' if redact else 'off'} "
+                         f"| {rate:,.0f} | {rate / per_run:,.0f} | {1e6 / rate:.1f} |")
+        lines += ["", "`sink.trajectory_hook()` per step (demo agent without LLM latency, folder written at run end):",
+                  "", "| fsync | bare loop µs/step | with hook µs/step |", "| --- | ---: | ---: |"]
+        lines += [f"| {'on' if f else 'off'} | {b:.1f} | {h:.1f} |" for f, b, h in step_rows]
+        print(f"wrote {write_section('provenance_throughput', chr(10).join(lines))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
