@@ -421,10 +421,14 @@ def test_stagnation_stops_the_same_call_repeated(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_stagnation_window_forgets_old_calls(mode: str) -> None:
-    answers = [ToolCall("ls", {"path": p}) for p in "aabbaacc"] + [LLMResponse(tool_calls=[ToolCall("done", {"answer": "x"})])]
+    answers = [ToolCall("ls", {"path": p}) for p in "aabbaacc"]
+    answers.append(LLMResponse(tool_calls=[ToolCall("done", {"answer": "x"})]))
     _s, result = run(mode, llm=MockLLMBackend(answers), tools=Ledger().tools, task={"goal": "g"},
                      hooks=[StagnationHook(n=3, window=3)])
     assert result.stop_reason == "done"
+    _s, whole_run = run(mode, llm=MockLLMBackend(answers), tools=Ledger().tools, task={"goal": "g"},
+                        hooks=[StagnationHook(n=3)])
+    assert whole_run.stop_reason == "hook_stop:stagnation" and len(whole_run.steps) == 5
     with pytest.raises(ValueError):
         StagnationHook(n=1)
 
