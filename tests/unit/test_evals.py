@@ -264,3 +264,21 @@ def test_no_tools_registry_needed_for_contexts() -> None:
     _steps, result = run("sync", llm=llm, tools=tools_from([]), task={"goal": "g"})
     ctx = EvalContext.from_run(result, task={"goal": "g"})
     assert ctx.final_output == "42" and ctx.models == ["gpt-4o-mini"] and ctx.stop_reason == "done"
+
+
+@pytest.mark.parametrize("doc", ["provenance.md", "evals.md"])
+def test_doc_examples_run_as_written(doc: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ```python block of the doc, in order, in one namespace, in a folder holding one saved run."""
+    import re as _re
+
+    text = (ROOT / "docs" / doc).read_text()
+    blocks = _re.findall(r"```python\n(.*?)```", text, _re.S)
+    assert blocks
+    monkeypatch.chdir(tmp_path)
+    sink = ProvenanceSink(tmp_path / "traces", fsync=False)
+    demo("sync", [sink.trajectory_hook()])
+    namespace: dict[str, Any] = {"__name__": "doc_example"}
+    for block in blocks:
+        if block.startswith("# evals.py"):
+            (tmp_path / "evals.py").write_text(block)
+        exec(compile(block, f"{doc} example", "exec"), namespace)  # noqa: S102 - our own docs
