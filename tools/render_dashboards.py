@@ -23,6 +23,7 @@ import math
 import re
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -137,16 +138,10 @@ class Renderer:
     def timeseries(self, ax: Axes, panel: dict[str, Any], values: dict[str, str] | None) -> None:
         custom = panel["fieldConfig"]["defaults"].get("custom", {})
         unit = panel["fieldConfig"]["defaults"].get("unit")
-        bars = custom.get("drawStyle") == "bars"
         stacked = custom.get("stacking", {}).get("mode") == "normal"
         series = []
         for target in panel["targets"]:
             expr = self.expr(panel, target, values)
-            if bars:  # one bar per interval: with less than a day of data, one bar of the day so far
-                for r in self.stack.query(expr):
-                    series.append((legend(target.get("legendFormat"), r["metric"]), [self.end],
-                                   [float(r["value"][1])]))
-                continue
             for r in self.stack.query_range(expr, self.start, self.end, 2):
                 xs = [float(t) - self.end for t, _ in r["values"]]
                 ys = [float(v) for _, v in r["values"]]
@@ -156,29 +151,20 @@ class Renderer:
             ax.set_xticks([])
             ax.set_yticks([])
             return
-        if bars:
-            bottom = 0.0
-            for i, (name, _xs, ys) in enumerate(series):
-                ax.bar([0], ys, bottom=bottom if stacked else 0, color=COLORS[i % len(COLORS)], label=name, width=0.5)
-                bottom += ys[0]
-            ax.set_xticks([0])
-            ax.set_xticklabels(["today"], fontsize=7)
-            ax.set_xlim(-1, 1)
-        else:
-            base = None
-            for i, (name, xs, ys) in enumerate(series):
-                color = COLORS[i % len(COLORS)]
-                if stacked:
-                    lower = base if base is not None and len(base) == len(ys) else [0.0] * len(ys)
-                    upper = [a + b for a, b in zip(lower, ys)]
-                    ax.fill_between(xs, lower, upper, color=color, alpha=0.35, linewidth=0)
-                    ax.plot(xs, upper, color=color, linewidth=1.2, label=name)
-                    base = upper
-                else:
-                    ax.plot(xs, ys, color=color, linewidth=1.4, label=name)
-            ax.set_xlabel("seconds before the end of the run", fontsize=6, color="#555")
-            if any(t.get("exemplar") for t in panel["targets"]):
-                self.exemplars(ax, panel, values)
+        base = None
+        for i, (name, xs, ys) in enumerate(series):
+            color = COLORS[i % len(COLORS)]
+            if stacked:
+                lower = base if base is not None and len(base) == len(ys) else [0.0] * len(ys)
+                upper = [a + b for a, b in zip(lower, ys)]
+                ax.fill_between(xs, lower, upper, color=color, alpha=0.35, linewidth=0)
+                ax.plot(xs, upper, color=color, linewidth=1.2, label=name)
+                base = upper
+            else:
+                ax.plot(xs, ys, color=color, linewidth=1.4, label=name)
+        ax.set_xlabel("seconds before the end of the run", fontsize=6, color="#555")
+        if any(t.get("exemplar") for t in panel["targets"]):
+            self.exemplars(ax, panel, values)
         ax.yaxis.set_major_formatter(axis_formatter(unit))
         ax.tick_params(labelsize=6)
         ax.set_ylim(bottom=0)
@@ -283,12 +269,12 @@ def render(board: dict[str, Any], renderer: Renderer, out: Path, note: str) -> N
         else:
             expanded.append((p, p["gridPos"], None))
     height_units = max(pos["y"] + pos["h"] for _, pos, _ in expanded)
-    top_in = 0.55
+    top_in = 0.7
     fig = plt.figure(figsize=(24 * UNIT_W, height_units * UNIT_H + top_in))
     fig.patch.set_facecolor("#f4f5f5")
     H = height_units * UNIT_H + top_in
     fig.text(0.01, 1 - 0.22 / H, board["title"], fontsize=13, fontweight="bold", va="top")
-    fig.text(0.01, 1 - 0.42 / H, note, fontsize=7, color="#555", va="top")
+    fig.text(0.01, 1 - 0.40 / H, "\n".join(textwrap.wrap(note, 250)), fontsize=6.5, color="#555", va="top")
     for p, pos, values in expanded:
         x0 = pos["x"] / 24
         y_top = (pos["y"] * UNIT_H + top_in) / H

@@ -218,8 +218,6 @@ def finite_values(result: list[dict[str, Any]]) -> list[float]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
     if PROMETHEUS is None:
         pytest.skip("the `prometheus` binary is not installed (Debian: apt-get install prometheus)")
-    pytest.importorskip("prometheus_client")
-    pytest.importorskip("looplet.telemetry.metrics", reason="MetricsHook is not built yet")
     with LiveStack(tmp_path_factory.mktemp("prom")) as live:
         live.wait_for_scrapes(8)
         yield live

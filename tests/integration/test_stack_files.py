@@ -116,8 +116,9 @@ def promql_parts(expr: str) -> tuple[set[str], set[str]]:
 @cache
 def metrics_hook_registry() -> Any:
     """A real MetricsHook on a private registry, after one run of the demo agent through it (streamed)."""
-    prometheus_client = pytest.importorskip("prometheus_client")
-    metrics = pytest.importorskip("looplet.telemetry.metrics", reason="MetricsHook is not built yet")
+    import prometheus_client
+
+    from looplet.telemetry import metrics
     from looplet.demo import TASK, build
     from looplet.loop import composable_loop
     from looplet.state import DefaultState
@@ -260,8 +261,14 @@ def test_compose_files_and_volumes_exist() -> None:
             assert (ROOT / source).exists(), f"{name} mounts ./{source}, which does not exist"
         used.update(named_mounts(svc).values())
     assert used == declared, f"declared but unused: {declared - used}; used but undeclared: {used - declared}"
-    # The demo agent's image: every COPY source exists and survives its .dockerignore.
+    # The demo agent's image: every COPY source exists and survives its .dockerignore, and the extras it
+    # installs exist.
     dockerfile = EXPORTERS / "demo-agent.Dockerfile"
+    import tomllib
+
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    wanted = re.search(r'pip install "\.\[([\w,]+)\]"', dockerfile.read_text()).group(1).split(",")
+    assert set(wanted) <= extras and {"otel", "prometheus", "logs"} <= set(wanted), wanted
     ignore = (EXPORTERS / "demo-agent.Dockerfile.dockerignore").read_text().split()
     for line in dockerfile.read_text().splitlines():
         if line.startswith("COPY "):
