@@ -1,0 +1,181 @@
+"""Secrets: planted API keys and an e-mail address appear in 0 bytes of anything a run writes.
+
+The secrets go into every place a user's data can enter a run: the task, the system prompt, the model's
+tool arguments and answers, a tool's result, a tool's exception, an LLM error message and the API key the
+backend sends. The run has content capture on (the riskiest setting) and the default redaction. Then every
+byte the run wrote is scanned: the OTLP requests the real HTTP exporter sent to an in-test receiver, the
+JSON log file, ``/metrics``, every file under the trace folders (the hook path and the span-exporter path of
+``ProvenanceSink``) and whatever reached stdout/stderr. The scan looks for every 10-character window of each
+secret's random part, so a secret clipped or half-redacted also counts as a leak.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from looplet import LoopConfig, tool, tools_from
+from looplet.backends.openai import OpenAIBackend
+from looplet.provenance import ProvenanceSink
+from looplet.telemetry.setup import configure
+from tests.fakeserver import error, text, tool_call, tool_calls
+from tests.integration._otlp_receiver import HttpReceiver, reset_global_telemetry
+from tests.unit._harness import MODES, run
+
+_rnd = random.Random()  # a fresh secret every run: nothing can be special-cased
+_body = lambda n: "".join(_rnd.choice(string.ascii_letters + string.digits) for _ in range(n))  # noqa: E731
+OPENAI_KEY = "sk-proj-" + _body(40)
+ANTHROPIC_KEY = "sk-ant-api03-" + _body(40)
+EMAIL_USER, EMAIL_DOMAIN = "jane.doe." + _body(10).lower(), _body(8).lower() + "-corp.example.com"
+EMAIL = f"{EMAIL_USER}@{EMAIL_DOMAIN}"
+SECRETS = {"openai_key": OPENAI_KEY, "anthropic_key": ANTHROPIC_KEY, "email": EMAIL}
+
+
+def needles() -> dict[str, list[bytes]]:
+    """Per secret: the whole secret and every 10-character window of its distinctive part."""
+    parts = {"openai_key": OPENAI_KEY[len("sk-proj-"):], "anthropic_key": ANTHROPIC_KEY[len("sk-ant-api03-"):],
+             "email": EMAIL_USER + EMAIL_DOMAIN.split("-corp")[0]}
+    out = {}
+    for name, part in parts.items():
+        windows = {part[i:i + 10] for i in range(len(part) - 9)}
+        out[name] = [SECRETS[name].encode()] + [w.encode() for w in sorted(windows)]
+    return out
+
+
+def leaks(where: str, data: bytes) -> list[str]:
+    found = []
+    for name, ns in needles().items():
+        hits = [n for n in ns if n in data]
+        if hits:
+            at = data.find(hits[0])
+            found.append(f"{name} in {where}: ...{data[max(0, at - 120):at + 60]!r}...")
+    return found
+
+
+@tool(description="Look up a customer record.")
+def lookup(customer: str) -> dict:
+    return {"customer": customer, "email": EMAIL, "billing_key": ANTHROPIC_KEY, "note": f"write to {EMAIL}"}
+
+
+@tool(description="Charge the customer.")
+def charge(token: str) -> str:
+    raise PermissionError(f"the gateway refused token {token} (account key {OPENAI_KEY}, owner {EMAIL})")
+
+
+SYSTEM = f"You are a support agent. Internal key: {ANTHROPIC_KEY}. Escalate to {EMAIL}. Call a tool each turn."
+TASK = {"goal": f"Find the customer {EMAIL} and charge them; our key is {OPENAI_KEY}"}
+
+
+def script(server: Any) -> None:
+    """A 429 that names the key, a call, two calls in one answer (one of them raising), a text answer."""
+    server.script(
+        error(429, f"rate limit reached for key {OPENAI_KEY} (organisation of {EMAIL})", retry_after=0),
+        tool_call("lookup", {"customer": EMAIL}),
+        tool_calls([("charge", {"token": ANTHROPIC_KEY}), ("lookup", {"customer": f"billing {OPENAI_KEY}"})]),
+        text(f"I could not charge {EMAIL} with {ANTHROPIC_KEY}."),  # no tool call: fed back, kept in the record
+        tool_call("done", {"answer": f"Customer {EMAIL} found; key {OPENAI_KEY} refused."}),
+    )
+
+
+@pytest.fixture
+def receiver():
+    reset_global_telemetry()
+    r = HttpReceiver()
+    yield r
+    r.close()
+    reset_global_telemetry()
+
+
+def run_and_collect(mode: str, server: Any, receiver: Any, tmp_path: Path, capfd: Any, tools: list) -> Any:
+    """One run with every telemetry output on; returns (steps, result, spans, written) where ``written``
+    maps each place the run wrote to to its bytes."""
+    traces, span_traces, log_file = tmp_path / "traces", tmp_path / "traces-from-spans", tmp_path / "run.jsonl"
+    session = configure(service_name="secrets", otlp_endpoint=receiver.url, otlp_protocol="http/protobuf",
+                        metrics_port=0, json_logs=True, log_file=str(log_file), log_level="DEBUG",
+                        provenance_dir=str(traces), capture_content=True, schedule_delay_s=0.05)
+    session.tracer_provider.add_span_processor(SimpleSpanProcessor(ProvenanceSink(span_traces, redact=True)))
+    llm = OpenAIBackend(model="gpt-4o-mini", base_url=server.openai_url, api_key=OPENAI_KEY, timeout=5)
+    try:
+        steps, result = run(mode, llm=llm, task=TASK, tools=tools_from(tools), hooks=session.hooks,
+                            config=LoopConfig(system_prompt=SYSTEM, llm_backoff_s=0.0))
+        assert server.requests[0].headers["authorization"] == f"Bearer {OPENAI_KEY}"  # the key was used
+        session.force_flush(5)
+        spans = receiver.wait_for(lambda s: any(x["name"].startswith("invoke_agent") for x in s))
+        with urllib.request.urlopen(f"http://127.0.0.1:{session.metrics_port}/metrics", timeout=5) as r:
+            metrics = r.read()
+    finally:
+        llm.close()
+        session.shutdown(timeout_s=3)
+    out, err = capfd.readouterr()
+    written: dict[str, bytes] = {
+        "OTLP export": b"".join(req.SerializeToString() for req in receiver.requests),
+        "/metrics": metrics,
+        "stdout": out.encode(), "stderr": err.encode(),
+    }
+    for path in sorted(tmp_path.rglob("*")):
+        if path.is_file():
+            written[str(path.relative_to(tmp_path))] = path.read_bytes()
+    return steps, result, spans, written
+
+
+def assert_no_leaks(written: dict[str, bytes]) -> None:
+    found = [leak for where, data in written.items() for leak in leaks(where, data)]
+    assert not found, f"secrets leaked ({len(found)} places):\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_planted_secrets_appear_in_zero_bytes_of_spans_logs_metrics_and_trace_files(mode, receiver, tmp_path,
+                                                                                      fake_llm_server, capfd):
+    script(fake_llm_server)
+    steps, result, spans, written = run_and_collect(mode, fake_llm_server, receiver, tmp_path, capfd,
+                                                    [lookup, charge])
+    assert result.stop_reason == "done" and len(steps) == 4
+
+    # the scan is not vacuous: content was captured, logged and written, redacted in place
+    attrs = " ".join(str(v) for s in spans for v in s["attributes"].values())
+    for marker in ("[REDACTED:openai_key]", "[REDACTED:anthropic_key]", "[REDACTED:email]"):
+        assert marker in attrs, f"{marker} not on any span: content capture did not capture"
+    events = " ".join(str(a) for s in spans for _, a in s["events"])
+    assert "rate limit" in events and "[REDACTED:openai_key]" in events  # the LLM error, redacted
+    assert b"looplet_llm_retries_total" in written["/metrics"]
+    assert b"[REDACTED:" in written["run.jsonl"]
+    files = [k for k in written if k.startswith(("traces/", "traces-from-spans/"))]
+    assert any(k.startswith("traces/") for k in files) and any(k.startswith("traces-from-spans/") for k in files)
+    assert sum(b"[REDACTED:" in written[k] for k in files) >= 4
+    assert_no_leaks(written)
+
+
+@tool(description="Customers by e-mail address.")
+def directory() -> dict:
+    return {EMAIL: {"plan": "pro", "token": "tok"}, "count": 1}
+
+
+@pytest.mark.xfail(strict=True, reason="BUG looplet/telemetry/redact.py Redactor.redact_json redacts values, never "
+                   "dict keys: a secret used as a key (a result keyed by e-mail address, an argument name the model "
+                   "made up) reaches span content and provenance files. Remove this mark once fixed.")
+def test_secrets_used_as_dict_keys_are_redacted_too(receiver, tmp_path, fake_llm_server, capfd):
+    fake_llm_server.script(tool_call("directory", {}), tool_call("lookup", {"customer": "x", OPENAI_KEY: 1}),
+                           tool_call("done", {"answer": "ok"}))
+    steps, result, spans, written = run_and_collect("sync", fake_llm_server, receiver, tmp_path, capfd,
+                                                    [lookup, directory])
+    assert result.stop_reason == "done" and [s.tool_call.tool for s in steps] == ["directory", "lookup", "done"]
+    assert_no_leaks(written)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG a tool name the model made up goes verbatim into the span name "
+                   "'execute_tool <name>' and gen_ai.tool.name (looplet/telemetry/tracing.py TracingHook._start_tool) "
+                   "and the tool.call log line (looplet/telemetry/logging.py LoggingHook.on_step); metrics already "
+                   "fold it into 'other'. Remove this mark once fixed.")
+def test_a_tool_name_the_model_made_up_is_not_written_verbatim(receiver, tmp_path, fake_llm_server, capfd):
+    fake_llm_server.script(tool_call(EMAIL, {}), tool_call("done", {"answer": "ok"}))
+    steps, result, spans, written = run_and_collect("sync", fake_llm_server, receiver, tmp_path, capfd, [lookup])
+    assert result.stop_reason == "done" and steps[0].tool_result.error_kind == "unknown_tool"
+    assert EMAIL.encode() not in written["/metrics"]
+    assert_no_leaks(written)
