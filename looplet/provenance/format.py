@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -489,6 +490,9 @@ def write_folder(root: str | os.PathLike[str], name: str, files: Mapping[str, st
             if not os.path.isdir(final):
                 raise
             _write_tree(final, data, fsync, atomic=True)  # someone made it meanwhile
+        except BaseException:
+            _remove_tree(tmp)
+            raise
     else:
         _write_tree(final, data, fsync, atomic=True)
     if fsync:
@@ -497,24 +501,58 @@ def write_folder(root: str | os.PathLike[str], name: str, files: Mapping[str, st
 
 
 def _write_tree(base: str, data: Mapping[str, bytes], fsync: bool, atomic: bool) -> None:
-    made = set()
     # trajectory.json and the manifest go last: a reader that finds them finds every step and call file
-    order = sorted(data, key=lambda p: (p in (TRAJECTORY_FILE, MANIFEST_FILE), p == MANIFEST_FILE, p))
-    for rel in order:
-        path = os.path.join(base, rel)
-        parent = os.path.dirname(path)
-        if parent not in made:
-            os.makedirs(parent, exist_ok=True)
-            made.add(parent)
-        if atomic:
-            tmp = f"{path}.tmp{os.getpid()}"
-            _write_file(tmp, data[rel], fsync)
-            os.replace(tmp, path)
-        else:
-            _write_file(path, data[rel], fsync)
+    last = [p for p in (TRAJECTORY_FILE, MANIFEST_FILE) if p in data]
+    first = [p for p in data if p not in (TRAJECTORY_FILE, MANIFEST_FILE)]
+    made = {os.path.dirname(os.path.join(base, rel)) for rel in data}
+    for d in sorted(made):
+        os.makedirs(d, exist_ok=True)
+
+    def put(rels: list[str]) -> None:
+        for rel in rels:
+            path = os.path.join(base, rel)
+            if atomic:
+                tmp = f"{path}.tmp{os.getpid()}-{threading.get_ident()}"
+                _write_file(tmp, data[rel], fsync)
+                os.replace(tmp, path)
+            else:
+                _write_file(path, data[rel], fsync)
+
+    if fsync and len(first) > 2:
+        # an fsync waits for the disk; several in flight at once share its flushes
+        futures = []
+        for k in range(_FSYNC_THREADS):
+            chunk = first[k::_FSYNC_THREADS]
+            if not chunk:
+                continue
+            try:
+                futures.append(_pool().submit(put, chunk))
+            except RuntimeError:  # the interpreter is shutting down (an exporter flushed at exit)
+                put(chunk)
+        for f in futures:
+            f.result()
+    else:
+        put(first)
+    put(last)
     if fsync:
         for d in made:
             _fsync_dir(d)
+
+
+_FSYNC_THREADS = 8
+_POOL: Any = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> Any:
+    global _POOL
+    if _POOL is None:
+        with _POOL_LOCK:
+            if _POOL is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                _POOL = ThreadPoolExecutor(max_workers=_FSYNC_THREADS, thread_name_prefix="looplet-provenance")
+    return _POOL
 
 
 def _remove_tree(path: str) -> None:

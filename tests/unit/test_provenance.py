@@ -682,14 +682,22 @@ def test_bad_input_is_a_clear_error_with_exit_code_2(tmp_path: Path, damage: str
         target.write_text("{not json\n" if damage == "otlp_garbage" else '{"resourceLogs": []}\n')
     with pytest.raises(TrajectoryError, match=expected):
         show_cli.load_any([str(target)])
-    for argv in (["show", str(target)], ["eval", str(target)], ["replay", str(target), "--tools", "looplet.demo:build"]):
-        if damage.startswith("otlp") and argv[0] == "replay":
-            continue
-        proc = subprocess.run([sys.executable, "-m", "looplet", *argv], capture_output=True, text=True,
-                              timeout=60, cwd=ROOT)
-        assert proc.returncode == 2, (argv, proc.stdout, proc.stderr)
-        assert re.search(expected, proc.stderr) and "Traceback" not in proc.stderr, proc.stderr
-        assert str(target.name) in proc.stderr
+    from looplet.evals_cli import main as eval_main
+
+    commands = [(show_cli.main, [str(target)]), (eval_main, [str(target)])]
+    if not damage.startswith("otlp"):
+        commands.append((replay_cli.main, [str(target), "--tools", "looplet.demo:build"]))
+    for main, argv in commands:
+        out, err = io.StringIO(), io.StringIO()
+        assert main(argv, out=out, err=err) == 2, (main, argv)
+        assert re.search(expected, err.getvalue()) and str(target.name) in err.getvalue(), err.getvalue()
+        assert len(err.getvalue().splitlines()) == 1  # one line, no traceback
+    if damage == "truncated":  # and through the installed command, in a fresh interpreter
+        for argv in (["show", str(target)], ["eval", str(target)], ["replay", str(target), "--tools", "x:y"]):
+            proc = subprocess.run([sys.executable, "-m", "looplet", *argv], capture_output=True, text=True,
+                                  timeout=60, cwd=ROOT)
+            assert proc.returncode == 2 and re.search(expected, proc.stderr), (argv, proc.stderr)
+            assert "Traceback" not in proc.stderr
 
 
 # ------------------------------------------------------------------------------------------------------
