@@ -35,8 +35,11 @@ def _hooks(source: Any, approvals: dict[str, bool] | None, hooks: Any) -> list[A
         if Checkpoint.load(source) is None:
             raise FileNotFoundError(f"resume({str(source)!r}): no checkpoint there; a CheckpointHook(dir) "
                                     "writes one after every step")
-        hooks = [h for h in hooks if not (isinstance(h, CheckpointHook) and h.dir == Path(source))]
-        restorer: CheckpointHook = CheckpointHook(source, approvals=approvals, resume_finished=True)
+        same = [h for h in hooks if isinstance(h, CheckpointHook) and h.dir.resolve() == Path(source).resolve()]
+        hooks = [h for h in hooks if h not in same]  # replaced by the restoring hook, which keeps writing there
+        given = {k: v for h in same for k, v in h.approvals.items()}
+        restorer: CheckpointHook = CheckpointHook(source, approvals={**given, **(approvals or {})},
+                                                  resume_finished=True)
     elif isinstance(source, Checkpoint):
         restorer = _FromMemory(source, approvals)
     elif isinstance(getattr(source, "steps", None), list) and isinstance(getattr(source, "transcript", None), list):

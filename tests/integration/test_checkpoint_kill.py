@@ -25,7 +25,7 @@ from looplet.control import Checkpoint
 
 from ..unit.test_compaction import assert_paired
 
-N_WORK = 18
+N_WORK = 16
 
 CHILD = textwrap.dedent('''
     import asyncio, json, os, sys, time, uuid
@@ -134,7 +134,7 @@ def test_kill_9_at_random_points_then_rerun(mode: str, tmp_path: Path) -> None:
         seen = len(ledger_lines(ledger))
         finished = {s["tool_call"]["args"].get("i") for s in before}
         child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        code = kill_at_a_random_point(child, ledger, seen + rnd.randint(1, 3), rnd.uniform(0.0, 0.012))
+        code = kill_at_a_random_point(child, ledger, seen + rnd.randint(1, 4), rnd.uniform(0.0, 0.012))
         kills += code is None
         stderr = child.stderr.read().decode() if child.stderr else ""  # type: ignore[union-attr]
         child.stderr.close()  # type: ignore[union-attr]

@@ -517,3 +517,47 @@ def test_an_unreadable_checkpoint_stops_the_run_and_is_left_alone(tmp_path: Path
     assert result.stop_reason == "hook_stop:checkpoint_error" and ledger.ran == []
     assert (tmp_path / FILENAME).read_text().startswith('{"version": 1, "steps": [{"number": 1}]')
     assert any("could not be restored" in r.getMessage() for r in caplog.records)
+
+
+# --- against a strict fake provider, with the real openai / anthropic clients ------------------------
+def _backend(provider: str, server: Any) -> Any:
+    if provider == "openai":
+        from looplet.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(model="gpt-4o-mini", base_url=server.openai_url, api_key="k", timeout=5.0)
+    from looplet.backends.anthropic import AnthropicBackend
+
+    return AnthropicBackend(model="claude-haiku-4-5", base_url=server.anthropic_url, api_key="k", timeout=5.0)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize("mode", MODES)
+def test_resumed_and_compacted_transcripts_are_accepted_by_a_strict_server(mode: str, provider: str,
+                                                                           tmp_path: Path) -> None:
+    """The fake server answers 400 to a malformed transcript (a result without its call, a null content,
+    turns that do not alternate): a pause in the middle of a three-call answer, the resume that splits that
+    answer, and a Summarize/Truncate compaction must all produce transcripts it accepts."""
+    from looplet.context import Summarize, ThresholdCompactHook, Truncate, compact_chain
+    from tests.fakeserver import FakeLLMServer, text, tool_call, tool_calls, usage
+
+    with FakeLLMServer() as agent_server, FakeLLMServer() as summary_server:
+        agent_server.script(tool_calls([("ls", {"path": "/a"}, "c1"), ("rm", {"path": "/tmp/x"}, "c2"),
+                                        ("ls", {"path": "/b"}, "c3")], usage=usage(900, 30)),
+                            *[tool_call("shell", {"cmd": f"echo {'x' * 400} {i}"}, usage=None) for i in range(8)],
+                            tool_call("done", {"answer": "ok"}))
+        summary_server.script(*[text("Listed /a and /b, removed /tmp/x, echoed a lot.", usage=usage(300, 20))
+                                for _ in range(8)])
+        llm, summarizer = _backend(provider, agent_server), _backend(provider, summary_server)
+        ledger = Ledger()
+        compact = ThresholdCompactHook(700, compact_chain(Summarize(summarizer, keep_last=2), Truncate()))
+        _s, paused = run(mode, llm=llm, tools=ledger.tools, task={"goal": "g"},
+                         hooks=[CheckpointHook(tmp_path), ApprovalHook(["rm"]), compact])
+        assert paused.stop_reason == "awaiting_approval"
+        result = resume_in(mode, tmp_path, llm=llm, tools=ledger.tools, approvals={"c2": True},
+                           hooks=[ApprovalHook(["rm"]), compact], max_steps=20)
+        assert result.stop_reason == "done", result.error
+        assert [t for t, _ in ledger.ran] == ["ls", "rm", "ls"] + ["shell"] * 8
+        assert len(summary_server.bodies()) >= 1  # compaction ran and its transcript went through too
+        assert_paired(Checkpoint.load(tmp_path).transcript)  # type: ignore[union-attr]
+        for backend in (llm, summarizer):
+            getattr(backend, "close", lambda: None)()
