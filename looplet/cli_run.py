@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         result = _run(agent, task, hooks, state, parent, args.max_steps, printer)
     except KeyboardInterrupt:
         result = getattr(state, "result", None)
+        steps = getattr(state, "steps", None)
+        if isinstance(steps, list) and not args.quiet:
+            for step in steps[printer.steps:]:  # finished (and recorded) before their line was printed
+                printer.step(step, state)
         print("\ninterrupted (Ctrl-C): the run ended as 'cancelled'; hooks were told and telemetry is flushed",
               file=err)
         code = 130
@@ -118,12 +122,15 @@ def _run(agent: dict[str, Any], task: dict[str, Any], hooks: list[Any], state: A
         from looplet.loop import composable_loop
 
         gen = composable_loop(**kwargs)
-        while True:
-            try:
-                step = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            printer.step(step, state)
+        try:
+            while True:
+                try:
+                    step = next(gen)
+                except StopIteration as stop:
+                    return stop.value
+                printer.step(step, state)
+        finally:
+            gen.close()  # Ctrl-C outside the loop's own code: end the run now, so its hooks finish it
 
     import asyncio
 

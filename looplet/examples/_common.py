@@ -56,22 +56,37 @@ def run(gen: Any, *, quiet: bool = False, printer: StepPrinter | None = None, st
     given), then the summary. Returns the ``RunResult``."""
     printer = printer or StepPrinter(quiet=quiet)
     started = time.perf_counter()
-    while True:
-        try:
-            step = next(gen)
-        except StopIteration as stop:
-            result = stop.value
-            break
-        except KeyboardInterrupt:
-            if getattr(state, "result", None) is not None:  # the loop ended the run as cancelled
-                print(file=printer.out)
-                printer.summary(state.result, time.perf_counter() - started)
-            raise
-        printer.step(step, state)
+    try:
+        while True:
+            try:
+                step = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            printer.step(step, state)
+    except KeyboardInterrupt:
+        gen.close()  # if Ctrl-C landed outside the loop's own code, end the run now (its hooks finish it)
+        steps = getattr(state, "steps", None)
+        if isinstance(steps, list) and not printer.quiet:
+            for step in steps[printer.steps:]:  # steps finished (and saved) whose line was not printed yet
+                printer.step(step, state)
+        if getattr(state, "result", None) is not None:
+            print(file=printer.out)
+            printer.summary(state.result, time.perf_counter() - started)
+        raise
     if not printer.quiet:
         print(file=printer.out)
     printer.summary(result, time.perf_counter() - started)
     return result
+
+
+def cli(main: Any) -> int:
+    """Run an example's ``main()`` for ``python -m``: Ctrl-C outside a run exits quietly with status 130."""
+    try:
+        return int(main() or 0)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 def exit_code(result: Any) -> int:

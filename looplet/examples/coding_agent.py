@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from looplet import DefaultState, LoopConfig, composable_loop, tool, tools_from
-from looplet.examples._common import SetupError, backend, exit_code, fail, parser, run, trajectory_hook
+from looplet.examples._common import SetupError, backend, cli, exit_code, fail, parser, run, trajectory_hook
 
 __all__ = ["Workspace", "WorkspaceError", "workspace_tools", "agent", "main"]
 
@@ -311,4 +311,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli(main))

@@ -27,7 +27,7 @@ from looplet import DefaultState, LoopConfig, composable_loop, tool, tools_from
 from looplet.context import Prune, Summarize, ThresholdCompactHook, Truncate, compact_chain
 from looplet.control import ApprovalHook, Checkpoint, CheckpointHook
 from looplet.control.checkpoint import PENDING_APPROVAL
-from looplet.examples._common import SetupError, backend, exit_code, fail, parser, run, trajectory_hook
+from looplet.examples._common import SetupError, backend, cli, exit_code, fail, parser, run, trajectory_hook
 
 __all__ = ["Shop", "shop_tools", "agent", "main", "DESTRUCTIVE"]
 
@@ -94,9 +94,13 @@ class Shop:
 
 
 def seed(path: Path) -> None:
-    """A small shop: customers and orders, among them test orders left by a load test."""
+    """A small shop: customers and orders, among them test orders left by a load test. Built in a temporary
+    file and renamed into place, so an interrupted seed never leaves half a database."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(path) as db:
+    tmp = path.with_name(path.name + ".seeding")
+    tmp.unlink(missing_ok=True)
+    db = sqlite3.connect(tmp)
+    try:
         db.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, country TEXT)")
         db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, amount REAL, status TEXT)")
         names = ["ada", "alan", "grace", "edsger", "barbara", "donald", "frances", "ken"]
@@ -109,6 +113,10 @@ def seed(path: Path) -> None:
             status = ["paid", "shipped", "paid", "refunded"][i % 4] if not test else "paid"
             rows.append((i, customer, 0.0 if test else round(10 + (i * 37 % 190) + 0.99, 2), status))
         db.executemany("INSERT INTO orders VALUES (?, ?, ?, ?)", rows)
+        db.commit()
+    finally:
+        db.close()
+    os.replace(tmp, path)
 
 
 def shop_tools(shop: Shop) -> Any:
@@ -308,4 +316,4 @@ def _prepare(folder: Path, args: Any) -> dict[str, bool] | None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli(main))

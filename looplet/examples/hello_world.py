@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from looplet import composable_loop, tool, tools_from
-from looplet.examples._common import SetupError, backend, exit_code, fail, parser, run
+from looplet.examples._common import SetupError, backend, cli, exit_code, fail, parser, run
 
 
 @tool(description="Say hello to someone; returns the greeting.")
@@ -37,4 +37,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli(main))
