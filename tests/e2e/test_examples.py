@@ -296,3 +296,34 @@ def test_data_agent_queries_are_read_only(tmp_path: Path) -> None:
     assert shop.tables() == {"customers": 8, "orders": 90}
     big = shop.query("SELECT a.id FROM orders a, orders b")
     assert len(big["rows"]) == 200 and "only the first 200 rows" in big["note"]
+
+
+# --- docs/examples.md: every python block and every command runs as written --------------------------------
+
+DOC = ROOT / "docs" / "examples.md"
+
+
+def _blocks(lang: str) -> list[str]:
+    parts = DOC.read_text().split("```")
+    return [p[len(lang) + 1:] for p in parts[1::2] if p.startswith(lang + "\n")]
+
+
+@pytest.mark.parametrize("index", range(len(_blocks("python"))))
+def test_docs_python_blocks_run(index: int, capsys: pytest.CaptureFixture[str]) -> None:
+    code = _blocks("python")[index]
+    exec(compile(code, f"docs/examples.md[python {index}]", "exec"), {"__name__": f"doc_block_{index}"})
+
+
+def test_docs_commands_run(tmp_path: Path) -> None:
+    commands = [ln for block in _blocks("bash") for ln in block.splitlines() if ln.startswith("python -m looplet")]
+    assert len(commands) == 7
+    env = _env(LOOPLET_DATA_DIR=str(tmp_path / "data"), LOOPLET_PROGRESS="off")
+    codes = []
+    for line in commands:
+        argv = [arg.replace("/tmp/", f"{tmp_path}/") for arg in line.split()[1:]]
+        proc = subprocess.run([PY, *argv], capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+        assert "Traceback" not in proc.stderr, (line, proc.stderr)
+        codes.append(proc.returncode)
+    # three examples (data_agent pauses for approval: 3), the traced coding run, pause then approve, doctor
+    assert codes == [0, 0, 3, 0, 3, 0, 0]
+    assert any((tmp_path / "looplet-traces").iterdir())
