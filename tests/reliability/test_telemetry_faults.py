@@ -1,0 +1,290 @@
+"""Telemetry faults the wire tests (tests/integration/test_telemetry_faults.py: refused and hung collectors,
+a full queue, exit with a hung collector) do not cover: a collector that answers with errors (HTTP 500, HTTP
+503, gRPC UNAVAILABLE), a metrics port already taken, and a trace folder or log file that cannot be written
+(unwritable, or on a full disk: a small tmpfs filled to the last byte).
+
+In every case the run takes the same steps with the same results, raises nothing, takes about as long as
+with a healthy collector, and what was lost is counted or logged where a person will see it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from prometheus_client import REGISTRY
+
+from looplet import composable_loop, demo
+from looplet.telemetry.setup import configure, current_session
+from tests.integration._otlp_receiver import GrpcReceiver, HttpReceiver, reset_global_telemetry
+
+
+@pytest.fixture(autouse=True)
+def fresh() -> Iterator[None]:
+    reset_global_telemetry()
+    yield
+    reset_global_telemetry()
+
+
+def run_demo(hooks: list[Any], steps: int = 12) -> tuple[list[Any], Any, float]:
+    llm, tools, config = demo.build(latency_s=0.0, steps=steps)
+    gen = composable_loop(llm=llm, tools=tools, task=demo.TASK, config=config, hooks=hooks)
+    out = []
+    t0 = time.perf_counter()
+    while True:
+        try:
+            out.append(next(gen))
+        except StopIteration as stop:
+            return out, stop.value, time.perf_counter() - t0
+
+
+def shape(steps: list[Any], result: Any) -> Any:
+    return ([(s.number, s.tool_call.tool, s.tool_call.args, s.tool_result.data, s.tool_result.error_kind)
+             for s in steps], result.stop_reason, result.final_output, result.usage.to_dict(), result.error)
+
+
+def sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+# -- collectors that answer with errors ------------------------------------------------------------------
+
+class HttpErrors:
+    """``POST /v1/traces`` answered with ``status`` every time (503 with a Retry-After, as a proxy does)."""
+
+    def __init__(self, status: int) -> None:
+        self.calls = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.calls += 1
+                body = b'{"code": 14, "message": "collector overloaded"}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                if status == 503:
+                    self.send_header("Retry-After", "1")
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class GrpcUnavailable:
+    """An OTLP gRPC TraceService whose every Export fails with UNAVAILABLE."""
+
+    def __init__(self) -> None:
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+        self.calls = 0
+        outer = self
+
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+                outer.calls += 1
+                context.abort(grpc.StatusCode.UNAVAILABLE, "collector restarting")
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)
+        self.url = f"http://127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+    def close(self) -> None:
+        self.server.stop(0)
+
+
+def healthy_loop_s(protocol: str) -> float:
+    """Loop time of the same run with telemetry to a collector that accepts everything."""
+    receiver = HttpReceiver() if protocol == "http/protobuf" else GrpcReceiver()
+    try:
+        session = configure(service_name="healthy", otlp_endpoint=receiver.url, otlp_protocol=protocol,
+                            json_logs=False, export_timeout_s=0.5, schedule_delay_s=0.05)
+        run_demo(session.hooks)  # warm-up: first-use imports
+        _, _, loop_s = run_demo(session.hooks)
+        session.shutdown(timeout_s=1.0)
+        return loop_s
+    finally:
+        receiver.close()
+        reset_global_telemetry()
+
+
+@pytest.mark.parametrize("fault", ["http_500", "http_503", "grpc_unavailable"])
+def test_a_collector_answering_with_errors_costs_counted_drops_not_the_run(fault, caplog):
+    protocol = "grpc" if fault.startswith("grpc") else "http/protobuf"
+    bare_steps, bare_result, _ = run_demo([])
+    baseline_s = healthy_loop_s(protocol)
+    endpoint = GrpcUnavailable() if fault.startswith("grpc") else HttpErrors(int(fault[-3:]))
+    before = sample("looplet_dropped_spans_total", {"reason": "export_failed"})
+    try:
+        session = configure(service_name="faults", otlp_endpoint=endpoint.url, otlp_protocol=protocol,
+                            json_logs=False, export_timeout_s=0.5, schedule_delay_s=0.05)
+        results = [run_demo(session.hooks) for _ in range(3)]
+        for steps, result, _ in results:  # the same run, step for step, with telemetry on
+            assert shape(steps, result) == shape(bare_steps, bare_result)
+            assert result.trace_id and all(s.trace_id == result.trace_id and s.span_id for s in steps)
+        loop_s = min(r[2] for r in results)
+        assert loop_s < max(3 * baseline_s, baseline_s + 0.25), (loop_s, baseline_s)
+
+        spans_made = sum(len(steps) for steps, _, _ in results)  # at least one span per step
+        assert wait_until(lambda: session.dropped_spans.get("export_failed", 0) >= spans_made), \
+            session.dropped_spans
+        assert endpoint.calls >= 1  # the exporter reached the collector and was turned away
+        counted = sample("looplet_dropped_spans_total", {"reason": "export_failed"}) - before
+        assert counted == session.dropped_spans["export_failed"]
+        t0 = time.perf_counter()
+        session.shutdown(timeout_s=1.0)
+        assert time.perf_counter() - t0 < 1.5
+    finally:
+        endpoint.close()
+    warned = [r for r in caplog.records if "could not be delivered" in r.getMessage()]
+    assert len(warned) == 1, "one warning a minute, not one per failed batch"
+    noisy = [r for r in caplog.records if r.name.startswith("opentelemetry") and r.levelno >= logging.WARNING]
+    assert len(noisy) <= 2 * 2, [r.getMessage() for r in noisy]  # each exporter logger: once a minute at most
+
+
+# -- a metrics port already taken ------------------------------------------------------------------------
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    yield s.getsockname()[1]
+    s.close()
+
+
+def test_a_metrics_port_in_use_is_a_clear_error_at_set_up_and_leaves_nothing_half_done(busy_port):
+    std = logging.getLogger("looplet")
+    handlers = list(std.handlers)
+    with pytest.raises(OSError) as info:
+        configure(service_name="busy", metrics_port=busy_port, json_logs=True)
+    assert f"127.0.0.1:{busy_port}" in str(info.value) and "metrics_port=" in str(info.value)
+    assert current_session() is None and std.handlers == handlers  # nothing left configured
+
+    bare_steps, bare_result, _ = run_demo([])
+    session = configure(service_name="busy", metrics_port=0, json_logs=False)  # another port: all works
+    try:
+        steps, result, _ = run_demo(session.hooks)
+        assert shape(steps, result) == shape(bare_steps, bare_result)
+        assert session.metrics_port not in (None, busy_port)
+    finally:
+        session.shutdown(timeout_s=1.0)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG looplet/demo.py _telemetry() catches only ImportError, so "
+                   "`looplet demo --metrics-port <busy>` ends in a traceback (looplet run says it in one line). "
+                   "Remove this mark once fixed.")
+def test_the_demo_with_a_busy_metrics_port_says_so_without_a_traceback(busy_port):
+    proc = subprocess.run([sys.executable, "-m", "looplet", "demo", "--quiet", "--latency", "0",
+                           "--metrics-port", str(busy_port)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and str(busy_port) in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# -- a trace folder or log file that cannot be written ---------------------------------------------------
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs filled to the last byte (root only; skipped elsewhere)."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("needs root and mount(8) for a small tmpfs; a full disk cannot be made otherwise")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"mounting a tmpfs failed ({done.stderr.strip()}); a full disk cannot be made otherwise")
+    try:
+        with open(mnt / "filler", "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def unwritable(tmp_path: Path) -> Path:
+    """A folder that can never be made, for any user (root ignores permission bits): its parent is a file."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    return blocker / "traces"
+
+
+@pytest.mark.parametrize("where", ["unwritable", "full"])
+def test_a_trace_folder_that_cannot_be_written_costs_the_files_not_the_run(where, tmp_path, request, caplog):
+    folder = unwritable(tmp_path) if where == "unwritable" else request.getfixturevalue("full_disk") / "traces"
+    bare_steps, bare_result, _ = run_demo([])
+    session = configure(service_name="faults", json_logs=False, provenance_dir=str(folder))
+    try:
+        for _ in range(2):
+            steps, result, _ = run_demo(session.hooks)
+            assert shape(steps, result) == shape(bare_steps, bare_result)
+    finally:
+        session.shutdown(timeout_s=1.0)
+    failed = [r for r in caplog.records if "could not write the trajectory" in r.getMessage()]
+    assert len(failed) == 2 and all(r.levelno >= logging.ERROR for r in failed)  # visible, once per run
+    if where == "full":  # nothing half-written left behind: no temporary folder, no partial run folder
+        left = [p for p in folder.parent.rglob("*") if p.name != "filler"]
+        assert all(p.is_dir() and not any(p.iterdir()) for p in left), left
+        (folder.parent / "filler").unlink()  # space again: the next run is written whole
+        reset_global_telemetry()
+        session = configure(service_name="faults", json_logs=False, provenance_dir=str(folder))
+        run_demo(session.hooks)
+        session.shutdown(timeout_s=1.0)
+        [run_dir] = [p for p in folder.iterdir() if not p.name.startswith(".")]
+        assert (run_dir / "trajectory.json").is_file() and (run_dir / "manifest.jsonl").is_file()
+
+
+@pytest.mark.parametrize("where", ["dev_full", "full_tmpfs"])
+def test_a_log_file_on_a_full_disk_costs_log_lines_not_the_run(where, tmp_path, request):
+    log_file = "/dev/full" if where == "dev_full" else str(request.getfixturevalue("full_disk") / "run.jsonl")
+    if where == "dev_full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    bare_steps, bare_result, _ = run_demo([])
+    before = sample("looplet_hook_errors_total", {"agent": "demo-agent", "hook": "LoggingHook",
+                                                  "method": "on_step"})
+    session = configure(service_name="faults", json_logs=True, log_file=log_file)
+    try:
+        steps, result, _ = run_demo(session.hooks)
+    finally:
+        session.shutdown(timeout_s=1.0)
+    assert shape(steps, result) == shape(bare_steps, bare_result)
+    lost = sample("looplet_hook_errors_total", {"agent": "demo-agent", "hook": "LoggingHook",
+                                                "method": "on_step"}) - before
+    assert lost == len(steps)  # every log line that could not be written is counted
