@@ -364,10 +364,6 @@ class _CtrlCAtStep:
             raise KeyboardInterrupt
 
 
-@pytest.mark.xfail(strict=True, reason="TrajectoryHook builds its step list from its own on_step calls; when Ctrl-C "
-                                       "lands in an earlier hook's on_step it misses the step the loop recorded. "
-                                       "Fix in looplet/provenance/sink.py: take the steps from the RunResult at "
-                                       "on_loop_end (asked in the report)")
 def test_ctrl_c_between_two_hooks_of_a_step_keeps_trajectory_and_checkpoint_equal(tmp_path: Path) -> None:
     from looplet.control import CheckpointHook
 
