@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 

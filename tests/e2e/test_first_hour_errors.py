@@ -19,7 +19,7 @@ import pytest
 
 from looplet import (DefaultState, LoopConfig, MockLLMBackend, OpenAIBackend, ProvenanceSink, async_composable_loop,
                      composable_loop, tool, tools_from)
-from tests.fakeserver import FakeLLMServer, text, tool_call
+from tests.fakeserver import FakeLLMServer, text
 from tests.integration._otlp_receiver import refused_url, reset_global_telemetry
 from tests.unit._harness import MODES, run
 
