@@ -76,7 +76,7 @@ def format_run(t: Trajectory, width: int = 110) -> str:
     llm_ms = sum(float(c.get("duration_ms") or 0) for c in t.calls if isinstance(c, dict))
     tool_ms = sum(s.tool_ms for s in t.steps)
     cost = _cost(t.cost_usd) or "unknown (model not priced)"
-    lines += ["", f"{t.stop_reason}: {len(t.steps)} steps, {t.llm_calls} LLM calls, {u.input_tokens} input + "
+    lines += ["", f"{t.stop_reason or 'unfinished'}: {len(t.steps)} steps, {t.llm_calls} LLM calls, {u.input_tokens} input + "
                   f"{u.output_tokens} output tokens"
                   + (f" ({u.cached_input_tokens} cached)" if u.cached_input_tokens else "")
                   + f", cost {cost}, {t.duration_ms:.0f} ms (LLM {llm_ms:.0f} ms, tools {tool_ms:.0f} ms)"]

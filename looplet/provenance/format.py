@@ -105,6 +105,7 @@ class RunRecord:
     events: list[dict[str, Any]] = field(default_factory=list)
     content: bool = True
     source: str = "hook"
+    first_step: int = 1  # steps numbered below it were taken before a resume (no LLM call of this run)
 
     def models(self) -> list[str]:
         seen: list[str] = []
@@ -124,7 +125,7 @@ class RunRecord:
         answered = [c for c in self.calls if c.error is None and c.purpose == "step"]
         k = 0
         for s in self.steps:
-            if s.number in self.step_calls:
+            if s.number in self.step_calls or s.number < self.first_step:
                 continue
             n = by_id.get(s.tool_call.id)
             if n is None and s.usage is not None and k < len(answered):

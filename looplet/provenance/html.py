@@ -193,7 +193,7 @@ def _call_html(t: Trajectory, r: int, c: dict[str, Any]) -> str:
 
 
 def _run_html(t: Trajectory, r: int) -> str:
-    stop = str(t.stop_reason)
+    stop = str(t.stop_reason or "unfinished")
     badge = "badge" if stop == "done" else "badge bad"
     u = t.usage
     totals = [("steps", str(len(t.steps))), ("LLM calls", str(t.llm_calls)), ("input tokens", str(u.input_tokens)),

@@ -126,6 +126,8 @@ class ProvenanceSink:
                 run.scratch[(self, "t0")] = rec_t0
             done = [rid for rid, (r, _rec) in self._pending.items()
                     if rid != run.run_id and getattr(r.state, "result", None) is not None]
+            if entry[1].calls == [] and entry[1].first_step == 1:
+                entry[1].first_step = len(getattr(run.state, "steps", ()) or ()) + 1
         for rid in done:
             self._write_pending(rid)
         return entry[1]
@@ -229,7 +231,7 @@ def _apply_result(rec: RunRecord, result: Any) -> None:
     rec.llm_calls = result.llm_calls
     rec.duration_ms = result.duration_ms
     rec.trace_id = rec.trace_id or result.trace_id
-    if not rec.steps:
+    if len(result.steps) >= len(rec.steps):  # a resumed run: the steps from before the resume too
         rec.steps = list(result.steps)
 
 
@@ -302,7 +304,9 @@ class TrajectoryHook:
         return entry
 
     def on_loop_start(self, state: Any, session_log: Any, context: Any) -> None:
-        self._rec()
+        entry = self._rec()
+        if entry is not None:
+            entry[0].first_step = len(getattr(state, "steps", ()) or ()) + 1
 
     def wrap_llm_call(self, call: LLMCall, call_next: Callable[[LLMCall], Any]) -> Any:
         entry = self._rec()

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from looplet.provenance.format import CallRecord, RunRecord, TrajectoryError
 from looplet.telemetry import names as N
+from looplet.telemetry.cost import cost_of
 from looplet.types import Step, ToolCall, ToolResult, Usage
 
 __all__ = ["SpanRec", "SpanBuffer", "read_otlp_json", "records_from_spans"]
@@ -344,6 +345,8 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
                             _int(a.get(N.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)) or 0,
                             _int(a.get(N.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)) or 0)
         c.cost_usd = _float(a.get(N.COST_USD))
+        if c.cost_usd is None and c.usage is not None:  # the same price table the loop used
+            c.cost_usd = cost_of(c.model, c.usage)
         ttfc = _float(a.get(N.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK))
         if ttfc is not None:
             c.ttfc_ms = ttfc * 1000.0
@@ -423,6 +426,8 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
                 step.usage, step.llm_ms, step.cost_usd = c.usage, cs.duration_ms, c.cost_usd
                 if c.ttfc_ms is not None:
                     step.ttfc_ms = c.ttfc_ms
+        if N.COST_USD in a:  # the Step's own cost, as the loop set it (sub-agent costs included)
+            step.cost_usd = _float(a[N.COST_USD])
         if ts is not None:
             child = nested.pop((agent.trace_id, ts.span_id), None)
             if child is not None:
