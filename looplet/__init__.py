@@ -60,6 +60,8 @@ _LAZY = {
     "BudgetHook": "looplet.control",
     "StagnationHook": "looplet.control",
     "resume": "looplet.control",
+    "agent_tool": "looplet.subagents",
+    "MCPClient": "looplet.mcp",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -211,8 +211,10 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                 session_log.append({"role": "assistant", "content": response.text or ""})
                 if malformed > config.max_malformed:
                     stop = "llm_error"
-                    error = (f"the model answered {malformed} times without a usable tool call "
-                             f"(last answer: {(response.text or '')[:200]!r})")
+                    error = (f"the model answered {malformed} times without calling a tool "
+                             f"(last answer: {(response.text or '')[:200]!r}); it may not support tool calls: "
+                             "use a model with tool/function calling (e.g. gpt-4o-mini, qwen2.5, llama3.1) "
+                             "or enable the server's tool-call parser")
                     break
                 session_log.append({"role": "user", "content": (
                     "ERROR: your reply did not call a tool. Reply with a tool call "

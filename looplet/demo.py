@@ -1,7 +1,8 @@
 """The demo agent: a scripted research assistant on MockLLMBackend, no API key, no network.
 
-It looks something up, fetches a page that does not exist (a failing call), recovers, computes an
-answer and finishes, with live step lines and a summary.
+It looks something up, fetches a page that does not exist (a failing call), recovers, is refused a
+fetch of a cloud metadata address by a PermissionHook (a denied call), computes an answer and
+finishes, with live step lines and a summary.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from looplet.backends.mock import MockLLMBackend
 from looplet.config import LoopConfig
 from looplet.loop import composable_loop
+from looplet.progress import StepPrinter
 from looplet.state import DefaultState
 from looplet.tools import tool, tools_from
 
@@ -54,11 +56,21 @@ SCRIPT = [
     '{"tool": "fetch_page", "args": {"url": "https://docs.example/looplet"}}',
     '[{"tool": "search_docs", "args": {"query": "opentelemetry"}},'
     ' {"tool": "search_docs", "args": {"query": "prometheus"}}]',
+    '{"tool": "fetch_page", "args": {"url": "http://169.254.169.254/latest/meta-data"}}',
     '{"tool": "fetch_page", "args": {"url": "https://docs.example/otel"}}',
     '{"tool": "calculator", "args": {"expression": "12 + 3"}}',
     '{"tool": "done", "args": {"answer": "looplet has 12 hooks and 3 exporters: 15 extension points."}}',
 ]
 TASK = {"goal": "How many hooks and exporters does looplet ship, together?"}
+
+
+def guard() -> Any:
+    """The demo's policy: no fetches of link-local (cloud metadata) addresses."""
+    from looplet.control.permission import PermissionHook, Rule
+
+    return PermissionHook([Rule("deny", "fetch_page", {"url": "http://169.254.*"},
+                                reason="link-local addresses (cloud metadata) are off limits",
+                                name="no-metadata")])
 
 
 def build(latency_s: float = 0.05, steps: int | None = None, stream: bool = False
@@ -91,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     session = None if args.no_telemetry else _telemetry(args)
     hooks = list(session.hooks) if session else []
+    hooks.append(guard())
     out = sys.stdout
     n = 0
     try:
@@ -99,17 +112,13 @@ def main(argv: list[str] | None = None) -> int:
             llm, tools, config = build(args.latency, args.steps, args.stream)
             state = DefaultState(max_steps=config.max_steps)
             started = time.perf_counter()
-            tokens = 0
-            cost = 0.0
+            printer = StepPrinter(out, quiet=args.quiet)
             for step in composable_loop(llm=llm, tools=tools, task=TASK, config=config, state=state, hooks=hooks):
-                if step.usage:
-                    tokens += step.usage.total_tokens
-                cost += step.cost_usd or 0.0
-                if not args.quiet:
-                    print(f"{step.pretty(90)}  Σ {tokens} tok ${cost:.5f}", file=out, flush=True)
+                printer.step(step, state)
             result = state.result
             assert result is not None
-            _summary(result, time.perf_counter() - started, out)
+            printer.summary(result, time.perf_counter() - started)
+            _latencies(result, out)
     except KeyboardInterrupt:
         print("interrupted", file=out)
         return 130
@@ -119,19 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _summary(result: Any, wall_s: float, out: Any) -> None:
+def _latencies(result: Any, out: Any) -> None:
     llm_ms = sorted(s.llm_ms for s in result.steps if s.llm_ms)
     tool_ms = sorted(s.tool_ms for s in result.steps)
-    cost = f"${result.cost_usd:.6f}" if result.cost_usd is not None else "unknown (model not priced)"
-    print(
-        f"\n{result.stop_reason}: {len(result.steps)} steps, {result.llm_calls} LLM calls, "
-        f"{result.usage.input_tokens} input + {result.usage.output_tokens} output tokens, cost {cost}, "
-        f"{wall_s * 1000:.0f} ms\n"
-        f"LLM latency p50 {_pct(llm_ms, 50):.1f} ms p95 {_pct(llm_ms, 95):.1f} ms · "
-        f"tool latency p50 {_pct(tool_ms, 50):.2f} ms p95 {_pct(tool_ms, 95):.2f} ms"
-        + (f"\nanswer: {result.final_output}" if result.final_output else "")
-        + (f"\ntrace_id: {result.trace_id}" if result.trace_id else ""),
-        file=out, flush=True)
+    print(f"LLM latency p50 {_pct(llm_ms, 50):.1f} ms p95 {_pct(llm_ms, 95):.1f} ms · "
+          f"tool latency p50 {_pct(tool_ms, 50):.2f} ms p95 {_pct(tool_ms, 95):.2f} ms", file=out, flush=True)
 
 
 def _pct(values: list[float], p: float) -> float:

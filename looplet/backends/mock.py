@@ -37,7 +37,8 @@ class MockLLMBackend:
     ToolCalls, an :class:`LLMResponse`, or an exception instance to raise.
 
     usage: None (no usage), ``"estimate"`` (about 4 characters a token, counted incrementally so a long
-        transcript costs no more per call), or a :class:`Usage` returned every time.
+        transcript costs no more per call; the part of the prompt already sent in the previous call is
+        reported as cached input, as a provider's prompt cache would), or a :class:`Usage` every time.
     latency_s: simulated time per call (``time.sleep`` / ``asyncio.sleep``).
 
     With ``stream=True`` in the options (``LoopConfig(stream=True)``) it sends the answer as chunks to
@@ -89,12 +90,13 @@ class MockLLMBackend:
     def _estimate(self, messages: list[dict[str, Any]], template: LLMResponse) -> Usage:
         if len(messages) < self._seen_msgs:  # a new or compacted transcript: count afresh
             self._seen = self._seen_msgs = 0
+        cached = self._seen // 4  # the prefix sent before is what a provider's prompt cache would hit
         for m in messages[self._seen_msgs:]:
             self._seen += len(m.get("content") or "") + 16 + sum(
                 len(tc["function"]["arguments"]) + 24 for tc in m.get("tool_calls") or ())
         self._seen_msgs = len(messages)
         out = len(template.text or "") + sum(len(json.dumps(c.args)) + 24 for c in template.tool_calls)
-        return Usage(input_tokens=self._seen // 4 + 1, output_tokens=out // 4 + 1)
+        return Usage(input_tokens=self._seen // 4 + 1, output_tokens=out // 4 + 1, cached_input_tokens=cached)
 
     def generate(self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any) -> LLMResponse:
         if not options.get("stream"):

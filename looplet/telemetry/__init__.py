@@ -16,6 +16,9 @@ _LAZY = {
     "load_prices": "looplet.telemetry.cost",
     "cost_of": "looplet.telemetry.cost",
     "price_for": "looplet.telemetry.cost",
+    "inject_headers": "looplet.telemetry.propagation",
+    "subprocess_env": "looplet.telemetry.propagation",
+    "current_traceparent": "looplet.telemetry.propagation",
 }
 
 __all__ = list(_LAZY)

@@ -103,8 +103,6 @@ def test_wrong_base_url_ends_the_run_with_the_url_and_the_fix(mode: str) -> None
 
 # 4. a model without tool calling ---------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="needs the engine's no-tool-call message (looplet/_engine.py, the lead's) to "
-                                       "say the model may not support tool calls; wording asked for in the report")
 @pytest.mark.parametrize("mode", MODES)
 def test_a_model_that_never_calls_tools_is_named_as_the_problem(mode: str) -> None:
     with FakeLLMServer() as server:

@@ -53,10 +53,7 @@ DEFAULT_INTERVAL = "2s"
 
 # Expressions this demo run cannot fill, with the reason (printed by the test). Any other empty expression
 # fails the test, and so does one listed here that starts returning data (then remove it from here).
-KNOWN_GAPS: dict[str, str] = {
-    "agents-overview / Hook denials per second [A]":
-        "the demo agent has no hook that denies a tool call, so looplet_hook_denials_total has no series",
-}
+KNOWN_GAPS: dict[str, str] = {}  # panels the demo run cannot fill (none: keep it that way)
 
 
 def free_port() -> int:

@@ -158,7 +158,7 @@ def test_an_empty_answer_every_time_ends_with_llm_error_after_a_bounded_number_o
     if provider == "openai":  # an empty choices list: nothing to feed back, not retried
         assert "empty choices" in result.error and len(fake_llm_server.requests) == 2
     else:  # an empty content list: told once to call a tool, then given up on
-        assert "without a usable tool call" in result.error and len(fake_llm_server.requests) == 3
+        assert "without calling a tool" in result.error and len(fake_llm_server.requests) == 3
     assert [s.tool_call.tool for s in steps] == ["search"]
     assert fake_llm_server.exhausted == 0  # every request the server saw was a valid transcript
     assert_nothing_lost(steps, result, state)

@@ -331,7 +331,7 @@ def test_text_json_tool_calls_and_malformed_feedback(mode: str) -> None:
     state = DefaultState()
     steps, result = run(mode, llm=llm, tools=tools_from([echo]), task={"goal": "x"}, state=state)
     assert steps[0].tool_result.data == "hi"
-    assert result.stop_reason == "llm_error" and "without a usable tool call" in result.error
+    assert result.stop_reason == "llm_error" and "without calling a tool" in result.error
     assert any("did not call a tool" in (m.get("content") or "") for m in state.transcript)
     assert result.llm_calls == 3
 
