@@ -150,6 +150,8 @@ def test_planted_secrets_appear_in_zero_bytes_of_spans_logs_metrics_and_trace_fi
     assert any(k.startswith("traces/") for k in files) and any(k.startswith("traces-from-spans/") for k in files)
     assert sum(b"[REDACTED:" in written[k] for k in files) >= 4
     assert_no_leaks(written)
+    print(f"\nsecrets [{mode}]: {len(SECRETS)} secrets x {sum(len(n) for n in needles().values())} needles, "
+          f"{len(written)} outputs, {sum(map(len, written.values()))} bytes scanned, 0 found")
 
 
 @tool(description="Customers by e-mail address.")
