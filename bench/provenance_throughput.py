@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="write the results into docs/benchmarks.md")
     args = parser.parse_args(argv)
 
+    import os
+
+    print(f"writing under {args.dir}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     rows = []
     for capture in (True, False):
         spans = record_spans(args.runs, capture)
@@ -115,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
               f"with hook {hooked:.1f} µs (+{hooked - bare:.1f} µs)", flush=True)
 
     if args.write:
-        lines = [f"Measured {today()} on {machine()}, revision {revision()}. "
+        lines = [f"Measured {today()} on {machine()}, revision {revision()}, load average "
+                 f"{os.getloadavg()[0]:.1f}, folders under {args.dir}. "
                  f"`python bench/provenance_throughput.py --runs {args.runs} --repeat {args.repeat}`", "",
                  "Spans exported to `ProvenanceSink` in batches of 512 (demo agent, 24 spans a run), folders "
                  "written (target ≥ 20,000 spans/s):", "",

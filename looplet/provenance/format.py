@@ -190,11 +190,17 @@ def _content_text(content: Any) -> str:
     return json.dumps(_json_safe(content), ensure_ascii=False, sort_keys=True)
 
 
-def render_messages(messages: Iterable[Mapping[str, Any]]) -> str:
+def render_messages(messages: Iterable[Mapping[str, Any]], cache: dict[int, str] | None = None) -> str:
     """The chat transcript as plain text: one ``[role]`` block per message, tool calls as
-    ``→ name({args}) id=...``."""
+    ``→ name({args}) id=...``. ``cache`` (message id -> block) saves re-rendering the messages that
+    every later prompt of a run repeats; only for messages that stay alive and unchanged meanwhile."""
     blocks = []
     for m in messages:
+        if cache is not None:
+            hit = cache.get(id(m))
+            if hit is not None:
+                blocks.append(hit)
+                continue
         role = m.get("role", "?")
         head = f"[tool {m.get('tool_call_id', '')}]".replace(" ]", "]") if role == "tool" else f"[{role}]"
         lines = [head]
@@ -204,7 +210,10 @@ def render_messages(messages: Iterable[Mapping[str, Any]]) -> str:
         for tc in m.get("tool_calls") or ():
             fn = tc.get("function") or {}
             lines.append(f"→ {fn.get('name', '?')}({_canonical_args(fn.get('arguments', '{}'))}) id={tc.get('id', '')}")
-        blocks.append("\n".join(lines))
+        block = "\n".join(lines)
+        if cache is not None:
+            cache[id(m)] = block
+        blocks.append(block)
     return "\n\n".join(blocks) + "\n"
 
 
@@ -275,13 +284,13 @@ def _pretty(obj: Any, depth: int, pad: str = "") -> str:
     return "[\n" + ",\n".join(inner + _pretty(v, depth - 1, inner) for v in obj) + "\n" + pad + "]"
 
 
-def _dumps(obj: Any, depth: int = 3) -> str:
+def _dumps(obj: Any, depth: int = 2) -> str:
     return _pretty(obj, depth) + "\n"
 
 
-#: how deep trajectory.json is spread over lines, per key: a call's fields one per line; a step index
-#: entry, a timeline bar or an event on one line each
-_TRAJ_DEPTH = {"calls": 2, "steps": 1, "timeline": 1, "events": 1, "tools": 1}
+#: how deep trajectory.json is spread over lines, per key: a call, a step's index entry, a timeline bar,
+#: an event or a tool schema on one line each
+_TRAJ_DEPTH = {"calls": 1, "steps": 1, "timeline": 1, "events": 1, "tools": 1}
 
 
 def _dumps_traj(obj: dict[str, Any]) -> str:
@@ -346,6 +355,7 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
         tree = lambda v: _redact_tree(v, r)  # noqa: E731
     text = r if r is not None else (lambda s: s)
     record.link_steps()
+    blocks: dict[int, str] = {}  # the hook path's prompts share message objects: render each once
 
     step_entries = []
     for s in record.steps:
@@ -370,7 +380,7 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
         if c.ttfc_ms is not None:
             entry["ttfc_ms"] = _ms(c.ttfc_ms)
         if c.messages is not None:
-            prompt, cut = _cap(text(render_messages(c.messages)), max_chars_per_call)
+            prompt, cut = _cap(text(render_messages(c.messages, blocks)), max_chars_per_call)
             name = f"call_{_num(c.number)}_prompt.txt"
             files[name] = prompt
             entry["prompt_file"] = name

@@ -57,8 +57,13 @@ class SpanRec:
         ctx = span.context
         parent = span.parent
         status = span.status
+        # A finished span's attributes never change: read the SDK's dict behind its read-only view when it
+        # is there (each lookup through the view costs a Python-level call), else copy the view once.
+        attrs = getattr(getattr(span, "_attributes", None), "_dict", None)
+        if not isinstance(attrs, dict):
+            attrs = dict(span.attributes or {})
         return cls(span.name, ctx.trace_id, ctx.span_id, parent.span_id if parent is not None else None,
-                   span.start_time or 0, span.end_time or span.start_time or 0, span.attributes or {},
+                   span.start_time or 0, span.end_time or span.start_time or 0, attrs,
                    status.status_code.value == 2, status.description,
                    [(e.name, e.timestamp, e.attributes or {}) for e in span.events] if span.events else None)
 
