@@ -238,6 +238,64 @@ def _cap(text: str, limit: int) -> tuple[str, bool]:
     return f"{text[:head]}\n[… {cut} characters cut by max_chars_per_call={limit} …]\n{text[-tail:]}", True
 
 
+class _Redaction:
+    """The user's redactor over what a folder holds. looplet's own fields: every string through it (the
+    same short strings, tool and model names, repeat a lot, so those are cached) while the keys, being
+    looplet's, are not. User data (task, arguments, results, answer, tool schemas, event attributes): the
+    whole value through ``redact_json`` when the redactor has one (it also blanks values under keys like
+    ``api_key``), else every string and key."""
+
+    def __init__(self, redact: Redact) -> None:
+        self.redact = redact
+        rj = getattr(redact, "redact_json", None)
+        self.user: Callable[[Any], Any] = rj if callable(rj) else (lambda v: _redact_tree(v, redact))
+        self.cache: dict[str, str] = {}
+
+    def text(self, value: str) -> str:
+        out = self.cache.get(value)
+        if out is None:
+            out = self.redact(value)
+            if len(value) <= 256:
+                self.cache[value] = out
+        return out
+
+    def own(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: self.own(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.own(v) for v in value]
+        return value
+
+    def _with(self, d: dict[str, Any], user_keys: tuple[str, ...]) -> dict[str, Any]:
+        return {k: (self.user(v) if k in user_keys else self.own(v)) for k, v in d.items()}
+
+    def step(self, d: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for k, v in d.items():
+            if k == "tool_call":
+                out[k] = self._with(v, ("args",))
+            elif k == "tool_result":
+                out[k] = self._with(v, ("data",))
+            elif k == "children":
+                out[k] = [self.step(c) for c in v]
+            else:
+                out[k] = self.own(v)
+        return out
+
+    def call(self, d: dict[str, Any]) -> dict[str, Any]:
+        out = self._with(d, ("tool_calls",))
+        out["tool_calls"] = [self._with(tc, ("args",)) for tc in d.get("tool_calls", ())]
+        return out
+
+    def trajectory(self, d: dict[str, Any]) -> dict[str, Any]:
+        out = self._with(d, ("task", "final_output", "tools", "events", "calls"))
+        out["calls"] = d.get("calls", [])  # already through call()
+        out["events"] = [self._with(e, ("attributes",)) for e in d.get("events", ())]
+        return out
+
+
 def _redact_tree(value: Any, redact: Redact) -> Any:
     if isinstance(value, str):
         return redact(value)
@@ -347,12 +405,7 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
     """The folder's files as ``{relative path: text}``, every string already through ``redact``."""
     files: dict[str, str] = {}
     r = redact
-    if r is None:
-        tree: Callable[[Any], Any] = lambda v: v  # noqa: E731
-    elif callable(getattr(r, "redact_json", None)):
-        tree = r.redact_json  # type: ignore[attr-defined]  # also blanks values under keys like "api_key"
-    else:
-        tree = lambda v: _redact_tree(v, r)  # noqa: E731
+    red = _Redaction(r) if r is not None else None
     text = r if r is not None else (lambda s: s)
     record.link_steps()
     blocks: dict[int, str] = {}  # the hook path's prompts share message objects: render each once
@@ -362,7 +415,7 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
         d = _step_dict(s)
         d["llm_call"] = record.step_calls.get(s.number)
         path = step_file(s.number)
-        files[path] = _dumps(tree(d))
+        files[path] = _dumps(red.step(d) if red else d)
         step_entries.append({"number": s.number, "tool": s.tool_call.tool, "ok": s.ok,
                              "error_kind": s.tool_result.error_kind, "file": path,
                              "llm_call": record.step_calls.get(s.number)})
@@ -393,7 +446,7 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
             entry["response_truncated"] = cut
         if entry.get("text") and len(entry["text"]) > max_chars_per_call:
             entry["text"] = _cap(entry["text"], max_chars_per_call)[0]
-        call_entries.append(tree(entry))
+        call_entries.append(red.call(entry) if red else entry)
 
     usage = record.usage
     if usage is None:
@@ -435,7 +488,7 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
         "events": [{"name": e.get("name"), "at_ms": e.get("at_ms"), "attributes": _canon(_json_safe(e.get("attributes")))}
                    for e in record.events],
     }
-    files[TRAJECTORY_FILE] = _dumps_traj(tree(traj))
+    files[TRAJECTORY_FILE] = _dumps_traj(red.trajectory(traj) if red else traj)
     return files
 
 
