@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 from looplet.errors import require
 
-__all__ = ["configure", "shutdown", "TelemetrySession", "current_session"]
+__all__ = ["configure", "shutdown", "TelemetrySession", "current_session", "span_pipeline"]
 
 log = logging.getLogger("looplet")
 
@@ -58,8 +58,9 @@ class _DropCounter:
         self.target = target
         self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._last_log = 0.0
+        self._next_log = 0.0
         self._metric: Any = None
+        self._children: dict[str, Any] = {}
         self.last_ok = 0.0  # monotonic time of the last successful export
         self.last_failure = 0.0
 
@@ -74,18 +75,19 @@ class _DropCounter:
     def add(self, reason: str, n: int) -> None:
         if n <= 0:
             return
+        now = time.monotonic()
         with self._lock:
-            if reason == "export_failed":
-                self.last_failure = time.monotonic()
             self.counts[reason] = self.counts.get(reason, 0) + n
-            total = sum(self.counts.values())
-            now = time.monotonic()
-            say = now - self._last_log >= 60.0
+            say = now >= self._next_log
             if say:
-                self._last_log = now
+                self._next_log = now + 60.0
+                total = sum(self.counts.values())
         if self._metric is not None:
+            child = self._children.get(reason)
+            if child is None:
+                child = self._children[reason] = self._metric.labels(reason)
             try:
-                self._metric.labels(reason).inc(n)
+                child.inc(n)
             except Exception:  # noqa: BLE001 - counting must not fail the export thread
                 pass
         if say:
@@ -97,22 +99,39 @@ def _counting_exporter(inner: Any, drops: _DropCounter) -> Any:
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     class CountingExporter(SpanExporter):
-        """Wraps an exporter: failed exports count as dropped spans; nothing is raised."""
+        """Wraps an exporter: failed exports count as dropped spans; nothing is raised.
+
+        After a failed export (which already took up to the exporter's timeout, retries included) the next
+        batches are dropped at once for a while — 1 s, doubling up to 30 s while failures go on — instead
+        of being encoded and sent to a collector that is not there; the first batch after that window
+        probes it again. So a dead collector costs neither CPU nor a slow shutdown.
+        """
 
         def __init__(self) -> None:
             self.inner = inner
             self.exported = 0
+            self._failures = 0
+            self._skip_until = 0.0
 
         def export(self, spans: Any) -> Any:
+            if time.monotonic() < self._skip_until:
+                drops.add("collector_down", len(spans))
+                return SpanExportResult.FAILURE
             try:
                 result = inner.export(spans)
             except Exception as exc:  # noqa: BLE001
                 log.debug("span export raised %r", exc)
                 result = SpanExportResult.FAILURE
+            now = time.monotonic()
             if result is SpanExportResult.SUCCESS:
                 self.exported += len(spans)
-                drops.last_ok = time.monotonic()
+                self._failures = 0
+                self._skip_until = 0.0
+                drops.last_ok = now
             else:
+                self._failures += 1
+                self._skip_until = now + min(2.0 ** (self._failures - 1), 30.0)
+                drops.last_failure = now
                 drops.add("export_failed", len(spans))
             return result
 
@@ -137,16 +156,42 @@ def _counting_processor(exporter: Any, drops: _DropCounter, **kwargs: Any) -> An
     class CountingBatchSpanProcessor(BatchSpanProcessor):
         """A BatchSpanProcessor that counts the spans it drops because its queue is full."""
 
-        def on_end(self, span: Any) -> None:
+        def __init__(self) -> None:
+            super().__init__(exporter, **kwargs)
             bp = getattr(self, "_batch_processor", None)
-            queue = getattr(bp, "_queue", None)
-            limit = getattr(bp, "_max_queue_size", None)
-            if queue is not None and limit is not None and len(queue) >= limit and span.context is not None \
-                    and span.context.trace_flags.sampled:
+            self._queue = getattr(bp, "_queue", None)  # a deque; None if the SDK's internals change
+            self._limit = getattr(bp, "_max_queue_size", None)
+
+        def on_end(self, span: Any) -> None:
+            queue = self._queue
+            if queue is not None and len(queue) >= self._limit and span.context.trace_flags.sampled:
                 drops.add("queue_full", 1)
             super().on_end(span)
 
-    return CountingBatchSpanProcessor(exporter, **kwargs)
+    return CountingBatchSpanProcessor()
+
+
+def span_pipeline(endpoint: str | None = None, protocol: str | None = None, *, export_timeout_s: float = 5.0,
+                  max_queue_size: int = 2048, schedule_delay_s: float = 1.0) -> tuple[Any, Any, Any] | None:
+    """The span processor ``configure()`` uses: a batch processor with a bounded queue in front of an OTLP
+    exporter that counts what it drops. Returns ``(processor, drop_counter, exporter)``, or None when no
+    endpoint is given or set in the environment. Add the processor to any ``TracerProvider``."""
+    exporter, target, proto = _span_exporter(endpoint, protocol, export_timeout_s)
+    if exporter is None:
+        return None
+    drops = _DropCounter(f"{target} ({proto})")
+    drops.endpoint, drops.protocol = target, proto  # type: ignore[attr-defined]
+    counting = _counting_exporter(exporter, drops)
+    kwargs: dict[str, Any] = {}
+    if "OTEL_BSP_MAX_QUEUE_SIZE" not in os.environ:
+        kwargs["max_queue_size"] = max_queue_size
+    if "OTEL_BSP_SCHEDULE_DELAY" not in os.environ:
+        kwargs["schedule_delay_millis"] = schedule_delay_s * 1000
+    if "OTEL_BSP_EXPORT_TIMEOUT" not in os.environ:
+        kwargs["export_timeout_millis"] = export_timeout_s * 1000
+    if "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" not in os.environ:
+        kwargs["max_export_batch_size"] = min(512, max_queue_size)
+    return _counting_processor(counting, drops, **kwargs), drops, counting
 
 
 class _RateLimit(logging.Filter):
@@ -386,21 +431,13 @@ def _setup(session: TelemetrySession, a: dict[str, Any], export_timeout_s: float
     if session.owns_tracer_provider:
         provider.shutdown = marked_shutdown  # type: ignore[method-assign]
 
-    exporter, endpoint, protocol = _span_exporter(a["otlp_endpoint"], a["otlp_protocol"], export_timeout_s)
-    if exporter is not None:
-        drops = _DropCounter(f"{endpoint} ({protocol})")
-        session._drops = drops
-        session.span_exporter = _counting_exporter(exporter, drops)
-        kwargs: dict[str, Any] = {}
-        if "OTEL_BSP_MAX_QUEUE_SIZE" not in os.environ:
-            kwargs["max_queue_size"] = max_queue_size
-        if "OTEL_BSP_SCHEDULE_DELAY" not in os.environ:
-            kwargs["schedule_delay_millis"] = schedule_delay_s * 1000
-        if "OTEL_BSP_EXPORT_TIMEOUT" not in os.environ:
-            kwargs["export_timeout_millis"] = export_timeout_s * 1000
-        if "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" not in os.environ:
-            kwargs["max_export_batch_size"] = min(512, max_queue_size)
-        session.span_processor = _counting_processor(session.span_exporter, drops, **kwargs)
+    pipeline = span_pipeline(a["otlp_endpoint"], a["otlp_protocol"], export_timeout_s=export_timeout_s,
+                             max_queue_size=max_queue_size, schedule_delay_s=schedule_delay_s)
+    exporter = endpoint = protocol = None
+    if pipeline is not None:
+        session.span_processor, session._drops, session.span_exporter = pipeline
+        exporter = session.span_exporter
+        endpoint, protocol = session._drops.endpoint, session._drops.protocol  # type: ignore[attr-defined]
         provider.add_span_processor(session.span_processor)
         session.otlp_endpoint, session.otlp_protocol = endpoint, protocol
         # A dead collector makes the exporters log every retry; looplet reports drops itself (above), so

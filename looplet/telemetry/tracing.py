@@ -3,7 +3,7 @@
 Span tree of one run::
 
     invoke_agent {agent}            INTERNAL  on_loop_start … on_loop_end (explicit parent, never attached)
-    ├── looplet.step                INTERNAL  pre_prompt (or pre_dispatch) … on_step (explicit parent)
+    ├── looplet.step                INTERNAL  its first LLM call (or pre_dispatch) … on_step (explicit parent)
     │   ├── chat {model}            CLIENT    wrap_llm_call: the current span while the backend runs
     │   └── execute_tool {tool}     INTERNAL  wrap_tool: the current span while the tool runs
     └── looplet.step …
@@ -41,8 +41,8 @@ from typing import Any, Callable
 from looplet.errors import require
 from looplet.hooks import current_run
 from looplet.telemetry import names as N
-from looplet.telemetry.cost import cost_of
 from looplet.telemetry.redact import Redactor
+from looplet.types import LLMResponse, ToolResult
 
 require("opentelemetry.trace", "otel")
 require("opentelemetry.semconv._incubating.attributes.gen_ai_attributes", "otel")
@@ -109,12 +109,13 @@ def capture_content_from_env() -> bool:
 
 
 class _Step:
-    __slots__ = ("span", "ctx", "tool_started")
+    __slots__ = ("span", "ctx", "tool_started", "span_id")
 
-    def __init__(self, span: Any) -> None:
+    def __init__(self, span: Any, recording: bool) -> None:
         self.span = span
         self.ctx = trace.set_span_in_context(span, _EMPTY)
         self.tool_started = False
+        self.span_id = format(span.get_span_context().span_id, "016x") if recording else None
 
 
 class _RunSpans:
@@ -250,14 +251,8 @@ class TracingHook:
 
     # -- steps --------------------------------------------------------------------------------------
 
-    def pre_prompt(self, state: Any, session_log: Any, context: Any, step_num: int) -> None:
-        run = current_run()
-        rs = run.scratch.get(self) if run is not None else None
-        if rs is None:
-            return
-        if step_num not in rs.steps:
-            self._open_step(run, rs, step_num)
-        rs.prompt = step_num
+    # The step span opens with the step's first LLM call (wrap_llm_call, whose ``call.step`` names it) or,
+    # for the later tool calls of one response, at pre_dispatch; it ends at on_step.
 
     def pre_dispatch(self, state: Any, session_log: Any, tool_call: Any, step_num: int) -> None:
         run = current_run()
@@ -266,23 +261,10 @@ class TracingHook:
             return
         step = rs.steps.get(step_num)
         if step is None:
-            self._open_step(run, rs, step_num)
-        elif rs.recording:
-            run.span_id = format(step.span.get_span_context().span_id, "016x")
+            step = self._open_step(rs, step_num)
+        run.span_id = step.span_id or run.span_id
         rs.prompt = None
         rs.by_call[tool_call.id] = step_num
-
-    def post_dispatch(self, state: Any, session_log: Any, tool_call: Any, tool_result: Any, step_num: int) -> None:
-        # The Step is built right after this: make sure it carries its own step span's id.
-        run = current_run()
-        rs = run.scratch.get(self) if run is not None else None
-        if rs is None:
-            return
-        step = rs.steps.get(step_num)
-        if step is None:  # its pre_dispatch never reached us (a hook before this one denied the call)
-            self._open_step(run, rs, step_num)
-        elif rs.recording:
-            run.span_id = format(step.span.get_span_context().span_id, "016x")
 
     def on_step(self, state: Any, step: Any) -> None:
         run = current_run()
@@ -290,28 +272,29 @@ class TracingHook:
         if rs is None:
             return
         open_step = rs.steps.pop(step.number, None)
-        if open_step is None:
-            return
+        if open_step is None:  # its pre_dispatch never reached us (a hook before this one denied the call)
+            open_step = self._open_step(rs, step.number)
+            del rs.steps[step.number]
+        if open_step.span_id is not None and step.span_id != open_step.span_id:
+            step.span_id = open_step.span_id  # parallel calls: each Step names its own step span
         span = open_step.span
         if rs.recording:
-            call = step.tool_call
             result = step.tool_result
-            attrs = {_TOOL: call.tool}
+            attrs = {_TOOL: step.tool_call.tool}
             if result.error is not None:
                 attrs[N.TOOL_ERROR_KIND] = result.error_kind or "error"
             if step.cost_usd is not None:
                 attrs[N.COST_USD] = step.cost_usd
             span.set_attributes(attrs)
         span.end()
-        rs.by_call.pop(step.tool_call.id, None)
+        if rs.by_call:
+            rs.by_call.pop(step.tool_call.id, None)
 
-    def _open_step(self, run: Any, rs: _RunSpans, number: int) -> _Step:
+    def _open_step(self, rs: _RunSpans, number: int) -> _Step:
         span = self._tracer.start_span(N.STEP_SPAN, context=rs.ctx, kind=_INTERNAL,
                                        attributes={N.STEP_NUMBER: number})
-        step = _Step(span)
+        step = _Step(span, rs.recording)
         rs.steps[number] = step
-        if rs.recording:
-            run.span_id = format(span.get_span_context().span_id, "016x")
         return step
 
     # -- LLM calls ----------------------------------------------------------------------------------
@@ -357,8 +340,17 @@ class TracingHook:
         rs = run.scratch.get(self) if run is not None else None
         parent = None
         if rs is not None:
-            step = rs.steps.get(rs.prompt) if rs.prompt is not None else None
-            parent = step.ctx if step is not None else rs.ctx
+            if call.purpose == "step":
+                step = rs.steps.get(call.step)
+                if step is None:
+                    step = self._open_step(rs, call.step)
+                    if step.span_id:
+                        run.span_id = step.span_id
+                rs.prompt = call.step
+                parent = step.ctx
+            else:  # a compaction summary or another side call: under the open step, else the run
+                step = rs.steps.get(rs.prompt) if rs.prompt is not None else None
+                parent = step.ctx if step is not None else rs.ctx
         model = call.model or (run.model if run is not None else None)
         provider = call.provider or (run.provider if run is not None else None)
         key = (model, provider)
@@ -397,7 +389,7 @@ class TracingHook:
     def _chat_done(self, span: Any, call: Any, response: Any) -> None:
         if not span.is_recording():
             return
-        if type(response).__name__ != "LLMResponse":
+        if not isinstance(response, LLMResponse):
             span.set_attribute(_ERROR_TYPE, "invalid_response")
             span.set_status(Status(StatusCode.ERROR, f"the backend returned {type(response).__name__}"))
             return
@@ -416,9 +408,6 @@ class TracingHook:
                 attrs[_CACHED_TOK] = usage.cached_input_tokens
             if usage.reasoning_tokens:
                 attrs[_REASONING_TOK] = usage.reasoning_tokens
-            cost = cost_of(response.model or call.model, usage)
-            if cost is not None:
-                attrs[N.COST_USD] = cost
         if response.provider and response.provider != call.provider:
             attrs[_PROVIDER] = response.provider
         if response.server_address:
@@ -518,7 +507,7 @@ class TracingHook:
             kind = result.error_kind or "tool_error"
             span.set_attributes({_ERROR_TYPE: kind, N.TOOL_ERROR_KIND: kind})
             span.set_status(Status(StatusCode.ERROR, self._error_text(error)))
-        elif type(result).__name__ != "ToolResult":
+        elif not isinstance(result, ToolResult):
             span.set_attribute(_ERROR_TYPE, "invalid_result")
             span.set_status(Status(StatusCode.ERROR, f"a wrap_tool hook returned {type(result).__name__}"))
             return

@@ -80,9 +80,11 @@ def check_delivered(spans, steps, result):
 
     tools = [s for s in spans if s["name"].startswith("execute_tool ")]
     assert len(tools) == len(steps)
-    failed = [t for t in tools if t["status"] == Status.STATUS_CODE_ERROR]
-    assert [t["attributes"]["gen_ai.tool.name"] for t in failed] == ["fetch_page"]
-    assert failed[0]["attributes"]["error.type"] == "tool_exception" and "404" in failed[0]["status_message"]
+    failed = sorted((t for t in tools if t["status"] == Status.STATUS_CODE_ERROR), key=lambda t: t["start"])
+    errors = [s for s in steps if s.tool_result.error]
+    assert errors and [t["attributes"]["gen_ai.tool.call.id"] for t in failed] == [s.tool_call.id for s in errors]
+    assert failed[0]["attributes"]["error.type"] == errors[0].tool_result.error_kind
+    assert "404" in failed[0]["status_message"]
     for t in tools:
         assert t["attributes"]["gen_ai.tool.call.id"] and by_id[t["parent_span_id"]]["name"] == N.STEP_SPAN
         assert by_id[t["parent_span_id"]]["start"] <= t["start"] <= t["end"] <= by_id[t["parent_span_id"]]["end"]

@@ -47,8 +47,11 @@ def shape(steps, result):
             result.stop_reason, result.final_output, result.usage.to_dict())
 
 
-def dropped(reason):
-    return REGISTRY.get_sample_value("looplet_dropped_spans_total", {"reason": reason}) or 0.0
+def dropped(*reasons):
+    return sum(REGISTRY.get_sample_value("looplet_dropped_spans_total", {"reason": r}) or 0.0 for r in reasons)
+
+
+FAILED = ("export_failed", "collector_down")
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
@@ -56,7 +59,7 @@ def dropped(reason):
 def test_a_dead_collector_changes_nothing_in_the_run_and_drops_are_counted(protocol, endpoint, hanging, caplog):
     bare_steps, bare_result = run_demo([])
     url = refused_url() if endpoint == "refused" else hanging.url
-    before = dropped("export_failed")
+    before = dropped(*FAILED)
     session = configure(service_name="faults", otlp_endpoint=url, otlp_protocol=protocol, json_logs=False,
                         export_timeout_s=0.5, schedule_delay_s=0.05)
     t0 = time.perf_counter()
@@ -65,15 +68,36 @@ def test_a_dead_collector_changes_nothing_in_the_run_and_drops_are_counted(proto
     assert shape(steps, result) == shape(bare_steps, bare_result)
     assert result.trace_id is not None and all(s.span_id for s in steps)
     assert loop_s < 0.5, "the loop must not wait for the collector"
+    lost = lambda: sum(session.dropped_spans.get(r, 0) for r in FAILED)  # noqa: E731
     deadline = time.monotonic() + 10
-    while not session.dropped_spans.get("export_failed") and time.monotonic() < deadline:
+    while lost() < 2 * len(steps) and time.monotonic() < deadline:  # at least the step and tool spans
         time.sleep(0.05)
-    assert session.dropped_spans["export_failed"] >= len(steps)
-    assert dropped("export_failed") - before == session.dropped_spans["export_failed"]
+    assert session.dropped_spans["export_failed"] > 0 and lost() >= 2 * len(steps)
+    assert dropped(*FAILED) - before == lost()
     assert "could not be delivered" in caplog.text
     t0 = time.perf_counter()
     session.shutdown(timeout_s=1.0)
     assert time.perf_counter() - t0 < 1.5  # bounded, even with the collector hung
+
+
+def test_after_a_failure_batches_are_dropped_at_once_then_the_collector_is_probed_again(hanging):
+    from looplet.telemetry.setup import span_pipeline
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    processor, drops, exporter = span_pipeline(hanging.url, "http/protobuf", export_timeout_s=0.3)
+    calls = []
+    real = exporter.inner.export
+    exporter.inner.export = lambda spans: calls.append(len(spans)) or real(spans)
+    assert exporter.export([object()] * 3) is SpanExportResult.FAILURE  # tried: waited for the timeout
+    t0 = time.perf_counter()
+    assert exporter.export([object()] * 5) is SpanExportResult.FAILURE  # skipped: no encoding, no wait
+    assert time.perf_counter() - t0 < 0.05 and calls == [3]
+    assert drops.counts == {"export_failed": 3, "collector_down": 5}
+    exporter._skip_until = 0.0  # the window is over: the next batch probes the collector again
+    exporter.inner.export = lambda spans: calls.append(len(spans)) or SpanExportResult.SUCCESS
+    assert exporter.export([object()] * 2) is SpanExportResult.SUCCESS and calls == [3, 2]
+    assert exporter._failures == 0 and not drops.collector_down
+    processor.shutdown()
 
 
 def test_a_full_queue_drops_and_counts_instead_of_blocking(hanging):
