@@ -7,8 +7,9 @@ an in-memory exporter, with and without content capture. Throughput: those spans
 ``sink.export()`` in batches of 512 (a BatchSpanProcessor's default batch), each run's folder written
 under a fresh directory; wall time of the whole batch loop, median of --repeat. Target: 20,000 spans/s.
 
-Per step: the demo agent without LLM latency, bare and with ``sink.trajectory_hook()`` (which writes the
-folder at the end of the run, on the loop's thread), median of --repeat, divided by the steps.
+Per step: the demo agent without LLM latency, bare, with ``sink.trajectory_hook()`` (which writes the
+folder at the end of the run, on the loop's thread), and traced with the sink behind a BatchSpanProcessor
+against an in-memory exporter in the same place; median of --repeat, divided by the steps.
 ``--write`` puts the table into docs/benchmarks.md (its own section).
 """
 
@@ -64,25 +65,33 @@ def throughput(spans: list, repeat: int, where: str, **sink_args) -> tuple[float
     return statistics.median(rates), folders
 
 
-def per_step(repeat: int, where: str, **sink_args) -> tuple[float, float]:
-    """Microseconds per step: bare loop, and with the trajectory hook (fsync and redaction as given)."""
-    def one(hooks_for) -> float:
-        times = []
-        for _ in range(repeat):
-            root = Path(tempfile.mkdtemp(prefix=".looplet-bench-", dir=where))
-            hooks = hooks_for(root)
-            t = time.perf_counter()
-            n = 0
-            for _ in range(20):
-                llm, tools, config = build(latency_s=0.0)
-                for _step in composable_loop(llm=llm, tools=tools, task=TASK, config=config, hooks=hooks,
-                                             state=DefaultState(max_steps=config.max_steps)):
-                    n += 1
-            times.append((time.perf_counter() - t) / n * 1e6)
-            shutil.rmtree(root, ignore_errors=True)
-        return statistics.median(times)
+def per_step(repeat: int, where: str, make_hooks, runs: int = 20) -> float:
+    """Microseconds per step of the demo agent (no LLM latency) with the hooks ``make_hooks(root)`` returns
+    (a list, and a function to call after the runs, inside the timing: a flush), median of ``repeat``."""
+    times = []
+    for _ in range(repeat):
+        root = Path(tempfile.mkdtemp(prefix=".looplet-bench-", dir=where))
+        hooks, finish = make_hooks(root)
+        t = time.perf_counter()
+        n = 0
+        for _ in range(runs):
+            llm, tools, config = build(latency_s=0.0)
+            for _step in composable_loop(llm=llm, tools=tools, task=TASK, config=config, hooks=hooks,
+                                         state=DefaultState(max_steps=config.max_steps)):
+                n += 1
+        finish()
+        times.append((time.perf_counter() - t) / n * 1e6)
+        shutil.rmtree(root, ignore_errors=True)
+    return statistics.median(times)
 
-    return one(lambda root: []), one(lambda root: [ProvenanceSink(root, **sink_args).trajectory_hook()])
+
+def traced(root: Path, exporter: str, **sink_args):
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider()
+    target = ProvenanceSink(root, **sink_args) if exporter == "sink" else InMemorySpanExporter()
+    provider.add_span_processor(BatchSpanProcessor(target))
+    return [TracingHook(tracer_provider=provider, capture_content=True)], provider.force_flush
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,11 +120,20 @@ def main(argv: list[str] | None = None) -> int:
                       f"({rate / per_run:>6,.0f} runs/s, {1e6 / rate:5.1f} µs/span)"
                       f"{'  ✓' if rate >= TARGET else '  below the 20,000 target'}", flush=True)
     step_rows = []
-    for fsync in (False, True):
-        bare, hooked = per_step(args.repeat, args.dir, fsync=fsync, redact=True)
-        step_rows.append((fsync, bare, hooked))
-        print(f"per step, trajectory_hook (redact on, fsync {'on' if fsync else 'off'}): bare {bare:.1f} µs, "
-              f"with hook {hooked:.1f} µs (+{hooked - bare:.1f} µs)", flush=True)
+    configs = [
+        ("bare loop", lambda root: ([], lambda: None)),
+        ("trajectory_hook, redact, fsync off",
+         lambda root: ([ProvenanceSink(root, redact=True, fsync=False).trajectory_hook()], lambda: None)),
+        ("trajectory_hook, redact, fsync on",
+         lambda root: ([ProvenanceSink(root, redact=True).trajectory_hook()], lambda: None)),
+        ("TracingHook (content) + BatchSpanProcessor(in-memory exporter)", lambda root: traced(root, "memory")),
+        ("TracingHook (content) + BatchSpanProcessor(ProvenanceSink, redact, fsync off)",
+         lambda root: traced(root, "sink", redact=True, fsync=False)),
+    ]
+    for label, make in configs:
+        us = per_step(args.repeat, args.dir, make)
+        step_rows.append((label, us))
+        print(f"per step (demo agent, 20 runs, flush included): {label}: {us:.1f} µs", flush=True)
 
     if args.write:
         lines = [f"Measured {today()} on {machine()}, revision {revision()}, load average "
@@ -127,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         for capture, fsync, redact, rate, per_run in rows:
             lines.append(f"| {'on' if capture else 'off'} | {'on' if fsync else 'off'} | {'on' if redact else 'off'} "
                          f"| {rate:,.0f} | {rate / per_run:,.0f} | {1e6 / rate:.1f} |")
-        lines += ["", "`sink.trajectory_hook()` per step (demo agent without LLM latency, folder written at run end):",
-                  "", "| fsync | bare loop µs/step | with hook µs/step |", "| --- | ---: | ---: |"]
-        lines += [f"| {'on' if f else 'off'} | {b:.1f} | {h:.1f} |" for f, b, h in step_rows]
+        lines += ["", "Per step of the demo agent without LLM latency (20 runs, the final flush included):", "",
+                  "| configuration | µs/step |", "| --- | ---: |"]
+        lines += [f"| {label} | {us:.1f} |" for label, us in step_rows]
         print(f"wrote {write_section('provenance_throughput', chr(10).join(lines))}")
     return 0
 
