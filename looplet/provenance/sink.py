@@ -182,13 +182,7 @@ class ProvenanceSink:
             if self._spans is None:
                 self._spans = SpanBuffer(self._max_buffered)
             records = self._spans.add(spans)
-        out = []
-        for rec in records:
-            path = self._write_safely(rec)
-            if path is not None:
-                out.append(path)
-            time.sleep(0)  # let the loop's thread have the GIL between folders (we run on the exporter's)
-        return out
+        return [p for rec in records if (p := self._write_safely(rec)) is not None]
 
     def load_otlp_json(self, path: str | os.PathLike[str]) -> list[Path]:
         """Write the runs found in a file of OTLP JSON (``ExportTraceServiceRequest`` objects, one per line
