@@ -12,8 +12,8 @@ working directory is an empty temporary folder:
 * Shell blocks (```` ```bash ````, ``sh``, ``shell``, ``console``): each line that is a looplet command
   (``python -m looplet ...``, ``python -m looplet.examples...``, ``looplet ...``, optionally after
   ``VAR=value`` assignments) runs with ``bash -c`` in the working folder, with the project's venv first on
-  ``PATH`` and a timeout. ``/tmp/`` in a command is moved under the working folder so runs do not share
-  state. A command fails if it times out, prints a Python traceback, or exits with a status other than
+  ``PATH`` and a timeout. ``/tmp/`` in a command, and ``TMPDIR``, point into the working folder, so runs
+  share no state. A command fails if it times out, prints a Python traceback, or exits with a status other than
   0, 1 (a run that stopped without ``done``, a failed eval) or 3 (a run paused for approval). Every other
   shell line (installs, ``docker compose``, ``promtool``) is listed as not run; nothing is installed.
 * ``<!-- not-run: reason -->`` right before a block skips it; such blocks are counted and must stay rare.
@@ -106,11 +106,11 @@ def shell_lines(code: str) -> list[str]:
     out: list[str] = []
     buf = ""
     for raw in code.splitlines():
-        line = raw.rstrip()
+        line = raw.strip()
         if line.startswith("$ "):
             line = line[2:]
         if line.endswith("\\"):
-            buf += line[:-1] + " "
+            buf += line[:-1].rstrip() + " "
             continue
         line = (buf + line).strip()
         buf = ""
@@ -272,7 +272,6 @@ def _run_plan(plan_path: str) -> int:
 
 def _run_command(command: str, cwd: Path) -> dict[str, Any]:
     local = command.replace("/tmp/", f"{cwd}/tmp/")
-    (cwd / "tmp").mkdir(exist_ok=True)
     env = dict(os.environ)
     env["PATH"] = f"{Path(PY).parent}{os.pathsep}{env.get('PATH', '')}"
     env["LOOPLET_PROGRESS"] = "off"
@@ -311,7 +310,7 @@ if __name__ != "__main__":
             return
         fake_llm_server.script(*[tool_call("done", {"answer": "ok"}, usage=usage(120, 12)) for _ in range(60)])
         work = tmp_path / "work"
-        work.mkdir()
+        (work / "tmp").mkdir(parents=True)
         plan_file = tmp_path / "plan.json"
         plan_file.write_text(json.dumps(p))
         env = {k: v for k, v in os.environ.items()
@@ -319,7 +318,7 @@ if __name__ != "__main__":
         env.update(OPENAI_BASE_URL=fake_llm_server.openai_url, OPENAI_API_KEY="sk-docs-test",
                    OPENAI_MODEL="gpt-4o-mini", ANTHROPIC_BASE_URL=fake_llm_server.anthropic_url,
                    ANTHROPIC_API_KEY="sk-ant-docs-test", ANTHROPIC_MODEL="claude-sonnet-4-5",
-                   LOOPLET_DOCS_FAKE_URL=fake_llm_server.url, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+                   LOOPLET_DOCS_FAKE_URL=fake_llm_server.url, TMPDIR=str(work / "tmp"), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
         try:
             proc = subprocess.run([PY, str(Path(__file__)), "--run", str(plan_file)], cwd=work, env=env,
                                   capture_output=True, text=True, timeout=FILE_TIMEOUT_S)
