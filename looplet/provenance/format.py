@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import threading
@@ -331,15 +332,39 @@ else:  # pragma: no cover - other Pythons
 
 def _pretty(obj: Any, depth: int, pad: str = "") -> str:
     """JSON with the first ``depth`` levels one item per line (two-space indent) and anything deeper on
-    one line: diff-friendly like ``indent=2``, but encoded by the C encoder (``indent`` forces the slow
-    pure-Python one)."""
+    one line: diff-friendly like ``indent=2``, but with scalars inlined and deeper values left to the C
+    encoder (``indent`` forces the slow pure-Python one)."""
     if depth <= 0 or not obj or not isinstance(obj, (dict, list)):
         return _ENCODE(obj)
     inner = pad + "  "
-    if isinstance(obj, dict):
-        body = ",\n".join(f"{inner}{_ENCODE(str(k))}: {_pretty(v, depth - 1, inner)}" for k, v in obj.items())
-        return "{\n" + body + "\n" + pad + "}"
-    return "[\n" + ",\n".join(inner + _pretty(v, depth - 1, inner) for v in obj) + "\n" + pad + "]"
+    parts: list[str] = []
+    add = parts.append
+    is_dict = type(obj) is dict
+    items = obj.items() if is_dict else ((None, v) for v in obj)
+    for k, v in items:
+        t = type(v)
+        if t is str:
+            s = _ENCODE_STR(v)
+        elif v is None:
+            s = "null"
+        elif t is int:
+            s = int.__repr__(v)
+        elif t is bool:
+            s = "true" if v else "false"
+        elif t is float and _isfinite(v):
+            s = float.__repr__(v)
+        elif (t is dict or t is list) and v and depth > 1:
+            s = _pretty(v, depth - 1, inner)
+        else:
+            s = _ENCODE(v)
+        add(f"{inner}{s}" if k is None else f"{inner}{_ENCODE_STR(k if type(k) is str else str(k))}: {s}")
+    if is_dict:
+        return "{\n" + ",\n".join(parts) + "\n" + pad + "}"
+    return "[\n" + ",\n".join(parts) + "\n" + pad + "]"
+
+
+_ENCODE_STR = json.encoder.encode_basestring
+_isfinite = math.isfinite
 
 
 def _dumps(obj: Any, depth: int = 2) -> str:
