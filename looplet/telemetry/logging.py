@@ -142,6 +142,7 @@ class LoggingHook:
     def __init__(self, logger: Any = None, redact: Callable[[str], str] | None = None) -> None:
         self._logger = logger
         self._redact = redact if redact is not None else Redactor()
+        self._names: dict[str, str] = {}
 
     def _base(self) -> Any:
         logger = self._logger or _default_logger
@@ -171,6 +172,15 @@ class LoggingHook:
             return text
         text = self._redact(text)
         return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + "…"
+
+    def _tool_name(self, name: str) -> str:
+        """A tool name through the redactor, cached (the model may invent any name, e.g. an e-mail address)."""
+        safe = self._names.get(name)
+        if safe is None:
+            safe = self._redact(name)[:256]
+            if len(self._names) < 1000:
+                self._names[name] = safe
+        return safe
 
     def _exception(self, exc: BaseException) -> str:
         return self._redact("".join(traceback.format_exception(exc)))
@@ -235,11 +245,12 @@ class LoggingHook:
                 fields["ttfc_ms"] = round(step.ttfc_ms, 3)
             log.info("llm.call", **fields, **ids)
         result = step.tool_result
+        tool = self._tool_name(step.tool_call.tool)
         if result.error is None:
-            log.info("tool.call", step=step.number, tool=step.tool_call.tool,
+            log.info("tool.call", step=step.number, tool=tool,
                      duration_ms=round(step.tool_ms, 3), ok=True, **ids)
         else:
-            log.warning("tool.call", step=step.number, tool=step.tool_call.tool,
+            log.warning("tool.call", step=step.number, tool=tool,
                         duration_ms=round(step.tool_ms, 3), ok=False, error_kind=result.error_kind,
                         error=self._error(result.error), **ids)
 
@@ -284,8 +295,9 @@ class LoggingHook:
 
     def on_event(self, name: str, attributes: dict[str, Any]) -> None:
         if name == "hook.decision":
+            tool = attributes.get("tool")
             self._bound().info("hook.decision", hook=attributes.get("hook"), decision=attributes.get("decision"),
-                               tool=attributes.get("tool") or None, reason=self._error(attributes.get("reason")))
+                               tool=self._tool_name(tool) if tool else None, reason=self._error(attributes.get("reason")))
         else:  # the emitting module logs its own line through stdlib logging; this one is for debugging
             self._bound().debug(name, **{k: (self._error(v) if isinstance(v, str) else v)
                                          for k, v in (attributes or {}).items() if k != "event"})

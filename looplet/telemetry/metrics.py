@@ -25,6 +25,7 @@ from typing import Any
 from looplet.errors import require
 from looplet.hooks import current_run
 from looplet.telemetry import names as N
+from looplet.telemetry.redact import Redactor
 
 require("prometheus_client", "prometheus")
 
@@ -143,7 +144,8 @@ class MetricsHook:
         self._genai_duration = m["gen_ai_client_operation_duration_seconds"]
         self._genai_ttfc = m["gen_ai_client_operation_time_to_first_chunk_seconds"]
         self._children: dict[tuple[Any, ...], Any] = {}
-        self._tools: set[str] = set()
+        self._tools: dict[str, str] = {}  # tool name -> its label (a name holding a secret is "other")
+        self._redact = Redactor()
         self._models: set[str] = set()
         self._otel = _OtelInstruments.create(meter_provider)
 
@@ -159,11 +161,12 @@ class MetricsHook:
     def _tool_label(self, name: str | None, error_kind: str | None = None) -> str:
         if not name or error_kind == "unknown_tool":
             return _OTHER
-        if name in self._tools:
-            return name
+        label = self._tools.get(name)
+        if label is not None:
+            return label
         if len(self._tools) < self.max_label_values:
-            self._tools.add(name)
-            return name
+            label = self._tools[name] = name if self._redact(name) == name else _OTHER
+            return label
         return _OTHER
 
     def _model_label(self, name: str | None) -> str:

@@ -118,8 +118,9 @@ class Redactor:
         return text
 
     def redact_json(self, obj: Any, _depth: int = 0) -> Any:
-        """A copy of a JSON-like value with every string redacted. Values under keys that name a secret
-        (``api_key``, ``password``, ``authorization``, ...) are replaced whole."""
+        """A copy of a JSON-like value with every string redacted, dict keys included (two keys redacted
+        to the same text become ``key`` and ``key#2``). Values under keys that name a secret (``api_key``,
+        ``password``, ``authorization``, ...) are replaced whole."""
         if isinstance(obj, str):
             return self(obj)
         if obj is None or isinstance(obj, (bool, int, float)):
@@ -127,13 +128,20 @@ class Redactor:
         if _depth > 64:
             return "…"
         if isinstance(obj, dict):
-            out = {}
+            out: dict[str, Any] = {}
             for k, v in obj.items():
                 key = k if isinstance(k, str) else str(k)
                 if isinstance(v, (str, int, float)) and not isinstance(v, bool) and _SECRET_KEYS.match(key):
-                    out[key] = "[REDACTED:secret_field]"
+                    value: Any = "[REDACTED:secret_field]"
                 else:
-                    out[key] = self.redact_json(v, _depth + 1)
+                    value = self.redact_json(v, _depth + 1)
+                key = self(key)  # keys too: a result keyed by e-mail address, an argument name the model made up
+                if key in out:  # two keys redacted alike: keep both
+                    n = 2
+                    while f"{key}#{n}" in out:
+                        n += 1
+                    key = f"{key}#{n}"
+                out[key] = value
             return out
         if isinstance(obj, (list, tuple)):
             return [self.redact_json(v, _depth + 1) for v in obj]

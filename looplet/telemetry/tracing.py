@@ -65,6 +65,7 @@ _EMPTY = otel_context.Context()
 _INTERNAL = SpanKind.INTERNAL
 _CLIENT = SpanKind.CLIENT
 _MAX_ERROR_CHARS = 1000
+_MAX_NAMES = 1000  # cached tool names per hook (the model can invent unboundedly many)
 
 # attribute keys, resolved once from the semantic conventions (through the names table)
 _OP = N.GEN_AI_OPERATION_NAME
@@ -168,6 +169,7 @@ class TracingHook:
         self._tool_names: dict[str, str] = {}
         self._chat_attrs: dict[Any, dict[str, Any]] = {}
         self._tool_attrs: dict[str, dict[str, Any]] = {}
+        self._safe_names: dict[str, str] = {}
         self._warned: set[str] = set()
 
     # -- run ----------------------------------------------------------------------------------------
@@ -280,7 +282,7 @@ class TracingHook:
         span = open_step.span
         if rs.recording:
             result = step.tool_result
-            attrs = {_TOOL: step.tool_call.tool}
+            attrs = {_TOOL: self._tool_name(step.tool_call.tool)}
             if result.error is not None:
                 attrs[N.TOOL_ERROR_KIND] = result.error_kind or "error"
             if step.cost_usd is not None:
@@ -477,16 +479,30 @@ class TracingHook:
         name = tool_call.tool
         attrs = self._tool_attrs.get(name)
         if attrs is None:
-            attrs = {_OP: _EXECUTE_TOOL, _TOOL: name, _TOOL_TYPE: "function"}
-            self._tool_attrs[name] = attrs
-            self._tool_names[name] = f"execute_tool {name}"
+            safe = self._tool_name(name)
+            attrs = {_OP: _EXECUTE_TOOL, _TOOL: safe, _TOOL_TYPE: "function"}
+            span_name = f"execute_tool {safe}"
+            if len(self._tool_attrs) < _MAX_NAMES:
+                self._tool_attrs[name] = attrs
+                self._tool_names[name] = span_name
+        else:
+            span_name = self._tool_names[name]
         if tool_call.id:
             attrs = dict(attrs)
             attrs[_CALL_ID] = tool_call.id
-        span = self._tracer.start_span(self._tool_names[name], context=parent, kind=_INTERNAL, attributes=attrs)
+        span = self._tracer.start_span(span_name, context=parent, kind=_INTERNAL, attributes=attrs)
         if self.capture_content and span.is_recording():
             span.set_attribute(_TOOL_ARGS, self._content(tool_call.args))
         return span, otel_context.attach(trace.set_span_in_context(span))
+
+    def _tool_name(self, name: str) -> str:
+        """A tool name as telemetry writes it: through the redactor (the model may invent any name)."""
+        safe = self._safe_names.get(name)
+        if safe is None:
+            safe = self._redact(name)[:256]
+            if len(self._safe_names) < _MAX_NAMES:
+                self._safe_names[name] = safe
+        return safe
 
     @staticmethod
     def _step_for(rs: _RunSpans, tool_call: Any) -> _Step | None:
@@ -505,6 +521,8 @@ class TracingHook:
         error = getattr(result, "error", None)
         if error is not None:
             kind = result.error_kind or "tool_error"
+            if kind == "unknown_tool":  # a name the model made up: keep span names low-cardinality
+                span.update_name("execute_tool")
             span.set_attributes({_ERROR_TYPE: kind, N.TOOL_ERROR_KIND: kind})
             span.set_status(Status(StatusCode.ERROR, self._error_text(error)))
         elif not isinstance(result, ToolResult):

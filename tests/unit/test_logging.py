@@ -166,3 +166,11 @@ def test_without_configure_logging_the_applications_structlog_config_is_used():
 def test_bad_level_is_a_clear_error():
     with pytest.raises(ValueError, match="level='LOUD'"):
         configure_logging(level="LOUD")
+
+
+def test_a_tool_name_the_model_made_up_is_redacted_in_log_lines(sink):
+    configure_logging(file=sink)
+    go("sync", mock('{"tool": "jane.doe@example.com", "args": {}}', DONE), [LoggingHook()])
+    assert "jane.doe@example.com" not in sink.getvalue()
+    (bad,) = [e for e in lines(sink) if e["event"] == "tool.call" and not e["ok"]]
+    assert bad["tool"] == "[REDACTED:email]" and bad["error_kind"] == "unknown_tool"

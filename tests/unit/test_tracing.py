@@ -741,3 +741,20 @@ def test_two_concurrent_runs_share_one_hook_without_mixing_spans(otel):
         trace_spans = [s for s in otel.spans() if s.context.trace_id == agent.context.trace_id]
         assert len(trace_spans) == 1 + 3 + 3 + 3  # agent, steps, chats, tools
     assert otel.tracker.open() == []
+
+
+def test_dict_keys_are_redacted_and_colliding_keys_are_kept():
+    out = redact_json({"a@b.io": {"plan": "pro"}, "c@d.io": 1, "sk-proj-" + "Q" * 24: True, "ok": "x"})
+    assert out == {"[REDACTED:email]": {"plan": "pro"}, "[REDACTED:email]#2": 1, "[REDACTED:openai_key]": True,
+                   "ok": "x"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_tool_name_the_model_made_up_is_redacted_and_the_span_name_stays_bounded(mode, otel):
+    invented = "jane.doe@example.com"
+    go(mode, mock(json.dumps({"tool": invented, "args": {}}), DONE), [TracingHook(otel.provider)])
+    everything = json.dumps([(s.name, dict(s.attributes)) for s in otel.spans()])
+    assert invented not in everything
+    (tool_span,) = [s for s in otel.named("execute_tool") if s.status.status_code is StatusCode.ERROR]
+    assert tool_span.name == "execute_tool" and tool_span.attributes[EA.ERROR_TYPE] == "unknown_tool"
+    assert tool_span.attributes[GA.GEN_AI_TOOL_NAME] == "[REDACTED:email]"
