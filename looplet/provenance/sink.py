@@ -15,6 +15,7 @@ Redaction (``redact``) is applied to every string written; the model always sees
 from __future__ import annotations
 
 import collections
+import dataclasses
 import inspect
 import logging
 import os
@@ -114,41 +115,42 @@ class ProvenanceSink:
     def _record_for(self, run: Any) -> RunRecord | None:
         if run is None:
             return None
-        for key, value in run.scratch.items():  # a trajectory hook of this sink already records this run
+        for key in list(run.scratch):  # a trajectory hook of this sink already records this run
             if isinstance(key, TrajectoryHook) and key.sink is self:
                 return None
         with self._lock:
             entry = self._pending.get(run.run_id)
             if entry is None:
                 rec = _new_record(run, "wrap_llm")
+                rec.first_step = len(getattr(run.state, "steps", ()) or ()) + 1
                 entry = self._pending[run.run_id] = (run, rec)
-                rec_t0 = time.perf_counter()
-                run.scratch[(self, "t0")] = rec_t0
+                run.scratch[(self, "t0")] = time.perf_counter()
             done = [rid for rid, (r, _rec) in self._pending.items()
                     if rid != run.run_id and getattr(r.state, "result", None) is not None]
-            if entry[1].calls == [] and entry[1].first_step == 1:
-                entry[1].first_step = len(getattr(run.state, "steps", ()) or ()) + 1
         for rid in done:
             self._write_pending(rid)
         return entry[1]
 
     def _write_pending(self, run_id: str) -> Path | None:
+        """Write a wrapped-backend run: for good once it has ended, else as it stands (it stays pending
+        and its folder is rewritten later)."""
         with self._lock:
-            entry = self._pending.pop(run_id, None)
-        if entry is None:
-            return None
-        run, rec = entry
-        state = run.state
-        result = getattr(state, "result", None)
-        rec.steps = list(getattr(state, "steps", []) or [])
-        rec.tools = rec.tools
+            entry = self._pending.get(run_id)
+            if entry is None:
+                return None
+            run, rec = entry
+            result = getattr(run.state, "result", None)
+            if result is not None:
+                del self._pending[run_id]
+            snapshot = dataclasses.replace(rec, steps=list(getattr(run.state, "steps", []) or []),
+                                           calls=list(rec.calls), timeline=list(rec.timeline),
+                                           step_calls=dict(rec.step_calls))
         if result is not None:
-            _apply_result(rec, result)
+            _apply_result(snapshot, result)
         else:
-            rec.stop_reason = None
-            rec.duration_ms = (time.perf_counter() - run.scratch.get((self, "t0"), time.perf_counter())) * 1000
-        rec.timeline.extend(_tool_bars(rec))
-        return self._write_safely(rec)
+            snapshot.duration_ms = (time.perf_counter() - run.scratch.get((self, "t0"), time.perf_counter())) * 1e3
+        snapshot.timeline.extend(_tool_bars(snapshot))
+        return self._write_safely(snapshot)
 
     def flush(self) -> list[Path]:
         """Write every run recorded so far that has not been written (wrapped-backend runs, and runs still
@@ -160,8 +162,9 @@ class ProvenanceSink:
 
     # ---------------------------------------------------------------- SpanExporter
     def export(self, spans: Any) -> Any:
-        """Take a batch of finished spans (SpanExporter API). Cheap: spans are filed by trace; a run is
-        written when its ``invoke_agent`` span arrives."""
+        """Take a batch of finished spans (SpanExporter API). Spans are filed by trace; when a run's
+        ``invoke_agent`` span arrives, its folder is written here, on the span processor's worker thread.
+        Never raises."""
         from opentelemetry.sdk.trace.export import SpanExportResult
 
         if self._shutdown:

@@ -825,3 +825,24 @@ def test_a_resumed_run_keeps_the_steps_from_before(tmp_path: Path) -> None:
     assert len(state.steps) > 3 and len(_steps) == len(state.steps) - 3
     assert second.data["steps"][0]["llm_call"] is None and second.data["steps"][3]["llm_call"] == 1
     assert "[tool call_3_0]" in second.prompt(1)  # the resumed model saw the whole transcript
+
+
+def test_flush_during_a_wrapped_run_writes_it_as_it_stands_then_completes_it(tmp_path: Path) -> None:
+    sink = ProvenanceSink(tmp_path, fsync=False)
+    from looplet import composable_loop
+
+    llm, tools, config = build(latency_s=0.0)
+    gen = composable_loop(llm=sink.wrap_llm(llm), tools=tools, task=TASK, config=config)
+    next(gen), next(gen)
+    (partial,) = sink.flush()
+    t = load_trajectory(partial)
+    assert t.stop_reason is None and len(t.steps) == 2 and len(t.calls) == 2
+    out = io.StringIO()
+    show_cli.main([str(partial)], out=out)
+    assert "\nunfinished: 2 steps" in out.getvalue()
+    steps = 2 + sum(1 for _ in gen)
+    (final,) = sink.flush()
+    assert final == partial  # the same folder, now complete
+    t = load_trajectory(final)
+    assert t.stop_reason == "done" and len(t.steps) == steps and len(t.calls) == t.llm_calls
+    assert sink.flush() == []
