@@ -50,10 +50,10 @@ def _resolve_redact(redact: Any) -> Callable[[str], str] | None:
 class ProvenanceSink:
     """Writes one trajectory folder per run under ``dir``.
 
-    It implements OpenTelemetry's ``SpanExporter`` interface (``export``, ``force_flush``, ``shutdown``);
-    put it behind a ``BatchSpanProcessor`` so the loop never waits for the disk. ``export`` only files the
-    spans away; a run is assembled and written when its ``invoke_agent`` span arrives, on the processor's
-    worker thread.
+    It implements OpenTelemetry's ``SpanExporter`` interface (``export``, ``force_flush``, ``shutdown``; by
+    duck typing, not by subclassing, so the hook path imports no OpenTelemetry at all). Put it behind a
+    ``BatchSpanProcessor`` so the loop never waits for the disk: ``export`` files the spans by trace, and a
+    run's folder is written when its ``invoke_agent`` span arrives, on the processor's worker thread.
 
     dir: where run folders go (created when the first run is written).
     redact: None, True (built-in patterns for API keys, bearer tokens, e-mail addresses), or a callable
