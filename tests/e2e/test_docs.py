@@ -329,7 +329,8 @@ if __name__ != "__main__":
         report = json.loads(report_file.read_text()) if report_file.exists() else []
         for entry in report:
             print(f"  {'ok  ' if entry['ok'] else 'FAIL'} {entry['where']} {entry['kind']}"
-                  f"{' $ ' + entry['command'] if 'command' in entry else ''} ({entry['seconds']} s)")
+                  f"{' $ ' + entry['command'] if 'command' in entry else ''}"
+                  f"{' -> exit ' + str(entry['exit']) if 'exit' in entry else ''} ({entry['seconds']} s)")
         failed = [e for e in report if not e["ok"]]
         if failed:
             e = failed[0]
