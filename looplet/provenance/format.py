@@ -594,8 +594,13 @@ def _write_tree(base: str, data: Mapping[str, bytes], fsync: bool, atomic: bool)
     last = [p for p in (TRAJECTORY_FILE, MANIFEST_FILE) if p in data]
     first = [p for p in data if p not in (TRAJECTORY_FILE, MANIFEST_FILE)]
     made = {os.path.dirname(os.path.join(base, rel)) for rel in data}
-    for d in sorted(made):
-        os.makedirs(d, exist_ok=True)
+    for d in sorted(made):  # parents first
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(d, exist_ok=True)
 
     def put(rels: list[str]) -> None:
         for rel in rels:

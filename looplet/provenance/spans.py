@@ -64,8 +64,7 @@ class SpanRec:
             attrs = dict(span.attributes or {})
         return cls(span.name, ctx.trace_id, ctx.span_id, parent.span_id if parent is not None else None,
                    span.start_time or 0, span.end_time or span.start_time or 0, attrs,
-                   status.status_code.value == 2, status.description,
-                   [(e.name, e.timestamp, e.attributes or {}) for e in span.events] if span.events else None)
+                   status.status_code.value == 2, status.description, _events_of(span))
 
     @property
     def duration_ms(self) -> float:
@@ -73,6 +72,13 @@ class SpanRec:
 
     def __repr__(self) -> str:
         return f"SpanRec({self.name!r}, span_id={self.span_id:016x})"
+
+
+def _events_of(span: Any) -> list[tuple[str, int, Any]] | None:
+    raw = getattr(span, "_events", None)
+    if raw is not None and not len(raw):  # most spans have none: skip the SDK's locked copy
+        return None
+    return [(e.name, e.timestamp, e.attributes or {}) for e in span.events] or None
 
 
 def _keep(name: str) -> bool:
