@@ -246,17 +246,22 @@ class _Redaction:
     whole value through ``redact_json`` when the redactor has one (it also blanks values under keys like
     ``api_key``), else every string and key."""
 
-    def __init__(self, redact: Redact) -> None:
+    #: values looplet or the tracing SDK generate (hex ids, file names, times): nothing to redact in them
+    GENERATED = frozenset({"trace_id", "span_id", "run_id", "file", "prompt_file", "response_file", "started_at"})
+
+    def __init__(self, redact: Redact, cache: dict[str, str] | None = None) -> None:
         self.redact = redact
         rj = getattr(redact, "redact_json", None)
         self.user: Callable[[Any], Any] = rj if callable(rj) else (lambda v: _redact_tree(v, redact))
-        self.cache: dict[str, str] = {}
+        self.cache: dict[str, str] = {} if cache is None else cache
 
     def text(self, value: str) -> str:
         out = self.cache.get(value)
         if out is None:
             out = self.redact(value)
             if len(value) <= 256:
+                if len(self.cache) >= 8192:
+                    self.cache.clear()
                 self.cache[value] = out
         return out
 
@@ -264,7 +269,8 @@ class _Redaction:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
-            return {k: self.own(v) for k, v in value.items()}
+            skip = self.GENERATED
+            return {k: (v if k in skip else self.own(v)) for k, v in value.items()}
         if isinstance(value, list):
             return [self.own(v) for v in value]
         return value
@@ -425,12 +431,13 @@ def step_file(number: int) -> str:
     return f"steps/step_{_num(number)}.json"
 
 
-def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_call: int = 200_000
-                 ) -> dict[str, str]:
-    """The folder's files as ``{relative path: text}``, every string already through ``redact``."""
+def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_call: int = 200_000,
+                 cache: dict[str, str] | None = None) -> dict[str, str]:
+    """The folder's files as ``{relative path: text}``, every string already through ``redact``
+    (``cache``: redacted short strings kept from one run to the next)."""
     files: dict[str, str] = {}
     r = redact
-    red = _Redaction(r) if r is not None else None
+    red = _Redaction(r, cache) if r is not None else None
     text = r if r is not None else (lambda s: s)
     record.link_steps()
     blocks: dict[int, str] = {}  # the hook path's prompts share message objects: render each once

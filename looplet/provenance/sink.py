@@ -79,11 +79,12 @@ class ProvenanceSink:
         self._spans: Any = None  # spans.SpanBuffer, made on first export
         self._max_buffered = max_buffered_spans
         self._shutdown = False
+        self._redacted: dict[str, str] = {}  # short strings already redacted (tool and model names, ...)
 
     # ---------------------------------------------------------------- writing
     def write(self, record: RunRecord) -> Path:
         """Render and write one run's folder; returns its path."""
-        files = render_files(record, self.redact, self.max_chars_per_call)
+        files = render_files(record, self.redact, self.max_chars_per_call, self._redacted)
         path = write_folder(self.dir, folder_name(record, self.redact), files, fsync=self.fsync)
         self.written.append(path)
         return path
