@@ -275,8 +275,21 @@ class _Redaction:
             return [self.own(v) for v in value]
         return value
 
-    def _with(self, d: dict[str, Any], user_keys: tuple[str, ...]) -> dict[str, Any]:
-        return {k: (self.user(v) if k in user_keys else self.own(v)) for k, v in d.items()}
+    def _with(self, d: dict[str, Any], user_keys: tuple[str, ...], done: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+        """``d`` with the values under ``user_keys`` through ``user``, those in ``done`` as given, the rest
+        through ``own``."""
+        out = {}
+        for k, v in d.items():
+            if done is not None and k in done:
+                out[k] = done[k]
+            elif k in user_keys:
+                out[k] = self.user(v)
+            elif k in self.GENERATED:
+                out[k] = v
+            else:
+                out[k] = self.own(v)
+        return out
 
     def step(self, d: dict[str, Any]) -> dict[str, Any]:
         out = {}
@@ -292,15 +305,12 @@ class _Redaction:
         return out
 
     def call(self, d: dict[str, Any]) -> dict[str, Any]:
-        out = self._with(d, ("tool_calls",))
-        out["tool_calls"] = [self._with(tc, ("args",)) for tc in d.get("tool_calls", ())]
-        return out
+        calls = [self._with(tc, ("args",)) for tc in d.get("tool_calls", ())]
+        return self._with(d, (), {"tool_calls": calls})
 
     def trajectory(self, d: dict[str, Any]) -> dict[str, Any]:
-        out = self._with(d, ("task", "final_output", "tools", "events", "calls"))
-        out["calls"] = d.get("calls", [])  # already through call()
-        out["events"] = [self._with(e, ("attributes",)) for e in d.get("events", ())]
-        return out
+        events = [self._with(e, ("attributes",)) for e in d.get("events", ())]
+        return self._with(d, ("task", "final_output", "tools"), {"calls": d.get("calls", []), "events": events})
 
 
 def _redact_tree(value: Any, redact: Redact) -> Any:
