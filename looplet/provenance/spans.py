@@ -252,6 +252,37 @@ def semconv_to_chat(messages: Any, system: Any = None) -> list[dict[str, Any]]:
     return out
 
 
+class _Transcripts:
+    """The input messages of a run's successive chat spans, parsed and converted incrementally: each call's
+    transcript usually extends the previous one's, so only the new messages are parsed and converted,
+    and the earlier message objects are shared (the renderer then renders each of them once)."""
+
+    __slots__ = ("raw", "system", "chat")
+
+    def __init__(self) -> None:
+        self.raw: str | None = None
+        self.system: Any = None
+        self.chat: list[dict[str, Any]] = []
+
+    def messages(self, raw: Any, system: Any) -> list[dict[str, Any]]:
+        prev = self.raw
+        if (isinstance(raw, str) and prev is not None and system == self.system and len(raw) > len(prev)
+                and raw[len(prev) - 1] == "," and raw.startswith(prev[:-1])):
+            try:
+                new = json.loads("[" + raw[len(prev):])
+            except ValueError:
+                new = None
+            if isinstance(new, list):
+                self.raw = raw
+                self.chat = self.chat + semconv_to_chat(new)
+                return self.chat
+        parsed = _json_attr(raw)
+        self.raw = raw if isinstance(raw, str) and raw.endswith("]") else None
+        self.system = system
+        self.chat = semconv_to_chat(parsed, _json_attr(system))
+        return self.chat
+
+
 def _output(messages: Any) -> tuple[str | None, list[ToolCall], bool]:
     if not isinstance(messages, list):
         return None, [], False
@@ -340,6 +371,7 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
 
     # LLM calls
     content = False
+    transcripts = _Transcripts()
     for i, s in enumerate(chat_spans, 1):
         a = s.attrs
         c = CallRecord(number=i, step=step_of(s) or 0, purpose=str(a.get(N.LLM_PURPOSE) or "step"),
@@ -366,8 +398,7 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
             c.answered = False
         if N.GEN_AI_INPUT_MESSAGES in a:
             content = True
-            c.messages = semconv_to_chat(_json_attr(a[N.GEN_AI_INPUT_MESSAGES]),
-                                         _json_attr(a.get(N.GEN_AI_SYSTEM_INSTRUCTIONS)))
+            c.messages = transcripts.messages(a[N.GEN_AI_INPUT_MESSAGES], a.get(N.GEN_AI_SYSTEM_INSTRUCTIONS))
         if rec.tools is None and N.GEN_AI_TOOL_DEFINITIONS in a:
             rec.tools = _json_attr(a[N.GEN_AI_TOOL_DEFINITIONS])
         if not s.error:
