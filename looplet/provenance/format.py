@@ -191,10 +191,12 @@ def _content_text(content: Any) -> str:
     return json.dumps(_json_safe(content), ensure_ascii=False, sort_keys=True)
 
 
-def render_messages(messages: Iterable[Mapping[str, Any]], cache: dict[int, str] | None = None) -> str:
+def render_messages(messages: Iterable[Mapping[str, Any]], cache: dict[int, str] | None = None,
+                    redact: Redact | None = None) -> str:
     """The chat transcript as plain text: one ``[role]`` block per message, tool calls as
-    ``→ name({args}) id=...``. ``cache`` (message id -> block) saves re-rendering the messages that
-    every later prompt of a run repeats; only for messages that stay alive and unchanged meanwhile."""
+    ``→ name({args}) id=...``, each block through ``redact``. ``cache`` (message id -> block) saves
+    re-rendering (and re-redacting) the messages every later prompt of a run repeats; only for messages
+    that stay alive and unchanged meanwhile."""
     blocks = []
     for m in messages:
         if cache is not None:
@@ -212,6 +214,8 @@ def render_messages(messages: Iterable[Mapping[str, Any]], cache: dict[int, str]
             fn = tc.get("function") or {}
             lines.append(f"→ {fn.get('name', '?')}({_canonical_args(fn.get('arguments', '{}'))}) id={tc.get('id', '')}")
         block = "\n".join(lines)
+        if redact is not None:
+            block = redact(block)
         if cache is not None:
             cache[id(m)] = block
         blocks.append(block)
@@ -475,7 +479,7 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
         if c.ttfc_ms is not None:
             entry["ttfc_ms"] = _ms(c.ttfc_ms)
         if c.messages is not None:
-            prompt, cut = _cap(text(render_messages(c.messages, blocks)), max_chars_per_call)
+            prompt, cut = _cap(render_messages(c.messages, blocks, r), max_chars_per_call)
             name = f"call_{_num(c.number)}_prompt.txt"
             files[name] = prompt
             entry["prompt_file"] = name
