@@ -1,9 +1,9 @@
 """What telemetry costs per step, beside the raw cost of the library calls it makes.
 
-    python bench/telemetry_overhead.py [--steps 2000] [--repeat 7]
+    python bench/telemetry_overhead.py [--steps 2000] [--repeat 7] [--run-steps 50]
 
 One workload: MockLLMBackend (no latency, with usage) proposing one tool call per response, so each step is
-one LLM call and one tool call, sync loop. Measured in the same process, interleaved, best of --repeat (median shown
+one LLM call and one tool call, sync loop, in runs of --run-steps steps (each run's start and end included). Measured in the same process, interleaved, best of --repeat (median shown
 beside it):
 
 * the bare loop, each hook alone, and all three together (TracingHook on an SDK TracerProvider with a
@@ -53,15 +53,26 @@ SCRIPT = ['{"tool": "lookup", "args": {"key": "k"}}']
 USAGE = Usage(1200, 80, cached_input_tokens=800)
 
 
+RUN_STEPS = 50  # steps per run (set by --run-steps)
+
+
 def run_loop(n: int, hooks: list[Any]) -> float:
-    llm = MockLLMBackend(SCRIPT, cycle=True, model="gpt-4o-mini", usage=USAGE)
-    state = DefaultState(max_steps=n)
-    config = LoopConfig(max_steps=n, agent_name="bench")
-    t = time.perf_counter()
-    for _ in composable_loop(llm=llm, tools=tools_from([lookup]), task={"goal": "bench"}, config=config,
-                             state=state, hooks=hooks):
-        pass
-    return time.perf_counter() - t
+    """``n`` steps in runs of RUN_STEPS steps each (the time includes each run's start and end)."""
+    tools = tools_from([lookup])
+    total = 0.0
+    done = 0
+    while done < n:
+        k = min(RUN_STEPS, n - done)
+        llm = MockLLMBackend(SCRIPT, cycle=True, model="gpt-4o-mini", usage=USAGE)
+        state = DefaultState(max_steps=k)
+        config = LoopConfig(max_steps=k, agent_name="bench")
+        t = time.perf_counter()
+        for _ in composable_loop(llm=llm, tools=tools, task={"goal": "bench"}, config=config, state=state,
+                                 hooks=hooks):
+            pass
+        total += time.perf_counter() - t
+        done += k
+    return total
 
 
 # -- the raw floor: the library calls, prepared in advance ----------------------------------------------
@@ -192,8 +203,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--run-steps", type=int, default=50, help="steps per run (a long run's growing transcript "
+                    "makes every allocation dearer: the garbage collector walks it)")
     args = ap.parse_args()
     n = args.steps
+    global RUN_STEPS
+    RUN_STEPS = args.run_steps
 
     import logging
 
@@ -247,7 +262,8 @@ def main() -> None:
     bare = us["bare loop"]
 
     print(f"# looplet telemetry overhead — {platform.machine()}, Python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, {n} steps x {args.repeat} runs (best; median beside), "
+          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, {n} steps (runs of {RUN_STEPS}) x {args.repeat} "
+          f"(best; median beside), "
           "sync loop")
     head = f"{'wall µs/step':>13} {'overhead':>9} {'CPU µs/step':>12} {'overhead':>9} {'wall median':>12}"
     print(f"{'configuration':<32} {head}")
