@@ -2,8 +2,8 @@
 
     python bench/provenance_throughput.py [--runs 40] [--repeat 3] [--write]
 
-Spans: the scripted demo agent (8 steps, 7 LLM calls: 24 spans a run) traced by the real TracingHook into
-an in-memory exporter, with and without content capture. Throughput: those spans handed to
+Spans: the scripted demo agent (about 27 spans a run: the run, its steps, LLM calls and tool calls) traced
+by the real TracingHook into an in-memory exporter, with and without content capture. Throughput: those spans handed to
 ``sink.export()`` in batches of 512 (a BatchSpanProcessor's default batch), each run's folder written
 under a fresh directory; wall time of the whole batch loop, median of --repeat. Target: 20,000 spans/s.
 
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = [f"Measured {today()} on {machine()}, revision {revision()}, load average "
                  f"{os.getloadavg()[0]:.1f}, folders under {args.dir}. "
                  f"`python bench/provenance_throughput.py --runs {args.runs} --repeat {args.repeat}`", "",
-                 "Spans exported to `ProvenanceSink` in batches of 512 (demo agent, 24 spans a run), folders "
+                 "Spans exported to `ProvenanceSink` in batches of 512 (demo agent), folders "
                  "written (target ≥ 20,000 spans/s):", "",
                  "| content | fsync | redact | spans/s | runs/s | µs/span |", "| --- | --- | --- | ---: | ---: | ---: |"]
         for capture, fsync, redact, rate, per_run in rows:
