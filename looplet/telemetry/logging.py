@@ -27,6 +27,7 @@ from typing import IO, Any, Callable
 
 from looplet.errors import require
 from looplet.hooks import current_run
+from looplet.telemetry.cost import cost_of
 from looplet.telemetry.redact import Redactor
 
 require("structlog", "logs")
@@ -231,9 +232,13 @@ class LoggingHook:
         log = self._bound()
         ids: dict[str, Any] = {"trace_id": step.trace_id, "span_id": step.span_id} if step.trace_id else {}
         usage = step.usage
-        if step.llm_ms > 0.0 or usage is not None or step.cost_usd is not None:  # first step of a response
+        result = step.tool_result
+        if step.llm_ms > 0.0 or usage is not None:  # the first step of an LLM response carries the call
+            cost = step.cost_usd
+            if result.cost_usd is not None or result.usage is not None:  # the tool's own spend is not the call's
+                cost = cost_of(step.model, usage)
             fields: dict[str, Any] = {"step": step.number, "model": step.model,
-                                      "duration_ms": round(step.llm_ms, 3), "cost_usd": step.cost_usd}
+                                      "duration_ms": round(step.llm_ms, 3), "cost_usd": cost}
             if usage is not None:
                 fields["input_tokens"] = usage.input_tokens
                 fields["output_tokens"] = usage.output_tokens
@@ -244,8 +249,13 @@ class LoggingHook:
             if step.ttfc_ms is not None:
                 fields["ttfc_ms"] = round(step.ttfc_ms, 3)
             log.info("llm.call", **fields, **ids)
-        result = step.tool_result
         tool = self._tool_name(step.tool_call.tool)
+        if result.cost_usd is not None or result.usage is not None:  # a sub-agent or a tool calling a model
+            ids = dict(ids)
+            ids["tool_cost_usd"] = result.cost_usd
+            if result.usage is not None:
+                ids["tool_input_tokens"] = result.usage.input_tokens
+                ids["tool_output_tokens"] = result.usage.output_tokens
         if result.error is None:
             log.info("tool.call", step=step.number, tool=tool,
                      duration_ms=round(step.tool_ms, 3), ok=True, **ids)

@@ -25,6 +25,7 @@ from typing import Any
 from looplet.errors import require
 from looplet.hooks import current_run
 from looplet.telemetry import names as N
+from looplet.telemetry.cost import cost_of
 from looplet.telemetry.redact import Redactor
 
 require("prometheus_client", "prometheus")
@@ -88,6 +89,8 @@ def _existing(registry: Any, name: str, kind: str, labels: tuple[str, ...], exc:
 
 class _RunMetrics:
     __slots__ = ("agent", "provider", "request_model", "usage0", "cost0", "tokens", "cost", "llm_calls")
+    # tokens/cost: what this run's steps explained — its own LLM calls plus what tools reported having
+    # spent (a sub-agent's usage, already counted by the child run's hooks).
 
     def __init__(self, agent: str, provider: str, request_model: str, usage0: tuple[int, int, int, int],
                  cost0: float) -> None:
@@ -244,7 +247,19 @@ class MetricsHook:
         llm_ms = step.llm_ms
         usage = step.usage
         self._child(self._step_duration, agent).observe(tool_s + llm_ms / 1000.0, exemplar)
-        if llm_ms <= 0.0 and usage is None and step.cost_usd is None:
+        own_cost = step.cost_usd
+        spent = result.usage  # a tool that ran LLM calls of its own (a sub-agent): counted by its own hooks
+        if spent is not None or result.cost_usd is not None:
+            own_cost = cost_of(step.model, usage)  # Step.cost_usd includes the tool's part
+            if rm is not None:
+                if spent is not None:
+                    t = rm.tokens
+                    t[0] += spent.input_tokens
+                    t[1] += spent.output_tokens
+                    t[2] += spent.cached_input_tokens
+                    t[3] += spent.reasoning_tokens
+                rm.cost += result.cost_usd or 0.0
+        if llm_ms <= 0.0 and usage is None:
             return  # a later tool call of the same LLM response: the call was counted on its first step
         model = self._model_label(step.model)
         provider = rm.provider if rm is not None else _UNKNOWN
@@ -273,10 +288,10 @@ class MetricsHook:
                 t[1] += out
                 t[2] += usage.cached_input_tokens
                 t[3] += usage.reasoning_tokens
-            if step.cost_usd is not None:
-                self._child(self._cost, agent, model).inc(step.cost_usd)
+            if own_cost is not None:
+                self._child(self._cost, agent, model).inc(own_cost)
                 if rm is not None:
-                    rm.cost += step.cost_usd
+                    rm.cost += own_cost
             else:
                 self._child(self._unpriced, agent, model).inc()
         if self._otel is not None:

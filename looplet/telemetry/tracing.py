@@ -41,6 +41,7 @@ from typing import Any, Callable
 from looplet.errors import require
 from looplet.hooks import current_run
 from looplet.telemetry import names as N
+from looplet.telemetry.cost import cost_of
 from looplet.telemetry.redact import Redactor
 from looplet.types import LLMResponse, ToolResult
 
@@ -285,8 +286,6 @@ class TracingHook:
             attrs = {_TOOL: self._tool_name(step.tool_call.tool)}
             if result.error is not None:
                 attrs[N.TOOL_ERROR_KIND] = result.error_kind or "error"
-            if step.cost_usd is not None:
-                attrs[N.COST_USD] = step.cost_usd
             span.set_attributes(attrs)
         span.end()
         if rs.by_call:
@@ -410,6 +409,9 @@ class TracingHook:
                 attrs[_CACHED_TOK] = usage.cached_input_tokens
             if usage.reasoning_tokens:
                 attrs[_REASONING_TOK] = usage.reasoning_tokens
+            cost = cost_of(response.model or call.model, usage)
+            if cost is not None:
+                attrs[N.COST_USD] = cost  # this call's own cost (summable over chat spans)
         if response.provider and response.provider != call.provider:
             attrs[_PROVIDER] = response.provider
         if response.server_address:

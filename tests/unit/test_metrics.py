@@ -273,3 +273,22 @@ def test_docs_list_every_metric():
         assert f"`{exposed}`" in doc, exposed
         for label in labels:
             assert f"`{label}`" in doc, (exposed, label)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_what_a_tool_reports_having_spent_is_not_counted_again(mode, reg):
+    """A sub-agent (or any tool that calls a model) reports its usage and cost on its ToolResult; its own
+    hooks counted them, so the parent's metrics count only the parent's LLM calls."""
+    from looplet.types import ToolResult
+
+    @tool(description="Summarise with a model of its own.")
+    def summarise() -> ToolResult:
+        return ToolResult(data="short", usage=Usage(5000, 500), cost_usd=0.25)
+
+    steps, result = go(mode, mock('{"tool": "summarise"}', DONE), [MetricsHook(reg)], tools=tools_from([summarise]))
+    assert result.usage.input_tokens == 200 + 5000 and steps[0].cost_usd > 0.25  # rolled up into the run
+    m = dict(agent="calc", model="gpt-4o-mini")
+    assert value(reg, "looplet_tokens_total", type="input", **m) == 200
+    own = 2 * cost_of("gpt-4o-mini", Usage(100, 20, cached_input_tokens=40))
+    assert value(reg, "looplet_cost_usd_total", **m) == pytest.approx(own)
+    assert value(reg, "looplet_llm_requests_total", provider="mock", status="ok", **m) == 2
