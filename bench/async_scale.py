@@ -7,10 +7,11 @@ model call, standing in for a model server) and an ``async def`` tool, ``--steps
 last one ``done``). Measured, in this order, in one process:
 
 1. one run alone (median of 5): the reference wall time;
-2. 100 runs started together with ``asyncio.gather`` (median of 5 waves): wall time ÷ the reference
+2. 1,000 runs together, three waves (first, so nothing else has grown the heap yet): wall time,
+   resident memory before, during (sampled from a thread) and after each wave, and the process's
+   peak (``resource.getrusage``), so growth per run and growth across waves (a leak) show;
+3. 100 runs started together with ``asyncio.gather`` (median of 5 waves): wall time ÷ the reference
    (target ≤ 1.3×); the same with looplet's tracing, metrics and JSON-log hooks on, when they exist;
-3. 1,000 runs together, three waves: wall time, resident memory before and after each wave and the
-   process's peak (``resource.getrusage``), so growth per run and growth across waves (a leak) show;
 4. one more 1,000-run wave under ``tracemalloc``: peak Python allocation per run, and what is still
    allocated once the wave is over and collected.
 
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import resource
 import statistics
 import sys
@@ -53,8 +55,6 @@ def rss_mb() -> float:
     """Current resident set size in MB (Linux /proc; falls back to the peak elsewhere)."""
     try:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
-        import os
-
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         return peak_rss_mb()
@@ -154,6 +154,24 @@ async def measure(steps: int, latency: float, log: Any) -> dict[str, Any]:
     out["single_s"] = singles
     log(f"one run: {statistics.median(singles) * 1e3:.1f} ms (median of 5)")
 
+    await settle()
+    base_rss = rss_mb()
+    out["rss_before_mb"], out["process_peak_before_mb"] = base_rss, peak_rss_mb()
+    waves = []
+    sampler = RssSampler()
+    for i in range(3):
+        before = rss_mb()
+        sampler.start()
+        wall = await wave(1000, steps, latency)
+        peak = sampler.stop()
+        await settle()
+        after = rss_mb()
+        waves.append({"wall_s": wall, "rss_before_mb": before, "peak_rss_mb": peak, "rss_after_mb": after})
+        log(f"1,000 concurrent, wave {i + 1}: {wall * 1e3:.0f} ms, RSS {before:.1f} -> peak {peak:.1f} -> "
+            f"{after:.1f} MB after")
+    out["thousand_waves"] = waves
+    out["process_peak_after_mb"] = peak_rss_mb()
+
     hundreds = [await wave(100, steps, latency) for _ in range(5)]
     out["hundred_s"] = hundreds
     ratio = statistics.median(hundreds) / statistics.median(singles)
@@ -173,24 +191,6 @@ async def measure(steps: int, latency: float, log: Any) -> dict[str, Any]:
             f"{out['telemetry_hundred_ratio']:.2f}x one bare run")
         provider.shutdown()
         del hooks, provider, tele
-
-    await settle()
-    base_rss = rss_mb()
-    out["rss_before_mb"], out["process_peak_before_mb"] = base_rss, peak_rss_mb()
-    waves = []
-    sampler = RssSampler()
-    for i in range(3):
-        before = rss_mb()
-        sampler.start()
-        wall = await wave(1000, steps, latency)
-        peak = sampler.stop()
-        await settle()
-        after = rss_mb()
-        waves.append({"wall_s": wall, "rss_before_mb": before, "peak_rss_mb": peak, "rss_after_mb": after})
-        log(f"1,000 concurrent, wave {i + 1}: {wall * 1e3:.0f} ms, RSS {before:.1f} -> peak {peak:.1f} -> "
-            f"{after:.1f} MB after")
-    out["thousand_waves"] = waves
-    out["process_peak_after_mb"] = peak_rss_mb()
 
     await settle()
     tracemalloc.start()
@@ -214,7 +214,8 @@ def report(r: dict[str, Any], command: str) -> str:
     single = med(r["single_s"])
     waves = r["thousand_waves"]
     lines = ["## Many runs in one event loop\n",
-             f"Measured {today()} on {machine()}; looplet at {revision()}.  ",
+             f"Measured {today()} on {machine()}; looplet at {revision()}; 1-minute load average "
+             f"{r['load'][0]} at the start and {r['load'][1]} at the end.  ",
              f"Command: `{command}` (bench/async_scale.py).\n",
              f"Each run: `async_composable_loop`, `MockLLMBackend(latency_s={r['latency_s']})` (an `asyncio.sleep` "
              f"per model call), an `async def` tool, {r['steps']} steps (the last one `done`); runs started together "
@@ -265,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - started:5.1f}s] {msg}", flush=True)
 
+    load_at_start = f"{os.getloadavg()[0]:.2f}"
     r = asyncio.run(measure(args.steps, args.latency, log))
+    r["load"] = (load_at_start, f"{os.getloadavg()[0]:.2f}")
     text = report(r, command)
     print()
     print(text)
