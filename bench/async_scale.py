@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--no-write", action="store_true", help="print only; do not touch docs/benchmarks.md")
+    parser.add_argument("--no-write", action="store_true", help="print only: write neither docs/benchmarks.md nor bench/results/")
     args = parser.parse_args(argv)
     command = "python bench/async_scale.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     started = time.perf_counter()
@@ -272,10 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     text = report(r, command)
     print()
     print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"date": today(), "machine": machine(), "revision": revision(),
-                                   "command": command, **r}, indent=1) + "\n")
     if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps({"date": today(), "machine": machine(), "revision": revision(),
+                                       "command": command, **r}, indent=1) + "\n")
         write_section("async-scale", text)
         log(f"wrote docs/benchmarks.md and {RESULTS.relative_to(ROOT)}")
     return 0

@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/compare_seed.py            # the full comparison (about 8 minutes on 2 cores)
     .venv/bin/python bench/compare_seed.py --quick    # a smoke run: fewer repetitions, no 10,000 steps
-    options: --no-agents, --no-write (do not touch docs/benchmarks.md), --import-reps N
+    options: --no-agents, --no-write (print only), --render (rewrite the section from the recorded
+    results, measuring nothing), --import-reps N
 
 The other frameworks live in their own virtual environments under bench/.venvs/ (created and filled
 from PyPI on first use; ``looplet`` 0.4.1 has the same import name as ours, so it never goes into the
@@ -360,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few repetitions, no 10,000-step runs")
     parser.add_argument("--no-agents", action="store_true", help="leave the OpenAI Agents SDK out")
-    parser.add_argument("--no-write", action="store_true", help="print only; do not touch docs/benchmarks.md")
+    parser.add_argument("--no-write", action="store_true", help="print only: write neither docs/benchmarks.md nor bench/results/")
     parser.add_argument("--import-reps", type=int, default=None, help="fresh interpreters per import figure")
     parser.add_argument("--render", action="store_true",
                         help=f"measure nothing: rewrite the section from {RESULTS.relative_to(ROOT)}")
@@ -429,9 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     text, rec["verdicts"] = summarize(rec)
     print()
     print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(rec, indent=1) + "\n")
     if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(rec, indent=1) + "\n")
         path = write_section("compare", text)
         log(f"wrote {path.relative_to(ROOT)} and {RESULTS.relative_to(ROOT)}")
     log("done")
