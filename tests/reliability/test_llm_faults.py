@@ -17,7 +17,7 @@ from looplet.backends.anthropic import AnthropicBackend
 from looplet.backends.openai import OpenAIBackend
 from looplet.control import StagnationHook
 from looplet.tools import INVALID_JSON_KEY
-from tests.fakeserver import (LLMRecorder, empty, error, hang, reset, tool_call, tool_calls, truncated)
+from tests.fakeserver import LLMRecorder, empty, error, hang, reset, text, tool_call, tool_calls, truncated
 from tests.unit._harness import MODES, run
 
 PROVIDERS = ["openai", "anthropic"]
@@ -222,3 +222,26 @@ def test_max_steps_inside_a_multi_call_answer_leaves_no_call_unanswered(mode, pr
     tool_msgs = [m for m in state.transcript if m["role"] == "tool"]
     assert len(tool_msgs) == 5  # 3 results + 2 calls the run never got to, each answered
     assert_nothing_lost(steps, result, state)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG looplet/telemetry/metrics.py MetricsHook observes LLM latency in on_step "
+                   "from Step.llm_ms, so a call whose answer made no step (text only, as SmolLM2 answers) is missing "
+                   "from looplet_llm_duration_seconds and gen_ai_client_operation_duration_seconds (requests and "
+                   "tokens are made up at run end, durations are not). Remove this mark once fixed.")
+@pytest.mark.parametrize("mode", MODES)
+def test_every_llm_call_is_in_the_duration_metrics_even_without_a_step(mode, fake_llm_server):
+    from prometheus_client import CollectorRegistry
+
+    from looplet.telemetry.metrics import MetricsHook
+
+    registry = CollectorRegistry()
+    fake_llm_server.script(text("Let me think."), tool_call("done", {"answer": "ok"}))
+    steps, result, state = go(mode, backend("openai", fake_llm_server), hooks=[MetricsHook(registry)])
+    assert result.stop_reason == "done" and result.llm_calls == 2
+
+    def count(name: str) -> float:
+        return sum(s.value for m in registry.collect() for s in m.samples if s.name == name)
+
+    assert count("looplet_llm_requests_total") == 2
+    assert count("gen_ai_client_operation_duration_seconds_count") == 2
+    assert count("looplet_llm_duration_seconds_count") == 2
