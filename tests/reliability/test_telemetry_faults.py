@@ -260,9 +260,9 @@ def test_a_trace_folder_that_cannot_be_written_costs_the_files_not_the_run(where
         session.shutdown(timeout_s=1.0)
     failed = [r for r in caplog.records if "could not write the trajectory" in r.getMessage()]
     assert len(failed) == 2 and all(r.levelno >= logging.ERROR for r in failed)  # visible, once per run
-    if where == "full":  # nothing half-written left behind: no temporary folder, no partial run folder
-        left = [p for p in folder.parent.rglob("*") if p.name != "filler"]
-        assert all(p.is_dir() and not any(p.iterdir()) for p in left), left
+    if where == "full":  # no partial run folder (temporary ones: see the next test)
+        runs = [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.exists() else []
+        assert runs == []
         (folder.parent / "filler").unlink()  # space again: the next run is written whole
         reset_global_telemetry()
         session = configure(service_name="faults", json_logs=False, provenance_dir=str(folder))
@@ -289,3 +289,38 @@ def test_a_log_file_on_a_full_disk_costs_log_lines_not_the_run(where, tmp_path, 
     lost = sample("looplet_hook_errors_total", {"agent": "demo-agent", "hook": "LoggingHook",
                                                 "method": "on_step"}) - before
     assert lost == len(steps)  # every log line that could not be written is counted
+
+
+@pytest.mark.xfail(strict=True, reason="BUG looplet/provenance/format.py _write_tree: with fsync the step/call files "
+                   "are written by a thread pool and `for f in futures: f.result()` raises at the first failure while "
+                   "the other writers still run, so write_folder's _remove_tree(tmp) races them and files are left "
+                   "in a hidden .<run>.tmp folder on an already full disk (seen with the 1 MiB tmpfs above). Wait "
+                   "for every future before raising. Remove this mark once fixed.")
+def test_a_failed_trajectory_write_stops_all_its_writers_before_cleaning_up(tmp_path, monkeypatch):
+    """The race behind the leftover: after write_folder has failed (and removed its temporary folder),
+    none of its writers may still be writing."""
+    from looplet.provenance import format as fmt
+
+    real = fmt._write_file
+    writes_after: list[str] = []
+    failed = threading.Event()
+
+    def write(path: str, data: bytes, fsync: bool) -> None:
+        if path.endswith("step_01.json"):  # the disk fills up at the first file...
+            raise OSError(28, "No space left on device")
+        time.sleep(0.05)  # ...while the other writers are still busy
+        if failed.is_set():
+            writes_after.append(os.path.basename(path))
+        real(path, data, fsync)
+
+    monkeypatch.setattr(fmt, "_write_file", write)
+    files = {f"steps/step_{i:02d}.json": "{}" for i in range(1, 25)}
+    files["trajectory.json"] = "{}"
+    with pytest.raises(OSError):
+        try:
+            fmt.write_folder(tmp_path, "run", files, fsync=True)
+        finally:
+            failed.set()
+    time.sleep(0.5)  # let any writer still running finish
+    assert writes_after == [], "writers still running after write_folder failed and cleaned up"
+    assert [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")] == []
