@@ -39,7 +39,8 @@ def kill_series(mode: str, seed: str, tmp: Path, n_work: int, child: str = CHILD
     folder, ledger, script = tmp / "ckpt", tmp / "ledger.jsonl", tmp / "agent.py"
     script.write_text(child)
     cmd = [sys.executable, str(script), str(folder), mode, str(ledger), str(n_work), *extra_args]
-    figures = {"processes": 0, "kills": 0, "mid_answer": 0, "redone": 0, "lost": 0, "in_flight_rerun": 0}
+    figures = {"processes": 0, "kills": 0, "mid_answer": 0, "redone": 0, "lost": 0, "in_flight_rerun": 0,
+               "killed_after_done": 0}
     before: list[dict[str, Any]] = []
     for _ in range(80):
         seen = len(ledger_lines(ledger))
@@ -61,10 +62,15 @@ def kill_series(mode: str, seed: str, tmp: Path, n_work: int, child: str = CHILD
         before = after
         if code == 0 or (cp is not None and cp.stop_reason == "done"):
             break
+        if after and after[-1]["tool_call"]["tool"] == "done" and not after[-1]["tool_result"]["error"]:
+            # killed between the done step's checkpoint and the final one: the work is finished, but a rerun
+            # would ask the model again (see test_a_checkpoint_whose_last_step_is_done_resumes_as_done)
+            figures["killed_after_done"] += 1
+            break
     else:
         pytest.fail("the agent never finished")
     final = Checkpoint.load(folder)
-    assert final is not None and final.stop_reason == "done"
+    assert final is not None and (final.stop_reason == "done" or figures["killed_after_done"])
     work = [s["tool_call"]["args"]["i"] for s in final.steps if s["tool_call"]["tool"] == "work"]
     assert work == list(range(1, n_work + 1)), "work lost, repeated or out of order"
     figures["steps"] = len(final.steps)
@@ -116,6 +122,36 @@ def test_kill_9_with_telemetry_on_leaves_whole_trace_files_and_loses_no_step(mod
     starts = [ln for ln in lines if ln.get("event") == "run.start"]
     assert len(starts) == figures["processes"]  # every process logged its start before it was killed or ended
     assert [ln for ln in lines if ln.get("event") == "run.end"][-1]["stop_reason"] == "done"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG looplet/control/checkpoint.py CheckpointHook.on_loop_start resumes a "
+                   "checkpoint whose last step is an accepted `done` but whose stop_reason is still None (the process "
+                   "died between the done step's save in on_step and the final save in on_loop_end): the resumed run "
+                   "asks the model again and records a second done step. Seen in 2 of 20 kill series. It should end "
+                   "as `done` at once. Remove this mark once fixed.")
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_checkpoint_whose_last_step_is_done_resumes_as_done(mode, tmp_path):
+    from looplet import MockLLMBackend, tool, tools_from
+    from looplet.control import CheckpointHook
+    from tests.unit._harness import run
+
+    @tool(description="One unit of work.")
+    def work(i: int) -> str:
+        return f"unit {i}"
+
+    script = ['{"tool": "work", "args": {"i": 1}}', '{"tool": "done", "args": {"answer": "all done"}}']
+    kw = dict(tools=tools_from([work]), task={"goal": "work"}, hooks=[CheckpointHook(tmp_path)])
+    steps, result = run(mode, llm=MockLLMBackend(script), **kw)
+    assert result.stop_reason == "done"
+    cp = Checkpoint.load(tmp_path)
+    cp.stop_reason = None  # as left by a kill -9 right after the done step was saved
+    cp.save(tmp_path)
+
+    asked_again = MockLLMBackend(['{"tool": "done", "args": {"answer": "a second answer"}}'])
+    steps, result = run(mode, llm=asked_again, **kw)
+    assert result.stop_reason == "done" and result.final_output == "all done"
+    assert asked_again.calls == 0 and steps == []
+    assert [s["tool_call"]["tool"] for s in Checkpoint.load(tmp_path).steps] == ["work", "done"]
 
 
 # -- figures for docs/reliability.md ---------------------------------------------------------------------
