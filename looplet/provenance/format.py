@@ -623,35 +623,63 @@ def _write_tree(base: str, data: Mapping[str, bytes], fsync: bool, atomic: bool)
         except FileNotFoundError:
             os.makedirs(d, exist_ok=True)
 
+    abort = threading.Event()  # one writer failed: the others stop at their next file
+
     def put(rels: list[str]) -> None:
         for rel in rels:
+            if abort.is_set():
+                return
             path = os.path.join(base, rel)
             if atomic:
                 tmp = f"{path}.tmp{os.getpid()}-{threading.get_ident()}"
-                _write_file(tmp, data[rel], fsync)
-                os.replace(tmp, path)
+                try:
+                    _write_file(tmp, data[rel], fsync)
+                    os.replace(tmp, path)
+                except BaseException:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+                    raise
             else:
                 _write_file(path, data[rel], fsync)
 
     if fsync and len(first) > 2:
         # an fsync waits for the disk; several in flight at once share its flushes
         futures = []
+        error: BaseException | None = None
         for k in range(_FSYNC_THREADS):
             chunk = first[k::_FSYNC_THREADS]
             if not chunk:
                 continue
             try:
-                futures.append(_pool().submit(put, chunk))
+                futures.append(_pool().submit(_guarded, put, chunk, abort))
             except RuntimeError:  # the interpreter is shutting down (an exporter flushed at exit)
-                put(chunk)
-        for f in futures:
-            f.result()
+                try:
+                    _guarded(put, chunk, abort)
+                except BaseException as exc:  # noqa: BLE001 - raised below, once every writer is done
+                    error = error or exc
+        for f in futures:  # wait for every writer before raising, so the caller's clean-up races none
+            exc = f.exception()
+            if exc is not None and error is None:
+                error = exc
+                abort.set()
+        if error is not None:
+            raise error
     else:
         put(first)
     put(last)
     if fsync:
         for d in made:
             _fsync_dir(d)
+
+
+def _guarded(put: Callable[[list[str]], None], chunk: list[str], abort: threading.Event) -> None:
+    try:
+        put(chunk)
+    except BaseException:
+        abort.set()  # the other writers stop at their next file
+        raise
 
 
 _FSYNC_THREADS = 8
