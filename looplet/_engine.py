@@ -175,6 +175,9 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                         break
                     r = Raised(TypeError(f"the backend returned {type(r).__name__}, not an LLMResponse"))
                 exc = r.exc
+                hook_error = exc if isinstance(exc, HookError) else getattr(exc, "__cause__", None)
+                if isinstance(hook_error, HookError):  # a strict on_llm_chunk hook failed mid-stream
+                    raise _Fatal(hook_error, hook_error.__cause__ or hook_error)
                 if isinstance(exc, LLMError) and exc.retryable and attempt < config.llm_retries:
                     delay = _backoff(config.llm_backoff_s, attempt, exc.retry_after)
                     for hook, fn in H.on_llm_retry:
@@ -400,10 +403,11 @@ class _ChunkCallback:
     backends await it). A chunk is a dict: ``{"type": "text", "text": ...}`` or ``{"type": "tool_call",
     "index": i, "id": ..., "name": ..., "arguments": "<delta>"}``."""
 
-    __slots__ = ("hooks", "state", "strict", "step")
+    __slots__ = ("hooks", "state", "strict", "step", "async_mode")
 
     def __init__(self, hooks: ResolvedHooks, state: Any, strict: bool) -> None:
         self.hooks = hooks.on_llm_chunk
+        self.async_mode = hooks.async_mode
         self.state = state
         self.strict = strict
         self.step = 0
@@ -414,23 +418,30 @@ class _ChunkCallback:
             try:
                 out = fn(self.state, chunk, self.step)
             except Exception as exc:
-                if self.strict:
-                    raise
-                log.warning("hook %s.on_llm_chunk raised %r", type(hook).__name__, exc)
+                self._failed(hook, exc)
                 continue
             if out is not None and hasattr(out, "__await__"):
-                pending.append(out)
-        if pending:
-            return _gather(pending)
+                pending.append((hook, out))
+        if not pending:
+            return None
+        if self.async_mode:
+            return self._gather(pending)
+        import asyncio  # the sync loop: run an ``async def`` chunk hook to completion here
+
+        asyncio.run(self._gather(pending))
         return None
 
+    async def _gather(self, pending: list[tuple[Any, Any]]) -> None:
+        for hook, awaitable in pending:
+            try:
+                await awaitable
+            except Exception as exc:  # noqa: BLE001 - isolated like every observer
+                self._failed(hook, exc)
 
-async def _gather(awaitables: list[Any]) -> None:
-    for a in awaitables:
-        try:
-            await a
-        except Exception as exc:  # noqa: BLE001 - isolated like every observer
-            log.warning("on_llm_chunk hook raised %r", exc)
+    def _failed(self, hook: Any, exc: Exception) -> None:
+        if self.strict:  # ends the run as hook_error (the engine looks for HookError from the LLM call)
+            raise HookError(f"hook {type(hook).__name__}.on_llm_chunk raised {type(exc).__name__}: {exc}") from exc
+        log.warning("hook %s.on_llm_chunk raised %r", type(hook).__name__, exc)
 
 
 def _chunk_callback(hooks: ResolvedHooks, state: Any, strict: bool) -> _ChunkCallback:

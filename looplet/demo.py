@@ -155,6 +155,8 @@ def _telemetry(args: argparse.Namespace) -> Any:
     except ImportError as exc:
         print(f"note: running without telemetry ({exc})", file=sys.stderr)
         return None
+    except OSError as exc:  # e.g. --metrics-port already in use
+        raise SystemExit(f"looplet demo: cannot set up telemetry: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -146,8 +146,6 @@ def test_tokens_counted_once_in_spans(mode: str, spans) -> None:
     assert parent.attributes["looplet.usage.input_tokens"] == result.usage.input_tokens
 
 
-@pytest.mark.xfail(strict=True, reason="MetricsHook counts rolled-up sub-agent tokens/cost again (on_step uses "
-                   "Step.cost_usd, on_loop_end adds RunResult totals it did not see); see docs/subagents.md")
 @pytest.mark.parametrize("mode", MODES)
 def test_tokens_counted_once_in_metrics(mode: str) -> None:
     registry = CollectorRegistry()

@@ -476,3 +476,29 @@ def test_streaming_gives_the_same_steps_plus_chunks_and_ttfc(mode: str) -> None:
     assert plain[0].ttfc_ms is None
     args = "".join(c["arguments"] for n, c in chunks if n == 1 and c["type"] == "tool_call")
     assert json.loads(args) == {"text": "a"} and {n for n, _ in chunks} == {1, 2}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_async_chunk_hooks_run_in_both_loops_and_strict_errors_are_hook_errors(mode: str) -> None:
+    seen: list[str] = []
+
+    class AsyncChunks:
+        async def on_llm_chunk(self, state, chunk, step_num):
+            await asyncio.sleep(0)
+            seen.append(chunk["type"])
+
+    answers = ['{"tool": "echo", "args": {"text": "a"}}', DONE]
+    steps, result = run(mode, llm=MockLLMBackend(answers), tools=tools_from([echo]), task={"goal": "x"},
+                        hooks=[AsyncChunks()], config=LoopConfig(stream=True))
+    assert result.stop_reason == "done" and seen and set(seen) == {"tool_call"}
+
+    class Broken:
+        def on_llm_chunk(self, state, chunk, step_num):
+            raise ValueError("chunk bug")
+
+    with pytest.raises(HookError, match="chunk bug"):
+        run(mode, llm=MockLLMBackend(answers), tools=tools_from([echo]), task={"goal": "x"},
+            hooks=[Broken()], config=LoopConfig(stream=True, strict_hooks=True))
+    steps, result = run(mode, llm=MockLLMBackend(answers), tools=tools_from([echo]), task={"goal": "x"},
+                        hooks=[Broken()], config=LoopConfig(stream=True))
+    assert result.stop_reason == "done"  # not strict: isolated
