@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -117,6 +116,8 @@ class MockLLMBackend:
         return response
 
     async def agenerate(self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any) -> LLMResponse:
+        import asyncio  # not at module level: the sync loop should not pay for importing asyncio
+
         if not options.get("stream"):
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
