@@ -530,7 +530,7 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
         "calls": call_entries,
         "tools": _canon(_json_safe(record.tools or [])),
         "timeline": [{k: (_ms(v) if k in ("start_ms", "duration_ms") else v) for k, v in e.items()}
-                     for e in record.timeline],
+                     for e in sorted(record.timeline, key=lambda e: e.get("start_ms") or 0.0)],  # by start
         "events": [{"name": e.get("name"), "at_ms": e.get("at_ms"), "attributes": _canon(_json_safe(e.get("attributes")))}
                    for e in record.events],
     }
