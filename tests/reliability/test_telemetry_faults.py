@@ -205,10 +205,8 @@ def test_a_metrics_port_in_use_is_a_clear_error_at_set_up_and_leaves_nothing_hal
         session.shutdown(timeout_s=1.0)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG looplet/demo.py _telemetry() catches only ImportError, so "
-                   "`looplet demo --metrics-port <busy>` ends in a traceback (looplet run says it in one line). "
-                   "Remove this mark once fixed.")
 def test_the_demo_with_a_busy_metrics_port_says_so_without_a_traceback(busy_port):
+    """Found by this suite (the demo caught only ImportError); fixed in 23bb0fa."""
     proc = subprocess.run([sys.executable, "-m", "looplet", "demo", "--quiet", "--latency", "0",
                            "--metrics-port", str(busy_port)], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and str(busy_port) in proc.stderr
