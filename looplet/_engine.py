@@ -123,6 +123,11 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
             yield from hook_call(hook, "on_loop_start", fn, (state, session_log, context))
         # an on_loop_start hook may have restored the state (CheckpointHook): count on from it
         totals, step_num = _Totals(state), len(state.steps)
+        last = state.steps[-1] if state.steps else None
+        if last is not None and last.tool_call.tool == done_tool and last.tool_result.error is None:
+            # a restored state that already ended with an accepted `done` (a crash after that step was
+            # saved): the run is finished; do not ask the model again
+            stop, final = "done", last.tool_call.args.get("answer", last.tool_result.data)
 
         malformed = 0
         while stop is None:
@@ -203,6 +208,9 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                 totals.cost = (getattr(state, "cost_usd", totals.cost) or 0.0) + cost
                 if hasattr(state, "cost_usd"):
                     state.cost_usd = totals.cost
+            if response.provider != REPLAYED:
+                for hook, fn in H.on_llm_response:  # every answered call, whether or not it makes a Step
+                    yield from hook_call(hook, "on_llm_response", fn, (state, response, llm_ms, cost, step_num + 1))
 
             calls = response.tool_calls
             text_mode = False
@@ -384,7 +392,7 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
         state.result = result
     if sink is not None:
         sink.append(result)
-    for hook, fn in H.on_loop_end:
+    for hook, fn in reversed(H.on_loop_end):  # teardown in reverse: the outermost hook sees the rest finish
         out = yield (CALL, fn, (state, session_log, context, result))
         if isinstance(out, Raised) and not isinstance(out, Interrupted):
             log.warning("hook %s.on_loop_end raised %r", type(hook).__name__, out.exc)

@@ -303,8 +303,8 @@ class EvalHook:
     ``looplet_evals_total{eval, outcome}``. Results are also kept in ``state.metadata["evals"]`` and
     ``hook.results`` (the last run's).
 
-    Put it before ``TracingHook`` and ``sink.trajectory_hook()`` in the hook list, so the run's span is
-    still open and the trajectory not yet written when the evals report.
+    Put it after ``TracingHook`` and ``sink.trajectory_hook()`` in the hook list: ``on_loop_end`` runs in
+    reverse order, so the evals report while the run's span is still open and before the trajectory is written.
     """
 
     def __init__(self, evals: Any = None, tags: Sequence[str] | None = None) -> None:

@@ -3,8 +3,8 @@
 Two kinds of method:
 
 * observers — ``on_loop_start``, ``pre_prompt``, ``pre_dispatch``, ``post_dispatch``, ``check_done``,
-  ``should_stop``, ``on_step``, ``on_loop_end`` and the notifications ``on_llm_retry``, ``on_hook_error``,
-  ``on_event``. They are called in hook order; an exception is reported and isolated (unless
+  ``should_stop``, ``on_step``, ``on_loop_end`` and the notifications ``on_llm_response`` (every answered
+  LLM call, with its latency and cost), ``on_llm_chunk``, ``on_llm_retry``, ``on_hook_error``, ``on_event``. They are called in hook order; an exception is reported and isolated (unless
   ``LoopConfig(strict_hooks=True)``), a returned decision always takes effect.
 * around-hooks — ``wrap_llm_call(call, call_next)`` and ``wrap_tool(tool_call, call_next)``. They fold into
   a chain, first hook outermost, so the work runs inside them.
@@ -34,6 +34,7 @@ OBSERVER_METHODS: dict[str, tuple[str, ...]] = {
     "on_step": ("state", "step"),
     "on_loop_end": ("state", "session_log", "context", "result"),
     "on_llm_chunk": ("state", "chunk", "step_num"),
+    "on_llm_response": ("state", "response", "llm_ms", "cost_usd", "step_num"),
     "on_llm_retry": ("state", "attempt", "error", "delay_s"),
     "on_hook_error": ("hook", "method", "error"),
     "on_event": ("name", "attributes"),

@@ -25,7 +25,6 @@ from typing import Any
 from looplet.errors import require
 from looplet.hooks import current_run
 from looplet.telemetry import names as N
-from looplet.telemetry.cost import cost_of
 from looplet.telemetry.redact import Redactor
 
 require("prometheus_client", "prometheus")
@@ -244,34 +243,38 @@ class MetricsHook:
         self._child(self._tool_duration, agent, tool).observe(tool_s, exemplar)
         if result.error is not None:
             self._child(self._tool_errors, agent, tool, error_kind or "error").inc()
-        llm_ms = step.llm_ms
-        usage = step.usage
-        self._child(self._step_duration, agent).observe(tool_s + llm_ms / 1000.0, exemplar)
-        own_cost = step.cost_usd
-        spent = result.usage  # a tool that ran LLM calls of its own (a sub-agent): counted by its own hooks
-        if spent is not None or result.cost_usd is not None:
-            own_cost = cost_of(step.model, usage)  # Step.cost_usd includes the tool's part
-            if rm is not None:
-                if spent is not None:
-                    t = rm.tokens
-                    t[0] += spent.input_tokens
-                    t[1] += spent.output_tokens
-                    t[2] += spent.cached_input_tokens
-                    t[3] += spent.reasoning_tokens
-                rm.cost += result.cost_usd or 0.0
-        if llm_ms <= 0.0 and usage is None:
-            return  # a later tool call of the same LLM response: the call was counted on its first step
-        model = self._model_label(step.model)
-        provider = rm.provider if rm is not None else _UNKNOWN
+        self._child(self._step_duration, agent).observe(tool_s + step.llm_ms / 1000.0, exemplar)
+        spent = result.usage  # a tool that ran LLM calls of its own (a sub-agent): counted by its own hooks,
+        if rm is not None and (spent is not None or result.cost_usd is not None):  # so not again at run end
+            if spent is not None:
+                t = rm.tokens
+                t[0] += spent.input_tokens
+                t[1] += spent.output_tokens
+                t[2] += spent.cached_input_tokens
+                t[3] += spent.reasoning_tokens
+            rm.cost += result.cost_usd or 0.0
+
+    # -- LLM calls: each answered call once, whether or not it proposed a tool call --------------------
+
+    def on_llm_response(self, state: Any, response: Any, llm_ms: float, cost_usd: float | None,
+                        step_num: int) -> None:
+        rm, agent = self._agent()
+        run = current_run()
+        exemplar = {"trace_id": run.trace_id, "span_id": run.span_id} \
+            if run is not None and run.trace_id and run.span_id else None
+        model = self._model_label(response.model or (run.model if run is not None else None))
+        provider = rm.provider if rm is not None else (response.provider or _UNKNOWN)
         request_model = rm.request_model if rm is not None else model
         self._child(self._llm_requests, agent, provider, model, "ok").inc()
         llm_s = llm_ms / 1000.0
         self._child(self._llm_duration, agent, model).observe(llm_s, exemplar)
         self._child(self._genai_duration, _CHAT, provider, request_model).observe(llm_s, exemplar)
-        if step.ttfc_ms is not None:
-            self._child(self._genai_ttfc, _CHAT, provider, request_model).observe(step.ttfc_ms / 1000.0, exemplar)
+        ttfc = response.time_to_first_chunk_s
+        if ttfc is not None:
+            self._child(self._genai_ttfc, _CHAT, provider, request_model).observe(ttfc, exemplar)
         if rm is not None:
             rm.llm_calls += 1
+        usage = response.usage
         if usage is not None:
             inp, out = usage.input_tokens, usage.output_tokens
             self._child(self._tokens, agent, model, "input").inc(inp)
@@ -288,14 +291,15 @@ class MetricsHook:
                 t[1] += out
                 t[2] += usage.cached_input_tokens
                 t[3] += usage.reasoning_tokens
-            if own_cost is not None:
-                self._child(self._cost, agent, model).inc(own_cost)
+            if cost_usd is not None:
+                self._child(self._cost, agent, model).inc(cost_usd)
                 if rm is not None:
-                    rm.cost += own_cost
+                    rm.cost += cost_usd
             else:
                 self._child(self._unpriced, agent, model).inc()
         if self._otel is not None:
-            self._otel.record(provider, request_model, step.model, llm_s, usage, step.ttfc_ms)
+            self._otel.record(provider, request_model, response.model, llm_s, usage,
+                              ttfc * 1000.0 if ttfc is not None else None)
 
     # -- failures and events ------------------------------------------------------------------------
 

@@ -224,10 +224,6 @@ def test_max_steps_inside_a_multi_call_answer_leaves_no_call_unanswered(mode, pr
     assert_nothing_lost(steps, result, state)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG looplet/telemetry/metrics.py MetricsHook observes LLM latency in on_step "
-                   "from Step.llm_ms, so a call whose answer made no step (text only, as SmolLM2 answers) is missing "
-                   "from looplet_llm_duration_seconds and gen_ai_client_operation_duration_seconds (requests and "
-                   "tokens are made up at run end, durations are not). Remove this mark once fixed.")
 @pytest.mark.parametrize("mode", MODES)
 def test_every_llm_call_is_in_the_duration_metrics_even_without_a_step(mode, fake_llm_server):
     from prometheus_client import CollectorRegistry

@@ -124,11 +124,6 @@ def test_kill_9_with_telemetry_on_leaves_whole_trace_files_and_loses_no_step(mod
     assert [ln for ln in lines if ln.get("event") == "run.end"][-1]["stop_reason"] == "done"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG looplet/control/checkpoint.py CheckpointHook.on_loop_start resumes a "
-                   "checkpoint whose last step is an accepted `done` but whose stop_reason is still None (the process "
-                   "died between the done step's save in on_step and the final save in on_loop_end): the resumed run "
-                   "asks the model again and records a second done step. Seen in 5 of 40 kill series. It should end "
-                   "as `done` at once. Remove this mark once fixed.")
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_checkpoint_whose_last_step_is_done_resumes_as_done(mode, tmp_path):
     from looplet import MockLLMBackend, tool, tools_from

@@ -238,8 +238,8 @@ def test_eval_hook_becomes_a_span_event_and_a_metric(mode: str) -> None:
     memory = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     registry = prometheus_client.CollectorRegistry()
-    # EvalHook first: its results are reported while the run's span is still open
-    demo(mode, [EvalHook(), TracingHook(tracer_provider=provider), MetricsHook(registry=registry)])
+    # EvalHook inside TracingHook: on_loop_end runs in reverse, so its results land while the run span is open
+    demo(mode, [TracingHook(tracer_provider=provider), MetricsHook(registry=registry), EvalHook()])
     agent = next(s for s in memory.get_finished_spans() if s.name.startswith("invoke_agent"))
     events = [e for e in agent.events if e.name == "looplet.eval"]
     assert len(events) == 2 and all(e.attributes["looplet.eval.outcome"] == "pass" for e in events)
@@ -253,7 +253,7 @@ def test_eval_hook_results_reach_the_trajectory(tmp_path: Path) -> None:
     state = DefaultState(max_steps=15)
     llm, tools, config = build(latency_s=0.0)
     run("sync", llm=llm, tools=tools, task=TASK, config=config, state=state,
-        hooks=[EvalHook(), sink.trajectory_hook()])
+        hooks=[sink.trajectory_hook(), EvalHook()])
     assert [e["name"] for e in state.metadata["evals"]] == ["eval_finished", "eval_answered"]
     from looplet.provenance import load_trajectory
 

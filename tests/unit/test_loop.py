@@ -502,3 +502,29 @@ def test_async_chunk_hooks_run_in_both_loops_and_strict_errors_are_hook_errors(m
     steps, result = run(mode, llm=MockLLMBackend(answers), tools=tools_from([echo]), task={"goal": "x"},
                         hooks=[Broken()], config=LoopConfig(stream=True))
     assert result.stop_reason == "done"  # not strict: isolated
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_teardown_runs_in_reverse_and_every_llm_answer_is_reported(mode: str) -> None:
+    order: list[str] = []
+    answers: list[tuple] = []
+
+    class H:
+        def __init__(self, name):
+            self.name = name
+
+        def on_loop_start(self, state, session_log, context):
+            order.append(f"start {self.name}")
+
+        def on_loop_end(self, state, session_log, context, result):
+            order.append(f"end {self.name}")
+
+        def on_llm_response(self, state, response, llm_ms, cost_usd, step_num):
+            if self.name == "a":
+                answers.append((step_num, len(response.tool_calls), cost_usd is not None, llm_ms >= 0))
+
+    llm = MockLLMBackend(["thinking out loud, no tool", DONE], usage=Usage(10, 2), model="gpt-4o-mini")
+    steps, result = run(mode, llm=llm, tools=tools_from([echo]), task={"goal": "x"}, hooks=[H("a"), H("b")])
+    assert order == ["start a", "start b", "end b", "end a"]
+    assert answers == [(1, 0, True, True), (1, 1, True, True)]  # the answer without a tool call too
+    assert result.llm_calls == 2 and len(steps) == 1

@@ -785,7 +785,7 @@ def test_show_lists_eval_and_hook_events(tmp_path: Path) -> None:
             return Deny("no arithmetic today") if tool_call.tool == "calculator" else None
 
     sink = ProvenanceSink(tmp_path, fsync=False)
-    demo("sync", [NoCalc(), EvalHook(), sink.trajectory_hook()])
+    demo("sync", [NoCalc(), sink.trajectory_hook(), EvalHook()])
     t = load_trajectory(sink.last_path)
     names = [e["name"] for e in t.events]
     assert names.count("hook.decision") == 1 and names.count("eval") == 2
