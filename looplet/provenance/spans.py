@@ -353,7 +353,7 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
     rec.cost_usd = _float(A.get(N.COST_USD))
     rec.llm_calls = _int(A.get(N.RUN_LLM_CALLS))
     if N.GEN_AI_TOOL_DEFINITIONS in A:
-        rec.tools = _json_attr(A[N.GEN_AI_TOOL_DEFINITIONS])
+        rec.tools = _tool_defs(A[N.GEN_AI_TOOL_DEFINITIONS])
 
     by_id = {s.span_id: s for s in spans}
     step_spans = [s for s in spans if s.name == N.STEP_SPAN]
@@ -400,7 +400,7 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
             content = True
             c.messages = transcripts.messages(a[N.GEN_AI_INPUT_MESSAGES], a.get(N.GEN_AI_SYSTEM_INSTRUCTIONS))
         if rec.tools is None and N.GEN_AI_TOOL_DEFINITIONS in a:
-            rec.tools = _json_attr(a[N.GEN_AI_TOOL_DEFINITIONS])
+            rec.tools = _tool_defs(a[N.GEN_AI_TOOL_DEFINITIONS])
         if not s.error:
             c.text, c.tool_calls, c.answered = _output(_json_attr(a.get(N.GEN_AI_OUTPUT_MESSAGES)))
         rec.calls.append(c)
@@ -571,3 +571,12 @@ def read_otlp_json(path: str | os.PathLike[str]) -> list[SpanRec]:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise TrajectoryError(path, f"line {lineno}: malformed span ({type(exc).__name__}: {exc})") from None
     return out
+
+
+def _tool_defs(value: Any) -> Any:
+    """``gen_ai.tool.definitions`` in the trajectory's neutral shape (name, description, parameters):
+    the span carries the semantic conventions' ``"type": "function"`` as well."""
+    defs = _json_attr(value)
+    if isinstance(defs, list):
+        return [{k: v for k, v in d.items() if k != "type"} if isinstance(d, dict) else d for d in defs]
+    return defs

@@ -382,6 +382,9 @@ class TracingHook:
             if system:
                 span.set_attribute(_SYSTEM, self._content(system))
             span.set_attribute(_INPUT, self._content(messages))
+            if call.tools:
+                span.set_attribute(N.GEN_AI_TOOL_DEFINITIONS, self._content(
+                    [{"type": "function", **t} for t in call.tools]))
         ctx = trace.set_span_in_context(span)
         if self.suppress_provider_spans:
             ctx = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, ctx)

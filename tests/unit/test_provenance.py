@@ -67,7 +67,7 @@ def comparable_traj(raw: bytes) -> dict[str, Any]:
     d = json.loads(raw)
     calls = [{k: v for k, v in c.items() if k not in ("duration_ms", "span_id")} for c in d["calls"]]
     keep = ("schema_version", "task", "agent", "models", "provider", "stop_reason", "error", "final_output",
-            "usage", "cost_usd", "llm_calls", "step_count", "steps", "content")
+            "usage", "cost_usd", "llm_calls", "step_count", "steps", "content", "tools")
     return {**{k: d[k] for k in keep}, "calls": calls}
 
 
