@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from looplet._lazy import lazy_getattr
 
 _LAZY = {
     "ProvenanceSink": "looplet.provenance.sink",
@@ -23,15 +23,7 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'looplet.provenance' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("looplet.provenance", globals(), _LAZY)
 
 
 def __dir__() -> list[str]:
