@@ -301,37 +301,46 @@ class TracingHook:
     # -- LLM calls ----------------------------------------------------------------------------------
 
     def wrap_llm_call(self, call: Any, call_next: Callable[[Any], Any]) -> Any:
+        return self._around(self._start_chat, self._chat_failed, lambda span, out: self._chat_done(span, call, out),
+                            "chat", call_next, call)
+
+    async def awrap_llm_call(self, call: Any, call_next: Callable[[Any], Any]) -> Any:
+        return await self._aaround(self._start_chat, self._chat_failed,
+                                   lambda span, out: self._chat_done(span, call, out), "chat", call_next, call)
+
+    # The span is current exactly while ``call_next`` runs, attached and detached in this one frame.
+    def _around(self, start: Any, failed: Any, done: Any, kind: str, call_next: Any, arg: Any) -> Any:
         try:
-            span, token = self._start_chat(call)
+            span, token = start(arg)
         except Exception as exc:  # noqa: BLE001 - telemetry must not break the call
-            self._warn_once("chat", exc)
-            return call_next(call)
+            self._warn_once(kind, exc)
+            return call_next(arg)
         try:
-            response = call_next(call)
+            out = call_next(arg)
         except BaseException as exc:
-            self._chat_failed(span, exc)
+            failed(span, exc)
             raise
         else:
-            self._chat_done(span, call, response)
-            return response
+            done(span, out)
+            return out
         finally:
             otel_context.detach(token)
             span.end()
 
-    async def awrap_llm_call(self, call: Any, call_next: Callable[[Any], Any]) -> Any:
+    async def _aaround(self, start: Any, failed: Any, done: Any, kind: str, call_next: Any, arg: Any) -> Any:
         try:
-            span, token = self._start_chat(call)
-        except Exception as exc:  # noqa: BLE001
-            self._warn_once("chat", exc)
-            return await call_next(call)
+            span, token = start(arg)
+        except Exception as exc:  # noqa: BLE001 - telemetry must not break the call
+            self._warn_once(kind, exc)
+            return await call_next(arg)
         try:
-            response = await call_next(call)
+            out = await call_next(arg)
         except BaseException as exc:
-            self._chat_failed(span, exc)
+            failed(span, exc)
             raise
         else:
-            self._chat_done(span, call, response)
-            return response
+            done(span, out)
+            return out
         finally:
             otel_context.detach(token)
             span.end()
@@ -439,40 +448,10 @@ class TracingHook:
     # -- tools --------------------------------------------------------------------------------------
 
     def wrap_tool(self, tool_call: Any, call_next: Callable[[Any], Any]) -> Any:
-        try:
-            span, token = self._start_tool(tool_call)
-        except Exception as exc:  # noqa: BLE001
-            self._warn_once("tool", exc)
-            return call_next(tool_call)
-        try:
-            result = call_next(tool_call)
-        except BaseException as exc:
-            self._tool_failed(span, exc)
-            raise
-        else:
-            self._tool_done(span, result)
-            return result
-        finally:
-            otel_context.detach(token)
-            span.end()
+        return self._around(self._start_tool, self._tool_failed, self._tool_done, "tool", call_next, tool_call)
 
     async def awrap_tool(self, tool_call: Any, call_next: Callable[[Any], Any]) -> Any:
-        try:
-            span, token = self._start_tool(tool_call)
-        except Exception as exc:  # noqa: BLE001
-            self._warn_once("tool", exc)
-            return await call_next(tool_call)
-        try:
-            result = await call_next(tool_call)
-        except BaseException as exc:
-            self._tool_failed(span, exc)
-            raise
-        else:
-            self._tool_done(span, result)
-            return result
-        finally:
-            otel_context.detach(token)
-            span.end()
+        return await self._aaround(self._start_tool, self._tool_failed, self._tool_done, "tool", call_next, tool_call)
 
     def _start_tool(self, tool_call: Any) -> tuple[Any, Any]:
         run = current_run()
