@@ -91,7 +91,7 @@ def configure_logging(json: bool = True, file: str | IO[str] | None = None, leve
         _uninstall()
         _installed["stream"] = opened
         if stdlib:
-            handler = logging.StreamHandler(stream)
+            handler = _OnceHandler(stream)
             handler.setFormatter(structlog.stdlib.ProcessorFormatter(
                 foreign_pre_chain=[*chain[:3], structlog.stdlib.add_logger_name],
                 processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -107,6 +107,20 @@ def configure_logging(json: bool = True, file: str | IO[str] | None = None, leve
             std.propagate = False
         _default_logger = logger
     return logger
+
+
+class _OnceHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A log destination that breaks (a full disk) costs its lines, counted by the hooks, and one note on
+    stderr, instead of the standard library's traceback for every lost line."""
+
+    broken = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.broken:
+            self.broken = True
+            name = getattr(self.stream, "name", "the log stream")
+            sys.stderr.write(f"looplet: cannot write log lines to {name} ({sys.exc_info()[1]}); "
+                             "further lines that fail are dropped silently\n")
 
 
 def _uninstall() -> None:

@@ -271,7 +271,7 @@ def test_a_trace_folder_that_cannot_be_written_costs_the_files_not_the_run(where
 
 
 @pytest.mark.parametrize("where", ["dev_full", "full_tmpfs"])
-def test_a_log_file_on_a_full_disk_costs_log_lines_not_the_run(where, tmp_path, request):
+def test_a_log_file_on_a_full_disk_costs_log_lines_not_the_run(where, tmp_path, request, capfd):
     log_file = "/dev/full" if where == "dev_full" else str(request.getfixturevalue("full_disk") / "run.jsonl")
     if where == "dev_full" and not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
@@ -287,6 +287,8 @@ def test_a_log_file_on_a_full_disk_costs_log_lines_not_the_run(where, tmp_path, 
     lost = sample("looplet_hook_errors_total", {"agent": "demo-agent", "hook": "LoggingHook",
                                                 "method": "on_step"}) - before
     assert lost == len(steps)  # every log line that could not be written is counted
+    err = capfd.readouterr().err
+    assert "--- Logging error ---" not in err and err.count("cannot write log lines") <= 1  # one note, no flood
 
 
 def test_a_failed_trajectory_write_stops_all_its_writers_before_cleaning_up(tmp_path, monkeypatch):
