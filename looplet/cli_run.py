@@ -15,17 +15,17 @@ import importlib
 import importlib.util
 import json
 import os
-import re
 import sys
 import time
 from typing import Any
 
+from looplet._fs import unwritable
 from looplet.errors import LoopletError, MissingExtra
 from looplet.progress import StepPrinter
+from looplet.telemetry.propagation import parse_traceparent
 
 __all__ = ["main", "load_factory", "build_agent", "UsageError"]
 
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 _FIELDS = ("llm", "tools", "hooks", "config", "state", "context", "system_prompt")
 
 
@@ -234,23 +234,21 @@ def _traceparent(value: str | None) -> str | None:
     if tp is None or tp == "":
         return None
     tp = tp.strip().lower()
-    if not _TRACEPARENT.match(tp) or tp.split("-")[1] == "0" * 32 or tp.split("-")[2] == "0" * 16:
+    try:
+        parse_traceparent(tp)
+        if tp.count("-") != 3:
+            raise ValueError("expected exactly 4 fields")
+    except ValueError:
         source = "--traceparent" if value is not None else "TRACEPARENT"
         raise UsageError(f"{source} {tp!r} is not a W3C traceparent; expected 00-<32 hex trace id>-<16 hex span id>-"
-                         "<2 hex flags>, e.g. 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+                         "<2 hex flags>, e.g. 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") from None
     return tp
 
 
 def _check_writable(folder: str, flag: str) -> None:
-    import tempfile
-
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".looplet-write-test-"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"{flag}: cannot write to {folder!r} ({exc.strerror or exc}); choose a folder you can "
-                         "write to") from None
+    problem = unwritable(folder)
+    if problem is not None:
+        raise UsageError(f"{flag}: {problem}")
 
 
 def _where(session: Any) -> str:

@@ -4,12 +4,11 @@ printing a run."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from typing import Any, Sequence
 
+from looplet._fs import unwritable
 from looplet.errors import LoopletError, MissingExtra
 from looplet.progress import StepPrinter
 
@@ -107,10 +106,6 @@ def trajectory_hook(trace_dir: str) -> tuple[Any, Any]:
 
 def check_writable(folder: str) -> None:
     """Create ``folder`` and prove a file can be written there, or raise :class:`SetupError` before the run."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".looplet-write-test-"):
-            pass
-    except OSError as exc:
-        raise SetupError(f"cannot write to {folder!r} ({exc.strerror or exc}); choose a folder you can write to, "
-                         "e.g. --trace ./traces") from None
+    problem = unwritable(folder)
+    if problem is not None:
+        raise SetupError(f"{problem}, e.g. --trace ./traces")
