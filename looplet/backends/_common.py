@@ -10,6 +10,7 @@ import email.utils
 import inspect
 import json
 import logging
+import os
 import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -19,6 +20,21 @@ from looplet.tools import INVALID_JSON_KEY
 from looplet.types import LLMResponse, ToolCall, Usage
 
 log = logging.getLogger("looplet")
+
+
+def settings_from_env(prefix: str, kwargs: dict[str, Any], *, model_example: str, key_example: str
+                      ) -> dict[str, Any]:
+    """``model``, ``api_key`` and ``base_url`` from ``<PREFIX>_MODEL``, ``<PREFIX>_API_KEY`` and
+    ``<PREFIX>_BASE_URL`` (optional), keyword arguments winning; the rest of ``kwargs`` passes through.
+    A missing model or key raises ``ValueError`` saying what to export."""
+    model = kwargs.pop("model", None) or os.environ.get(f"{prefix}_MODEL")
+    if not model:
+        raise ValueError(f"{prefix}_MODEL is not set: export {prefix}_MODEL={model_example} (or pass model=...)")
+    api_key = kwargs.pop("api_key", None) or os.environ.get(f"{prefix}_API_KEY")
+    if not api_key:
+        raise ValueError(f"{prefix}_API_KEY is not set: export {prefix}_API_KEY={key_example}, or pass api_key=...")
+    base_url = kwargs.pop("base_url", None) or os.environ.get(f"{prefix}_BASE_URL") or None
+    return dict(kwargs, model=model, api_key=api_key, base_url=base_url)
 
 
 def server_of(base_url: Any) -> tuple[str | None, int | None]:

@@ -9,12 +9,11 @@ own (``open_telemetry=False``), so each call has exactly one ``chat`` span: loop
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any
 
 from looplet.backends._common import (Assembly, adeliver, bad_json, check_stream, deliver, map_error, not_an_answer,
-                                      parse_arguments, server_of, stream_cut)
+                                      parse_arguments, server_of, settings_from_env, stream_cut)
 from looplet.errors import LLMError, require
 from looplet.types import LLMResponse, ToolCall, Usage
 
@@ -74,14 +73,8 @@ class AnthropicBackend:
     @classmethod
     def from_env(cls, **kwargs: Any) -> AnthropicBackend:
         """Build from ``ANTHROPIC_MODEL``, ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL`` (optional)."""
-        model = kwargs.pop("model", None) or os.environ.get("ANTHROPIC_MODEL")
-        if not model:
-            raise ValueError("ANTHROPIC_MODEL is not set: export ANTHROPIC_MODEL=claude-sonnet-4-5 (or pass model=...)")
-        api_key = kwargs.pop("api_key", None) or os.environ.get("ANTHROPIC_API_KEY")
-        if not api_key:
-            raise ValueError("ANTHROPIC_API_KEY is not set: export ANTHROPIC_API_KEY=sk-ant-... (or pass api_key=...)")
-        base_url = kwargs.pop("base_url", None) or os.environ.get("ANTHROPIC_BASE_URL") or None
-        return cls(model=model, api_key=api_key, base_url=base_url, **kwargs)
+        return cls(**settings_from_env("ANTHROPIC", kwargs, model_example="claude-sonnet-4-5",
+                                       key_example="sk-ant-..."))
 
     def __repr__(self) -> str:
         return f"AnthropicBackend(model={self.model!r}, base_url={self.base_url!r})"

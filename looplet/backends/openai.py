@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from typing import Any
 
 from looplet.backends._common import (Assembly, adeliver, bad_json, check_stream, deliver, empty_answer, map_error,
-                                      not_an_answer, parse_arguments, server_of, stream_cut)
+                                      not_an_answer, parse_arguments, server_of, settings_from_env, stream_cut)
 from looplet.errors import LLMError, require
 from looplet.types import LLMResponse, ToolCall, Usage
 
@@ -74,15 +73,8 @@ class OpenAIBackend:
     def from_env(cls, **kwargs: Any) -> OpenAIBackend:
         """Build from ``OPENAI_MODEL``, ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` (optional: OpenAI's own
         endpoint when unset). Keyword arguments override the environment."""
-        model = kwargs.pop("model", None) or os.environ.get("OPENAI_MODEL")
-        if not model:
-            raise ValueError("OPENAI_MODEL is not set: export OPENAI_MODEL=gpt-4o-mini (or pass model=...)")
-        api_key = kwargs.pop("api_key", None) or os.environ.get("OPENAI_API_KEY")
-        if not api_key:
-            raise ValueError("OPENAI_API_KEY is not set: export OPENAI_API_KEY=sk-... (local servers such as "
-                             "Ollama accept any non-empty value), or pass api_key=...")
-        base_url = kwargs.pop("base_url", None) or os.environ.get("OPENAI_BASE_URL") or None
-        return cls(model=model, api_key=api_key, base_url=base_url, **kwargs)
+        return cls(**settings_from_env("OPENAI", kwargs, model_example="gpt-4o-mini",
+                                       key_example="sk-... (local servers such as Ollama accept any non-empty value)"))
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
