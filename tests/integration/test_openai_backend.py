@@ -8,26 +8,15 @@ import json
 import openai
 import pytest
 
-from looplet import LoopConfig, Usage, tool, tools_from
+from looplet import LoopConfig, Usage
 from looplet.backends.openai import OpenAIBackend
 from looplet.errors import LLMError
 from looplet.tools import INVALID_JSON_KEY
 from tests.fakeserver import LLMRecorder, empty, error, hang, text, tool_call, tool_calls, usage
+from tests.integration._agent import TASK, TOOLS
 from tests.unit._harness import MODES, run
 
 
-@tool(description="Search the docs.")
-def search(query: str) -> dict:
-    return {"results": [f"about {query}"]}
-
-
-@tool(description="Always fails.")
-def broken(x: int) -> int:
-    raise RuntimeError("disk full")
-
-
-TOOLS = tools_from([search, broken])
-TASK = {"goal": "What is looplet?"}
 
 
 def done(**kw):

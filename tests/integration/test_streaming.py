@@ -9,25 +9,14 @@ import json
 
 import pytest
 
-from looplet import DefaultState, LoopConfig, Usage, async_composable_loop, tool, tools_from
+from looplet import DefaultState, LoopConfig, Usage, async_composable_loop
 from looplet.backends.anthropic import AnthropicBackend
 from looplet.backends.openai import OpenAIBackend
 from tests.fakeserver import LLMRecorder, Reply, text, tool_call, usage
+from tests.integration._agent import TASK, TOOLS
 from tests.unit._harness import MODES, run
 
 
-@tool(description="Search the docs.")
-def search(query: str) -> dict:
-    return {"results": [f"about {query}"]}
-
-
-@tool(description="Always fails.")
-def broken(x: int) -> int:
-    raise RuntimeError("disk full")
-
-
-TOOLS = tools_from([search, broken])
-TASK = {"goal": "What is looplet?"}
 
 
 class Abort(BaseException):
