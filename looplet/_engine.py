@@ -83,7 +83,7 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
     strict = config.strict_hooks
     options = config.llm_options()
     if H.on_llm_chunk:
-        options["on_chunk"] = _chunk_callback(H, state, strict)
+        options["on_chunk"] = _ChunkCallback(H, state, strict)
     dangling: list[ToolCall] = []
     text_mode = False
 
@@ -450,10 +450,6 @@ class _ChunkCallback:
         if self.strict:  # ends the run as hook_error (the engine looks for HookError from the LLM call)
             raise HookError(f"hook {type(hook).__name__}.on_llm_chunk raised {type(exc).__name__}: {exc}") from exc
         log.warning("hook %s.on_llm_chunk raised %r", type(hook).__name__, exc)
-
-
-def _chunk_callback(hooks: ResolvedHooks, state: Any, strict: bool) -> _ChunkCallback:
-    return _ChunkCallback(hooks, state, strict)
 
 
 def _roll_up(step: Step, result: ToolResult, totals: _Totals, state: Any) -> None:

@@ -188,7 +188,3 @@ def _check_signature(hook: Any, method: str, fn: Callable[..., Any], params: tup
             f"hook {type(hook).__name__}.{method}{sig} cannot take the arguments the loop passes: "
             f"({', '.join(params)}). Change it to `def {method}(self, {', '.join(params)})`."
         ) from None
-
-
-def describe_hook(hook: Any) -> str:
-    return type(hook).__name__
