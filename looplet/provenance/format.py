@@ -543,8 +543,9 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
 # --------------------------------------------------------------------------------------------------------
 
 def _manifest(files: Mapping[str, bytes]) -> bytes:
-    lines = [json.dumps({"bytes": len(data), "path": path, "sha256": hashlib.sha256(data).hexdigest()},
-                        sort_keys=True) for path, data in sorted(files.items())]
+    sha256, enc = hashlib.sha256, json.encoder.encode_basestring_ascii  # keys sorted, as json.dumps(sort_keys=True)
+    lines = [f'{{"bytes": {len(data)}, "path": {enc(path)}, "sha256": "{sha256(data).hexdigest()}"}}'
+             for path, data in sorted(files.items())]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -614,7 +615,7 @@ def _write_tree(base: str, data: Mapping[str, bytes], fsync: bool, atomic: bool)
     # trajectory.json and the manifest go last: a reader that finds them finds every step and call file
     last = [p for p in (TRAJECTORY_FILE, MANIFEST_FILE) if p in data]
     first = [p for p in data if p not in (TRAJECTORY_FILE, MANIFEST_FILE)]
-    made = {os.path.dirname(os.path.join(base, rel)) for rel in data}
+    made = {base} | {f"{base}/{rel.rpartition('/')[0]}" for rel in data if "/" in rel}
     for d in sorted(made):  # parents first
         try:
             os.mkdir(d)
@@ -629,7 +630,7 @@ def _write_tree(base: str, data: Mapping[str, bytes], fsync: bool, atomic: bool)
         for rel in rels:
             if abort.is_set():
                 return
-            path = os.path.join(base, rel)
+            path = f"{base}/{rel}"
             if atomic:
                 tmp = f"{path}.tmp{os.getpid()}-{threading.get_ident()}"
                 try:

@@ -213,7 +213,7 @@ def _parts_text(parts: Any) -> str:
 
 def semconv_to_chat(messages: Any, system: Any = None) -> list[dict[str, Any]]:
     """GenAI semantic-convention messages (role + parts) as OpenAI chat messages, the form the hook path
-    records, so both render the same prompt text."""
+    records, so both render the same prompt text (tool-call arguments are left parsed)."""
     out: list[dict[str, Any]] = []
     if system:
         out.append({"role": "system", "content": _parts_text(system)})
@@ -240,12 +240,10 @@ def semconv_to_chat(messages: Any, system: Any = None) -> list[dict[str, Any]]:
             continue
         msg: dict[str, Any] = {"role": role, "content": _parts_text(parts) or None}
         calls = [p for p in parts if isinstance(p, dict) and p.get("type") == "tool_call"]
-        if calls:
-            msg["tool_calls"] = [
-                {"id": p.get("id", ""), "type": "function",
-                 "function": {"name": p.get("name", ""), "arguments": p["arguments"] if isinstance(
-                     p.get("arguments"), str) else json.dumps(p.get("arguments") or {}, ensure_ascii=False)}}
-                for p in calls]
+        if calls:  # arguments stay parsed: the renderer writes them as canonical JSON either way
+            msg["tool_calls"] = [{"id": p.get("id", ""), "type": "function",
+                                  "function": {"name": p.get("name", ""), "arguments": p.get("arguments") or {}}}
+                                 for p in calls]
         elif role == "user" and msg["content"] is None:
             msg["content"] = ""
         out.append(msg)
