@@ -156,7 +156,7 @@ def _canonical_args(arguments: Any) -> str:
         return text
     if isinstance(arguments, _Raw):
         return arguments.text
-    return json.dumps(_json_safe(arguments), ensure_ascii=False, sort_keys=True)
+    return _ENCODE_SORTED(_json_safe(arguments))
 
 
 class _Raw:
@@ -346,8 +346,15 @@ if json.encoder.c_make_encoder is not None:  # one C encoder, made once (JSONEnc
         if t is int:
             return int.__repr__(obj)
         return "".join(_C_ENCODER(obj, 0))
+
+    _C_SORTED = json.encoder.c_make_encoder(None, _unserializable, json.encoder.encode_basestring, None, ": ",
+                                            ", ", True, False, True)
+
+    def _ENCODE_SORTED(obj: Any) -> str:
+        return "".join(_C_SORTED(obj, 0))
 else:  # pragma: no cover - other Pythons
     _ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+    _ENCODE_SORTED = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 
 
 def _pretty(obj: Any, depth: int, pad: str = "") -> str:

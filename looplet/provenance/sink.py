@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from looplet.hooks import current_run
 from looplet.provenance.format import CallRecord, RunRecord, folder_name, render_files, write_folder
@@ -60,19 +60,28 @@ class ProvenanceSink:
         ``str -> str`` applied to every string written: prompts, responses, tool schemas, arguments,
         results and the task.
     max_chars_per_call: prompt and response files longer than this keep their head and tail.
-    fsync: flush each file to disk before it is renamed into place (durable across a power cut).
+    fsync: also flush each file to disk before it is renamed into place, so the folder survives a power
+        cut too (off by default: a folder is always renamed into place whole, which is what a crash or a
+        kill of the process needs; fsync costs a disk flush per file).
+    writer: ``"process"`` (default): folders that come from spans are written by a small helper process,
+        on another core, while the exporter turns the next run's spans into text (where the helper cannot
+        start, or dies, they are written in-process: nothing is lost); ``"inline"``: always in-process.
+        The hook and ``wrap_llm`` paths always write in-process, so the folder is there when the run ends.
     """
 
     def __init__(self, dir: str | os.PathLike[str], redact: Any = None, max_chars_per_call: int = 200_000, *,
-                 fsync: bool = True, max_buffered_spans: int = 200_000) -> None:
+                 fsync: bool = False, writer: str = "process", max_buffered_spans: int = 200_000) -> None:
         if not isinstance(dir, (str, os.PathLike)):
             raise TypeError(f"ProvenanceSink(dir=...) must be a path, got {type(dir).__name__}")
         if not isinstance(max_chars_per_call, int) or max_chars_per_call < 1:
             raise ValueError(f"max_chars_per_call must be an int >= 1, got {max_chars_per_call!r}")
+        if writer not in ("process", "inline"):
+            raise ValueError(f"writer must be 'process' or 'inline', got {writer!r}")
         self.dir = Path(dir)
         self.redact = _resolve_redact(redact)
         self.max_chars_per_call = max_chars_per_call
         self.fsync = fsync
+        self.writer = writer
         self.written: collections.deque[Path] = collections.deque(maxlen=1000)
         self._lock = threading.RLock()
         self._pending: dict[str, tuple[Any, RunRecord]] = {}  # wrap_llm runs, by run id
@@ -186,7 +195,26 @@ class ProvenanceSink:
             if self._spans is None:
                 self._spans = SpanBuffer(self._max_buffered)
             records = self._spans.add(spans)
-        return [p for rec in records if (p := self._write_safely(rec)) is not None]
+        if self.writer == "inline" or not records:
+            return [p for rec in records if (p := self._write_safely(rec)) is not None]
+        from looplet.provenance._writer import write_folders
+
+        out = []
+        for (_root, name, _files, _fsync), result in write_folders(self._rendered(records)):
+            if isinstance(result, BaseException):
+                log.error("could not write the trajectory %s under %s: %s", name, self.dir, result)
+            else:
+                self.written.append(result)
+                out.append(result)
+        return out
+
+    def _rendered(self, records: list[RunRecord]) -> Iterator[tuple[str, str, dict[str, str], bool]]:
+        for rec in records:
+            try:
+                files = render_files(rec, self.redact, self.max_chars_per_call, self._redacted)
+                yield os.fspath(self.dir), folder_name(rec, self.redact), files, self.fsync
+            except Exception:  # noqa: BLE001 - one run that cannot be rendered does not stop the others
+                log.exception("could not write the trajectory of run %s under %s", rec.run_id, self.dir)
 
     def load_otlp_json(self, path: str | os.PathLike[str]) -> list[Path]:
         """Write the runs found in a file of OTLP JSON (``ExportTraceServiceRequest`` objects, one per line

@@ -1,0 +1,287 @@
+"""Writing trajectory folders on another core: one small helper process per interpreter.
+
+A run's folder holds about one file per span, and on an ordinary disk the kernel takes tens of
+microseconds to create each one, time the exporter thread could spend turning the next run's spans into
+text. So the exporter renders and this process writes (encoding, hashing, creating, renaming), in
+parallel: ``write_folders`` sends each rendered folder down a pipe as soon as it is ready and collects
+the answers at the end.
+
+The helper runs ``looplet.provenance.format.write_folder`` and nothing else; it is started on first use
+(again in a forked child, which must not share its parent's pipe), ignores Ctrl-C, and exits when its pipe
+closes, so it never outlives the process that started it. If it cannot start, or dies, folders are
+written in this process instead: a folder is never lost to the helper, at worst written more slowly.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import marshal
+import os
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from looplet.provenance.format import write_folder
+
+__all__ = ["write_folders", "writer_pid"]
+
+log = logging.getLogger("looplet.provenance")
+
+#: a folder to write: (root, name, {relative path: text}, fsync)
+Job = tuple[str, str, dict[str, str], bool]
+
+_HEADER = struct.Struct("<I")
+_IN_FLIGHT = 16  # folders sent and not yet answered; bounds the pipes' contents, so neither side blocks
+_START_TIMEOUT_S = 10.0
+_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+         "from looplet.provenance._writer import serve; serve()")
+
+
+class WriterDied(RuntimeError):
+    """The helper stopped answering; the folders it had not confirmed are written in-process."""
+
+
+class _Helper:
+    """The parent's side of one helper process: two pipes, held as plain descriptors (no buffered file
+    objects, so a forked child can close its copies without flushing anything into them)."""
+
+    def __init__(self) -> None:
+        package_parent = str(Path(__file__).resolve().parents[2])
+        to_child, self.send_fd = os.pipe()
+        self.recv_fd, from_child = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-S", "-c", _BOOT, package_parent], stdin=to_child, stdout=from_child,
+                close_fds=True, start_new_session=(os.name == "posix"))
+        except BaseException:
+            for fd in (self.send_fd, self.recv_fd):
+                os.close(fd)
+            raise
+        finally:
+            os.close(to_child)
+            os.close(from_child)
+        if not self._ready():
+            self.close()
+            raise WriterDied("the provenance writer process did not start")
+
+    def _ready(self) -> bool:
+        import selectors
+
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.recv_fd, selectors.EVENT_READ)
+            if not sel.select(_START_TIMEOUT_S):
+                return False
+        try:
+            return self.recv() == ("ready",)
+        except WriterDied:
+            return False
+
+    def send(self, job: Job) -> None:
+        body = marshal.dumps(job)
+        try:
+            _write_all(self.send_fd, _HEADER.pack(len(body)) + body)
+        except OSError as exc:  # broken pipe: the helper is gone
+            raise WriterDied(f"the provenance writer process is gone ({exc})") from None
+
+    def recv(self) -> tuple[Any, ...]:
+        try:
+            head = _read_exactly(self.recv_fd, _HEADER.size)
+            return marshal.loads(_read_exactly(self.recv_fd, _HEADER.unpack(head)[0]))  # type: ignore[no-any-return]
+        except (OSError, ValueError, EOFError) as exc:
+            raise WriterDied(f"the provenance writer process is gone ({exc})") from None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        for fd in (self.send_fd, self.recv_fd):  # end of input: the helper exits
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    parts = []
+    while n:
+        chunk = os.read(fd, n)
+        if not chunk:
+            raise EOFError("no answer")
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+_LOCK = threading.Lock()
+_helper: _Helper | None = None
+_failed_in: int | None = None  # the pid in which the helper could not be started (not retried there)
+_closed = False  # the interpreter is exiting: folders written from now on are written in-process
+_atexit_registered = False
+
+
+def _register_atexit() -> None:
+    global _atexit_registered
+    import atexit
+
+    atexit.register(_close_at_exit)
+    _atexit_registered = True
+
+
+def _close_at_exit() -> None:
+    global _helper, _closed
+    with _LOCK:
+        _closed = True
+        if _helper is not None:
+            _helper.close()
+            _helper = None
+
+
+def _get_helper() -> _Helper | None:
+    """The running helper, started if need be; None where one cannot run. Called with _LOCK held."""
+    global _helper, _failed_in
+    if _helper is not None and _helper.alive():
+        return _helper
+    if _helper is not None:  # it died: written in-process from now on, not restarted for every batch
+        _lost(_helper, WriterDied(f"the provenance writer process exited ({_helper.proc.returncode})"))
+    if _failed_in == os.getpid() or _closed or not sys.executable:
+        return None
+    try:
+        _helper = _Helper()
+        if not _atexit_registered:
+            _register_atexit()
+    except (OSError, WriterDied, ValueError) as exc:
+        _failed_in = os.getpid()
+        log.warning("provenance folders are written in-process: the writer process could not start (%s)", exc)
+        return None
+    return _helper
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts its own helper when it needs one; it closes its copies of the parent's pipes
+    (so the parent's helper still sees the end of its input when the parent closes them)."""
+    global _LOCK, _helper
+    _LOCK = threading.Lock()
+    if _helper is not None:
+        for fd in (_helper.send_fd, _helper.recv_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    _helper = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def writer_pid() -> int | None:
+    """The helper's process id, if one is running for this process (no lock: a reading for tests and
+    diagnostics, safe to take while folders are being written)."""
+    h = _helper
+    return h.proc.pid if h is not None and h.alive() else None
+
+
+def write_folders(jobs: Iterable[Job]) -> Iterator[tuple[Job, Path | BaseException]]:
+    """Write each folder of ``jobs`` (consumed lazily, so the next one is rendered while the helper writes
+    the last) and yield ``(job, path or the exception that stopped it)`` for each, in order."""
+    with _LOCK:
+        helper = _get_helper()
+        dead: int | None = None
+        waiting: collections.deque[Job] = collections.deque()
+        for job in jobs:
+            if helper is not None:
+                try:
+                    helper.send(job)
+                    waiting.append(job)
+                    while len(waiting) >= _IN_FLIGHT:
+                        yield waiting[0], _answer(helper.recv())
+                        waiting.popleft()
+                    continue
+                except WriterDied as exc:
+                    dead, helper = helper.proc.pid, _lost(helper, exc)
+                    while waiting:
+                        yield _inline(waiting.popleft(), dead)
+            yield _inline(job)
+        while waiting and helper is not None:
+            try:
+                yield waiting[0], _answer(helper.recv())
+                waiting.popleft()
+            except WriterDied as exc:
+                dead, helper = helper.proc.pid, _lost(helper, exc)
+        while waiting:
+            yield _inline(waiting.popleft(), dead)
+
+
+def _lost(helper: _Helper, exc: WriterDied) -> None:
+    global _helper, _failed_in
+    log.warning("%s; provenance folders are written in-process from now on", exc)
+    helper.close()
+    _helper, _failed_in = None, os.getpid()
+    return None
+
+
+def _answer(reply: tuple[Any, ...]) -> Path | BaseException:
+    if reply[0] == "ok":
+        return Path(reply[1])
+    _, kind, message, errno = reply
+    if errno is not None:
+        return OSError(errno, f"{kind}: {message}")
+    return RuntimeError(f"{kind}: {message}")
+
+
+def _inline(job: Job, dead_helper: int | None = None) -> tuple[Job, Path | BaseException]:
+    """Write ``job`` here; after the helper died, first remove what it may have left half-written."""
+    root, name, files, fsync = job
+    if dead_helper is not None:
+        import glob
+        import shutil
+
+        for tmp in glob.glob(os.path.join(glob.escape(root), f".{glob.escape(name)}.tmp{dead_helper}-*")):
+            shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        return job, write_folder(root, name, files, fsync=fsync)
+    except Exception as exc:  # noqa: BLE001 - reported to the caller, like the helper's own failures
+        return job, exc
+
+
+# ------------------------------------------------------------------------------------------------------
+# The helper's side
+# ------------------------------------------------------------------------------------------------------
+
+def serve() -> None:
+    """Run as the helper: read folders from stdin, write each, answer on stdout; stop at end of input."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the agent; this ends when its pipe closes
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+
+    def answer(reply: tuple[Any, ...]) -> None:
+        body = marshal.dumps(reply)
+        sink.write(_HEADER.pack(len(body)) + body)
+        sink.flush()
+
+    answer(("ready",))
+    while True:
+        head = source.read(_HEADER.size)
+        if len(head) < _HEADER.size:
+            return
+        root, name, files, fsync = marshal.loads(source.read(_HEADER.unpack(head)[0]))
+        try:
+            answer(("ok", str(write_folder(root, name, files, fsync=fsync))))
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to the process that asked
+            answer(("error", type(exc).__name__, str(exc), getattr(exc, "errno", None)))

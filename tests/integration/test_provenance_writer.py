@@ -1,0 +1,229 @@
+"""The provenance writer process: same folders as writing in-process, and never a folder lost to it.
+
+Spans come from the scripted demo agent traced by the real TracingHook into the real OpenTelemetry SDK;
+the helper is the real subprocess. Faults are real too: the helper is killed with SIGKILL between
+batches and in the middle of one, the interpreter it would start does not exist, the process that
+started it is killed, and a forked child writes folders of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from looplet import DefaultState, ProvenanceSink, TracingHook, composable_loop
+from looplet.demo import TASK, build
+from looplet.provenance import _writer
+from looplet.provenance.format import folder_name, load_trajectory, render_files
+from looplet.provenance.spans import records_from_spans
+
+pytest.importorskip("opentelemetry.sdk.trace")
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="kills and forks processes")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def demo_spans(runs: int, capture: bool = True) -> list[Any]:
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    hook = TracingHook(tracer_provider=provider, capture_content=capture)
+    for _ in range(runs):
+        llm, tools, config = build(latency_s=0.0)
+        for _step in composable_loop(llm=llm, tools=tools, task=TASK, config=config, hooks=[hook],
+                                     state=DefaultState(max_steps=config.max_steps)):
+            pass
+    return list(memory.get_finished_spans())
+
+
+def folder_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(autouse=True)
+def fresh_writer() -> Iterator[None]:
+    """Each test starts with no helper and no memory of an earlier failure, and leaves none behind."""
+    def reset() -> None:
+        with _writer._LOCK:
+            if _writer._helper is not None:
+                _writer._helper.close()
+            _writer._helper, _writer._failed_in, _writer._closed = None, None, False
+
+    reset()
+    yield
+    reset()
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:  # our own child: reap it, or it lingers as a zombie
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def test_the_helper_writes_the_same_bytes_as_writing_in_process(tmp_path: Path) -> None:
+    spans = demo_spans(6)
+    inline = ProvenanceSink(tmp_path / "inline", writer="inline", redact=True)
+    helped = ProvenanceSink(tmp_path / "helped", redact=True)
+    for i in range(0, len(spans), 40):  # batches that end mid-run, as a BatchSpanProcessor's do
+        inline.add_spans(spans[i:i + 40])
+        helped.add_spans(spans[i:i + 40])
+    assert _writer.writer_pid() not in (None, os.getpid())
+    assert len(list((tmp_path / "helped").iterdir())) == 6
+    assert folder_bytes(tmp_path / "helped") == folder_bytes(tmp_path / "inline")
+    assert [p.name for p in helped.written] == [p.name for p in inline.written]
+
+
+def test_a_helper_killed_between_batches_costs_nothing_but_speed(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    spans = demo_spans(4)
+    per_run = len(spans) // 4
+    sink = ProvenanceSink(tmp_path)
+    assert len(sink.add_spans(spans[:per_run])) == 1
+    pid = _writer.writer_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert wait_gone(pid)
+    with caplog.at_level(logging.WARNING, logger="looplet.provenance"):
+        assert len(sink.add_spans(spans[per_run:])) == 3
+    assert len(list(tmp_path.iterdir())) == 4
+    for folder in tmp_path.iterdir():
+        assert load_trajectory(folder).data["stop_reason"] == "done"
+    assert "written in-process" in caplog.text
+    assert _writer.writer_pid() is None  # not restarted for every batch
+
+
+def test_a_helper_killed_mid_batch_loses_no_folder(tmp_path: Path) -> None:
+    records = records_from_spans(demo_spans(8))
+    killed: list[int] = []
+
+    def jobs() -> Iterator[_writer.Job]:
+        for n, rec in enumerate(records):
+            if n == 3:  # three folders sent and maybe unanswered: the helper dies with them
+                pid = _writer.writer_pid()
+                assert pid is not None
+                os.kill(pid, signal.SIGKILL)
+                assert wait_gone(pid)
+                killed.append(pid)
+                # what a helper killed while writing leaves: a temporary folder, half full
+                half = tmp_path / f".{folder_name(records[1])}.tmp{pid}-12345"
+                half.mkdir()
+                (half / "trajectory.json").write_text('{"schema_ver')
+            yield str(tmp_path), folder_name(rec), render_files(rec), False
+
+    results = list(_writer.write_folders(jobs()))
+    assert killed
+    assert [type(r) for _job, r in results] == [type(tmp_path)] * 8, results
+    for _job, path in results:
+        assert load_trajectory(path).data["step_count"] == len(records[0].steps)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
+
+
+def test_where_the_helper_cannot_start_folders_are_written_in_process(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    spans = demo_spans(2)
+    with caplog.at_level(logging.WARNING, logger="looplet.provenance"):
+        written = ProvenanceSink(tmp_path / "traces").add_spans(spans)
+        ProvenanceSink(tmp_path / "more").add_spans(spans)
+    assert len(written) == 2 and all(p.is_dir() for p in written)
+    assert caplog.text.count("could not start") == 1, "tried again for every batch"
+    assert _writer.writer_pid() is None
+
+
+def test_a_write_the_helper_cannot_do_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the folder should go")
+    sink = ProvenanceSink(blocker)
+    with caplog.at_level(logging.ERROR, logger="looplet.provenance"):
+        assert sink.add_spans(demo_spans(1)) == []
+    assert _writer.writer_pid() is not None, "the helper reported the failure and lives on"
+    assert "could not write the trajectory" in caplog.text and str(blocker) in caplog.text
+
+
+def test_the_helper_ignores_ctrl_c(tmp_path: Path) -> None:
+    sink = ProvenanceSink(tmp_path)
+    spans = demo_spans(2)
+    half = len(spans) // 2
+    sink.add_spans(spans[:half])
+    pid = _writer.writer_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGINT)
+    time.sleep(0.2)
+    sink.add_spans(spans[half:])
+    assert _writer.writer_pid() == pid
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_the_helper_exits_when_the_process_that_started_it_is_killed(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from tests.integration.test_provenance_writer import demo_spans
+        from looplet import ProvenanceSink
+        from looplet.provenance import _writer
+        ProvenanceSink({str(tmp_path)!r}).add_spans(demo_spans(1))
+        print(_writer.writer_pid(), flush=True)
+        time.sleep(60)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        helper = int(parent.stdout.readline())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        assert wait_gone(helper), "the writer process outlived the process that started it"
+    finally:
+        parent.kill()
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_forked_child_starts_its_own_helper(tmp_path: Path) -> None:
+    spans = demo_spans(2)
+    half = len(spans) // 2
+    ProvenanceSink(tmp_path / "parent").add_spans(spans[:half])
+    parent_helper = _writer.writer_pid()
+    assert parent_helper is not None
+    pid = os.fork()
+    if pid == 0:  # the child: its own helper, its own folder
+        code = 1
+        try:
+            written = ProvenanceSink(tmp_path / "child").add_spans(spans[half:])
+            mine = _writer.writer_pid()
+            code = 0 if len(written) == 1 and mine not in (None, parent_helper) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert len(list((tmp_path / "child").iterdir())) == 1
+    # the parent's helper is untouched by the child's closing its copies of the pipes
+    assert len(ProvenanceSink(tmp_path / "parent").add_spans(spans[half:])) == 1
+    assert _writer.writer_pid() == parent_helper
+
+
+def test_writer_argument_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="writer must be"):
+        ProvenanceSink(tmp_path, writer="thread")
