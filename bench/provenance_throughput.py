@@ -3,9 +3,11 @@
     python bench/provenance_throughput.py [--runs 40] [--repeat 3] [--write]
 
 Spans: the scripted demo agent (about 27 spans a run: the run, its steps, LLM calls and tool calls) traced
-by the real TracingHook into an in-memory exporter, with and without content capture. Throughput: those spans handed to
-``sink.export()`` in batches of 512 (a BatchSpanProcessor's default batch), each run's folder written
-under a fresh directory; wall time of the whole batch loop, median of --repeat. Target: 20,000 spans/s.
+by the real TracingHook into an in-memory exporter, with and without content capture. Throughput: those spans
+handed to ``sink.export()`` in batches of 512 (a BatchSpanProcessor's default batch), each run's folder
+written under a fresh directory (default: bench/, on the machine's disk), with the writer process (the
+default) and in-process, fsync off (the default) and on, redaction off and on; wall time of the whole
+batch loop; every configuration once per round, median of --repeat rounds. Target: 20,000 spans/s.
 
 Per step: the demo agent without LLM latency, bare, with ``sink.trajectory_hook()`` (which writes the
 folder at the end of the run, on the loop's thread), and traced with the sink behind a BatchSpanProcessor
@@ -59,24 +61,20 @@ def fresh_dir(where: str) -> Path:
     return root
 
 
-def throughput(spans: list, repeat: int, where: str, **sink_args) -> tuple[float, int]:
-    """Spans per second (median) and folders written per pass. Each pass writes under a fresh directory,
-    after an ``os.sync()`` so the pages an earlier pass left dirty are not flushed on this one's time.
-    Nothing is removed until the bench ends: on a disk mounted with ``discard`` (this VM's), deleting
-    thousands of files slows every writer for seconds after, and that is not the sink's cost."""
-    rates, folders = [], 0
-    for _ in range(repeat):
-        root = fresh_dir(where)
-        sink = ProvenanceSink(root, **sink_args)
-        os.sync()
-        t = time.perf_counter()
-        for i in range(0, len(spans), 512):
-            sink.export(spans[i:i + 512])
-        sink.force_flush()
-        elapsed = time.perf_counter() - t
-        folders = len(list(root.iterdir()))
-        rates.append(len(spans) / elapsed)
-    return statistics.median(rates), folders
+def throughput_pass(spans: list, where: str, **sink_args) -> tuple[float, int]:
+    """One pass: spans per second and folders written. It writes under a fresh directory, after an
+    ``os.sync()`` so the pages an earlier pass left dirty are not flushed on this one's time. Nothing is
+    removed until the bench ends: on a disk mounted with ``discard`` (this VM's), deleting thousands of
+    files slows every writer for seconds after, and that is not the sink's cost."""
+    root = fresh_dir(where)
+    sink = ProvenanceSink(root, **sink_args)
+    os.sync()
+    t = time.perf_counter()
+    for i in range(0, len(spans), 512):
+        sink.export(spans[i:i + 512])
+    sink.force_flush()
+    elapsed = time.perf_counter() - t
+    return len(spans) / elapsed, len(list(root.iterdir()))
 
 
 def per_step(repeat: int, where: str, make_hooks, runs: int = 20) -> float:
@@ -119,36 +117,53 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=40, help="demo runs whose spans are exported per pass")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--dir", default=str(Path(__file__).resolve().parent),
                         help="where the folders are written (temporary sub-folders, removed; default: bench/)")
     parser.add_argument("--write", action="store_true", help="write the results into docs/benchmarks.md")
     args = parser.parse_args(argv)
 
     print(f"writing under {args.dir}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
-    rows = []
-    for capture in (True, False):
-        spans = record_spans(args.runs, capture)
-        per_run = len(spans) / args.runs
-        for fsync in (False, True):
-            for redact in (None, True):
-                rate, folders = throughput(spans, args.repeat, args.dir, fsync=fsync, redact=redact)
+    # Every configuration once per round, rounds repeated: the disk's good and bad moments (they last
+    # seconds here) fall on all configurations alike; the median of the rounds is reported.
+    spans = {capture: record_spans(args.runs, capture) for capture in (True, False)}
+    # The fsync configurations get rounds of their own, after the others: each of their files waits for a
+    # disk flush, which would also slow whichever configuration came next.
+    throughput_pass(spans[False], args.dir)  # a warm-up pass: imports, the writer process, the disk
+    configs, rates = [], {}
+    for fsync in (False, True):
+        group = [(capture, writer, fsync, redact) for capture in (True, False) for writer in ("process", "inline")
+                 for redact in (False, True)]
+        configs += group
+        rates.update({c: [] for c in group})
+        for _round in range(args.repeat):
+            for c in group:
+                capture, writer, fsync, redact = c
+                rate, folders = throughput_pass(spans[capture], args.dir, writer=writer, fsync=fsync,
+                                                redact=True if redact else None)
                 assert folders == args.runs, (folders, args.runs)
-                rows.append((capture, fsync, redact is True, rate, per_run))
-                print(f"content={'on ' if capture else 'off'} fsync={'on ' if fsync else 'off'} "
-                      f"redact={'on ' if redact else 'off'}: {rate:>9,.0f} spans/s "
-                      f"({rate / per_run:>6,.0f} runs/s, {1e6 / rate:5.1f} µs/span)"
-                      f"{'  ✓' if rate >= TARGET else '  below the 20,000 target'}", flush=True)
+                rates[c].append(rate)
+    rows = []
+    for c in configs:
+        capture, writer, fsync, redact = c
+        rate, per_run = statistics.median(rates[c]), len(spans[capture]) / args.runs
+        rows.append((capture, writer, fsync, redact, rate, per_run, min(rates[c]), max(rates[c])))
+        print(f"content={'on ' if capture else 'off'} writer={writer:<7} fsync={'on ' if fsync else 'off'} "
+              f"redact={'on ' if redact else 'off'}: {rate:>9,.0f} spans/s "
+              f"({rate / per_run:>6,.0f} runs/s, {1e6 / rate:5.1f} µs/span; rounds {min(rates[c]):,.0f}–"
+              f"{max(rates[c]):,.0f}){'  ✓' if rate >= TARGET else '  below the 20,000 target'}", flush=True)
     step_rows = []
     configs = [
         ("bare loop", lambda root: ([], lambda: None)),
-        ("trajectory_hook, redact, fsync off",
-         lambda root: ([ProvenanceSink(root, redact=True, fsync=False).trajectory_hook()], lambda: None)),
-        ("trajectory_hook, redact, fsync on",
+        ("trajectory_hook, redact",
          lambda root: ([ProvenanceSink(root, redact=True).trajectory_hook()], lambda: None)),
+        ("trajectory_hook, redact, fsync on",
+         lambda root: ([ProvenanceSink(root, redact=True, fsync=True).trajectory_hook()], lambda: None)),
         ("TracingHook (content) + BatchSpanProcessor(in-memory exporter)", lambda root: traced(root, "memory")),
-        ("TracingHook (content) + BatchSpanProcessor(ProvenanceSink, redact, fsync off)",
-         lambda root: traced(root, "sink", redact=True, fsync=False)),
+        ("TracingHook (content) + BatchSpanProcessor(ProvenanceSink, redact)",
+         lambda root: traced(root, "sink", redact=True)),
+        ("TracingHook (content) + BatchSpanProcessor(ProvenanceSink, redact, writer inline)",
+         lambda root: traced(root, "sink", redact=True, writer="inline")),
     ]
     for label, make in configs:
         us = per_step(args.repeat, args.dir, make)
@@ -161,10 +176,12 @@ def run(argv: list[str] | None) -> int:
                  f"`python bench/provenance_throughput.py --runs {args.runs} --repeat {args.repeat}`", "",
                  "Spans exported to `ProvenanceSink` in batches of 512 (demo agent), folders "
                  "written (target ≥ 20,000 spans/s):", "",
-                 "| content | fsync | redact | spans/s | runs/s | µs/span |", "| --- | --- | --- | ---: | ---: | ---: |"]
-        for capture, fsync, redact, rate, per_run in rows:
-            lines.append(f"| {'on' if capture else 'off'} | {'on' if fsync else 'off'} | {'on' if redact else 'off'} "
-                         f"| {rate:,.0f} | {rate / per_run:,.0f} | {1e6 / rate:.1f} |")
+                 "| content | writer | fsync | redact | spans/s (median) | rounds | runs/s | µs/span |",
+                 "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+        for capture, writer, fsync, redact, rate, per_run, lo, hi in rows:
+            lines.append(f"| {'on' if capture else 'off'} | {writer} | {'on' if fsync else 'off'} "
+                         f"| {'on' if redact else 'off'} | {rate:,.0f} | {lo:,.0f}–{hi:,.0f} | {rate / per_run:,.0f} "
+                         f"| {1e6 / rate:.1f} |")
         lines += ["", "Per step of the demo agent without LLM latency (20 runs, the final flush included, best of "
                   f"{args.repeat}):", "",
                   "| configuration | µs/step |", "| --- | ---: |"]

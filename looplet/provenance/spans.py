@@ -17,6 +17,7 @@ import os
 import time
 from typing import Any, Iterable
 
+from looplet.provenance.format import _ENCODE as _encode  # json.dumps(ensure_ascii=False), without its set-up
 from looplet.provenance.format import CallRecord, RunRecord, TrajectoryError
 from looplet.telemetry import names as N
 from looplet.telemetry.cost import cost_of
@@ -236,7 +237,7 @@ def semconv_to_chat(messages: Any, system: Any = None) -> list[dict[str, Any]]:
                 if isinstance(p, dict) and p.get("type") == "tool_call_response":
                     resp = p.get("response")
                     out.append({"role": "tool", "tool_call_id": p.get("id", ""),
-                                "content": resp if isinstance(resp, str) else json.dumps(resp, ensure_ascii=False)})
+                                "content": resp if isinstance(resp, str) else _encode(resp)})
             continue
         msg: dict[str, Any] = {"role": role, "content": _parts_text(parts) or None}
         calls = [p for p in parts if isinstance(p, dict) and p.get("type") == "tool_call"]
