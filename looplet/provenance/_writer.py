@@ -143,12 +143,18 @@ def _register_atexit() -> None:
 
 
 def _close_at_exit() -> None:
+    """End the helper's input; it exits after the folder in hand. Bounded: if an exporter thread is still
+    sending folders after 5 s, leave it be; the helper sees the end of its input when this process ends."""
     global _helper, _closed
-    with _LOCK:
-        _closed = True
+    _closed = True
+    if not _LOCK.acquire(timeout=5.0):
+        return
+    try:
         if _helper is not None:
             _helper.close()
             _helper = None
+    finally:
+        _LOCK.release()
 
 
 def _get_helper() -> _Helper | None:
