@@ -171,7 +171,7 @@ def run(argv: list[str] | None) -> int:
         print(f"per step (demo agent, 20 runs, flush included): {label}: {us:.1f} µs", flush=True)
 
     if args.write:
-        lines = [f"Measured {today()} on {machine()}, revision {revision()}, load average "
+        lines = ["## ProvenanceSink throughput", "", f"Measured {today()} on {machine()}, revision {revision()}, load average "
                  f"{os.getloadavg()[0]:.1f}, folders under {args.dir}. "
                  f"`python bench/provenance_throughput.py --runs {args.runs} --repeat {args.repeat}`", "",
                  "Spans exported to `ProvenanceSink` in batches of 512 (demo agent), folders "
