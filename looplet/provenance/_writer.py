@@ -35,6 +35,7 @@ log = logging.getLogger("looplet.provenance")
 Job = tuple[str, str, dict[str, str], bool]
 
 _HEADER = struct.Struct("<I")
+_VERSION = (*sys.version_info[:2], marshal.version)
 _IN_FLIGHT = 16  # folders sent and not yet answered; bounds the pipes' contents, so neither side blocks
 _START_TIMEOUT_S = 10.0
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
@@ -76,7 +77,7 @@ class _Helper:
             if not sel.select(_START_TIMEOUT_S):
                 return False
         try:
-            return self.recv() == ("ready",)
+            return self.recv() == ("ready", _VERSION)  # marshal's format is the interpreter version's
         except WriterDied:
             return False
 
@@ -164,7 +165,12 @@ def _get_helper() -> _Helper | None:
         return _helper
     if _helper is not None:  # it died: written in-process from now on, not restarted for every batch
         _lost(_helper, WriterDied(f"the provenance writer process exited ({_helper.proc.returncode})"))
-    if _failed_in == os.getpid() or _closed or not sys.executable:
+    if _failed_in == os.getpid() or _closed:
+        return None
+    why = _unsuitable_interpreter()
+    if why:
+        _failed_in = os.getpid()
+        log.warning("provenance folders are written in-process: %s", why)
         return None
     try:
         _helper = _Helper()
@@ -175,6 +181,20 @@ def _get_helper() -> _Helper | None:
         log.warning("provenance folders are written in-process: the writer process could not start (%s)", exc)
         return None
     return _helper
+
+
+def _unsuitable_interpreter() -> str | None:
+    """Why ``sys.executable`` cannot run the helper, if it cannot: a frozen application, or a server that
+    embeds Python (uWSGI, mod_wsgi) where it names the server's own binary, must not be started again."""
+    exe = sys.executable
+    if getattr(sys, "frozen", False):
+        return "a frozen application has no interpreter to start the writer process with"
+    if not exe:
+        return "sys.executable is not set"
+    name = os.path.basename(exe).lower()
+    if "python" not in name and "pypy" not in name:
+        return f"sys.executable ({exe}) does not look like a Python interpreter"
+    return None
 
 
 def _after_fork_in_child() -> None:
@@ -281,7 +301,7 @@ def serve() -> None:
         sink.write(_HEADER.pack(len(body)) + body)
         sink.flush()
 
-    answer(("ready",))
+    answer(("ready", _VERSION))
     while True:
         head = source.read(_HEADER.size)
         if len(head) < _HEADER.size:

@@ -154,6 +154,24 @@ def test_where_the_helper_cannot_start_folders_are_written_in_process(tmp_path: 
     assert _writer.writer_pid() is None
 
 
+@pytest.mark.parametrize("frozen", [False, True])
+def test_an_interpreter_that_is_not_python_is_never_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture, frozen: bool) -> None:
+    """Under uWSGI or in a frozen application sys.executable is not a Python to run the helper with."""
+    monkeypatch.setattr(sys, "executable", "/usr/bin/uwsgi" if not frozen else sys.executable)
+    if frozen:
+        monkeypatch.setattr(sys, "frozen", True, raising=False)
+
+    def no_spawn(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"started {args[0]!r}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_spawn)
+    with caplog.at_level(logging.WARNING, logger="looplet.provenance"):
+        written = ProvenanceSink(tmp_path).add_spans(demo_spans(1))
+    assert len(written) == 1 and written[0].is_dir()
+    assert ("frozen application" if frozen else "does not look like a Python interpreter") in caplog.text
+
+
 def test_a_write_the_helper_cannot_do_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the folder should go")
