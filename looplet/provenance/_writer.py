@@ -3,8 +3,9 @@
 A run's folder holds about one file per span, and on an ordinary disk the kernel takes tens of
 microseconds to create each one, time the exporter thread could spend turning the next run's spans into
 text. So the exporter renders and this process writes (encoding, hashing, creating, renaming), in
-parallel: ``write_folders`` sends each rendered folder down a pipe as soon as it is ready and collects
-the answers at the end.
+parallel: ``submit`` sends a rendered folder down a pipe and returns; each answer is handed to the
+job's ``done`` callback when it is collected (by a later ``submit`` once enough are in flight, or by
+``drain``, which waits for all of them).
 
 The helper runs ``looplet.provenance.format.write_folder`` and nothing else; it is started on first use
 (again in a forked child, which must not share its parent's pipe), ignores Ctrl-C, and exits when its pipe
@@ -23,16 +24,18 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable
 
 from looplet.provenance.format import write_folder
 
-__all__ = ["write_folders", "writer_pid"]
+__all__ = ["submit", "drain", "writer_pid"]
 
 log = logging.getLogger("looplet.provenance")
 
 #: a folder to write: (root, name, {relative path: text}, fsync)
 Job = tuple[str, str, dict[str, str], bool]
+#: told the outcome of a job: the folder's path, or the exception that stopped it
+Done = Callable[[Job, "Path | BaseException"], None]
 
 _HEADER = struct.Struct("<I")
 _VERSION = (*sys.version_info[:2], marshal.version)
@@ -51,6 +54,7 @@ class _Helper:
     objects, so a forked child can close its copies without flushing anything into them)."""
 
     def __init__(self) -> None:
+        self.waiting: collections.deque[tuple[Job, Done]] = collections.deque()  # sent, not yet answered
         package_parent = str(Path(__file__).resolve().parents[2])
         to_child, self.send_fd = os.pipe()
         self.recv_fd, from_child = os.pipe()
@@ -152,8 +156,14 @@ def _close_at_exit() -> None:
         return
     try:
         if _helper is not None:
-            _helper.close()
-            _helper = None
+            try:
+                while _helper.waiting:
+                    _collect(_helper)
+            except WriterDied as exc:
+                _redo(_helper, exc)
+            if _helper is not None:
+                _helper.close()
+                _helper = None
     finally:
         _LOCK.release()
 
@@ -164,7 +174,7 @@ def _get_helper() -> _Helper | None:
     if _helper is not None and _helper.alive():
         return _helper
     if _helper is not None:  # it died: written in-process from now on, not restarted for every batch
-        _lost(_helper, WriterDied(f"the provenance writer process exited ({_helper.proc.returncode})"))
+        _redo(_helper, WriterDied(f"the provenance writer process exited ({_helper.proc.returncode})"))
     if _failed_in == os.getpid() or _closed:
         return None
     why = _unsuitable_interpreter()
@@ -222,35 +232,48 @@ def writer_pid() -> int | None:
     return h.proc.pid if h is not None and h.alive() else None
 
 
-def write_folders(jobs: Iterable[Job]) -> Iterator[tuple[Job, Path | BaseException]]:
-    """Write each folder of ``jobs`` (consumed lazily, so the next one is rendered while the helper writes
-    the last) and yield ``(job, path or the exception that stopped it)`` for each, in order."""
+def submit(job: Job, done: Done) -> None:
+    """Have ``job`` written; ``done(job, path or exception)`` is called once it is, from this call or a
+    later ``submit``/``drain`` of any thread (so it must be quick and must not call back in here)."""
     with _LOCK:
         helper = _get_helper()
-        dead: int | None = None
-        waiting: collections.deque[Job] = collections.deque()
-        for job in jobs:
-            if helper is not None:
-                try:
-                    helper.send(job)
-                    waiting.append(job)
-                    while len(waiting) >= _IN_FLIGHT:
-                        yield waiting[0], _answer(helper.recv())
-                        waiting.popleft()
-                    continue
-                except WriterDied as exc:
-                    dead, helper = helper.proc.pid, _lost(helper, exc)
-                    while waiting:
-                        yield _inline(waiting.popleft(), dead)
-            yield _inline(job)
-        while waiting and helper is not None:
+        if helper is not None:
             try:
-                yield waiting[0], _answer(helper.recv())
-                waiting.popleft()
+                helper.send(job)
+                helper.waiting.append((job, done))
+                while len(helper.waiting) >= _IN_FLIGHT:
+                    _collect(helper)
+                return
             except WriterDied as exc:
-                dead, helper = helper.proc.pid, _lost(helper, exc)
-        while waiting:
-            yield _inline(waiting.popleft(), dead)
+                _redo(helper, exc)
+        done(job, _inline(job))
+
+
+def drain() -> None:
+    """Wait until every job submitted so far is written and its ``done`` called."""
+    with _LOCK:
+        helper = _helper
+        if helper is None:
+            return
+        try:
+            while helper.waiting:
+                _collect(helper)
+        except WriterDied as exc:
+            _redo(helper, exc)
+
+
+def _collect(helper: _Helper) -> None:
+    reply = helper.recv()
+    job, done = helper.waiting.popleft()
+    done(job, _answer(reply))
+
+
+def _redo(helper: _Helper, exc: WriterDied) -> None:
+    """The helper is gone: write here what it had not confirmed, first removing its half-written folder."""
+    _lost(helper, exc)
+    while helper.waiting:
+        job, done = helper.waiting.popleft()
+        done(job, _inline(job, helper.proc.pid))
 
 
 def _lost(helper: _Helper, exc: WriterDied) -> None:
@@ -258,7 +281,6 @@ def _lost(helper: _Helper, exc: WriterDied) -> None:
     log.warning("%s; provenance folders are written in-process from now on", exc)
     helper.close()
     _helper, _failed_in = None, os.getpid()
-    return None
 
 
 def _answer(reply: tuple[Any, ...]) -> Path | BaseException:
@@ -270,7 +292,7 @@ def _answer(reply: tuple[Any, ...]) -> Path | BaseException:
     return RuntimeError(f"{kind}: {message}")
 
 
-def _inline(job: Job, dead_helper: int | None = None) -> tuple[Job, Path | BaseException]:
+def _inline(job: Job, dead_helper: int | None = None) -> Path | BaseException:
     """Write ``job`` here; after the helper died, first remove what it may have left half-written."""
     root, name, files, fsync = job
     if dead_helper is not None:
@@ -280,9 +302,9 @@ def _inline(job: Job, dead_helper: int | None = None) -> tuple[Job, Path | BaseE
         for tmp in glob.glob(os.path.join(glob.escape(root), f".{glob.escape(name)}.tmp{dead_helper}-*")):
             shutil.rmtree(tmp, ignore_errors=True)
     try:
-        return job, write_folder(root, name, files, fsync=fsync)
+        return write_folder(root, name, files, fsync=fsync)
     except Exception as exc:  # noqa: BLE001 - reported to the caller, like the helper's own failures
-        return job, exc
+        return exc
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from looplet.hooks import current_run
 from looplet.provenance.format import CallRecord, RunRecord, folder_name, render_files, write_folder
@@ -173,14 +173,15 @@ class ProvenanceSink:
     # ---------------------------------------------------------------- SpanExporter
     def export(self, spans: Any) -> Any:
         """Take a batch of finished spans (SpanExporter API). Spans are filed by trace; when a run's
-        ``invoke_agent`` span arrives, its folder is written here, on the span processor's worker thread.
-        Never raises."""
+        ``invoke_agent`` span arrives, its folder is rendered here, on the span processor's worker thread,
+        and written by the writer process meanwhile; every folder is in place when this returns (a
+        ``TracerProvider.force_flush()`` does not call the exporter's own). Never raises."""
         from opentelemetry.sdk.trace.export import SpanExportResult
 
         if self._shutdown:
             return SpanExportResult.FAILURE
         try:
-            self.add_spans(spans)
+            self._take(spans)
         except Exception:  # noqa: BLE001 - an exporter must not raise into the SDK
             log.exception("ProvenanceSink could not take a batch of %d spans", len(spans))
             return SpanExportResult.FAILURE
@@ -189,32 +190,45 @@ class ProvenanceSink:
     def add_spans(self, spans: Any) -> list[Path]:
         """File spans (OpenTelemetry ``ReadableSpan`` objects or :mod:`looplet.provenance.spans` records) and
         write every run they complete. Returns the folders written."""
+        return self._take(spans)
+
+    def _take(self, spans: Any) -> list[Path]:
         from looplet.provenance.spans import SpanBuffer
 
         with self._lock:
             if self._spans is None:
                 self._spans = SpanBuffer(self._max_buffered)
-            records = self._spans.add(spans)
-        if self.writer == "inline" or not records:
-            return [p for rec in records if (p := self._write_safely(rec)) is not None]
-        from looplet.provenance._writer import write_folders
+            agents = self._spans.file(spans)
+        out: list[Path] = []
+        if not agents:
+            return out
+        if self.writer == "inline":
+            for agent in agents:
+                with self._lock:
+                    rec = self._spans.build(agent)
+                if (p := self._write_safely(rec)) is not None:
+                    out.append(p)
+            return out
+        from looplet.provenance import _writer
 
-        out = []
-        for (_root, name, _files, _fsync), result in write_folders(self._rendered(records)):
+        def done(job: _writer.Job, result: Path | BaseException) -> None:
             if isinstance(result, BaseException):
-                log.error("could not write the trajectory %s under %s: %s", name, self.dir, result)
+                log.error("could not write the trajectory %s under %s: %s", job[1], self.dir, result)
             else:
                 self.written.append(result)
                 out.append(result)
-        return out
 
-    def _rendered(self, records: list[RunRecord]) -> Iterator[tuple[str, str, dict[str, str], bool]]:
-        for rec in records:
+        for agent in agents:  # each run is built and rendered while the writer writes the one before
             try:
+                with self._lock:
+                    rec = self._spans.build(agent)
                 files = render_files(rec, self.redact, self.max_chars_per_call, self._redacted)
-                yield os.fspath(self.dir), folder_name(rec, self.redact), files, self.fsync
             except Exception:  # noqa: BLE001 - one run that cannot be rendered does not stop the others
-                log.exception("could not write the trajectory of run %s under %s", rec.run_id, self.dir)
+                log.exception("could not write the trajectory of trace %032x under %s", agent.trace_id, self.dir)
+                continue
+            _writer.submit((os.fspath(self.dir), folder_name(rec, self.redact), files, self.fsync), done)
+        _writer.drain()
+        return out
 
     def load_otlp_json(self, path: str | os.PathLike[str]) -> list[Path]:
         """Write the runs found in a file of OTLP JSON (``ExportTraceServiceRequest`` objects, one per line

@@ -102,6 +102,12 @@ class SpanBuffer:
         self._last_sweep = time.monotonic()
 
     def add(self, spans: Iterable[Any]) -> list[RunRecord]:
+        """File ``spans`` and return the runs they complete."""
+        return [self.build(agent) for agent in self.file(spans)]
+
+    def file(self, spans: Iterable[Any]) -> list[SpanRec]:
+        """File ``spans`` by trace; returns the ``invoke_agent`` spans among them, each of which completes
+        a run for :meth:`build` (in this order: a sub-agent's run ends, and is built, before its parent's)."""
         agents: list[SpanRec] = []
         now = time.monotonic()
         traces = self.traces
@@ -118,18 +124,18 @@ class SpanBuffer:
             self.count += 1
             if name.startswith(AGENT_PREFIX):
                 agents.append(rec)
-        out = []
-        for agent in agents:
-            spans_ = self._take(agent)
-            record = build_record(agent, spans_, self.nested)
-            if agent.parent_id is not None:  # maybe a sub-agent: keep it for the run whose tool started it
-                self.nested[(agent.trace_id, agent.parent_id)] = record
-                while len(self.nested) > 256:
-                    self.nested.popitem(last=False)
-            out.append(record)
         if self.count > self.max_spans or now - self._last_sweep > 60.0:
-            self._sweep(now)
-        return out
+            self._sweep(now, keep={a.trace_id for a in agents})
+        return agents
+
+    def build(self, agent: SpanRec) -> RunRecord:
+        """The run ``agent`` ends, from the spans filed under it (which are taken out of the buffer)."""
+        record = build_record(agent, self._take(agent), self.nested)
+        if agent.parent_id is not None:  # maybe a sub-agent: keep it for the run whose tool started it
+            self.nested[(agent.trace_id, agent.parent_id)] = record
+            while len(self.nested) > 256:
+                self.nested.popitem(last=False)
+        return record
 
     def _take(self, agent: SpanRec) -> list[SpanRec]:
         """Remove and return the spans under ``agent`` (not descending into sub-agents, already taken)."""
@@ -157,11 +163,13 @@ class SpanBuffer:
             self.touched.pop(agent.trace_id, None)
         return taken
 
-    def _sweep(self, now: float) -> None:
+    def _sweep(self, now: float, keep: set[int] = frozenset()) -> None:  # type: ignore[assignment]
         self._last_sweep = now
         for tid, t in sorted(self.touched.items(), key=lambda kv: kv[1]):
             if self.count <= self.max_spans and now - t <= self.idle_s:
                 break
+            if tid in keep:  # a run about to be built
+                continue
             n = len(self.traces.pop(tid, ()))
             self.touched.pop(tid, None)
             self.count -= n

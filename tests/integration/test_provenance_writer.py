@@ -88,8 +88,8 @@ def test_the_helper_writes_the_same_bytes_as_writing_in_process(tmp_path: Path) 
     inline = ProvenanceSink(tmp_path / "inline", writer="inline", redact=True)
     helped = ProvenanceSink(tmp_path / "helped", redact=True)
     for i in range(0, len(spans), 40):  # batches that end mid-run, as a BatchSpanProcessor's do
-        inline.add_spans(spans[i:i + 40])
-        helped.add_spans(spans[i:i + 40])
+        inline.export(spans[i:i + 40])
+        helped.export(spans[i:i + 40])
     assert _writer.writer_pid() not in (None, os.getpid())
     assert len(list((tmp_path / "helped").iterdir())) == 6
     assert folder_bytes(tmp_path / "helped") == folder_bytes(tmp_path / "inline")
@@ -117,26 +117,26 @@ def test_a_helper_killed_between_batches_costs_nothing_but_speed(tmp_path: Path,
 
 def test_a_helper_killed_mid_batch_loses_no_folder(tmp_path: Path) -> None:
     records = records_from_spans(demo_spans(8))
-    killed: list[int] = []
+    results: dict[str, Any] = {}
 
-    def jobs() -> Iterator[_writer.Job]:
-        for n, rec in enumerate(records):
-            if n == 3:  # three folders sent and maybe unanswered: the helper dies with them
-                pid = _writer.writer_pid()
-                assert pid is not None
-                os.kill(pid, signal.SIGKILL)
-                assert wait_gone(pid)
-                killed.append(pid)
-                # what a helper killed while writing leaves: a temporary folder, half full
-                half = tmp_path / f".{folder_name(records[1])}.tmp{pid}-12345"
-                half.mkdir()
-                (half / "trajectory.json").write_text('{"schema_ver')
-            yield str(tmp_path), folder_name(rec), render_files(rec), False
+    def done(job: _writer.Job, result: Any) -> None:
+        results[job[1]] = result
 
-    results = list(_writer.write_folders(jobs()))
-    assert killed
-    assert [type(r) for _job, r in results] == [type(tmp_path)] * 8, results
-    for _job, path in results:
+    for n, rec in enumerate(records):
+        if n == 3:  # three folders sent and not yet answered: the helper dies with them
+            pid = _writer.writer_pid()
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            assert wait_gone(pid)
+            # what a helper killed while writing leaves: a temporary folder, half full
+            half = tmp_path / f".{folder_name(records[1])}.tmp{pid}-12345"
+            half.mkdir()
+            (half / "trajectory.json").write_text('{"schema_ver')
+        _writer.submit((str(tmp_path), folder_name(rec), render_files(rec), False), done)
+    _writer.drain()
+    assert sorted(results) == sorted(folder_name(r) for r in records)
+    for path in results.values():
+        assert isinstance(path, Path), path
         assert load_trajectory(path).data["step_count"] == len(records[0].steps)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
 
