@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from looplet.hooks import current_run
 from looplet.provenance.format import CallRecord, RunRecord, folder_name, render_files, write_folder
@@ -66,11 +66,15 @@ class ProvenanceSink:
     writer: ``"process"`` (default): folders that come from spans are written by a small helper process,
         on another core, while the exporter turns the next run's spans into text (where the helper cannot
         start, or dies, they are written in-process: nothing is lost); ``"inline"``: always in-process.
-        The hook and ``wrap_llm`` paths always write in-process, so the folder is there when the run ends.
+        The ``wrap_llm`` path and ``trajectory_hook()`` write in-process, so the folder is there when the
+        run ends; ``trajectory_hook(background=True)`` queues it for a background thread instead.
+    max_queued_runs: runs a background trajectory hook may have waiting; beyond that a run's folder is
+        dropped and counted in ``dropped_runs`` (a stalled disk must not hold up the agent).
     """
 
     def __init__(self, dir: str | os.PathLike[str], redact: Any = None, max_chars_per_call: int = 200_000, *,
-                 fsync: bool = False, writer: str = "process", max_buffered_spans: int = 200_000) -> None:
+                 fsync: bool = False, writer: str = "process", max_buffered_spans: int = 200_000,
+                 max_queued_runs: int = 256) -> None:
         if not isinstance(dir, (str, os.PathLike)):
             raise TypeError(f"ProvenanceSink(dir=...) must be a path, got {type(dir).__name__}")
         if not isinstance(max_chars_per_call, int) or max_chars_per_call < 1:
@@ -89,6 +93,11 @@ class ProvenanceSink:
         self._max_buffered = max_buffered_spans
         self._shutdown = False
         self._redacted: dict[str, str] = {}  # short strings already redacted (tool and model names, ...)
+        self.max_queued_runs = max_queued_runs
+        self.dropped_runs = 0  # runs a background trajectory hook could not queue
+        self._queue: collections.deque[RunRecord] = collections.deque()
+        self._queue_cond = threading.Condition()
+        self._queue_thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------- writing
     def write(self, record: RunRecord) -> Path:
@@ -111,9 +120,11 @@ class ProvenanceSink:
             return None
 
     # ---------------------------------------------------------------- hook path
-    def trajectory_hook(self) -> TrajectoryHook:
-        """A hook that records each run it sees and writes its folder when the run ends."""
-        return TrajectoryHook(self)
+    def trajectory_hook(self, *, background: bool = False) -> TrajectoryHook:
+        """A hook that records each run it sees and writes its folder when the run ends: on the loop's
+        thread (the folder exists when the run has ended), or with ``background=True`` on a background
+        thread and the writer process (the run ends at once; ``flush()`` waits for the folders)."""
+        return TrajectoryHook(self, background=background)
 
     # ---------------------------------------------------------------- wrapped backend path
     def wrap_llm(self, llm: Any) -> Any:
@@ -162,9 +173,13 @@ class ProvenanceSink:
         snapshot.timeline.extend(_tool_bars(snapshot))
         return self._write_safely(snapshot)
 
-    def flush(self) -> list[Path]:
+    def flush(self, timeout_s: float | None = 30.0) -> list[Path]:
         """Write every run recorded so far that has not been written (wrapped-backend runs, and runs still
-        in progress as they stand). Returns the folders written."""
+        in progress as they stand) and wait, up to ``timeout_s``, for the runs a background trajectory
+        hook has queued. Returns the folders written by this call."""
+        if self._queue_thread is not None and not self._wait_queue(timeout_s):
+            log.warning("flush: %d queued trajectory folder(s) still being written after %s s",
+                        len(self._queue), timeout_s)
         with self._lock:
             ids = list(self._pending)
         out = [p for rid in ids if (p := self._write_pending(rid)) is not None]
@@ -199,16 +214,22 @@ class ProvenanceSink:
             if self._spans is None:
                 self._spans = SpanBuffer(self._max_buffered)
             agents = self._spans.file(spans)
+        return self._write_runs(self._build(agent) for agent in agents) if agents else []
+
+    def _build(self, agent: Any) -> RunRecord | None:
+        try:
+            with self._lock:
+                return self._spans.build(agent)  # type: ignore[no-any-return]
+        except Exception:  # noqa: BLE001 - one run that cannot be built does not stop the others
+            log.exception("could not write the trajectory of trace %032x under %s", agent.trace_id, self.dir)
+            return None
+
+    def _write_runs(self, records: Iterable[RunRecord | None]) -> list[Path]:
+        """Write each run (records are consumed lazily: with the writer process, each is built and
+        rendered while the process writes the one before). Returns the folders written."""
         out: list[Path] = []
-        if not agents:
-            return out
         if self.writer == "inline":
-            for agent in agents:
-                with self._lock:
-                    rec = self._spans.build(agent)
-                if (p := self._write_safely(rec)) is not None:
-                    out.append(p)
-            return out
+            return [p for rec in records if rec is not None and (p := self._write_safely(rec)) is not None]
         from looplet.provenance import _writer
 
         def done(job: _writer.Job, result: Path | BaseException) -> None:
@@ -218,17 +239,54 @@ class ProvenanceSink:
                 self.written.append(result)
                 out.append(result)
 
-        for agent in agents:  # each run is built and rendered while the writer writes the one before
+        for rec in records:
+            if rec is None:
+                continue
             try:
-                with self._lock:
-                    rec = self._spans.build(agent)
                 files = render_files(rec, self.redact, self.max_chars_per_call, self._redacted)
             except Exception:  # noqa: BLE001 - one run that cannot be rendered does not stop the others
-                log.exception("could not write the trajectory of trace %032x under %s", agent.trace_id, self.dir)
+                log.exception("could not write the trajectory of run %s under %s", rec.run_id, self.dir)
                 continue
             _writer.submit((os.fspath(self.dir), folder_name(rec, self.redact), files, self.fsync), done)
         _writer.drain()
         return out
+
+    # ---------------------------------------------------------------- background writing (hook path)
+    def _enqueue(self, record: RunRecord) -> Path | None:
+        """Queue a finished run for the background writer; its folder's path, or None when the queue is
+        full and the run is dropped (counted in ``dropped_runs``)."""
+        with self._queue_cond:
+            if self._queue_thread is None:
+                import atexit
+
+                self._queue_thread = threading.Thread(target=self._drain_queue, name="looplet-trajectories",
+                                                      daemon=True)
+                self._queue_thread.start()
+                atexit.register(self._wait_queue, 5.0)  # bounded: never hold up the exit for long
+            if len(self._queue) >= self.max_queued_runs:
+                self.dropped_runs += 1
+                if self.dropped_runs == 1 or self.dropped_runs % 100 == 0:
+                    log.warning("trajectory writer is behind: %d run(s) not written (queue of %d full; slow disk?)",
+                                self.dropped_runs, self.max_queued_runs)
+                return None
+            self._queue.append(record)
+            self._queue_cond.notify_all()
+        return self.dir / folder_name(record, self.redact)
+
+    def _drain_queue(self) -> None:
+        while True:
+            with self._queue_cond:
+                while not self._queue:
+                    self._queue_cond.wait()
+                record = self._queue[0]  # stays queued until written, so a flush waits for it
+            self._write_runs([record])
+            with self._queue_cond:
+                self._queue.popleft()
+                self._queue_cond.notify_all()
+
+    def _wait_queue(self, timeout_s: float | None) -> bool:
+        with self._queue_cond:
+            return self._queue_cond.wait_for(lambda: not self._queue, timeout_s)
 
     def load_otlp_json(self, path: str | os.PathLike[str]) -> list[Path]:
         """Write the runs found in a file of OTLP JSON (``ExportTraceServiceRequest`` objects, one per line
@@ -334,8 +392,9 @@ class TrajectoryHook:
     Put an ``EvalHook`` before it in the hook list to have eval results in the trajectory's events.
     """
 
-    def __init__(self, sink: ProvenanceSink) -> None:
+    def __init__(self, sink: ProvenanceSink, *, background: bool = False) -> None:
         self.sink = sink
+        self.background = background
 
     def __repr__(self) -> str:
         return f"TrajectoryHook({str(self.sink.dir)!r})"
@@ -416,7 +475,7 @@ class TrajectoryHook:
         for bar in rec.timeline:
             if "_id" in bar:
                 bar["step"] = numbers.get(bar.pop("_id"))
-        path = self.sink._write_safely(rec)
+        path = self.sink._enqueue(rec) if self.background else self.sink._write_safely(rec)
         metadata = getattr(state, "metadata", None)
         if path is not None and isinstance(metadata, dict):
             metadata["trajectory_dir"] = str(path)

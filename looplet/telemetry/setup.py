@@ -22,7 +22,8 @@ What it sets up:
 * ``/metrics`` on ``metrics_addr:metrics_port`` (127.0.0.1 by default) when ``metrics_port`` is given,
   from the default Prometheus registry (``metrics_port=0`` picks a free port: ``session.metrics_port``).
 * JSON log lines on stderr or ``log_file`` (``configure_logging``).
-* with ``provenance_dir``, a trajectory folder per run (``ProvenanceSink(dir, redact=True)``).
+* with ``provenance_dir``, a trajectory folder per run (``ProvenanceSink(dir, redact=True)``, its hook
+  writing in the background; ``shutdown()`` waits for the folders).
 
 Calling ``configure()`` again returns the same session (with a warning if the arguments differ) until
 ``shutdown()``. ``shutdown()`` flushes what is queued within ``shutdown_timeout_s`` and never blocks longer;
@@ -279,7 +280,7 @@ class TelemetrySession:
         _bounded(stop_traces, deadline, "shutdown")
         if self.provenance is not None:
             try:
-                self.provenance.flush()
+                self.provenance.flush(timeout_s=deadline)
             except Exception as exc:  # noqa: BLE001
                 log.warning("telemetry: writing trajectories at shutdown failed: %r", exc)
         if self.metrics_server is not None:
@@ -481,7 +482,8 @@ def _setup(session: TelemetrySession, a: dict[str, Any], export_timeout_s: float
     if a["provenance_dir"]:
         session.provenance = _provenance(a["provenance_dir"])
         if session.provenance is not None:
-            session.hooks.append(session.provenance.trajectory_hook())
+            # written off the loop's thread: a slow disk costs dropped (counted) folders, never run time
+            session.hooks.append(session.provenance.trajectory_hook(background=True))
 
 
 def _provenance(directory: str) -> Any:

@@ -245,3 +245,71 @@ def test_a_forked_child_starts_its_own_helper(tmp_path: Path) -> None:
 def test_writer_argument_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="writer must be"):
         ProvenanceSink(tmp_path, writer="thread")
+
+
+# -- trajectory_hook(background=True) ------------------------------------------------------------------------
+
+def run_demo(hooks: list[Any]) -> DefaultState:
+    llm, tools, config = build(latency_s=0.0)
+    state = DefaultState(max_steps=config.max_steps)
+    for _step in composable_loop(llm=llm, tools=tools, task=TASK, config=config, hooks=hooks, state=state):
+        pass
+    return state
+
+
+def test_a_background_hook_writes_what_the_inline_hook_writes(tmp_path: Path) -> None:
+    inline, background = ProvenanceSink(tmp_path / "inline"), ProvenanceSink(tmp_path / "background")
+    state = run_demo([background.trajectory_hook(background=True), inline.trajectory_hook()])
+    planned = Path(state.metadata["trajectory_dir"])  # on_loop_end runs in reverse: the first hook's path
+    assert planned.parent == tmp_path / "background"
+    background.flush()
+    assert background.last_path == planned and planned.is_dir()
+    a, b = folder_bytes(inline.last_path), folder_bytes(planned)
+    assert set(a) == set(b)
+    for name in a:  # what the model saw and said, step by step; timings come from each hook's own clock
+        if name.startswith("call_"):
+            assert a[name] == b[name], name
+    assert load_trajectory(planned).data["stop_reason"] == "done"
+
+
+def test_a_stalled_disk_never_holds_up_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    sink = ProvenanceSink(tmp_path, max_queued_runs=2)
+    disk = threading.Event()
+    real = sink._write_runs
+
+    def stalled(records: Any) -> list[Path]:
+        disk.wait()
+        return real(records)
+
+    monkeypatch.setattr(sink, "_write_runs", stalled)
+    hook = sink.trajectory_hook(background=True)
+    states: list[DefaultState] = []
+    agent = threading.Thread(target=lambda: [states.append(run_demo([hook])) for _ in range(4)], daemon=True)
+    with caplog.at_level(logging.WARNING, logger="looplet.provenance"):
+        agent.start()
+        agent.join(timeout=60)
+        assert not agent.is_alive(), "the runs waited for the stalled writer"
+    assert len(states) == 4 and sink.dropped_runs == 2  # two queued (one in hand), two dropped and counted
+    assert "trajectory writer is behind" in caplog.text
+    assert [s.metadata.get("trajectory_dir") is not None for s in states] == [True, True, False, False]
+    disk.set()
+    sink.flush()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Path(s.metadata["trajectory_dir"]).name
+                                                                for s in states[:2])
+
+
+def test_queued_folders_are_written_at_exit(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from tests.integration.test_provenance_writer import run_demo
+        from looplet import ProvenanceSink
+        state = run_demo([ProvenanceSink({str(tmp_path)!r}).trajectory_hook(background=True)])
+        print(state.metadata["trajectory_dir"], flush=True)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    folder = Path(out.stdout.strip())
+    assert load_trajectory(folder).data["stop_reason"] == "done"
