@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import gc
 import os
-import platform
 import statistics
 import subprocess
 import sys

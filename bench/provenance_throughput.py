@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import machine, revision, today, write_section  # noqa: E402
+from _report import machine, revision, settle, today, write_section  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
@@ -59,30 +59,6 @@ def fresh_dir(where: str) -> Path:
     root = Path(tempfile.mkdtemp(prefix=".looplet-bench-", dir=where))
     _ROOTS.append(root)
     return root
-
-
-def settle(where: str, timeout_s: float = 60.0) -> float:
-    """Wait until creating files under ``where`` runs at its usual speed; returns the seconds waited.
-
-    On this VM's disk (ext4 mounted with ``discard``), a few seconds after many files were deleted,
-    creating a file becomes 30x slower for several seconds (deleting 30,000 files: 22-28 µs a file before
-    and after, 730-900 µs for about six seconds starting five seconds later). Whatever ran before the
-    bench (a test suite, the last bench) may have deleted thousands; this probes until two probes in a
-    row are fast, so the sink is measured, not the aftermath of someone else's deletion."""
-    t0 = time.monotonic()
-    fast = 0
-    while time.monotonic() - t0 < timeout_s:
-        probe = fresh_dir(where)
-        t = time.perf_counter()
-        for i in range(200):
-            fd = os.open(probe / f"f{i}", os.O_WRONLY | os.O_CREAT, 0o644)
-            os.write(fd, b"x" * 800)
-            os.close(fd)
-        fast = fast + 1 if (time.perf_counter() - t) / 200 < 100e-6 else 0
-        if fast == 2:
-            break
-        time.sleep(0.5)
-    return time.monotonic() - t0
 
 
 def throughput_pass(spans: list, where: str, **sink_args) -> tuple[float, int]:
@@ -154,7 +130,7 @@ def run(argv: list[str] | None) -> int:
     # The fsync configurations get rounds of their own, after the others: each of their files waits for a
     # disk flush, which would also slow whichever configuration came next.
     throughput_pass(spans[False], args.dir)  # a warm-up pass: imports, the writer process, the disk
-    print(f"waited {settle(args.dir):.1f} s for file creation under {args.dir} to run at its usual speed",
+    print(f"waited {settle(fresh_dir(args.dir)):.1f} s for file creation under {args.dir} to run at its usual speed",
           flush=True)
     configs, rates = [], {}
     for fsync in (False, True):
