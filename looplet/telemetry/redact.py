@@ -70,7 +70,7 @@ class Redactor:
         patterns (those are named ``custom``).
     """
 
-    __slots__ = ("_always", "_gated", "_patterns")
+    __slots__ = ("_always", "_gated", "_patterns", "_any_trigger")
 
     def __init__(self, patterns: Iterable[tuple[str, str]] = DEFAULT_PATTERNS,
                  extra: Iterable[PatternSpec] | None = None) -> None:
@@ -100,6 +100,9 @@ class Redactor:
         self._patterns = tuple(specs)
         self._gated = tuple(gated)
         self._always = tuple(always)
+        # one scan for any marker at all: most text has none, and then no pattern runs
+        markers = {t for triggers, _regex, _repl in gated for t in triggers}
+        self._any_trigger = re.compile(_trie(markers)) if markers else None
 
     @property
     def patterns(self) -> tuple[tuple[str, str], ...]:
@@ -108,11 +111,12 @@ class Redactor:
     def __call__(self, text: str) -> str:
         if not text:
             return text
-        for triggers, regex, repl in self._gated:
-            for t in triggers:
-                if t in text:
-                    text = regex.sub(repl, text)
-                    break
+        if self._any_trigger is not None and self._any_trigger.search(text) is not None:
+            for triggers, regex, repl in self._gated:
+                for t in triggers:
+                    if t in text:
+                        text = regex.sub(repl, text)
+                        break
         for regex, repl in self._always:
             text = regex.sub(repl, text)
         return text
@@ -149,6 +153,28 @@ class Redactor:
 
     def __repr__(self) -> str:
         return f"Redactor(patterns={[name for name, _ in self._patterns]!r})"
+
+
+def _trie(words: Iterable[str]) -> str:
+    """A regular expression matching any of ``words``, shared prefixes factored out (``sk-ant-|sk-`` becomes
+    ``sk\\-(?:ant\\-)?``), which the regex engine scans much faster than a flat alternation."""
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def pattern(node: dict[str, Any]) -> str:
+        branches = [re.escape(ch) + pattern(child) for ch, child in sorted(node.items()) if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        if "" in node:  # a word ends here; longer ones go on
+            return body + "?" if len(branches) == 1 and len(body) == 1 else f"(?:{body})?"
+        return body
+
+    return pattern(root)
 
 
 def _source(pattern: Any) -> str:

@@ -158,3 +158,25 @@ def test_loop_invariants_under_random_decisions(plan, mode) -> None:
     calls = {c["id"] for m in state.transcript if m["role"] == "assistant" for c in m.get("tool_calls") or ()}
     answered = {m["tool_call_id"] for m in state.transcript if m["role"] == "tool"}
     assert calls == answered  # every proposed call has exactly one answer in the transcript
+
+
+# --- the redactor's marker scan -------------------------------------------------------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(words=st.sets(st.text(alphabet="ab-@(?.*", min_size=1, max_size=4), min_size=1, max_size=8),
+       text=st.text(alphabet="ab-@(?.*xy", max_size=30))
+def test_the_marker_trie_finds_a_marker_exactly_when_one_is_in_the_text(words, text) -> None:
+    import re
+
+    from looplet.telemetry.redact import _trie
+
+    assert (re.search(_trie(words), text) is not None) == any(w in text for w in words)
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=st.text(max_size=20), suffix=st.text(max_size=20),
+       secret=st.sampled_from(["sk-proj-" + "a" * 24, "AKIA" + "B" * 16, "alice@example.com", "ghp_" + "c" * 36]))
+def test_a_secret_is_redacted_wherever_it_sits(prefix, suffix, secret) -> None:
+    from looplet.telemetry.redact import Redactor
+
+    assert secret not in Redactor()(f"{prefix} {secret} {suffix}")
