@@ -235,9 +235,10 @@ class ProvenanceSink:
         def done(job: _writer.Job, result: Path | BaseException) -> None:
             if isinstance(result, BaseException):
                 log.error("could not write the trajectory %s under %s: %s", job[1], self.dir, result)
-            else:
-                self.written.append(result)
-                out.append(result)
+            else:  # the helper was given an absolute root: report the path as this sink names it
+                path = self.dir / job[1]
+                self.written.append(path)
+                out.append(path)
 
         for rec in records:
             if rec is None:
@@ -247,7 +248,9 @@ class ProvenanceSink:
             except Exception:  # noqa: BLE001 - one run that cannot be rendered does not stop the others
                 log.exception("could not write the trajectory of run %s under %s", rec.run_id, self.dir)
                 continue
-            _writer.submit((os.fspath(self.dir), folder_name(rec, self.redact), files, self.fsync), done)
+            # absolute: the helper keeps the working directory it started in, this process may change its own
+            root = os.path.abspath(self.dir)
+            _writer.submit((root, folder_name(rec, self.redact), files, self.fsync), done)
         _writer.drain()
         return out
 

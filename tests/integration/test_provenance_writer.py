@@ -313,3 +313,19 @@ def test_queued_folders_are_written_at_exit(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     folder = Path(out.stdout.strip())
     assert load_trajectory(folder).data["stop_reason"] == "done"
+
+
+def test_a_relative_folder_follows_the_working_directory_of_the_exporter(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    spans = demo_spans(2)
+    half = len(spans) // 2
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    sink = ProvenanceSink("traces")
+    monkeypatch.chdir(tmp_path / "one")
+    [first] = sink.add_spans(spans[:half])  # the helper starts here, in one/
+    monkeypatch.chdir(tmp_path / "two")
+    [second] = sink.add_spans(spans[half:])
+    assert first.parent == second.parent == Path("traces")  # as the sink names them
+    assert (tmp_path / "one" / first).is_dir() and (tmp_path / "two" / second).is_dir()
+    assert not (tmp_path / "one" / second).exists()
