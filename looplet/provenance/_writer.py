@@ -61,7 +61,7 @@ class _Helper:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-S", "-c", _BOOT, package_parent], stdin=to_child, stdout=from_child,
-                close_fds=True, start_new_session=(os.name == "posix"))
+                close_fds=True, start_new_session=True)
         except BaseException:
             for fd in (self.send_fd, self.recv_fd):
                 os.close(fd)
@@ -69,7 +69,12 @@ class _Helper:
         finally:
             os.close(to_child)
             os.close(from_child)
-        if not self._ready():
+        try:
+            ready = self._ready()
+        except BaseException:
+            self.close()
+            raise
+        if not ready:
             self.close()
             raise WriterDied("the provenance writer process did not start")
 
@@ -176,6 +181,9 @@ def _get_helper() -> _Helper | None:
     if _helper is not None:  # it died: written in-process from now on, not restarted for every batch
         _redo(_helper, WriterDied(f"the provenance writer process exited ({_helper.proc.returncode})"))
     if _failed_in == os.getpid() or _closed:
+        return None
+    if os.name != "posix":  # untested elsewhere (and select() there does not take pipes): write in-process
+        _failed_in = os.getpid()
         return None
     why = _unsuitable_interpreter()
     if why:
