@@ -81,6 +81,8 @@ class ProvenanceSink:
             raise ValueError(f"max_chars_per_call must be an int >= 1, got {max_chars_per_call!r}")
         if writer not in ("process", "inline"):
             raise ValueError(f"writer must be 'process' or 'inline', got {writer!r}")
+        if not isinstance(max_queued_runs, int) or max_queued_runs < 1:
+            raise ValueError(f"max_queued_runs must be an int >= 1, got {max_queued_runs!r}")
         self.dir = Path(dir)
         self.redact = _resolve_redact(redact)
         self.max_chars_per_call = max_chars_per_call

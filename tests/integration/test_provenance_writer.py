@@ -242,9 +242,11 @@ def test_a_forked_child_starts_its_own_helper(tmp_path: Path) -> None:
     assert _writer.writer_pid() == parent_helper
 
 
-def test_writer_argument_is_checked(tmp_path: Path) -> None:
+def test_writer_arguments_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="writer must be"):
         ProvenanceSink(tmp_path, writer="thread")
+    with pytest.raises(ValueError, match="max_queued_runs must be"):
+        ProvenanceSink(tmp_path, max_queued_runs=0)
 
 
 # -- trajectory_hook(background=True) ------------------------------------------------------------------------
