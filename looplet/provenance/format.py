@@ -243,6 +243,9 @@ def _cap(text: str, limit: int) -> tuple[str, bool]:
     return f"{text[:head]}\n[… {cut} characters cut by max_chars_per_call={limit} …]\n{text[-tail:]}", True
 
 
+_NUMBERS = frozenset({int, float, bool})
+
+
 class _Redaction:
     """The user's redactor over what a folder holds. looplet's own fields: every string through it (the
     same short strings, tool and model names, repeat a lot, so those are cached) while the keys, being
@@ -272,11 +275,14 @@ class _Redaction:
     def own(self, value: Any) -> Any:
         if isinstance(value, str):
             return self.text(value)
+        # numbers and None are most of the values: kept without a call (this runs for every field written)
         if isinstance(value, dict):
-            skip = self.GENERATED
-            return {k: (v if k in skip else self.own(v)) for k, v in value.items()}
+            skip, own, text = self.GENERATED, self.own, self.text
+            return {k: v if k in skip or v is None or type(v) in _NUMBERS else text(v) if type(v) is str
+                    else own(v) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.own(v) for v in value]
+            own = self.own
+            return [v if v is None or type(v) in _NUMBERS else own(v) for v in value]
         return value
 
     def _with(self, d: dict[str, Any], user_keys: tuple[str, ...], done: dict[str, Any] | None = None
@@ -284,15 +290,16 @@ class _Redaction:
         """``d`` with the values under ``user_keys`` through ``user``, those in ``done`` as given, the rest
         through ``own``."""
         out = {}
+        skip, own = self.GENERATED, self.own
         for k, v in d.items():
             if done is not None and k in done:
                 out[k] = done[k]
             elif k in user_keys:
                 out[k] = self.user(v)
-            elif k in self.GENERATED:
+            elif k in skip or v is None or type(v) in _NUMBERS:
                 out[k] = v
             else:
-                out[k] = self.own(v)
+                out[k] = own(v)
         return out
 
     def step(self, d: dict[str, Any]) -> dict[str, Any]:

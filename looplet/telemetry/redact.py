@@ -57,6 +57,7 @@ _TRIGGERS: dict[tuple[str, str], tuple[str, ...]] = {
 
 PatternSpec = Union[str, "re.Pattern[str]", tuple[str, Union[str, "re.Pattern[str]"]]]
 
+_NUMBERS = frozenset({int, float, bool})
 _SECRET_KEYS = re.compile(r"(?i)^(?:.*[_\-.])?(?:api[_\-]?key|apikey|password|passwd|secret|authorization|"
                           r"access[_\-]?token|refresh[_\-]?token|auth[_\-]?token|client[_\-]?secret|"
                           r"private[_\-]?key|cookie|x[_\-]api[_\-]key)$")
@@ -137,6 +138,8 @@ class Redactor:
                 key = k if isinstance(k, str) else str(k)
                 if isinstance(v, (str, int, float)) and not isinstance(v, bool) and _SECRET_KEYS.match(key):
                     value: Any = "[REDACTED:secret_field]"
+                elif v is None or type(v) in _NUMBERS:  # most values: kept without a call
+                    value = v
                 else:
                     value = self.redact_json(v, _depth + 1)
                 key = self(key)  # keys too: a result keyed by e-mail address, an argument name the model made up
