@@ -100,6 +100,7 @@ class ProvenanceSink:
         self._queue: collections.deque[RunRecord] = collections.deque()
         self._queue_cond = threading.Condition()
         self._queue_thread: threading.Thread | None = None
+        self._queue_pid = os.getpid()
 
     # ---------------------------------------------------------------- writing
     def write(self, record: RunRecord) -> Path:
@@ -260,6 +261,9 @@ class ProvenanceSink:
     def _enqueue(self, record: RunRecord) -> Path | None:
         """Queue a finished run for the background writer; its folder's path, or None when the queue is
         full and the run is dropped (counted in ``dropped_runs``)."""
+        if self._queue_pid != os.getpid():  # a forked child: its own queue and thread (its parent's are not here)
+            self._queue, self._queue_cond, self._queue_thread = collections.deque(), threading.Condition(), None
+            self._queue_pid = os.getpid()
         with self._queue_cond:
             if self._queue_thread is None:
                 import atexit
@@ -284,7 +288,10 @@ class ProvenanceSink:
                 while not self._queue:
                     self._queue_cond.wait()
                 record = self._queue[0]  # stays queued until written, so a flush waits for it
-            self._write_runs([record])
+            try:
+                self._write_runs([record])
+            except Exception:  # noqa: BLE001 - the writer thread must outlive one bad run
+                log.exception("could not write the trajectory of run %s under %s", record.run_id, self.dir)
             with self._queue_cond:
                 self._queue.popleft()
                 self._queue_cond.notify_all()
@@ -402,7 +409,7 @@ class TrajectoryHook:
         self.background = background
 
     def __repr__(self) -> str:
-        return f"TrajectoryHook({str(self.sink.dir)!r})"
+        return f"TrajectoryHook({str(self.sink.dir)!r}{', background=True' if self.background else ''})"
 
     def _rec(self) -> tuple[RunRecord, float] | None:
         run = current_run()

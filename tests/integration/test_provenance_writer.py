@@ -331,3 +331,22 @@ def test_a_relative_folder_follows_the_working_directory_of_the_exporter(tmp_pat
     assert first.parent == second.parent == Path("traces")  # as the sink names them
     assert (tmp_path / "one" / first).is_dir() and (tmp_path / "two" / second).is_dir()
     assert not (tmp_path / "one" / second).exists()
+
+
+def test_a_background_hook_in_a_forked_child_writes_its_own_runs(tmp_path: Path) -> None:
+    sink = ProvenanceSink(tmp_path)
+    hook = sink.trajectory_hook(background=True)
+    run_demo([hook])
+    sink.flush()
+    pid = os.fork()
+    if pid == 0:  # the parent's writer thread does not exist here: the child must start its own
+        code = 1
+        try:
+            state = run_demo([hook])
+            sink.flush(timeout_s=30)
+            code = 0 if Path(state.metadata["trajectory_dir"]).is_dir() else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert len(list(tmp_path.iterdir())) == 2
