@@ -60,7 +60,7 @@ class _Helper:
         self.recv_fd, from_child = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-S", "-c", _BOOT, package_parent], stdin=to_child, stdout=from_child,
+                [sys.executable, "-I", "-S", "-c", _BOOT, package_parent], stdin=to_child, stdout=from_child,
                 close_fds=True, start_new_session=True)
         except BaseException:
             for fd in (self.send_fd, self.recv_fd):
