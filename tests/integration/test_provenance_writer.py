@@ -350,3 +350,57 @@ def test_a_background_hook_in_a_forked_child_writes_its_own_runs(tmp_path: Path)
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
     assert len(list(tmp_path.iterdir())) == 2
+
+
+# -- fsync=True: one file-system sync for the folders waiting together -------------------------------------
+
+def test_synced_folders_are_the_same_bytes_with_one_sync_per_root(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from looplet.provenance import format as fmt
+
+    records = records_from_spans(demo_spans(3))
+    jobs = [(str(tmp_path / ("a" if n < 2 else "b")), folder_name(r), render_files(r)) for n, r in enumerate(records)]
+    for root, name, files in jobs:
+        fmt.write_folder(str(tmp_path / "reference"), name, files, fsync=True)
+    synced: list[str] = []
+    real_sync = fmt._syncfs()
+    assert real_sync is not None, "this Linux's C library has syncfs"
+
+    def counting(path: str) -> None:
+        synced.append(path)
+        real_sync(path)
+
+    flushed: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(fmt, "_SYNCFS", counting)
+    monkeypatch.setattr(os, "fsync", lambda fd: (flushed.append(fd), real_fsync(fd))[1])
+    results = fmt.write_folders_synced(jobs)
+    assert [type(r) for r in results] == [type(tmp_path)] * 3, results
+    assert sorted(synced) == [str(tmp_path / "a"), str(tmp_path / "b")]  # one sync per root, not per file
+    assert len(flushed) == 2  # and one flush of each root after the renames
+    for (root, name, _files), path in zip(jobs, results):
+        assert folder_bytes(path) == folder_bytes(tmp_path / "reference" / name)
+    assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_sync_leaves_no_folder_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from looplet.provenance import format as fmt
+
+    [record] = records_from_spans(demo_spans(1))
+
+    def broken(path: str) -> None:
+        raise OSError(5, "Input/output error", path)
+
+    monkeypatch.setattr(fmt, "_SYNCFS", broken)
+    [result] = fmt.write_folders_synced([(str(tmp_path), folder_name(record), render_files(record))])
+    assert isinstance(result, OSError) and result.errno == 5
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary copy
+
+
+def test_fsync_through_the_helper_writes_what_fsync_in_process_writes(tmp_path: Path) -> None:
+    spans = demo_spans(5)
+    inline = ProvenanceSink(tmp_path / "inline", writer="inline", fsync=True)
+    helped = ProvenanceSink(tmp_path / "helped", fsync=True)
+    inline.add_spans(spans)
+    assert len(helped.add_spans(spans)) == 5
+    assert folder_bytes(tmp_path / "helped") == folder_bytes(tmp_path / "inline")
