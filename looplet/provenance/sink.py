@@ -60,9 +60,10 @@ class ProvenanceSink:
         ``str -> str`` applied to every string written: prompts, responses, tool schemas, arguments,
         results and the task.
     max_chars_per_call: prompt and response files longer than this keep their head and tail.
-    fsync: also flush each file to disk before it is renamed into place, so the folder survives a power
-        cut too (off by default: a folder is always renamed into place whole, which is what a crash or a
-        kill of the process needs; fsync costs a disk flush per file).
+    fsync: also have every file on the disk before its folder is renamed into place, so the folder
+        survives a power cut too (off by default: a folder is always renamed into place whole, which is
+        what a crash or a kill of the process needs). In-process this is a disk flush per file; the writer
+        process syncs the file system once for the folders waiting together.
     writer: ``"process"`` (default): folders that come from spans are written by a small helper process,
         on another core, while the exporter turns the next run's spans into text (where the helper cannot
         start, or dies, they are written in-process: nothing is lost); ``"inline"``: always in-process.
