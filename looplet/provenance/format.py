@@ -323,7 +323,24 @@ class _Redaction:
 
     def trajectory(self, d: dict[str, Any]) -> dict[str, Any]:
         events = [self._with(e, ("attributes",)) for e in d.get("events", ())]
-        return self._with(d, ("task", "final_output", "tools"), {"calls": d.get("calls", []), "events": events})
+        return self._with(d, ("task", "final_output"), {"calls": d.get("calls", []), "events": events,
+                                                         "tools": self.tools(d.get("tools") or [])})
+
+    def tools(self, tools: list[Any]) -> Any:
+        """The tool schemas, redacted: the same few schemas come with every run of an agent, so the
+        redacted form is kept (as JSON text) under the schemas' own text."""
+        if not tools:
+            return tools
+        key = "\0tools\0" + _ENCODE(tools)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return json.loads(hit)
+        redacted = self.user(tools)
+        if len(key) <= 65_536:
+            if len(self.cache) >= 8192:
+                self.cache.clear()
+            self.cache[key] = _ENCODE(redacted)
+        return redacted
 
 
 def _redact_tree(value: Any, redact: Redact) -> Any:

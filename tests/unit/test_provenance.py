@@ -219,24 +219,28 @@ def test_redaction_covers_every_byte_but_not_what_the_model_sees(tmp_path: Path,
             seen.append(json.dumps(messages))
             return await super().agenerate(messages, **kw)
 
-    llm = Recording([{"tool": "lookup", "args": {"user": EMAIL}},
-                     {"tool": "done", "args": {"answer": f"key {SECRET_KEY}"}}], usage=None)
     custom = ProvenanceSink(tmp_path / "custom", redact=lambda s: s.replace("Admin", "[ROLE]"), fsync=False)
     builtin = ProvenanceSink(tmp_path / "builtin", redact=True, fsync=False)
-    steps, result = run(mode, llm=llm, tools=tools_from([lookup]), hooks=[builtin.trajectory_hook(),
-                        custom.trajectory_hook()], task={"goal": f"find {EMAIL}", "api_key": SECRET_KEY},
-                        system_prompt=f"Use {TOKEN} when asked.")
-    # the model and the tool saw the originals
-    assert seen[1] == EMAIL and result.final_output == f"key {SECRET_KEY}"
-    assert SECRET_KEY in seen[0] and TOKEN in seen[0]
-    blob = b"".join(files_of(builtin.last_path).values()).decode()
-    for secret in (SECRET_KEY, EMAIL, "abcdef0123456789xyz", "alice.secret"):
-        assert secret not in blob
-    for marker in ("[REDACTED:email]", "[REDACTED:openai_key]", "[REDACTED:secret_field]", "[REDACTED:bearer_token]"):
-        assert marker in blob, marker
-    custom_blob = b"".join(files_of(custom.last_path).values()).decode()
-    assert "Admin contact" not in custom_blob and "[ROLE] contact" in custom_blob  # tool schemas too
-    assert EMAIL in custom_blob  # only what the user's callable removes
+    for _run in range(2):  # the second run finds what the sinks keep redacted from the first (tool schemas, names)
+        seen.clear()
+        llm = Recording([{"tool": "lookup", "args": {"user": EMAIL}},
+                         {"tool": "done", "args": {"answer": f"key {SECRET_KEY}"}}], usage=None)
+        steps, result = run(mode, llm=llm, tools=tools_from([lookup]), hooks=[builtin.trajectory_hook(),
+                            custom.trajectory_hook()], task={"goal": f"find {EMAIL}", "api_key": SECRET_KEY},
+                            system_prompt=f"Use {TOKEN} when asked.")
+        # the model and the tool saw the originals
+        assert seen[1] == EMAIL and result.final_output == f"key {SECRET_KEY}"
+        assert SECRET_KEY in seen[0] and TOKEN in seen[0]
+        blob = b"".join(files_of(builtin.last_path).values()).decode()
+        for secret in (SECRET_KEY, EMAIL, "abcdef0123456789xyz", "alice.secret"):
+            assert secret not in blob
+        for marker in ("[REDACTED:email]", "[REDACTED:openai_key]", "[REDACTED:secret_field]",
+                       "[REDACTED:bearer_token]"):
+            assert marker in blob, marker
+        custom_blob = b"".join(files_of(custom.last_path).values()).decode()
+        assert "Admin contact" not in custom_blob and "[ROLE] contact" in custom_blob  # tool schemas too
+        assert EMAIL in custom_blob  # only what the user's callable removes
+    assert len(list((tmp_path / "builtin").iterdir())) == 2
 
 
 def test_redact_argument_is_checked(tmp_path: Path) -> None:
