@@ -246,6 +246,7 @@ def _cap(text: str, limit: int) -> tuple[str, bool]:
 
 
 _NUMBERS = frozenset({int, float, bool})
+_TIMES = ("start_ms", "duration_ms")
 
 
 class _Redaction:
@@ -321,10 +322,12 @@ class _Redaction:
         calls = [self._with(tc, ("args",)) for tc in d.get("tool_calls", ())]
         return self._with(d, (), {"tool_calls": calls})
 
-    def trajectory(self, d: dict[str, Any]) -> dict[str, Any]:
+    def trajectory(self, d: dict[str, Any], redacted: tuple[str, ...] = ()) -> dict[str, Any]:
+        """``d`` redacted; the values under the keys in ``redacted`` already are."""
         events = [self._with(e, ("attributes",)) for e in d.get("events", ())]
-        return self._with(d, ("task", "final_output"), {"calls": d.get("calls", []), "events": events,
-                                                         "tools": self.tools(d.get("tools") or [])})
+        done = {"calls": d.get("calls", []), "events": events, "tools": self.tools(d.get("tools") or [])}
+        done.update((k, d[k]) for k in redacted if k in d)
+        return self._with(d, ("task", "final_output"), done)
 
     def tools(self, tools: list[Any]) -> Any:
         """The tool schemas, redacted: the same few schemas come with every run of an agent, so the
@@ -487,6 +490,7 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
     red = _Redaction(r, cache) if r is not None else None
     text = r if r is not None else (lambda s: s)
     record.link_steps()
+    red_text = red.text if red is not None else None
     blocks: dict[int, str] = {}  # the hook path's prompts share message objects: render each once
 
     step_entries = []
@@ -495,9 +499,12 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
         d["llm_call"] = record.step_calls.get(s.number)
         path = step_file(s.number)
         files[path] = _dumps(red.step(d) if red else d)
-        step_entries.append({"number": s.number, "tool": s.tool_call.tool, "ok": s.ok,
-                             "error_kind": s.tool_result.error_kind, "file": path,
-                             "llm_call": record.step_calls.get(s.number)})
+        tool, error_kind = s.tool_call.tool, s.tool_result.error_kind
+        if red is not None:  # redacted here, once, rather than walked again with the whole trajectory
+            tool = red.text(tool) if isinstance(tool, str) else tool
+            error_kind = red.text(error_kind) if isinstance(error_kind, str) else error_kind
+        step_entries.append({"number": s.number, "tool": tool, "ok": s.ok, "error_kind": error_kind,
+                             "file": path, "llm_call": record.step_calls.get(s.number)})
 
     call_entries = []
     for c in record.calls:
@@ -562,12 +569,13 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
         "steps": step_entries,
         "calls": call_entries,
         "tools": _canon(_json_safe(record.tools or [])),
-        "timeline": [{k: (_ms(v) if k in ("start_ms", "duration_ms") else v) for k, v in e.items()}
+        "timeline": [{k: _ms(v) if k in _TIMES else red_text(v) if red_text is not None and isinstance(v, str)
+                      else v for k, v in e.items()}
                      for e in sorted(record.timeline, key=lambda e: e.get("start_ms") or 0.0)],  # by start
         "events": [{"name": e.get("name"), "at_ms": e.get("at_ms"), "attributes": _canon(_json_safe(e.get("attributes")))}
                    for e in record.events],
     }
-    files[TRAJECTORY_FILE] = _dumps_traj(red.trajectory(traj) if red else traj)
+    files[TRAJECTORY_FILE] = _dumps_traj(red.trajectory(traj, ("steps", "timeline")) if red else traj)
     return files
 
 
