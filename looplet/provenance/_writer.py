@@ -32,8 +32,8 @@ __all__ = ["submit", "drain", "writer_pid"]
 
 log = logging.getLogger("looplet.provenance")
 
-#: a folder to write: (root, name, {relative path: text}, fsync)
-Job = tuple[str, str, dict[str, str], bool]
+#: a folder to write: (root, name, {relative path: text, or JSON left to format}, fsync)
+Job = tuple[str, str, dict[str, Any], bool]
 #: told the outcome of a job: the folder's path, or the exception that stopped it
 Done = Callable[[Job, "Path | BaseException"], None]
 

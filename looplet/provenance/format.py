@@ -482,9 +482,11 @@ def step_file(number: int) -> str:
 
 
 def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_call: int = 200_000,
-                 cache: dict[str, str] | None = None) -> dict[str, str]:
+                 cache: dict[str, str] | None = None, *, defer_json: bool = False) -> dict[str, Any]:
     """The folder's files as ``{relative path: text}``, every string already through ``redact``
-    (``cache``: redacted short strings kept from one run to the next)."""
+    (``cache``: redacted short strings kept from one run to the next). With ``defer_json`` the JSON files
+    are left as ``(kind, value)`` for the writer to format (:func:`file_text`): the writer process then
+    does that work on its own core."""
     files: dict[str, str] = {}
     r = redact
     red = _Redaction(r, cache) if r is not None else None
@@ -498,7 +500,8 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
         d = _step_dict(s)
         d["llm_call"] = record.step_calls.get(s.number)
         path = step_file(s.number)
-        files[path] = _dumps(red.step(d) if red else d)
+        d = red.step(d) if red else d
+        files[path] = ("json", d) if defer_json else _dumps(d)
         tool, error_kind = s.tool_call.tool, s.tool_result.error_kind
         if red is not None:  # redacted here, once, rather than walked again with the whole trajectory
             tool = red.text(tool) if isinstance(tool, str) else tool
@@ -575,8 +578,17 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
         "events": [{"name": e.get("name"), "at_ms": e.get("at_ms"), "attributes": _canon(_json_safe(e.get("attributes")))}
                    for e in record.events],
     }
-    files[TRAJECTORY_FILE] = _dumps_traj(red.trajectory(traj, ("steps", "timeline")) if red else traj)
+    traj = red.trajectory(traj, ("steps", "timeline")) if red else traj
+    files[TRAJECTORY_FILE] = ("trajectory", traj) if defer_json else _dumps_traj(traj)
     return files
+
+
+def file_text(value: Any) -> str:
+    """A file's text: as rendered, or formatted now when ``render_files`` deferred it."""
+    if isinstance(value, str):
+        return value
+    kind, obj = value
+    return _dumps_traj(obj) if kind == "trajectory" else _dumps(obj)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -620,7 +632,7 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_folder(root: str | os.PathLike[str], name: str, files: Mapping[str, str], *, fsync: bool = True) -> Path:
+def write_folder(root: str | os.PathLike[str], name: str, files: Mapping[str, Any], *, fsync: bool = True) -> Path:
     """Write ``files`` as ``root/name/`` atomically and return the folder's path.
 
     A new folder is written under a temporary name and renamed into place; an existing one (a run written
@@ -629,7 +641,7 @@ def write_folder(root: str | os.PathLike[str], name: str, files: Mapping[str, st
     """
     root_s = os.fspath(root)
     os.makedirs(root_s, exist_ok=True)
-    data = {path: text.encode("utf-8") for path, text in files.items()}
+    data = {path: file_text(text).encode("utf-8") for path, text in files.items()}
     data[MANIFEST_FILE] = _manifest(data)
     final = os.path.join(root_s, name)
     if not os.path.exists(final):
@@ -652,7 +664,7 @@ def write_folder(root: str | os.PathLike[str], name: str, files: Mapping[str, st
     return Path(final)
 
 
-def write_folders_synced(jobs: Iterable[tuple[str, str, Mapping[str, str]]]) -> list[Path | Exception]:
+def write_folders_synced(jobs: Iterable[tuple[str, str, Mapping[str, Any]]]) -> list[Path | Exception]:
     """Write several new folders as durably as ``write_folder(..., fsync=True)`` does, with one sync of
     each root's file system (Linux ``syncfs``) in place of a disk flush per file: every folder is written
     under its temporary name, the file system is synced, then each is renamed into place and the root
@@ -669,7 +681,7 @@ def write_folders_synced(jobs: Iterable[tuple[str, str, Mapping[str, str]]]) -> 
                 results[i] = write_folder(root, name, files, fsync=True)
                 continue
             os.makedirs(root, exist_ok=True)
-            data = {path: text.encode("utf-8") for path, text in files.items()}
+            data = {path: file_text(text).encode("utf-8") for path, text in files.items()}
             data[MANIFEST_FILE] = _manifest(data)
             tmp = os.path.join(root, f".{name}.tmp{os.getpid()}-{time.monotonic_ns() % 1_000_000_000}")
             try:

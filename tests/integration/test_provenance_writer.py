@@ -404,3 +404,15 @@ def test_fsync_through_the_helper_writes_what_fsync_in_process_writes(tmp_path: 
     inline.add_spans(spans)
     assert len(helped.add_spans(spans)) == 5
     assert folder_bytes(tmp_path / "helped") == folder_bytes(tmp_path / "inline")
+
+
+def test_json_left_for_the_writer_formats_to_the_same_text(tmp_path: Path) -> None:
+    from looplet.provenance.format import file_text
+    from looplet.telemetry.redact import Redactor
+
+    for record in records_from_spans(demo_spans(2)):
+        now = render_files(record, Redactor())
+        later = render_files(record, Redactor(), defer_json=True)
+        assert set(now) == set(later)
+        assert any(not isinstance(v, str) for v in later.values())
+        assert {path: file_text(v) for path, v in later.items()} == now
