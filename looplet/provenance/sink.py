@@ -98,16 +98,17 @@ class ProvenanceSink:
         self._redacted: dict[str, str] = {}  # short strings already redacted (tool and model names, ...)
         self.max_queued_runs = max_queued_runs
         self.dropped_runs = 0  # runs a background trajectory hook could not queue
-        self._queue: collections.deque[RunRecord] = collections.deque()
+        self._queue: collections.deque[tuple[RunRecord, str]] = collections.deque()  # runs and their folders
         self._queue_cond = threading.Condition()
         self._queue_thread: threading.Thread | None = None
         self._queue_pid = os.getpid()
 
     # ---------------------------------------------------------------- writing
-    def write(self, record: RunRecord) -> Path:
-        """Render and write one run's folder; returns its path."""
+    def write(self, record: RunRecord, name: str | None = None) -> Path:
+        """Render and write one run's folder (``name``: the folder's name when already chosen); returns
+        its path."""
         files = render_files(record, self.redact, self.max_chars_per_call, self._redacted)
-        path = write_folder(self.dir, folder_name(record, self.redact), files, fsync=self.fsync)
+        path = write_folder(self.dir, name or folder_name(record, self.redact), files, fsync=self.fsync)
         self.written.append(path)
         return path
 
@@ -116,9 +117,9 @@ class ProvenanceSink:
         """The folder written most recently."""
         return self.written[-1] if self.written else None
 
-    def _write_safely(self, record: RunRecord) -> Path | None:
+    def _write_safely(self, record: RunRecord, name: str | None = None) -> Path | None:
         try:
-            return self.write(record)
+            return self.write(record, name)
         except Exception:  # noqa: BLE001 - provenance must never break the run or the exporter
             log.exception("could not write the trajectory of run %s under %s", record.run_id, self.dir)
             return None
@@ -220,20 +221,22 @@ class ProvenanceSink:
             agents = self._spans.file(spans)
         return self._write_runs(self._build(agent) for agent in agents) if agents else []
 
-    def _build(self, agent: Any) -> RunRecord | None:
+    def _build(self, agent: Any) -> tuple[RunRecord, str] | None:
+        """The run ``agent`` ends, and its folder's name."""
         try:
             with self._lock:
-                return self._spans.build(agent)  # type: ignore[no-any-return]
+                record = self._spans.build(agent)
+            return record, folder_name(record, self.redact)
         except Exception:  # noqa: BLE001 - one run that cannot be built does not stop the others
             log.exception("could not write the trajectory of trace %032x under %s", agent.trace_id, self.dir)
             return None
 
-    def _write_runs(self, records: Iterable[RunRecord | None]) -> list[Path]:
-        """Write each run (records are consumed lazily: with the writer process, each is built and
-        rendered while the process writes the one before). Returns the folders written."""
+    def _write_runs(self, runs: Iterable[tuple[RunRecord, str] | None]) -> list[Path]:
+        """Write each run into the folder named beside it (consumed lazily: with the writer process, each
+        is built and rendered while the process writes the one before). Returns the folders written."""
         out: list[Path] = []
         if self.writer == "inline":
-            return [p for rec in records if rec is not None and (p := self._write_safely(rec)) is not None]
+            return [p for run in runs if run is not None and (p := self._write_safely(*run)) is not None]
         from looplet.provenance import _writer
 
         def done(job: _writer.Job, result: Path | BaseException) -> None:
@@ -244,9 +247,10 @@ class ProvenanceSink:
                 self.written.append(path)
                 out.append(path)
 
-        for rec in records:
-            if rec is None:
+        for run in runs:
+            if run is None:
                 continue
+            rec, name = run
             try:
                 # with a redactor this thread has the more work of the two: the writer formats the JSON
                 # (measured: +8% spans/s with redaction, -8% without; bench/provenance_throughput.py)
@@ -257,7 +261,7 @@ class ProvenanceSink:
                 continue
             # absolute: the helper keeps the working directory it started in, this process may change its own
             root = os.path.abspath(self.dir)
-            _writer.submit((root, folder_name(rec, self.redact), files, self.fsync), done)
+            _writer.submit((root, name, files, self.fsync), done)
         _writer.drain()
         return out
 
@@ -282,20 +286,21 @@ class ProvenanceSink:
                     log.warning("trajectory writer is behind: %d run(s) not written (queue of %d full; slow disk?)",
                                 self.dropped_runs, self.max_queued_runs)
                 return None
-            self._queue.append(record)
+            name = folder_name(record, self.redact)  # once: the path the run is told is the one written
+            self._queue.append((record, name))
             self._queue_cond.notify_all()
-        return self.dir / folder_name(record, self.redact)
+        return self.dir / name
 
     def _drain_queue(self) -> None:
         while True:
             with self._queue_cond:
                 while not self._queue:
                     self._queue_cond.wait()
-                record = self._queue[0]  # stays queued until written, so a flush waits for it
+                run = self._queue[0]  # stays queued until written, so a flush waits for it
             try:
-                self._write_runs([record])
+                self._write_runs([run])
             except Exception:  # noqa: BLE001 - the writer thread must outlive one bad run
-                log.exception("could not write the trajectory of run %s under %s", record.run_id, self.dir)
+                log.exception("could not write the trajectory of run %s under %s", run[0].run_id, self.dir)
             with self._queue_cond:
                 self._queue.popleft()
                 self._queue_cond.notify_all()
