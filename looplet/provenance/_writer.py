@@ -307,6 +307,7 @@ def _inline(job: Job, dead_helper: int | None = None) -> Path | BaseException:
         import glob
         import shutil
 
+        # format._temp_folder's names: .<name>.tmp<pid>-...
         for tmp in glob.glob(os.path.join(glob.escape(root), f".{glob.escape(name)}.tmp{dead_helper}-*")):
             shutil.rmtree(tmp, ignore_errors=True)
     try:

@@ -632,6 +632,19 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _encoded(files: Mapping[str, Any]) -> dict[str, bytes]:
+    """The folder's files as bytes, with the manifest that lists them."""
+    data = {path: file_text(text).encode("utf-8") for path, text in files.items()}
+    data[MANIFEST_FILE] = _manifest(data)
+    return data
+
+
+def _temp_folder(root: str, name: str) -> str:
+    """Where a new folder is written before it is renamed into place (``.<name>.tmp<pid>-...``: a
+    writer that died can be told by its pid)."""
+    return os.path.join(root, f".{name}.tmp{os.getpid()}-{time.monotonic_ns() % 1_000_000_000}")
+
+
 def write_folder(root: str | os.PathLike[str], name: str, files: Mapping[str, Any], *, fsync: bool = True) -> Path:
     """Write ``files`` as ``root/name/`` atomically and return the folder's path.
 
@@ -641,11 +654,10 @@ def write_folder(root: str | os.PathLike[str], name: str, files: Mapping[str, An
     """
     root_s = os.fspath(root)
     os.makedirs(root_s, exist_ok=True)
-    data = {path: file_text(text).encode("utf-8") for path, text in files.items()}
-    data[MANIFEST_FILE] = _manifest(data)
+    data = _encoded(files)
     final = os.path.join(root_s, name)
     if not os.path.exists(final):
-        tmp = os.path.join(root_s, f".{name}.tmp{os.getpid()}-{time.monotonic_ns() % 1_000_000_000}")
+        tmp = _temp_folder(root_s, name)
         try:
             _write_tree(tmp, data, fsync, atomic=False)
             os.rename(tmp, final)
@@ -681,9 +693,8 @@ def write_folders_synced(jobs: Iterable[tuple[str, str, Mapping[str, Any]]]) -> 
                 results[i] = write_folder(root, name, files, fsync=True)
                 continue
             os.makedirs(root, exist_ok=True)
-            data = {path: file_text(text).encode("utf-8") for path, text in files.items()}
-            data[MANIFEST_FILE] = _manifest(data)
-            tmp = os.path.join(root, f".{name}.tmp{os.getpid()}-{time.monotonic_ns() % 1_000_000_000}")
+            data = _encoded(files)
+            tmp = _temp_folder(root, name)
             try:
                 _write_tree(tmp, data, False, atomic=False)
             except BaseException:
