@@ -551,16 +551,21 @@ class _RecordingLLM:
                        model=getattr(self._llm, "model", None), provider=getattr(self._llm, "provider", None))
         return rec, _call_started(rec, call, (time.perf_counter() - t0) * 1000.0, call.provider), t0
 
+    @staticmethod
+    def _end(began: tuple[RunRecord, CallRecord, float] | None, out: Any) -> None:
+        """Record how a call begun by ``_begin`` ended: its answer, or the exception it raised."""
+        if began:
+            rec, call, t0 = began
+            _call_finished(rec, call, out, (time.perf_counter() - t0) * 1000.0)
+
     def generate(self, messages: Any, *, tools: Any = None, **options: Any) -> Any:
         began = self._begin(messages, tools)
         try:
             out = self._llm.generate(messages, tools=tools, **options)
         except BaseException as exc:
-            if began:
-                _call_finished(began[0], began[1], exc, (time.perf_counter() - began[2]) * 1000.0)
+            self._end(began, exc)
             raise
-        if began:
-            _call_finished(began[0], began[1], out, (time.perf_counter() - began[2]) * 1000.0)
+        self._end(began, out)
         return out
 
     def _make_agenerate(self, inner: Callable[..., Any]) -> Callable[..., Any]:
@@ -569,11 +574,9 @@ class _RecordingLLM:
             try:
                 out = await inner(messages, tools=tools, **options)
             except BaseException as exc:
-                if began:
-                    _call_finished(began[0], began[1], exc, (time.perf_counter() - began[2]) * 1000.0)
+                self._end(began, exc)
                 raise
-            if began:
-                _call_finished(began[0], began[1], out, (time.perf_counter() - began[2]) * 1000.0)
+            self._end(began, out)
             return out
 
         return agenerate

@@ -15,7 +15,7 @@ import collections
 import json
 import os
 import time
-from typing import Any, Iterable
+from typing import Any, Container, Iterable
 
 from looplet.provenance.format import _ENCODE as _encode  # json.dumps(ensure_ascii=False), without its set-up
 from looplet.provenance.format import CallRecord, RunRecord, TrajectoryError
@@ -163,7 +163,7 @@ class SpanBuffer:
             self.touched.pop(agent.trace_id, None)
         return taken
 
-    def _sweep(self, now: float, keep: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+    def _sweep(self, now: float, keep: Container[int] = ()) -> None:
         self._last_sweep = now
         for tid, t in sorted(self.touched.items(), key=lambda kv: kv[1]):
             if self.count <= self.max_spans and now - t <= self.idle_s:
