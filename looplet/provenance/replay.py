@@ -118,7 +118,7 @@ def replay_loop(trace_dir: str | os.PathLike[str] | Trajectory, tools: Any, hook
     """
     from looplet.backends.mock import MockLLMBackend
     from looplet.config import LoopConfig
-    from looplet.loop import composable_loop
+    from looplet.loop import run_loop
 
     t = trace_dir if isinstance(trace_dir, Trajectory) else load_trajectory(trace_dir)
     responses = _responses(t)
@@ -129,15 +129,8 @@ def replay_loop(trace_dir: str | os.PathLike[str] | Trajectory, tools: Any, hook
         config = LoopConfig(max_steps=limit, agent_name=t.agent or "looplet", llm_retries=0,
                             done_tool=str(recorded_cfg.get("done_tool") or "done"))
     task = t.task if isinstance(t.task, dict) or t.task is None else {"goal": t.task}
-    gen = composable_loop(llm=llm, tools=tools, task=task, config=config, hooks=list(hooks or ()))
-    steps: list[Step] = []
-    result: RunResult | None = None
-    while True:
-        try:
-            steps.append(next(gen))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = run_loop(llm=llm, tools=tools, task=task, config=config, hooks=list(hooks or ()))
+    steps = result.steps
 
     divergences: list[Divergence] = []
     for i in range(max(len(t.steps), len(steps))):
@@ -149,7 +142,7 @@ def replay_loop(trace_dir: str | os.PathLike[str] | Trajectory, tools: Any, hook
             continue
         if new is None:
             divergences.append(Divergence(old.number, "missing_step", old.tool_call.tool,
-                                          f"none (the replay stopped: {result.stop_reason if result else '?'})"))
+                                          f"none (the replay stopped: {result.stop_reason})"))
             continue
         if compare is not None:
             reason = compare(old, new)
@@ -157,6 +150,6 @@ def replay_loop(trace_dir: str | os.PathLike[str] | Trajectory, tools: Any, hook
                 divergences.append(Divergence(old.number, "result", old.tool_result.data, reason))
         else:
             divergences += _same_step(old, new)
-    if result is not None and result.stop_reason != t.stop_reason:
+    if result.stop_reason != t.stop_reason:
         divergences.append(Divergence(0, "stop_reason", t.stop_reason, result.stop_reason))
     return ReplayReport(t, steps, result, divergences)
