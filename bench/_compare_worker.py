@@ -42,12 +42,15 @@ def ours(steps: int, mode: str) -> dict[str, Any]:
     telemetry = _ours_telemetry(parts) if parts else None
 
     def one(n: int) -> tuple[int, Any, Any]:
-        script = ['{"tool": "echo", "args": {"x": 1}}'] * (n - 1) + ['{"tool": "done", "args": {"answer": "ok"}}']
+        script = ['{"tool": "echo", "args": {"x": 1}}'] * (n - 1) + [
+            '{"tool": "done", "args": {"answer": "ok"}}'
+        ]
         llm = MockLLMBackend(script)
         hooks = telemetry["hooks"]() if telemetry else None
         count, last = 0, None
-        gen = composable_loop(llm=llm, tools=tools, hooks=hooks, config=LoopConfig(max_steps=n),
-                              task={"goal": "bench"})
+        gen = composable_loop(
+            llm=llm, tools=tools, hooks=hooks, config=LoopConfig(max_steps=n), task={"goal": "bench"}
+        )
         while True:
             try:
                 last = next(gen)
@@ -65,8 +68,15 @@ def ours(steps: int, mode: str) -> dict[str, Any]:
     t0, c0 = time.perf_counter(), time.process_time()
     count, last, result = one(steps)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    out = {"seconds": seconds, "cpu_seconds": cpu, "steps": count, "last_tool": last.tool_call.tool,
-           "stop": result.stop_reason, "version": looplet.__version__, "file": looplet.__file__}
+    out = {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "steps": count,
+        "last_tool": last.tool_call.tool,
+        "stop": result.stop_reason,
+        "version": looplet.__version__,
+        "file": looplet.__file__,
+    }
     if telemetry:
         out.update(telemetry["check"]())
     return out
@@ -93,7 +103,7 @@ def _ours_telemetry(parts: tuple[str, ...]) -> dict[str, Any]:
     if "metrics" in parts:
         hooks.append(MetricsHook(registry=CollectorRegistry()))
     if "logs" in parts:
-        hooks.append(_ours_logging_hook(open("/dev/null", "w")))  # noqa: SIM115 - lives as long as the process
+        hooks.append(_ours_logging_hook(open("/dev/null", "w")))
 
     def check() -> dict[str, Any]:
         if "tracing" not in parts:
@@ -101,7 +111,12 @@ def _ours_telemetry(parts: tuple[str, ...]) -> dict[str, Any]:
         spans = exporter.get_finished_spans()
         return {"spans": len(spans), "span_names": sorted({s.name.split(" ")[0] for s in spans})}
 
-    return {"hooks": lambda: list(hooks), "flush": provider.force_flush, "reset": exporter.clear, "check": check}
+    return {
+        "hooks": lambda: list(hooks),
+        "flush": provider.force_flush,
+        "reset": exporter.clear,
+        "check": check,
+    }
 
 
 def _ours_logging_hook(sink: Any) -> Any:
@@ -116,8 +131,17 @@ def seed(steps: int, mode: str) -> dict[str, Any]:
     """looplet 0.4.1 from PyPI, with its defaults (native tool calls from its MockLLMBackend), its own
     TracingHook(Tracer()) and MetricsHook(MetricsCollector()) when mode is "telemetry"."""
     import looplet
-    from looplet import (DefaultState, LoopConfig, MetricsCollector, MetricsHook, MockLLMBackend, Tracer,
-                         TracingHook, composable_loop, tools_from)
+    from looplet import (
+        DefaultState,
+        LoopConfig,
+        MetricsCollector,
+        MetricsHook,
+        MockLLMBackend,
+        Tracer,
+        TracingHook,
+        composable_loop,
+        tools_from,
+    )
 
     def echo(x: int) -> dict:
         """Echo the number back."""
@@ -127,7 +151,9 @@ def seed(steps: int, mode: str) -> dict[str, Any]:
     tracers: list[Any] = []
 
     def one(n: int) -> tuple[int, Any]:
-        script = ['{"tool": "echo", "args": {"x": 1}}'] * (n - 1) + ['{"tool": "done", "args": {"answer": "ok"}}']
+        script = ['{"tool": "echo", "args": {"x": 1}}'] * (n - 1) + [
+            '{"tool": "done", "args": {"answer": "ok"}}'
+        ]
         llm = MockLLMBackend(script, cycle=False)
         hooks: list[Any] = []
         if mode == "telemetry":
@@ -135,8 +161,14 @@ def seed(steps: int, mode: str) -> dict[str, Any]:
             tracers.append(tracer)
             hooks = [TracingHook(tracer), MetricsHook(MetricsCollector())]
         count, last = 0, None
-        for last in composable_loop(llm=llm, tools=tools, hooks=hooks, state=DefaultState(max_steps=n),
-                                    config=LoopConfig(max_steps=n), task={"goal": "bench"}):
+        for last in composable_loop(
+            llm=llm,
+            tools=tools,
+            hooks=hooks,
+            state=DefaultState(max_steps=n),
+            config=LoopConfig(max_steps=n),
+            task={"goal": "bench"},
+        ):
             count += 1
         return count, last
 
@@ -145,10 +177,17 @@ def seed(steps: int, mode: str) -> dict[str, Any]:
     t0, c0 = time.perf_counter(), time.process_time()
     count, last = one(steps)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    out = {"seconds": seconds, "cpu_seconds": cpu, "steps": count, "last_tool": last.tool_call.tool,
-           "stop": "done" if last.tool_call.tool == "done" else "?", "version": looplet.__version__,
-           "file": looplet.__file__}
+    out = {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "steps": count,
+        "last_tool": last.tool_call.tool,
+        "stop": "done" if last.tool_call.tool == "done" else "?",
+        "version": looplet.__version__,
+        "file": looplet.__file__,
+    }
     if tracers:
+
         def walk(spans: list[Any]) -> int:
             return sum(1 + walk(s.children) for s in spans)
 
@@ -165,8 +204,16 @@ def agents(steps: int, mode: str) -> dict[str, Any]:
     import asyncio
     from importlib.metadata import version
 
-    from agents import (Agent, ModelResponse, RunConfig, Runner, Usage, function_tool, generation_span,
-                        set_trace_processors)
+    from agents import (
+        Agent,
+        ModelResponse,
+        RunConfig,
+        Runner,
+        Usage,
+        function_tool,
+        generation_span,
+        set_trace_processors,
+    )
     from agents.agent import StopAtTools
     from agents.models.interface import Model
     from openai.types.responses import ResponseFunctionToolCall
@@ -176,14 +223,26 @@ def agents(steps: int, mode: str) -> dict[str, Any]:
             self.n = n
             self.calls = 0
 
-        async def get_response(self, system_instructions: Any, input: Any, model_settings: Any, tools: Any,
-                               output_schema: Any, handoffs: Any, tracing: Any, *, previous_response_id: Any = None,
-                               conversation_id: Any = None, prompt: Any = None) -> Any:
+        async def get_response(
+            self,
+            system_instructions: Any,
+            input: Any,
+            model_settings: Any,
+            tools: Any,
+            output_schema: Any,
+            handoffs: Any,
+            tracing: Any,
+            *,
+            previous_response_id: Any = None,
+            conversation_id: Any = None,
+            prompt: Any = None,
+        ) -> Any:
             self.calls += 1
             i = self.calls
             name, args = ("echo", '{"x": 1}') if i < self.n else ("done", '{"answer": "ok"}')
-            item = ResponseFunctionToolCall(id=f"fc_{i}", call_id=f"call_{i}", type="function_call", name=name,
-                                            arguments=args)
+            item = ResponseFunctionToolCall(
+                id=f"fc_{i}", call_id=f"call_{i}", type="function_call", name=name, arguments=args
+            )
             response = ModelResponse(output=[item], usage=Usage(), response_id=f"resp_{i}")
             if tracing.is_disabled():
                 return response
@@ -220,10 +279,18 @@ def agents(steps: int, mode: str) -> dict[str, Any]:
         set_trace_processors([])
 
     def one(n: int) -> Any:
-        agent = Agent(name="bench", instructions="You are a benchmark.", tools=[echo, done],
-                      model=ScriptedModel(n), tool_use_behavior=StopAtTools(stop_at_tool_names=["done"]))
-        result = asyncio.run(Runner.run(agent, "bench", max_turns=n + 5,
-                                        run_config=RunConfig(tracing_disabled=mode != "telemetry")))
+        agent = Agent(
+            name="bench",
+            instructions="You are a benchmark.",
+            tools=[echo, done],
+            model=ScriptedModel(n),
+            tool_use_behavior=StopAtTools(stop_at_tool_names=["done"]),
+        )
+        result = asyncio.run(
+            Runner.run(
+                agent, "bench", max_turns=n + 5, run_config=RunConfig(tracing_disabled=mode != "telemetry")
+            )
+        )
         if provider is not None:
             provider.force_flush()
         return result
@@ -235,10 +302,14 @@ def agents(steps: int, mode: str) -> dict[str, Any]:
     result = one(steps)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     calls = [i for i in result.new_items if type(i).__name__ == "ToolCallItem"]
-    out = {"seconds": seconds, "cpu_seconds": cpu, "steps": len(calls),
-           "last_tool": getattr(calls[-1].raw_item, "name", "?"),
-           "stop": "done" if result.final_output == "ok" else repr(result.final_output),
-           "version": version("openai-agents")}
+    out = {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "steps": len(calls),
+        "last_tool": getattr(calls[-1].raw_item, "name", "?"),
+        "stop": "done" if result.final_output == "ok" else repr(result.final_output),
+        "version": version("openai-agents"),
+    }
     if exporter is not None:
         out["spans"] = len(exporter.get_finished_spans())
     return out
@@ -248,8 +319,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--impl", choices=["ours", "seed", "agents"], required=True)
     parser.add_argument("--steps", type=int, required=True)
-    parser.add_argument("--mode", choices=["bare", "telemetry", "tracing", "metrics", "logs"], default="bare",
-                        help="telemetry: each one's full set; tracing/metrics/logs: one of ours alone")
+    parser.add_argument(
+        "--mode",
+        choices=["bare", "telemetry", "tracing", "metrics", "logs"],
+        default="bare",
+        help="telemetry: each one's full set; tracing/metrics/logs: one of ours alone",
+    )
     args = parser.parse_args()
     fn = {"ours": ours, "seed": seed, "agents": agents}[args.impl]
     print(json.dumps(fn(args.steps, args.mode)))

@@ -24,21 +24,29 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def today() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def revision() -> str:
     """The commit measured, marked dirty when the working tree differs from it."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "looplet"],
-                               cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "looplet"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head}{' + uncommitted changes in looplet/' if dirty else ''}" if head else "unknown"
@@ -52,7 +60,7 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> Path:
     text = path.read_text() if path.exists() else ""
     i, j = text.find(start), text.find(end)
     if i >= 0 and j > i:
-        rest = text[j + len(end):].lstrip("\n")
+        rest = text[j + len(end) :].lstrip("\n")
         text = text[:i] + block + ("\n" + rest if rest else "")
     else:
         text = (text.rstrip() + "\n\n" if text.strip() else "") + block

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, machine, revision, today, write_section  # noqa: E402
+from _report import ROOT, machine, revision, today, write_section
 
-from looplet import LoopConfig, MockLLMBackend, async_composable_loop, tool, tools_from  # noqa: E402
+from looplet import LoopConfig, MockLLMBackend, async_composable_loop, tool, tools_from
 
 RESULTS = ROOT / "bench" / "results" / "async_scale.json"
 
@@ -107,8 +107,9 @@ async def one_run(steps: int, latency: float, hooks: Any = None) -> str:
     config = LoopConfig(max_steps=steps)
     n = 0
     state_holder: dict[str, Any] = {}
-    gen = async_composable_loop(llm=llm, tools=TOOLS, hooks=hooks() if hooks else None, config=config,
-                                task={"goal": "scale"})
+    gen = async_composable_loop(
+        llm=llm, tools=TOOLS, hooks=hooks() if hooks else None, config=config, task={"goal": "scale"}
+    )
     async for step in gen:
         n += 1
         state_holder["last"] = step
@@ -142,8 +143,11 @@ def telemetry_hooks() -> tuple[Any, Any] | None:
 
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
-    hooks = [TracingHook(tracer_provider=provider), MetricsHook(registry=CollectorRegistry()),
-             _ours_logging_hook(open("/dev/null", "w"))]  # noqa: SIM115
+    hooks = [
+        TracingHook(tracer_provider=provider),
+        MetricsHook(registry=CollectorRegistry()),
+        _ours_logging_hook(open("/dev/null", "w")),
+    ]
     return (lambda: hooks), provider
 
 
@@ -167,8 +171,10 @@ async def measure(steps: int, latency: float, log: Any) -> dict[str, Any]:
         await settle()
         after = rss_mb()
         waves.append({"wall_s": wall, "rss_before_mb": before, "peak_rss_mb": peak, "rss_after_mb": after})
-        log(f"1,000 concurrent, wave {i + 1}: {wall * 1e3:.0f} ms, RSS {before:.1f} -> peak {peak:.1f} -> "
-            f"{after:.1f} MB after")
+        log(
+            f"1,000 concurrent, wave {i + 1}: {wall * 1e3:.0f} ms, RSS {before:.1f} -> peak {peak:.1f} -> "
+            f"{after:.1f} MB after"
+        )
     out["thousand_waves"] = waves
     out["process_peak_after_mb"] = peak_rss_mb()
 
@@ -187,8 +193,10 @@ async def measure(steps: int, latency: float, log: Any) -> dict[str, Any]:
         provider.force_flush()
         out["telemetry_single_s"], out["telemetry_hundred_s"] = t_single, t_hundred
         out["telemetry_hundred_ratio"] = statistics.median(t_hundred) / statistics.median(singles)
-        log(f"100 concurrent with telemetry: {statistics.median(t_hundred) * 1e3:.1f} ms = "
-            f"{out['telemetry_hundred_ratio']:.2f}x one bare run")
+        log(
+            f"100 concurrent with telemetry: {statistics.median(t_hundred) * 1e3:.1f} ms = "
+            f"{out['telemetry_hundred_ratio']:.2f}x one bare run"
+        )
         provider.shutdown()
         del hooks, provider, tele
 
@@ -203,9 +211,11 @@ async def measure(steps: int, latency: float, log: Any) -> dict[str, Any]:
     tracemalloc.stop()
     out["tracemalloc_peak_mb"] = (peak - start_cur) / 2**20
     out["tracemalloc_retained_kb"] = (end_cur - start_cur) / 1024
-    log(f"tracemalloc, 1,000 concurrent: peak {out['tracemalloc_peak_mb']:.1f} MB "
+    log(
+        f"tracemalloc, 1,000 concurrent: peak {out['tracemalloc_peak_mb']:.1f} MB "
         f"({(peak - start_cur) / 1000 / 1024:.1f} KB per run), "
-        f"retained after the wave {out['tracemalloc_retained_kb']:.1f} KB")
+        f"retained after the wave {out['tracemalloc_retained_kb']:.1f} KB"
+    )
     return out
 
 
@@ -213,44 +223,58 @@ def report(r: dict[str, Any], command: str) -> str:
     med = statistics.median
     single = med(r["single_s"])
     waves = r["thousand_waves"]
-    lines = ["## Many runs in one event loop\n",
-             f"Measured {today()} on {machine()}; looplet at {revision()}; 1-minute load average "
-             f"{r['load'][0]} at the start and {r['load'][1]} at the end.  ",
-             f"Command: `{command}` (bench/async_scale.py).\n",
-             f"Each run: `async_composable_loop`, `MockLLMBackend(latency_s={r['latency_s']})` (an `asyncio.sleep` "
-             f"per model call), an `async def` tool, {r['steps']} steps (the last one `done`); runs started together "
-             "with `asyncio.gather` in one event loop.\n",
-             "| runs at once | wall time (ms, median) | ÷ one run | target |",
-             "| ---: | ---: | ---: | --- |",
-             f"| 1 | {single * 1e3:.1f} (n={len(r['single_s'])}) | 1.00× | |",
-             f"| 100 | {med(r['hundred_s']) * 1e3:.1f} (n={len(r['hundred_s'])}) | {r['hundred_ratio']:.2f}× | "
-             f"≤ 1.3× — **{'met' if r['hundred_ratio'] <= 1.3 else 'missed'}** |"]
+    lines = [
+        "## Many runs in one event loop\n",
+        f"Measured {today()} on {machine()}; looplet at {revision()}; 1-minute load average "
+        f"{r['load'][0]} at the start and {r['load'][1]} at the end.  ",
+        f"Command: `{command}` (bench/async_scale.py).\n",
+        f"Each run: `async_composable_loop`, `MockLLMBackend(latency_s={r['latency_s']})` (an `asyncio.sleep` "
+        f"per model call), an `async def` tool, {r['steps']} steps (the last one `done`); runs started together "
+        "with `asyncio.gather` in one event loop.\n",
+        "| runs at once | wall time (ms, median) | ÷ one run | target |",
+        "| ---: | ---: | ---: | --- |",
+        f"| 1 | {single * 1e3:.1f} (n={len(r['single_s'])}) | 1.00× | |",
+        f"| 100 | {med(r['hundred_s']) * 1e3:.1f} (n={len(r['hundred_s'])}) | {r['hundred_ratio']:.2f}× | "
+        f"≤ 1.3× — **{'met' if r['hundred_ratio'] <= 1.3 else 'missed'}** |",
+    ]
     if "telemetry_hundred_s" in r:
-        lines.append(f"| 100, with tracing + metrics + JSON logs | {med(r['telemetry_hundred_s']) * 1e3:.1f} "
-                     f"(n={len(r['telemetry_hundred_s'])}) | {r['telemetry_hundred_ratio']:.2f}× | |")
-    lines.append(f"| 1,000 | {med([w['wall_s'] for w in waves]) * 1e3:.1f} (n={len(waves)}) | "
-                 f"{med([w['wall_s'] for w in waves]) / single:.2f}× | completes |")
+        lines.append(
+            f"| 100, with tracing + metrics + JSON logs | {med(r['telemetry_hundred_s']) * 1e3:.1f} "
+            f"(n={len(r['telemetry_hundred_s'])}) | {r['telemetry_hundred_ratio']:.2f}× | |"
+        )
+    lines.append(
+        f"| 1,000 | {med([w['wall_s'] for w in waves]) * 1e3:.1f} (n={len(waves)}) | "
+        f"{med([w['wall_s'] for w in waves]) / single:.2f}× | completes |"
+    )
     lines.append("")
     growth = max(w["peak_rss_mb"] - w["rss_before_mb"] for w in waves)
     drift = waves[-1]["rss_after_mb"] - waves[0]["rss_after_mb"]
-    lines += ["Memory with 1,000 runs at once (resident set size in MB, sampled every 5 ms from a thread):\n",
-              "| | RSS before | peak RSS during | RSS after (collected) |",
-              "| --- | ---: | ---: | ---: |"]
+    lines += [
+        "Memory with 1,000 runs at once (resident set size in MB, sampled every 5 ms from a thread):\n",
+        "| | RSS before | peak RSS during | RSS after (collected) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for i, w in enumerate(waves):
-        lines.append(f"| wave {i + 1} | {w['rss_before_mb']:.1f} | {w['peak_rss_mb']:.1f} | {w['rss_after_mb']:.1f} |")
-    lines += ["",
-              f"- Largest RSS growth during a 1,000-run wave: {growth:.1f} MB ({growth * 1024 / 1000:.1f} KB per run); "
-              f"process peak (`getrusage` ru_maxrss) {r['process_peak_after_mb']:.1f} MB against "
-              f"{r['rss_before_mb']:.1f} MB before the first wave.",
-              f"- RSS after wave 3 against after wave 1: {drift:+.1f} MB (what the allocator keeps for reuse, "
-              "not Python objects: see the next line).",
-              f"- tracemalloc over one 1,000-run wave: peak {r['tracemalloc_peak_mb']:.1f} MB of Python allocations "
-              f"({r['tracemalloc_peak_mb'] * 1024 / 1000:.1f} KB per run); still allocated after the wave and a "
-              f"collection: {r['tracemalloc_retained_kb']:.1f} KB.",
-              ""]
+        lines.append(
+            f"| wave {i + 1} | {w['rss_before_mb']:.1f} | {w['peak_rss_mb']:.1f} | {w['rss_after_mb']:.1f} |"
+        )
+    lines += [
+        "",
+        f"- Largest RSS growth during a 1,000-run wave: {growth:.1f} MB ({growth * 1024 / 1000:.1f} KB per run); "
+        f"process peak (`getrusage` ru_maxrss) {r['process_peak_after_mb']:.1f} MB against "
+        f"{r['rss_before_mb']:.1f} MB before the first wave.",
+        f"- RSS after wave 3 against after wave 1: {drift:+.1f} MB (what the allocator keeps for reuse, "
+        "not Python objects: see the next line).",
+        f"- tracemalloc over one 1,000-run wave: peak {r['tracemalloc_peak_mb']:.1f} MB of Python allocations "
+        f"({r['tracemalloc_peak_mb'] * 1024 / 1000:.1f} KB per run); still allocated after the wave and a "
+        f"collection: {r['tracemalloc_retained_kb']:.1f} KB.",
+        "",
+    ]
     if "telemetry_hundred_s" not in r:
-        lines.append("- The row with tracing, metrics and JSON logs is missing: looplet.telemetry's hooks were not "
-                     "importable when this ran.\n")
+        lines.append(
+            "- The row with tracing, metrics and JSON logs is missing: looplet.telemetry's hooks were not "
+            "importable when this ran.\n"
+        )
     return "\n".join(lines)
 
 
@@ -258,9 +282,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--no-write", action="store_true", help="print only: write neither docs/benchmarks.md nor bench/results/")
+    parser.add_argument(
+        "--no-write",
+        action="store_true",
+        help="print only: write neither docs/benchmarks.md nor bench/results/",
+    )
     args = parser.parse_args(argv)
-    command = "python bench/async_scale.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python bench/async_scale.py" + "".join(
+        f" {a}" for a in (argv if argv is not None else sys.argv[1:])
+    )
     started = time.perf_counter()
 
     def log(msg: str) -> None:
@@ -274,8 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps({"date": today(), "machine": machine(), "revision": revision(),
-                                       "command": command, **r}, indent=1) + "\n")
+        RESULTS.write_text(
+            json.dumps(
+                {"date": today(), "machine": machine(), "revision": revision(), "command": command, **r},
+                indent=1,
+            )
+            + "\n"
+        )
         write_section("async-scale", text)
         log(f"wrote docs/benchmarks.md and {RESULTS.relative_to(ROOT)}")
     return 0

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, machine, revision, today, write_section  # noqa: E402
+from _report import ROOT, machine, revision, today, write_section
 
 BENCH = ROOT / "bench"
 VENVS = BENCH / ".venvs"
@@ -107,17 +107,26 @@ def venv_python(name: str) -> Path:
 def ensure_venv(name: str) -> Path:
     """Create bench/.venvs/<name> and install its pinned requirements, unless they are already there."""
     py = venv_python(name)
-    probe = ("import importlib.metadata as m, sys; reqs = sys.argv[1:]; "
-             "sys.exit(0 if all(m.version(r.split('==')[0]) == r.split('==')[1] for r in reqs if '==' in r) else 1)")
-    if py.exists() and subprocess.run([str(py), "-I", "-c", probe, *REQUIREMENTS[name]], cwd="/",
-                                      capture_output=True).returncode == 0:
+    probe = (
+        "import importlib.metadata as m, sys; reqs = sys.argv[1:]; "
+        "sys.exit(0 if all(m.version(r.split('==')[0]) == r.split('==')[1] for r in reqs if '==' in r) else 1)"
+    )
+    if (
+        py.exists()
+        and subprocess.run(
+            [str(py), "-I", "-c", probe, *REQUIREMENTS[name]], cwd="/", capture_output=True
+        ).returncode
+        == 0
+    ):
         return py
     if not py.exists():
         print(f"creating {py.parent.parent} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENVS / name)], check=True)
     print(f"installing {' '.join(REQUIREMENTS[name])} into {VENVS / name} ...", flush=True)
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *REQUIREMENTS[name]],
-                   check=True)
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *REQUIREMENTS[name]],
+        check=True,
+    )
     return py
 
 
@@ -135,19 +144,26 @@ def time_imports(pythons: dict[str, Path], reps: int) -> dict[str, dict[str, lis
     cmds = {}
     for impl, py in pythons.items():
         mod = IMPORT_MODULE[impl]
-        cmds[(impl, "import")] = [str(py), "-I", "-c",
-                                  f"import time; t = time.perf_counter(); import {mod}; "
-                                  "print(time.perf_counter() - t)"]
+        cmds[(impl, "import")] = [
+            str(py),
+            "-I",
+            "-c",
+            f"import time; t = time.perf_counter(); import {mod}; print(time.perf_counter() - t)",
+        ]
         cmds[(impl, "bare")] = [str(py), "-I", "-c", "import time; print(0.0)"]
-    samples: dict[str, dict[str, list[float]]] = {impl: {"import": [], "bare": [], "inside": []} for impl in pythons}
+    samples: dict[str, dict[str, list[float]]] = {
+        impl: {"import": [], "bare": [], "inside": []} for impl in pythons
+    }
     for cmd in cmds.values():
         subprocess.run(cmd, cwd="/", env=env, capture_output=True, check=True)
     for rep in range(reps):
         keys = list(cmds)
-        keys = keys[rep % len(keys):] + keys[:rep % len(keys)]
+        keys = keys[rep % len(keys) :] + keys[: rep % len(keys)]
         for impl, kind in keys:
             t0 = time.perf_counter()
-            out = subprocess.run(cmds[(impl, kind)], cwd="/", env=env, capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                cmds[(impl, kind)], cwd="/", env=env, capture_output=True, text=True, check=True
+            )
             wall = time.perf_counter() - t0
             samples[impl][kind].append(wall)
             if kind == "import":
@@ -171,13 +187,14 @@ def run_worker(py: Path, impl: str, steps: int, mode: str) -> dict[str, Any]:
     return res
 
 
-def time_loops(pythons: dict[str, Path], modes: dict[str, list[str]], plan: dict[int, dict[str, int]],
-               log: Any) -> list[dict[str, Any]]:
+def time_loops(
+    pythons: dict[str, Path], modes: dict[str, list[str]], plan: dict[int, dict[str, int]], log: Any
+) -> list[dict[str, Any]]:
     rows = []
     for steps, reps in plan.items():
         for rep in range(max(reps.values())):
             order = list(pythons)
-            order = order[rep % len(order):] + order[:rep % len(order)]
+            order = order[rep % len(order) :] + order[: rep % len(order)]
             for impl in order:
                 if rep >= reps.get(impl, 0):
                     continue
@@ -185,19 +202,29 @@ def time_loops(pythons: dict[str, Path], modes: dict[str, list[str]], plan: dict
                     if mode in BREAKDOWN and steps > BREAKDOWN_MAX_STEPS:
                         continue
                     res = run_worker(pythons[impl], impl, steps, mode)
-                    row = {"impl": impl, "mode": mode, "steps": steps, "rep": rep, **res,
-                           "us_per_step": res["seconds"] / steps * 1e6,
-                           "cpu_us_per_step": res["cpu_seconds"] / steps * 1e6}
+                    row = {
+                        "impl": impl,
+                        "mode": mode,
+                        "steps": steps,
+                        "rep": rep,
+                        **res,
+                        "us_per_step": res["seconds"] / steps * 1e6,
+                        "cpu_us_per_step": res["cpu_seconds"] / steps * 1e6,
+                    }
                     rows.append(row)
-                    log(f"  {steps:>6} steps  {impl:<6} {mode:<9} rep {rep}: {row['us_per_step']:10.1f} us/step"
-                        + (f"  ({res['spans']} spans exported)" if "spans" in res else ""))
+                    log(
+                        f"  {steps:>6} steps  {impl:<6} {mode:<9} rep {rep}: {row['us_per_step']:10.1f} us/step"
+                        + (f"  ({res['spans']} spans exported)" if "spans" in res else "")
+                    )
     return rows
 
 
 def ours_has_telemetry(py: Path) -> str | None:
     """None when looplet.telemetry's tracing, metrics and logging hooks import; else why not."""
-    probe = ("import looplet.telemetry.tracing as t, looplet.telemetry.metrics as m, looplet.telemetry.logging as l; "
-             "t.TracingHook; m.MetricsHook; l.LoggingHook")
+    probe = (
+        "import looplet.telemetry.tracing as t, looplet.telemetry.metrics as m, looplet.telemetry.logging as l; "
+        "t.TracingHook; m.MetricsHook; l.LoggingHook"
+    )
     out = subprocess.run([str(py), "-c", probe], cwd="/", env=clean_env(), capture_output=True, text=True)
     return None if out.returncode == 0 else (out.stderr.strip().splitlines() or ["unknown error"])[-1]
 
@@ -221,24 +248,34 @@ def summarize(rec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     load = rec["load"]
     out: list[str] = []
     out.append("## Side by side: looplet 0.4.1 and the OpenAI Agents SDK\n")
-    out.append(f"Measured {rec['date']} on {rec['machine']}; looplet at {rec['revision']}; 1-minute load average "
-               f"{load[0]} at the start and {load[1]} at the end (2 cores; the benchmark itself accounts for 1.0).  ")
-    out.append(f"Command: `{rec['command']}` (bench/compare_seed.py; the workload is in bench/_compare_worker.py).\n")
+    out.append(
+        f"Measured {rec['date']} on {rec['machine']}; looplet at {rec['revision']}; 1-minute load average "
+        f"{load[0]} at the start and {load[1]} at the end (2 cores; the benchmark itself accounts for 1.0).  "
+    )
+    out.append(
+        f"Command: `{rec['command']}` (bench/compare_seed.py; the workload is in bench/_compare_worker.py).\n"
+    )
     dists = {"ours": "looplet", "seed": "looplet", "agents": "openai-agents"}
     out.append("Versions: " + ", ".join(f"{LABEL[k]}: `{dists[k]}` {v}" for k, v in versions.items()) + ".\n")
 
     out.append("### Cold import\n")
     reps = len(next(iter(imports.values()))["import"])
-    out.append(f"Fresh interpreter each time (`python -I -c \"import …\"`), medians of {reps} "
-               "runs, taking turns; the bare interpreter of the same venv is the baseline.\n")
-    out.append("| | module | interpreter + import (ms) | bare interpreter (ms) | import alone (ms) | "
-               "timed inside the process (ms) | vs ours (import alone) |")
+    out.append(
+        f'Fresh interpreter each time (`python -I -c "import …"`), medians of {reps} '
+        "runs, taking turns; the bare interpreter of the same venv is the baseline.\n"
+    )
+    out.append(
+        "| | module | interpreter + import (ms) | bare interpreter (ms) | import alone (ms) | "
+        "timed inside the process (ms) | vs ours (import alone) |"
+    )
     out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     net = {k: med(v["import"]) - med(v["bare"]) for k, v in imports.items()}
     for impl, s in imports.items():
         ratio = "1×" if impl == "ours" else f"{net[impl] / net['ours']:.1f}×"
-        out.append(f"| {LABEL[impl]} | `{IMPORT_MODULE[impl]}` | {med(s['import']) * 1e3:.1f} | "
-                   f"{med(s['bare']) * 1e3:.1f} | {net[impl] * 1e3:.1f} | {med(s['inside']) * 1e3:.1f} | {ratio} |")
+        out.append(
+            f"| {LABEL[impl]} | `{IMPORT_MODULE[impl]}` | {med(s['import']) * 1e3:.1f} | "
+            f"{med(s['bare']) * 1e3:.1f} | {net[impl] * 1e3:.1f} | {med(s['inside']) * 1e3:.1f} | {ratio} |"
+        )
     out.append("")
 
     def cell(impl: str, mode: str, steps: int, key: str = "us_per_step") -> tuple[float | None, int]:
@@ -249,15 +286,27 @@ def summarize(rec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return cell(impl, mode, steps, "cpu_us_per_step")[0]
 
     out.append("### Loop overhead per step (µs, median)\n")
-    out.append("Each framework's own scripted model proposes a trivial tool (`echo(x=1)`) N−1 times, then `done`; "
-               "one tool call per model response; time from building the run to its end (with telemetry: "
-               "including the final flush of the span pipeline), divided by N. `n` is the number of runs.\n")
-    cols = [("ours", "bare"), ("seed", "bare"), ("agents", "bare"),
-            ("ours", "telemetry"), ("seed", "telemetry"), ("agents", "telemetry")]
-    head = {("ours", "bare"): "ours, bare", ("seed", "bare"): "0.4.1, bare", ("agents", "bare"): "Agents SDK, bare",
-            ("ours", "telemetry"): "ours + OTel tracing + Prometheus + JSON logs",
-            ("seed", "telemetry"): "0.4.1 + its TracingHook + MetricsHook",
-            ("agents", "telemetry"): "Agents SDK + tracing via openai-agents-opentelemetry"}
+    out.append(
+        "Each framework's own scripted model proposes a trivial tool (`echo(x=1)`) N−1 times, then `done`; "
+        "one tool call per model response; time from building the run to its end (with telemetry: "
+        "including the final flush of the span pipeline), divided by N. `n` is the number of runs.\n"
+    )
+    cols = [
+        ("ours", "bare"),
+        ("seed", "bare"),
+        ("agents", "bare"),
+        ("ours", "telemetry"),
+        ("seed", "telemetry"),
+        ("agents", "telemetry"),
+    ]
+    head = {
+        ("ours", "bare"): "ours, bare",
+        ("seed", "bare"): "0.4.1, bare",
+        ("agents", "bare"): "Agents SDK, bare",
+        ("ours", "telemetry"): "ours + OTel tracing + Prometheus + JSON logs",
+        ("seed", "telemetry"): "0.4.1 + its TracingHook + MetricsHook",
+        ("agents", "telemetry"): "Agents SDK + tracing via openai-agents-opentelemetry",
+    }
     cols = [c for c in cols if c[0] in pythons]
     out.append("| steps | " + " | ".join(head[c] for c in cols) + " |")
     out.append("| ---: | " + " | ".join("---:" for _ in cols) + " |")
@@ -268,21 +317,28 @@ def summarize(rec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             cells.append("not run" if m is None else f"{fmt_us(m)} (n={n})")
         out.append(f"| {steps:,} | " + " | ".join(cells) + " |")
     out.append("")
-    out.append("The same runs by CPU time of the worker process (all its threads), which other work on the "
-               "machine disturbs less than the wall clock (µs per step, median):\n")
+    out.append(
+        "The same runs by CPU time of the worker process (all its threads), which other work on the "
+        "machine disturbs less than the wall clock (µs per step, median):\n"
+    )
     out.append("| steps | " + " | ".join(head[c] for c in cols) + " |")
     out.append("| ---: | " + " | ".join("---:" for _ in cols) + " |")
     for steps in plan:
-        out.append(f"| {steps:,} | " + " | ".join(
-            "not run" if cpu(i, m, steps) is None else fmt_us(cpu(i, m, steps)) for i, m in cols) + " |")
+        out.append(
+            f"| {steps:,} | "
+            + " | ".join("not run" if cpu(i, m, steps) is None else fmt_us(cpu(i, m, steps)) for i, m in cols)
+            + " |"
+        )
     out.append("")
 
     if any(r["mode"] in BREAKDOWN for r in rows):
         out.append("### What ours pays for each kind of telemetry (µs per step, median)\n")
-        out.append("One hook at a time, then all three (same runs as above); the increment is over the bare loop. "
-                   "Tracing makes 3 spans per step (`looplet.step`, `chat`, `execute_tool`) plus one `invoke_agent` "
-                   "per run, content capture off (the default); logs are 2 JSON lines per step "
-                   "(`llm.call`, `tool.call`).\n")
+        out.append(
+            "One hook at a time, then all three (same runs as above); the increment is over the bare loop. "
+            "Tracing makes 3 spans per step (`looplet.step`, `chat`, `execute_tool`) plus one `invoke_agent` "
+            "per run, content capture off (the default); logs are 2 JSON lines per step "
+            "(`llm.call`, `tool.call`).\n"
+        )
         out.append("| steps | bare | + TracingHook | + MetricsHook | + LoggingHook | all three |")
         out.append("| ---: | ---: | ---: | ---: | ---: | ---: |")
         for steps in plan:
@@ -298,11 +354,13 @@ def summarize(rec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         out.append("")
 
     out.append("### Ratios (how many times ours is faster per step)\n")
-    ratio_cols = [("seed", "bare", "ours", "bare", "0.4.1 bare ÷ ours bare"),
-                  ("agents", "bare", "ours", "bare", "Agents SDK bare ÷ ours bare"),
-                  ("seed", "telemetry", "ours", "telemetry", "0.4.1 with hooks ÷ ours with full telemetry"),
-                  ("agents", "telemetry", "ours", "telemetry", "Agents SDK traced ÷ ours with full telemetry"),
-                  ("seed", "bare", "ours", "telemetry", "0.4.1 bare ÷ ours with full telemetry")]
+    ratio_cols = [
+        ("seed", "bare", "ours", "bare", "0.4.1 bare ÷ ours bare"),
+        ("agents", "bare", "ours", "bare", "Agents SDK bare ÷ ours bare"),
+        ("seed", "telemetry", "ours", "telemetry", "0.4.1 with hooks ÷ ours with full telemetry"),
+        ("agents", "telemetry", "ours", "telemetry", "Agents SDK traced ÷ ours with full telemetry"),
+        ("seed", "bare", "ours", "telemetry", "0.4.1 bare ÷ ours with full telemetry"),
+    ]
     ratio_cols = [c for c in ratio_cols if c[0] in pythons]
     out.append("| steps | " + " | ".join(c[4] for c in ratio_cols) + " |")
     out.append("| ---: | " + " | ".join("---:" for _ in ratio_cols) + " |")
@@ -321,28 +379,37 @@ def summarize(rec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if "seed" in imports:
         r = net["seed"] / net["ours"]
         verdicts["import"] = r >= 6
-        out.append(f"- import ≤ 1/6 of 0.4.1's: ours {net['ours'] * 1e3:.1f} ms vs {net['seed'] * 1e3:.1f} ms "
-                   f"(import alone) = 1/{r:.1f} — **{'met' if r >= 6 else 'missed'}**.")
+        out.append(
+            f"- import ≤ 1/6 of 0.4.1's: ours {net['ours'] * 1e3:.1f} ms vs {net['seed'] * 1e3:.1f} ms "
+            f"(import alone) = 1/{r:.1f} — **{'met' if r >= 6 else 'missed'}**."
+        )
     ob, _ = cell("ours", "bare", 1_000)
     sb, _ = cell("seed", "bare", 1_000)
     if ob and sb:
         r = sb / ob
         verdicts["bare_1000"] = r >= 20
         rc = cpu("seed", "bare", 1_000) / cpu("ours", "bare", 1_000)
-        out.append(f"- bare loop ≤ 1/20 of 0.4.1's at 1,000 steps: {fmt_us(ob)} vs {fmt_us(sb)} µs/step = 1/{r:.1f} "
-                   f"(by CPU time: 1/{rc:.1f}) — **{'met' if r >= 20 else 'missed'}**.")
+        out.append(
+            f"- bare loop ≤ 1/20 of 0.4.1's at 1,000 steps: {fmt_us(ob)} vs {fmt_us(sb)} µs/step = 1/{r:.1f} "
+            f"(by CPU time: 1/{rc:.1f}) — **{'met' if r >= 20 else 'missed'}**."
+        )
     parts, ok = [], True
     for steps in plan:
         ot, _ = cell("ours", "telemetry", steps)
         sb, _ = cell("seed", "bare", steps)
         if ot and sb:
-            parts.append(f"{steps:,} steps: {fmt_us(ot)} vs {fmt_us(sb)} µs/step "
-                         f"(CPU: {fmt_us(cpu('ours', 'telemetry', steps))} vs {fmt_us(cpu('seed', 'bare', steps))})")
+            parts.append(
+                f"{steps:,} steps: {fmt_us(ot)} vs {fmt_us(sb)} µs/step "
+                f"(CPU: {fmt_us(cpu('ours', 'telemetry', steps))} vs {fmt_us(cpu('seed', 'bare', steps))})"
+            )
             ok = ok and ot < sb
     if parts:
         verdicts["telemetry_vs_seed_bare"] = ok
-        out.append("- ours with OTel tracing + Prometheus + JSON logs faster than 0.4.1 bare: " + "; ".join(parts)
-                   + f" — **{'met' if ok else 'missed'}**.")
+        out.append(
+            "- ours with OTel tracing + Prometheus + JSON logs faster than 0.4.1 bare: "
+            + "; ".join(parts)
+            + f" — **{'met' if ok else 'missed'}**."
+        )
     else:
         out.append("- ours with full telemetry faster than 0.4.1 bare: not measured (see notes).")
     out.append("")
@@ -360,10 +427,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few repetitions, no 10,000-step runs")
     parser.add_argument("--no-agents", action="store_true", help="leave the OpenAI Agents SDK out")
-    parser.add_argument("--no-write", action="store_true", help="print only: write neither docs/benchmarks.md nor bench/results/")
+    parser.add_argument(
+        "--no-write",
+        action="store_true",
+        help="print only: write neither docs/benchmarks.md nor bench/results/",
+    )
     parser.add_argument("--import-reps", type=int, default=None, help="fresh interpreters per import figure")
-    parser.add_argument("--render", action="store_true",
-                        help=f"measure nothing: rewrite the section from {RESULTS.relative_to(ROOT)}")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help=f"measure nothing: rewrite the section from {RESULTS.relative_to(ROOT)}",
+    )
     args = parser.parse_args(argv)
     if args.render:
         text, _verdicts = summarize(json.loads(RESULTS.read_text()))
@@ -372,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
             write_section("compare", text)
         return 0
     command = "python bench/compare_seed.py" + "".join(
-        f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+        f" {a}" for a in (argv if argv is not None else sys.argv[1:])
+    )
     started = time.perf_counter()
 
     def log(msg: str) -> None:
@@ -386,7 +461,12 @@ def main(argv: list[str] | None = None) -> int:
         dist = {"ours": "looplet", "seed": "looplet", "agents": "openai-agents"}[impl]
         versions[impl] = subprocess.run(
             [str(py), "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
-            cwd="/", env=clean_env(), capture_output=True, text=True, check=True).stdout.strip()
+            cwd="/",
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
 
     plan = QUICK_PLAN if args.quick else PLAN
     if args.no_agents:
@@ -398,34 +478,56 @@ def main(argv: list[str] | None = None) -> int:
         modes["ours"] += list(BREAKDOWN)
     else:
         modes["ours"] = ["bare"]
-        notes.append(f"ours with telemetry not measured: looplet.telemetry's hooks are not importable yet ({why}).")
+        notes.append(
+            f"ours with telemetry not measured: looplet.telemetry's hooks are not importable yet ({why})."
+        )
     for steps, reps in plan.items():
         for impl in pythons:
             if reps.get(impl, 0) == 0:
-                notes.append(f"{LABEL[impl]} at {steps:,} steps: not run"
-                             + (" (its per-step cost grows with the run; see the 1,000-step figure)."
-                                if not args.quick else " (--quick)."))
+                notes.append(
+                    f"{LABEL[impl]} at {steps:,} steps: not run"
+                    + (
+                        " (its per-step cost grows with the run; see the 1,000-step figure)."
+                        if not args.quick
+                        else " (--quick)."
+                    )
+                )
             elif reps[impl] < 3 and not args.quick:
-                notes.append(f"{LABEL[impl]} at {steps:,} steps: {reps[impl]} run{'s' if reps[impl] > 1 else ''} "
-                             f"per column only, to keep the whole comparison near 10 minutes.")
+                notes.append(
+                    f"{LABEL[impl]} at {steps:,} steps: {reps[impl]} run{'s' if reps[impl] > 1 else ''} "
+                    f"per column only, to keep the whole comparison near 10 minutes."
+                )
 
     load_at_start = loadavg()
     import_reps = args.import_reps or (5 if args.quick else 15)
     log(f"cold import, {import_reps} fresh interpreters each ...")
     imports = time_imports(pythons, import_reps)
     for impl, s in imports.items():
-        log(f"  {impl:<6} import+interp {med(s['import']) * 1e3:7.1f} ms, bare {med(s['bare']) * 1e3:6.1f} ms")
+        log(
+            f"  {impl:<6} import+interp {med(s['import']) * 1e3:7.1f} ms, bare {med(s['bare']) * 1e3:6.1f} ms"
+        )
     log("loop overhead ...")
     rows = time_loops(pythons, modes, plan, log)
 
-    notes.append("0.4.1 runs with its defaults (native tool calls from its MockLLMBackend, which was faster "
-                 "than its JSON-text mode here). The Agents SDK runs `Runner.run` under `asyncio.run` with a "
-                 "`Model` subclass that returns one scripted function call per turn, `StopAtTools(['done'])`, "
-                 "and the default trace processor (which uploads to OpenAI) replaced: none in the bare column, "
-                 "openai-agents-opentelemetry's processor in the traced one (its metrics option left off).")
-    rec = {"date": today(), "machine": machine(), "revision": revision(), "command": command,
-           "load": (load_at_start, loadavg()), "versions": versions, "plan": plan, "notes": notes,
-           "imports": imports, "loops": rows}
+    notes.append(
+        "0.4.1 runs with its defaults (native tool calls from its MockLLMBackend, which was faster "
+        "than its JSON-text mode here). The Agents SDK runs `Runner.run` under `asyncio.run` with a "
+        "`Model` subclass that returns one scripted function call per turn, `StopAtTools(['done'])`, "
+        "and the default trace processor (which uploads to OpenAI) replaced: none in the bare column, "
+        "openai-agents-opentelemetry's processor in the traced one (its metrics option left off)."
+    )
+    rec = {
+        "date": today(),
+        "machine": machine(),
+        "revision": revision(),
+        "command": command,
+        "load": (load_at_start, loadavg()),
+        "versions": versions,
+        "plan": plan,
+        "notes": notes,
+        "imports": imports,
+        "loops": rows,
+    }
     text, rec["verdicts"] = summarize(rec)
     print()
     print(text)

@@ -20,8 +20,17 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _report  # noqa: E402  (bench/_report.py)
-from looplet import DefaultState, LoopConfig, MockLLMBackend, async_composable_loop, composable_loop, tool, tools_from
+import _report
+
+from looplet import (
+    DefaultState,
+    LoopConfig,
+    MockLLMBackend,
+    async_composable_loop,
+    composable_loop,
+    tool,
+    tools_from,
+)
 
 
 @tool
@@ -47,8 +56,9 @@ def async_run(n: int) -> float:
 
     async def main() -> float:
         t = time.process_time()
-        async for _ in async_composable_loop(llm=llm, tools=tools, task={"goal": "bench"}, config=config,
-                                             state=state):
+        async for _ in async_composable_loop(
+            llm=llm, tools=tools, task={"goal": "bench"}, config=config, state=state
+        ):
             pass
         return time.process_time() - t
 
@@ -83,16 +93,29 @@ def import_ms(stmt: str, repeat: int = 15) -> float:
 def import_inside_ms(stmt: str, repeat: int = 15) -> float:
     """The import timed inside a fresh interpreter (interpreter start-up noise left out)."""
     code = f"import time; t = time.perf_counter(); {stmt}; print(time.perf_counter() - t)"
-    return statistics.median(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                                  check=True).stdout) for _ in range(repeat)) * 1000
+    return (
+        statistics.median(
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", code], capture_output=True, text=True, check=True
+                ).stdout
+            )
+            for _ in range(repeat)
+        )
+        * 1000
+    )
 
 
 def third_party_modules() -> list[str]:
-    code = ("import sys; before=set(sys.modules); import looplet; import looplet.loop, looplet.async_loop; "
-            "import looplet.backends.mock; new=set(sys.modules)-before; "
-            "std=set(sys.stdlib_module_names); "
-            "print(sorted(m for m in new if m.split('.')[0] not in std and not m.startswith('looplet')))")
-    return eval(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    code = (
+        "import sys; before=set(sys.modules); import looplet; import looplet.loop, looplet.async_loop; "
+        "import looplet.backends.mock; new=set(sys.modules)-before; "
+        "std=set(sys.stdlib_module_names); "
+        "print(sorted(m for m in new if m.split('.')[0] not in std and not m.startswith('looplet')))"
+    )
+    return eval(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    )
 
 
 def main() -> None:
@@ -102,28 +125,46 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for n in (100, 1_000, 10_000):
-        rows.append((n, per_step_us(sync_run, n, args.repeat), per_step_us(async_run, n, args.repeat),
-                     per_step_us(without_gc(sync_run), n, args.repeat)))
+        rows.append(
+            (
+                n,
+                per_step_us(sync_run, n, args.repeat),
+                per_step_us(async_run, n, args.repeat),
+                per_step_us(without_gc(sync_run), n, args.repeat),
+            )
+        )
     bare, lib = import_ms("pass"), import_ms("import looplet")
     resolve = "import looplet; looplet.composable_loop; looplet.MockLLMBackend; looplet.tools_from"
     inside, inside_full = import_inside_ms("import looplet"), import_inside_ms(resolve)
     extra = third_party_modules()
-    lines = ["## The loop's own overhead", "",
-             f"Measured {_report.today()} on {_report.machine()}; looplet at {_report.revision()}; "
-             f"load average {os.getloadavg()[0]:.2f} at the end.  ",
-             f"Command: `python bench/loop_overhead.py --repeat {args.repeat} --write`", "",
-             "MockLLMBackend (no latency) proposing one trivial tool call per answer, no hooks. CPU time of the "
-             f"process (so other load on the machine counts less), best of {args.repeat} runs as `timeit` does, "
-             "divided by the number of steps; the garbage collector on, as users run it.", "",
-             "| steps | sync µs/step | async µs/step | sync, GC off µs/step |", "| ---: | ---: | ---: | ---: |"]
+    lines = [
+        "## The loop's own overhead",
+        "",
+        f"Measured {_report.today()} on {_report.machine()}; looplet at {_report.revision()}; "
+        f"load average {os.getloadavg()[0]:.2f} at the end.  ",
+        f"Command: `python bench/loop_overhead.py --repeat {args.repeat} --write`",
+        "",
+        "MockLLMBackend (no latency) proposing one trivial tool call per answer, no hooks. CPU time of the "
+        f"process (so other load on the machine counts less), best of {args.repeat} runs as `timeit` does, "
+        "divided by the number of steps; the garbage collector on, as users run it.",
+        "",
+        "| steps | sync µs/step | async µs/step | sync, GC off µs/step |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
     lines += [f"| {n:,} | {s_:.1f} | {a:.1f} | {g:.1f} |" for n, s_, a, g in rows]
-    lines += ["", "The loop's own work per step does not grow with the number of past steps (the GC-off column is "
-              "flat); what grows at 10,000 steps is CPython's garbage collector walking the run's own history "
-              "(every Step and transcript message is kept, as the run's record)."]
-    lines += ["", f"Cold start (fresh interpreter, median of 15): bare interpreter {bare:.1f} ms, with "
-              f"`import looplet` {lib:.1f} ms ({lib - bare:+.1f} ms). Timed inside the process: `import looplet` "
-              f"{inside:.1f} ms; with the loop, tools and mock backend resolved {inside_full:.1f} ms. "
-              f"Third-party modules loaded by the core: {extra or 'none'}."]
+    lines += [
+        "",
+        "The loop's own work per step does not grow with the number of past steps (the GC-off column is "
+        "flat); what grows at 10,000 steps is CPython's garbage collector walking the run's own history "
+        "(every Step and transcript message is kept, as the run's record).",
+    ]
+    lines += [
+        "",
+        f"Cold start (fresh interpreter, median of 15): bare interpreter {bare:.1f} ms, with "
+        f"`import looplet` {lib:.1f} ms ({lib - bare:+.1f} ms). Timed inside the process: `import looplet` "
+        f"{inside:.1f} ms; with the loop, tools and mock backend resolved {inside_full:.1f} ms. "
+        f"Third-party modules loaded by the core: {extra or 'none'}.",
+    ]
     text = "\n".join(lines)
     print(text)
     if args.write:

@@ -37,7 +37,9 @@ def build(steps: int) -> dict[str, Any]:
 
     @tool(description="Read one page of a log.")
     def read_page(page: int) -> str:
-        return f"page {page}: " + " ".join(f"event-{page}-{i} status=ok latency_ms={i * 7 % 300}" for i in range(40))
+        return f"page {page}: " + " ".join(
+            f"event-{page}-{i} status=ok latency_ms={i * 7 % 300}" for i in range(40)
+        )
 
     class Count:
         def __init__(self) -> None:
@@ -52,14 +54,24 @@ def build(steps: int) -> dict[str, Any]:
             self.max_messages = max(self.max_messages, len(session_log))
 
     script = [json.dumps({"tool": "read_page", "args": {"page": i}}) for i in range(1, 8)]
-    summarizer = MockLLMBackend([LLMResponse(text="Read pages; all events ok, latencies under 300 ms.",
-                                             usage=Usage(2000, 30))], cycle=True, model="gpt-4o-mini")
+    summarizer = MockLLMBackend(
+        [LLMResponse(text="Read pages; all events ok, latencies under 300 ms.", usage=Usage(2000, 30))],
+        cycle=True,
+        model="gpt-4o-mini",
+    )
     counter = Count()
-    hook = ThresholdCompactHook(max_tokens=6000, strategy=compact_chain(
-        Prune(keep_last=6), Summarize(summarizer, keep_last=4), Truncate(keep_last=2)))
-    return dict(llm=MockLLMBackend(script, cycle=True, usage="estimate", model="gpt-4o-mini"),
-                tools=tools_from([read_page], include_done=True), task={"goal": "Read the log."},
-                hooks=[counter, hook], max_steps=steps, counter=counter)
+    hook = ThresholdCompactHook(
+        max_tokens=6000,
+        strategy=compact_chain(Prune(keep_last=6), Summarize(summarizer, keep_last=4), Truncate(keep_last=2)),
+    )
+    return dict(
+        llm=MockLLMBackend(script, cycle=True, usage="estimate", model="gpt-4o-mini"),
+        tools=tools_from([read_page], include_done=True),
+        task={"goal": "Read the log."},
+        hooks=[counter, hook],
+        max_steps=steps,
+        counter=counter,
+    )
 
 
 def run(steps: int, mode: str) -> dict[str, Any]:
@@ -81,6 +93,7 @@ def run(steps: int, mode: str) -> dict[str, Any]:
         for step in composable_loop(state=state, **kw):
             mark(step.number)
     else:
+
         async def main() -> None:
             async for step in async_composable_loop(state=state, **kw):
                 mark(step.number)
@@ -92,14 +105,21 @@ def run(steps: int, mode: str) -> dict[str, Any]:
     result = state.result
     assert result is not None
     return {
-        "mode": mode, "steps": len(result.steps), "stop": result.stop_reason,
-        "rss_start_mb": round(marks["rss_start"], 1), "rss_end_mb": round(rss_end, 1),
-        "rss_growth_mb": round(rss_end - marks["rss_start"], 1), "limit_mb": LIMIT_MB,
+        "mode": mode,
+        "steps": len(result.steps),
+        "stop": result.stop_reason,
+        "rss_start_mb": round(marks["rss_start"], 1),
+        "rss_end_mb": round(rss_end, 1),
+        "rss_growth_mb": round(rss_end - marks["rss_start"], 1),
+        "limit_mb": LIMIT_MB,
         "steps_per_s": round((len(result.steps) - WARMUP) / elapsed, 1),
-        "compactions": counter.compactions, "max_transcript_messages": counter.max_messages,
+        "compactions": counter.compactions,
+        "max_transcript_messages": counter.max_messages,
         "final_transcript_tokens": estimate_tokens(state.transcript),
         "kept_step_results_mb": round(sum(len(str(s.tool_result.data)) for s in state.steps) / 2**20, 1),
-        "run_cost_usd": round(result.cost_usd or 0.0, 4),  # mock prices: gpt-4o-mini rates on estimated tokens
+        "run_cost_usd": round(
+            result.cost_usd or 0.0, 4
+        ),  # mock prices: gpt-4o-mini rates on estimated tokens
     }
 
 

@@ -24,18 +24,18 @@ import argparse
 import gc
 import os
 import platform
-import socket
 import shutil
+import socket
 import statistics
-import tempfile
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import settle  # noqa: E402
-
+from _report import settle
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -73,8 +73,9 @@ def run_loop(n: int, hooks: list[Any]) -> float:
         state = DefaultState(max_steps=k)
         config = LoopConfig(max_steps=k, agent_name="bench")
         t = time.perf_counter()
-        for _ in composable_loop(llm=llm, tools=tools, task={"goal": "bench"}, config=config, state=state,
-                                 hooks=hooks):
+        for _ in composable_loop(
+            llm=llm, tools=tools, task={"goal": "bench"}, config=config, state=state, hooks=hooks
+        ):
             pass
         total += time.perf_counter() - t
         done += k
@@ -83,18 +84,32 @@ def run_loop(n: int, hooks: list[Any]) -> float:
 
 # -- the raw floor: the library calls, prepared in advance ----------------------------------------------
 
+
 def floor_tracing(provider: TracerProvider) -> Callable[[int], float]:
     tracer = provider.get_tracer("floor")
     root = tracer.start_span("invoke_agent bench")
     root_ctx = trace.set_span_in_context(root, otel_context.Context())
     step_attrs = {N.STEP_NUMBER: 1}
-    chat_attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "mock",
-                  "gen_ai.request.model": "gpt-4o-mini"}
-    chat_end = {"gen_ai.response.model": "gpt-4o-mini", "gen_ai.response.id": "r", "gen_ai.response.finish_reasons":
-                ("tool_calls",), "gen_ai.usage.input_tokens": 1200, "gen_ai.usage.output_tokens": 80,
-                "gen_ai.usage.cache_read.input_tokens": 800, "looplet.cost_usd": 0.0002}
-    tool_attrs = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup", "gen_ai.tool.type": "function",
-                  "gen_ai.tool.call.id": "call_1"}
+    chat_attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "mock",
+        "gen_ai.request.model": "gpt-4o-mini",
+    }
+    chat_end = {
+        "gen_ai.response.model": "gpt-4o-mini",
+        "gen_ai.response.id": "r",
+        "gen_ai.response.finish_reasons": ("tool_calls",),
+        "gen_ai.usage.input_tokens": 1200,
+        "gen_ai.usage.output_tokens": 80,
+        "gen_ai.usage.cache_read.input_tokens": 800,
+        "looplet.cost_usd": 0.0002,
+    }
+    tool_attrs = {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": "lookup",
+        "gen_ai.tool.type": "function",
+        "gen_ai.tool.call.id": "call_1",
+    }
     step_end = {"gen_ai.tool.name": "lookup", "looplet.cost_usd": 0.0002}
 
     def run(n: int) -> float:
@@ -102,8 +117,9 @@ def floor_tracing(provider: TracerProvider) -> Callable[[int], float]:
         for _ in range(n):
             step = tracer.start_span("looplet.step", context=root_ctx, attributes=step_attrs)
             step_ctx = trace.set_span_in_context(step, otel_context.Context())
-            chat = tracer.start_span("chat gpt-4o-mini", context=step_ctx, kind=trace.SpanKind.CLIENT,
-                                     attributes=chat_attrs)
+            chat = tracer.start_span(
+                "chat gpt-4o-mini", context=step_ctx, kind=trace.SpanKind.CLIENT, attributes=chat_attrs
+            )
             token = otel_context.attach(trace.set_span_in_context(chat))
             otel_context.detach(token)
             chat.set_attributes(chat_end)
@@ -161,11 +177,27 @@ def floor_logging(logger: Any) -> Callable[[int], float]:
     def run(n: int) -> float:
         t = time.perf_counter()
         for i in range(n):
-            log.info("llm.call", step=i, model="gpt-4o-mini", duration_ms=0.1, cost_usd=0.0002, input_tokens=1200,
-                     output_tokens=80, cached_input_tokens=800, span_id="b7ad6b7169203331",
-                     trace_id="0af7651916cd43dd8448eb211c80319c")
-            log.info("tool.call", step=i, tool="lookup", duration_ms=0.05, ok=True, span_id="b7ad6b7169203331",
-                     trace_id="0af7651916cd43dd8448eb211c80319c")
+            log.info(
+                "llm.call",
+                step=i,
+                model="gpt-4o-mini",
+                duration_ms=0.1,
+                cost_usd=0.0002,
+                input_tokens=1200,
+                output_tokens=80,
+                cached_input_tokens=800,
+                span_id="b7ad6b7169203331",
+                trace_id="0af7651916cd43dd8448eb211c80319c",
+            )
+            log.info(
+                "tool.call",
+                step=i,
+                tool="lookup",
+                duration_ms=0.05,
+                ok=True,
+                span_id="b7ad6b7169203331",
+                trace_id="0af7651916cd43dd8448eb211c80319c",
+            )
         return time.perf_counter() - t
 
     return run
@@ -183,12 +215,16 @@ class _InLoop:
 
 # -- pipelines --------------------------------------------------------------------------------------------
 
+
 def memory_provider() -> tuple[TracerProvider, InMemorySpanExporter]:
     """The batch processor configure() uses (same queue, delay and batch size), into memory."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=2048, schedule_delay_millis=1000,
-                                                   max_export_batch_size=512))
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            exporter, max_queue_size=2048, schedule_delay_millis=1000, max_export_batch_size=512
+        )
+    )
     return provider, exporter
 
 
@@ -199,7 +235,9 @@ def dead_provider() -> TracerProvider:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    processor, _drops, _exporter = span_pipeline(f"http://127.0.0.1:{port}", "http/protobuf", export_timeout_s=1.0)
+    processor, _drops, _exporter = span_pipeline(
+        f"http://127.0.0.1:{port}", "http/protobuf", export_timeout_s=1.0
+    )
     provider = TracerProvider()
     provider.add_span_processor(processor)
     return provider
@@ -229,8 +267,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=7)
-    ap.add_argument("--run-steps", type=int, default=50, help="steps per run (a long run's growing transcript "
-                    "makes every allocation dearer: the garbage collector walks it)")
+    ap.add_argument(
+        "--run-steps",
+        type=int,
+        default=50,
+        help="steps per run (a long run's growing transcript "
+        "makes every allocation dearer: the garbage collector walks it)",
+    )
     args = ap.parse_args()
     n = args.steps
     global RUN_STEPS
@@ -240,7 +283,7 @@ def main() -> None:
 
     logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)  # the dead endpoint's retry warnings
     logging.getLogger("looplet").setLevel(logging.ERROR)  # and its drop counts
-    devnull = open(os.devnull, "w")  # noqa: SIM115
+    devnull = open(os.devnull, "w")
     logger = configure_logging(json=True, file=devnull, stdlib=False)
     provider, exporter = memory_provider()
     dead = dead_provider()
@@ -250,9 +293,12 @@ def main() -> None:
         "TracingHook": lambda: run_loop(n, [TracingHook(provider)]),
         "MetricsHook": lambda: run_loop(n, [MetricsHook(CollectorRegistry())]),
         "LoggingHook": lambda: run_loop(n, [LoggingHook(logger)]),
-        "all three": lambda: run_loop(n, [TracingHook(provider), MetricsHook(CollectorRegistry()), LoggingHook(logger)]),
-        "all three, dead OTLP endpoint": lambda: run_loop(n, [TracingHook(dead), MetricsHook(CollectorRegistry()),
-                                                              LoggingHook(logger)]),
+        "all three": lambda: run_loop(
+            n, [TracingHook(provider), MetricsHook(CollectorRegistry()), LoggingHook(logger)]
+        ),
+        "all three, dead OTLP endpoint": lambda: run_loop(
+            n, [TracingHook(dead), MetricsHook(CollectorRegistry()), LoggingHook(logger)]
+        ),
     }
     # ProvenanceSink (issue 4): as a span exporter behind configure()'s batch processor, and as a hook.
     from looplet.provenance import ProvenanceSink
@@ -260,9 +306,14 @@ def main() -> None:
     sink_root = tempfile.mkdtemp(prefix="looplet-bench-")
     waited = settle(sink_root)  # someone's recent deletions slow file creation on this VM's disk for seconds
     sink_provider = TracerProvider()
-    sink_provider.add_span_processor(BatchSpanProcessor(ProvenanceSink(os.path.join(sink_root, "spans")),
-                                                        max_queue_size=2048, schedule_delay_millis=1000,
-                                                        max_export_batch_size=512))
+    sink_provider.add_span_processor(
+        BatchSpanProcessor(
+            ProvenanceSink(os.path.join(sink_root, "spans")),
+            max_queue_size=2048,
+            schedule_delay_millis=1000,
+            max_export_batch_size=512,
+        )
+    )
     loops["TracingHook + ProvenanceSink exporter"] = lambda: run_loop(n, [TracingHook(sink_provider)])
     hook_sink = ProvenanceSink(os.path.join(sink_root, "hook"))
     loops["ProvenanceSink.trajectory_hook()"] = lambda: run_loop(n, [hook_sink.trajectory_hook()])
@@ -308,16 +359,20 @@ def main() -> None:
     spread = {k: statistics.median(v) for k, v in walls.items()}
     bare = us["bare loop"]
 
-    print(f"# looplet telemetry overhead — {platform.machine()}, Python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, {n} steps (runs of {RUN_STEPS}) x {args.repeat} "
-          f"(best; median beside), "
-          f"sync loop; waited {waited:.1f} s for the disk to settle")
+    print(
+        f"# looplet telemetry overhead — {platform.machine()}, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, {n} steps (runs of {RUN_STEPS}) x {args.repeat} "
+        f"(best; median beside), "
+        f"sync loop; waited {waited:.1f} s for the disk to settle"
+    )
     head = f"{'wall µs/step':>13} {'overhead':>9} {'CPU µs/step':>12} {'overhead':>9} {'wall median':>12}"
     print(f"{'configuration':<32} {head}")
     cbare = cpu["bare loop"]
     for name in loops:
-        print(f"{name:<32} {us[name]:>13.1f} {us[name] - bare:>+9.1f} {cpu[name]:>12.1f} {cpu[name] - cbare:>+9.1f} "
-              f"{spread[name]:>12.1f}")
+        print(
+            f"{name:<32} {us[name]:>13.1f} {us[name] - bare:>+9.1f} {cpu[name]:>12.1f} {cpu[name] - cbare:>+9.1f} "
+            f"{spread[name]:>12.1f}"
+        )
     print(f"\n{'raw floor, tight loop':<32} {'wall µs/step':>13} {'':>9} {'CPU µs/step':>12}")
     for name in floors:
         print(f"{name:<32} {us[name]:>13.1f} {'':>9} {cpu[name]:>12.1f}")
@@ -326,21 +381,33 @@ def main() -> None:
     def over(table: dict[str, float], name: str) -> float:
         return table[name] - table["bare loop"]
 
-    rows = [("TracingHook", "spans"), ("MetricsHook", "metric updates"), ("LoggingHook", "log lines"),
-            ("all three", None)]
-    print(f"\n{'hook overhead / raw floor':<32} {'in loop, wall':>13} {'CPU':>9} {'tight, wall':>12} {'CPU':>9}")
+    rows = [
+        ("TracingHook", "spans"),
+        ("MetricsHook", "metric updates"),
+        ("LoggingHook", "log lines"),
+        ("all three", None),
+    ]
+    print(
+        f"\n{'hook overhead / raw floor':<32} {'in loop, wall':>13} {'CPU':>9} {'tight, wall':>12} {'CPU':>9}"
+    )
     for hook, floor in rows:
         loop_floor = f"{floor}, in the loop" if floor else "all three, in the loop"
         tight_w = us[floor] if floor else sum(us[k] for k in floors)
         tight_c = cpu[floor] if floor else sum(cpu[k] for k in floors)
-        print(f"  {hook:<30} {over(us, hook) / over(us, loop_floor):>12.2f}x {over(cpu, hook) / over(cpu, loop_floor):>8.2f}x"
-              f" {over(us, hook) / tight_w:>11.2f}x {over(cpu, hook) / tight_c:>8.2f}x")
+        print(
+            f"  {hook:<30} {over(us, hook) / over(us, loop_floor):>12.2f}x {over(cpu, hook) / over(cpu, loop_floor):>8.2f}x"
+            f" {over(us, hook) / tight_w:>11.2f}x {over(cpu, hook) / tight_c:>8.2f}x"
+        )
     dead_name = "all three, dead OTLP endpoint"
-    print(f"{'dead endpoint / in-memory':<32} {us[dead_name] / us['all three']:>12.3f}x "
-          f"{cpu[dead_name] / cpu['all three']:>8.3f}x   (loop time with all hooks)")
+    print(
+        f"{'dead endpoint / in-memory':<32} {us[dead_name] / us['all three']:>12.3f}x "
+        f"{cpu[dead_name] / cpu['all three']:>8.3f}x   (loop time with all hooks)"
+    )
     print("targets: all three <= 1.5x the raw floor in the loop; dead endpoint <= 1.1x in-memory")
-    print(f"{'ProvenanceSink exporter / TracingHook alone':<32} {us['TracingHook + ProvenanceSink exporter'] - us['TracingHook']:>+12.1f} µs/step wall "
-          f"{cpu['TracingHook + ProvenanceSink exporter'] - cpu['TracingHook']:>+8.1f} µs/step CPU (rendered on the batch thread, written by the writer process; both counted)")
+    print(
+        f"{'ProvenanceSink exporter / TracingHook alone':<32} {us['TracingHook + ProvenanceSink exporter'] - us['TracingHook']:>+12.1f} µs/step wall "
+        f"{cpu['TracingHook + ProvenanceSink exporter'] - cpu['TracingHook']:>+8.1f} µs/step CPU (rendered on the batch thread, written by the writer process; both counted)"
+    )
     sink_provider.shutdown()
     shutil.rmtree(sink_root, ignore_errors=True)
     dead.shutdown = lambda: None  # do not wait for the dead endpoint at exit

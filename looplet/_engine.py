@@ -12,7 +12,8 @@ import json
 import logging
 import random
 import time
-from typing import Any, Generator
+from collections.abc import Generator
+from typing import Any
 
 from looplet.config import DEFAULT_SYSTEM_PROMPT, LoopConfig
 from looplet.errors import HookError, LLMError
@@ -52,7 +53,8 @@ Engine = Generator[Effect, Any, RunResult]
 #: Set by ``looplet.subagents`` around a sub-agent tool: every run that starts inside it appends its
 #: RunResult here when it ends, so the tool can roll the child's steps, tokens and cost up into its Step.
 RUN_RESULTS: contextvars.ContextVar[list[RunResult] | None] = contextvars.ContextVar(
-    "looplet_run_results", default=None)
+    "looplet_run_results", default=None
+)
 
 
 class _Totals:
@@ -65,8 +67,18 @@ class _Totals:
         self.llm_calls = 0
 
 
-def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks, config: LoopConfig,
-           state: Any, context: Any, task: Any, max_steps: int, cancel: Any) -> Engine:
+def engine(
+    run: Run,
+    llm: Any,
+    registry: BaseToolRegistry,
+    hooks: ResolvedHooks,
+    config: LoopConfig,
+    state: Any,
+    context: Any,
+    task: Any,
+    max_steps: int,
+    cancel: Any,
+) -> Engine:
     started = time.perf_counter()
     sink = RUN_RESULTS.get()
     H = hooks
@@ -103,20 +115,31 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
             if isinstance(out, Raised):
                 log.warning("on_hook_error hook raised %r", out.exc)
         if strict:
-            raise _Fatal(HookError(f"hook {type(hook).__name__}.{method} raised {type(exc).__name__}: {exc}"), exc)
+            raise _Fatal(
+                HookError(f"hook {type(hook).__name__}.{method} raised {type(exc).__name__}: {exc}"), exc
+            )
 
-    def decided(hook: Any, decision: str, reason: str | None, tool: str | None = None
-                ) -> Generator[Effect, Any, None]:
+    def decided(
+        hook: Any, decision: str, reason: str | None, tool: str | None = None
+    ) -> Generator[Effect, Any, None]:
         """Tell ``on_event`` hooks that a hook decision took effect (deny, stop, inject, update, reject_done)."""
-        attrs = {"hook": type(hook).__name__, "decision": decision, "reason": reason or "", "tool": tool or ""}
+        attrs = {
+            "hook": type(hook).__name__,
+            "decision": decision,
+            "reason": reason or "",
+            "tool": tool or "",
+        }
         for fn in run._events:
             out = yield (CALL, fn, ("hook.decision", attrs))
             if isinstance(out, Raised) and not isinstance(out, Interrupted):
                 log.warning("on_event hook raised %r", out.exc)
 
     def wrong_type(hook: Any, method: str, value: Any, expected: str) -> Generator[Effect, Any, None]:
-        yield from _report(hook, method, TypeError(
-            f"{type(hook).__name__}.{method} returned {type(value).__name__}; expected {expected}"))
+        yield from _report(
+            hook,
+            method,
+            TypeError(f"{type(hook).__name__}.{method} returned {type(value).__name__}; expected {expected}"),
+        )
 
     try:
         for hook, fn in H.on_loop_start:
@@ -210,7 +233,9 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                     state.cost_usd = totals.cost
             if response.provider != REPLAYED:
                 for hook, fn in H.on_llm_response:  # every answered call, whether or not it makes a Step
-                    yield from hook_call(hook, "on_llm_response", fn, (state, response, llm_ms, cost, step_num + 1))
+                    yield from hook_call(
+                        hook, "on_llm_response", fn, (state, response, llm_ms, cost, step_num + 1)
+                    )
 
             calls = response.tool_calls
             text_mode = False
@@ -222,14 +247,22 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                 session_log.append({"role": "assistant", "content": response.text or ""})
                 if malformed > config.max_malformed:
                     stop = "llm_error"
-                    error = (f"the model answered {malformed} times without calling a tool "
-                             f"(last answer: {(response.text or '')[:200]!r}); it may not support tool calls: "
-                             "use a model with tool/function calling (e.g. gpt-4o-mini, qwen2.5, llama3.1) "
-                             "or enable the server's tool-call parser")
+                    error = (
+                        f"the model answered {malformed} times without calling a tool "
+                        f"(last answer: {(response.text or '')[:200]!r}); it may not support tool calls: "
+                        "use a model with tool/function calling (e.g. gpt-4o-mini, qwen2.5, llama3.1) "
+                        "or enable the server's tool-call parser"
+                    )
                     break
-                session_log.append({"role": "user", "content": (
-                    "ERROR: your reply did not call a tool. Reply with a tool call "
-                    f"(tools: {', '.join(registry.tool_names())}); call `{done_tool}` when the task is complete.")})
+                session_log.append(
+                    {
+                        "role": "user",
+                        "content": (
+                            "ERROR: your reply did not call a tool. Reply with a tool call "
+                            f"(tools: {', '.join(registry.tool_names())}); call `{done_tool}` when the task is complete."
+                        ),
+                    }
+                )
                 continue
             malformed = 0
             if text_mode:
@@ -268,13 +301,18 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                                 tc = ToolCall(tc.tool, dict(r.updated_args), tc.id, tc.reasoning)
                                 yield from decided(hook, "update", None, tc.tool)
                             if r.block is not None:
-                                hint = " You may retry with different arguments." if r.retry else \
-                                    " Do not retry this call."
+                                hint = (
+                                    " You may retry with different arguments."
+                                    if r.retry
+                                    else " Do not retry this call."
+                                )
                                 preset = _err(f"Denied: {r.block}.{hint}", "denied")
                                 yield from decided(hook, "deny", r.block, tc.tool)
                             if r.stop:
                                 stop = _stop_reason(r.stop)
-                                preset = preset or _err(f"Not run: the run was stopped ({r.stop}).", "not_run")
+                                preset = preset or _err(
+                                    f"Not run: the run was stopped ({r.stop}).", "not_run"
+                                )
                                 yield from decided(hook, "stop", r.stop, tc.tool)
                         else:
                             yield from wrong_type(hook, "pre_dispatch", r, "None, HookDecision or ToolResult")
@@ -285,7 +323,9 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                     if tc.tool == done_tool and preset is None:
                         done_ok = True
                         for hook, fn in H.check_done:
-                            r = yield from hook_call(hook, "check_done", fn, (state, session_log, context, step_num))
+                            r = yield from hook_call(
+                                hook, "check_done", fn, (state, session_log, context, step_num)
+                            )
                             reason = r.block if isinstance(r, HookDecision) else r
                             if reason:
                                 preset = _err(f"Not done yet: {reason}", "done_rejected")
@@ -295,7 +335,7 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                     prepared.append([step_num, tc, preset, done_ok])
                     if stop is not None:
                         break
-                dangling = list(calls[i + len(prepared):])
+                dangling = list(calls[i + len(prepared) :])
                 i = j
 
                 to_run = [p[1] for p in prepared if p[2] is None]
@@ -311,7 +351,9 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                 for number, tc, result, done_ok in prepared:
                     notes: list[str] = []
                     for hook, fn in H.post_dispatch:
-                        r = yield from hook_call(hook, "post_dispatch", fn, (state, session_log, tc, result, number))
+                        r = yield from hook_call(
+                            hook, "post_dispatch", fn, (state, session_log, tc, result, number)
+                        )
                         if r is None:
                             continue
                         if isinstance(r, str):
@@ -326,17 +368,29 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                                 yield from decided(hook, "stop", r.stop, tc.tool)
                         else:
                             yield from wrong_type(hook, "post_dispatch", r, "None, str or HookDecision")
-                    text = result.text if result.text is not None else (
-                        f"ERROR: {result.error}" if result.error else str(result.data))
+                    text = (
+                        result.text
+                        if result.text is not None
+                        else (f"ERROR: {result.error}" if result.error else str(result.data))
+                    )
                     if notes:
                         text = text + "\n\n" + "\n".join(notes)
                     if text_mode:
                         session_log.append({"role": "user", "content": f"Result of {tc.tool}: {text}"})
                     else:
                         session_log.append({"role": "tool", "tool_call_id": tc.id, "content": text})
-                    step = Step(number, tc, result, usage if first else None, llm_ms if first else 0.0,
-                                result.duration_ms, cost if first else None, response.model or run.model,
-                                run.trace_id, run.span_id)
+                    step = Step(
+                        number,
+                        tc,
+                        result,
+                        usage if first else None,
+                        llm_ms if first else 0.0,
+                        result.duration_ms,
+                        cost if first else None,
+                        response.model or run.model,
+                        run.trace_id,
+                        run.span_id,
+                    )
                     if first and response.time_to_first_chunk_s is not None:
                         step.ttfc_ms = response.time_to_first_chunk_s * 1000.0
                     if result.children or result.usage is not None or result.cost_usd is not None:
@@ -381,13 +435,22 @@ def engine(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
     # END ------------------------------------------------------------------------------------------
     if dangling and not text_mode:
         for tc in dangling:  # keep the transcript valid for a resume: every call gets an answer
-            session_log.append({"role": "tool", "tool_call_id": tc.id,
-                                "content": f"Not run: the run stopped ({stop})."})
+            session_log.append(
+                {"role": "tool", "tool_call_id": tc.id, "content": f"Not run: the run stopped ({stop})."}
+            )
     totals.cost = getattr(state, "cost_usd", totals.cost)
     result = RunResult(
-        stop_reason=stop or "cancelled", steps=list(state.steps), usage=totals.usage, cost_usd=totals.cost,
-        duration_ms=(time.perf_counter() - started) * 1000.0, final_output=final, error=error,
-        run_id=run.run_id, trace_id=run.trace_id, llm_calls=totals.llm_calls)
+        stop_reason=stop or "cancelled",
+        steps=list(state.steps),
+        usage=totals.usage,
+        cost_usd=totals.cost,
+        duration_ms=(time.perf_counter() - started) * 1000.0,
+        final_output=final,
+        error=error,
+        run_id=run.run_id,
+        trace_id=run.trace_id,
+        llm_calls=totals.llm_calls,
+    )
     if hasattr(state, "result"):
         state.result = result
     if sink is not None:
@@ -443,12 +506,14 @@ class _ChunkCallback:
         for hook, awaitable in pending:
             try:
                 await awaitable
-            except Exception as exc:  # noqa: BLE001 - isolated like every observer
+            except Exception as exc:
                 self._failed(hook, exc)
 
     def _failed(self, hook: Any, exc: Exception) -> None:
         if self.strict:  # ends the run as hook_error (the engine looks for HookError from the LLM call)
-            raise HookError(f"hook {type(hook).__name__}.on_llm_chunk raised {type(exc).__name__}: {exc}") from exc
+            raise HookError(
+                f"hook {type(hook).__name__}.on_llm_chunk raised {type(exc).__name__}: {exc}"
+            ) from exc
         log.warning("hook %s.on_llm_chunk raised %r", type(hook).__name__, exc)
 
 
@@ -517,14 +582,19 @@ def _assistant_message(text: str | None, calls: list[ToolCall]) -> dict[str, Any
         "role": "assistant",
         "content": text,
         "tool_calls": [
-            {"id": c.id, "type": "function",
-             "function": {"name": c.tool, "arguments": json.dumps(c.args, ensure_ascii=False)}}
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.tool, "arguments": json.dumps(c.args, ensure_ascii=False)},
+            }
             for c in calls
         ],
     }
 
 
-def _transcript(state: Any, config: LoopConfig, registry: BaseToolRegistry, task: Any) -> list[dict[str, Any]]:
+def _transcript(
+    state: Any, config: LoopConfig, registry: BaseToolRegistry, task: Any
+) -> list[dict[str, Any]]:
     existing = getattr(state, "transcript", None)
     if isinstance(existing, list) and existing:
         return existing  # resuming: the model sees everything it saw before

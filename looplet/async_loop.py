@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any, AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
+from typing import Any
 
 from looplet._engine import CALL, CLOSED, LLM, SLEEP, STEP, TOOLS, Interrupted, Raised, engine
 from looplet.config import LoopConfig
@@ -16,20 +17,51 @@ from looplet.types import LLMCall, Step, ToolCall, ToolResult
 __all__ = ["async_composable_loop"]
 
 
-def async_composable_loop(llm: Any, task: dict[str, Any] | None = None, tools: BaseToolRegistry | None = None,
-                          hooks: list[Any] | None = None, config: LoopConfig | None = None, state: Any = None,
-                          context: Any = None, *, max_steps: int | None = None, system_prompt: str | None = None,
-                          cancel: CancelToken | None = None, parent: Any = None) -> AsyncGenerator[Step, None]:
+def async_composable_loop(
+    llm: Any,
+    task: dict[str, Any] | None = None,
+    tools: BaseToolRegistry | None = None,
+    hooks: list[Any] | None = None,
+    config: LoopConfig | None = None,
+    state: Any = None,
+    context: Any = None,
+    *,
+    max_steps: int | None = None,
+    system_prompt: str | None = None,
+    cancel: CancelToken | None = None,
+    parent: Any = None,
+) -> AsyncGenerator[Step, None]:
     """The async loop: ``async for step in async_composable_loop(...)``. Hooks may be ``async def``;
     backends are awaited (``agenerate``, else ``generate`` in a thread); ``async def`` tools are awaited.
     The :class:`RunResult` is ``state.result`` once the loop ends (async generators cannot return values)."""
-    args = prepare(llm, task, tools, hooks, config, state, context, max_steps, system_prompt, cancel,
-                   async_mode=True, parent=parent)
+    args = prepare(
+        llm,
+        task,
+        tools,
+        hooks,
+        config,
+        state,
+        context,
+        max_steps,
+        system_prompt,
+        cancel,
+        async_mode=True,
+        parent=parent,
+    )
     return _drive(*args, cancel)
 
 
-async def _drive(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks, config: LoopConfig,
-                 state: Any, context: Any, limit: int, cancel: Any) -> AsyncGenerator[Step, None]:
+async def _drive(
+    run: Run,
+    llm: Any,
+    registry: BaseToolRegistry,
+    hooks: ResolvedHooks,
+    config: LoopConfig,
+    state: Any,
+    context: Any,
+    limit: int,
+    cancel: Any,
+) -> AsyncGenerator[Step, None]:
     eng = engine(run, llm, registry, hooks, config, state, context, run.task, limit, cancel)
     call_llm = _fold(hooks.wrap_llm_call, _innermost_llm(llm))
     run_tool = _tool_chain(hooks.wrap_tool, registry, config.tool_timeout_s, config.max_tool_output_chars)
@@ -96,6 +128,7 @@ async def _resolve(value: Any) -> Any:
 def _innermost_llm(llm: Any) -> Callable[[LLMCall], Any]:
     agenerate = getattr(llm, "agenerate", None)
     if callable(agenerate):
+
         def call(c: LLMCall) -> Any:
             return agenerate(c.messages, tools=c.tools, **c.options)
     else:
@@ -103,11 +136,16 @@ def _innermost_llm(llm: Any) -> Callable[[LLMCall], Any]:
 
         def call(c: LLMCall) -> Any:
             return asyncio.to_thread(generate, c.messages, tools=c.tools, **c.options)
+
     return call
 
 
-def _tool_chain(wraps: Iterable[tuple[Any, Callable[..., Any]]], registry: BaseToolRegistry,
-                timeout: float | None, max_chars: int | None = None) -> Callable[[ToolCall], Any]:
+def _tool_chain(
+    wraps: Iterable[tuple[Any, Callable[..., Any]]],
+    registry: BaseToolRegistry,
+    timeout: float | None,
+    max_chars: int | None = None,
+) -> Callable[[ToolCall], Any]:
     adispatch = registry.adispatch
 
     def innermost(tc: ToolCall) -> Any:
@@ -119,10 +157,15 @@ def _tool_chain(wraps: Iterable[tuple[Any, Callable[..., Any]]], registry: BaseT
         try:
             out = await _resolve(chain(tc))
         except Exception as exc:
-            return ToolResult(error=f"{type(exc).__name__}: {exc}", error_kind="tool_exception",
-                              text=f"ERROR: {type(exc).__name__}: {exc}")
+            return ToolResult(
+                error=f"{type(exc).__name__}: {exc}",
+                error_kind="tool_exception",
+                text=f"ERROR: {type(exc).__name__}: {exc}",
+            )
         if not isinstance(out, ToolResult):
-            return ToolResult(error=f"a wrap_tool hook returned {type(out).__name__}", error_kind="hook_error")
+            return ToolResult(
+                error=f"a wrap_tool hook returned {type(out).__name__}", error_kind="hook_error"
+            )
         return out
 
     return run

@@ -34,19 +34,34 @@ class UsageError(LoopletError):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="looplet run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="looplet run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("target", metavar="MODULE:FACTORY", help="where your agent factory lives")
     p.add_argument("task", help="the goal, or a JSON object for a structured task")
-    p.add_argument("--otlp", metavar="URL", default=None,
-                   help="send spans to this OTLP endpoint (default: $OTEL_EXPORTER_OTLP_ENDPOINT when set)")
-    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
-                   help="serve Prometheus /metrics on 127.0.0.1:PORT while the run lasts")
+    p.add_argument(
+        "--otlp",
+        metavar="URL",
+        default=None,
+        help="send spans to this OTLP endpoint (default: $OTEL_EXPORTER_OTLP_ENDPOINT when set)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus /metrics on 127.0.0.1:PORT while the run lasts",
+    )
     p.add_argument("--log-file", default=None, metavar="FILE", help="write JSON log lines to FILE")
-    p.add_argument("--trace-dir", default=None, metavar="DIR", help="save the run's trajectory folder under DIR")
-    p.add_argument("--traceparent", default=None, metavar="TP",
-                   help="continue this W3C trace (default: $TRACEPARENT)")
-    p.add_argument("--service-name", default=None, help="OpenTelemetry service.name (default: the agent's name)")
+    p.add_argument(
+        "--trace-dir", default=None, metavar="DIR", help="save the run's trajectory folder under DIR"
+    )
+    p.add_argument(
+        "--traceparent", default=None, metavar="TP", help="continue this W3C trace (default: $TRACEPARENT)"
+    )
+    p.add_argument(
+        "--service-name", default=None, help="OpenTelemetry service.name (default: the agent's name)"
+    )
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many tool calls")
     p.add_argument("--no-telemetry", action="store_true", help="run without any telemetry")
     p.add_argument("--quiet", action="store_true", help="no step lines, only the summary")
@@ -89,10 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         result = getattr(state, "result", None)
         steps = getattr(state, "steps", None)
         if isinstance(steps, list) and not args.quiet:
-            for step in steps[printer.steps:]:  # finished (and recorded) before their line was printed
+            for step in steps[printer.steps :]:  # finished (and recorded) before their line was printed
                 printer.step(step, state)
-        print("\ninterrupted (Ctrl-C): the run ended as 'cancelled'; hooks were told and telemetry is flushed",
-              file=err)
+        print(
+            "\ninterrupted (Ctrl-C): the run ended as 'cancelled'; hooks were told and telemetry is flushed",
+            file=err,
+        )
         code = 130
     finally:
         wall_s = time.perf_counter() - started
@@ -113,11 +130,27 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _run(agent: dict[str, Any], task: dict[str, Any], hooks: list[Any], state: Any, parent: Any,
-         max_steps: int | None, printer: StepPrinter) -> Any:
-    kwargs = dict(llm=agent["llm"], tools=agent["tools"], task=task, hooks=hooks, config=agent["config"],
-                  state=state, context=agent["context"], system_prompt=agent["system_prompt"],
-                  max_steps=max_steps, parent=parent)
+def _run(
+    agent: dict[str, Any],
+    task: dict[str, Any],
+    hooks: list[Any],
+    state: Any,
+    parent: Any,
+    max_steps: int | None,
+    printer: StepPrinter,
+) -> Any:
+    kwargs = dict(
+        llm=agent["llm"],
+        tools=agent["tools"],
+        task=task,
+        hooks=hooks,
+        config=agent["config"],
+        state=state,
+        context=agent["context"],
+        system_prompt=agent["system_prompt"],
+        max_steps=max_steps,
+        parent=parent,
+    )
     if callable(getattr(agent["llm"], "generate", None)):
         from looplet.loop import composable_loop
 
@@ -146,11 +179,14 @@ def _run(agent: dict[str, Any], task: dict[str, Any], hooks: list[Any], state: A
 
 # --- loading the user's agent ------------------------------------------------------------------------
 
+
 def load_factory(target: str) -> Any:
     """Import ``MODULE:FACTORY`` (a dotted name or a ``.py`` path) and return the factory."""
     module_name, sep, attr = target.rpartition(":")
     if not sep or not module_name or not attr:
-        raise UsageError(f"expected MODULE:FACTORY, got {target!r}; e.g. my_agent:build or agents/triage.py:make")
+        raise UsageError(
+            f"expected MODULE:FACTORY, got {target!r}; e.g. my_agent:build or agents/triage.py:make"
+        )
     if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
         path = os.path.abspath(module_name)
         if not os.path.isfile(path):
@@ -171,19 +207,27 @@ def load_factory(target: str) -> Any:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name):
-                raise UsageError(f"cannot import {module_name!r}: no such module. Run from the folder that holds "
-                                 f"it, or give its path: looplet run path/to/{module_name.split('.')[-1]}.py:{attr}"
-                                 ) from exc
+                raise UsageError(
+                    f"cannot import {module_name!r}: no such module. Run from the folder that holds "
+                    f"it, or give its path: looplet run path/to/{module_name.split('.')[-1]}.py:{attr}"
+                ) from exc
             raise UsageError(f"importing {module_name!r} failed: {exc}") from exc
         except Exception as exc:
             raise UsageError(f"importing {module_name!r} raised {type(exc).__name__}: {exc}") from exc
     factory = getattr(module, attr, None)
     if factory is None:
-        names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
-                       and getattr(v, "__module__", None) == module.__name__)
-        raise UsageError(f"{module_name} has no {attr!r}" + (f"; it defines: {', '.join(names)}" if names else ""))
+        names = sorted(
+            n
+            for n, v in vars(module).items()
+            if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__
+        )
+        raise UsageError(
+            f"{module_name} has no {attr!r}" + (f"; it defines: {', '.join(names)}" if names else "")
+        )
     if not callable(factory):
-        raise UsageError(f"{module_name}:{attr} is a {type(factory).__name__}, not a function that builds the agent")
+        raise UsageError(
+            f"{module_name}:{attr} is a {type(factory).__name__}, not a function that builds the agent"
+        )
     return factory
 
 
@@ -192,8 +236,10 @@ def build_agent(factory: Any, target: str = "FACTORY") -> dict[str, Any]:
     try:
         made = factory()
     except TypeError as exc:
-        raise UsageError(f"calling {target}() failed: {exc}. The factory is called with no arguments; give its "
-                         "parameters defaults") from exc
+        raise UsageError(
+            f"calling {target}() failed: {exc}. The factory is called with no arguments; give its "
+            "parameters defaults"
+        ) from exc
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
@@ -204,8 +250,10 @@ def build_agent(factory: Any, target: str = "FACTORY") -> dict[str, Any]:
         agent = {k: getattr(made, k, None) for k in _FIELDS}
     missing = [k for k in ("llm", "tools") if agent[k] is None]
     if missing:
-        raise UsageError(f"{target}() returned {type(made).__name__} without {' and '.join(missing)}; return e.g. "
-                         "{'llm': OpenAIBackend.from_env(), 'tools': tools_from([...]), 'hooks': [...]}")
+        raise UsageError(
+            f"{target}() returned {type(made).__name__} without {' and '.join(missing)}; return e.g. "
+            "{'llm': OpenAIBackend.from_env(), 'tools': tools_from([...]), 'hooks': [...]}"
+        )
     if isinstance(agent["tools"], (list, tuple)):
         from looplet.tools import tools_from
 
@@ -220,9 +268,11 @@ def _task(text: str) -> dict[str, Any]:
         try:
             task = json.loads(stripped)
         except ValueError as exc:
-            raise UsageError(f"the task looks like JSON but is not valid ({exc}); quote it, or give plain text")
+            raise UsageError(
+                f"the task looks like JSON but is not valid ({exc}); quote it, or give plain text"
+            )
         if not isinstance(task, dict):
-            raise UsageError("a JSON task must be an object, e.g. '{\"goal\": \"...\"}'")
+            raise UsageError('a JSON task must be an object, e.g. \'{"goal": "..."}\'')
         return task
     if not stripped:
         raise UsageError('the task is empty; say what the agent should do, e.g. "Summarise README.md"')
@@ -240,8 +290,10 @@ def _traceparent(value: str | None) -> str | None:
             raise ValueError("expected exactly 4 fields")
     except ValueError:
         source = "--traceparent" if value is not None else "TRACEPARENT"
-        raise UsageError(f"{source} {tp!r} is not a W3C traceparent; expected 00-<32 hex trace id>-<16 hex span id>-"
-                         "<2 hex flags>, e.g. 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") from None
+        raise UsageError(
+            f"{source} {tp!r} is not a W3C traceparent; expected 00-<32 hex trace id>-<16 hex span id>-"
+            "<2 hex flags>, e.g. 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ) from None
     return tp
 
 
@@ -253,8 +305,11 @@ def _check_writable(folder: str, flag: str) -> None:
 
 def _where(session: Any) -> str:
     """One line: where this run's spans, metrics, logs and trajectories go."""
-    parts = [f"spans → {session.otlp_protocol} {session.otlp_endpoint}" if getattr(session, "otlp_endpoint", None)
-             else "spans not exported (no --otlp)"]
+    parts = [
+        f"spans → {session.otlp_protocol} {session.otlp_endpoint}"
+        if getattr(session, "otlp_endpoint", None)
+        else "spans not exported (no --otlp)"
+    ]
     if getattr(session, "metrics_port", None) is not None:
         parts.append(f"metrics → http://127.0.0.1:{session.metrics_port}/metrics (while the run lasts)")
     if getattr(session, "log_file", None):
@@ -268,8 +323,14 @@ def _where(session: Any) -> str:
 def _telemetry(args: argparse.Namespace, agent: dict[str, Any]) -> Any:
     """``configure(...)`` from the flags; None when nothing asks for telemetry."""
     otlp = args.otlp
-    wanted = otlp or args.metrics_port is not None or args.log_file or args.trace_dir or \
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    wanted = (
+        otlp
+        or args.metrics_port is not None
+        or args.log_file
+        or args.trace_dir
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
     if not wanted:
         return None
     try:
@@ -277,14 +338,24 @@ def _telemetry(args: argparse.Namespace, agent: dict[str, Any]) -> Any:
     except MissingExtra:
         raise
     except ImportError as exc:
-        raise UsageError(f"telemetry flags need looplet.telemetry.setup, which this install lacks ({exc})") from exc
+        raise UsageError(
+            f"telemetry flags need looplet.telemetry.setup, which this install lacks ({exc})"
+        ) from exc
     config = agent["config"]
     service = args.service_name or (config.agent_name if config is not None else None) or "looplet-agent"
     try:
-        return configure(service_name=service, otlp_endpoint=otlp, metrics_port=args.metrics_port,
-                         json_logs=bool(args.log_file), log_file=args.log_file, provenance_dir=args.trace_dir)
+        return configure(
+            service_name=service,
+            otlp_endpoint=otlp,
+            metrics_port=args.metrics_port,
+            json_logs=bool(args.log_file),
+            log_file=args.log_file,
+            provenance_dir=args.trace_dir,
+        )
     except OSError as exc:
         if args.metrics_port is not None and getattr(exc, "errno", None) in (98, 48, 10048):  # EADDRINUSE
-            raise UsageError(f"--metrics-port {args.metrics_port}: the port is already in use; pick a free one "
-                             "(or 0 for any free port)") from exc
+            raise UsageError(
+                f"--metrics-port {args.metrics_port}: the port is already in use; pick a free one "
+                "(or 0 for any free port)"
+            ) from exc
         raise UsageError(f"setting up telemetry failed: {exc}") from exc

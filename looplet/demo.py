@@ -47,7 +47,7 @@ def fetch_page(url: str) -> str:
 def calculator(expression: str) -> float:
     if not set(expression) <= set("0123456789+-*/(). "):
         raise ValueError("only digits, + - * / ( ) and . are allowed")
-    return float(eval(expression, {"__builtins__": {}}, {}))  # noqa: S307 - characters are whitelisted
+    return float(eval(expression, {"__builtins__": {}}, {}))
 
 
 SCRIPT = [
@@ -68,21 +68,35 @@ def guard() -> Any:
     """The demo's policy: no fetches of link-local (cloud metadata) addresses."""
     from looplet.control.permission import PermissionHook, Rule
 
-    return PermissionHook([Rule("deny", "fetch_page", {"url": "http://169.254.*"},
-                                reason="link-local addresses (cloud metadata) are off limits",
-                                name="no-metadata")])
+    return PermissionHook(
+        [
+            Rule(
+                "deny",
+                "fetch_page",
+                {"url": "http://169.254.*"},
+                reason="link-local addresses (cloud metadata) are off limits",
+                name="no-metadata",
+            )
+        ]
+    )
 
 
-def build(latency_s: float = 0.05, steps: int | None = None, stream: bool = False
-          ) -> tuple[MockLLMBackend, Any, LoopConfig]:
+def build(
+    latency_s: float = 0.05, steps: int | None = None, stream: bool = False
+) -> tuple[MockLLMBackend, Any, LoopConfig]:
     """The demo's backend, tools and config (``steps`` repeats the script to make longer runs)."""
     script = list(SCRIPT)
     if steps and steps > len(script):
         body = SCRIPT[:-1]
         script = [body[i % len(body)] for i in range(steps - 1)] + [SCRIPT[-1]]
     llm = MockLLMBackend(script, model="gpt-4o-mini", usage="estimate", latency_s=latency_s)
-    config = LoopConfig(max_steps=max(len(script) + 2, 15), agent_name="demo-agent", parallel_tools=True,
-                        tool_timeout_s=5.0, stream=stream)
+    config = LoopConfig(
+        max_steps=max(len(script) + 2, 15),
+        agent_name="demo-agent",
+        parallel_tools=True,
+        tool_timeout_s=5.0,
+        stream=stream,
+    )
     return llm, tools_from([search_docs, fetch_page, calculator]), config
 
 
@@ -93,10 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.05, help="simulated LLM latency in seconds")
     parser.add_argument("--otlp", default=None, help="send spans to this OTLP endpoint")
     parser.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on ADDR:PORT")
-    parser.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics (0.0.0.0 in a container)")
+    parser.add_argument(
+        "--metrics-addr", default="127.0.0.1", help="address for /metrics (0.0.0.0 in a container)"
+    )
     parser.add_argument("--log-file", default=None, help="write JSON logs here (default: stderr)")
     parser.add_argument("--trace-dir", default=None, help="write a trajectory folder per run here")
-    parser.add_argument("--stream", action="store_true", help="stream the model's answers (time to first chunk)")
+    parser.add_argument(
+        "--stream", action="store_true", help="stream the model's answers (time to first chunk)"
+    )
     parser.add_argument("--no-telemetry", action="store_true", help="run the bare loop")
     parser.add_argument("--quiet", action="store_true", help="no step lines")
     args = parser.parse_args(argv)
@@ -113,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             state = DefaultState(max_steps=config.max_steps)
             started = time.perf_counter()
             printer = StepPrinter(out, quiet=args.quiet)
-            for step in composable_loop(llm=llm, tools=tools, task=TASK, config=config, state=state, hooks=hooks):
+            for step in composable_loop(
+                llm=llm, tools=tools, task=TASK, config=config, state=state, hooks=hooks
+            ):
                 printer.step(step, state)
             result = state.result
             assert result is not None
@@ -131,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
 def _latencies(result: Any, out: Any) -> None:
     llm_ms = sorted(s.llm_ms for s in result.steps if s.llm_ms)
     tool_ms = sorted(s.tool_ms for s in result.steps)
-    print(f"LLM latency p50 {_pct(llm_ms, 50):.1f} ms p95 {_pct(llm_ms, 95):.1f} ms · "
-          f"tool latency p50 {_pct(tool_ms, 50):.2f} ms p95 {_pct(tool_ms, 95):.2f} ms", file=out, flush=True)
+    print(
+        f"LLM latency p50 {_pct(llm_ms, 50):.1f} ms p95 {_pct(llm_ms, 95):.1f} ms · "
+        f"tool latency p50 {_pct(tool_ms, 50):.2f} ms p95 {_pct(tool_ms, 95):.2f} ms",
+        file=out,
+        flush=True,
+    )
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -149,9 +173,15 @@ def _telemetry(args: argparse.Namespace) -> Any:
     except ImportError:
         return None
     try:
-        return configure(service_name="looplet-demo", otlp_endpoint=args.otlp, metrics_port=args.metrics_port,
-                         metrics_addr=args.metrics_addr,
-                         json_logs=True, log_file=args.log_file, provenance_dir=args.trace_dir)
+        return configure(
+            service_name="looplet-demo",
+            otlp_endpoint=args.otlp,
+            metrics_port=args.metrics_port,
+            metrics_addr=args.metrics_addr,
+            json_logs=True,
+            log_file=args.log_file,
+            provenance_dir=args.trace_dir,
+        )
     except ImportError as exc:
         print(f"note: running without telemetry ({exc})", file=sys.stderr)
         return None

@@ -21,10 +21,13 @@ __all__ = ["main", "extras", "endpoints", "reachable"]
 
 #: extra -> (import name, distribution name) pairs it provides
 EXTRAS: dict[str, list[tuple[str, str]]] = {
-    "otel": [("opentelemetry.trace", "opentelemetry-api"), ("opentelemetry.sdk", "opentelemetry-sdk"),
-             ("opentelemetry.semconv", "opentelemetry-semantic-conventions"),
-             ("opentelemetry.exporter.otlp.proto.http", "opentelemetry-exporter-otlp-proto-http"),
-             ("opentelemetry.exporter.otlp.proto.grpc", "opentelemetry-exporter-otlp-proto-grpc")],
+    "otel": [
+        ("opentelemetry.trace", "opentelemetry-api"),
+        ("opentelemetry.sdk", "opentelemetry-sdk"),
+        ("opentelemetry.semconv", "opentelemetry-semantic-conventions"),
+        ("opentelemetry.exporter.otlp.proto.http", "opentelemetry-exporter-otlp-proto-http"),
+        ("opentelemetry.exporter.otlp.proto.grpc", "opentelemetry-exporter-otlp-proto-grpc"),
+    ],
     "prometheus": [("prometheus_client", "prometheus-client")],
     "logs": [("structlog", "structlog")],
     "openai": [("openai", "openai")],
@@ -60,8 +63,12 @@ def extras() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for extra, parts in EXTRAS.items():
         pieces = {dist: (_version(dist) if _installed(mod) else None) for mod, dist in parts}
-        out[extra] = {"ok": all(v is not None for v in pieces.values()), "packages": pieces,
-                      "for": WHAT_FOR[extra], "install": f"pip install 'looplet[{extra}]'"}
+        out[extra] = {
+            "ok": all(v is not None for v in pieces.values()),
+            "packages": pieces,
+            "for": WHAT_FOR[extra],
+            "install": f"pip install 'looplet[{extra}]'",
+        }
     return out
 
 
@@ -72,13 +79,15 @@ def reachable(url: str, timeout: float = 0.5) -> tuple[bool, str]:
     if not host:
         return False, f"cannot read a host in {url!r}"
     try:
-        port = parts.port or {"https": 443, "http": 80, "grpc": 4317}.get(parts.scheme, 443 if not parts.scheme else 80)
+        port = parts.port or {"https": 443, "http": 80, "grpc": 4317}.get(
+            parts.scheme, 443 if not parts.scheme else 80
+        )
     except ValueError:
         return False, f"bad port in {url!r}"
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True, f"{host}:{port} accepts connections"
-    except socket.timeout:
+    except TimeoutError:
         return False, f"{host}:{port} did not answer within {timeout:g}s"
     except OSError as exc:
         return False, f"{host}:{port}: {exc.strerror or exc}"
@@ -88,8 +97,11 @@ def _otlp_target() -> tuple[str | None, str, str]:
     """``(endpoint, protocol, source)`` of span export as the OTel SDK would read it."""
     env = os.environ
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    source = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-              else "OTEL_EXPORTER_OTLP_ENDPOINT")
+    source = (
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        else "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
     protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
     if not protocol:  # as configure() decides: gRPC on 4317, HTTP otherwise
         try:
@@ -106,22 +118,39 @@ def endpoints(timeout: float = 0.5, offline: bool = False) -> list[dict[str, Any
     rows: list[dict[str, Any]] = []
 
     def row(name: str, url: str | None, source: str, note: str = "", check: bool = True) -> None:
-        item: dict[str, Any] = {"name": name, "url": url, "source": source, "note": note, "reachable": None,
-                                "detail": ""}
+        item: dict[str, Any] = {
+            "name": name,
+            "url": url,
+            "source": source,
+            "note": note,
+            "reachable": None,
+            "detail": "",
+        }
         if url and check and not offline:
             item["reachable"], item["detail"] = reachable(url, timeout)
         rows.append(item)
 
     base = env.get("OPENAI_BASE_URL")
-    key = "set" if env.get("OPENAI_API_KEY") else "NOT SET (export OPENAI_API_KEY=...; any value for local servers)"
+    key = (
+        "set"
+        if env.get("OPENAI_API_KEY")
+        else "NOT SET (export OPENAI_API_KEY=...; any value for local servers)"
+    )
     model = env.get("OPENAI_MODEL") or "NOT SET (export OPENAI_MODEL=gpt-4o-mini)"
-    row("OpenAI-compatible backend", base or "https://api.openai.com/v1",
-        "OPENAI_BASE_URL" if base else "default", f"key {key}; model {model}")
+    row(
+        "OpenAI-compatible backend",
+        base or "https://api.openai.com/v1",
+        "OPENAI_BASE_URL" if base else "default",
+        f"key {key}; model {model}",
+    )
     if env.get("ANTHROPIC_API_KEY") or env.get("ANTHROPIC_BASE_URL"):
         a_base = env.get("ANTHROPIC_BASE_URL")
-        row("Anthropic backend", a_base or "https://api.anthropic.com",
+        row(
+            "Anthropic backend",
+            a_base or "https://api.anthropic.com",
             "ANTHROPIC_BASE_URL" if a_base else "default",
-            "key " + ("set" if env.get("ANTHROPIC_API_KEY") else "NOT SET (export ANTHROPIC_API_KEY=...)"))
+            "key " + ("set" if env.get("ANTHROPIC_API_KEY") else "NOT SET (export ANTHROPIC_API_KEY=...)"),
+        )
     otlp, protocol, source = _otlp_target()
     if otlp:
         row("OTLP span exporter", otlp, source, f"protocol {protocol}")
@@ -140,20 +169,36 @@ def destinations() -> list[tuple[str, str]]:
     elif otlp:
         spans = f"OTLP {protocol} to {otlp} (from {source})"
     else:
-        spans = ("not exported: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4318) or pass "
-                 "--otlp URL to `looplet run` / `looplet demo`")
-    capture = env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "").lower() in ("true", "1", "yes")
+        spans = (
+            "not exported: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4318) or pass "
+            "--otlp URL to `looplet run` / `looplet demo`"
+        )
+    capture = env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "").lower() in (
+        "true",
+        "1",
+        "yes",
+    )
     service = env.get("OTEL_SERVICE_NAME") or "the agent's name (set OTEL_SERVICE_NAME to choose)"
     return [
         ("spans", spans),
         ("service.name", service),
-        ("message content", "captured (redacted) on spans" if capture else
-         "not captured (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true to capture, redacted)"),
-        ("metrics", "Prometheus /metrics on 127.0.0.1:PORT when you pass --metrics-port PORT "
-                    "(or configure(metrics_port=...)); nothing is served otherwise"),
+        (
+            "message content",
+            "captured (redacted) on spans"
+            if capture
+            else "not captured (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true to capture, redacted)",
+        ),
+        (
+            "metrics",
+            "Prometheus /metrics on 127.0.0.1:PORT when you pass --metrics-port PORT "
+            "(or configure(metrics_port=...)); nothing is served otherwise",
+        ),
         ("logs", "JSON lines to stderr, or to --log-file FILE (configure(json_logs=True))"),
-        ("trajectories", "a folder per run under --trace-dir DIR (configure(provenance_dir=...)); "
-                         "read them with `looplet show DIR`"),
+        (
+            "trajectories",
+            "a folder per run under --trace-dir DIR (configure(provenance_dir=...)); "
+            "read them with `looplet show DIR`",
+        ),
     ]
 
 
@@ -172,13 +217,26 @@ def main(argv: list[str] | None = None) -> int:
     missing = [name for name, info in ex.items() if not info["ok"]]
     unreachable = [e for e in eps if e["reachable"] is False]
     if args.json:
-        print(json.dumps({"looplet": __version__, "python": sys.version.split()[0], "extras": ex,
-                          "endpoints": eps, "telemetry": dict(dest),
-                          "install": [ex[m]["install"] for m in missing]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "looplet": __version__,
+                    "python": sys.version.split()[0],
+                    "extras": ex,
+                    "endpoints": eps,
+                    "telemetry": dict(dest),
+                    "install": [ex[m]["install"] for m in missing],
+                },
+                indent=2,
+            )
+        )
         return 1 if unreachable else 0
 
-    out: list[str] = [f"looplet {__version__} on Python {sys.version.split()[0]} ({sys.executable})", "",
-                      "extras:"]
+    out: list[str] = [
+        f"looplet {__version__} on Python {sys.version.split()[0]} ({sys.executable})",
+        "",
+        "extras:",
+    ]
     for name, info in ex.items():
         mark = "✓" if info["ok"] else "✗"
         versions = ", ".join(f"{d} {v}" if v else f"{d} missing" for d, v in info["packages"].items())
@@ -195,9 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         if e["note"]:
             out.append(f"      {e['note']}")
         if e["reachable"] is False:
-            out.append("      check the URL and that the server is running; a local collector listens on "
-                       "4317 (gRPC) / 4318 (HTTP)" if "OTLP" in e["name"] else
-                       "      check the URL and that the server is running (Ollama: http://127.0.0.1:11434/v1)")
+            out.append(
+                "      check the URL and that the server is running; a local collector listens on "
+                "4317 (gRPC) / 4318 (HTTP)"
+                if "OTLP" in e["name"]
+                else "      check the URL and that the server is running (Ollama: http://127.0.0.1:11434/v1)"
+            )
     out += ["", "telemetry goes to:"]
     out += [f"  {kind:<16} {where}" for kind, where in dest]
     out.append("")

@@ -10,8 +10,15 @@ class LoopletError(Exception):
 class LLMError(LoopletError):
     """A backend call failed. ``retryable`` errors (429, 5xx, timeouts) are retried with backoff."""
 
-    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None,
-                 retry_after: float | None = None, kind: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        status: int | None = None,
+        retry_after: float | None = None,
+        kind: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status = status

@@ -25,15 +25,28 @@ import inspect
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from looplet.types import Step, ToolCall, Usage
 
-__all__ = ["eval_mark", "EvalContext", "EvalOutcome", "EvalHook", "run_eval", "run_evals", "discover",
-           "select", "trajectory_cases", "eval_cases", "check", "BUILTIN_EVALS"]
+__all__ = [
+    "eval_mark",
+    "EvalContext",
+    "EvalOutcome",
+    "EvalHook",
+    "run_eval",
+    "run_evals",
+    "discover",
+    "select",
+    "trajectory_cases",
+    "eval_cases",
+    "check",
+    "BUILTIN_EVALS",
+]
 
 _TAGS = "looplet_eval_tags"
 EvalFn = Callable[["EvalContext"], Any]
@@ -118,18 +131,43 @@ class EvalContext:
     # construction ----------------------------------------------------------------------------------
     @classmethod
     def from_trajectory(cls, t: Any) -> EvalContext:
-        return cls(steps=list(t.steps), final_output=t.final_output, stop_reason=t.stop_reason, usage=t.usage,
-                   cost=t.cost_usd, duration_ms=t.duration_ms, task=t.task, error=t.error, llm_calls=t.llm_calls,
-                   models=t.models, agent=t.agent, run_id=t.run_id, name=t.name, trajectory=t, events=t.events)
+        return cls(
+            steps=list(t.steps),
+            final_output=t.final_output,
+            stop_reason=t.stop_reason,
+            usage=t.usage,
+            cost=t.cost_usd,
+            duration_ms=t.duration_ms,
+            task=t.task,
+            error=t.error,
+            llm_calls=t.llm_calls,
+            models=t.models,
+            agent=t.agent,
+            run_id=t.run_id,
+            name=t.name,
+            trajectory=t,
+            events=t.events,
+        )
 
     @classmethod
     def from_run(cls, result: Any, task: Any = None, agent: str = "") -> EvalContext:
         """From a live run's :class:`~looplet.types.RunResult`."""
         models = list(dict.fromkeys(s.model for s in result.steps if s.model))
-        return cls(steps=list(result.steps), final_output=result.final_output, stop_reason=result.stop_reason,
-                   usage=result.usage, cost=result.cost_usd, duration_ms=result.duration_ms, task=task,
-                   error=result.error, llm_calls=result.llm_calls, models=models, agent=agent,
-                   run_id=result.run_id, name=result.run_id[:8])
+        return cls(
+            steps=list(result.steps),
+            final_output=result.final_output,
+            stop_reason=result.stop_reason,
+            usage=result.usage,
+            cost=result.cost_usd,
+            duration_ms=result.duration_ms,
+            task=task,
+            error=result.error,
+            llm_calls=result.llm_calls,
+            models=models,
+            agent=agent,
+            run_id=result.run_id,
+            name=result.run_id[:8],
+        )
 
 
 @dataclass(slots=True)
@@ -148,8 +186,15 @@ class EvalOutcome:
         return self.outcome == "pass"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "outcome": self.outcome, "passed": self.passed, "detail": self.detail,
-                "tags": list(self.tags), "duration_ms": round(self.duration_ms, 3), "run": self.run}
+        return {
+            "name": self.name,
+            "outcome": self.outcome,
+            "passed": self.passed,
+            "detail": self.detail,
+            "tags": list(self.tags),
+            "duration_ms": round(self.duration_ms, 3),
+            "run": self.run,
+        }
 
 
 def _name(fn: EvalFn) -> str:
@@ -164,7 +209,7 @@ def run_eval(fn: EvalFn, ctx: EvalContext) -> EvalOutcome:
         value = fn(ctx)
     except AssertionError as exc:
         outcome, detail = "fail", str(exc) or "assertion failed"
-    except Exception as exc:  # noqa: BLE001 - reported as the eval's outcome
+    except Exception as exc:
         outcome, detail = "error", f"{type(exc).__name__}: {exc}"
     else:
         if value is None or value is True:
@@ -176,8 +221,13 @@ def run_eval(fn: EvalFn, ctx: EvalContext) -> EvalOutcome:
         elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], bool):
             outcome, detail = ("pass" if value[0] else "fail"), str(value[1])
         else:
-            outcome, detail = "error", (f"returned {type(value).__name__}; return None/True to pass, False or a "
-                                        "reason string to fail, or (passed, reason)")
+            outcome, detail = (
+                "error",
+                (
+                    f"returned {type(value).__name__}; return None/True to pass, False or a "
+                    "reason string to fail, or (passed, reason)"
+                ),
+            )
     return EvalOutcome(_name(fn), outcome, detail, tags_of(fn), (time.perf_counter() - t) * 1000.0, ctx.name)
 
 
@@ -196,6 +246,7 @@ def check(fn: EvalFn, ctx: EvalContext) -> None:
 # ------------------------------------------------------------------------------------------------------
 # Finding evals
 # ------------------------------------------------------------------------------------------------------
+
 
 def _is_eval(name: str, obj: Any, module: str) -> bool:
     """An ``eval_*`` function defined in the module, or any function marked with ``eval_mark`` (so
@@ -239,10 +290,13 @@ def discover(source: Any) -> list[EvalFn]:
     elif isinstance(source, ModuleType):
         module = source
     else:
-        raise TypeError(f"evals must be a module, a file path or a list of functions, got {type(source).__name__}")
+        raise TypeError(
+            f"evals must be a module, a file path or a list of functions, got {type(source).__name__}"
+        )
     # in the module's own order: imports first, then definitions as they appear
-    return list({id(obj): obj for name, obj in vars(module).items() if _is_eval(name, obj, module.__name__)}
-                .values())
+    return list(
+        {id(obj): obj for name, obj in vars(module).items() if _is_eval(name, obj, module.__name__)}.values()
+    )
 
 
 def select(evals: Iterable[EvalFn], tags: Sequence[str] | None = None) -> list[EvalFn]:
@@ -257,6 +311,7 @@ def select(evals: Iterable[EvalFn], tags: Sequence[str] | None = None) -> list[E
 # ------------------------------------------------------------------------------------------------------
 # pytest
 # ------------------------------------------------------------------------------------------------------
+
 
 def _param(value: Any, id_: str) -> Any:
     try:
@@ -282,20 +337,24 @@ def trajectory_cases(*folders: Any) -> list[Any]:
 def eval_cases(folder: Any, evals: Any = None, tags: Sequence[str] | None = None) -> list[Any]:
     """Every (run, eval) pair as ``pytest.param((ctx, fn))`` with id ``run::eval``; use with :func:`check`::
 
-        @pytest.mark.parametrize("case", eval_cases("traces/", "evals.py"))
-        def test_evals(case):
-            check(*case[::-1])
+    @pytest.mark.parametrize("case", eval_cases("traces/", "evals.py"))
+    def test_evals(case):
+        check(*case[::-1])
     """
     from looplet.provenance.format import find_trajectories
 
     fns = select(discover(evals), tags)
-    return [_param((EvalContext.from_trajectory(t), fn), f"{t.name}::{_name(fn)}")
-            for t in find_trajectories([folder]) for fn in fns]
+    return [
+        _param((EvalContext.from_trajectory(t), fn), f"{t.name}::{_name(fn)}")
+        for t in find_trajectories([folder])
+        for fn in fns
+    ]
 
 
 # ------------------------------------------------------------------------------------------------------
 # Live runs
 # ------------------------------------------------------------------------------------------------------
+
 
 class EvalHook:
     """Runs evals when a run ends and reports each result with ``looplet.emit_event("eval", ...)``:
@@ -317,12 +376,20 @@ class EvalHook:
         from looplet.hooks import current_run, emit_event
 
         run = current_run()
-        ctx = EvalContext.from_run(result, task=getattr(run, "task", None), agent=getattr(run, "agent_name", ""))
+        ctx = EvalContext.from_run(
+            result, task=getattr(run, "task", None), agent=getattr(run, "agent_name", "")
+        )
         outcomes = [run_eval(fn, ctx) for fn in self.evals]
         self.results = outcomes
         for o in outcomes:
-            emit_event("eval", eval=o.name, passed=o.passed, outcome=o.outcome, detail=o.detail[:500],
-                       tags=",".join(o.tags))
+            emit_event(
+                "eval",
+                eval=o.name,
+                passed=o.passed,
+                outcome=o.outcome,
+                detail=o.detail[:500],
+                tags=",".join(o.tags),
+            )
         metadata = getattr(state, "metadata", None)
         if isinstance(metadata, dict):
             metadata["evals"] = [o.to_dict() for o in outcomes]
@@ -335,10 +402,13 @@ class EvalHook:
 # Built-in evals (used when no evals are given)
 # ------------------------------------------------------------------------------------------------------
 
+
 @eval_mark("builtin")
 def eval_finished(ctx: EvalContext) -> Any:
     """The run ended with ``done``."""
-    assert ctx.stop_reason == "done", f"stopped with {ctx.stop_reason}" + (f" ({ctx.error})" if ctx.error else "")
+    assert ctx.stop_reason == "done", f"stopped with {ctx.stop_reason}" + (
+        f" ({ctx.error})" if ctx.error else ""
+    )
 
 
 @eval_mark("builtin")

@@ -25,15 +25,31 @@ def _short(text: str, n: int) -> str:
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    parser = argparse.ArgumentParser(prog="looplet eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("paths", nargs="+", metavar="TRACE_DIR",
-                        help="a run folder, a folder of run folders, or an OTLP JSON file")
-    parser.add_argument("--evals", metavar="FILE", default=None,
-                        help="a .py file (or module) with eval_* functions (default: the built-in evals)")
-    parser.add_argument("--tag", action="append", default=[], metavar="T", help="only evals with this tag "
-                        "(repeat for several)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per result instead of a table")
+    parser = argparse.ArgumentParser(
+        prog="looplet eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="TRACE_DIR",
+        help="a run folder, a folder of run folders, or an OTLP JSON file",
+    )
+    parser.add_argument(
+        "--evals",
+        metavar="FILE",
+        default=None,
+        help="a .py file (or module) with eval_* functions (default: the built-in evals)",
+    )
+    parser.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="T",
+        help="only evals with this tag (repeat for several)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object per result instead of a table"
+    )
     args = parser.parse_args(argv)
 
     from looplet.provenance.cli import load_any
@@ -63,12 +79,16 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         print(f"{'run':<{w_run}}  {'eval':<{w_eval}}  {'result':<6}  detail", file=out)
         for r in results:
             mark = {"pass": "pass", "fail": "FAIL", "error": "ERROR"}[r.outcome]
-            print(f"{r.run:<{w_run}}  {r.name:<{w_eval}}  {mark:<6}  {_short(r.detail, 100)}".rstrip(), file=out)
+            print(
+                f"{r.run:<{w_run}}  {r.name:<{w_eval}}  {mark:<6}  {_short(r.detail, 100)}".rstrip(), file=out
+            )
         passed = sum(r.outcome == "pass" for r in results)
         failed = sum(r.outcome == "fail" for r in results)
         errors = sum(r.outcome == "error" for r in results)
-        print(f"\n{len(evals)} evals on {len(runs)} runs: {passed} passed, {failed} failed, {errors} errors",
-              file=out)
+        print(
+            f"\n{len(evals)} evals on {len(runs)} runs: {passed} passed, {failed} failed, {errors} errors",
+            file=out,
+        )
     return 0 if all(r.passed for r in results) else 1
 
 

@@ -15,11 +15,22 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["HookDecision", "Deny", "Allow", "InjectContext", "Stop", "Run", "current_run", "emit_event",
-           "OBSERVER_METHODS", "WRAP_METHODS"]
+__all__ = [
+    "HookDecision",
+    "Deny",
+    "Allow",
+    "InjectContext",
+    "Stop",
+    "Run",
+    "current_run",
+    "emit_event",
+    "OBSERVER_METHODS",
+    "WRAP_METHODS",
+]
 
 log = logging.getLogger("looplet")
 
@@ -100,8 +111,22 @@ class Run:
     each Step.
     """
 
-    __slots__ = ("run_id", "agent_name", "state", "config", "task", "scratch", "trace_id", "span_id",
-                 "model", "provider", "parent", "links", "hooks", "_events")
+    __slots__ = (
+        "run_id",
+        "agent_name",
+        "state",
+        "config",
+        "task",
+        "scratch",
+        "trace_id",
+        "span_id",
+        "model",
+        "provider",
+        "parent",
+        "links",
+        "hooks",
+        "_events",
+    )
 
     def __init__(self, run_id: str, agent_name: str, state: Any, config: Any, task: Any) -> None:
         self.run_id = run_id
@@ -140,7 +165,7 @@ def emit_event(name: str, **attributes: Any) -> None:
     for fn in run._events:
         try:
             fn(name, attributes)
-        except Exception:  # noqa: BLE001 - an observer must not break the emitter
+        except Exception:
             log.exception("on_event hook failed for %s", name)
 
 

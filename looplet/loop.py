@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import os
 import threading
 import time
-import os
-from typing import Any, Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
+from typing import Any
 
 from looplet._engine import CALL, CLOSED, LLM, SLEEP, STEP, TOOLS, Interrupted, Raised, engine
 from looplet.config import LoopConfig
@@ -37,26 +38,44 @@ class CancelToken:
     cancelled = property(is_set)
 
 
-def prepare(llm: Any, task: Any, tools: Any, hooks: Any, config: Any, state: Any, context: Any,
-            max_steps: Any, system_prompt: Any, cancel: Any, *, async_mode: bool,
-            parent: Any = None) -> tuple[Run, Any, BaseToolRegistry, ResolvedHooks, LoopConfig, Any, Any, int]:
+def prepare(
+    llm: Any,
+    task: Any,
+    tools: Any,
+    hooks: Any,
+    config: Any,
+    state: Any,
+    context: Any,
+    max_steps: Any,
+    system_prompt: Any,
+    cancel: Any,
+    *,
+    async_mode: bool,
+    parent: Any = None,
+) -> tuple[Run, Any, BaseToolRegistry, ResolvedHooks, LoopConfig, Any, Any, int]:
     """Check every argument once, with a message that names it and the fix."""
     if task is not None and not isinstance(task, dict):
         if isinstance(task, str):
             raise TypeError(f"task must be a dict, got a str; write task={{'goal': {task[:40]!r}}}")
         raise TypeError(f"task must be a dict like {{'goal': '...'}}, got {type(task).__name__}")
     if tools is None:
-        raise ValueError("tools is required: pass tools=tools_from([your_function, ...]) "
-                         "(it adds the `done` tool the model calls to finish)")
+        raise ValueError(
+            "tools is required: pass tools=tools_from([your_function, ...]) "
+            "(it adds the `done` tool the model calls to finish)"
+        )
     if not isinstance(tools, BaseToolRegistry):
         if isinstance(tools, (list, tuple)):
             raise TypeError("tools must be a BaseToolRegistry, got a list; wrap it: tools=tools_from([...])")
-        raise TypeError(f"tools must be a BaseToolRegistry (e.g. tools_from([...])), got {type(tools).__name__}")
+        raise TypeError(
+            f"tools must be a BaseToolRegistry (e.g. tools_from([...])), got {type(tools).__name__}"
+        )
     has_sync = callable(getattr(llm, "generate", None))
     if not (has_sync or (async_mode and callable(getattr(llm, "agenerate", None)))):
         need = "generate() or agenerate()" if async_mode else "generate()"
-        raise TypeError(f"llm must be a backend with {need} (OpenAIBackend, AnthropicBackend, MockLLMBackend), "
-                        f"got {type(llm).__name__}")
+        raise TypeError(
+            f"llm must be a backend with {need} (OpenAIBackend, AnthropicBackend, MockLLMBackend), "
+            f"got {type(llm).__name__}"
+        )
     if config is None:
         config = LoopConfig()
     elif not isinstance(config, LoopConfig):
@@ -68,8 +87,10 @@ def prepare(llm: Any, task: Any, tools: Any, hooks: Any, config: Any, state: Any
     if state is None:
         state = DefaultState(max_steps=config.max_steps if max_steps is None else max_steps)
     elif not (hasattr(state, "record") or isinstance(getattr(state, "steps", None), list)):
-        raise TypeError(f"state must have a `steps` list or a record(step) method (use DefaultState()), "
-                        f"got {type(state).__name__}")
+        raise TypeError(
+            f"state must have a `steps` list or a record(step) method (use DefaultState()), "
+            f"got {type(state).__name__}"
+        )
     if max_steps is not None:
         if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
             raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
@@ -97,18 +118,40 @@ def prepare(llm: Any, task: Any, tools: Any, hooks: Any, config: Any, state: Any
     return run, llm, tools, resolved, config, state, context, limit
 
 
-def composable_loop(llm: Any, task: dict[str, Any] | None = None, tools: BaseToolRegistry | None = None,
-                    hooks: list[Any] | None = None, config: LoopConfig | None = None, state: Any = None,
-                    context: Any = None, *, max_steps: int | None = None, system_prompt: str | None = None,
-                    cancel: CancelToken | None = None, parent: Any = None) -> Generator[Step, None, RunResult]:
+def composable_loop(
+    llm: Any,
+    task: dict[str, Any] | None = None,
+    tools: BaseToolRegistry | None = None,
+    hooks: list[Any] | None = None,
+    config: LoopConfig | None = None,
+    state: Any = None,
+    context: Any = None,
+    *,
+    max_steps: int | None = None,
+    system_prompt: str | None = None,
+    cancel: CancelToken | None = None,
+    parent: Any = None,
+) -> Generator[Step, None, RunResult]:
     """Run an agent: yields one :class:`Step` per tool call; returns a :class:`RunResult`
     (``StopIteration.value``, also ``state.result``).
 
     ``parent`` continues a trace from elsewhere: a W3C ``traceparent`` string (default: the
     ``TRACEPARENT`` environment variable is read by tracing hooks) or an OpenTelemetry ``Context``.
     """
-    args = prepare(llm, task, tools, hooks, config, state, context, max_steps, system_prompt, cancel,
-                   async_mode=False, parent=parent)
+    args = prepare(
+        llm,
+        task,
+        tools,
+        hooks,
+        config,
+        state,
+        context,
+        max_steps,
+        system_prompt,
+        cancel,
+        async_mode=False,
+        parent=parent,
+    )
     return _drive(*args, cancel)
 
 
@@ -122,8 +165,17 @@ def run_loop(*args: Any, **kwargs: Any) -> RunResult:
             return stop.value
 
 
-def _drive(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks, config: LoopConfig,
-           state: Any, context: Any, limit: int, cancel: Any) -> Generator[Step, None, RunResult]:
+def _drive(
+    run: Run,
+    llm: Any,
+    registry: BaseToolRegistry,
+    hooks: ResolvedHooks,
+    config: LoopConfig,
+    state: Any,
+    context: Any,
+    limit: int,
+    cancel: Any,
+) -> Generator[Step, None, RunResult]:
     eng = engine(run, llm, registry, hooks, config, state, context, run.task, limit, cancel)
     call_llm = _llm_chain(hooks.wrap_llm_call, llm)
     run_tool = _tool_chain(hooks.wrap_tool, registry, config.tool_timeout_s, config.max_tool_output_chars)
@@ -158,8 +210,12 @@ def _drive(run: Run, llm: Any, registry: BaseToolRegistry, hooks: ResolvedHooks,
                                 if pool is None:
                                     from concurrent.futures import ThreadPoolExecutor
 
-                                    pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="looplet-tool")
-                                futures = [pool.submit(contextvars.copy_context().run, run_tool, c) for c in calls]
+                                    pool = ThreadPoolExecutor(
+                                        max_workers=8, thread_name_prefix="looplet-tool"
+                                    )
+                                futures = [
+                                    pool.submit(contextvars.copy_context().run, run_tool, c) for c in calls
+                                ]
                                 send = [f.result() for f in futures]
                         elif kind is SLEEP:
                             time.sleep(eff[1])
@@ -196,12 +252,15 @@ def _await_sync(awaitable: Any) -> Any:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+
         async def wrap() -> Any:
             return await awaitable
 
         return asyncio.run(wrap())
-    raise TypeError("an async hook was called from composable_loop inside a running event loop; "
-                    "use async_composable_loop there")
+    raise TypeError(
+        "an async hook was called from composable_loop inside a running event loop; "
+        "use async_composable_loop there"
+    )
 
 
 def _llm_chain(wraps: Iterable[tuple[Any, Callable[..., Any]]], llm: Any) -> Callable[[LLMCall], Any]:
@@ -213,8 +272,12 @@ def _llm_chain(wraps: Iterable[tuple[Any, Callable[..., Any]]], llm: Any) -> Cal
     return _fold(wraps, innermost)
 
 
-def _tool_chain(wraps: Iterable[tuple[Any, Callable[..., Any]]], registry: BaseToolRegistry,
-                timeout: float | None, max_chars: int | None = None) -> Callable[[ToolCall], ToolResult]:
+def _tool_chain(
+    wraps: Iterable[tuple[Any, Callable[..., Any]]],
+    registry: BaseToolRegistry,
+    timeout: float | None,
+    max_chars: int | None = None,
+) -> Callable[[ToolCall], ToolResult]:
     dispatch = registry.dispatch
 
     def innermost(tc: ToolCall) -> ToolResult:
@@ -228,15 +291,23 @@ def _tool_chain(wraps: Iterable[tuple[Any, Callable[..., Any]]], registry: BaseT
         try:
             out = chain(tc)
         except Exception as exc:
-            return ToolResult(error=f"{type(exc).__name__}: {exc}", error_kind="tool_exception",
-                              text=f"ERROR: {type(exc).__name__}: {exc}")
-        return out if isinstance(out, ToolResult) else ToolResult(
-            error=f"a wrap_tool hook returned {type(out).__name__}", error_kind="hook_error")
+            return ToolResult(
+                error=f"{type(exc).__name__}: {exc}",
+                error_kind="tool_exception",
+                text=f"ERROR: {type(exc).__name__}: {exc}",
+            )
+        return (
+            out
+            if isinstance(out, ToolResult)
+            else ToolResult(error=f"a wrap_tool hook returned {type(out).__name__}", error_kind="hook_error")
+        )
 
     return guarded
 
 
-def _fold(wraps: Iterable[tuple[Any, Callable[..., Any]]], innermost: Callable[[Any], Any]) -> Callable[[Any], Any]:
+def _fold(
+    wraps: Iterable[tuple[Any, Callable[..., Any]]], innermost: Callable[[Any], Any]
+) -> Callable[[Any], Any]:
     fn = innermost
     for _hook, wrap in reversed(tuple(wraps)):
         fn = _link(wrap, fn)

@@ -37,8 +37,9 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Awaitable, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, Awaitable, Sequence
+from typing import Any
 
 from looplet.errors import LoopletError, require
 from looplet.tools import ToolSpec
@@ -66,8 +67,15 @@ class MCPClient:
     ``connect_timeout_s`` the start-up and handshake.
     """
 
-    def __init__(self, target: Any, *, name: str, call_timeout_s: float = 60.0, connect_timeout_s: float = 30.0,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        target: Any,
+        *,
+        name: str,
+        call_timeout_s: float = 60.0,
+        connect_timeout_s: float = 30.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         if call_timeout_s <= 0 or connect_timeout_s <= 0:
             raise ValueError("call_timeout_s and connect_timeout_s must be > 0")
         self._target = target
@@ -87,8 +95,16 @@ class MCPClient:
     # -- construction ---------------------------------------------------------------------------
 
     @classmethod
-    def stdio(cls, command: str, args: Sequence[str] = (), *, env: dict[str, str] | None = None,
-              cwd: str | None = None, name: str | None = None, **options: Any) -> MCPClient:
+    def stdio(
+        cls,
+        command: str,
+        args: Sequence[str] = (),
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        name: str | None = None,
+        **options: Any,
+    ) -> MCPClient:
         """A server started as a subprocess and spoken to over its stdin/stdout. ``env`` is added to the
         SDK's minimal default environment (PATH, HOME, ...), not to this process's whole environment."""
         if not isinstance(command, str) or not command:
@@ -99,8 +115,9 @@ class MCPClient:
         return cls(target, name=name or _stdio_name(command, args), **options)
 
     @classmethod
-    def http(cls, url: str, *, headers: dict[str, str] | None = None, name: str | None = None,
-             **options: Any) -> MCPClient:
+    def http(
+        cls, url: str, *, headers: dict[str, str] | None = None, name: str | None = None, **options: Any
+    ) -> MCPClient:
         """A server reached over streamable HTTP at ``url`` (e.g. ``http://127.0.0.1:8000/mcp``)."""
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"MCPClient.http(url): expected an http(s) URL, got {url!r}")
@@ -117,24 +134,31 @@ class MCPClient:
         with self._lock:
             if self._thread is not None:
                 if self._lost is not None:
-                    raise MCPConnectionError(f"MCP server {self.name!r} is disconnected ({self._lost}); "
-                                             "create a new MCPClient to connect again")
+                    raise MCPConnectionError(
+                        f"MCP server {self.name!r} is disconnected ({self._lost}); "
+                        "create a new MCPClient to connect again"
+                    )
                 return self
             require("mcp", "mcp")
             self._loop = asyncio.new_event_loop()
             ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-            self._thread = threading.Thread(target=self._main, args=(ready,), daemon=True,
-                                            name=f"looplet-mcp-{self.name}"[:60])
+            self._thread = threading.Thread(
+                target=self._main, args=(ready,), daemon=True, name=f"looplet-mcp-{self.name}"[:60]
+            )
             self._thread.start()
         try:
             ready.result(timeout=self.connect_timeout_s)
         except concurrent.futures.TimeoutError:
             self.close()
-            raise MCPConnectionError(f"MCP server {self.name!r} did not complete the handshake within "
-                                     f"{self.connect_timeout_s:g}s (connect_timeout_s)") from None
+            raise MCPConnectionError(
+                f"MCP server {self.name!r} did not complete the handshake within "
+                f"{self.connect_timeout_s:g}s (connect_timeout_s)"
+            ) from None
         except Exception as exc:
             self.close()
-            raise MCPConnectionError(f"could not connect to MCP server {self.name!r}: {_describe(exc)}") from exc
+            raise MCPConnectionError(
+                f"could not connect to MCP server {self.name!r}: {_describe(exc)}"
+            ) from exc
         return self
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -153,8 +177,11 @@ class MCPClient:
         if thread is not threading.current_thread():
             thread.join(timeout_s)
             if thread.is_alive():
-                log.warning("MCP server %r did not shut down within %.1fs; leaving its thread behind",
-                            self.name, timeout_s)
+                log.warning(
+                    "MCP server %r did not shut down within %.1fs; leaving its thread behind",
+                    self.name,
+                    timeout_s,
+                )
 
     def __enter__(self) -> MCPClient:
         return self.connect()
@@ -206,7 +233,7 @@ class MCPClient:
                 self._client = client
                 ready.set_result(None)
                 await self._stop.wait()
-        except BaseException as exc:  # noqa: BLE001 - the session ended; every caller is told why
+        except BaseException as exc:
             if self._lost is None:
                 self._lost = _describe(exc)
                 log.warning("MCP server %r disconnected: %s", self.name, self._lost)
@@ -242,8 +269,9 @@ class MCPClient:
                 server = streamable_http_client(url, http_client=http)
         return Client(server, read_timeout_seconds=self.call_timeout_s)
 
-    def _submit(self, coro: Any, ctx: contextvars.Context | None = None) -> tuple[concurrent.futures.Future[Any],
-                                                                                   list[asyncio.Task[Any]]]:
+    def _submit(
+        self, coro: Any, ctx: contextvars.Context | None = None
+    ) -> tuple[concurrent.futures.Future[Any], list[asyncio.Task[Any]]]:
         """Run ``coro`` on the session's loop as a task in ``ctx`` (a copy of the caller's context, so spans
         started there nest under the caller's current span)."""
         loop = self._loop
@@ -309,20 +337,23 @@ class MCPClient:
 
     # -- tools ----------------------------------------------------------------------------------
 
-    def tools(self, *, prefix: str = "", include: Sequence[str] | None = None,
-              exclude: Sequence[str] = ()) -> list[ToolSpec]:
+    def tools(
+        self, *, prefix: str = "", include: Sequence[str] | None = None, exclude: Sequence[str] = ()
+    ) -> list[ToolSpec]:
         """The server's tools as ``ToolSpec``s (connecting first if needed). ``prefix`` is put before each
         name (to keep two servers' tools apart); ``include``/``exclude`` filter by the server's names."""
         self.connect()
         try:
             listed = self._wait(self._list(), self.call_timeout_s * 2 + 5)
         except concurrent.futures.TimeoutError:
-            raise MCPConnectionError(f"MCP server {self.name!r} did not list its tools within "
-                                     f"{self.call_timeout_s:g}s") from None
+            raise MCPConnectionError(
+                f"MCP server {self.name!r} did not list its tools within {self.call_timeout_s:g}s"
+            ) from None
         return self._specs(listed, prefix, include, exclude)
 
-    async def atools(self, *, prefix: str = "", include: Sequence[str] | None = None,
-                     exclude: Sequence[str] = ()) -> list[ToolSpec]:
+    async def atools(
+        self, *, prefix: str = "", include: Sequence[str] | None = None, exclude: Sequence[str] = ()
+    ) -> list[ToolSpec]:
         """:meth:`tools` for async code."""
         if self._thread is None:
             await asyncio.to_thread(self.connect)
@@ -344,15 +375,19 @@ class MCPClient:
                     break
         except MCPConnectionError:
             raise
-        except (asyncio.TimeoutError, TimeoutError):
-            raise MCPConnectionError(f"MCP server {self.name!r} did not list its tools within "
-                                     f"{self.call_timeout_s:g}s") from None
+        except TimeoutError:
+            raise MCPConnectionError(
+                f"MCP server {self.name!r} did not list its tools within {self.call_timeout_s:g}s"
+            ) from None
         except Exception as exc:
-            raise MCPConnectionError(f"MCP server {self.name!r} failed to list its tools: {_describe(exc)}") from exc
+            raise MCPConnectionError(
+                f"MCP server {self.name!r} failed to list its tools: {_describe(exc)}"
+            ) from exc
         return tools
 
-    def _specs(self, listed: list[Any], prefix: str, include: Sequence[str] | None,
-               exclude: Sequence[str]) -> list[ToolSpec]:
+    def _specs(
+        self, listed: list[Any], prefix: str, include: Sequence[str] | None, exclude: Sequence[str]
+    ) -> list[ToolSpec]:
         specs = []
         for t in listed:
             if include is not None and t.name not in include:
@@ -365,11 +400,14 @@ class MCPClient:
     def _spec(self, t: Any, prefix: str) -> ToolSpec:
         remote = t.name
         local = _NAME_OK.sub("_", f"{prefix}{remote}")[:64] or "mcp_tool"
-        desc = t.description or getattr(t, "title", None) or f"The {remote} tool of the {self.name} MCP server."
+        desc = (
+            t.description or getattr(t, "title", None) or f"The {remote} tool of the {self.name} MCP server."
+        )
         schema = t.input_schema
         problem = _schema_problem(schema)
         spec: ToolSpec | None = None
         if problem is None:
+
             async def execute(**args: Any) -> ToolResult:
                 return await self.acall(remote, args)
 
@@ -380,8 +418,10 @@ class MCPClient:
             except (TypeError, ValueError) as exc:
                 problem = str(exc)
         if spec is None:
-            message = (f"The MCP tool {remote!r} of server {self.name!r} cannot be used: its input schema "
-                       f"{problem}. Use another tool.")
+            message = (
+                f"The MCP tool {remote!r} of server {self.name!r} cannot be used: its input schema "
+                f"{problem}. Use another tool."
+            )
             log.warning("%s (the tool is listed but every call fails)", message)
 
             async def broken(**args: Any) -> ToolResult:
@@ -397,8 +437,9 @@ class MCPClient:
         """Call the server's tool ``tool`` and wait; never raises (failures are ``ToolResult.error``)."""
         started = time.perf_counter()
         if self._thread is None:
-            return _error(f"MCP server {self.name!r} is not connected; call connect() or use `with`",
-                          "mcp_disconnected")
+            return _error(
+                f"MCP server {self.name!r} is not connected; call connect() or use `with`", "mcp_disconnected"
+            )
         meta = _trace_meta()
         try:
             return self._wait(self._call(tool, dict(args or {}), meta, started), self.call_timeout_s + 5)
@@ -411,19 +452,23 @@ class MCPClient:
         """:meth:`call` for async code; a cancelled caller cancels the request."""
         started = time.perf_counter()
         if self._thread is None:
-            return _error(f"MCP server {self.name!r} is not connected; call connect() or use `async with`",
-                          "mcp_disconnected")
+            return _error(
+                f"MCP server {self.name!r} is not connected; call connect() or use `async with`",
+                "mcp_disconnected",
+            )
         meta = _trace_meta()
         try:
-            return await asyncio.wait_for(self._await(self._call(tool, dict(args or {}), meta, started)),
-                                          self.call_timeout_s + 5)
-        except (asyncio.TimeoutError, TimeoutError):
+            return await asyncio.wait_for(
+                self._await(self._call(tool, dict(args or {}), meta, started)), self.call_timeout_s + 5
+            )
+        except TimeoutError:
             return self._timeout(tool, started)
         except _Gone:
             return self._gone(tool, started)
 
-    async def _call(self, tool: str, args: dict[str, Any], meta: dict[str, str] | None,
-                    started: float) -> ToolResult:
+    async def _call(
+        self, tool: str, args: dict[str, Any], meta: dict[str, str] | None, started: float
+    ) -> ToolResult:
         client = self._client
         if client is None:
             return self._gone(tool, started)
@@ -435,19 +480,26 @@ class MCPClient:
             if exc.code == _TIMEOUT_CODE:
                 return self._timeout(tool, started)
             if exc.code == _CLOSED_CODE or self._client is None:
-                self._disconnected("the server closed the connection" + (
-                    " (its process exited)" if self._target[0] == "stdio" else ""))
+                self._disconnected(
+                    "the server closed the connection"
+                    + (" (its process exited)" if self._target[0] == "stdio" else "")
+                )
                 return self._gone(tool, started)
-            return _error(f"MCP server {self.name!r} answered {tool} with error {exc.code}: {exc.message}",
-                          "mcp_error", started)
+            return _error(
+                f"MCP server {self.name!r} answered {tool} with error {exc.code}: {exc.message}",
+                "mcp_error",
+                started,
+            )
         except asyncio.CancelledError:
             if self._client is None or self._lost is not None:  # cancelled by the session ending
                 return self._gone(tool, started)
             raise
-        except Exception as exc:  # noqa: BLE001 - a broken answer or transport: a tool error, not a crash
+        except Exception as exc:
             if self._client is None or self._lost is not None:
                 return self._gone(tool, started, _describe(exc))
-            return _error(f"MCP call {tool} to server {self.name!r} failed: {_describe(exc)}", "mcp_error", started)
+            return _error(
+                f"MCP call {tool} to server {self.name!r} failed: {_describe(exc)}", "mcp_error", started
+            )
         return _result(tool, result, started)
 
     def _disconnected(self, why: str) -> None:
@@ -459,13 +511,21 @@ class MCPClient:
             self._stop.set()
 
     def _timeout(self, tool: str, started: float) -> ToolResult:
-        return _error(f"MCP tool {tool} of server {self.name!r} did not answer within {self.call_timeout_s:g}s "
-                      "and was cancelled. Try smaller input or another approach.", "timeout", started)
+        return _error(
+            f"MCP tool {tool} of server {self.name!r} did not answer within {self.call_timeout_s:g}s "
+            "and was cancelled. Try smaller input or another approach.",
+            "timeout",
+            started,
+        )
 
     def _gone(self, tool: str, started: float, detail: str | None = None) -> ToolResult:
         why = self._lost or detail or "the connection closed"
-        return _error(f"MCP server {self.name!r} is disconnected ({why}); its tool {tool} cannot be called. "
-                      "Continue without it.", "mcp_disconnected", started)
+        return _error(
+            f"MCP server {self.name!r} is disconnected ({why}); its tool {tool} cannot be called. "
+            "Continue without it.",
+            "mcp_disconnected",
+            started,
+        )
 
 
 class _Gone(Exception):
@@ -487,7 +547,9 @@ def _result(tool: str, result: Any, started: float) -> ToolResult:
     text = "\n".join(t for t in texts if t)
     structured = getattr(result, "structured_content", None)
     if getattr(result, "is_error", False):
-        return _error(text or f"the MCP tool {tool} reported an error without a message", "mcp_tool_error", started)
+        return _error(
+            text or f"the MCP tool {tool} reported an error without a message", "mcp_tool_error", started
+        )
     if structured is not None:
         data: Any = structured
         if not text:

@@ -21,7 +21,8 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Iterable, Iterator, TextIO, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO, TypeVar
 
 __all__ = ["StepPrinter", "bar", "is_tty", "format_cost"]
 
@@ -115,8 +116,10 @@ class StepPrinter:
         usage = result.usage
         cost = format_cost(result.cost_usd) if result.cost_usd is not None else "unknown (model not priced)"
         ms = result.duration_ms if wall_s is None else wall_s * 1000.0
-        lines = [f"{result.stop_reason}: {len(result.steps)} steps, {result.llm_calls} LLM calls, "
-                 f"{usage.input_tokens:,} input + {usage.output_tokens:,} output tokens, cost {cost}, {ms:.0f} ms"]
+        lines = [
+            f"{result.stop_reason}: {len(result.steps)} steps, {result.llm_calls} LLM calls, "
+            f"{usage.input_tokens:,} input + {usage.output_tokens:,} output tokens, cost {cost}, {ms:.0f} ms"
+        ]
         if result.error:
             lines.append(f"error: {result.error}")
         if result.final_output is not None:
@@ -128,8 +131,14 @@ class StepPrinter:
         return text
 
 
-def bar(iterable: Iterable[T], total: int | None = None, label: str = "", *, out: TextIO | None = None,
-        interval_s: float | None = None) -> Iterator[T]:
+def bar(
+    iterable: Iterable[T],
+    total: int | None = None,
+    label: str = "",
+    *,
+    out: TextIO | None = None,
+    interval_s: float | None = None,
+) -> Iterator[T]:
     """Yield the items of ``iterable`` while showing progress on ``out`` (default ``sys.stderr``).
 
     On a terminal: one line redrawn at most 10 times a second, ``label [####····] 420/1000 42% 310/s ETA 2s``.
@@ -164,7 +173,9 @@ def bar(iterable: Iterable[T], total: int | None = None, label: str = "", *, out
             if total:
                 frac = min(1.0, n / total)
                 eta = (total - n) / rate if rate > 0 and not final else 0.0
-                tail = f" {n}/{total} {frac:4.0%} {rate:,.0f}/s " + (f"{elapsed:.1f}s" if final else f"ETA {eta:.0f}s")
+                tail = f" {n}/{total} {frac:4.0%} {rate:,.0f}/s " + (
+                    f"{elapsed:.1f}s" if final else f"ETA {eta:.0f}s"
+                )
                 room = max(10, cols - len(prefix) - len(tail) - 3)
                 filled = int(frac * room)
                 text = f"{prefix}[{'#' * filled}{'·' * (room - filled)}]{tail}"
@@ -192,7 +203,11 @@ def bar(iterable: Iterable[T], total: int | None = None, label: str = "", *, out
                     draw(False)
             else:
                 tenth = int(10 * n / total) if total else 0
-                if (tenth > last_tenth or not total) and now - last_draw >= every and (total is None or n < total):
+                if (
+                    (tenth > last_tenth or not total)
+                    and now - last_draw >= every
+                    and (total is None or n < total)
+                ):
                     last_tenth = tenth
                     last_draw = now
                     draw(False)

@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import inspect
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from looplet._engine import RUN_RESULTS
 from looplet.tools import ToolSpec, schema_from_function
@@ -47,8 +48,14 @@ __all__ = ["agent_tool"]
 _MAX_TEXT = 50_000
 
 
-def agent_tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None,
-               timeout_s: float | None = None, concurrent_safe: bool = False) -> Any:
+def agent_tool(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout_s: float | None = None,
+    concurrent_safe: bool = False,
+) -> Any:
     """Turn an agent function (sync or ``async def``) into a :class:`ToolSpec` that runs it as a sub-agent.
 
     ``@agent_tool`` and ``@agent_tool(description=...)`` both work; the description defaults to the
@@ -65,6 +72,7 @@ def agent_tool(fn: Callable[..., Any] | None = None, *, name: str | None = None,
         desc = description or inspect.getdoc(f) or f"Ask the {tool_name} agent."
         params = schema_from_function(f)
         if inspect.iscoroutinefunction(f):
+
             async def execute(**args: Any) -> ToolResult:
                 runs: list[RunResult] = []
                 token = RUN_RESULTS.set(runs)
@@ -74,6 +82,7 @@ def agent_tool(fn: Callable[..., Any] | None = None, *, name: str | None = None,
                     RUN_RESULTS.reset(token)
                 return _result(tool_name, out, runs)
         else:
+
             def execute(**args: Any) -> ToolResult:  # type: ignore[misc]
                 runs: list[RunResult] = []
                 token = RUN_RESULTS.set(runs)
@@ -82,10 +91,13 @@ def agent_tool(fn: Callable[..., Any] | None = None, *, name: str | None = None,
                 finally:
                     RUN_RESULTS.reset(token)
                 return _result(tool_name, out, runs)
+
         execute.__name__ = tool_name
         execute.__doc__ = desc
         execute.__wrapped__ = f  # type: ignore[attr-defined]
-        return ToolSpec(tool_name, desc, params, execute, timeout_s=timeout_s, concurrent_safe=concurrent_safe)
+        return ToolSpec(
+            tool_name, desc, params, execute, timeout_s=timeout_s, concurrent_safe=concurrent_safe
+        )
 
     return build(fn) if fn is not None else build
 
@@ -113,8 +125,10 @@ def _settle_sync(out: Any, tool_name: str) -> Any:
             asyncio.get_running_loop()
         except RuntimeError:
             return asyncio.run(_settle_async(out))
-        raise TypeError(f"agent tool {tool_name!r} returned an async loop inside a running event loop; "
-                        "write the agent as `async def` so it is awaited")
+        raise TypeError(
+            f"agent tool {tool_name!r} returned an async loop inside a running event loop; "
+            "write the agent as `async def` so it is awaited"
+        )
     return out
 
 
@@ -136,9 +150,11 @@ def _result(tool_name: str, out: Any, runs: list[RunResult]) -> ToolResult:
     if isinstance(out, _Ran):
         ran = out.result or (runs[-1] if runs else None)
         if ran is None:
-            return ToolResult(error=f"The sub-agent {tool_name} ran no loop to its end.",
-                              error_kind="subagent_incomplete",
-                              text=f"ERROR: The sub-agent {tool_name} ran no loop to its end.")
+            return ToolResult(
+                error=f"The sub-agent {tool_name} ran no loop to its end.",
+                error_kind="subagent_incomplete",
+                text=f"ERROR: The sub-agent {tool_name} ran no loop to its end.",
+            )
     elif isinstance(out, RunResult):
         ran = out
     if ran is not None and not any(r is ran for r in runs):
@@ -158,10 +174,18 @@ def _result(tool_name: str, out: Any, runs: list[RunResult]) -> ToolResult:
         return ToolResult(data=out, text=_text(out), usage=usage, cost_usd=cost, children=children)
     if ran.stop_reason != "done":
         why = f": {ran.error}" if ran.error else ""
-        msg = (f"The sub-agent {tool_name} stopped ({ran.stop_reason}) after {len(ran.steps)} steps "
-               f"without an answer{why}")
-        return ToolResult(error=msg, error_kind="subagent_incomplete", text=f"ERROR: {msg}",
-                          usage=usage, cost_usd=cost, children=children)
+        msg = (
+            f"The sub-agent {tool_name} stopped ({ran.stop_reason}) after {len(ran.steps)} steps "
+            f"without an answer{why}"
+        )
+        return ToolResult(
+            error=msg,
+            error_kind="subagent_incomplete",
+            text=f"ERROR: {msg}",
+            usage=usage,
+            cost_usd=cost,
+            children=children,
+        )
     data = ran.final_output
     return ToolResult(data=data, text=_text(data), usage=usage, cost_usd=cost, children=children)
 

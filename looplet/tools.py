@@ -10,8 +10,9 @@ import threading
 import time
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 from looplet.types import ToolCall, ToolResult
 
@@ -20,9 +21,20 @@ INVALID_JSON_KEY = "__looplet_invalid_json__"
 
 __all__ = ["ToolSpec", "tool", "BaseToolRegistry", "tools_from", "validate_args", "schema_from_function"]
 
-_SIMPLE_TYPES = {"str": "string", "string": "string", "int": "integer", "integer": "integer",
-                 "float": "number", "number": "number", "bool": "boolean", "boolean": "boolean",
-                 "list": "array", "array": "array", "dict": "object", "object": "object"}
+_SIMPLE_TYPES = {
+    "str": "string",
+    "string": "string",
+    "int": "integer",
+    "integer": "integer",
+    "float": "number",
+    "number": "number",
+    "bool": "boolean",
+    "boolean": "boolean",
+    "list": "array",
+    "array": "array",
+    "dict": "object",
+    "object": "object",
+}
 
 
 @dataclass(slots=True)
@@ -45,8 +57,10 @@ class ToolSpec:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"ToolSpec(name={self.name!r}): name must be a non-empty string")
         if not callable(self.execute):
-            raise TypeError(f"ToolSpec({self.name!r}): execute must be callable, got {type(self.execute).__name__}; "
-                            "pass the function itself, e.g. execute=my_function")
+            raise TypeError(
+                f"ToolSpec({self.name!r}): execute must be callable, got {type(self.execute).__name__}; "
+                "pass the function itself, e.g. execute=my_function"
+            )
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise ValueError(f"ToolSpec({self.name!r}): timeout_s must be > 0 or None")
         self.parameters = normalize_parameters(self.parameters, self.name)
@@ -62,8 +76,10 @@ def normalize_parameters(params: dict[str, Any] | None, tool_name: str = "?") ->
     if params is None:
         return {"type": "object", "properties": {}, "required": [], "additionalProperties": False}
     if not isinstance(params, dict):
-        raise TypeError(f"tool {tool_name!r}: parameters must be a dict (simple form or JSON Schema), "
-                        f"got {type(params).__name__}")
+        raise TypeError(
+            f"tool {tool_name!r}: parameters must be a dict (simple form or JSON Schema), "
+            f"got {type(params).__name__}"
+        )
     if params.get("type") == "object" and isinstance(params.get("properties", {}), dict):
         schema = dict(params)
         schema.setdefault("properties", {})
@@ -79,12 +95,15 @@ def normalize_parameters(params: dict[str, Any] | None, tool_name: str = "?") ->
         elif isinstance(spec, type) and spec.__name__ in _SIMPLE_TYPES:
             props[name] = {"type": _SIMPLE_TYPES[spec.__name__]}
         else:
-            raise TypeError(f"tool {tool_name!r}: parameter {name!r} must be a type name, a description or a "
-                            f"JSON Schema dict, got {spec!r}")
+            raise TypeError(
+                f"tool {tool_name!r}: parameter {name!r} must be a type name, a description or a "
+                f"JSON Schema dict, got {spec!r}"
+            )
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
 # --- schema from a Python signature ---------------------------------------------------------------
+
 
 def _type_schema(tp: Any) -> dict[str, Any]:
     if tp is inspect.Parameter.empty or tp is Any:
@@ -92,7 +111,9 @@ def _type_schema(tp: Any) -> dict[str, Any]:
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         members = [a for a in get_args(tp) if a is not type(None)]
-        inner = _type_schema(members[0]) if len(members) == 1 else {"anyOf": [_type_schema(m) for m in members]}
+        inner = (
+            _type_schema(members[0]) if len(members) == 1 else {"anyOf": [_type_schema(m) for m in members]}
+        )
         if type(None) in get_args(tp):
             return {"anyOf": [inner, {"type": "null"}]} if "type" not in inner else _nullable(inner)
         return inner
@@ -117,8 +138,10 @@ def _type_schema(tp: Any) -> dict[str, Any]:
         return schema
     if tp in _PY_JSON:
         return {"type": _PY_JSON[tp]}
-    raise TypeError(f"unsupported parameter type {tp!r}; use str, int, float, bool, list[...], dict, "
-                    "Optional[...] or Literal[...]")
+    raise TypeError(
+        f"unsupported parameter type {tp!r}; use str, int, float, bool, list[...], dict, "
+        "Optional[...] or Literal[...]"
+    )
 
 
 _PY_JSON = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
@@ -153,8 +176,14 @@ def schema_from_function(fn: Callable[..., Any]) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
 
 
-def tool(fn: Callable[..., Any] | None = None, *, description: str | None = None, name: str | None = None,
-         timeout_s: float | None = None, concurrent_safe: bool = False) -> Any:
+def tool(
+    fn: Callable[..., Any] | None = None,
+    *,
+    description: str | None = None,
+    name: str | None = None,
+    timeout_s: float | None = None,
+    concurrent_safe: bool = False,
+) -> Any:
     """Turn a function (sync or ``async def``) into a :class:`ToolSpec`, its schema from its signature.
 
     ``@tool`` and ``@tool(description=...)`` both work; the description defaults to the docstring.
@@ -162,8 +191,14 @@ def tool(fn: Callable[..., Any] | None = None, *, description: str | None = None
 
     def build(f: Callable[..., Any]) -> ToolSpec:
         desc = description or inspect.getdoc(f) or f.__name__.replace("_", " ")
-        return ToolSpec(name or f.__name__, desc, schema_from_function(f), f,
-                        concurrent_safe=concurrent_safe, timeout_s=timeout_s)
+        return ToolSpec(
+            name or f.__name__,
+            desc,
+            schema_from_function(f),
+            f,
+            concurrent_safe=concurrent_safe,
+            timeout_s=timeout_s,
+        )
 
     return build(fn) if fn is not None else build
 
@@ -243,6 +278,7 @@ def validate_args(args: Any, schema: dict[str, Any]) -> tuple[str | None, str | 
 
 # --- the registry --------------------------------------------------------------------------------
 
+
 class BaseToolRegistry:
     """Holds tools by name; validates and runs calls. ``dispatch`` never raises."""
 
@@ -259,8 +295,10 @@ class BaseToolRegistry:
             else:
                 raise TypeError(f"register() takes a ToolSpec or a function, got {type(spec).__name__}")
         if spec.name in self._tools:
-            raise ValueError(f"two tools are named {spec.name!r}; give one of them another name "
-                             "(@tool(name=...) or ToolSpec(name=...))")
+            raise ValueError(
+                f"two tools are named {spec.name!r}; give one of them another name "
+                "(@tool(name=...) or ToolSpec(name=...))"
+            )
         self._tools[spec.name] = spec
         return spec
 
@@ -290,8 +328,10 @@ class BaseToolRegistry:
         if format == "openai":
             return [{"type": "function", "function": s} for s in neutral]
         if format == "anthropic":
-            return [{"name": s["name"], "description": s["description"], "input_schema": s["parameters"]}
-                    for s in neutral]
+            return [
+                {"name": s["name"], "description": s["description"], "input_schema": s["parameters"]}
+                for s in neutral
+            ]
         raise ValueError(f"schemas(format={format!r}): use 'neutral', 'openai' or 'anthropic'")
 
     # Dispatch is split in three so the sync and async paths share every decision:
@@ -302,12 +342,17 @@ class BaseToolRegistry:
         if spec is None:
             close = difflib.get_close_matches(call.tool, list(self._tools), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            return _error(f"Unknown tool {call.tool!r}.{hint} Available tools: {', '.join(self._tools)}.",
-                          "unknown_tool")
+            return _error(
+                f"Unknown tool {call.tool!r}.{hint} Available tools: {', '.join(self._tools)}.",
+                "unknown_tool",
+            )
         raw = call.args.get(INVALID_JSON_KEY) if isinstance(call.args, dict) else None
         if raw is not None:
-            return _error(f"The arguments of your {spec.name} call were not valid JSON ({raw[:200]!r}). "
-                          "Send a JSON object.", "invalid_argument")
+            return _error(
+                f"The arguments of your {spec.name} call were not valid JSON ({raw[:200]!r}). "
+                "Send a JSON object.",
+                "invalid_argument",
+            )
         msg, kind = validate_args(call.args, spec.parameters)
         if msg:
             return _error(f"Invalid call to {spec.name}: {msg}. Fix the arguments and call it again.", kind)
@@ -324,12 +369,17 @@ class BaseToolRegistry:
         try:
             text = _render(data, limit)
         except (TypeError, ValueError) as exc:
-            return _error(f"Tool {spec.name} returned a {type(data).__name__} that cannot be sent to the model "
-                          f"({exc}). Tools should return str, numbers, lists or dicts of those.",
-                          "unserializable_result", duration)
+            return _error(
+                f"Tool {spec.name} returned a {type(data).__name__} that cannot be sent to the model "
+                f"({exc}). Tools should return str, numbers, lists or dicts of those.",
+                "unserializable_result",
+                duration,
+            )
         return ToolResult(data=data, duration_ms=duration, text=text)
 
-    def dispatch(self, call: ToolCall, timeout_s: float | None = None, max_chars: int | None = None) -> ToolResult:
+    def dispatch(
+        self, call: ToolCall, timeout_s: float | None = None, max_chars: int | None = None
+    ) -> ToolResult:
         """Validate and run ``call``; every failure comes back as ``ToolResult.error`` with an ``error_kind``."""
         spec = self.prepare(call)
         if isinstance(spec, ToolResult):
@@ -349,8 +399,9 @@ class BaseToolRegistry:
             return _exception_error(spec, exc, started)
         return self.finish(spec, data, started, max_chars)
 
-    async def adispatch(self, call: ToolCall, timeout_s: float | None = None,
-                        max_chars: int | None = None) -> ToolResult:
+    async def adispatch(
+        self, call: ToolCall, timeout_s: float | None = None, max_chars: int | None = None
+    ) -> ToolResult:
         """``dispatch`` for the async loop: ``async def`` tools are awaited, sync ones run in a thread
         when they have a timeout (and inline otherwise)."""
         spec = self.prepare(call)
@@ -367,24 +418,33 @@ class BaseToolRegistry:
                 data = spec.execute(**call.args)
             else:
                 data = await asyncio.wait_for(_in_daemon_thread(spec.execute, call.args), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             return _timeout_error(spec, timeout, started)
         except (Exception, SystemExit) as exc:  # a tool calling sys.exit() fails that call, not the agent
             return _exception_error(spec, exc, started)
         return self.finish(spec, data, started, max_chars)
 
 
-def tools_from(items: list[ToolSpec | Callable[..., Any]], include_done: bool = True,
-               done_name: str = "done") -> BaseToolRegistry:
+def tools_from(
+    items: list[ToolSpec | Callable[..., Any]], include_done: bool = True, done_name: str = "done"
+) -> BaseToolRegistry:
     """A registry from functions and specs; ``include_done`` adds ``done(answer: str)``."""
     if isinstance(items, (ToolSpec, BaseToolRegistry)) or callable(items) or isinstance(items, (str, bytes)):
-        raise TypeError("tools_from() takes a list of functions or ToolSpecs, e.g. tools_from([search, fetch])")
+        raise TypeError(
+            "tools_from() takes a list of functions or ToolSpecs, e.g. tools_from([search, fetch])"
+        )
     registry = BaseToolRegistry()
     for item in items:
         registry.register(item)
     if include_done and done_name not in registry:
-        registry.register(ToolSpec(done_name, "Finish the task and give the final answer.",
-                                   {"answer": {"type": "string", "description": "the final answer"}}, _done))
+        registry.register(
+            ToolSpec(
+                done_name,
+                "Finish the task and give the final answer.",
+                {"answer": {"type": "string", "description": "the final answer"}},
+                _done,
+            )
+        )
     return registry
 
 
@@ -393,6 +453,7 @@ def _done(answer: str) -> dict[str, str]:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
 
 class _ToolTimeout(Exception):
     pass
@@ -425,7 +486,7 @@ def _in_daemon_thread(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
     def target() -> None:
         try:
             value, exc = ctx.run(_no_exit, fn, args), None
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+        except BaseException as e:
             value, exc = None, e
         try:
             loop.call_soon_threadsafe(settle, value, exc)
@@ -448,13 +509,20 @@ def _error(message: str, kind: str, duration_ms: float = 0.0) -> ToolResult:
 
 
 def _timeout_error(spec: ToolSpec, timeout: float | None, started: float) -> ToolResult:
-    return _error(f"Tool {spec.name} did not finish within {timeout:g}s and was abandoned. "
-                  "Try smaller input or another approach.", "timeout", (time.perf_counter() - started) * 1000.0)
+    return _error(
+        f"Tool {spec.name} did not finish within {timeout:g}s and was abandoned. "
+        "Try smaller input or another approach.",
+        "timeout",
+        (time.perf_counter() - started) * 1000.0,
+    )
 
 
 def _exception_error(spec: ToolSpec, exc: BaseException, started: float) -> ToolResult:
-    return _error(f"Tool {spec.name} raised {type(exc).__name__}: {exc}", "tool_exception",
-                  (time.perf_counter() - started) * 1000.0)
+    return _error(
+        f"Tool {spec.name} raised {type(exc).__name__}: {exc}",
+        "tool_exception",
+        (time.perf_counter() - started) * 1000.0,
+    )
 
 
 def _render(data: Any, limit: int) -> str:
@@ -480,7 +548,7 @@ def _run_in_thread(fn: Callable[..., Any], args: dict[str, Any], timeout: float)
     def target() -> None:
         try:
             box.append((True, ctx.run(fn, **args)))
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread
+        except BaseException as exc:
             box.append((False, exc))
 
     t = threading.Thread(target=target, daemon=True, name="looplet-tool")
@@ -505,7 +573,7 @@ def _run_coroutine(coro: Any, timeout: float | None) -> Any:
     except RuntimeError:
         try:
             return asyncio.run(asyncio.wait_for(coro, timeout))
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             raise _ToolTimeout from None
     # Called from inside a running event loop (sync loop used in async code): run on a helper thread.
     return _run_in_thread(lambda: asyncio.run(asyncio.wait_for(coro, timeout)), {}, (timeout or 1e9) + 1)

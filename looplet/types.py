@@ -29,7 +29,9 @@ class Usage:
 
     def __add__(self, other: Usage | None) -> Usage:
         if other is None:
-            return Usage(self.input_tokens, self.output_tokens, self.cached_input_tokens, self.reasoning_tokens)
+            return Usage(
+                self.input_tokens, self.output_tokens, self.cached_input_tokens, self.reasoning_tokens
+            )
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
@@ -121,8 +123,14 @@ class ToolResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ToolResult:
-        return cls(d.get("data"), d.get("error"), d.get("error_kind"), float(d.get("duration_ms", 0.0)),
-                   usage=Usage.from_dict(d.get("usage")), cost_usd=d.get("cost_usd"))
+        return cls(
+            d.get("data"),
+            d.get("error"),
+            d.get("error_kind"),
+            float(d.get("duration_ms", 0.0)),
+            usage=Usage.from_dict(d.get("usage")),
+            cost_usd=d.get("cost_usd"),
+        )
 
 
 @dataclass(slots=True)
@@ -269,7 +277,7 @@ def summarize(data: Any) -> str:
         return data.replace("\n", " ")
     if isinstance(data, dict):
         if len(data) == 1:
-            (k, v), = data.items()
+            ((k, v),) = data.items()
             if isinstance(v, (list, tuple)):
                 return f"{k}: {len(v)} items"
             return f"{k}: {summarize(v)}"

@@ -23,8 +23,20 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["FakeLLMServer", "LLMRecorder", "Reply", "text", "tool_call", "tool_calls", "error", "hang", "empty",
-           "reset", "truncated", "usage"]
+__all__ = [
+    "FakeLLMServer",
+    "LLMRecorder",
+    "Reply",
+    "text",
+    "tool_call",
+    "tool_calls",
+    "error",
+    "hang",
+    "empty",
+    "reset",
+    "truncated",
+    "usage",
+]
 
 _ids = itertools.count(1)
 
@@ -142,8 +154,12 @@ class FakeLLMServer:
     def start(self) -> FakeLLMServer:
         handler = type("Handler", (_Handler,), {"fake": self})
         self._httpd = _Server(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
-                                        name="fake-llm-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.01},
+            name="fake-llm-server",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -212,7 +228,9 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
 
-        if isinstance(sys.exc_info()[1], OSError):  # a client that hung up (timeouts, aborted streams): expected
+        if isinstance(
+            sys.exc_info()[1], OSError
+        ):  # a client that hung up (timeouts, aborted streams): expected
             return
         super().handle_error(request, client_address)
 
@@ -225,7 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
         pass
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
         try:
             body = json.loads(raw or b"{}")
@@ -248,10 +266,14 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.raw is not None:
             return self._json(reply.status, None, {"content-type": "text/html"}, reply.raw.encode())
         if reply.status != 200:
-            kind = reply.error_type or {429: "rate_limit_error", 401: "authentication_error",
-                                        404: "not_found_error"}.get(reply.status, "api_error")
-            return self._json(reply.status, _err_body(self.path, reply.status, kind, reply.message or ""),
-                              reply.headers)
+            kind = reply.error_type or {
+                429: "rate_limit_error",
+                401: "authentication_error",
+                404: "not_found_error",
+            }.get(reply.status, "api_error")
+            return self._json(
+                reply.status, _err_body(self.path, reply.status, kind, reply.message or ""), reply.headers
+            )
         model = reply.model or body.get("model") or "fake-model"
         rid = next(_ids)
         record.response_id = f"msg_{rid}" if anthropic else f"chatcmpl-{rid}"
@@ -261,13 +283,18 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._truncated(json.dumps(payload).encode(), reply)
             return self._json(200, payload, reply.headers)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        events = _anthropic_events(reply, model, rid) if anthropic else _openai_events(reply, model, rid, include_usage)
+        events = (
+            _anthropic_events(reply, model, rid)
+            if anthropic
+            else _openai_events(reply, model, rid, include_usage)
+        )
         self._stream(events, reply)
 
     # -- writing ------------------------------------------------------------------------------------------
 
-    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None,
-              data: bytes | None = None) -> None:
+    def _json(
+        self, status: int, payload: Any, headers: dict[str, str] | None = None, data: bytes | None = None
+    ) -> None:
         data = json.dumps(payload).encode() if data is None else data
         headers = {"content-type": "application/json", **(headers or {})}
         try:
@@ -292,7 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _truncated(self, data: bytes, reply: Reply) -> None:
-        cut = data[:max(0, min(int(reply.truncate or 0), len(data) - 1))]
+        cut = data[: max(0, min(int(reply.truncate or 0), len(data) - 1))]
         self.close_connection = True
         try:
             self.send_response(200)
@@ -331,6 +358,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 # -- OpenAI rendering ----------------------------------------------------------------------------------------
 
+
 def _finish(reply: Reply, anthropic: bool) -> str:
     if reply.finish_reason:
         return reply.finish_reason
@@ -344,20 +372,34 @@ def _args_text(args: Any) -> str:
 
 
 def _openai_usage(u: dict[str, int]) -> dict[str, Any]:
-    return {"prompt_tokens": u["input"], "completion_tokens": u["output"], "total_tokens": u["input"] + u["output"],
-            "prompt_tokens_details": {"cached_tokens": u["cached"]},
-            "completion_tokens_details": {"reasoning_tokens": u["reasoning"]}}
+    return {
+        "prompt_tokens": u["input"],
+        "completion_tokens": u["output"],
+        "total_tokens": u["input"] + u["output"],
+        "prompt_tokens_details": {"cached_tokens": u["cached"]},
+        "completion_tokens_details": {"reasoning_tokens": u["reasoning"]},
+    }
 
 
 def _openai_completion(reply: Reply, model: str, rid: int) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": reply.text}
     if reply.tool_calls:
-        message["tool_calls"] = [{"id": cid, "type": "function", "function": {"name": name, "arguments": _args_text(a)}}
-                                 for name, a, cid in reply.tool_calls]
-    choices = [] if reply.empty else [{"index": 0, "message": message, "finish_reason": _finish(reply, False),
-                                       "logprobs": None}]
-    out: dict[str, Any] = {"id": f"chatcmpl-{rid}", "object": "chat.completion", "created": int(time.time()),
-                           "model": model, "choices": choices}
+        message["tool_calls"] = [
+            {"id": cid, "type": "function", "function": {"name": name, "arguments": _args_text(a)}}
+            for name, a, cid in reply.tool_calls
+        ]
+    choices = (
+        []
+        if reply.empty
+        else [{"index": 0, "message": message, "finish_reason": _finish(reply, False), "logprobs": None}]
+    )
+    out: dict[str, Any] = {
+        "id": f"chatcmpl-{rid}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+    }
     if reply.usage is not None:
         out["usage"] = _openai_usage(reply.usage)
     return out
@@ -367,29 +409,55 @@ def _split(s: str, n: int) -> list[str]:
     if not s:
         return []
     size = max(1, -(-len(s) // max(1, n)))
-    return [s[i:i + size] for i in range(0, len(s), size)]
+    return [s[i : i + size] for i in range(0, len(s), size)]
 
 
 def _openai_events(reply: Reply, model: str, rid: int, include_usage: bool) -> list[str]:
-    base = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+    base = {
+        "id": f"chatcmpl-{rid}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
     extra = {"usage": None} if include_usage else {}
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
-        return "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                                      **extra}) + "\n\n"
+        return (
+            "data: "
+            + json.dumps(
+                {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+            )
+            + "\n\n"
+        )
 
     events = []
     if not reply.empty:
         events.append(chunk({"role": "assistant", "content": ""}))
         events += [chunk({"content": p}) for p in _split(reply.text or "", reply.pieces)]
         for i, (name, a, cid) in enumerate(reply.tool_calls):
-            events.append(chunk({"tool_calls": [{"index": i, "id": cid, "type": "function",
-                                                 "function": {"name": name, "arguments": ""}}]}))
-            events += [chunk({"tool_calls": [{"index": i, "function": {"arguments": p}}]})
-                       for p in _split(_args_text(a), reply.pieces)]
+            events.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": i,
+                                "id": cid,
+                                "type": "function",
+                                "function": {"name": name, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
+            events += [
+                chunk({"tool_calls": [{"index": i, "function": {"arguments": p}}]})
+                for p in _split(_args_text(a), reply.pieces)
+            ]
         events.append(chunk({}, _finish(reply, False)))
     if include_usage and reply.usage is not None:
-        events.append("data: " + json.dumps({**base, "choices": [], "usage": _openai_usage(reply.usage)}) + "\n\n")
+        events.append(
+            "data: " + json.dumps({**base, "choices": [], "usage": _openai_usage(reply.usage)}) + "\n\n"
+        )
     events.append("data: [DONE]\n\n")
     return events
 
@@ -403,7 +471,9 @@ def _check_openai(body: dict[str, Any]) -> str | None:
         if role == "assistant":
             open_calls = {tc["id"] for tc in m.get("tool_calls") or ()}
             for tc in m.get("tool_calls") or ():
-                if tc.get("type") != "function" or not isinstance(tc.get("function", {}).get("arguments"), str):
+                if tc.get("type") != "function" or not isinstance(
+                    tc.get("function", {}).get("arguments"), str
+                ):
                     return f"messages[{i}].tool_calls: each needs type 'function' and string arguments"
         elif role == "tool":
             if m.get("tool_call_id") not in open_calls:
@@ -415,9 +485,14 @@ def _check_openai(body: dict[str, Any]) -> str | None:
 
 # -- Anthropic rendering -------------------------------------------------------------------------------------
 
+
 def _anthropic_usage(u: dict[str, int]) -> dict[str, Any]:
-    return {"input_tokens": u["input"] - u["cached"], "output_tokens": u["output"],
-            "cache_read_input_tokens": u["cached"], "cache_creation_input_tokens": 0}
+    return {
+        "input_tokens": u["input"] - u["cached"],
+        "output_tokens": u["output"],
+        "cache_read_input_tokens": u["cached"],
+        "cache_creation_input_tokens": 0,
+    }
 
 
 def _anthropic_blocks(reply: Reply) -> list[dict[str, Any]]:
@@ -430,9 +505,15 @@ def _anthropic_blocks(reply: Reply) -> list[dict[str, Any]]:
 
 
 def _anthropic_message(reply: Reply, model: str, rid: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": f"msg_{rid}", "type": "message", "role": "assistant", "model": model,
-                           "content": [] if reply.empty else _anthropic_blocks(reply),
-                           "stop_reason": _finish(reply, True), "stop_sequence": None}
+    out: dict[str, Any] = {
+        "id": f"msg_{rid}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [] if reply.empty else _anthropic_blocks(reply),
+        "stop_reason": _finish(reply, True),
+        "stop_sequence": None,
+    }
     if reply.usage is not None:
         out["usage"] = _anthropic_usage(reply.usage)
     return out
@@ -442,22 +523,50 @@ def _anthropic_events(reply: Reply, model: str, rid: int) -> list[str]:
     def ev(kind: str, data: dict[str, Any]) -> str:
         return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
 
-    start: dict[str, Any] = {"id": f"msg_{rid}", "type": "message", "role": "assistant", "model": model,
-                             "content": [], "stop_reason": None, "stop_sequence": None}
+    start: dict[str, Any] = {
+        "id": f"msg_{rid}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+    }
     if reply.usage is not None:
         start["usage"] = {**_anthropic_usage(reply.usage), "output_tokens": 1}
     events = [ev("message_start", {"message": start}), ev("ping", {})]
     blocks = [] if reply.empty else _anthropic_blocks(reply)
     for i, block in enumerate(blocks):
         if block["type"] == "text":
-            events.append(ev("content_block_start", {"index": i, "content_block": {"type": "text", "text": ""}}))
-            events += [ev("content_block_delta", {"index": i, "delta": {"type": "text_delta", "text": p}})
-                       for p in _split(block["text"], reply.pieces)]
+            events.append(
+                ev("content_block_start", {"index": i, "content_block": {"type": "text", "text": ""}})
+            )
+            events += [
+                ev("content_block_delta", {"index": i, "delta": {"type": "text_delta", "text": p}})
+                for p in _split(block["text"], reply.pieces)
+            ]
         else:
-            events.append(ev("content_block_start", {"index": i, "content_block": {
-                "type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}}))
-            events += [ev("content_block_delta", {"index": i, "delta": {"type": "input_json_delta", "partial_json": p}})
-                       for p in _split(_args_text(block["input"]), reply.pieces)]
+            events.append(
+                ev(
+                    "content_block_start",
+                    {
+                        "index": i,
+                        "content_block": {
+                            "type": "tool_use",
+                            "id": block["id"],
+                            "name": block["name"],
+                            "input": {},
+                        },
+                    },
+                )
+            )
+            events += [
+                ev(
+                    "content_block_delta",
+                    {"index": i, "delta": {"type": "input_json_delta", "partial_json": p}},
+                )
+                for p in _split(_args_text(block["input"]), reply.pieces)
+            ]
         events.append(ev("content_block_stop", {"index": i}))
     delta: dict[str, Any] = {"delta": {"stop_reason": _finish(reply, True), "stop_sequence": None}}
     if reply.usage is not None:

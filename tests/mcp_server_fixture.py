@@ -32,30 +32,69 @@ from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
 
 TOOLS = [
-    types.Tool(name="add", description="Add two integers.",
-               input_schema={"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-                             "required": ["a", "b"]}),
-    types.Tool(name="echo", description="Echo the text back.",
-               input_schema={"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
-               annotations=types.ToolAnnotations(read_only_hint=True)),
-    types.Tool(name="fail", description="Always fails with the given message.",
-               input_schema={"type": "object", "properties": {"message": {"type": "string"}},
-                             "required": ["message"]}),
-    types.Tool(name="protocol_error", description="Answers with a JSON-RPC error.",
-               input_schema={"type": "object", "properties": {}}),
-    types.Tool(name="crash", description="The server process exits while handling this call.",
-               input_schema={"type": "object", "properties": {}}),
-    types.Tool(name="hang", description="Sleeps for the given number of seconds.",
-               input_schema={"type": "object", "properties": {"seconds": {"type": "number"}},
-                             "required": ["seconds"]}),
-    types.Tool(name="whoami", description="Returns the _meta of the request.",
-               input_schema={"type": "object", "properties": {}}),
-    types.Tool(name="slow_listing", description="Make tools/list take this many seconds from now on.",
-               input_schema={"type": "object", "properties": {"seconds": {"type": "number"}},
-                             "required": ["seconds"]}),
+    types.Tool(
+        name="add",
+        description="Add two integers.",
+        input_schema={
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    ),
+    types.Tool(
+        name="echo",
+        description="Echo the text back.",
+        input_schema={"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+        annotations=types.ToolAnnotations(read_only_hint=True),
+    ),
+    types.Tool(
+        name="fail",
+        description="Always fails with the given message.",
+        input_schema={
+            "type": "object",
+            "properties": {"message": {"type": "string"}},
+            "required": ["message"],
+        },
+    ),
+    types.Tool(
+        name="protocol_error",
+        description="Answers with a JSON-RPC error.",
+        input_schema={"type": "object", "properties": {}},
+    ),
+    types.Tool(
+        name="crash",
+        description="The server process exits while handling this call.",
+        input_schema={"type": "object", "properties": {}},
+    ),
+    types.Tool(
+        name="hang",
+        description="Sleeps for the given number of seconds.",
+        input_schema={
+            "type": "object",
+            "properties": {"seconds": {"type": "number"}},
+            "required": ["seconds"],
+        },
+    ),
+    types.Tool(
+        name="whoami",
+        description="Returns the _meta of the request.",
+        input_schema={"type": "object", "properties": {}},
+    ),
+    types.Tool(
+        name="slow_listing",
+        description="Make tools/list take this many seconds from now on.",
+        input_schema={
+            "type": "object",
+            "properties": {"seconds": {"type": "number"}},
+            "required": ["seconds"],
+        },
+    ),
 ]
-BROKEN = types.Tool(name="broken", description="A tool whose schema no registry can use.",
-                    input_schema={"type": "object", "properties": ["not", "a", "mapping"]})
+BROKEN = types.Tool(
+    name="broken",
+    description="A tool whose schema no registry can use.",
+    input_schema={"type": "object", "properties": ["not", "a", "mapping"]},
+)
 
 
 def _tracer() -> Any:
@@ -84,8 +123,9 @@ def build(bad_schema: bool = False) -> Server[Any]:
 
 
 def _text(text: str, error: bool = False, structured: dict[str, Any] | None = None) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=error,
-                                structured_content=structured)
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)], is_error=error, structured_content=structured
+    )
 
 
 async def _call(ctx: Any, name: str, args: dict[str, Any]) -> types.CallToolResult:
@@ -121,7 +161,7 @@ def _install_tracing(path: str) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 
-    out = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+    out = open(path, "a", buffering=1, encoding="utf-8")
     exporter = ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n")
     provider = TracerProvider(resource=Resource.create({"service.name": "mcp-fixture"}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))

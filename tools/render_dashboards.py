@@ -42,8 +42,18 @@ from tests.integration import test_stack_files as files  # noqa: E402
 from tests.integration.test_prometheus_live import LiveStack  # noqa: E402
 
 UNIT_W, UNIT_H = 0.62, 0.36  # inches per Grafana grid column / row
-COLORS = ["#7eb26d", "#eab839", "#6ed0e0", "#ef843c", "#e24d42", "#1f78c1", "#ba43a9", "#705da0", "#508642",
-          "#cca300"]
+COLORS = [
+    "#7eb26d",
+    "#eab839",
+    "#6ed0e0",
+    "#ef843c",
+    "#e24d42",
+    "#1f78c1",
+    "#ba43a9",
+    "#705da0",
+    "#508642",
+    "#cca300",
+]
 RATE_INTERVAL = "15s"
 
 
@@ -60,7 +70,11 @@ def fmt(value: float, unit: str | None, decimals: int | None = None) -> str:
         return f"{value * 1000:.1f} ms" if abs(value) < 1 else f"{value:.2f} s"
     if unit == "ops":
         return f"{value:.2f}/s"
-    d = 0 if decimals == 0 else (decimals if decimals is not None else (0 if float(value).is_integer() else 2))
+    d = (
+        0
+        if decimals == 0
+        else (decimals if decimals is not None else (0 if float(value).is_integer() else 2))
+    )
     return f"{value:,.{d}f}"
 
 
@@ -97,24 +111,46 @@ class Renderer:
         self.range = f"{int(end - stack.started)}s"
         self.spans = spans
 
-    def expr(self, panel: dict[str, Any], target: dict[str, Any], values: dict[str, str] | None = None) -> str:
+    def expr(
+        self, panel: dict[str, Any], target: dict[str, Any], values: dict[str, str] | None = None
+    ) -> str:
         interval = panel.get("interval") or "5s"
-        return files.substitute(target["expr"], rate_interval=RATE_INTERVAL, interval=interval,
-                                range_=self.range, values=values)
+        return files.substitute(
+            target["expr"], rate_interval=RATE_INTERVAL, interval=interval, range_=self.range, values=values
+        )
 
-    def panel(self, fig: Figure, panel: dict[str, Any], rect: tuple[float, float, float, float],
-              values: dict[str, str] | None = None) -> None:
+    def panel(
+        self,
+        fig: Figure,
+        panel: dict[str, Any],
+        rect: tuple[float, float, float, float],
+        values: dict[str, str] | None = None,
+    ) -> None:
         ax = fig.add_axes(rect)
         title = panel["title"].replace("$tool", (values or {}).get("tool", ""))
         kind = panel["type"]
-        draw = {"stat": self.stat, "timeseries": self.timeseries, "heatmap": self.heatmap, "table": self.table,
-                "logs": self.logs}[kind]
+        draw = {
+            "stat": self.stat,
+            "timeseries": self.timeseries,
+            "heatmap": self.heatmap,
+            "table": self.table,
+            "logs": self.logs,
+        }[kind]
         ax.set_title(title, fontsize=8, loc="left", fontweight="bold", color="#222")
         try:
             draw(ax, panel, values)
-        except Exception as exc:  # noqa: BLE001 - show the failure in the picture rather than hide the panel
-            ax.text(0.5, 0.5, f"query failed: {exc}", ha="center", va="center", fontsize=7, color="#c00",
-                    transform=ax.transAxes, wrap=True)
+        except Exception as exc:
+            ax.text(
+                0.5,
+                0.5,
+                f"query failed: {exc}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="#c00",
+                transform=ax.transAxes,
+                wrap=True,
+            )
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
 
@@ -128,8 +164,17 @@ class Renderer:
             if step["value"] is None or (math.isfinite(value) and value >= step["value"]):
                 color = {"green": "#37872d", "orange": "#e07b00", "red": "#c4162a"}.get(step["color"], color)
         text = fmt(value, d.get("unit"), d.get("decimals")) if result else "No data"
-        ax.text(0.5, 0.42, text, ha="center", va="center", fontsize=17, fontweight="bold", color=color,
-                transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.42,
+            text,
+            ha="center",
+            va="center",
+            fontsize=17,
+            fontweight="bold",
+            color=color,
+            transform=ax.transAxes,
+        )
         ax.set_xticks([])
         ax.set_yticks([])
         for spine in ax.spines.values():
@@ -147,7 +192,16 @@ class Renderer:
                 ys = [float(v) for _, v in r["values"]]
                 series.append((legend(target.get("legendFormat"), r["metric"]), xs, ys))
         if not series:
-            ax.text(0.5, 0.5, "No data", ha="center", va="center", fontsize=9, color="#888", transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "No data",
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="#888",
+                transform=ax.transAxes,
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             return
@@ -184,9 +238,13 @@ class Renderer:
     def heatmap(self, ax: Axes, panel: dict[str, Any], values: dict[str, str] | None) -> None:
         import numpy as np
 
-        result = self.stack.query_range(self.expr(panel, panel["targets"][0], values), self.start, self.end, 4)
-        rows = sorted(((float(r["metric"]["le"]), [float(v) for _, v in r["values"]]) for r in result),
-                      key=lambda x: x[0])
+        result = self.stack.query_range(
+            self.expr(panel, panel["targets"][0], values), self.start, self.end, 4
+        )
+        rows = sorted(
+            ((float(r["metric"]["le"]), [float(v) for _, v in r["values"]]) for r in result),
+            key=lambda x: x[0],
+        )
         if not rows:
             ax.text(0.5, 0.5, "No data", ha="center", va="center", transform=ax.transAxes)
             return
@@ -205,19 +263,25 @@ class Renderer:
         ax.axis("off")
         if panel["datasource"]["type"] == "tempo":
             return self.tempo_table(ax, panel, values)
-        rename = next((t["options"]["renameByName"] for t in panel.get("transformations", [])
-                       if t["id"] == "organize"), {})
+        rename = next(
+            (t["options"]["renameByName"] for t in panel.get("transformations", []) if t["id"] == "organize"),
+            {},
+        )
         columns: list[str] = []
         rows: dict[str, dict[str, str]] = {}
-        units = {o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
-                 for o in panel["fieldConfig"].get("overrides", [])}
+        units = {
+            o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+            for o in panel["fieldConfig"].get("overrides", [])
+        }
         for target in panel["targets"]:
             col = rename.get(f"Value #{target['refId']}", target["refId"])
             columns.append(col)
             for r in self.stack.query(self.expr(panel, target, values)):
                 key = r["metric"].get("tool", "")
                 props = units.get(col, {})
-                rows.setdefault(key, {})[col] = fmt(float(r["value"][1]), props.get("unit"), props.get("decimals"))
+                rows.setdefault(key, {})[col] = fmt(
+                    float(r["value"][1]), props.get("unit"), props.get("decimals")
+                )
         cells = [[k, *[rows[k].get(c, "") for c in columns]] for k in sorted(rows)]
         if cells:
             tab = ax.table(cellText=cells, colLabels=["tool", *columns], loc="upper center", cellLoc="left")
@@ -230,13 +294,23 @@ class Renderer:
         match = files.traceql_matcher(query)
         selected = re.findall(r"span\.([\w.]+)", query.split("| select", 1)[1]) if "| select" in query else []
         found = sorted((s for s in self.spans if match(s)), key=lambda s: s.start_time - s.end_time)
-        cells = [[s.name, f"{(s.end_time - s.start_time) / 1e6:.1f} ms",
-                  *[str(s.attributes.get(k, ""))[:28] for k in selected]] for s in found[:8]]
+        cells = [
+            [
+                s.name,
+                f"{(s.end_time - s.start_time) / 1e6:.1f} ms",
+                *[str(s.attributes.get(k, ""))[:28] for k in selected],
+            ]
+            for s in found[:8]
+        ]
         if not cells:
             ax.text(0.5, 0.5, "No spans", ha="center", va="center", transform=ax.transAxes)
             return
-        tab = ax.table(cellText=cells, colLabels=["span", "duration", *[k.split(".")[-1] for k in selected]],
-                       loc="upper center", cellLoc="left")
+        tab = ax.table(
+            cellText=cells,
+            colLabels=["span", "duration", *[k.split(".")[-1] for k in selected]],
+            loc="upper center",
+            cellLoc="left",
+        )
         tab.auto_set_font_size(False)
         tab.set_fontsize(6.5)
         tab.scale(1, 1.15)
@@ -246,13 +320,24 @@ class Renderer:
         lines = []
         for raw in self.stack.log_file.read_text().splitlines():
             rec = json.loads(raw)
-            if rec.get("agent") == "demo-agent" and (rec.get("level") in ("error", "warning") or rec.get("error")):
-                lines.append(f"{rec.get('timestamp', '')[11:23]}  {rec.get('level', ''):7} {rec.get('event', ''):10} "
-                             f"tool={rec.get('tool', '')} error_kind={rec.get('error_kind', '')} "
-                             f"error={str(rec.get('error', ''))[:60]}  trace_id={rec.get('trace_id', '')}")
+            if rec.get("agent") == "demo-agent" and (
+                rec.get("level") in ("error", "warning") or rec.get("error")
+            ):
+                lines.append(
+                    f"{rec.get('timestamp', '')[11:23]}  {rec.get('level', ''):7} {rec.get('event', ''):10} "
+                    f"tool={rec.get('tool', '')} error_kind={rec.get('error_kind', '')} "
+                    f"error={str(rec.get('error', ''))[:60]}  trace_id={rec.get('trace_id', '')}"
+                )
         for i, line in enumerate(reversed(lines[-9:])):
-            ax.text(0.0, 0.95 - i * 0.105, line, fontsize=6.2, family="monospace", transform=ax.transAxes,
-                    color="#b35900" if " warning " in line else "#c4162a")
+            ax.text(
+                0.0,
+                0.95 - i * 0.105,
+                line,
+                fontsize=6.2,
+                family="monospace",
+                transform=ax.transAxes,
+                color="#b35900" if " warning " in line else "#c4162a",
+            )
 
 
 def render(board: dict[str, Any], renderer: Renderer, out: Path, note: str) -> None:
@@ -280,11 +365,18 @@ def render(board: dict[str, Any], renderer: Renderer, out: Path, note: str) -> N
         y_top = (pos["y"] * UNIT_H + top_in) / H
         h = pos["h"] * UNIT_H / H
         if p["type"] == "row":
-            fig.text(x0 + 0.005, 1 - y_top - h * 0.6, p["title"], fontsize=9.5, fontweight="bold", color="#333")
+            fig.text(
+                x0 + 0.005, 1 - y_top - h * 0.6, p["title"], fontsize=9.5, fontweight="bold", color="#333"
+            )
             continue
         graph = p["type"] == "timeseries"
         pad_x, pad_top, pad_bottom = (0.04 if graph else 0.015), 0.30 / H, (0.42 if graph else 0.12) / H
-        rect = (x0 + pad_x, 1 - y_top - h + pad_bottom, pos["w"] / 24 - pad_x - 0.006, h - pad_top - pad_bottom)
+        rect = (
+            x0 + pad_x,
+            1 - y_top - h + pad_bottom,
+            pos["w"] / 24 - pad_x - 0.006,
+            h - pad_top - pad_bottom,
+        )
         renderer.panel(fig, p, rect, values)
     fig.savefig(out, dpi=110, facecolor=fig.get_facecolor())
     plt.close(fig)
@@ -303,9 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(max(0.0, args.seconds - (time.time() - stack.started)))
         end = time.time()
         renderer = Renderer(stack, stack.started + 20, end, spans)
-        note = (f"Rendered with matplotlib from a real Prometheus {stack.scrape_s}s-scrape of `python -m looplet demo "
-                f"--stream --latency {args.latency}` ({int(end - stack.started)} s of data) - not a Grafana "
-                f"screenshot. Template variables: agent=demo-agent, model=gpt-4o-mini.")
+        note = (
+            f"Rendered with matplotlib from a real Prometheus {stack.scrape_s}s-scrape of `python -m looplet demo "
+            f"--stream --latency {args.latency}` ({int(end - stack.started)} s of data) - not a Grafana "
+            f"screenshot. Template variables: agent=demo-agent, model=gpt-4o-mini."
+        )
         for path in files.dashboard_files():
             out = args.out / f"{path.stem}.png"
             board = files.load_dashboard(path)
@@ -314,8 +408,10 @@ def main(argv: list[str] | None = None) -> int:
             if "loki" in kinds:
                 extra += " Log panel: the demo's JSON log lines that its LogQL filter keeps (no Loki here)."
             if "tempo" in kinds:
-                extra += (" Tempo tables: their TraceQL evaluated on spans a TracingHook recorded in this process"
-                          " (one demo run, one run whose LLM call fails; no Tempo here).")
+                extra += (
+                    " Tempo tables: their TraceQL evaluated on spans a TracingHook recorded in this process"
+                    " (one demo run, one run whose LLM call fails; no Tempo here)."
+                )
             render(board, renderer, out, note + extra)
             print(f"wrote {out}")
     return 0

@@ -12,7 +12,8 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from looplet.errors import LLMError
@@ -22,17 +23,22 @@ from looplet.types import LLMResponse, ToolCall, Usage
 log = logging.getLogger("looplet")
 
 
-def settings_from_env(prefix: str, kwargs: dict[str, Any], *, model_example: str, key_example: str
-                      ) -> dict[str, Any]:
+def settings_from_env(
+    prefix: str, kwargs: dict[str, Any], *, model_example: str, key_example: str
+) -> dict[str, Any]:
     """``model``, ``api_key`` and ``base_url`` from ``<PREFIX>_MODEL``, ``<PREFIX>_API_KEY`` and
     ``<PREFIX>_BASE_URL`` (optional), keyword arguments winning; the rest of ``kwargs`` passes through.
     A missing model or key raises ``ValueError`` saying what to export."""
     model = kwargs.pop("model", None) or os.environ.get(f"{prefix}_MODEL")
     if not model:
-        raise ValueError(f"{prefix}_MODEL is not set: export {prefix}_MODEL={model_example} (or pass model=...)")
+        raise ValueError(
+            f"{prefix}_MODEL is not set: export {prefix}_MODEL={model_example} (or pass model=...)"
+        )
     api_key = kwargs.pop("api_key", None) or os.environ.get(f"{prefix}_API_KEY")
     if not api_key:
-        raise ValueError(f"{prefix}_API_KEY is not set: export {prefix}_API_KEY={key_example}, or pass api_key=...")
+        raise ValueError(
+            f"{prefix}_API_KEY is not set: export {prefix}_API_KEY={key_example}, or pass api_key=..."
+        )
     base_url = kwargs.pop("base_url", None) or os.environ.get(f"{prefix}_BASE_URL") or None
     return dict(kwargs, model=model, api_key=api_key, base_url=base_url)
 
@@ -95,8 +101,16 @@ def _is(exc: BaseException, *names: str) -> bool:
     return any(k.__name__ in names for k in type(exc).__mro__)
 
 
-def map_error(exc: BaseException, *, provider: str, key_env: str, base_url: Any, model: str,
-              timeout: Any, mid_stream: bool = False) -> LLMError:
+def map_error(
+    exc: BaseException,
+    *,
+    provider: str,
+    key_env: str,
+    base_url: Any,
+    model: str,
+    timeout: Any,
+    mid_stream: bool = False,
+) -> LLMError:
     """Translate an SDK or transport exception into an :class:`LLMError` saying what to do.
 
     Retryable: 429, 408, 5xx, timeouts, connection failures, a stream cut off or failing mid-way.
@@ -107,21 +121,36 @@ def map_error(exc: BaseException, *, provider: str, key_env: str, base_url: Any,
     if mid_stream and not isinstance(status, int):
         cause = exc.__cause__ or exc
         if _is(exc, "APITimeoutError", "TimeoutException"):
-            return LLMError(f"the {provider} stream stalled: no data for {timeout}s; the loop retries",
-                            retryable=True, kind="timeout")
+            return LLMError(
+                f"the {provider} stream stalled: no data for {timeout}s; the loop retries",
+                retryable=True,
+                kind="timeout",
+            )
         if _is(exc, "APIConnectionError", "TransportError", "RequestError"):
-            return LLMError(f"the {provider} stream was cut off mid-answer ({type(cause).__name__}: {cause}); "
-                            "the loop retries", retryable=True, kind="stream_cut")
+            return LLMError(
+                f"the {provider} stream was cut off mid-answer ({type(cause).__name__}: {cause}); "
+                "the loop retries",
+                retryable=True,
+                kind="stream_cut",
+            )
     detail = _detail(exc)
     if isinstance(status, int) and status >= 400:
         response = getattr(exc, "response", None)
         wait = retry_after(getattr(response, "headers", None))
         if status == 429:
-            return LLMError(f"{provider} rate limit (HTTP 429){detail}; the loop retries after a pause",
-                            retryable=True, status=429, retry_after=wait)
+            return LLMError(
+                f"{provider} rate limit (HTTP 429){detail}; the loop retries after a pause",
+                retryable=True,
+                status=429,
+                retry_after=wait,
+            )
         if status == 408 or status >= 500:
-            return LLMError(f"{provider} server error (HTTP {status}){detail}; transient, the loop retries",
-                            retryable=True, status=status, retry_after=wait)
+            return LLMError(
+                f"{provider} server error (HTTP {status}){detail}; transient, the loop retries",
+                retryable=True,
+                status=status,
+                retry_after=wait,
+            )
         hint = {
             400: "the server rejected the request; check the model's parameters and the tool schemas",
             401: f"authentication failed; check {key_env} (or the api_key argument)",
@@ -132,19 +161,30 @@ def map_error(exc: BaseException, *, provider: str, key_env: str, base_url: Any,
         }.get(status, "the request was refused; it is not retried")
         return LLMError(f"{provider} HTTP {status}: {hint}{detail}", retryable=False, status=status)
     if _is(exc, "APITimeoutError", "TimeoutException"):
-        return LLMError(f"no answer from {provider} at {base_url} within {timeout}s; the loop retries "
-                        "(raise timeout= if the model is slow)", retryable=True, kind="timeout")
+        return LLMError(
+            f"no answer from {provider} at {base_url} within {timeout}s; the loop retries "
+            "(raise timeout= if the model is slow)",
+            retryable=True,
+            kind="timeout",
+        )
     if _is(exc, "APIConnectionError", "TransportError", "RequestError"):
         cause = exc.__cause__ or exc.__context__
         why = f" ({type(cause).__name__}: {cause})" if cause is not None else f" ({exc})"
-        return LLMError(f"connection to {provider} at {base_url} failed{why}; the loop retries (check base_url "
-                        "and that the server is up)", retryable=True, kind="connection")
+        return LLMError(
+            f"connection to {provider} at {base_url} failed{why}; the loop retries (check base_url "
+            "and that the server is up)",
+            retryable=True,
+            kind="connection",
+        )
     if _is(exc, "APIResponseValidationError"):
         return not_an_answer(provider, base_url, "a body that does not match the API schema")
     if _is(exc, "APIError"):  # an error event inside a stream: the server failed mid-answer
-        return LLMError(f"{provider} reported an error mid-answer{detail}", retryable=True, kind="stream_error")
-    return LLMError(f"{provider} call failed: {type(exc).__name__}: {exc}", retryable=False,
-                    kind=type(exc).__name__)
+        return LLMError(
+            f"{provider} reported an error mid-answer{detail}", retryable=True, kind="stream_error"
+        )
+    return LLMError(
+        f"{provider} call failed: {type(exc).__name__}: {exc}", retryable=False, kind=type(exc).__name__
+    )
 
 
 def _detail(exc: BaseException) -> str:
@@ -159,26 +199,38 @@ def _detail(exc: BaseException) -> str:
 
 
 def stream_cut(provider: str) -> LLMError:
-    return LLMError(f"the {provider} stream ended before the answer was complete; the loop retries",
-                    retryable=True, kind="stream_cut")
+    return LLMError(
+        f"the {provider} stream ended before the answer was complete; the loop retries",
+        retryable=True,
+        kind="stream_cut",
+    )
 
 
 def empty_answer(provider: str, what: str) -> LLMError:
-    return LLMError(f"{provider} returned {what}; the answer is unusable (check the model and the "
-                    "request, e.g. a content filter or an exhausted max_tokens)", retryable=False,
-                    kind="empty_response")
+    return LLMError(
+        f"{provider} returned {what}; the answer is unusable (check the model and the "
+        "request, e.g. a content filter or an exhausted max_tokens)",
+        retryable=False,
+        kind="empty_response",
+    )
 
 
 def not_an_answer(provider: str, base_url: Any, got: str) -> LLMError:
-    return LLMError(f"the server at {base_url} did not answer in the {provider} format (got {got}); check that "
-                    f"base_url points at the {provider} API or a compatible server", retryable=False,
-                    kind="bad_response")
+    return LLMError(
+        f"the server at {base_url} did not answer in the {provider} format (got {got}); check that "
+        f"base_url points at the {provider} API or a compatible server",
+        retryable=False,
+        kind="bad_response",
+    )
 
 
 def bad_json(provider: str, base_url: Any, exc: BaseException) -> LLMError:
     """A 200 answer whose body is not valid JSON (cut off by a proxy or a dropped connection): retried."""
-    return LLMError(f"the {provider} answer from {base_url} was not valid JSON (cut off? {exc}); the loop retries",
-                    retryable=True, kind="bad_json")
+    return LLMError(
+        f"the {provider} answer from {base_url} was not valid JSON (cut off? {exc}); the loop retries",
+        retryable=True,
+        kind="bad_json",
+    )
 
 
 def check_stream(events: Any, provider: str, base_url: Any) -> None:
@@ -202,8 +254,10 @@ def deliver(on_chunk: Callable[[dict[str, Any]], Any] | None, chunk: dict[str, A
             return
         if hasattr(out, "close"):
             out.close()
-        log.warning("an async on_llm_chunk hook cannot run inside a sync call in a running event loop; "
-                    "use async_composable_loop")
+        log.warning(
+            "an async on_llm_chunk hook cannot run inside a sync call in a running event loop; "
+            "use async_composable_loop"
+        )
 
 
 async def adeliver(on_chunk: Callable[[dict[str, Any]], Any] | None, chunk: dict[str, Any]) -> None:
@@ -243,7 +297,9 @@ class Assembly:
         self.text.append(piece)
         return {"type": "text", "text": piece}
 
-    def add_call(self, index: int, call_id: str | None, name: str | None, arguments: str | None) -> dict[str, Any]:
+    def add_call(
+        self, index: int, call_id: str | None, name: str | None, arguments: str | None
+    ) -> dict[str, Any]:
         self._first()
         slot = self.calls.setdefault(index, [None, None, []])
         if call_id:
@@ -252,10 +308,28 @@ class Assembly:
             slot[1] = (slot[1] or "") + name
         if arguments:
             slot[2].append(arguments)
-        return {"type": "tool_call", "index": index, "id": slot[0], "name": slot[1], "arguments": arguments or ""}
+        return {
+            "type": "tool_call",
+            "index": index,
+            "id": slot[0],
+            "name": slot[1],
+            "arguments": arguments or "",
+        }
 
     def response(self, provider: str, server: tuple[str | None, int | None]) -> LLMResponse:
-        calls = [ToolCall(name or "", parse_arguments("".join(pieces)), call_id or f"call_{index}")
-                 for index, (call_id, name, pieces) in sorted(self.calls.items())]
-        return LLMResponse("".join(self.text) or None, calls, self.usage, self.model, self.response_id,
-                           self.finish_reason, provider, server[0], server[1], self.ttfc)
+        calls = [
+            ToolCall(name or "", parse_arguments("".join(pieces)), call_id or f"call_{index}")
+            for index, (call_id, name, pieces) in sorted(self.calls.items())
+        ]
+        return LLMResponse(
+            "".join(self.text) or None,
+            calls,
+            self.usage,
+            self.model,
+            self.response_id,
+            self.finish_reason,
+            provider,
+            server[0],
+            server[1],
+            self.ttfc,
+        )

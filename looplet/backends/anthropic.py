@@ -12,8 +12,19 @@ import json
 import time
 from typing import Any
 
-from looplet.backends._common import (Assembly, adeliver, bad_json, check_stream, deliver, map_error, not_an_answer,
-                                      parse_arguments, server_of, settings_from_env, stream_cut)
+from looplet.backends._common import (
+    Assembly,
+    adeliver,
+    bad_json,
+    check_stream,
+    deliver,
+    map_error,
+    not_an_answer,
+    parse_arguments,
+    server_of,
+    settings_from_env,
+    stream_cut,
+)
 from looplet.errors import LLMError, require
 from looplet.types import LLMResponse, ToolCall, Usage
 
@@ -30,16 +41,30 @@ class AnthropicBackend:
 
     provider = PROVIDER
 
-    def __init__(self, client: Any = None, *, model: str, api_key: str | None = None, base_url: str | None = None,
-                 max_tokens: int = 1024, timeout: float = 60.0, **client_kwargs: Any) -> None:
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        model: str,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_tokens: int = 1024,
+        timeout: float = 60.0,
+        **client_kwargs: Any,
+    ) -> None:
         sdk = require("anthropic", "anthropic")
         httpx2 = require("httpx2", "anthropic")
         if not isinstance(model, str) or not model.strip():
-            raise ValueError("AnthropicBackend(model=...) must name the model, e.g. model='claude-sonnet-4-5'")
+            raise ValueError(
+                "AnthropicBackend(model=...) must name the model, e.g. model='claude-sonnet-4-5'"
+            )
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"AnthropicBackend(max_tokens={max_tokens!r}): must be an int >= 1")
         self._sdk = sdk
-        self._errors = (sdk.APIError, httpx2.HTTPError)  # the SDK leaves transport errors in streams unwrapped
+        self._errors = (
+            sdk.APIError,
+            httpx2.HTTPError,
+        )  # the SDK leaves transport errors in streams unwrapped
         self.model = model
         self.max_tokens = max_tokens
         self._client: Any = None
@@ -50,42 +75,56 @@ class AnthropicBackend:
         quiet = {"max_retries": 0, "open_telemetry": client_kwargs.pop("open_telemetry", False)}
         if client is not None:
             if api_key is not None or base_url is not None or client_kwargs:
-                raise ValueError("AnthropicBackend: pass either a client or api_key/base_url/client options, not both")
+                raise ValueError(
+                    "AnthropicBackend: pass either a client or api_key/base_url/client options, not both"
+                )
             if isinstance(client, sdk.AsyncAnthropic):
                 self._aclient = client.with_options(**quiet)
             elif isinstance(client, sdk.Anthropic):
                 self._client = client.with_options(**quiet)
             else:
-                raise TypeError(f"AnthropicBackend(client=...) must be an anthropic.Anthropic or AsyncAnthropic, "
-                                f"got {type(client).__name__}")
+                raise TypeError(
+                    f"AnthropicBackend(client=...) must be an anthropic.Anthropic or AsyncAnthropic, "
+                    f"got {type(client).__name__}"
+                )
             self._settings: dict[str, Any] | None = None
             self.timeout = (self._client or self._aclient).timeout
         else:
             self.timeout = timeout
-            self._settings = dict(api_key=api_key, base_url=base_url, timeout=timeout, **quiet, **client_kwargs)
+            self._settings = dict(
+                api_key=api_key, base_url=base_url, timeout=timeout, **quiet, **client_kwargs
+            )
             try:
                 self._client = sdk.Anthropic(**self._settings)
             except sdk.AnthropicError as exc:
-                raise ValueError(f"AnthropicBackend: {exc} (pass api_key=... or set ANTHROPIC_API_KEY)") from exc
+                raise ValueError(
+                    f"AnthropicBackend: {exc} (pass api_key=... or set ANTHROPIC_API_KEY)"
+                ) from exc
         self.base_url = str((self._client or self._aclient).base_url)
         self.server_address, self.server_port = server_of(self.base_url)
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> AnthropicBackend:
         """Build from ``ANTHROPIC_MODEL``, ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL`` (optional)."""
-        return cls(**settings_from_env("ANTHROPIC", kwargs, model_example="claude-sonnet-4-5",
-                                       key_example="sk-ant-..."))
+        return cls(
+            **settings_from_env(
+                "ANTHROPIC", kwargs, model_example="claude-sonnet-4-5", key_example="sk-ant-..."
+            )
+        )
 
     def __repr__(self) -> str:
         return f"AnthropicBackend(model={self.model!r}, base_url={self.base_url!r})"
 
     # -- calls ------------------------------------------------------------------------------------------
 
-    def generate(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
-                 **options: Any) -> LLMResponse:
+    def generate(
+        self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None, **options: Any
+    ) -> LLMResponse:
         if self._client is None:
-            raise TypeError("this AnthropicBackend was given an AsyncAnthropic client: use async_composable_loop, "
-                            "or pass an anthropic.Anthropic client for the sync loop")
+            raise TypeError(
+                "this AnthropicBackend was given an AsyncAnthropic client: use async_composable_loop, "
+                "or pass an anthropic.Anthropic client for the sync loop"
+            )
         on_chunk = options.pop("on_chunk", None)
         params = self._request(messages, tools, options)
         reader = _StreamReader(time.perf_counter())
@@ -103,8 +142,9 @@ class AnthropicBackend:
         except json.JSONDecodeError as exc:
             raise bad_json(PROVIDER, self.base_url, exc) from exc
 
-    async def agenerate(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
-                        **options: Any) -> LLMResponse:
+    async def agenerate(
+        self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None, **options: Any
+    ) -> LLMResponse:
         client = self._async_client()
         on_chunk = options.pop("on_chunk", None)
         params = self._request(messages, tools, options)
@@ -129,19 +169,28 @@ class AnthropicBackend:
 
     # -- request ----------------------------------------------------------------------------------------
 
-    def _request(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
-                 options: dict[str, Any]) -> dict[str, Any]:
+    def _request(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, options: dict[str, Any]
+    ) -> dict[str, Any]:
         system, converted = to_anthropic(messages)
-        params: dict[str, Any] = {"model": self.model, "max_tokens": options.pop("max_tokens", None) or self.max_tokens,
-                                  "messages": converted}
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": options.pop("max_tokens", None) or self.max_tokens,
+            "messages": converted,
+        }
         if system:
             params["system"] = system
         if tools:
             if tools is not self._tools_in:
                 self._tools_in = tools
-                self._tools_out = [{"name": t["name"], "description": t.get("description") or "",
-                                    "input_schema": t.get("parameters") or {"type": "object", "properties": {}}}
-                                   for t in tools]
+                self._tools_out = [
+                    {
+                        "name": t["name"],
+                        "description": t.get("description") or "",
+                        "input_schema": t.get("parameters") or {"type": "object", "properties": {}},
+                    }
+                    for t in tools
+                ]
             params["tools"] = self._tools_out
         if options.pop("stream", False):
             params["stream"] = True
@@ -157,8 +206,14 @@ class AnthropicBackend:
         settings = self._settings
         if settings is None:  # the user's sync client: the same endpoint and credentials
             c = self._client
-            settings = dict(api_key=c.api_key, auth_token=c.auth_token, base_url=c.base_url, timeout=c.timeout,
-                            max_retries=0, open_telemetry=False)
+            settings = dict(
+                api_key=c.api_key,
+                auth_token=c.auth_token,
+                base_url=c.base_url,
+                timeout=c.timeout,
+                max_retries=0,
+                open_telemetry=False,
+            )
         self._aclient, self._aloop = self._sdk.AsyncAnthropic(**settings), loop  # one per event loop
         return self._aclient
 
@@ -174,8 +229,17 @@ class AnthropicBackend:
             elif block.type == "tool_use":
                 calls.append(ToolCall(block.name, parse_arguments(block.input), block.id))
         counts = _counts(getattr(msg, "usage", None))
-        return LLMResponse("".join(texts) or None, calls, _usage(counts), msg.model, msg.id, msg.stop_reason,
-                           PROVIDER, self.server_address, self.server_port)
+        return LLMResponse(
+            "".join(texts) or None,
+            calls,
+            _usage(counts),
+            msg.model,
+            msg.id,
+            msg.stop_reason,
+            PROVIDER,
+            self.server_address,
+            self.server_port,
+        )
 
     def _finish(self, reader: _StreamReader) -> LLMResponse:
         if not reader.stopped:
@@ -185,9 +249,15 @@ class AnthropicBackend:
         return asm.response(PROVIDER, (self.server_address, self.server_port))
 
     def _error(self, exc: BaseException, reader: _StreamReader) -> LLMError:
-        return map_error(exc, provider=PROVIDER, key_env="ANTHROPIC_API_KEY", base_url=self.base_url,
-                         model=self.model, timeout=getattr(self.timeout, "read", None) or self.timeout,
-                         mid_stream=reader.asm.model is not None)
+        return map_error(
+            exc,
+            provider=PROVIDER,
+            key_env="ANTHROPIC_API_KEY",
+            base_url=self.base_url,
+            model=self.model,
+            timeout=getattr(self.timeout, "read", None) or self.timeout,
+            mid_stream=reader.asm.model is not None,
+        )
 
 
 class _StreamReader:
@@ -236,8 +306,12 @@ def _counts(u: Any) -> dict[str, int] | None:
     if u is None:
         return None
     out = {}
-    for key, attr in (("input", "input_tokens"), ("output", "output_tokens"), ("read", "cache_read_input_tokens"),
-                      ("write", "cache_creation_input_tokens")):
+    for key, attr in (
+        ("input", "input_tokens"),
+        ("output", "output_tokens"),
+        ("read", "cache_read_input_tokens"),
+        ("write", "cache_creation_input_tokens"),
+    ):
         value = getattr(u, attr, None)
         if value is not None:
             out[key] = value
@@ -257,6 +331,7 @@ def _usage(c: dict[str, int] | None) -> Usage | None:
 
 # -- transcript conversion ---------------------------------------------------------------------------------
 
+
 def to_anthropic(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """OpenAI chat messages -> ``(system, messages)`` for the Messages API. Turns of one role in a row are
     merged (the API wants user and assistant to alternate), so consecutive tool results form one user turn."""
@@ -275,7 +350,11 @@ def to_anthropic(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, An
             system.append(_plain(content))
         elif role == "tool":
             result = _plain(content)
-            block = {"type": "tool_result", "tool_use_id": m.get("tool_call_id"), "content": result or "(empty)"}
+            block = {
+                "type": "tool_result",
+                "tool_use_id": m.get("tool_call_id"),
+                "content": result or "(empty)",
+            }
             if result.startswith("ERROR:"):
                 block["is_error"] = True
             put("user", [block])
@@ -283,8 +362,14 @@ def to_anthropic(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, An
             blocks = _blocks(content)
             for tc in m.get("tool_calls") or ():
                 fn = tc.get("function") or {}
-                blocks.append({"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"),
-                               "input": parse_arguments(fn.get("arguments"))})
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": tc.get("id"),
+                        "name": fn.get("name"),
+                        "input": parse_arguments(fn.get("arguments")),
+                    }
+                )
             put("assistant", blocks or [{"type": "text", "text": "(no answer)"}])
         else:
             put("user", _blocks(content) or [{"type": "text", "text": "(empty)"}])
@@ -302,7 +387,10 @@ def _plain(content: Any) -> str:
 def _blocks(content: Any) -> list[dict[str, Any]]:
     """Text blocks of a message, without empty ones (the API rejects blank text blocks)."""
     if isinstance(content, list):
-        return [{"type": "text", "text": p["text"]} if p.get("type") == "text" else p
-                for p in content if isinstance(p, dict) and (p.get("type") != "text" or str(p.get("text")).strip())]
+        return [
+            {"type": "text", "text": p["text"]} if p.get("type") == "text" else p
+            for p in content
+            if isinstance(p, dict) and (p.get("type") != "text" or str(p.get("text")).strip())
+        ]
     text = _plain(content)
     return [{"type": "text", "text": text}] if text.strip() else []

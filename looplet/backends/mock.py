@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from looplet.errors import LLMResponsesExhausted
 from looplet.types import LLMResponse, ToolCall, Usage
@@ -21,11 +22,16 @@ def _chunks(response: LLMResponse) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if response.text:
         half = len(response.text) // 2
-        out += [{"type": "text", "text": response.text[:half]}, {"type": "text", "text": response.text[half:]}]
+        out += [
+            {"type": "text", "text": response.text[:half]},
+            {"type": "text", "text": response.text[half:]},
+        ]
     for i, call in enumerate(response.tool_calls):
         args = json.dumps(call.args)
         half = len(args) // 2
-        out.append({"type": "tool_call", "index": i, "id": call.id, "name": call.tool, "arguments": args[:half]})
+        out.append(
+            {"type": "tool_call", "index": i, "id": call.id, "name": call.tool, "arguments": args[:half]}
+        )
         out.append({"type": "tool_call", "index": i, "id": None, "name": None, "arguments": args[half:]})
     return out
 
@@ -47,8 +53,15 @@ class MockLLMBackend:
 
     provider = "mock"
 
-    def __init__(self, responses: Iterable[Any], cycle: bool = False, *, model: str = "mock-model",
-                 usage: Usage | str | None = None, latency_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        responses: Iterable[Any],
+        cycle: bool = False,
+        *,
+        model: str = "mock-model",
+        usage: Usage | str | None = None,
+        latency_s: float = 0.0,
+    ) -> None:
         self.responses = list(responses)
         if not self.responses:
             raise ValueError("MockLLMBackend needs at least one scripted response")
@@ -72,27 +85,39 @@ class MockLLMBackend:
             if not self.cycle:
                 raise LLMResponsesExhausted(
                     f"MockLLMBackend script exhausted after {len(self._parsed)} responses; add responses "
-                    "or pass cycle=True")
+                    "or pass cycle=True"
+                )
             i %= len(self._parsed)
         template = self._parsed[i]
         if isinstance(template, BaseException):
             raise template
-        calls = [ToolCall(c.tool, dict(c.args), c.id or f"call_{self.calls}_{k}", c.reasoning)
-                 for k, c in enumerate(template.tool_calls)]
+        calls = [
+            ToolCall(c.tool, dict(c.args), c.id or f"call_{self.calls}_{k}", c.reasoning)
+            for k, c in enumerate(template.tool_calls)
+        ]
         usage = template.usage
         if usage is None and self.usage is not None:
             usage = self._estimate(messages, template) if self.usage == "estimate" else self.usage
-        return LLMResponse(template.text, calls, usage, template.model or self.model,
-                           template.response_id or f"mock-{self.calls}", template.finish_reason or
-                           ("tool_calls" if calls else "stop"), "mock")
+        return LLMResponse(
+            template.text,
+            calls,
+            usage,
+            template.model or self.model,
+            template.response_id or f"mock-{self.calls}",
+            template.finish_reason or ("tool_calls" if calls else "stop"),
+            "mock",
+        )
 
     def _estimate(self, messages: list[dict[str, Any]], template: LLMResponse) -> Usage:
         if len(messages) < self._seen_msgs:  # a new or compacted transcript: count afresh
             self._seen = self._seen_msgs = 0
         cached = self._seen // 4  # the prefix sent before is what a provider's prompt cache would hit
-        for m in messages[self._seen_msgs:]:
-            self._seen += len(m.get("content") or "") + 16 + sum(
-                len(tc["function"]["arguments"]) + 24 for tc in m.get("tool_calls") or ())
+        for m in messages[self._seen_msgs :]:
+            self._seen += (
+                len(m.get("content") or "")
+                + 16
+                + sum(len(tc["function"]["arguments"]) + 24 for tc in m.get("tool_calls") or ())
+            )
         self._seen_msgs = len(messages)
         out = len(template.text or "") + sum(len(json.dumps(c.args)) + 24 for c in template.tool_calls)
         return Usage(input_tokens=self._seen // 4 + 1, output_tokens=out // 4 + 1, cached_input_tokens=cached)
@@ -115,7 +140,9 @@ class MockLLMBackend:
             time.sleep(self.latency_s * (1 - _FIRST_CHUNK_SHARE))
         return response
 
-    async def agenerate(self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any) -> LLMResponse:
+    async def agenerate(
+        self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any
+    ) -> LLMResponse:
         import asyncio  # not at module level: the sync loop should not pay for importing asyncio
 
         if not options.get("stream"):
@@ -150,8 +177,10 @@ class MockLLMBackend:
         if isinstance(item, dict):
             item = json.dumps(item)
         if not isinstance(item, str):
-            raise TypeError(f"MockLLMBackend response {index}: expected a JSON string, ToolCall, LLMResponse "
-                            f"or exception, got {type(item).__name__}")
+            raise TypeError(
+                f"MockLLMBackend response {index}: expected a JSON string, ToolCall, LLMResponse "
+                f"or exception, got {type(item).__name__}"
+            )
         try:
             obj = json.loads(item)
         except ValueError:

@@ -12,8 +12,20 @@ import json
 import time
 from typing import Any
 
-from looplet.backends._common import (Assembly, adeliver, bad_json, check_stream, deliver, empty_answer, map_error,
-                                      not_an_answer, parse_arguments, server_of, settings_from_env, stream_cut)
+from looplet.backends._common import (
+    Assembly,
+    adeliver,
+    bad_json,
+    check_stream,
+    deliver,
+    empty_answer,
+    map_error,
+    not_an_answer,
+    parse_arguments,
+    server_of,
+    settings_from_env,
+    stream_cut,
+)
 from looplet.errors import LLMError, require
 from looplet.types import LLMResponse, ToolCall, Usage
 
@@ -33,8 +45,16 @@ class OpenAIBackend:
 
     provider = PROVIDER
 
-    def __init__(self, client: Any = None, *, model: str, base_url: str | None = None, api_key: str | None = None,
-                 timeout: float = 60.0, **client_kwargs: Any) -> None:
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        **client_kwargs: Any,
+    ) -> None:
         sdk = require("openai", "openai")
         if not isinstance(model, str) or not model.strip():
             raise ValueError("OpenAIBackend(model=...) must name the model, e.g. model='gpt-4o-mini'")
@@ -48,24 +68,32 @@ class OpenAIBackend:
         self._tools_out: list[dict[str, Any]] = []
         if client is not None:
             if base_url is not None or api_key is not None or client_kwargs:
-                raise ValueError("OpenAIBackend: pass either a client or base_url/api_key/client options, not both "
-                                 "(configure the client itself, e.g. OpenAI(base_url=..., api_key=...))")
+                raise ValueError(
+                    "OpenAIBackend: pass either a client or base_url/api_key/client options, not both "
+                    "(configure the client itself, e.g. OpenAI(base_url=..., api_key=...))"
+                )
             if isinstance(client, sdk.AsyncOpenAI):
                 self._aclient = client.with_options(max_retries=0)
             elif isinstance(client, sdk.OpenAI):
                 self._client = client.with_options(max_retries=0)
             else:
-                raise TypeError(f"OpenAIBackend(client=...) must be an openai.OpenAI or openai.AsyncOpenAI, "
-                                f"got {type(client).__name__}")
+                raise TypeError(
+                    f"OpenAIBackend(client=...) must be an openai.OpenAI or openai.AsyncOpenAI, "
+                    f"got {type(client).__name__}"
+                )
             self.timeout = (self._client or self._aclient).timeout
         else:
             self.timeout = timeout
-            self._settings = dict(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0, **client_kwargs)
+            self._settings = dict(
+                base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0, **client_kwargs
+            )
             try:
                 self._client = sdk.OpenAI(**self._settings)
             except sdk.OpenAIError as exc:
-                raise ValueError(f"OpenAIBackend: {exc} (pass api_key=... or set OPENAI_API_KEY; local servers "
-                                 "such as Ollama accept any non-empty key)") from exc
+                raise ValueError(
+                    f"OpenAIBackend: {exc} (pass api_key=... or set OPENAI_API_KEY; local servers "
+                    "such as Ollama accept any non-empty key)"
+                ) from exc
         self.base_url = str((self._client or self._aclient).base_url)
         self.server_address, self.server_port = server_of(self.base_url)
 
@@ -73,19 +101,28 @@ class OpenAIBackend:
     def from_env(cls, **kwargs: Any) -> OpenAIBackend:
         """Build from ``OPENAI_MODEL``, ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` (optional: OpenAI's own
         endpoint when unset). Keyword arguments override the environment."""
-        return cls(**settings_from_env("OPENAI", kwargs, model_example="gpt-4o-mini",
-                                       key_example="sk-... (local servers such as Ollama accept any non-empty value)"))
+        return cls(
+            **settings_from_env(
+                "OPENAI",
+                kwargs,
+                model_example="gpt-4o-mini",
+                key_example="sk-... (local servers such as Ollama accept any non-empty value)",
+            )
+        )
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
 
     # -- calls ------------------------------------------------------------------------------------------
 
-    def generate(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
-                 **options: Any) -> LLMResponse:
+    def generate(
+        self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None, **options: Any
+    ) -> LLMResponse:
         if self._client is None:
-            raise TypeError("this OpenAIBackend was given an AsyncOpenAI client: use async_composable_loop, or "
-                            "pass an openai.OpenAI client for the sync loop")
+            raise TypeError(
+                "this OpenAIBackend was given an AsyncOpenAI client: use async_composable_loop, or "
+                "pass an openai.OpenAI client for the sync loop"
+            )
         on_chunk = options.pop("on_chunk", None)
         params = self._request(messages, tools, options)
         asm = Assembly(time.perf_counter())
@@ -103,8 +140,9 @@ class OpenAIBackend:
         except json.JSONDecodeError as exc:
             raise bad_json(PROVIDER, self.base_url, exc) from exc
 
-    async def agenerate(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
-                        **options: Any) -> LLMResponse:
+    async def agenerate(
+        self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None, **options: Any
+    ) -> LLMResponse:
         client = self._async_client()
         on_chunk = options.pop("on_chunk", None)
         params = self._request(messages, tools, options)
@@ -130,17 +168,30 @@ class OpenAIBackend:
 
     # -- request ----------------------------------------------------------------------------------------
 
-    def _request(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
-                 options: dict[str, Any]) -> dict[str, Any]:
-        params: dict[str, Any] = {"model": self.model, "messages": [
-            {**m, "content": ""} if m.get("content") is None and m.get("role") == "assistant" else m
-            for m in messages]}  # some compatible servers reject a null assistant content
+    def _request(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, options: dict[str, Any]
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": [
+                {**m, "content": ""} if m.get("content") is None and m.get("role") == "assistant" else m
+                for m in messages
+            ],
+        }  # some compatible servers reject a null assistant content
         if tools:
             if tools is not self._tools_in:  # the loop passes the same list every call: convert it once
                 self._tools_in = tools
-                self._tools_out = [{"type": "function", "function": {
-                    "name": t["name"], "description": t.get("description") or "",
-                    "parameters": t.get("parameters") or {"type": "object", "properties": {}}}} for t in tools]
+                self._tools_out = [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": t["name"],
+                            "description": t.get("description") or "",
+                            "parameters": t.get("parameters") or {"type": "object", "properties": {}},
+                        },
+                    }
+                    for t in tools
+                ]
             params["tools"] = self._tools_out
         stream = bool(options.pop("stream", False))
         params.update(options)
@@ -156,8 +207,15 @@ class OpenAIBackend:
         settings = self._settings
         if settings is None:  # the user's sync client: the same endpoint and credentials
             c = self._client
-            settings = dict(base_url=c.base_url, api_key=c.api_key, organization=c.organization, project=c.project,
-                            timeout=c.timeout, max_retries=0, default_headers=getattr(c, "_custom_headers", None))
+            settings = dict(
+                base_url=c.base_url,
+                api_key=c.api_key,
+                organization=c.organization,
+                project=c.project,
+                timeout=c.timeout,
+                max_retries=0,
+                default_headers=getattr(c, "_custom_headers", None),
+            )
         # an async client's connections belong to one event loop: make one per loop
         self._aclient, self._aloop = self._sdk.AsyncOpenAI(**settings), loop
         return self._aclient
@@ -171,10 +229,22 @@ class OpenAIBackend:
             raise empty_answer(PROVIDER, "an empty choices list")
         choice = resp.choices[0]
         msg = choice.message
-        calls = [ToolCall(tc.function.name, parse_arguments(tc.function.arguments), tc.id)
-                 for tc in msg.tool_calls or () if getattr(tc, "function", None) is not None]
-        return LLMResponse(msg.content or getattr(msg, "refusal", None), calls, _usage(resp.usage), resp.model,
-                           resp.id, choice.finish_reason, PROVIDER, self.server_address, self.server_port)
+        calls = [
+            ToolCall(tc.function.name, parse_arguments(tc.function.arguments), tc.id)
+            for tc in msg.tool_calls or ()
+            if getattr(tc, "function", None) is not None
+        ]
+        return LLMResponse(
+            msg.content or getattr(msg, "refusal", None),
+            calls,
+            _usage(resp.usage),
+            resp.model,
+            resp.id,
+            choice.finish_reason,
+            PROVIDER,
+            self.server_address,
+            self.server_port,
+        )
 
     @staticmethod
     def _absorb(asm: Assembly, event: Any) -> list[dict[str, Any]]:
@@ -200,15 +270,24 @@ class OpenAIBackend:
         return chunks
 
     def _finish(self, asm: Assembly) -> LLMResponse:
-        if asm.finish_reason is None:  # no final chunk: cut off, unless the server sent a complete empty answer
+        if (
+            asm.finish_reason is None
+        ):  # no final chunk: cut off, unless the server sent a complete empty answer
             if asm.seen or asm.usage is None:
                 raise stream_cut(PROVIDER)
             raise empty_answer(PROVIDER, "a stream without choices")
         return asm.response(PROVIDER, (self.server_address, self.server_port))
 
     def _error(self, exc: BaseException, asm: Assembly) -> LLMError:
-        return map_error(exc, provider=PROVIDER, key_env="OPENAI_API_KEY", base_url=self.base_url, model=self.model,
-                         timeout=_seconds(self.timeout), mid_stream=asm.model is not None)
+        return map_error(
+            exc,
+            provider=PROVIDER,
+            key_env="OPENAI_API_KEY",
+            base_url=self.base_url,
+            model=self.model,
+            timeout=_seconds(self.timeout),
+            mid_stream=asm.model is not None,
+        )
 
 
 def _usage(u: Any) -> Usage | None:
@@ -216,8 +295,12 @@ def _usage(u: Any) -> Usage | None:
         return None
     prompt = getattr(u, "prompt_tokens_details", None)
     completion = getattr(u, "completion_tokens_details", None)
-    return Usage(u.prompt_tokens or 0, u.completion_tokens or 0,
-                 (prompt and prompt.cached_tokens) or 0, (completion and completion.reasoning_tokens) or 0)
+    return Usage(
+        u.prompt_tokens or 0,
+        u.completion_tokens or 0,
+        (prompt and prompt.cached_tokens) or 0,
+        (completion and completion.reasoning_tokens) or 0,
+    )
 
 
 def _seconds(timeout: Any) -> Any:

@@ -10,5 +10,14 @@ from looplet.context.compaction import CompactChain, Prune, Summarize, Truncate,
 from looplet.context.hooks import ContextPressureHook, ThresholdCompactHook
 from looplet.context.tokens import TokenMeter, estimate_tokens
 
-__all__ = ["compact_chain", "CompactChain", "Prune", "Summarize", "Truncate", "ThresholdCompactHook",
-           "ContextPressureHook", "TokenMeter", "estimate_tokens"]
+__all__ = [
+    "compact_chain",
+    "CompactChain",
+    "Prune",
+    "Summarize",
+    "Truncate",
+    "ThresholdCompactHook",
+    "ContextPressureHook",
+    "TokenMeter",
+    "estimate_tokens",
+]

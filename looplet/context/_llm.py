@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any, Callable, Generator
+from collections.abc import Callable, Generator
+from typing import Any
 
 from looplet.hooks import current_run
 from looplet.telemetry.cost import cost_of
@@ -46,7 +47,7 @@ def _continue(plan: Plan, request: tuple[Any, LLMCall]) -> Any:
         while True:
             try:
                 send: Any = call(*request)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 send = exc
             request = plan.send(send)
     except StopIteration as stop:
@@ -58,7 +59,7 @@ async def _finish_async(plan: Plan, request: tuple[Any, LLMCall]) -> Any:
         while True:
             try:
                 send: Any = await acall(*request)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 send = exc
             request = plan.send(send)
     except StopIteration as stop:

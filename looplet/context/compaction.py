@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Generator, Iterable
+from collections.abc import Generator, Iterable
+from typing import Any
 
 from looplet.context.tokens import TokenMeter, message_tokens
 from looplet.hooks import emit_event
@@ -55,8 +56,11 @@ def split(messages: Messages) -> tuple[int, int, list[tuple[int, int]]]:
 
 def _is_note(m: dict[str, Any]) -> bool:
     c = m.get("content")
-    return m.get("role") == "user" and isinstance(c, str) and (c.startswith(SUMMARY_MARK) or
-                                                               c.startswith(REMOVED_MARK))
+    return (
+        m.get("role") == "user"
+        and isinstance(c, str)
+        and (c.startswith(SUMMARY_MARK) or c.startswith(REMOVED_MARK))
+    )
 
 
 class Prune:
@@ -78,8 +82,10 @@ class Prune:
                 content = m.get("content")
                 if m.get("role") != "tool" or not isinstance(content, str) or len(content) < self.min_chars:
                     continue
-                stub = (f"{content[: self.keep_chars]}… [pruned: {len(content) - self.keep_chars} more "
-                        "characters of this output were removed to save context]")
+                stub = (
+                    f"{content[: self.keep_chars]}… [pruned: {len(content) - self.keep_chars} more "
+                    "characters of this output were removed to save context]"
+                )
                 out[k] = {**m, "content": stub}
                 total -= message_tokens(m) - message_tokens(out[k])
             if total <= target:
@@ -111,7 +117,7 @@ class Truncate:
             before = _removed_count(old["content"]) if old else 0
             note = {"role": "user", "content": f"{REMOVED_MARK}: {before + dropped} messages.]"}
             notes = [n for n in notes if n is not old] + [note]
-        rest = messages[units[cut][0]:] if cut < len(units) else []
+        rest = messages[units[cut][0] :] if cut < len(units) else []
         out = messages[:core] + notes + rest
         if meter.count(out) > target:
             out = [self._shorten(m) if i >= core else m for i, m in enumerate(out)]
@@ -127,7 +133,7 @@ class Truncate:
 
 def _removed_count(text: str) -> int:
     try:
-        return int(text[len(REMOVED_MARK) + 2:].split()[0])
+        return int(text[len(REMOVED_MARK) + 2 :].split()[0])
     except (ValueError, IndexError):
         return 0
 
@@ -135,7 +141,8 @@ def _removed_count(text: str) -> int:
 SUMMARY_INSTRUCTIONS = (
     "You compress the work log of a tool-using agent. Write a short summary of what was done and "
     "learned: facts found, results of tool calls (numbers, names, ids, paths), decisions, and what is "
-    "still open. Plain sentences or bullets, no preamble.")
+    "still open. Plain sentences or bullets, no preamble."
+)
 
 
 class Summarize:
@@ -146,33 +153,53 @@ class Summarize:
 
     name = "summarize"
 
-    def __init__(self, llm: Any, keep_last: int = 4, *, instructions: str = SUMMARY_INSTRUCTIONS,
-                 max_chars_per_message: int = 2000, max_tokens: int | None = 600) -> None:
+    def __init__(
+        self,
+        llm: Any,
+        keep_last: int = 4,
+        *,
+        instructions: str = SUMMARY_INSTRUCTIONS,
+        max_chars_per_message: int = 2000,
+        max_tokens: int | None = 600,
+    ) -> None:
         if not callable(getattr(llm, "generate", None)) and not callable(getattr(llm, "agenerate", None)):
-            raise TypeError(f"Summarize(llm=...) needs a backend with generate()/agenerate(), got {type(llm).__name__}")
+            raise TypeError(
+                f"Summarize(llm=...) needs a backend with generate()/agenerate(), got {type(llm).__name__}"
+            )
         self.llm, self.keep_last, self.instructions = llm, keep_last, instructions
         self.max_chars, self.max_tokens = max_chars_per_message, max_tokens
 
-    def __call__(self, messages: Messages, target: int, meter: TokenMeter
-                 ) -> Generator[tuple[Any, LLMCall], Any, Messages]:
+    def __call__(
+        self, messages: Messages, target: int, meter: TokenMeter
+    ) -> Generator[tuple[Any, LLMCall], Any, Messages]:
         core, head, units = split(messages)
         if len(units) <= self.keep_last:
             return messages
         keep_from = units[len(units) - self.keep_last][0] if self.keep_last else len(messages)
         old = messages[core:keep_from]
         options = {"max_tokens": self.max_tokens} if self.max_tokens else {}
-        call = LLMCall([{"role": "system", "content": self.instructions},
-                        {"role": "user", "content": self.render(old)}], [], 0,
-                       getattr(self.llm, "model", None), getattr(self.llm, "provider", None), options,
-                       purpose="summarize")
+        call = LLMCall(
+            [{"role": "system", "content": self.instructions}, {"role": "user", "content": self.render(old)}],
+            [],
+            0,
+            getattr(self.llm, "model", None),
+            getattr(self.llm, "provider", None),
+            options,
+            purpose="summarize",
+        )
         response = yield self.llm, call
         text = getattr(response, "text", None)
         if isinstance(response, BaseException) or not text:
-            log.warning("compaction: the summarize call failed (%s); transcript left as it was",
-                        response if isinstance(response, BaseException) else "empty answer")
+            log.warning(
+                "compaction: the summarize call failed (%s); transcript left as it was",
+                response if isinstance(response, BaseException) else "empty answer",
+            )
             return messages
-        return messages[:core] + [{"role": "user", "content": f"{SUMMARY_MARK}\n{text.strip()}"}] + \
-            messages[keep_from:]
+        return (
+            messages[:core]
+            + [{"role": "user", "content": f"{SUMMARY_MARK}\n{text.strip()}"}]
+            + messages[keep_from:]
+        )
 
     def render(self, messages: Messages) -> str:
         """The old turns as plain text for the summarizer."""
@@ -195,7 +222,9 @@ class CompactChain:
 
     def __init__(self, *strategies: Any) -> None:
         if not strategies:
-            raise ValueError("compact_chain() needs at least one strategy, e.g. compact_chain(Prune(), Truncate())")
+            raise ValueError(
+                "compact_chain() needs at least one strategy, e.g. compact_chain(Prune(), Truncate())"
+            )
         for s in strategies:
             if not callable(s):
                 raise TypeError(f"a compaction strategy must be callable, got {type(s).__name__}")
@@ -205,8 +234,9 @@ class CompactChain:
     def name(self) -> str:
         return "+".join(_name(s) for s in self.strategies)
 
-    def plan(self, messages: Messages, target: int, meter: TokenMeter
-             ) -> Generator[tuple[Any, LLMCall], Any, Messages]:
+    def plan(
+        self, messages: Messages, target: int, meter: TokenMeter
+    ) -> Generator[tuple[Any, LLMCall], Any, Messages]:
         """The chain as a generator of LLM requests (see the module docstring); returns the new list."""
         total = meter.count(messages)
         for s in self.strategies:
@@ -244,8 +274,14 @@ def _name(s: Any) -> str:
 
 def report(strategy: str, before: int, after: int, n_before: int, n_after: int) -> None:
     """One compaction: an event for tracing/metrics hooks and a log line."""
-    emit_event("compaction", strategy=strategy, tokens_before=before, tokens_after=after,
-               messages_before=n_before, messages_after=n_after)
+    emit_event(
+        "compaction",
+        strategy=strategy,
+        tokens_before=before,
+        tokens_after=after,
+        messages_before=n_before,
+        messages_after=n_after,
+    )
     log.info("compaction %s: %d -> %d tokens (%d -> %d messages)", strategy, before, after, n_before, n_after)
 
 
@@ -255,4 +291,3 @@ def as_chain(strategy: Any) -> CompactChain:
     if isinstance(strategy, Iterable):
         return CompactChain(*strategy)
     return CompactChain(strategy)
-

@@ -51,7 +51,9 @@ class ThresholdCompactHook:
         if limit is None:
             if not self._warned:
                 self._warned = True
-                log.warning("ThresholdCompactHook: no max_tokens and no LoopConfig(context_window); not compacting")
+                log.warning(
+                    "ThresholdCompactHook: no max_tokens and no LoopConfig(context_window); not compacting"
+                )
             return None
         run = current_run()
         meter = meter_for(run)
@@ -94,8 +96,10 @@ class ContextPressureHook:
         left = max(0, window - used)
         emit_event("context.pressure", tokens=used, window=window, fraction=round(fraction, 4))
         log.info("context pressure: %d of %d tokens (%.0f%%)", used, window, fraction * 100)
-        return (f"[context] About {used:,} of {window:,} tokens of your context window are used "
-                f"({fraction:.0%}); about {left:,} are left. Older tool outputs may be shortened.")
+        return (
+            f"[context] About {used:,} of {window:,} tokens of your context window are used "
+            f"({fraction:.0%}); about {left:,} are left. Older tool outputs may be shortened."
+        )
 
     def on_step(self, state: Any, step: Any) -> None:
         meter_for(current_run()).observe(state, step)

@@ -87,7 +87,9 @@ class TokenMeter:
         call_id = step.tool_call.id
         for i in range(len(transcript) - 1, -1, -1):
             m = transcript[i]
-            if m.get("role") == "assistant" and any(tc.get("id") == call_id for tc in m.get("tool_calls") or ()):
+            if m.get("role") == "assistant" and any(
+                tc.get("id") == call_id for tc in m.get("tool_calls") or ()
+            ):
                 self.offset = usage.input_tokens - estimate_tokens(transcript[:i])
                 self.observed = True
                 return

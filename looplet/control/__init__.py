@@ -12,5 +12,14 @@ from looplet.control.limits import BudgetHook, StagnationHook
 from looplet.control.permission import PermissionHook, Rule
 from looplet.control.resume import aresume, resume
 
-__all__ = ["ApprovalHook", "PermissionHook", "Rule", "CheckpointHook", "Checkpoint", "resume", "aresume",
-           "BudgetHook", "StagnationHook"]
+__all__ = [
+    "ApprovalHook",
+    "PermissionHook",
+    "Rule",
+    "CheckpointHook",
+    "Checkpoint",
+    "resume",
+    "aresume",
+    "BudgetHook",
+    "StagnationHook",
+]

@@ -17,7 +17,8 @@ import asyncio
 import inspect
 import logging
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from looplet.control.checkpoint import APPROVALS, PENDING_APPROVAL, Checkpoint
 from looplet.hooks import Allow, Deny, HookDecision, current_run, emit_event
@@ -41,15 +42,22 @@ class ApprovalHook:
 
     handles_approvals = True
 
-    def __init__(self, tools: Iterable[str] | Callable[[ToolCall], bool] | None = None,
-                 handler: Callable[[ToolCall], Any] | None = None, *, checkpoint_dir: Any = None) -> None:
+    def __init__(
+        self,
+        tools: Iterable[str] | Callable[[ToolCall], bool] | None = None,
+        handler: Callable[[ToolCall], Any] | None = None,
+        *,
+        checkpoint_dir: Any = None,
+    ) -> None:
         if tools is None:
             self._match: Callable[[ToolCall], bool] = lambda tc: True
         elif callable(tools):
             self._match = tools
         elif isinstance(tools, str):
-            raise TypeError(f"ApprovalHook(tools=...) takes a list of names, got the string {tools!r}; "
-                            f"write tools=[{tools!r}]")
+            raise TypeError(
+                f"ApprovalHook(tools=...) takes a list of names, got the string {tools!r}; "
+                f"write tools=[{tools!r}]"
+            )
         else:
             names = frozenset(tools)
             self._match = lambda tc: tc.tool in names
@@ -75,9 +83,13 @@ class ApprovalHook:
         pending = meta.get(PENDING_APPROVAL)
         if not isinstance(pending, dict) or pending.get("call_id") in (meta.get(APPROVALS) or {}):
             return None
-        if not matches(ToolCall(str(pending.get("tool")), dict(pending.get("args") or {}), str(pending["call_id"]))):
+        if not matches(
+            ToolCall(str(pending.get("tool")), dict(pending.get("args") or {}), str(pending["call_id"]))
+        ):
             return None
-        log.info("approval: %s (call %s) is still waiting for a decision", pending.get("tool"), pending["call_id"])
+        log.info(
+            "approval: %s (call %s) is still waiting for a decision", pending.get("tool"), pending["call_id"]
+        )
         run = current_run()
         if run is not None:
             run.scratch[self] = True
@@ -102,8 +114,13 @@ class ApprovalHook:
         return self._pause(meta, tc, step_num)
 
     def _pause(self, meta: dict[str, Any], tc: ToolCall, step_num: int) -> HookDecision:
-        meta[PENDING_APPROVAL] = {"call_id": tc.id, "tool": tc.tool, "args": tc.args, "step": step_num,
-                                  "requested_at": time.time()}
+        meta[PENDING_APPROVAL] = {
+            "call_id": tc.id,
+            "tool": tc.tool,
+            "args": tc.args,
+            "step": step_num,
+            "requested_at": time.time(),
+        }
         emit_event("approval", tool=tc.tool, decision="requested", pending=1, call_id=tc.id)
         log.info("approval: %s (call %s) needs approval; the run pauses (awaiting_approval)", tc.tool, tc.id)
         run = current_run()
@@ -120,7 +137,7 @@ class ApprovalHook:
             return self._ask_in_thread(tc, t0)  # a blocking handler must not stall the event loop
         try:
             answer = self.handler(tc)  # type: ignore[misc]
-        except Exception as exc:  # noqa: BLE001 - a broken handler refuses; it never lets the call through
+        except Exception as exc:
             return _handler_failed(tc, exc, t0)
         if inspect.isawaitable(answer):
             return self._await(tc, answer, t0)
@@ -129,7 +146,7 @@ class ApprovalHook:
     async def _await(self, tc: ToolCall, answer: Any, t0: float) -> HookDecision:
         try:
             value = await answer
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return _handler_failed(tc, exc, t0)
         return _answered(tc, value, time.perf_counter() - t0)
 
@@ -140,7 +157,8 @@ class ApprovalHook:
         run = current_run()
         if self.checkpoint_dir is not None and run is not None and run.scratch.get(self):
             Checkpoint.from_state(state, run, stop_reason=getattr(result, "stop_reason", None)).save(
-                self.checkpoint_dir)
+                self.checkpoint_dir
+            )
 
 
 def _metadata(state: Any) -> dict[str, Any]:
@@ -160,14 +178,23 @@ def _answered(tc: ToolCall, answer: Any, waited: float | None, resumed: bool = F
     else:
         approved = bool(answer)
         decision = Allow() if approved else Deny(REFUSED)
-    attrs: dict[str, Any] = {"tool": tc.tool, "decision": "approved" if approved else "refused", "call_id": tc.id}
+    attrs: dict[str, Any] = {
+        "tool": tc.tool,
+        "decision": "approved" if approved else "refused",
+        "call_id": tc.id,
+    }
     if waited is not None or not resumed:
         attrs["pending"] = -1
     if waited is not None:
         attrs["wait_s"] = round(waited, 6)
     emit_event("approval", **attrs)
-    log.info("approval: %s (call %s) %s%s", tc.tool, tc.id, attrs["decision"],
-             f" after {waited:.3f}s" if waited is not None else "")
+    log.info(
+        "approval: %s (call %s) %s%s",
+        tc.tool,
+        tc.id,
+        attrs["decision"],
+        f" after {waited:.3f}s" if waited is not None else "",
+    )
     return decision
 
 

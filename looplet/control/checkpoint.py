@@ -72,22 +72,37 @@ class Checkpoint:
         return None
 
     @classmethod
-    def from_state(cls, state: Any, run: Any = None, origin: tuple[str, str | None, str | None] | None = None,
-                   stop_reason: str | None = None) -> Checkpoint:
+    def from_state(
+        cls,
+        state: Any,
+        run: Any = None,
+        origin: tuple[str, str | None, str | None] | None = None,
+        stop_reason: str | None = None,
+    ) -> Checkpoint:
         """Capture ``state`` (steps, transcript, usage, cost, metadata). ``origin`` is the first run's
         ``(run_id, trace_id, span_id)``; without it they are taken from ``run``."""
         usage = getattr(state, "usage", None)
         run_id = getattr(run, "run_id", "") or ""
-        first_id, trace_id, span_id = origin or (run_id, getattr(run, "trace_id", None), getattr(run, "span_id", None))
+        first_id, trace_id, span_id = origin or (
+            run_id,
+            getattr(run, "trace_id", None),
+            getattr(run, "span_id", None),
+        )
         transcript, pending = _answered_only(list(getattr(state, "transcript", None) or ()))
         return cls(
             steps=[s.to_dict() for s in getattr(state, "steps", ())],
-            transcript=_json_safe(transcript), pending=_json_safe(pending),
+            transcript=_json_safe(transcript),
+            pending=_json_safe(pending),
             usage=usage.to_dict() if isinstance(usage, Usage) else {},
             cost_usd=getattr(state, "cost_usd", None),
             metadata=_json_safe(dict(getattr(state, "metadata", None) or {})),
-            run_id=run_id, first_run_id=first_id, trace_id=trace_id, span_id=span_id,
-            stop_reason=stop_reason, updated_at=time.time())
+            run_id=run_id,
+            first_run_id=first_id,
+            trace_id=trace_id,
+            span_id=span_id,
+            stop_reason=stop_reason,
+            updated_at=time.time(),
+        )
 
     def to_json(self) -> str:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -139,7 +154,7 @@ def _answered_only(transcript: list[dict[str, Any]]) -> tuple[list[dict[str, Any
     for i in range(len(transcript) - 1, -1, -1):
         m = transcript[i]
         if m.get("role") == "assistant" and m.get("tool_calls"):
-            answered = {t.get("tool_call_id") for t in transcript[i + 1:] if t.get("role") == "tool"}
+            answered = {t.get("tool_call_id") for t in transcript[i + 1 :] if t.get("role") == "tool"}
             calls = m["tool_calls"]
             open_calls = [c for c in calls if c.get("id") not in answered]
             if not open_calls:
@@ -165,8 +180,9 @@ class _Replay:
         self.text, self.calls, self.model = text, calls, model
 
 
-def restore(state: Any, session_log: list[dict[str, Any]], cp: Checkpoint,
-            approvals: dict[str, bool] | None = None) -> _Replay | None:
+def restore(
+    state: Any, session_log: list[dict[str, Any]], cp: Checkpoint, approvals: dict[str, bool] | None = None
+) -> _Replay | None:
     """Load ``cp`` into ``state`` and ``session_log`` (in place); return the calls to replay, if any.
 
     A call counts as run when a step holds it, except a ``not_run`` step (the run stopped before the
@@ -219,8 +235,13 @@ class CheckpointHook:
 
     handles_restore = True
 
-    def __init__(self, dir: str | os.PathLike[str], *, approvals: dict[str, bool] | None = None,
-                 resume_finished: bool = False) -> None:
+    def __init__(
+        self,
+        dir: str | os.PathLike[str],
+        *,
+        approvals: dict[str, bool] | None = None,
+        resume_finished: bool = False,
+    ) -> None:
         self.dir = Path(dir)
         self.approvals = dict(approvals or {})
         self.resume_finished = resume_finished
@@ -244,25 +265,41 @@ class CheckpointHook:
             if cp.stop_reason == "done" and not self.resume_finished:
                 kept = self.dir / f"checkpoint-{cp.first_run_id or cp.run_id or int(cp.updated_at)}.json"
                 os.replace(self.dir / FILENAME, kept)
-                log.info("checkpoint in %s is of a finished run (kept as %s); starting a new run", self.dir, kept.name)
+                log.info(
+                    "checkpoint in %s is of a finished run (kept as %s); starting a new run",
+                    self.dir,
+                    kept.name,
+                )
                 return
             replay = restore(state, session_log, cp, self.approvals)
-        except Exception as exc:  # noqa: BLE001 - never start afresh over a checkpoint we could not read
+        except Exception as exc:
             scratch["broken"] = f"{type(exc).__name__}: {exc}"
             emit_event("checkpoint.error", error=type(exc).__name__)
-            log.error("checkpoint in %s could not be restored (%s); the run stops without touching it",
-                      self.dir, scratch["broken"])
+            log.error(
+                "checkpoint in %s could not be restored (%s); the run stops without touching it",
+                self.dir,
+                scratch["broken"],
+            )
             return
-        scratch.update(origin=(cp.first_run_id or cp.run_id, cp.trace_id, cp.span_id), replay=replay,
-                       log=session_log)
+        scratch.update(
+            origin=(cp.first_run_id or cp.run_id, cp.trace_id, cp.span_id), replay=replay, log=session_log
+        )
         if run is not None and cp.traceparent:
             run.links.append(cp.traceparent)
             if run.parent is None:
                 run.parent = cp.traceparent
-        emit_event("checkpoint.restore", steps=len(getattr(state, "steps", ())),
-                   replayed_calls=len(replay.calls) if replay else 0, first_run_id=cp.first_run_id)
-        log.info("resuming from checkpoint %s: %d steps done, %d proposed calls to run", self.dir,
-                 len(getattr(state, "steps", ())), len(replay.calls) if replay else 0)
+        emit_event(
+            "checkpoint.restore",
+            steps=len(getattr(state, "steps", ())),
+            replayed_calls=len(replay.calls) if replay else 0,
+            first_run_id=cp.first_run_id,
+        )
+        log.info(
+            "resuming from checkpoint %s: %d steps done, %d proposed calls to run",
+            self.dir,
+            len(getattr(state, "steps", ())),
+            len(replay.calls) if replay else 0,
+        )
 
     def pre_prompt(self, state: Any, session_log: Any, context: Any, step_num: int) -> Any:
         run = current_run()
@@ -300,8 +337,13 @@ class CheckpointHook:
         n = Checkpoint.from_state(state, run, scratch.get("origin"), stop_reason).save(self.dir)
         ms = (time.perf_counter() - t) * 1000.0
         emit_event("checkpoint", steps=len(getattr(state, "steps", ())), bytes=n, duration_ms=round(ms, 3))
-        log.debug("checkpoint written to %s: %d steps, %d bytes, %.1f ms", self.dir,
-                  len(getattr(state, "steps", ())), n, ms)
+        log.debug(
+            "checkpoint written to %s: %d steps, %d bytes, %.1f ms",
+            self.dir,
+            len(getattr(state, "steps", ())),
+            n,
+            ms,
+        )
 
 
 def _scratch(hook: Any, run: Any) -> dict[str, Any]:
@@ -327,7 +369,9 @@ def _replayed(replay: _Replay, session_log: list[dict[str, Any]] | None) -> LLMR
                     del kept[i]
                 break
         session_log[:] = kept
-    calls = [ToolCall(c["function"]["name"], _args(c["function"].get("arguments")), c["id"]) for c in replay.calls]
+    calls = [
+        ToolCall(c["function"]["name"], _args(c["function"].get("arguments")), c["id"]) for c in replay.calls
+    ]
     return LLMResponse(replay.text, calls, None, replay.model, None, "tool_calls", REPLAYED)
 
 

@@ -46,21 +46,32 @@ class BudgetHook:
         if self.max_tokens is not None:
             would = spent.total_tokens + next_in + next_out
             if would > self.max_tokens:
-                return self._stop("budget_tokens", spent=spent.total_tokens, next_call=next_in + next_out,
-                                  limit=self.max_tokens)
+                return self._stop(
+                    "budget_tokens",
+                    spent=spent.total_tokens,
+                    next_call=next_in + next_out,
+                    limit=self.max_tokens,
+                )
         if self.max_cost_usd is not None:
             model = getattr(run, "model", None)
             next_cost = cost_of(model, Usage(next_in, next_out)) if model else None
             if next_cost is None:
                 if not self._unpriced_warned:
                     self._unpriced_warned = True
-                    log.warning("BudgetHook: model %r has no known price; the cost budget is checked only "
-                                "against the cost already counted", model)
+                    log.warning(
+                        "BudgetHook: model %r has no known price; the cost budget is checked only "
+                        "against the cost already counted",
+                        model,
+                    )
                 next_cost = 0.0
             spent_cost = getattr(state, "cost_usd", None) or 0.0
             if spent_cost + next_cost > self.max_cost_usd:
-                return self._stop("budget_cost", spent=round(spent_cost, 6), next_call=round(next_cost, 6),
-                                  limit=self.max_cost_usd)
+                return self._stop(
+                    "budget_cost",
+                    spent=round(spent_cost, 6),
+                    next_call=round(next_cost, 6),
+                    limit=self.max_cost_usd,
+                )
         return None
 
     def on_step(self, state: Any, step: Any) -> None:
@@ -76,7 +87,9 @@ class BudgetHook:
     @staticmethod
     def _stop(reason: str, **figures: Any) -> HookDecision:
         emit_event("budget", reason=reason, **figures)
-        log.info("budget: stopping the run (%s): %s", reason, ", ".join(f"{k}={v}" for k, v in figures.items()))
+        log.info(
+            "budget: stopping the run (%s): %s", reason, ", ".join(f"{k}={v}" for k, v in figures.items())
+        )
         return HookDecision(stop=reason)
 
 
@@ -107,8 +120,12 @@ class StagnationHook:
                 seen["counts"][seen["recent"].popleft()] -= 1
             if seen["counts"][key] >= self.n:
                 emit_event("stagnation", tool=step.tool_call.tool, repeats=seen["counts"][key])
-                log.info("stagnation: %s called %d times with the same arguments %s; stopping the run",
-                         step.tool_call.tool, seen["counts"][key], key[1][:200])
+                log.info(
+                    "stagnation: %s called %d times with the same arguments %s; stopping the run",
+                    step.tool_call.tool,
+                    seen["counts"][key],
+                    key[1][:200],
+                )
                 return HookDecision(stop="stagnation")
         return None
 
@@ -120,7 +137,7 @@ class StagnationHook:
             new_ids = {id(s) for s in new or ()}
             earlier = [s for s in getattr(state, "steps", ()) if id(s) not in new_ids]
             if self.window is not None:
-                earlier = earlier[-self.window:]
+                earlier = earlier[-self.window :]
             for s in earlier:
                 key = _key(s.tool_call)
                 if key is not None and s.tool_call.tool != self.done_tool:

@@ -16,8 +16,9 @@ import json
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from looplet.control.approval import ApprovalHook
 from looplet.hooks import Deny, current_run, emit_event
@@ -101,8 +102,14 @@ class PermissionHook:
 
     handles_approvals = True
 
-    def __init__(self, rules: Iterable[Any], default: str = "allow", *,
-                 handler: Callable[[ToolCall], Any] | None = None, checkpoint_dir: Any = None) -> None:
+    def __init__(
+        self,
+        rules: Iterable[Any],
+        default: str = "allow",
+        *,
+        handler: Callable[[ToolCall], Any] | None = None,
+        checkpoint_dir: Any = None,
+    ) -> None:
         if default not in ACTIONS:
             raise ValueError(f"PermissionHook(default={default!r}): must be one of {ACTIONS}")
         self.rules = tuple(_rule(r) for r in rules)

@@ -33,20 +33,31 @@ def _hooks(source: Any, approvals: dict[str, bool] | None, hooks: Any) -> list[A
     hooks = list(hooks or [])
     if isinstance(source, (str, os.PathLike)):
         if Checkpoint.load(source) is None:
-            raise FileNotFoundError(f"resume({str(source)!r}): no checkpoint there; a CheckpointHook(dir) "
-                                    "writes one after every step")
-        same = [h for h in hooks if isinstance(h, CheckpointHook) and h.dir.resolve() == Path(source).resolve()]
-        hooks = [h for h in hooks if h not in same]  # replaced by the restoring hook, which keeps writing there
+            raise FileNotFoundError(
+                f"resume({str(source)!r}): no checkpoint there; a CheckpointHook(dir) "
+                "writes one after every step"
+            )
+        same = [
+            h for h in hooks if isinstance(h, CheckpointHook) and h.dir.resolve() == Path(source).resolve()
+        ]
+        hooks = [
+            h for h in hooks if h not in same
+        ]  # replaced by the restoring hook, which keeps writing there
         given = {k: v for h in same for k, v in h.approvals.items()}
-        restorer: CheckpointHook = CheckpointHook(source, approvals={**given, **(approvals or {})},
-                                                  resume_finished=True)
+        restorer: CheckpointHook = CheckpointHook(
+            source, approvals={**given, **(approvals or {})}, resume_finished=True
+        )
     elif isinstance(source, Checkpoint):
         restorer = _FromMemory(source, approvals)
-    elif isinstance(getattr(source, "steps", None), list) and isinstance(getattr(source, "transcript", None), list):
+    elif isinstance(getattr(source, "steps", None), list) and isinstance(
+        getattr(source, "transcript", None), list
+    ):
         restorer = _FromMemory(Checkpoint.from_state(source), approvals)
     else:
-        raise TypeError(f"resume() takes a checkpoint directory, a Checkpoint or the state of a paused run, "
-                        f"got {type(source).__name__}")
+        raise TypeError(
+            f"resume() takes a checkpoint directory, a Checkpoint or the state of a paused run, "
+            f"got {type(source).__name__}"
+        )
     if approvals and not any(getattr(h, "handles_approvals", False) for h in hooks):
         ids = frozenset(approvals)
         hooks.append(ApprovalHook(tools=lambda tc: tc.id in ids))
@@ -57,9 +68,17 @@ def _state(config: LoopConfig | None, max_steps: int | None) -> DefaultState:
     return DefaultState(max_steps=max_steps or (config or LoopConfig()).max_steps)
 
 
-def resume(source: Any, *, llm: Any, tools: Any, approvals: dict[str, bool] | None = None,
-           hooks: list[Any] | None = None, config: LoopConfig | None = None, context: Any = None,
-           max_steps: int | None = None) -> RunResult:
+def resume(
+    source: Any,
+    *,
+    llm: Any,
+    tools: Any,
+    approvals: dict[str, bool] | None = None,
+    hooks: list[Any] | None = None,
+    config: LoopConfig | None = None,
+    context: Any = None,
+    max_steps: int | None = None,
+) -> RunResult:
     """Continue the run saved in ``source`` (a ``CheckpointHook`` directory, a :class:`Checkpoint`, or
     the state of a run that paused in this process) and run it to its end.
 
@@ -70,19 +89,43 @@ def resume(source: Any, *, llm: Any, tools: Any, approvals: dict[str, bool] | No
     """
     from looplet.loop import run_loop
 
-    return run_loop(llm, None, tools, hooks=_hooks(source, approvals, hooks), config=config,
-                    state=_state(config, max_steps), context=context, max_steps=max_steps)
+    return run_loop(
+        llm,
+        None,
+        tools,
+        hooks=_hooks(source, approvals, hooks),
+        config=config,
+        state=_state(config, max_steps),
+        context=context,
+        max_steps=max_steps,
+    )
 
 
-async def aresume(source: Any, *, llm: Any, tools: Any, approvals: dict[str, bool] | None = None,
-                  hooks: list[Any] | None = None, config: LoopConfig | None = None, context: Any = None,
-                  max_steps: int | None = None) -> RunResult:
+async def aresume(
+    source: Any,
+    *,
+    llm: Any,
+    tools: Any,
+    approvals: dict[str, bool] | None = None,
+    hooks: list[Any] | None = None,
+    config: LoopConfig | None = None,
+    context: Any = None,
+    max_steps: int | None = None,
+) -> RunResult:
     """:func:`resume` on the async loop."""
     from looplet.async_loop import async_composable_loop
 
     state = _state(config, max_steps)
-    async for _step in async_composable_loop(llm, None, tools, hooks=_hooks(source, approvals, hooks),
-                                             config=config, state=state, context=context, max_steps=max_steps):
+    async for _step in async_composable_loop(
+        llm,
+        None,
+        tools,
+        hooks=_hooks(source, approvals, hooks),
+        config=config,
+        state=state,
+        context=context,
+        max_steps=max_steps,
+    ):
         pass
     assert state.result is not None
     return state.result

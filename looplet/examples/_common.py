@@ -6,14 +6,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from looplet._fs import unwritable
 from looplet.errors import LoopletError, MissingExtra
 from looplet.progress import StepPrinter
 
-ENV_HELP = ("real model: set OPENAI_API_KEY and OPENAI_MODEL (and OPENAI_BASE_URL for Ollama, vLLM or any "
-            "OpenAI-compatible server); --scripted runs without a key or network")
+ENV_HELP = (
+    "real model: set OPENAI_API_KEY and OPENAI_MODEL (and OPENAI_BASE_URL for Ollama, vLLM or any "
+    "OpenAI-compatible server); --scripted runs without a key or network"
+)
 
 
 class SetupError(LoopletError):
@@ -35,7 +38,9 @@ def parser(prog: str, description: str | None) -> argparse.ArgumentParser:
     return p
 
 
-def backend(scripted: bool, script: Sequence[Any], *, latency_s: float = 0.0, model: str = "gpt-4o-mini") -> Any:
+def backend(
+    scripted: bool, script: Sequence[Any], *, latency_s: float = 0.0, model: str = "gpt-4o-mini"
+) -> Any:
     """The scripted model, or ``OpenAIBackend.from_env()``. A missing key or extra raises
     :class:`SetupError` saying what to set."""
     if scripted:
@@ -67,7 +72,7 @@ def run(gen: Any, *, quiet: bool = False, printer: StepPrinter | None = None, st
         gen.close()  # if Ctrl-C landed outside the loop's own code, end the run now (its hooks finish it)
         steps = getattr(state, "steps", None)
         if isinstance(steps, list) and not printer.quiet:
-            for step in steps[printer.steps:]:  # steps finished (and saved) whose line was not printed yet
+            for step in steps[printer.steps :]:  # steps finished (and saved) whose line was not printed yet
                 printer.step(step, state)
         if getattr(state, "result", None) is not None:
             print(file=printer.out)

@@ -41,7 +41,9 @@ class Workspace:
     text or grep matches shown to the model (the rest is counted, not shown).
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, timeout_s: float = 10.0, output_cap: int = 8_000) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, timeout_s: float = 10.0, output_cap: int = 8_000
+    ) -> None:
         os.makedirs(root, exist_ok=True)
         self.root = Path(os.path.realpath(root))
         self.timeout_s = timeout_s
@@ -56,13 +58,16 @@ class Workspace:
             raise WorkspaceError("the path contains a NUL byte")
         p = Path(path)
         if p.is_absolute():
-            raise WorkspaceError(f"{path!r} is an absolute path; use a path relative to the workspace, "
-                                 "e.g. 'src/app.py'")
+            raise WorkspaceError(
+                f"{path!r} is an absolute path; use a path relative to the workspace, e.g. 'src/app.py'"
+            )
         if ".." in p.parts:
             raise WorkspaceError(f"{path!r} uses '..'; paths must stay inside the workspace")
         real = Path(os.path.realpath(self.root / p))
         if real != self.root and not real.is_relative_to(self.root):
-            raise WorkspaceError(f"{path!r} leads outside the workspace (through a symlink); use files inside it")
+            raise WorkspaceError(
+                f"{path!r} leads outside the workspace (through a symlink); use files inside it"
+            )
         return real
 
     def rel(self, real: Path) -> str:
@@ -71,7 +76,7 @@ class Workspace:
     def cap(self, text: str) -> str:
         if len(text) <= self.output_cap:
             return text
-        return f"{text[:self.output_cap]}\n… [{len(text) - self.output_cap} more characters not shown]"
+        return f"{text[: self.output_cap]}\n… [{len(text) - self.output_cap} more characters not shown]"
 
     # -- files -------------------------------------------------------------------------------------
     def read(self, path: str) -> str:
@@ -107,8 +112,10 @@ class Workspace:
         count = text.count(old) if old else 0
         if count != 1:
             where = "not found" if count == 0 else f"found {count} times"
-            raise WorkspaceError(f"the text to replace was {where} in {path!r}; give an exact snippet that "
-                                 "occurs once (read_file shows the current text)")
+            raise WorkspaceError(
+                f"the text to replace was {where} in {path!r}; give an exact snippet that "
+                "occurs once (read_file shows the current text)"
+            )
         with os.fdopen(self._open(real, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as f:
             f.write(text.replace(old, new, 1))
         return f"edited {self.rel(real)}: replaced {len(old)} characters with {len(new)}"
@@ -119,8 +126,11 @@ class Workspace:
         except re.error as exc:
             raise WorkspaceError(f"bad regular expression {pattern!r}: {exc}") from None
         start = self.resolve(path)
-        files = [start] if start.is_file() else sorted(
-            Path(d) / n for d, _dirs, names in os.walk(start) for n in names)  # os.walk does not follow links
+        files = (
+            [start]
+            if start.is_file()
+            else sorted(Path(d) / n for d, _dirs, names in os.walk(start) for n in names)
+        )  # os.walk does not follow links
         lines: list[str] = []
         total = 0
         for f in files:
@@ -161,8 +171,9 @@ class Workspace:
         if not isinstance(command, str) or not command.strip():
             raise WorkspaceError("give a shell command, e.g. 'ls -la'")
         if "$" in command or "`" in command:
-            raise WorkspaceError("variable and command substitution ($, backticks) are not allowed; write the "
-                                 "values out")
+            raise WorkspaceError(
+                "variable and command substitution ($, backticks) are not allowed; write the values out"
+            )
         try:
             tokens = shlex.split(command, comments=False, posix=True)
         except ValueError as exc:
@@ -170,17 +181,31 @@ class Workspace:
         for token in tokens:
             scrubbed = token.replace("/dev/null", "")
             if self._ABSOLUTE.search(scrubbed):
-                raise WorkspaceError(f"{token!r} names an absolute or home path; commands run in the workspace, "
-                                     "use relative paths")
+                raise WorkspaceError(
+                    f"{token!r} names an absolute or home path; commands run in the workspace, "
+                    "use relative paths"
+                )
             if self._PARENT.search(token):
                 raise WorkspaceError(f"{token!r} uses '..'; commands must stay inside the workspace")
 
     def bash(self, command: str) -> str:
         self.check_command(command)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.root), "TMPDIR": str(self.root),
-               "LANG": os.environ.get("LANG", "C.UTF-8"), "PYTHONDONTWRITEBYTECODE": "1"}
-        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=self.root, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.root),
+            "TMPDIR": str(self.root),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            cwd=self.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         head = bytearray()
         seen = [0]
         flooded = threading.Event()
@@ -247,8 +272,10 @@ def workspace_tools(ws: Workspace) -> Any:
     def edit_file(path: str, old: str, new: str) -> str:
         return ws.edit(path, old, new)
 
-    @tool(description="Search workspace files for a regular expression; returns path:line: text.",
-          concurrent_safe=True)
+    @tool(
+        description="Search workspace files for a regular expression; returns path:line: text.",
+        concurrent_safe=True,
+    )
     def grep(pattern: str, path: str = ".") -> str:
         return ws.grep(pattern, path)
 
@@ -258,7 +285,7 @@ def workspace_tools(ws: Workspace) -> Any:
 TASK = "Write hello.py that greets the world, run it, make the greeting use a comma, and run it again."
 SCRIPT = [
     '{"tool": "write_file", "args": {"path": "hello.py", "content": '
-    '"def greet(name):\\n    return \'Hello \' + name + \'!\'\\n\\nprint(greet(\'world\'))\\n"}}',
+    "\"def greet(name):\\n    return 'Hello ' + name + '!'\\n\\nprint(greet('world'))\\n\"}}",
     '{"tool": "bash", "args": {"command": "python3 hello.py"}}',
     '{"tool": "read_file", "args": {"path": "../../etc/passwd"}}',
     '{"tool": "edit_file", "args": {"path": "hello.py", "old": "\'Hello \'", "new": "\'Hello, \'"}}',
@@ -266,25 +293,37 @@ SCRIPT = [
     '{"tool": "bash", "args": {"command": "python3 hello.py"}}',
     '{"tool": "done", "args": {"answer": "hello.py prints: Hello, world!"}}',
 ]
-SYSTEM = ("You are a careful coding agent working in a workspace folder. Use relative paths only. Read before "
-          "you edit, run what you write, and call `done` with a short report when the task is complete.")
+SYSTEM = (
+    "You are a careful coding agent working in a workspace folder. Use relative paths only. Read before "
+    "you edit, run what you write, and call `done` with a short report when the task is complete."
+)
 
 
-def agent(scripted: bool = False, workspace: str | None = None, latency_s: float = 0.0,
-          timeout_s: float = 10.0, output_cap: int = 8_000) -> dict[str, Any]:
+def agent(
+    scripted: bool = False,
+    workspace: str | None = None,
+    latency_s: float = 0.0,
+    timeout_s: float = 10.0,
+    output_cap: int = 8_000,
+) -> dict[str, Any]:
     """The agent as a factory: ``looplet run looplet.examples.coding_agent:agent "task"`` (the workspace is
     ``$LOOPLET_WORKSPACE``, else a new temporary folder)."""
     folder = workspace or os.environ.get("LOOPLET_WORKSPACE") or tempfile.mkdtemp(prefix="looplet-ws-")
     ws = Workspace(folder, timeout_s=timeout_s, output_cap=output_cap)
-    return {"llm": backend(scripted, SCRIPT, latency_s=latency_s), "tools": workspace_tools(ws),
-            "config": LoopConfig(max_steps=30, system_prompt=SYSTEM, agent_name="coding-agent"),
-            "workspace": ws}
+    return {
+        "llm": backend(scripted, SCRIPT, latency_s=latency_s),
+        "tools": workspace_tools(ws),
+        "config": LoopConfig(max_steps=30, system_prompt=SYSTEM, agent_name="coding-agent"),
+        "workspace": ws,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("python -m looplet.examples.coding_agent", __doc__)
     p.add_argument("task", nargs="?", default=TASK, help="what to do (default: a small hello.py exercise)")
-    p.add_argument("--workspace", default=None, help="the folder the agent works in (default: a new temp folder)")
+    p.add_argument(
+        "--workspace", default=None, help="the folder the agent works in (default: a new temp folder)"
+    )
     p.add_argument("--trace", default=None, metavar="DIR", help="save the trajectory (steps, prompts) to DIR")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds a bash command may run")
     p.add_argument("--output-cap", type=int, default=8_000, help="characters of output shown to the model")
@@ -296,14 +335,23 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     print(f"workspace: {a['workspace'].root}", file=sys.stderr)
     state = DefaultState(max_steps=args.max_steps or a["config"].max_steps)
-    steps = composable_loop(llm=a["llm"], tools=a["tools"], config=a["config"], task={"goal": args.task},
-                            hooks=[hook] if hook else [], state=state)
+    steps = composable_loop(
+        llm=a["llm"],
+        tools=a["tools"],
+        config=a["config"],
+        task={"goal": args.task},
+        hooks=[hook] if hook else [],
+        state=state,
+    )
     try:
         result = run(steps, quiet=args.quiet, state=state)
     except KeyboardInterrupt:
         saved = state.metadata.get("trajectory_dir")
-        print("\ninterrupted: the run ended as 'cancelled'" + (f"; trajectory saved in {saved}" if saved else ""),
-              file=sys.stderr)
+        print(
+            "\ninterrupted: the run ended as 'cancelled'"
+            + (f"; trajectory saved in {saved}" if saved else ""),
+            file=sys.stderr,
+        )
         return 130
     if sink is not None:
         print(f"trajectory: {state.metadata.get('trajectory_dir') or 'not written (see the log above)'}")

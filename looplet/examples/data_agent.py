@@ -51,7 +51,9 @@ class Shop:
 
     def tables(self) -> dict[str, int]:
         with self._connect(True) as db:
-            names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+            names = [
+                r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+            ]
             return {n: db.execute(f'SELECT COUNT(*) FROM "{n}"').fetchone()[0] for n in names}
 
     def query(self, sql: str) -> dict[str, Any]:
@@ -104,8 +106,10 @@ def seed(path: Path) -> None:
         db.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, country TEXT)")
         db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, amount REAL, status TEXT)")
         names = ["ada", "alan", "grace", "edsger", "barbara", "donald", "frances", "ken"]
-        db.executemany("INSERT INTO customers VALUES (?, ?, ?)",
-                       [(i + 1, n, ["UK", "US", "NL", "FR"][i % 4]) for i, n in enumerate(names)])
+        db.executemany(
+            "INSERT INTO customers VALUES (?, ?, ?)",
+            [(i + 1, n, ["UK", "US", "NL", "FR"][i % 4]) for i, n in enumerate(names)],
+        )
         rows = []
         for i in range(1, 91):
             test = i % 7 == 0
@@ -124,8 +128,10 @@ def shop_tools(shop: Shop) -> Any:
     def list_tables() -> dict[str, int]:
         return shop.tables()
 
-    @tool(description=f"Run a read-only SQL query (SELECT/WITH); at most {MAX_ROWS} rows come back.",
-          concurrent_safe=True)
+    @tool(
+        description=f"Run a read-only SQL query (SELECT/WITH); at most {MAX_ROWS} rows come back.",
+        concurrent_safe=True,
+    )
     def query(sql: str) -> dict[str, Any]:
         return shop.query(sql)
 
@@ -140,11 +146,15 @@ def shop_tools(shop: Shop) -> Any:
     return tools_from([list_tables, query, delete_rows, drop_table])
 
 
-TASK = {"goal": "The orders table holds test orders left by a load test (customers named test-...). Check "
-                "the data, remove the test orders, verify, and report how many were removed."}
-SYSTEM = ("You are a careful data agent working on a live SQLite database. Look before you change anything; "
-          "prefer aggregates to dumping tables. Deleting or dropping needs a human's approval: if refused, "
-          "do not retry the same change. Call `done` with a short report when finished.")
+TASK = {
+    "goal": "The orders table holds test orders left by a load test (customers named test-...). Check "
+    "the data, remove the test orders, verify, and report how many were removed."
+}
+SYSTEM = (
+    "You are a careful data agent working on a live SQLite database. Look before you change anything; "
+    "prefer aggregates to dumping tables. Deleting or dropping needs a human's approval: if refused, "
+    "do not retry the same change. Call `done` with a short report when finished."
+)
 
 
 def _call(n: int, tool_name: str, **args: Any) -> str:
@@ -155,9 +165,15 @@ SCRIPT = [
     _call(1, "list_tables"),
     _call(2, "query", sql="SELECT * FROM orders"),
     _call(3, "query", sql="SELECT status, COUNT(*) AS n, SUM(amount) AS total FROM orders GROUP BY status"),
-    _call(4, "query", sql="SELECT COUNT(*) AS n, SUM(amount) AS total FROM orders WHERE customer LIKE 'test-%'"),
-    _call(5, "query", sql="SELECT c.name, COUNT(o.id) AS orders FROM customers c JOIN orders o "
-                          "ON o.customer = c.name GROUP BY c.name ORDER BY orders DESC"),
+    _call(
+        4, "query", sql="SELECT COUNT(*) AS n, SUM(amount) AS total FROM orders WHERE customer LIKE 'test-%'"
+    ),
+    _call(
+        5,
+        "query",
+        sql="SELECT c.name, COUNT(o.id) AS orders FROM customers c JOIN orders o "
+        "ON o.customer = c.name GROUP BY c.name ORDER BY orders DESC",
+    ),
     _call(6, "delete_rows", table="orders", where="customer LIKE 'test-%'"),
     _call(7, "query", sql="SELECT COUNT(*) AS n FROM orders WHERE customer LIKE 'test-%'"),
     _call(8, "done", answer="Removed 12 test orders (customers test-...); 78 real orders remain."),
@@ -165,7 +181,9 @@ SCRIPT = [
 #: how the scripted model goes on when the delete is refused
 SCRIPT_REFUSED = SCRIPT[:6] + [
     _call(7, "query", sql="SELECT COUNT(*) AS n FROM orders WHERE customer LIKE 'test-%'"),
-    _call(8, "done", answer="Found 12 test orders (customers test-...); the delete was refused, so they remain."),
+    _call(
+        8, "done", answer="Found 12 test orders (customers test-...); the delete was refused, so they remain."
+    ),
 ]
 
 
@@ -178,8 +196,10 @@ class EventLines:
     def on_event(self, name: str, attributes: dict[str, Any]) -> None:
         a = attributes
         if name == "compaction":
-            line = (f"  ⟲ compacted ({a.get('strategy')}): {a.get('tokens_before'):,} → {a.get('tokens_after'):,} "
-                    f"tokens, {a.get('messages_before')} → {a.get('messages_after')} messages")
+            line = (
+                f"  ⟲ compacted ({a.get('strategy')}): {a.get('tokens_before'):,} → {a.get('tokens_after'):,} "
+                f"tokens, {a.get('messages_before')} → {a.get('messages_after')} messages"
+            )
         elif name == "approval":
             line = f"  ? approval {a.get('decision')}: {a.get('tool')} (call {a.get('call_id')})"
         elif name == "checkpoint.restore":
@@ -204,11 +224,20 @@ def scripted_offset(checkpoint_dir: Path) -> int:
     return len(ids)
 
 
-def agent(scripted: bool = False, folder: str | None = None, *, compact_at: int | None = None,
-          latency_s: float = 0.0, approvals: dict[str, bool] | None = None, ask: Any = None) -> dict[str, Any]:
+def agent(
+    scripted: bool = False,
+    folder: str | None = None,
+    *,
+    compact_at: int | None = None,
+    latency_s: float = 0.0,
+    approvals: dict[str, bool] | None = None,
+    ask: Any = None,
+) -> dict[str, Any]:
     """The agent as a factory (``looplet run looplet.examples.data_agent:agent "task"``): the shop in
     ``folder`` (default ``$LOOPLET_DATA_DIR`` or a folder in the temp dir), approval, compaction, checkpoints."""
-    base = Path(folder or os.environ.get("LOOPLET_DATA_DIR") or Path(tempfile.gettempdir()) / "looplet-data-agent")
+    base = Path(
+        folder or os.environ.get("LOOPLET_DATA_DIR") or Path(tempfile.gettempdir()) / "looplet-data-agent"
+    )
     shop = Shop(base / "shop.db")
     checkpoints = base / "checkpoint"
     skip = scripted_offset(checkpoints) if scripted else 0
@@ -225,8 +254,15 @@ def agent(scripted: bool = False, folder: str | None = None, *, compact_at: int 
         EventLines(),
     ]
     config = LoopConfig(max_steps=25, system_prompt=SYSTEM, agent_name="data-agent", context_window=128_000)
-    return {"llm": llm, "tools": shop_tools(shop), "hooks": hooks, "config": config, "folder": base,
-            "checkpoints": checkpoints, "shop": shop}
+    return {
+        "llm": llm,
+        "tools": shop_tools(shop),
+        "hooks": hooks,
+        "config": config,
+        "folder": base,
+        "checkpoints": checkpoints,
+        "shop": shop,
+    }
 
 
 def _ask_terminal(tc: Any) -> bool | str:
@@ -236,42 +272,63 @@ def _ask_terminal(tc: Any) -> bool | str:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("python -m looplet.examples.data_agent", __doc__)
-    p.add_argument("--dir", default=None, help="the run's folder: shop.db and checkpoint/ (default: a temp folder)")
+    p.add_argument(
+        "--dir", default=None, help="the run's folder: shop.db and checkpoint/ (default: a temp folder)"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run saved in --dir")
-    p.add_argument("--approve", action="store_true", help="with --resume: approve the call waiting for approval")
+    p.add_argument(
+        "--approve", action="store_true", help="with --resume: approve the call waiting for approval"
+    )
     p.add_argument("--refuse", action="store_true", help="with --resume: refuse it (the model is told)")
     p.add_argument("--fresh", action="store_true", help="discard a saved run and the database, start again")
     p.add_argument("--ask", action="store_true", help="ask for approval on the terminal instead of pausing")
-    p.add_argument("--compact-at", type=int, default=None, help="compact the transcript above this many tokens")
+    p.add_argument(
+        "--compact-at", type=int, default=None, help="compact the transcript above this many tokens"
+    )
     p.add_argument("--trace", default=None, metavar="DIR", help="also save the trajectory under DIR")
     args = p.parse_args(argv)
 
-    folder = Path(args.dir or os.environ.get("LOOPLET_DATA_DIR") or
-                  Path(tempfile.gettempdir()) / "looplet-data-agent")
+    folder = Path(
+        args.dir or os.environ.get("LOOPLET_DATA_DIR") or Path(tempfile.gettempdir()) / "looplet-data-agent"
+    )
     try:
         approvals = _prepare(folder, args)
-        a = agent(args.scripted, str(folder), compact_at=args.compact_at, latency_s=args.latency,
-                  approvals=approvals, ask=_ask_terminal if args.ask else None)
+        a = agent(
+            args.scripted,
+            str(folder),
+            compact_at=args.compact_at,
+            latency_s=args.latency,
+            approvals=approvals,
+            ask=_ask_terminal if args.ask else None,
+        )
         if args.trace:
             a["hooks"].append(trajectory_hook(args.trace)[0])
     except SetupError as exc:
         return fail(str(exc))
     print(f"folder: {folder}", file=sys.stderr)
     state = DefaultState(max_steps=args.max_steps or a["config"].max_steps)
-    steps = composable_loop(llm=a["llm"], tools=a["tools"], task=TASK, hooks=a["hooks"], config=a["config"],
-                            state=state)
+    steps = composable_loop(
+        llm=a["llm"], tools=a["tools"], task=TASK, hooks=a["hooks"], config=a["config"], state=state
+    )
     try:
         result = run(steps, quiet=args.quiet, state=state)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the run ended as 'cancelled' after {len(state.steps)} steps; the checkpoint is in "
-              f"{a['checkpoints']}. Continue with: python -m looplet.examples.data_agent --resume --dir {folder}"
-              + (" --scripted" if args.scripted else ""), file=sys.stderr)
+        print(
+            f"\ninterrupted: the run ended as 'cancelled' after {len(state.steps)} steps; the checkpoint is in "
+            f"{a['checkpoints']}. Continue with: python -m looplet.examples.data_agent --resume --dir {folder}"
+            + (" --scripted" if args.scripted else ""),
+            file=sys.stderr,
+        )
         return 130
     if result.stop_reason == "awaiting_approval":
         pending = state.metadata.get(PENDING_APPROVAL) or {}
-        again = f"python -m looplet.examples.data_agent --resume --dir {folder}" + (" --scripted" if args.scripted else "")
-        print(f"\nwaiting for approval: {pending.get('tool')}({json.dumps(pending.get('args'))})\n"
-              f"  approve: {again} --approve\n  refuse:  {again} --refuse")
+        again = f"python -m looplet.examples.data_agent --resume --dir {folder}" + (
+            " --scripted" if args.scripted else ""
+        )
+        print(
+            f"\nwaiting for approval: {pending.get('tool')}({json.dumps(pending.get('args'))})\n"
+            f"  approve: {again} --approve\n  refuse:  {again} --refuse"
+        )
         return 3
     return exit_code(result)
 
@@ -292,8 +349,10 @@ def _prepare(folder: Path, args: Any) -> dict[str, bool] | None:
             raise SetupError("--resume and --fresh cannot go together")
         return None
     if not args.resume:
-        raise SetupError(f"an unfinished run is saved in {folder} (stopped: {cp.stop_reason}, {cp.step_count} steps); "
-                         "continue it with --resume, or start over with --fresh")
+        raise SetupError(
+            f"an unfinished run is saved in {folder} (stopped: {cp.stop_reason}, {cp.step_count} steps); "
+            "continue it with --resume, or start over with --fresh"
+        )
     if cp is None:
         raise SetupError(f"nothing to resume in {folder}; run without --resume first")
     if cp.stop_reason == "done":
@@ -311,8 +370,10 @@ def _prepare(folder: Path, args: Any) -> dict[str, bool] | None:
         return {pending["call_id"]: False}
     if args.ask and sys.stdin.isatty():
         return None  # the ApprovalHook's handler asks when the call comes round again
-    raise SetupError(f"{pending['tool']}({json.dumps(pending.get('args'))}) is waiting for approval; "
-                     "resume with --approve or --refuse")
+    raise SetupError(
+        f"{pending['tool']}({json.dumps(pending.get('args'))}) is waiting for approval; "
+        "resume with --approve or --refuse"
+    )
 
 
 if __name__ == "__main__":

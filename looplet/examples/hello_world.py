@@ -1,7 +1,7 @@
 """Hello world: one tool, one task, a step line per tool call.
 
-    python -m looplet.examples.hello_world --scripted          # no key, no network
-    OPENAI_API_KEY=sk-... OPENAI_MODEL=gpt-4o-mini python -m looplet.examples.hello_world
+python -m looplet.examples.hello_world --scripted          # no key, no network
+OPENAI_API_KEY=sk-... OPENAI_MODEL=gpt-4o-mini python -m looplet.examples.hello_world
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ def greet(name: str) -> str:
 
 
 TASK = {"goal": "Greet Ada and then Alan, then finish with both greetings as the answer."}
-SCRIPT = ['{"tool": "greet", "args": {"name": "Ada"}}',
-          '{"tool": "greet", "args": {"name": "Alan"}}',
-          '{"tool": "done", "args": {"answer": "Hello, Ada! Hello, Alan!"}}']
+SCRIPT = [
+    '{"tool": "greet", "args": {"name": "Ada"}}',
+    '{"tool": "greet", "args": {"name": "Alan"}}',
+    '{"tool": "done", "args": {"answer": "Hello, Ada! Hello, Alan!"}}',
+]
 
 
 def agent(scripted: bool = False, latency_s: float = 0.0) -> dict:

@@ -23,8 +23,9 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from looplet.provenance.format import write_folder
 
@@ -41,8 +42,7 @@ _HEADER = struct.Struct("<I")
 _VERSION = (*sys.version_info[:2], marshal.version)
 _IN_FLIGHT = 16  # folders sent and not yet answered; bounds the pipes' contents, so neither side blocks
 _START_TIMEOUT_S = 10.0
-_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
-         "from looplet.provenance._writer import serve; serve()")
+_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from looplet.provenance._writer import serve; serve()"
 
 
 class WriterDied(RuntimeError):
@@ -60,8 +60,12 @@ class _Helper:
         self.recv_fd, from_child = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _BOOT, package_parent], stdin=to_child, stdout=from_child,
-                close_fds=True, start_new_session=True)
+                [sys.executable, "-I", "-S", "-c", _BOOT, package_parent],
+                stdin=to_child,
+                stdout=from_child,
+                close_fds=True,
+                start_new_session=True,
+            )
         except BaseException:
             for fd in (self.send_fd, self.recv_fd):
                 os.close(fd)
@@ -123,7 +127,7 @@ class _Helper:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _read_exactly(fd: int, n: int) -> bytes:
@@ -312,13 +316,14 @@ def _inline(job: Job, dead_helper: int | None = None) -> Path | BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
     try:
         return write_folder(root, name, files, fsync=fsync)
-    except Exception as exc:  # noqa: BLE001 - reported to the caller, like the helper's own failures
+    except Exception as exc:
         return exc
 
 
 # ------------------------------------------------------------------------------------------------------
 # The helper's side
 # ------------------------------------------------------------------------------------------------------
+
 
 def serve() -> None:
     """Run as the helper: read folders from stdin, write each, answer on stdout in order; stop at end of
@@ -340,7 +345,7 @@ def serve() -> None:
         end = _HEADER.size + _HEADER.unpack_from(buffered)[0]
         if len(buffered) < end:
             return None
-        job = marshal.loads(bytes(buffered[_HEADER.size:end]))
+        job = marshal.loads(bytes(buffered[_HEADER.size : end]))
         del buffered[:end]
         return job  # type: ignore[no-any-return]
 
@@ -359,8 +364,11 @@ def serve() -> None:
         _write_all(out, _HEADER.pack(len(body)) + body)
 
     def answer(result: Path | BaseException) -> None:
-        send(("ok", str(result)) if isinstance(result, Path) else
-             ("error", type(result).__name__, str(result), getattr(result, "errno", None)))
+        send(
+            ("ok", str(result))
+            if isinstance(result, Path)
+            else ("error", type(result).__name__, str(result), getattr(result, "errno", None))
+        )
 
     send(("ready", _VERSION))
     pending: collections.deque[Job] = collections.deque()
@@ -376,7 +384,7 @@ def serve() -> None:
                 root, name, files, _fsync = pending.popleft()
                 try:
                     answer(write_folder(root, name, files, fsync=False))
-                except Exception as exc:  # noqa: BLE001 - every failure goes back to the process that asked
+                except Exception as exc:
                     answer(exc)
                 continue
             batch: list[Job] = []

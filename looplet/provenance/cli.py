@@ -25,7 +25,11 @@ def load_any(paths: list[str]) -> list[Trajectory]:
     out: list[Trajectory] = []
     for p in paths:
         path = Path(p)
-        if path.is_file() and path.name != "trajectory.json" and path.suffix in (".json", ".jsonl", ".ndjson"):
+        if (
+            path.is_file()
+            and path.name != "trajectory.json"
+            and path.suffix in (".json", ".jsonl", ".ndjson")
+        ):
             from looplet.provenance.spans import read_otlp_json, records_from_spans
 
             records = records_from_spans(read_otlp_json(path))
@@ -76,10 +80,13 @@ def format_run(t: Trajectory, width: int = 110) -> str:
     llm_ms = sum(float(c.get("duration_ms") or 0) for c in t.calls if isinstance(c, dict))
     tool_ms = sum(s.tool_ms for s in t.steps)
     cost = _cost(t.cost_usd) or "unknown (model not priced)"
-    lines += ["", f"{t.stop_reason or 'unfinished'}: {len(t.steps)} steps, {t.llm_calls} LLM calls, {u.input_tokens} input + "
-                  f"{u.output_tokens} output tokens"
-                  + (f" ({u.cached_input_tokens} cached)" if u.cached_input_tokens else "")
-                  + f", cost {cost}, {t.duration_ms:.0f} ms (LLM {llm_ms:.0f} ms, tools {tool_ms:.0f} ms)"]
+    lines += [
+        "",
+        f"{t.stop_reason or 'unfinished'}: {len(t.steps)} steps, {t.llm_calls} LLM calls, {u.input_tokens} input + "
+        f"{u.output_tokens} output tokens"
+        + (f" ({u.cached_input_tokens} cached)" if u.cached_input_tokens else "")
+        + f", cost {cost}, {t.duration_ms:.0f} ms (LLM {llm_ms:.0f} ms, tools {tool_ms:.0f} ms)",
+    ]
     failed = [s for s in t.steps if not s.ok]
     if failed:
         kinds = Counter(s.tool_result.error_kind or "error" for s in failed)
@@ -90,7 +97,9 @@ def format_run(t: Trajectory, width: int = 110) -> str:
         for e in t.events:
             if isinstance(e, dict) and e.get("name") == "eval":
                 a = e.get("attributes") or {}
-                lines.append(f"  eval {a.get('eval') or a.get('name')}: {a.get('outcome') or ('pass' if a.get('passed') else 'fail')}")
+                lines.append(
+                    f"  eval {a.get('eval') or a.get('name')}: {a.get('outcome') or ('pass' if a.get('passed') else 'fail')}"
+                )
     if t.error:
         lines.append(f"error: {t.error}")
     if t.final_output is not None:
@@ -103,11 +112,18 @@ def format_run(t: Trajectory, width: int = 110) -> str:
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    parser = argparse.ArgumentParser(prog="looplet show", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("paths", nargs="+", metavar="TRACE_DIR",
-                        help="a run folder, a folder of run folders, or an OTLP JSON file")
-    parser.add_argument("--html", metavar="OUT.html", help="also write a self-contained HTML page with a waterfall")
+    parser = argparse.ArgumentParser(
+        prog="looplet show", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="TRACE_DIR",
+        help="a run folder, a folder of run folders, or an OTLP JSON file",
+    )
+    parser.add_argument(
+        "--html", metavar="OUT.html", help="also write a self-contained HTML page with a waterfall"
+    )
     parser.add_argument("--width", type=int, default=None, help="line width (default: the terminal's)")
     args = parser.parse_args(argv)
     width = args.width or max(80, min(160, shutil.get_terminal_size((110, 24)).columns))

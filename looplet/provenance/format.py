@@ -24,16 +24,28 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from looplet.errors import LoopletError
 from looplet.types import Step, ToolCall, Usage, _json_safe
 
-__all__ = ["SCHEMA_VERSION", "TrajectoryError", "RunRecord", "CallRecord", "Trajectory", "render_files",
-           "write_folder", "write_folders_synced", "load_trajectory", "find_trajectories", "render_messages",
-           "render_response"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "TrajectoryError",
+    "RunRecord",
+    "CallRecord",
+    "Trajectory",
+    "render_files",
+    "write_folder",
+    "write_folders_synced",
+    "load_trajectory",
+    "find_trajectories",
+    "render_messages",
+    "render_response",
+]
 
 #: Bumped when a reader of the previous version could misread a folder.
 SCHEMA_VERSION = 1
@@ -55,6 +67,7 @@ class TrajectoryError(LoopletError, ValueError):
 # --------------------------------------------------------------------------------------------------------
 # What the capture paths (hook, wrapped backend, spans) fill in
 # --------------------------------------------------------------------------------------------------------
+
 
 @dataclass(slots=True)
 class CallRecord:
@@ -193,8 +206,9 @@ def _content_text(content: Any) -> str:
     return json.dumps(_json_safe(content), ensure_ascii=False, sort_keys=True)
 
 
-def render_messages(messages: Iterable[Mapping[str, Any]], cache: dict[int, str] | None = None,
-                    redact: Redact | None = None) -> str:
+def render_messages(
+    messages: Iterable[Mapping[str, Any]], cache: dict[int, str] | None = None, redact: Redact | None = None
+) -> str:
     """The chat transcript as plain text: one ``[role]`` block per message, tool calls as
     ``→ name({args}) id=...``, each block through ``redact``. ``cache`` (message id -> block) saves
     re-rendering (and re-redacting) the messages every later prompt of a run repeats; only for messages
@@ -214,7 +228,9 @@ def render_messages(messages: Iterable[Mapping[str, Any]], cache: dict[int, str]
             lines.append(text)
         for tc in m.get("tool_calls") or ():
             fn = tc.get("function") or {}
-            lines.append(f"→ {fn.get('name', '?')}({_canonical_args(fn.get('arguments', '{}'))}) id={tc.get('id', '')}")
+            lines.append(
+                f"→ {fn.get('name', '?')}({_canonical_args(fn.get('arguments', '{}'))}) id={tc.get('id', '')}"
+            )
         block = "\n".join(lines)
         if redact is not None:
             block = redact(block)
@@ -257,7 +273,9 @@ class _Redaction:
     ``api_key``), else every string and key."""
 
     #: values looplet or the tracing SDK generate (hex ids, file names, times): nothing to redact in them
-    GENERATED = frozenset({"trace_id", "span_id", "run_id", "file", "prompt_file", "response_file", "started_at"})
+    GENERATED = frozenset(
+        {"trace_id", "span_id", "run_id", "file", "prompt_file", "response_file", "started_at"}
+    )
 
     def __init__(self, redact: Redact, cache: dict[str, str] | None = None) -> None:
         self.redact = redact
@@ -281,15 +299,22 @@ class _Redaction:
         # numbers and None are most of the values: kept without a call (this runs for every field written)
         if isinstance(value, dict):
             skip, own, text = self.GENERATED, self.own, self.text
-            return {k: v if k in skip or v is None or type(v) in _NUMBERS else text(v) if type(v) is str
-                    else own(v) for k, v in value.items()}
+            return {
+                k: v
+                if k in skip or v is None or type(v) in _NUMBERS
+                else text(v)
+                if type(v) is str
+                else own(v)
+                for k, v in value.items()
+            }
         if isinstance(value, list):
             own = self.own
             return [v if v is None or type(v) in _NUMBERS else own(v) for v in value]
         return value
 
-    def _with(self, d: dict[str, Any], user_keys: tuple[str, ...], done: dict[str, Any] | None = None
-              ) -> dict[str, Any]:
+    def _with(
+        self, d: dict[str, Any], user_keys: tuple[str, ...], done: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """``d`` with the values under ``user_keys`` through ``user``, those in ``done`` as given, the rest
         through ``own``."""
         out = {}
@@ -361,8 +386,9 @@ def _unserializable(o: Any) -> Any:
 
 
 if json.encoder.c_make_encoder is not None:  # one C encoder, made once (JSONEncoder.encode makes one a call)
-    _C_ENCODER = json.encoder.c_make_encoder(None, _unserializable, json.encoder.encode_basestring, None, ": ",
-                                             ", ", False, False, True)
+    _C_ENCODER = json.encoder.c_make_encoder(
+        None, _unserializable, json.encoder.encode_basestring, None, ": ", ", ", False, False, True
+    )
 
     def _ENCODE(obj: Any) -> str:
         t = type(obj)
@@ -376,8 +402,9 @@ if json.encoder.c_make_encoder is not None:  # one C encoder, made once (JSONEnc
             return int.__repr__(obj)
         return "".join(_C_ENCODER(obj, 0))
 
-    _C_SORTED = json.encoder.c_make_encoder(None, _unserializable, json.encoder.encode_basestring, None, ": ",
-                                            ", ", True, False, True)
+    _C_SORTED = json.encoder.c_make_encoder(
+        None, _unserializable, json.encoder.encode_basestring, None, ": ", ", ", True, False, True
+    )
 
     def _ENCODE_SORTED(obj: Any) -> str:
         return "".join(_C_SORTED(obj, 0))
@@ -481,8 +508,14 @@ def step_file(number: int) -> str:
     return f"steps/step_{_num(number)}.json"
 
 
-def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_call: int = 200_000,
-                 cache: dict[str, str] | None = None, *, defer_json: bool = False) -> dict[str, Any]:
+def render_files(
+    record: RunRecord,
+    redact: Redact | None = None,
+    max_chars_per_call: int = 200_000,
+    cache: dict[str, str] | None = None,
+    *,
+    defer_json: bool = False,
+) -> dict[str, Any]:
     """The folder's files as ``{relative path: text}``, every string already through ``redact``
     (``cache``: redacted short strings kept from one run to the next). With ``defer_json`` the JSON files
     are left as ``(kind, value)`` for the writer to format (:func:`file_text`): the writer process then
@@ -506,18 +539,36 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
         if red is not None:  # redacted here, once, rather than walked again with the whole trajectory
             tool = red.text(tool) if isinstance(tool, str) else tool
             error_kind = red.text(error_kind) if isinstance(error_kind, str) else error_kind
-        step_entries.append({"number": s.number, "tool": tool, "ok": s.ok, "error_kind": error_kind,
-                             "file": path, "llm_call": record.step_calls.get(s.number)})
+        step_entries.append(
+            {
+                "number": s.number,
+                "tool": tool,
+                "ok": s.ok,
+                "error_kind": error_kind,
+                "file": path,
+                "llm_call": record.step_calls.get(s.number),
+            }
+        )
 
     call_entries = []
     for c in record.calls:
         entry: dict[str, Any] = {
-            "number": c.number, "step": c.step, "purpose": c.purpose, "model": c.model,
-            "usage": c.usage.to_dict() if c.usage else None, "cost_usd": c.cost_usd,
-            "duration_ms": _ms(c.duration_ms), "finish_reason": c.finish_reason, "response_id": c.response_id,
-            "error": c.error, "span_id": c.span_id,
-            "tool_calls": [{"id": tc.id, "tool": tc.tool, "args": _canon(_json_safe(tc.args))} for tc in c.tool_calls],
-            "text": c.text, "answered": c.answered,
+            "number": c.number,
+            "step": c.step,
+            "purpose": c.purpose,
+            "model": c.model,
+            "usage": c.usage.to_dict() if c.usage else None,
+            "cost_usd": c.cost_usd,
+            "duration_ms": _ms(c.duration_ms),
+            "finish_reason": c.finish_reason,
+            "response_id": c.response_id,
+            "error": c.error,
+            "span_id": c.span_id,
+            "tool_calls": [
+                {"id": tc.id, "tool": tc.tool, "args": _canon(_json_safe(tc.args))} for tc in c.tool_calls
+            ],
+            "text": c.text,
+            "answered": c.answered,
         }
         if c.ttfc_ms is not None:
             entry["ttfc_ms"] = _ms(c.ttfc_ms)
@@ -545,8 +596,9 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
     cost = record.cost_usd
     if cost is None and any(c.cost_usd is not None for c in record.calls):
         cost = sum(c.cost_usd or 0.0 for c in record.calls)
-    llm_calls = record.llm_calls if record.llm_calls is not None else sum(
-        1 for c in record.calls if c.error is None)
+    llm_calls = (
+        record.llm_calls if record.llm_calls is not None else sum(1 for c in record.calls if c.error is None)
+    )
     traj = {
         "schema_version": SCHEMA_VERSION,
         "run_id": record.run_id,
@@ -559,7 +611,8 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
         "final_output": _canon(_json_safe(record.final_output)),
         "trace_id": record.trace_id,
         "span_id": record.span_id,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.started_at)) if record.started_at
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.started_at))
+        if record.started_at
         else None,
         "duration_ms": _ms(record.duration_ms),
         "usage": usage.to_dict(),
@@ -572,11 +625,25 @@ def render_files(record: RunRecord, redact: Redact | None = None, max_chars_per_
         "steps": step_entries,
         "calls": call_entries,
         "tools": _canon(_json_safe(record.tools or [])),
-        "timeline": [{k: _ms(v) if k in _TIMES else red_text(v) if red_text is not None and isinstance(v, str)
-                      else v for k, v in e.items()}
-                     for e in sorted(record.timeline, key=lambda e: e.get("start_ms") or 0.0)],  # by start
-        "events": [{"name": e.get("name"), "at_ms": e.get("at_ms"), "attributes": _canon(_json_safe(e.get("attributes")))}
-                   for e in record.events],
+        "timeline": [
+            {
+                k: _ms(v)
+                if k in _TIMES
+                else red_text(v)
+                if red_text is not None and isinstance(v, str)
+                else v
+                for k, v in e.items()
+            }
+            for e in sorted(record.timeline, key=lambda e: e.get("start_ms") or 0.0)
+        ],  # by start
+        "events": [
+            {
+                "name": e.get("name"),
+                "at_ms": e.get("at_ms"),
+                "attributes": _canon(_json_safe(e.get("attributes"))),
+            }
+            for e in record.events
+        ],
     }
     traj = red.trajectory(traj, ("steps", "timeline")) if red else traj
     files[TRAJECTORY_FILE] = ("trajectory", traj) if defer_json else _dumps_traj(traj)
@@ -595,10 +662,16 @@ def file_text(value: Any) -> str:
 # Writing
 # --------------------------------------------------------------------------------------------------------
 
+
 def _manifest(files: Mapping[str, bytes]) -> bytes:
-    sha256, enc = hashlib.sha256, json.encoder.encode_basestring_ascii  # keys sorted, as json.dumps(sort_keys=True)
-    lines = [f'{{"bytes": {len(data)}, "path": {enc(path)}, "sha256": "{sha256(data).hexdigest()}"}}'
-             for path, data in sorted(files.items())]
+    sha256, enc = (
+        hashlib.sha256,
+        json.encoder.encode_basestring_ascii,
+    )  # keys sorted, as json.dumps(sort_keys=True)
+    lines = [
+        f'{{"bytes": {len(data)}, "path": {enc(path)}, "sha256": "{sha256(data).hexdigest()}"}}'
+        for path, data in sorted(files.items())
+    ]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -645,7 +718,9 @@ def _temp_folder(root: str, name: str) -> str:
     return os.path.join(root, f".{name}.tmp{os.getpid()}-{time.monotonic_ns() % 1_000_000_000}")
 
 
-def write_folder(root: str | os.PathLike[str], name: str, files: Mapping[str, Any], *, fsync: bool = True) -> Path:
+def write_folder(
+    root: str | os.PathLike[str], name: str, files: Mapping[str, Any], *, fsync: bool = True
+) -> Path:
     """Write ``files`` as ``root/name/`` atomically and return the folder's path.
 
     A new folder is written under a temporary name and renamed into place; an existing one (a run written
@@ -701,7 +776,7 @@ def write_folders_synced(jobs: Iterable[tuple[str, str, Mapping[str, Any]]]) -> 
                 _remove_tree(tmp)
                 raise
             staged.append((i, root, tmp, final))
-        except Exception as exc:  # noqa: BLE001 - reported per job
+        except Exception as exc:
             results[i] = exc
     roots = {root for _i, root, _tmp, _final in staged}
     failed: dict[str, Exception] = {}
@@ -723,7 +798,7 @@ def write_folders_synced(jobs: Iterable[tuple[str, str, Mapping[str, Any]]]) -> 
             root_, name, files = jobs[i]
             try:  # someone made it meanwhile: update it file by file
                 results[i] = write_folder(root_, name, files, fsync=True)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 results[i] = exc
     for root in roots - set(failed):
         _fsync_dir(root)
@@ -807,7 +882,7 @@ def _write_tree(base: str, data: Mapping[str, bytes], fsync: bool, atomic: bool)
             except RuntimeError:  # the interpreter is shutting down (an exporter flushed at exit)
                 try:
                     _guarded(put, chunk, abort)
-                except BaseException as exc:  # noqa: BLE001 - raised below, once every writer is done
+                except BaseException as exc:
                     error = error or exc
         for f in futures:  # wait for every writer before raising, so the caller's clean-up races none
             exc = f.exception()
@@ -844,7 +919,9 @@ def _pool() -> Any:
             if _POOL is None:
                 from concurrent.futures import ThreadPoolExecutor
 
-                _POOL = ThreadPoolExecutor(max_workers=_FSYNC_THREADS, thread_name_prefix="looplet-provenance")
+                _POOL = ThreadPoolExecutor(
+                    max_workers=_FSYNC_THREADS, thread_name_prefix="looplet-provenance"
+                )
     return _POOL
 
 
@@ -858,14 +935,20 @@ def _remove_tree(path: str) -> None:
 # Reading
 # --------------------------------------------------------------------------------------------------------
 
+
 class Trajectory:
     """A run read back from its folder (or from spans, in memory): what ``show``, evals and replay use.
 
     ``data`` is ``trajectory.json``; ``steps`` are :class:`looplet.types.Step` objects from the step files.
     """
 
-    def __init__(self, path: Path | None, data: dict[str, Any], steps: list[Step],
-                 files: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        data: dict[str, Any],
+        steps: list[Step],
+        files: Mapping[str, str] | None = None,
+    ) -> None:
         self.path = path
         self.data = data
         self.steps = steps
@@ -930,12 +1013,16 @@ def _parse_json(where: Any, raw: str) -> Any:
         # a cut-off file fails at its very end (or in a string that runs to the end)
         ends = exc.pos >= len(raw.rstrip()) - 1 or exc.msg.startswith("Unterminated string")
         kind = "truncated" if ends else "corrupted"
-        raise TrajectoryError(where, f"{kind} JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise TrajectoryError(
+            where, f"{kind} JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
 
 
 def _check_traj(where: Any, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
-        raise TrajectoryError(where, f"not a looplet trajectory (a JSON {type(data).__name__}, expected an object)")
+        raise TrajectoryError(
+            where, f"not a looplet trajectory (a JSON {type(data).__name__}, expected an object)"
+        )
     if "schema_version" not in data:
         raise TrajectoryError(where, "not a looplet trajectory (no schema_version)")
     version = data["schema_version"]
@@ -944,12 +1031,16 @@ def _check_traj(where: Any, data: Any) -> dict[str, Any]:
     if version > SCHEMA_VERSION:
         from looplet import __version__
 
-        raise TrajectoryError(where, f"schema version {version} is newer than this looplet ({__version__}) "
-                                     f"reads (up to {SCHEMA_VERSION}); upgrade looplet to read it")
+        raise TrajectoryError(
+            where,
+            f"schema version {version} is newer than this looplet ({__version__}) "
+            f"reads (up to {SCHEMA_VERSION}); upgrade looplet to read it",
+        )
     for key, kind in (("steps", list), ("calls", list), ("timeline", list), ("events", list)):
         if key in data and not isinstance(data[key], kind):
-            raise TrajectoryError(where, f"field {key!r} must be a {kind.__name__}, "
-                                         f"got {type(data[key]).__name__}")
+            raise TrajectoryError(
+                where, f"field {key!r} must be a {kind.__name__}, got {type(data[key]).__name__}"
+            )
     for key in ("usage",):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise TrajectoryError(where, f"field {key!r} must be an object")
@@ -967,7 +1058,9 @@ def _step_from(where: Any, raw: Any) -> Step:
 
 def load_files(name: str, files: Mapping[str, str]) -> Trajectory:
     """A trajectory from rendered files kept in memory (``show`` on OTLP JSON uses this)."""
-    data = _check_traj(f"{name}/{TRAJECTORY_FILE}", _parse_json(f"{name}/{TRAJECTORY_FILE}", files[TRAJECTORY_FILE]))
+    data = _check_traj(
+        f"{name}/{TRAJECTORY_FILE}", _parse_json(f"{name}/{TRAJECTORY_FILE}", files[TRAJECTORY_FILE])
+    )
     steps = []
     for entry in data.get("steps", []):
         rel = entry.get("file") if isinstance(entry, dict) else None
@@ -985,12 +1078,18 @@ def load_trajectory(path: str | os.PathLike[str]) -> Trajectory:
         if folder.name == TRAJECTORY_FILE:
             folder = folder.parent
         else:
-            raise TrajectoryError(folder, "is a file, not a trajectory folder (expected a folder with "
-                                          f"{TRAJECTORY_FILE}, or an OTLP JSON span file)")
+            raise TrajectoryError(
+                folder,
+                "is a file, not a trajectory folder (expected a folder with "
+                f"{TRAJECTORY_FILE}, or an OTLP JSON span file)",
+            )
     tfile = folder / TRAJECTORY_FILE
     if not tfile.exists():
-        raise TrajectoryError(folder, f"not a trajectory folder: no {TRAJECTORY_FILE} in it (expected a folder "
-                                      "written by ProvenanceSink)")
+        raise TrajectoryError(
+            folder,
+            f"not a trajectory folder: no {TRAJECTORY_FILE} in it (expected a folder "
+            "written by ProvenanceSink)",
+        )
     try:
         raw = tfile.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -1021,11 +1120,17 @@ def find_trajectories(paths: Iterable[str | os.PathLike[str]]) -> list[Trajector
     for p in paths:
         folder = Path(p)
         if folder.is_dir() and not (folder / TRAJECTORY_FILE).exists():
-            runs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")
-                          and (d / TRAJECTORY_FILE).exists())
+            runs = sorted(
+                d
+                for d in folder.iterdir()
+                if d.is_dir() and not d.name.startswith(".") and (d / TRAJECTORY_FILE).exists()
+            )
             if not runs:
-                raise TrajectoryError(folder, f"not a trajectory folder: no {TRAJECTORY_FILE} in it or in its "
-                                              "sub-folders (expected a folder written by ProvenanceSink)")
+                raise TrajectoryError(
+                    folder,
+                    f"not a trajectory folder: no {TRAJECTORY_FILE} in it or in its "
+                    "sub-folders (expected a folder written by ProvenanceSink)",
+                )
             found.extend(load_trajectory(d) for d in runs)
         else:
             found.append(load_trajectory(folder))

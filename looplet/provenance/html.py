@@ -9,8 +9,9 @@ blocks, which work without the script too.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from html import escape
-from typing import Any, Iterable
+from typing import Any
 
 from looplet.provenance.format import Trajectory
 
@@ -135,7 +136,9 @@ def _money(cost: Any) -> str:
     return "—" if cost is None else f"${cost:.6f}"
 
 
-def _step_html(t: Trajectory, r: int, step: Any, depth: int, shown_calls: set[int], calls: dict[int, Any]) -> str:
+def _step_html(
+    t: Trajectory, r: int, step: Any, depth: int, shown_calls: set[int], calls: dict[int, Any]
+) -> str:
     d = step.to_dict()
     raw = _raw_step(t, step.number) if depth == 0 else {}
     n = raw.get("llm_call")
@@ -150,9 +153,12 @@ def _step_html(t: Trajectory, r: int, step: Any, depth: int, shown_calls: set[in
         rows.append(("error kind", escape(res.error_kind)))
     if step.span_id:
         rows.append(("span", escape(step.span_id)))
-    parts = [f'<details class="{cls}"{ident}><summary>{escape(step.pretty(110))}</summary><div class="body">',
-             '<div class="kv">' + "".join(f"<span>{k}</span><div>{v}</div>" for k, v in rows) + "</div>",
-             "<b>arguments</b>", _pre(d["tool_call"]["args"])]
+    parts = [
+        f'<details class="{cls}"{ident}><summary>{escape(step.pretty(110))}</summary><div class="body">',
+        '<div class="kv">' + "".join(f"<span>{k}</span><div>{v}</div>" for k, v in rows) + "</div>",
+        "<b>arguments</b>",
+        _pre(d["tool_call"]["args"]),
+    ]
     if res.error is not None:
         parts += ["<b>error</b>", _pre(res.error)]
     else:
@@ -180,38 +186,64 @@ def _raw_step(t: Trajectory, number: int) -> dict[str, Any]:
 def _call_html(t: Trajectory, r: int, c: dict[str, Any]) -> str:
     n = c.get("number")
     usage = c.get("usage") or {}
-    head = (f"LLM call {n} · {c.get('model') or '?'} · {_fmt_ms(float(c.get('duration_ms') or 0))}"
-            + (f" · {usage.get('input_tokens', 0)} in + {usage.get('output_tokens', 0)} out" if usage else "")
-            + (" · ✗ " + str(c.get("error")) if c.get("error") else ""))
+    head = (
+        f"LLM call {n} · {c.get('model') or '?'} · {_fmt_ms(float(c.get('duration_ms') or 0))}"
+        + (f" · {usage.get('input_tokens', 0)} in + {usage.get('output_tokens', 0)} out" if usage else "")
+        + (" · ✗ " + str(c.get("error")) if c.get("error") else "")
+    )
     prompt = t.text(c["prompt_file"]) if c.get("prompt_file") else None
     response = t.text(c["response_file"]) if c.get("response_file") else None
-    body = ["<b>prompt</b>", _pre(prompt) if prompt is not None else "<p class=meta>not recorded (content capture "
-            "was off)</p>", "<b>response</b>", _pre(response) if response is not None else
-            "<p class=meta>not recorded</p>"]
-    return (f'<details class="call" id="r{r}-call-{n}"><summary>{escape(head)}</summary><div class="body">'
-            + "".join(body) + "</div></details>")
+    body = [
+        "<b>prompt</b>",
+        _pre(prompt) if prompt is not None else "<p class=meta>not recorded (content capture was off)</p>",
+        "<b>response</b>",
+        _pre(response) if response is not None else "<p class=meta>not recorded</p>",
+    ]
+    return (
+        f'<details class="call" id="r{r}-call-{n}"><summary>{escape(head)}</summary><div class="body">'
+        + "".join(body)
+        + "</div></details>"
+    )
 
 
 def _run_html(t: Trajectory, r: int) -> str:
     stop = str(t.stop_reason or "unfinished")
     badge = "badge" if stop == "done" else "badge bad"
     u = t.usage
-    totals = [("steps", str(len(t.steps))), ("LLM calls", str(t.llm_calls)), ("input tokens", str(u.input_tokens)),
-              ("output tokens", str(u.output_tokens)), ("cost", _money(t.cost_usd)),
-              ("duration", _fmt_ms(t.duration_ms)),
-              ("LLM time", _fmt_ms(sum(float(c.get("duration_ms") or 0) for c in t.calls))),
-              ("tool time", _fmt_ms(sum(s.tool_ms for s in t.steps)))]
-    out = [f'<section class="run" id="run-{r}"><h1>{escape(t.agent)} <span class="{badge}">{escape(stop)}</span></h1>',
-           f'<div class="meta">{escape(t.name)} · run {escape(t.run_id)} · models {escape(", ".join(t.models) or "—")}'
-           + (f" · trace {escape(str(t.trace_id))}" if t.trace_id else "") + "</div>"]
+    totals = [
+        ("steps", str(len(t.steps))),
+        ("LLM calls", str(t.llm_calls)),
+        ("input tokens", str(u.input_tokens)),
+        ("output tokens", str(u.output_tokens)),
+        ("cost", _money(t.cost_usd)),
+        ("duration", _fmt_ms(t.duration_ms)),
+        ("LLM time", _fmt_ms(sum(float(c.get("duration_ms") or 0) for c in t.calls))),
+        ("tool time", _fmt_ms(sum(s.tool_ms for s in t.steps))),
+    ]
+    out = [
+        f'<section class="run" id="run-{r}"><h1>{escape(t.agent)} <span class="{badge}">{escape(stop)}</span></h1>',
+        f'<div class="meta">{escape(t.name)} · run {escape(t.run_id)} · models {escape(", ".join(t.models) or "—")}'
+        + (f" · trace {escape(str(t.trace_id))}" if t.trace_id else "")
+        + "</div>",
+    ]
     if t.task is not None:
         task = t.task.get("goal", t.task) if isinstance(t.task, dict) and len(t.task) == 1 else t.task
-        out.append(f'<div class="task">{escape(task if isinstance(task, str) else json.dumps(task, ensure_ascii=False))}</div>')
-    out.append('<div class="totals">' + "".join(f"<div><b>{v}</b><span>{k}</span></div>" for k, v in totals) + "</div>")
+        out.append(
+            f'<div class="task">{escape(task if isinstance(task, str) else json.dumps(task, ensure_ascii=False))}</div>'
+        )
+    out.append(
+        '<div class="totals">'
+        + "".join(f"<div><b>{v}</b><span>{k}</span></div>" for k, v in totals)
+        + "</div>"
+    )
     if t.error:
         out.append(f'<div class="meta">error: {escape(str(t.error))}</div>')
-    out += ["<h2>Waterfall</h2>", f'<div class="wf" id="wf-{r}"><noscript>The waterfall needs JavaScript; the '
-            "steps below do not.</noscript></div>", "<h2>Steps</h2>"]
+    out += [
+        "<h2>Waterfall</h2>",
+        f'<div class="wf" id="wf-{r}"><noscript>The waterfall needs JavaScript; the '
+        "steps below do not.</noscript></div>",
+        "<h2>Steps</h2>",
+    ]
     calls = {c.get("number"): c for c in t.calls if isinstance(c, dict)}
     shown: set[int] = set()
     out += [_step_html(t, r, s, 0, shown, calls) for s in t.steps]
@@ -222,9 +254,13 @@ def _run_html(t: Trajectory, r: int) -> str:
     if t.events:
         out.append('<h2>Events</h2><ul class="events">')
         for e in t.events:
-            attrs = ", ".join(f"{k}={v}" for k, v in (e.get("attributes") or {}).items() if v not in ("", None))
-            out.append(f"<li><b>{escape(str(e.get('name')))}</b> at {_fmt_ms(float(e.get('at_ms') or 0))}"
-                       f"{' — ' + escape(attrs) if attrs else ''}</li>")
+            attrs = ", ".join(
+                f"{k}={v}" for k, v in (e.get("attributes") or {}).items() if v not in ("", None)
+            )
+            out.append(
+                f"<li><b>{escape(str(e.get('name')))}</b> at {_fmt_ms(float(e.get('at_ms') or 0))}"
+                f"{' — ' + escape(attrs) if attrs else ''}</li>"
+            )
         out.append("</ul>")
     if t.final_output is not None:
         out += ["<h2>Final output</h2>", _pre(t.final_output)]
@@ -235,15 +271,34 @@ def _run_html(t: Trajectory, r: int) -> str:
 def render_html(trajectories: Iterable[Trajectory], title: str = "looplet trajectory") -> str:
     """The whole page as a string."""
     runs = list(trajectories)
-    data = {"runs": [{"name": t.name, "duration_ms": t.duration_ms,
-                      "timeline": [{"kind": e.get("kind"), "name": e.get("name"), "call": e.get("call"),
-                                    "step": e.get("step"), "start_ms": float(e.get("start_ms") or 0),
-                                    "duration_ms": float(e.get("duration_ms") or 0), "error": e.get("error")}
-                                   for e in t.timeline if isinstance(e, dict)]} for t in runs]}
+    data = {
+        "runs": [
+            {
+                "name": t.name,
+                "duration_ms": t.duration_ms,
+                "timeline": [
+                    {
+                        "kind": e.get("kind"),
+                        "name": e.get("name"),
+                        "call": e.get("call"),
+                        "step": e.get("step"),
+                        "start_ms": float(e.get("start_ms") or 0),
+                        "duration_ms": float(e.get("duration_ms") or 0),
+                        "error": e.get("error"),
+                    }
+                    for e in t.timeline
+                    if isinstance(e, dict)
+                ],
+            }
+            for t in runs
+        ]
+    }
     blob = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")  # nothing in it can end the script
     body = "".join(_run_html(t, r) for r, t in enumerate(runs))
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>{body}"
-            f'<script type="application/json" id="looplet-data">{blob}</script><script>{_JS}</script>'
-            "</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>{body}"
+        f'<script type="application/json" id="looplet-data">{blob}</script><script>{_JS}</script>'
+        "</body></html>\n"
+    )

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from looplet.provenance.format import Trajectory, TrajectoryError, load_trajectory
 from looplet.types import LLMResponse, RunResult, Step, ToolCall, Usage, _json_safe
@@ -63,8 +64,10 @@ class ReplayReport:
     def __str__(self) -> str:
         t = self.trajectory
         stop = self.result.stop_reason if self.result else "?"
-        head = (f"replayed {t.name}: {len(t.steps)} recorded steps, {len(self.steps)} replayed; "
-                f"stop reason {t.stop_reason} -> {stop}")
+        head = (
+            f"replayed {t.name}: {len(t.steps)} recorded steps, {len(self.steps)} replayed; "
+            f"stop reason {t.stop_reason} -> {stop}"
+        )
         if not self.divergences:
             return head + "\nsame results at every step"
         lines = [head, f"diverged first at {self.divergences[0]}"]
@@ -83,13 +86,25 @@ def _responses(t: Trajectory) -> list[LLMResponse]:
         if not isinstance(c, dict) or c.get("error") is not None or c.get("purpose", "step") != "step":
             continue
         if not c.get("answered", True):
-            raise TrajectoryError(t.path or t.name, f"LLM call {c.get('number', i + 1)} has no recorded answer "
-                                                    "(recorded from spans without content capture); it cannot "
-                                                    "be replayed")
-        calls = [ToolCall(str(tc.get("tool")), dict(tc.get("args") or {}), str(tc.get("id") or ""))
-                 for tc in c.get("tool_calls") or ()]
-        out.append(LLMResponse(text=c.get("text"), tool_calls=calls, usage=Usage.from_dict(c.get("usage")),
-                               model=c.get("model"), finish_reason=c.get("finish_reason")))
+            raise TrajectoryError(
+                t.path or t.name,
+                f"LLM call {c.get('number', i + 1)} has no recorded answer "
+                "(recorded from spans without content capture); it cannot "
+                "be replayed",
+            )
+        calls = [
+            ToolCall(str(tc.get("tool")), dict(tc.get("args") or {}), str(tc.get("id") or ""))
+            for tc in c.get("tool_calls") or ()
+        ]
+        out.append(
+            LLMResponse(
+                text=c.get("text"),
+                tool_calls=calls,
+                usage=Usage.from_dict(c.get("usage")),
+                model=c.get("model"),
+                finish_reason=c.get("finish_reason"),
+            )
+        )
     if not out:
         raise TrajectoryError(t.path or t.name, "has no recorded LLM answers to replay")
     return out
@@ -98,8 +113,14 @@ def _responses(t: Trajectory) -> list[LLMResponse]:
 def _same_step(old: Step, new: Step) -> list[Divergence]:
     n = old.number
     if old.tool_call.tool != new.tool_call.tool or _norm(old.tool_call.args) != _norm(new.tool_call.args):
-        return [Divergence(n, "call", {"tool": old.tool_call.tool, "args": old.tool_call.args},
-                           {"tool": new.tool_call.tool, "args": _norm(new.tool_call.args)})]
+        return [
+            Divergence(
+                n,
+                "call",
+                {"tool": old.tool_call.tool, "args": old.tool_call.args},
+                {"tool": new.tool_call.tool, "args": _norm(new.tool_call.args)},
+            )
+        ]
     o, r = old.tool_result, new.tool_result
     if (o.error is None) != (r.error is None) or o.error_kind != r.error_kind:
         return [Divergence(n, "error", o.error or "no error", r.error or "no error")]
@@ -108,8 +129,14 @@ def _same_step(old: Step, new: Step) -> list[Divergence]:
     return []
 
 
-def replay_loop(trace_dir: str | os.PathLike[str] | Trajectory, tools: Any, hooks: list[Any] | None = None, *,
-                config: Any = None, compare: Callable[[Step, Step], str | None] | None = None) -> ReplayReport:
+def replay_loop(
+    trace_dir: str | os.PathLike[str] | Trajectory,
+    tools: Any,
+    hooks: list[Any] | None = None,
+    *,
+    config: Any = None,
+    compare: Callable[[Step, Step], str | None] | None = None,
+) -> ReplayReport:
     """Re-run the trajectory in ``trace_dir`` with its recorded LLM answers against ``tools`` (a
     ``BaseToolRegistry``), with ``hooks`` if given. Returns a :class:`ReplayReport`.
 
@@ -126,8 +153,12 @@ def replay_loop(trace_dir: str | os.PathLike[str] | Trajectory, tools: Any, hook
     recorded_cfg = t.data.get("config") or {}
     if config is None:
         limit = max(int(recorded_cfg.get("max_steps") or 0), len(t.steps), 1)
-        config = LoopConfig(max_steps=limit, agent_name=t.agent or "looplet", llm_retries=0,
-                            done_tool=str(recorded_cfg.get("done_tool") or "done"))
+        config = LoopConfig(
+            max_steps=limit,
+            agent_name=t.agent or "looplet",
+            llm_retries=0,
+            done_tool=str(recorded_cfg.get("done_tool") or "done"),
+        )
     task = t.task if isinstance(t.task, dict) or t.task is None else {"goal": t.task}
     result = run_loop(llm=llm, tools=tools, task=task, config=config, hooks=list(hooks or ()))
     steps = result.steps
@@ -141,8 +172,14 @@ def replay_loop(trace_dir: str | os.PathLike[str] | Trajectory, tools: Any, hook
             divergences.append(Divergence(new.number, "extra_step", None, new.tool_call.tool))
             continue
         if new is None:
-            divergences.append(Divergence(old.number, "missing_step", old.tool_call.tool,
-                                          f"none (the replay stopped: {result.stop_reason})"))
+            divergences.append(
+                Divergence(
+                    old.number,
+                    "missing_step",
+                    old.tool_call.tool,
+                    f"none (the replay stopped: {result.stop_reason})",
+                )
+            )
             continue
         if compare is not None:
             reason = compare(old, new)

@@ -26,7 +26,9 @@ def load_tools(spec: str) -> Any:
 
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"--tools {spec!r}: expected MODULE:NAME (e.g. looplet.demo:build or tools.py:registry)")
+        raise ValueError(
+            f"--tools {spec!r}: expected MODULE:NAME (e.g. looplet.demo:build or tools.py:registry)"
+        )
     if module_name.endswith(".py"):
         path = Path(module_name)
         if not path.exists():
@@ -59,10 +61,13 @@ def load_tools(spec: str) -> Any:
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    parser = argparse.ArgumentParser(prog="looplet replay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="looplet replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("path", metavar="TRACE_DIR", help="a run folder written by ProvenanceSink")
-    parser.add_argument("--tools", required=True, metavar="MODULE:NAME", help="the tools to run the answers against")
+    parser.add_argument(
+        "--tools", required=True, metavar="MODULE:NAME", help="the tools to run the answers against"
+    )
     args = parser.parse_args(argv)
 
     from looplet.provenance.format import TrajectoryError, load_trajectory

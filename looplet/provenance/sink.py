@@ -21,8 +21,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from looplet.hooks import current_run
 from looplet.provenance.format import CallRecord, RunRecord, folder_name, render_files, write_folder
@@ -44,7 +45,9 @@ def _resolve_redact(redact: Any) -> Callable[[str], str] | None:
         return Redactor()
     if callable(redact):
         return redact
-    raise TypeError(f"redact must be None, True, 'default' or a callable str -> str, got {type(redact).__name__}")
+    raise TypeError(
+        f"redact must be None, True, 'default' or a callable str -> str, got {type(redact).__name__}"
+    )
 
 
 class ProvenanceSink:
@@ -73,9 +76,17 @@ class ProvenanceSink:
         dropped and counted in ``dropped_runs`` (a stalled disk must not hold up the agent).
     """
 
-    def __init__(self, dir: str | os.PathLike[str], redact: Any = None, max_chars_per_call: int = 200_000, *,
-                 fsync: bool = False, writer: str = "process", max_buffered_spans: int = 200_000,
-                 max_queued_runs: int = 256) -> None:
+    def __init__(
+        self,
+        dir: str | os.PathLike[str],
+        redact: Any = None,
+        max_chars_per_call: int = 200_000,
+        *,
+        fsync: bool = False,
+        writer: str = "process",
+        max_buffered_spans: int = 200_000,
+        max_queued_runs: int = 256,
+    ) -> None:
         if not isinstance(dir, (str, os.PathLike)):
             raise TypeError(f"ProvenanceSink(dir=...) must be a path, got {type(dir).__name__}")
         if not isinstance(max_chars_per_call, int) or max_chars_per_call < 1:
@@ -120,7 +131,7 @@ class ProvenanceSink:
     def _write_safely(self, record: RunRecord, name: str | None = None) -> Path | None:
         try:
             return self.write(record, name)
-        except Exception:  # noqa: BLE001 - provenance must never break the run or the exporter
+        except Exception:
             log.exception("could not write the trajectory of run %s under %s", record.run_id, self.dir)
             return None
 
@@ -135,7 +146,9 @@ class ProvenanceSink:
     def wrap_llm(self, llm: Any) -> Any:
         """``llm`` with every call recorded; runs are written at :meth:`flush` (or once they have ended)."""
         if not callable(getattr(llm, "generate", None)) and not callable(getattr(llm, "agenerate", None)):
-            raise TypeError(f"wrap_llm needs a backend with generate() or agenerate(), got {type(llm).__name__}")
+            raise TypeError(
+                f"wrap_llm needs a backend with generate() or agenerate(), got {type(llm).__name__}"
+            )
         return _RecordingLLM(llm, self)
 
     def _record_for(self, run: Any) -> RunRecord | None:
@@ -151,8 +164,11 @@ class ProvenanceSink:
                 rec.first_step = len(getattr(run.state, "steps", ()) or ()) + 1
                 entry = self._pending[run.run_id] = (run, rec)
                 run.scratch[(self, "t0")] = time.perf_counter()
-            done = [rid for rid, (r, _rec) in self._pending.items()
-                    if rid != run.run_id and getattr(r.state, "result", None) is not None]
+            done = [
+                rid
+                for rid, (r, _rec) in self._pending.items()
+                if rid != run.run_id and getattr(r.state, "result", None) is not None
+            ]
         for rid in done:
             self._write_pending(rid)
         return entry[1]
@@ -168,13 +184,19 @@ class ProvenanceSink:
             result = getattr(run.state, "result", None)
             if result is not None:
                 del self._pending[run_id]
-            snapshot = dataclasses.replace(rec, steps=list(getattr(run.state, "steps", []) or []),
-                                           calls=list(rec.calls), timeline=list(rec.timeline),
-                                           step_calls=dict(rec.step_calls))
+            snapshot = dataclasses.replace(
+                rec,
+                steps=list(getattr(run.state, "steps", []) or []),
+                calls=list(rec.calls),
+                timeline=list(rec.timeline),
+                step_calls=dict(rec.step_calls),
+            )
         if result is not None:
             _apply_result(snapshot, result)
         else:
-            snapshot.duration_ms = (time.perf_counter() - run.scratch.get((self, "t0"), time.perf_counter())) * 1e3
+            snapshot.duration_ms = (
+                time.perf_counter() - run.scratch.get((self, "t0"), time.perf_counter())
+            ) * 1e3
         snapshot.timeline.extend(_tool_bars(snapshot))
         return self._write_safely(snapshot)
 
@@ -183,8 +205,11 @@ class ProvenanceSink:
         in progress as they stand) and wait, up to ``timeout_s``, for the runs a background trajectory
         hook has queued. Returns the folders written by this call."""
         if self._queue_thread is not None and not self._wait_queue(timeout_s):
-            log.warning("flush: %d queued trajectory folder(s) still being written after %s s",
-                        len(self._queue), timeout_s)
+            log.warning(
+                "flush: %d queued trajectory folder(s) still being written after %s s",
+                len(self._queue),
+                timeout_s,
+            )
         with self._lock:
             ids = list(self._pending)
         out = [p for rid in ids if (p := self._write_pending(rid)) is not None]
@@ -202,7 +227,7 @@ class ProvenanceSink:
             return SpanExportResult.FAILURE
         try:
             self._take(spans)
-        except Exception:  # noqa: BLE001 - an exporter must not raise into the SDK
+        except Exception:
             log.exception("ProvenanceSink could not take a batch of %d spans", len(spans))
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
@@ -227,7 +252,7 @@ class ProvenanceSink:
             with self._lock:
                 record = self._spans.build(agent)
             return record, folder_name(record, self.redact)
-        except Exception:  # noqa: BLE001 - one run that cannot be built does not stop the others
+        except Exception:
             log.exception("could not write the trajectory of trace %032x under %s", agent.trace_id, self.dir)
             return None
 
@@ -254,9 +279,14 @@ class ProvenanceSink:
             try:
                 # with a redactor this thread has the more work of the two: the writer formats the JSON
                 # (measured: +8% spans/s with redaction, -8% without; bench/provenance_throughput.py)
-                files = render_files(rec, self.redact, self.max_chars_per_call, self._redacted,
-                                     defer_json=self.redact is not None)
-            except Exception:  # noqa: BLE001 - one run that cannot be rendered does not stop the others
+                files = render_files(
+                    rec,
+                    self.redact,
+                    self.max_chars_per_call,
+                    self._redacted,
+                    defer_json=self.redact is not None,
+                )
+            except Exception:
                 log.exception("could not write the trajectory of run %s under %s", rec.run_id, self.dir)
                 continue
             # absolute: the helper keeps the working directory it started in, this process may change its own
@@ -269,22 +299,32 @@ class ProvenanceSink:
     def _enqueue(self, record: RunRecord) -> Path | None:
         """Queue a finished run for the background writer; its folder's path, or None when the queue is
         full and the run is dropped (counted in ``dropped_runs``)."""
-        if self._queue_pid != os.getpid():  # a forked child: its own queue and thread (its parent's are not here)
-            self._queue, self._queue_cond, self._queue_thread = collections.deque(), threading.Condition(), None
+        if (
+            self._queue_pid != os.getpid()
+        ):  # a forked child: its own queue and thread (its parent's are not here)
+            self._queue, self._queue_cond, self._queue_thread = (
+                collections.deque(),
+                threading.Condition(),
+                None,
+            )
             self._queue_pid = os.getpid()
         with self._queue_cond:
             if self._queue_thread is None:
                 import atexit
 
-                self._queue_thread = threading.Thread(target=self._drain_queue, name="looplet-trajectories",
-                                                      daemon=True)
+                self._queue_thread = threading.Thread(
+                    target=self._drain_queue, name="looplet-trajectories", daemon=True
+                )
                 self._queue_thread.start()
                 atexit.register(self._wait_queue, 5.0)  # bounded: never hold up the exit for long
             if len(self._queue) >= self.max_queued_runs:
                 self.dropped_runs += 1
                 if self.dropped_runs == 1 or self.dropped_runs % 100 == 0:
-                    log.warning("trajectory writer is behind: %d run(s) not written (queue of %d full; slow disk?)",
-                                self.dropped_runs, self.max_queued_runs)
+                    log.warning(
+                        "trajectory writer is behind: %d run(s) not written (queue of %d full; slow disk?)",
+                        self.dropped_runs,
+                        self.max_queued_runs,
+                    )
                 return None
             name = folder_name(record, self.redact)  # once: the path the run is told is the one written
             self._queue.append((record, name))
@@ -299,7 +339,7 @@ class ProvenanceSink:
                 run = self._queue[0]  # stays queued until written, so a flush waits for it
             try:
                 self._write_runs([run])
-            except Exception:  # noqa: BLE001 - the writer thread must outlive one bad run
+            except Exception:
                 log.exception("could not write the trajectory of run %s under %s", run[0].run_id, self.dir)
             with self._queue_cond:
                 self._queue.popleft()
@@ -320,7 +360,11 @@ class ProvenanceSink:
         """SpanExporter API: every completed run is written as its spans arrive; this writes the
         wrapped-backend runs that have ended."""
         with self._lock:
-            ids = [rid for rid, (r, _rec) in self._pending.items() if getattr(r.state, "result", None) is not None]
+            ids = [
+                rid
+                for rid, (r, _rec) in self._pending.items()
+                if getattr(r.state, "result", None) is not None
+            ]
         for rid in ids:
             self._write_pending(rid)
         return True
@@ -338,13 +382,20 @@ class ProvenanceSink:
 # Recording a run from inside the loop
 # ------------------------------------------------------------------------------------------------------
 
+
 def _new_record(run: Any, source: str) -> RunRecord:
     config = getattr(run, "config", None)
     return RunRecord(
-        run_id=run.run_id, agent=run.agent_name, task=_json_safe(run.task), started_at=time.time(),
-        provider=getattr(run, "provider", None), done_tool=getattr(config, "done_tool", "done"),
-        max_steps=getattr(getattr(run, "state", None), "max_steps", None) or getattr(config, "max_steps", None),
-        source=source)
+        run_id=run.run_id,
+        agent=run.agent_name,
+        task=_json_safe(run.task),
+        started_at=time.time(),
+        provider=getattr(run, "provider", None),
+        done_tool=getattr(config, "done_tool", "done"),
+        max_steps=getattr(getattr(run, "state", None), "max_steps", None)
+        or getattr(config, "max_steps", None),
+        source=source,
+    )
 
 
 def _apply_result(rec: RunRecord, result: Any) -> None:
@@ -363,8 +414,15 @@ def _apply_result(rec: RunRecord, result: Any) -> None:
 def _call_started(rec: RunRecord, call: LLMCall, start_ms: float, provider: str | None) -> CallRecord:
     if rec.tools is None:
         rec.tools = [dict(t) for t in call.tools or ()]
-    c = CallRecord(number=len(rec.calls) + 1, step=call.step, purpose=call.purpose, model=call.model,
-                   provider=call.provider or provider, messages=list(call.messages), start_ms=start_ms)
+    c = CallRecord(
+        number=len(rec.calls) + 1,
+        step=call.step,
+        purpose=call.purpose,
+        model=call.model,
+        provider=call.provider or provider,
+        messages=list(call.messages),
+        start_ms=start_ms,
+    )
     rec.calls.append(c)
     return c
 
@@ -387,8 +445,17 @@ def _call_finished(rec: RunRecord, c: CallRecord, out: Any, ended_ms: float) -> 
         c.cost_usd = cost_of(c.model, out.usage)
         if out.time_to_first_chunk_s is not None:
             c.ttfc_ms = out.time_to_first_chunk_s * 1000.0
-    rec.timeline.append({"kind": "llm", "name": f"chat {c.model or ''}".strip(), "call": c.number,
-                         "step": c.step, "start_ms": c.start_ms, "duration_ms": c.duration_ms, "error": c.error})
+    rec.timeline.append(
+        {
+            "kind": "llm",
+            "name": f"chat {c.model or ''}".strip(),
+            "call": c.number,
+            "step": c.step,
+            "start_ms": c.start_ms,
+            "duration_ms": c.duration_ms,
+            "error": c.error,
+        }
+    )
 
 
 def _tool_bars(rec: RunRecord) -> list[dict[str, Any]]:
@@ -402,8 +469,16 @@ def _tool_bars(rec: RunRecord) -> list[dict[str, Any]]:
         c = by_call.get(n) if n is not None else None
         start = offset.get(n, (c.start_ms + c.duration_ms) if c else 0.0)
         offset[n] = start + s.tool_ms  # type: ignore[index]
-        bars.append({"kind": "tool", "name": f"execute_tool {s.tool_call.tool}", "step": s.number,
-                     "start_ms": start, "duration_ms": s.tool_ms, "error": s.tool_result.error})
+        bars.append(
+            {
+                "kind": "tool",
+                "name": f"execute_tool {s.tool_call.tool}",
+                "step": s.number,
+                "start_ms": start,
+                "duration_ms": s.tool_ms,
+                "error": s.tool_result.error,
+            }
+        )
     return bars
 
 
@@ -479,8 +554,13 @@ class TrajectoryHook:
         if entry is None:
             return
         rec, t0 = entry
-        rec.events.append({"name": name, "attributes": _json_safe(dict(attributes)),
-                           "at_ms": round((time.perf_counter() - t0) * 1000.0, 3)})
+        rec.events.append(
+            {
+                "name": name,
+                "attributes": _json_safe(dict(attributes)),
+                "at_ms": round((time.perf_counter() - t0) * 1000.0, 3),
+            }
+        )
 
     def on_loop_end(self, state: Any, session_log: Any, context: Any, result: Any) -> None:
         run = current_run()
@@ -514,9 +594,17 @@ async def _await_llm(awaitable: Any, rec: RunRecord, c: CallRecord, t0: float) -
 
 def _tool_finished(rec: RunRecord, tc: ToolCall, out: Any, start: float, t0: float) -> None:
     err = out.error if isinstance(out, ToolResult) else None
-    rec.timeline.append({"kind": "tool", "name": f"execute_tool {tc.tool}", "step": None, "_id": tc.id,
-                         "start_ms": start, "duration_ms": (time.perf_counter() - t0) * 1000.0 - start,
-                         "error": err})
+    rec.timeline.append(
+        {
+            "kind": "tool",
+            "name": f"execute_tool {tc.tool}",
+            "step": None,
+            "_id": tc.id,
+            "start_ms": start,
+            "duration_ms": (time.perf_counter() - t0) * 1000.0 - start,
+            "error": err,
+        }
+    )
 
 
 async def _await_tool(awaitable: Any, rec: RunRecord, tc: ToolCall, start: float, t0: float) -> Any:
@@ -534,7 +622,7 @@ class _RecordingLLM:
 
     def __getattr__(self, name: str) -> Any:
         if name == "agenerate":
-            inner = getattr(self._llm, "agenerate")  # AttributeError when the backend is sync only
+            inner = self._llm.agenerate  # AttributeError when the backend is sync only
             return self._make_agenerate(inner)
         return getattr(self._llm, name)
 
@@ -547,8 +635,13 @@ class _RecordingLLM:
         if rec is None:
             return None
         t0 = run.scratch[(self._sink, "t0")]
-        call = LLMCall(list(messages), list(tools or ()), step=len(getattr(run.state, "steps", ())) + 1,
-                       model=getattr(self._llm, "model", None), provider=getattr(self._llm, "provider", None))
+        call = LLMCall(
+            list(messages),
+            list(tools or ()),
+            step=len(getattr(run.state, "steps", ())) + 1,
+            model=getattr(self._llm, "model", None),
+            provider=getattr(self._llm, "provider", None),
+        )
         return rec, _call_started(rec, call, (time.perf_counter() - t0) * 1000.0, call.provider), t0
 
     @staticmethod

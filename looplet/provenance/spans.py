@@ -15,7 +15,8 @@ import collections
 import json
 import os
 import time
-from typing import Any, Container, Iterable
+from collections.abc import Container, Iterable
+from typing import Any
 
 from looplet.provenance.format import _ENCODE as _encode  # json.dumps(ensure_ascii=False), without its set-up
 from looplet.provenance.format import CallRecord, RunRecord, TrajectoryError
@@ -36,12 +37,32 @@ _KEEP = (AGENT_PREFIX, CHAT_PREFIX, TOOL_PREFIX, "looplet.")
 class SpanRec:
     """The parts of a finished span a trajectory needs (ids as ints, times in ns since the epoch)."""
 
-    __slots__ = ("name", "trace_id", "span_id", "parent_id", "start_ns", "end_ns", "attrs", "error",
-                 "status_message", "events")
+    __slots__ = (
+        "name",
+        "trace_id",
+        "span_id",
+        "parent_id",
+        "start_ns",
+        "end_ns",
+        "attrs",
+        "error",
+        "status_message",
+        "events",
+    )
 
-    def __init__(self, name: str, trace_id: int, span_id: int, parent_id: int | None, start_ns: int, end_ns: int,
-                 attrs: Any, error: bool = False, status_message: str | None = None,
-                 events: list[tuple[str, int, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        trace_id: int,
+        span_id: int,
+        parent_id: int | None,
+        start_ns: int,
+        end_ns: int,
+        attrs: Any,
+        error: bool = False,
+        status_message: str | None = None,
+        events: list[tuple[str, int, Any]] | None = None,
+    ) -> None:
         self.name = name
         self.trace_id = trace_id
         self.span_id = span_id
@@ -63,9 +84,18 @@ class SpanRec:
         attrs = getattr(getattr(span, "_attributes", None), "_dict", None)
         if not isinstance(attrs, dict):
             attrs = dict(span.attributes or {})
-        return cls(span.name, ctx.trace_id, ctx.span_id, parent.span_id if parent is not None else None,
-                   span.start_time or 0, span.end_time or span.start_time or 0, attrs,
-                   status.status_code.value == 2, status.description, _events_of(span))
+        return cls(
+            span.name,
+            ctx.trace_id,
+            ctx.span_id,
+            parent.span_id if parent is not None else None,
+            span.start_time or 0,
+            span.end_time or span.start_time or 0,
+            attrs,
+            status.status_code.value == 2,
+            status.description,
+            _events_of(span),
+        )
 
     @property
     def duration_ms(self) -> float:
@@ -180,6 +210,7 @@ class SpanBuffer:
 # Building a run
 # ------------------------------------------------------------------------------------------------------
 
+
 def _json_attr(value: Any) -> Any:
     """Content attributes hold JSON text; anything else is taken as it is."""
     if isinstance(value, str):
@@ -244,15 +275,25 @@ def semconv_to_chat(messages: Any, system: Any = None) -> list[dict[str, Any]]:
             for p in parts:
                 if isinstance(p, dict) and p.get("type") == "tool_call_response":
                     resp = p.get("response")
-                    out.append({"role": "tool", "tool_call_id": p.get("id", ""),
-                                "content": resp if isinstance(resp, str) else _encode(resp)})
+                    out.append(
+                        {
+                            "role": "tool",
+                            "tool_call_id": p.get("id", ""),
+                            "content": resp if isinstance(resp, str) else _encode(resp),
+                        }
+                    )
             continue
         msg: dict[str, Any] = {"role": role, "content": _parts_text(parts) or None}
         calls = [p for p in parts if isinstance(p, dict) and p.get("type") == "tool_call"]
         if calls:  # arguments stay parsed: the renderer writes them as canonical JSON either way
-            msg["tool_calls"] = [{"id": p.get("id", ""), "type": "function",
-                                  "function": {"name": p.get("name", ""), "arguments": p.get("arguments") or {}}}
-                                 for p in calls]
+            msg["tool_calls"] = [
+                {
+                    "id": p.get("id", ""),
+                    "type": "function",
+                    "function": {"name": p.get("name", ""), "arguments": p.get("arguments") or {}},
+                }
+                for p in calls
+            ]
         elif role == "user" and msg["content"] is None:
             msg["content"] = ""
         out.append(msg)
@@ -273,10 +314,16 @@ class _Transcripts:
 
     def messages(self, raw: Any, system: Any) -> list[dict[str, Any]]:
         prev = self.raw
-        if (isinstance(raw, str) and prev is not None and system == self.system and len(raw) > len(prev)
-                and raw[len(prev) - 1] == "," and raw.startswith(prev[:-1])):
+        if (
+            isinstance(raw, str)
+            and prev is not None
+            and system == self.system
+            and len(raw) > len(prev)
+            and raw[len(prev) - 1] == ","
+            and raw.startswith(prev[:-1])
+        ):
             try:
-                new = json.loads("[" + raw[len(prev):])
+                new = json.loads("[" + raw[len(prev) :])
             except ValueError:
                 new = None
             if isinstance(new, list):
@@ -305,8 +352,11 @@ def _output(messages: Any) -> tuple[str | None, list[ToolCall], bool]:
                 text.append(str(p.get("content", "")))
             elif p.get("type") == "tool_call":
                 args = _json_attr(p.get("arguments"))
-                calls.append(ToolCall(str(p.get("name", "")), args if isinstance(args, dict) else {},
-                                      str(p.get("id") or "")))
+                calls.append(
+                    ToolCall(
+                        str(p.get("name", "")), args if isinstance(args, dict) else {}, str(p.get("id") or "")
+                    )
+                )
     return ("\n".join(text) if text else None), calls, True
 
 
@@ -314,7 +364,7 @@ def _tool_name(s: SpanRec) -> str:
     name = s.attrs.get(N.GEN_AI_TOOL_NAME)
     if name:
         return str(name)
-    return s.name[len(TOOL_PREFIX):].strip() or "?"
+    return s.name[len(TOOL_PREFIX) :].strip() or "?"
 
 
 def _is_chat(s: SpanRec) -> bool:
@@ -330,10 +380,18 @@ def _event_list(spans: Iterable[SpanRec], t0: int) -> list[dict[str, Any]]:
                 continue
             short = name.removeprefix("looplet.")
             # looplet.eval.passed -> passed, looplet.hook -> hook: the keys an on_event hook sees
-            out.append({"name": short,
-                        "attributes": {str(k).removeprefix("looplet.").removeprefix(short + "."):
-                                       (list(v) if isinstance(v, tuple) else v) for k, v in dict(attrs).items()},
-                        "at_ms": round((ts - t0) / 1e6, 3)})
+            out.append(
+                {
+                    "name": short,
+                    "attributes": {
+                        str(k).removeprefix("looplet.").removeprefix(short + "."): (
+                            list(v) if isinstance(v, tuple) else v
+                        )
+                        for k, v in dict(attrs).items()
+                    },
+                    "at_ms": round((ts - t0) / 1e6, 3),
+                }
+            )
     out.sort(key=lambda e: e["at_ms"])
     return out
 
@@ -342,10 +400,16 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
     A = agent.attrs
     t0 = agent.start_ns
     run_id = A.get(N.RUN_ID) or A.get(N.GEN_AI_CONVERSATION_ID) or _hex(agent.span_id, 16)
-    name = A.get(N.GEN_AI_AGENT_NAME) or agent.name[len(AGENT_PREFIX):].strip() or "agent"
-    rec = RunRecord(run_id=str(run_id), agent=str(name), trace_id=_hex(agent.trace_id, 32),
-                    span_id=_hex(agent.span_id, 16), started_at=t0 / 1e9, duration_ms=agent.duration_ms,
-                    source="spans")
+    name = A.get(N.GEN_AI_AGENT_NAME) or agent.name[len(AGENT_PREFIX) :].strip() or "agent"
+    rec = RunRecord(
+        run_id=str(run_id),
+        agent=str(name),
+        trace_id=_hex(agent.trace_id, 32),
+        span_id=_hex(agent.span_id, 16),
+        started_at=t0 / 1e9,
+        duration_ms=agent.duration_ms,
+        source="spans",
+    )
     rec.stop_reason = A.get(N.STOP_REASON) or ("error" if agent.error else None)
     if agent.error:
         rec.error = agent.status_message or A.get(_ERROR_TYPE)
@@ -355,8 +419,12 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
         out = _json_attr(A[N.FINAL_OUTPUT])
         rec.final_output = out if isinstance(out, (dict, list)) else A[N.FINAL_OUTPUT]
     if N.RUN_INPUT_TOKENS in A or N.RUN_OUTPUT_TOKENS in A:
-        rec.usage = Usage(_int(A.get(N.RUN_INPUT_TOKENS)) or 0, _int(A.get(N.RUN_OUTPUT_TOKENS)) or 0,
-                          _int(A.get(N.RUN_CACHED_TOKENS)) or 0, _int(A.get(N.RUN_REASONING_TOKENS)) or 0)
+        rec.usage = Usage(
+            _int(A.get(N.RUN_INPUT_TOKENS)) or 0,
+            _int(A.get(N.RUN_OUTPUT_TOKENS)) or 0,
+            _int(A.get(N.RUN_CACHED_TOKENS)) or 0,
+            _int(A.get(N.RUN_REASONING_TOKENS)) or 0,
+        )
     rec.cost_usd = _float(A.get(N.COST_USD))
     rec.llm_calls = _int(A.get(N.RUN_LLM_CALLS))
     if N.GEN_AI_TOOL_DEFINITIONS in A:
@@ -365,8 +433,9 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
     by_id = {s.span_id: s for s in spans}
     step_spans = [s for s in spans if s.name == N.STEP_SPAN]
     tool_spans = sorted((s for s in spans if s.name.startswith(TOOL_PREFIX)), key=lambda s: s.start_ns)
-    chat_spans = sorted((s for s in spans if s.name.startswith(CHAT_PREFIX) and _is_chat(s)),
-                        key=lambda s: s.start_ns)
+    chat_spans = sorted(
+        (s for s in spans if s.name.startswith(CHAT_PREFIX) and _is_chat(s)), key=lambda s: s.start_ns
+    )
 
     def step_of(s: SpanRec) -> int | None:
         n = _int(s.attrs.get(N.STEP_NUMBER))
@@ -381,19 +450,27 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
     transcripts = _Transcripts()
     for i, s in enumerate(chat_spans, 1):
         a = s.attrs
-        c = CallRecord(number=i, step=step_of(s) or 0, purpose=str(a.get(N.LLM_PURPOSE) or "step"),
-                       model=a.get(N.GEN_AI_RESPONSE_MODEL) or a.get(N.GEN_AI_REQUEST_MODEL),
-                       provider=a.get(N.GEN_AI_PROVIDER_NAME), start_ms=(s.start_ns - t0) / 1e6,
-                       duration_ms=s.duration_ms, response_id=a.get(N.GEN_AI_RESPONSE_ID),
-                       span_id=_hex(s.span_id, 16))
+        c = CallRecord(
+            number=i,
+            step=step_of(s) or 0,
+            purpose=str(a.get(N.LLM_PURPOSE) or "step"),
+            model=a.get(N.GEN_AI_RESPONSE_MODEL) or a.get(N.GEN_AI_REQUEST_MODEL),
+            provider=a.get(N.GEN_AI_PROVIDER_NAME),
+            start_ms=(s.start_ns - t0) / 1e6,
+            duration_ms=s.duration_ms,
+            response_id=a.get(N.GEN_AI_RESPONSE_ID),
+            span_id=_hex(s.span_id, 16),
+        )
         reasons = a.get(N.GEN_AI_RESPONSE_FINISH_REASONS)
         if reasons:
             c.finish_reason = str(reasons[0]) if isinstance(reasons, (list, tuple)) else str(reasons)
         if N.GEN_AI_USAGE_INPUT_TOKENS in a or N.GEN_AI_USAGE_OUTPUT_TOKENS in a:
-            c.usage = Usage(_int(a.get(N.GEN_AI_USAGE_INPUT_TOKENS)) or 0,
-                            _int(a.get(N.GEN_AI_USAGE_OUTPUT_TOKENS)) or 0,
-                            _int(a.get(N.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)) or 0,
-                            _int(a.get(N.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)) or 0)
+            c.usage = Usage(
+                _int(a.get(N.GEN_AI_USAGE_INPUT_TOKENS)) or 0,
+                _int(a.get(N.GEN_AI_USAGE_OUTPUT_TOKENS)) or 0,
+                _int(a.get(N.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)) or 0,
+                _int(a.get(N.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)) or 0,
+            )
         c.cost_usd = _float(a.get(N.COST_USD))
         if c.cost_usd is None and c.usage is not None:  # the same price table the loop used
             c.cost_usd = cost_of(c.model, c.usage)
@@ -413,8 +490,17 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
         rec.calls.append(c)
         if rec.provider is None:
             rec.provider = c.provider
-        rec.timeline.append({"kind": "llm", "name": s.name, "call": i, "step": c.step or None,
-                             "start_ms": c.start_ms, "duration_ms": c.duration_ms, "error": c.error})
+        rec.timeline.append(
+            {
+                "kind": "llm",
+                "name": s.name,
+                "call": i,
+                "step": c.step or None,
+                "start_ms": c.start_ms,
+                "duration_ms": c.duration_ms,
+                "error": c.error,
+            }
+        )
 
     # steps: one per step span, else one per tool span
     entries: list[tuple[int | None, SpanRec | None, SpanRec | None]] = []
@@ -448,7 +534,9 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
         err_span = ts if ts is not None and ts.error else ss
         error = None
         if failed:
-            error = (err_span.status_message if err_span is not None else None) or str(a.get(_ERROR_TYPE) or "error")
+            error = (err_span.status_message if err_span is not None else None) or str(
+                a.get(_ERROR_TYPE) or "error"
+            )
         elif ts is None and a.get(N.TOOL_ERROR_KIND):  # denied or skipped before the tool ran
             error = str(a[N.TOOL_ERROR_KIND])
             failed = True
@@ -457,9 +545,18 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
         if tool_ms is None:
             tool_ms = ts.duration_ms if ts is not None else 0.0
         result = ToolResult(data, error, a.get(N.TOOL_ERROR_KIND), tool_ms)
-        step = Step(n, ToolCall(tool, args if isinstance(args, dict) else {"value": args},
-                                str(a.get(N.GEN_AI_TOOL_CALL_ID) or "")), result, tool_ms=tool_ms,
-                    trace_id=rec.trace_id, span_id=_hex((ss or ts).span_id, 16))  # type: ignore[union-attr]
+        step = Step(
+            n,
+            ToolCall(
+                tool,
+                args if isinstance(args, dict) else {"value": args},
+                str(a.get(N.GEN_AI_TOOL_CALL_ID) or ""),
+            ),
+            result,
+            tool_ms=tool_ms,
+            trace_id=rec.trace_id,
+            span_id=_hex((ss or ts).span_id, 16),
+        )  # type: ignore[union-attr]
         # the LLM call that proposed it: the latest answered call that ended before the tool started
         ref = anchor.start_ns if ts is not None else anchor.end_ns
         call = None
@@ -481,8 +578,16 @@ def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, i
             child = nested.pop((agent.trace_id, ts.span_id), None)
             if child is not None:
                 step.children = list(child.steps)
-            rec.timeline.append({"kind": "tool", "name": ts.name, "step": n, "start_ms": (ts.start_ns - t0) / 1e6,
-                                 "duration_ms": ts.duration_ms, "error": error})
+            rec.timeline.append(
+                {
+                    "kind": "tool",
+                    "name": ts.name,
+                    "step": n,
+                    "start_ms": (ts.start_ns - t0) / 1e6,
+                    "duration_ms": ts.duration_ms,
+                    "error": error,
+                }
+            )
         rec.steps.append(step)
     rec.timeline.sort(key=lambda e: e["start_ms"])
     rec.events = _event_list([agent, *spans], t0)
@@ -498,6 +603,7 @@ def records_from_spans(spans: Iterable[Any]) -> list[RunRecord]:
 # ------------------------------------------------------------------------------------------------------
 # OTLP JSON
 # ------------------------------------------------------------------------------------------------------
+
 
 def _id(value: Any) -> int | None:
     if not value:
@@ -540,11 +646,20 @@ def _spans_of(doc: Any) -> Iterable[SpanRec]:
                 status = s.get("status") or {}
                 code = status.get("code")
                 yield SpanRec(
-                    s["name"], _id(s["traceId"]) or 0, _id(s["spanId"]) or 0, _id(s.get("parentSpanId")),
-                    int(s.get("startTimeUnixNano") or 0), int(s.get("endTimeUnixNano") or 0),
-                    _attrs(s.get("attributes")), code in (2, "STATUS_CODE_ERROR"), status.get("message"),
-                    [(e.get("name", ""), int(e.get("timeUnixNano") or 0), _attrs(e.get("attributes")))
-                     for e in s.get("events") or ()])
+                    s["name"],
+                    _id(s["traceId"]) or 0,
+                    _id(s["spanId"]) or 0,
+                    _id(s.get("parentSpanId")),
+                    int(s.get("startTimeUnixNano") or 0),
+                    int(s.get("endTimeUnixNano") or 0),
+                    _attrs(s.get("attributes")),
+                    code in (2, "STATUS_CODE_ERROR"),
+                    status.get("message"),
+                    [
+                        (e.get("name", ""), int(e.get("timeUnixNano") or 0), _attrs(e.get("attributes")))
+                        for e in s.get("events") or ()
+                    ],
+                )
 
 
 def read_otlp_json(path: str | os.PathLike[str]) -> list[SpanRec]:
@@ -567,8 +682,11 @@ def read_otlp_json(path: str | os.PathLike[str]) -> list[SpanRec]:
             try:
                 docs.append((lineno, json.loads(line)))
             except ValueError as exc:
-                raise TrajectoryError(path, f"line {lineno}: not JSON ({exc}); expected OTLP JSON, one "
-                                            "ExportTraceServiceRequest per line") from None
+                raise TrajectoryError(
+                    path,
+                    f"line {lineno}: not JSON ({exc}); expected OTLP JSON, one "
+                    "ExportTraceServiceRequest per line",
+                ) from None
     out: list[SpanRec] = []
     for lineno, doc in docs:
         if not isinstance(doc, dict) or not ("resourceSpans" in doc or "resource_spans" in doc):
@@ -576,7 +694,9 @@ def read_otlp_json(path: str | os.PathLike[str]) -> list[SpanRec]:
         try:
             out.extend(s for s in _spans_of(doc) if _keep(s.name))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise TrajectoryError(path, f"line {lineno}: malformed span ({type(exc).__name__}: {exc})") from None
+            raise TrajectoryError(
+                path, f"line {lineno}: malformed span ({type(exc).__name__}: {exc})"
+            ) from None
     return out
 
 

@@ -18,8 +18,16 @@ if TYPE_CHECKING:
 
 from looplet.types import Usage
 
-__all__ = ["Price", "PRICES_DATE", "PRICES_SOURCE", "price_for", "cost_of", "set_prices", "load_prices",
-           "unknown_models"]
+__all__ = [
+    "Price",
+    "PRICES_DATE",
+    "PRICES_SOURCE",
+    "price_for",
+    "cost_of",
+    "set_prices",
+    "load_prices",
+    "unknown_models",
+]
 
 log = logging.getLogger("looplet")
 
@@ -103,8 +111,12 @@ def price_for(model: str | None) -> Price | None:
         _cache[model] = price
         if price is None and model not in _unknown:
             _unknown.add(model)
-            log.warning("no price known for model %r: its cost is left empty; add it with "
-                        "looplet.telemetry.set_prices({%r: (input, cached_input, output)})", model, model)
+            log.warning(
+                "no price known for model %r: its cost is left empty; add it with "
+                "looplet.telemetry.set_prices({%r: (input, cached_input, output)})",
+                model,
+                model,
+            )
     return price
 
 
@@ -128,8 +140,11 @@ def cost_of(model: str | None, usage: Usage | None) -> float | None:
     if price is None:
         return None
     cached = min(usage.cached_input_tokens, usage.input_tokens)
-    return ((usage.input_tokens - cached) * price.input + cached * price.cached_input
-            + usage.output_tokens * price.output) / 1_000_000
+    return (
+        (usage.input_tokens - cached) * price.input
+        + cached * price.cached_input
+        + usage.output_tokens * price.output
+    ) / 1_000_000
 
 
 def unknown_models() -> frozenset[str]:
@@ -149,7 +164,7 @@ def set_prices(prices: dict[str, Any], *, replace: bool = False) -> None:
         _unknown.difference_update([m for m in _unknown if _lookup(m) is not None])
 
 
-def load_prices(path: str | "Path", *, replace: bool = False) -> None:
+def load_prices(path: str | Path, *, replace: bool = False) -> None:
     """Load prices from a JSON or TOML file: ``{"model": {"input": 1.0, "cached_input": 0.1, "output": 4.0}}``
     (a TOML file may hold them under a ``[prices]`` table)."""
     from pathlib import Path
@@ -185,5 +200,7 @@ def _parse_price(name: str, value: Any) -> Price:
         inp, cached, out = (float(v) for v in value)
         return Price(inp, cached, out)
     except (KeyError, TypeError, ValueError):
-        raise ValueError(f"price of {name!r} must be (input, cached_input, output) or "
-                         "{'input':..., 'cached_input':..., 'output':...} in USD per 1M tokens") from None
+        raise ValueError(
+            f"price of {name!r} must be (input, cached_input, output) or "
+            "{'input':..., 'cached_input':..., 'output':...} in USD per 1M tokens"
+        ) from None

@@ -23,7 +23,8 @@ import logging
 import sys
 import threading
 import traceback
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 from looplet.errors import require
 from looplet.hooks import current_run
@@ -36,8 +37,13 @@ import structlog  # noqa: E402
 
 __all__ = ["LoggingHook", "configure_logging"]
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
-           "critical": logging.CRITICAL}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 _ERROR_STOPS = ("llm_error", "hook_error")
 _MAX_ERROR_CHARS = 2000
 
@@ -52,11 +58,14 @@ def _level(level: int | str) -> int:
     try:
         return _LEVELS[str(level).lower()]
     except KeyError:
-        raise ValueError(f"level={level!r}: use one of {', '.join(_LEVELS)} (or a logging level number)") from None
+        raise ValueError(
+            f"level={level!r}: use one of {', '.join(_LEVELS)} (or a logging level number)"
+        ) from None
 
 
-def configure_logging(json: bool = True, file: str | IO[str] | None = None, level: int | str = "INFO", *,
-                      stdlib: bool = True) -> Any:
+def configure_logging(
+    json: bool = True, file: str | IO[str] | None = None, level: int | str = "INFO", *, stdlib: bool = True
+) -> Any:
     """Set up looplet's structured logs and return the structlog logger ``LoggingHook()`` will use.
 
     json: one JSON object per line (else structlog's console renderer, for people).
@@ -72,12 +81,18 @@ def configure_logging(json: bool = True, file: str | IO[str] | None = None, leve
     if file is None:
         stream: IO[str] = sys.stderr
     elif isinstance(file, str) or hasattr(file, "__fspath__"):
-        stream = opened = open(file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - kept until replaced
+        stream = opened = open(file, "a", encoding="utf-8", buffering=1)
     else:
         stream = file
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp")
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
-    chain: list[Any] = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, timestamper]
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    chain: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        timestamper,
+    ]
     if json:
         chain.append(structlog.processors.format_exc_info)
     logger = structlog.wrap_logger(
@@ -92,11 +107,16 @@ def configure_logging(json: bool = True, file: str | IO[str] | None = None, leve
         _installed["stream"] = opened
         if stdlib:
             handler = _OnceHandler(stream)
-            handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-                foreign_pre_chain=[*chain[:3], structlog.stdlib.add_logger_name],
-                processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                            *( [structlog.processors.format_exc_info] if json else []), renderer],
-            ))
+            handler.setFormatter(
+                structlog.stdlib.ProcessorFormatter(
+                    foreign_pre_chain=[*chain[:3], structlog.stdlib.add_logger_name],
+                    processors=[
+                        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                        *([structlog.processors.format_exc_info] if json else []),
+                        renderer,
+                    ],
+                )
+            )
             handler._looplet = True  # type: ignore[attr-defined]
             std = logging.getLogger("looplet")
             std.addHandler(handler)
@@ -119,8 +139,10 @@ class _OnceHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if not self.broken:
             self.broken = True
             name = getattr(self.stream, "name", "the log stream")
-            sys.stderr.write(f"looplet: cannot write log lines to {name} ({sys.exc_info()[1]}); "
-                             "further lines that fail are dropped silently\n")
+            sys.stderr.write(
+                f"looplet: cannot write log lines to {name} ({sys.exc_info()[1]}); "
+                "further lines that fail are dropped silently\n"
+            )
 
 
 def _uninstall() -> None:
@@ -223,9 +245,13 @@ class LoggingHook:
         stop = result.stop_reason
         usage = result.usage
         fields: dict[str, Any] = {
-            "stop_reason": stop, "steps": len(result.steps), "llm_calls": result.llm_calls,
-            "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-            "cost_usd": result.cost_usd, "duration_ms": round(result.duration_ms, 3),
+            "stop_reason": stop,
+            "steps": len(result.steps),
+            "llm_calls": result.llm_calls,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cost_usd": result.cost_usd,
+            "duration_ms": round(result.duration_ms, 3),
         }
         if result.trace_id:
             fields["trace_id"] = result.trace_id
@@ -249,10 +275,16 @@ class LoggingHook:
         result = step.tool_result
         if step.llm_ms > 0.0 or usage is not None:  # the first step of an LLM response carries the call
             cost = step.cost_usd
-            if result.cost_usd is not None or result.usage is not None:  # the tool's own spend is not the call's
+            if (
+                result.cost_usd is not None or result.usage is not None
+            ):  # the tool's own spend is not the call's
                 cost = cost_of(step.model, usage)
-            fields: dict[str, Any] = {"step": step.number, "model": step.model,
-                                      "duration_ms": round(step.llm_ms, 3), "cost_usd": cost}
+            fields: dict[str, Any] = {
+                "step": step.number,
+                "model": step.model,
+                "duration_ms": round(step.llm_ms, 3),
+                "cost_usd": cost,
+            }
             if usage is not None:
                 fields["input_tokens"] = usage.input_tokens
                 fields["output_tokens"] = usage.output_tokens
@@ -271,12 +303,20 @@ class LoggingHook:
                 ids["tool_input_tokens"] = result.usage.input_tokens
                 ids["tool_output_tokens"] = result.usage.output_tokens
         if result.error is None:
-            log.info("tool.call", step=step.number, tool=tool,
-                     duration_ms=round(step.tool_ms, 3), ok=True, **ids)
+            log.info(
+                "tool.call", step=step.number, tool=tool, duration_ms=round(step.tool_ms, 3), ok=True, **ids
+            )
         else:
-            log.warning("tool.call", step=step.number, tool=tool,
-                        duration_ms=round(step.tool_ms, 3), ok=False, error_kind=result.error_kind,
-                        error=self._error(result.error), **ids)
+            log.warning(
+                "tool.call",
+                step=step.number,
+                tool=tool,
+                duration_ms=round(step.tool_ms, 3),
+                ok=False,
+                error_kind=result.error_kind,
+                error=self._error(result.error),
+                **ids,
+            )
 
     # -- failures and events ------------------------------------------------------------------------
 
@@ -302,26 +342,52 @@ class LoggingHook:
             sc = trace.get_current_span().get_span_context()
             if sc.is_valid:
                 fields = {"trace_id": format(sc.trace_id, "032x"), "span_id": format(sc.span_id, "016x")}
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
-        self._bound().error("llm.error", step=call.step, model=call.model, error_kind=getattr(exc, "kind", None)
-                            or type(exc).__name__, retryable=bool(getattr(exc, "retryable", False)),
-                            error=self._error(f"{type(exc).__name__}: {exc}"), exception=self._exception(exc),
-                            **fields)
+        self._bound().error(
+            "llm.error",
+            step=call.step,
+            model=call.model,
+            error_kind=getattr(exc, "kind", None) or type(exc).__name__,
+            retryable=bool(getattr(exc, "retryable", False)),
+            error=self._error(f"{type(exc).__name__}: {exc}"),
+            exception=self._exception(exc),
+            **fields,
+        )
 
     def on_llm_retry(self, state: Any, attempt: int, error: Any, delay_s: float) -> None:
-        self._bound().warning("llm.retry", attempt=attempt, delay_s=round(float(delay_s), 3),
-                              error=self._error(f"{type(error).__name__}: {error}"))
+        self._bound().warning(
+            "llm.retry",
+            attempt=attempt,
+            delay_s=round(float(delay_s), 3),
+            error=self._error(f"{type(error).__name__}: {error}"),
+        )
 
     def on_hook_error(self, hook: Any, method: str, error: Any) -> None:
-        self._bound().error("hook.error", hook=type(hook).__name__, method=method,
-                            error=self._error(f"{type(error).__name__}: {error}"), exception=self._exception(error))
+        self._bound().error(
+            "hook.error",
+            hook=type(hook).__name__,
+            method=method,
+            error=self._error(f"{type(error).__name__}: {error}"),
+            exception=self._exception(error),
+        )
 
     def on_event(self, name: str, attributes: dict[str, Any]) -> None:
         if name == "hook.decision":
             tool = attributes.get("tool")
-            self._bound().info("hook.decision", hook=attributes.get("hook"), decision=attributes.get("decision"),
-                               tool=self._tool_name(tool) if tool else None, reason=self._error(attributes.get("reason")))
+            self._bound().info(
+                "hook.decision",
+                hook=attributes.get("hook"),
+                decision=attributes.get("decision"),
+                tool=self._tool_name(tool) if tool else None,
+                reason=self._error(attributes.get("reason")),
+            )
         else:  # the emitting module logs its own line through stdlib logging; this one is for debugging
-            self._bound().debug(name, **{k: (self._error(v) if isinstance(v, str) else v)
-                                         for k, v in (attributes or {}).items() if k != "event"})
+            self._bound().debug(
+                name,
+                **{
+                    k: (self._error(v) if isinstance(v, str) else v)
+                    for k, v in (attributes or {}).items()
+                    if k != "event"
+                },
+            )

@@ -63,7 +63,7 @@ def declare_metrics(registry: CollectorRegistry | None = None, namespace: str = 
             return found
         metrics: dict[str, Any] = {}
         for key, (kind, help_text, labels) in N.METRICS.items():
-            name = key if not key.startswith("looplet_") else f"{namespace}_{key[len('looplet_'):]}"
+            name = key if not key.startswith("looplet_") else f"{namespace}_{key[len('looplet_') :]}"
             kwargs: dict[str, Any] = {"registry": registry}
             if kind == "histogram":
                 kwargs["buckets"] = _BUCKETS.get(key, N.STEP_BUCKETS)
@@ -81,9 +81,11 @@ def _existing(registry: Any, name: str, kind: str, labels: tuple[str, ...], exc:
     metric = collectors.get(name) or collectors.get(name + "_total")
     if isinstance(metric, _KINDS[kind]) and tuple(getattr(metric, "_labelnames", ())) == labels:
         return metric
-    raise ValueError(f"cannot declare looplet metric {name!r}: the registry already holds a different metric "
-                     f"with that name ({exc}); pass MetricsHook(registry=CollectorRegistry()) or another "
-                     "namespace") from None
+    raise ValueError(
+        f"cannot declare looplet metric {name!r}: the registry already holds a different metric "
+        f"with that name ({exc}); pass MetricsHook(registry=CollectorRegistry()) or another "
+        "namespace"
+    ) from None
 
 
 class _RunMetrics:
@@ -91,8 +93,9 @@ class _RunMetrics:
     # tokens/cost: what this run's steps explained — its own LLM calls plus what tools reported having
     # spent (a sub-agent's usage, already counted by the child run's hooks).
 
-    def __init__(self, agent: str, provider: str, request_model: str, usage0: tuple[int, int, int, int],
-                 cost0: float) -> None:
+    def __init__(
+        self, agent: str, provider: str, request_model: str, usage0: tuple[int, int, int, int], cost0: float
+    ) -> None:
         self.agent = agent
         self.provider = provider
         self.request_model = request_model
@@ -115,8 +118,14 @@ class MetricsHook:
     max_label_values: distinct tool names and model names kept as label values; later ones count as ``other``.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, namespace: str = "looplet", *,
-                 meter_provider: Any = None, max_label_values: int = 100) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        namespace: str = "looplet",
+        *,
+        meter_provider: Any = None,
+        max_label_values: int = 100,
+    ) -> None:
         if not namespace or not namespace.replace("_", "").isalnum():
             raise ValueError(f"MetricsHook(namespace={namespace!r}): use letters, digits and underscores")
         self.registry = REGISTRY if registry is None else registry
@@ -195,12 +204,16 @@ class MetricsHook:
         if run is None:
             return
         usage = getattr(state, "usage", None)
-        usage0 = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
-                  usage.reasoning_tokens) if usage is not None else (0, 0, 0, 0)
+        usage0 = (
+            (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.reasoning_tokens)
+            if usage is not None
+            else (0, 0, 0, 0)
+        )
         cost0 = getattr(state, "cost_usd", None) or 0.0
         agent = run.agent_name or _UNKNOWN
-        run.scratch[self] = _RunMetrics(agent, run.provider or _UNKNOWN, self._model_label(run.model),
-                                        usage0, cost0)
+        run.scratch[self] = _RunMetrics(
+            agent, run.provider or _UNKNOWN, self._model_label(run.model), usage0, cost0
+        )
         self._child(self._active, agent).inc()
 
     def on_loop_end(self, state: Any, session_log: Any, context: Any, result: Any) -> None:
@@ -236,8 +249,9 @@ class MetricsHook:
         result = step.tool_result
         error_kind = result.error_kind if result.error is not None else None
         tool = self._tool_label(step.tool_call.tool, error_kind)
-        exemplar = {"trace_id": step.trace_id, "span_id": step.span_id} if step.trace_id and step.span_id \
-            else None
+        exemplar = (
+            {"trace_id": step.trace_id, "span_id": step.span_id} if step.trace_id and step.span_id else None
+        )
         tool_s = step.tool_ms / 1000.0
         self._child(self._steps, agent, tool, "ok" if result.error is None else "error").inc()
         self._child(self._tool_duration, agent, tool).observe(tool_s, exemplar)
@@ -256,12 +270,16 @@ class MetricsHook:
 
     # -- LLM calls: each answered call once, whether or not it proposed a tool call --------------------
 
-    def on_llm_response(self, state: Any, response: Any, llm_ms: float, cost_usd: float | None,
-                        step_num: int) -> None:
+    def on_llm_response(
+        self, state: Any, response: Any, llm_ms: float, cost_usd: float | None, step_num: int
+    ) -> None:
         rm, agent = self._agent()
         run = current_run()
-        exemplar = {"trace_id": run.trace_id, "span_id": run.span_id} \
-            if run is not None and run.trace_id and run.span_id else None
+        exemplar = (
+            {"trace_id": run.trace_id, "span_id": run.span_id}
+            if run is not None and run.trace_id and run.span_id
+            else None
+        )
         model = self._model_label(response.model or (run.model if run is not None else None))
         provider = rm.provider if rm is not None else (response.provider or _UNKNOWN)
         request_model = rm.request_model if rm is not None else model
@@ -298,8 +316,14 @@ class MetricsHook:
             else:
                 self._child(self._unpriced, agent, model).inc()
         if self._otel is not None:
-            self._otel.record(provider, request_model, response.model, llm_s, usage,
-                              ttfc * 1000.0 if ttfc is not None else None)
+            self._otel.record(
+                provider,
+                request_model,
+                response.model,
+                llm_s,
+                usage,
+                ttfc * 1000.0 if ttfc is not None else None,
+            )
 
     # -- failures and events ------------------------------------------------------------------------
 
@@ -335,8 +359,12 @@ class MetricsHook:
         if name == "hook.decision":
             if attributes.get("decision") == "deny":
                 _rm, agent = self._agent()
-                self._child(self._denials, agent, self._tool_label(attributes.get("tool")),
-                            str(attributes.get("hook") or _UNKNOWN)).inc()
+                self._child(
+                    self._denials,
+                    agent,
+                    self._tool_label(attributes.get("tool")),
+                    str(attributes.get("hook") or _UNKNOWN),
+                ).inc()
         elif name == "compaction":
             _rm, agent = self._agent()
             self._child(self._compactions, agent, str(attributes.get("strategy") or _UNKNOWN)).inc()
@@ -347,11 +375,17 @@ class MetricsHook:
                 self._child(self._approvals, agent).inc(pending)
             wait = attributes.get("wait_s")
             if isinstance(wait, (int, float)):
-                self._child(self._approval_wait, agent, self._tool_label(attributes.get("tool"))).observe(wait)
+                self._child(self._approval_wait, agent, self._tool_label(attributes.get("tool"))).observe(
+                    wait
+                )
         elif name == "eval":
             _rm, agent = self._agent()
-            self._child(self._evals, agent, str(attributes.get("eval") or attributes.get("name") or _UNKNOWN),
-                        str(attributes.get("outcome") or _UNKNOWN)).inc()
+            self._child(
+                self._evals,
+                agent,
+                str(attributes.get("eval") or attributes.get("name") or _UNKNOWN),
+                str(attributes.get("outcome") or _UNKNOWN),
+            ).inc()
 
 
 class _OtelInstruments:
@@ -361,16 +395,26 @@ class _OtelInstruments:
 
     def __init__(self, meter: Any) -> None:
         self.tokens = meter.create_histogram(
-            N.GEN_AI_CLIENT_TOKEN_USAGE, unit="{token}", description="Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=list(N.GENAI_TOKEN_BUCKETS))
+            N.GEN_AI_CLIENT_TOKEN_USAGE,
+            unit="{token}",
+            description="Number of input and output tokens used.",
+            explicit_bucket_boundaries_advisory=list(N.GENAI_TOKEN_BUCKETS),
+        )
         self.duration = meter.create_histogram(
-            N.GEN_AI_CLIENT_OPERATION_DURATION, unit="s", description="GenAI operation duration.",
-            explicit_bucket_boundaries_advisory=list(N.GENAI_DURATION_BUCKETS))
+            N.GEN_AI_CLIENT_OPERATION_DURATION,
+            unit="s",
+            description="GenAI operation duration.",
+            explicit_bucket_boundaries_advisory=list(N.GENAI_DURATION_BUCKETS),
+        )
         self.ttfc = meter.create_histogram(
-            N.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK, unit="s",
+            N.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
+            unit="s",
             description="Time to receive the first chunk of a streamed response.",
-            explicit_bucket_boundaries_advisory=list(N.GENAI_DURATION_BUCKETS))
-        self.attrs: dict[tuple[str, str, str | None], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+            explicit_bucket_boundaries_advisory=list(N.GENAI_DURATION_BUCKETS),
+        )
+        self.attrs: dict[
+            tuple[str, str, str | None], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
+        ] = {}
 
     @classmethod
     def create(cls, meter_provider: Any) -> _OtelInstruments | None:
@@ -391,17 +435,30 @@ class _OtelInstruments:
 
         return cls(meter_provider.get_meter(N.TRACER_SCOPE, __version__))
 
-    def record(self, provider: str, request_model: str, response_model: str | None, seconds: float,
-               usage: Any, ttfc_ms: float | None) -> None:
+    def record(
+        self,
+        provider: str,
+        request_model: str,
+        response_model: str | None,
+        seconds: float,
+        usage: Any,
+        ttfc_ms: float | None,
+    ) -> None:
         key = (provider, request_model, response_model)
         attrs = self.attrs.get(key)
         if attrs is None:
-            base = {N.GEN_AI_OPERATION_NAME: _CHAT, N.GEN_AI_PROVIDER_NAME: provider,
-                    N.GEN_AI_REQUEST_MODEL: request_model}
+            base = {
+                N.GEN_AI_OPERATION_NAME: _CHAT,
+                N.GEN_AI_PROVIDER_NAME: provider,
+                N.GEN_AI_REQUEST_MODEL: request_model,
+            }
             if response_model:
                 base[N.GEN_AI_RESPONSE_MODEL] = response_model
-            attrs = self.attrs[key] = (base, {**base, N.GEN_AI_TOKEN_TYPE: "input"},
-                                       {**base, N.GEN_AI_TOKEN_TYPE: "output"})
+            attrs = self.attrs[key] = (
+                base,
+                {**base, N.GEN_AI_TOKEN_TYPE: "input"},
+                {**base, N.GEN_AI_TOKEN_TYPE: "output"},
+            )
         self.duration.record(seconds, attrs[0])
         if ttfc_ms is not None:
             self.ttfc.record(ttfc_ms / 1000.0, attrs[0])
@@ -410,16 +467,22 @@ class _OtelInstruments:
             self.tokens.record(usage.output_tokens, attrs[2])
 
 
-def serve_metrics(port: int = 9464, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None) -> Any:
+def serve_metrics(
+    port: int = 9464, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None
+) -> Any:
     """Serve ``/metrics`` (Prometheus text, or OpenMetrics with exemplars when asked) on ``addr:port``
     from a daemon thread. Returns the server; ``server.shutdown()`` stops it. ``port=0`` picks a free port
     (``server.server_port`` tells which)."""
     from prometheus_client import start_http_server
 
     try:
-        server, _thread = start_http_server(port, addr=addr, registry=REGISTRY if registry is None else registry)
+        server, _thread = start_http_server(
+            port, addr=addr, registry=REGISTRY if registry is None else registry
+        )
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc} "
-                                 f"(is another process using port {port}? pick another with metrics_port=...)"
-                      ) from None
+        raise OSError(
+            exc.errno,
+            f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc} "
+            f"(is another process using port {port}? pick another with metrics_port=...)",
+        ) from None
     return server

@@ -42,47 +42,123 @@ REASON = "looplet.reason"
 # Label sets are fixed and bounded: no run, session or user ids, no free text.
 METRICS = {
     # name: (type, help, labels)
-    "looplet_runs": ("counter", "Agent runs finished, by outcome (the stop reason's kind).", ("agent", "outcome")),
+    "looplet_runs": (
+        "counter",
+        "Agent runs finished, by outcome (the stop reason's kind).",
+        ("agent", "outcome"),
+    ),
     "looplet_active_runs": ("gauge", "Agent runs in progress.", ("agent",)),
-    "looplet_steps": ("counter", "Steps (tool calls) finished, by tool and status.", ("agent", "tool", "status")),
-    "looplet_llm_requests": ("counter", "LLM calls, by model and status.", ("agent", "provider", "model", "status")),
+    "looplet_steps": (
+        "counter",
+        "Steps (tool calls) finished, by tool and status.",
+        ("agent", "tool", "status"),
+    ),
+    "looplet_llm_requests": (
+        "counter",
+        "LLM calls, by model and status.",
+        ("agent", "provider", "model", "status"),
+    ),
     "looplet_tokens": ("counter", "Tokens used, by model and type.", ("agent", "model", "type")),
     "looplet_cost_usd": ("counter", "Spend in US dollars, by model.", ("agent", "model")),
-    "looplet_unpriced_llm_requests": ("counter", "LLM calls whose model has no known price (cost left empty).",
-                                      ("agent", "model")),
+    "looplet_unpriced_llm_requests": (
+        "counter",
+        "LLM calls whose model has no known price (cost left empty).",
+        ("agent", "model"),
+    ),
     "looplet_llm_duration_seconds": ("histogram", "LLM call latency.", ("agent", "model")),
     "looplet_tool_duration_seconds": ("histogram", "Tool call latency.", ("agent", "tool")),
-    "looplet_step_duration_seconds": ("histogram", "Step latency (its LLM share plus its tool call).", ("agent",)),
+    "looplet_step_duration_seconds": (
+        "histogram",
+        "Step latency (its LLM share plus its tool call).",
+        ("agent",),
+    ),
     "looplet_tool_errors": ("counter", "Tool calls that failed, by error kind.", ("agent", "tool", "kind")),
     "looplet_hook_denials": ("counter", "Tool calls denied by a hook.", ("agent", "tool", "hook")),
     "looplet_hook_errors": ("counter", "Exceptions raised by hooks (isolated).", ("agent", "hook", "method")),
     "looplet_llm_retries": ("counter", "LLM call retries after a retryable error.", ("agent", "model")),
     "looplet_compactions": ("counter", "Transcript compactions, by strategy.", ("agent", "strategy")),
     "looplet_approvals_pending": ("gauge", "Tool calls waiting for approval.", ("agent",)),
-    "looplet_approval_wait_seconds": ("histogram", "Time a tool call waited for approval.", ("agent", "tool")),
+    "looplet_approval_wait_seconds": (
+        "histogram",
+        "Time a tool call waited for approval.",
+        ("agent", "tool"),
+    ),
     "looplet_evals": ("counter", "Eval results, by eval and outcome.", ("agent", "eval", "outcome")),
     # GenAI semantic-convention client metrics, as Prometheus renders them
-    "gen_ai_client_token_usage": ("histogram", "Tokens used per LLM call (GenAI semconv).",
-                                  ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model",
-                                   "gen_ai_token_type")),
-    "gen_ai_client_operation_duration_seconds": ("histogram", "LLM call duration (GenAI semconv).",
-                                                 ("gen_ai_operation_name", "gen_ai_provider_name",
-                                                  "gen_ai_request_model")),
+    "gen_ai_client_token_usage": (
+        "histogram",
+        "Tokens used per LLM call (GenAI semconv).",
+        ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_token_type"),
+    ),
+    "gen_ai_client_operation_duration_seconds": (
+        "histogram",
+        "LLM call duration (GenAI semconv).",
+        ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"),
+    ),
     "gen_ai_client_operation_time_to_first_chunk_seconds": (
-        "histogram", "Time to the first streamed chunk (GenAI semconv).",
-        ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model")),
+        "histogram",
+        "Time to the first streamed chunk (GenAI semconv).",
+        ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"),
+    ),
 }
 
 # Histogram buckets. GenAI ones are the semantic conventions' advisory boundaries.
 LLM_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 45, 60, 90, 120)
 TOOL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-GENAI_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
-GENAI_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+GENAI_DURATION_BUCKETS = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+GENAI_TOKEN_BUCKETS = (
+    1,
+    4,
+    16,
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262144,
+    1048576,
+    4194304,
+    16777216,
+    67108864,
+)
 
 # --- structured log keys ---------------------------------------------------------------------------
-LOG_KEYS = ("event", "level", "timestamp", "trace_id", "span_id", "run_id", "agent", "step", "tool", "model",
-            "input_tokens", "output_tokens", "cost_usd", "duration_ms", "stop_reason", "error", "error_kind")
+LOG_KEYS = (
+    "event",
+    "level",
+    "timestamp",
+    "trace_id",
+    "span_id",
+    "run_id",
+    "agent",
+    "step",
+    "tool",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "duration_ms",
+    "stop_reason",
+    "error",
+    "error_kind",
+)
 
 # --- additions for the tracing / metrics / logging hooks ------------------------------------------
 HOOK_METHOD = "looplet.hook.method"
@@ -94,24 +170,47 @@ TRACER_SCOPE = "looplet"  # instrumentation scope of every looplet span and OTel
 
 # Extra Prometheus metrics (same shape as METRICS).
 METRICS["looplet_dropped_spans"] = (
-    "counter", "Spans that never reached the collector (export failed, queue full).", ("reason",))
+    "counter",
+    "Spans that never reached the collector (export failed, queue full).",
+    ("reason",),
+)
 
 # GenAI / general semantic-convention keys, resolved lazily from ``opentelemetry-semantic-conventions``
 # (``from looplet.telemetry.names import GEN_AI_REQUEST_MODEL``) so the plain-string part above imports nothing.
 _SEMCONV = {
     "opentelemetry.semconv._incubating.attributes.gen_ai_attributes": (
-        "GEN_AI_OPERATION_NAME", "GEN_AI_PROVIDER_NAME", "GEN_AI_REQUEST_MODEL", "GEN_AI_RESPONSE_MODEL",
-        "GEN_AI_RESPONSE_ID", "GEN_AI_RESPONSE_FINISH_REASONS", "GEN_AI_USAGE_INPUT_TOKENS",
-        "GEN_AI_USAGE_OUTPUT_TOKENS", "GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS",
-        "GEN_AI_USAGE_REASONING_OUTPUT_TOKENS", "GEN_AI_AGENT_NAME", "GEN_AI_CONVERSATION_ID",
-        "GEN_AI_TOOL_NAME", "GEN_AI_TOOL_CALL_ID", "GEN_AI_TOOL_TYPE", "GEN_AI_TOOL_CALL_ARGUMENTS",
-        "GEN_AI_TOOL_CALL_RESULT", "GEN_AI_INPUT_MESSAGES", "GEN_AI_OUTPUT_MESSAGES",
-        "GEN_AI_SYSTEM_INSTRUCTIONS", "GEN_AI_TOOL_DEFINITIONS", "GEN_AI_REQUEST_TEMPERATURE", "GEN_AI_REQUEST_MAX_TOKENS",
-        "GEN_AI_REQUEST_STREAM", "GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK", "GEN_AI_TOKEN_TYPE",
-        "GenAiOperationNameValues", "GenAiTokenTypeValues",
+        "GEN_AI_OPERATION_NAME",
+        "GEN_AI_PROVIDER_NAME",
+        "GEN_AI_REQUEST_MODEL",
+        "GEN_AI_RESPONSE_MODEL",
+        "GEN_AI_RESPONSE_ID",
+        "GEN_AI_RESPONSE_FINISH_REASONS",
+        "GEN_AI_USAGE_INPUT_TOKENS",
+        "GEN_AI_USAGE_OUTPUT_TOKENS",
+        "GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS",
+        "GEN_AI_USAGE_REASONING_OUTPUT_TOKENS",
+        "GEN_AI_AGENT_NAME",
+        "GEN_AI_CONVERSATION_ID",
+        "GEN_AI_TOOL_NAME",
+        "GEN_AI_TOOL_CALL_ID",
+        "GEN_AI_TOOL_TYPE",
+        "GEN_AI_TOOL_CALL_ARGUMENTS",
+        "GEN_AI_TOOL_CALL_RESULT",
+        "GEN_AI_INPUT_MESSAGES",
+        "GEN_AI_OUTPUT_MESSAGES",
+        "GEN_AI_SYSTEM_INSTRUCTIONS",
+        "GEN_AI_TOOL_DEFINITIONS",
+        "GEN_AI_REQUEST_TEMPERATURE",
+        "GEN_AI_REQUEST_MAX_TOKENS",
+        "GEN_AI_REQUEST_STREAM",
+        "GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK",
+        "GEN_AI_TOKEN_TYPE",
+        "GenAiOperationNameValues",
+        "GenAiTokenTypeValues",
     ),
     "opentelemetry.semconv._incubating.metrics.gen_ai_metrics": (
-        "GEN_AI_CLIENT_TOKEN_USAGE", "GEN_AI_CLIENT_OPERATION_DURATION",
+        "GEN_AI_CLIENT_TOKEN_USAGE",
+        "GEN_AI_CLIENT_OPERATION_DURATION",
         "GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK",
     ),
     "opentelemetry.semconv.attributes.error_attributes": ("ERROR_TYPE",),
@@ -121,7 +220,7 @@ _SEMCONV = {
 _SEMCONV_INDEX = {name: module for module, names in _SEMCONV.items() for name in names}
 
 
-def __getattr__(name: str):  # noqa: ANN202 - module-level lazy attribute
+def __getattr__(name: str):
     module = _SEMCONV_INDEX.get(name)
     if module is None:
         raise AttributeError(f"module 'looplet.telemetry.names' has no attribute {name!r}")

@@ -28,11 +28,20 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping, MutableMapping, NamedTuple
+from collections.abc import Mapping, MutableMapping
+from typing import Any, NamedTuple
 
 __all__ = [
-    "TraceParent", "parse_traceparent", "format_traceparent", "current_traceparent", "inject_headers",
-    "subprocess_env", "context_from_traceparent", "ENV_TRACEPARENT", "ENV_TRACESTATE", "ENV_BAGGAGE",
+    "TraceParent",
+    "parse_traceparent",
+    "format_traceparent",
+    "current_traceparent",
+    "inject_headers",
+    "subprocess_env",
+    "context_from_traceparent",
+    "ENV_TRACEPARENT",
+    "ENV_TRACESTATE",
+    "ENV_BAGGAGE",
 ]
 
 log = logging.getLogger("looplet")
@@ -70,12 +79,16 @@ def parse_traceparent(value: Any) -> TraceParent:
     all-zero trace id and an all-zero span id are invalid.
     """
     if not isinstance(value, str):
-        raise ValueError(f"traceparent must be a str like '00-<32 hex>-<16 hex>-01', got {type(value).__name__}")
+        raise ValueError(
+            f"traceparent must be a str like '00-<32 hex>-<16 hex>-01', got {type(value).__name__}"
+        )
     text = value.strip()
     parts = text.split("-")
     if len(parts) < 4:
-        raise ValueError(f"traceparent {value!r} is malformed: expected 'version-trace_id-span_id-flags' "
-                         f"(4 fields separated by '-'), got {len(parts)} field(s)")
+        raise ValueError(
+            f"traceparent {value!r} is malformed: expected 'version-trace_id-span_id-flags' "
+            f"(4 fields separated by '-'), got {len(parts)} field(s)"
+        )
     version, trace_id, span_id, flags = parts[:4]
     _hex_field(value, "version", version, 2)
     if version == "ff":
@@ -94,8 +107,10 @@ def parse_traceparent(value: Any) -> TraceParent:
 
 def _hex_field(value: str, what: str, field: str, size: int) -> None:
     if len(field) != size or not _HEX.issuperset(field):
-        raise ValueError(f"traceparent {value!r} is malformed: the {what} must be {size} lower-case hex "
-                         f"characters, got {field!r}")
+        raise ValueError(
+            f"traceparent {value!r} is malformed: the {what} must be {size} lower-case hex "
+            f"characters, got {field!r}"
+        )
 
 
 def format_traceparent(trace_id: int | str, span_id: int | str, sampled: bool = True) -> str:
@@ -106,6 +121,7 @@ def format_traceparent(trace_id: int | str, span_id: int | str, sampled: bool = 
 
 
 # --- the current context --------------------------------------------------------------------------
+
 
 def _otel_trace() -> Any:
     try:
@@ -152,8 +168,10 @@ def inject_headers(headers: MutableMapping[str, str] | None = None) -> MutableMa
         from opentelemetry import propagate
 
         propagate.inject(carrier)
-    except Exception:  # noqa: BLE001 - a user's propagator must not fail the tool; the W3C fields follow
-        log.debug("the configured OpenTelemetry propagator failed; sending W3C trace context only", exc_info=True)
+    except Exception:
+        log.debug(
+            "the configured OpenTelemetry propagator failed; sending W3C trace context only", exc_info=True
+        )
     carrier["traceparent"] = tp
     ts = _current_tracestate()
     if ts:
@@ -186,6 +204,7 @@ def subprocess_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 # --- building a parent context --------------------------------------------------------------------
 
+
 def context_from_traceparent(traceparent: str, tracestate: str | None = None) -> Any:
     """An OpenTelemetry ``Context`` whose current span is the remote parent ``traceparent`` names.
 
@@ -200,10 +219,15 @@ def context_from_traceparent(traceparent: str, tracestate: str | None = None) ->
     if tracestate:
         try:
             state = trace.TraceState.from_header([tracestate])
-        except Exception:  # noqa: BLE001 - tracestate is advisory; a bad one is dropped, not fatal
+        except Exception:
             log.warning("looplet: ignoring malformed tracestate %r", tracestate[:200])
-    sc = trace.SpanContext(int(tp.trace_id, 16), int(tp.span_id, 16), is_remote=True,
-                           trace_flags=trace.TraceFlags(int(tp.flags, 16) & 0xFF), trace_state=state)
+    sc = trace.SpanContext(
+        int(tp.trace_id, 16),
+        int(tp.span_id, 16),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(int(tp.flags, 16) & 0xFF),
+        trace_state=state,
+    )
     from opentelemetry.context import Context
 
     return trace.set_span_in_context(trace.NonRecordingSpan(sc), Context())

@@ -17,7 +17,8 @@ Stdlib only.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable, Union
+from collections.abc import Callable, Iterable
+from typing import Any, Union
 
 __all__ = ["Redactor", "DEFAULT_PATTERNS", "redact", "redact_json"]
 
@@ -58,9 +59,11 @@ _TRIGGERS: dict[tuple[str, str], tuple[str, ...]] = {
 PatternSpec = Union[str, "re.Pattern[str]", tuple[str, Union[str, "re.Pattern[str]"]]]
 
 _NUMBERS = frozenset({int, float, bool})
-_SECRET_KEYS = re.compile(r"(?i)^(?:.*[_\-.])?(?:api[_\-]?key|apikey|password|passwd|secret|authorization|"
-                          r"access[_\-]?token|refresh[_\-]?token|auth[_\-]?token|client[_\-]?secret|"
-                          r"private[_\-]?key|cookie|x[_\-]api[_\-]key)$")
+_SECRET_KEYS = re.compile(
+    r"(?i)^(?:.*[_\-.])?(?:api[_\-]?key|apikey|password|passwd|secret|authorization|"
+    r"access[_\-]?token|refresh[_\-]?token|auth[_\-]?token|client[_\-]?secret|"
+    r"private[_\-]?key|cookie|x[_\-]api[_\-]key)$"
+)
 
 
 class Redactor:
@@ -73,8 +76,11 @@ class Redactor:
 
     __slots__ = ("_always", "_gated", "_patterns", "_any_trigger")
 
-    def __init__(self, patterns: Iterable[tuple[str, str]] = DEFAULT_PATTERNS,
-                 extra: Iterable[PatternSpec] | None = None) -> None:
+    def __init__(
+        self,
+        patterns: Iterable[tuple[str, str]] = DEFAULT_PATTERNS,
+        extra: Iterable[PatternSpec] | None = None,
+    ) -> None:
         specs: list[tuple[str, str]] = []
         for name, pattern in patterns:
             specs.append((str(name), _source(pattern)))
@@ -90,7 +96,9 @@ class Redactor:
             try:
                 regex = re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"redaction pattern {name!r} is not a valid regular expression: {exc}") from None
+                raise ValueError(
+                    f"redaction pattern {name!r} is not a valid regular expression: {exc}"
+                ) from None
             # A built-in pattern only runs when one of its literal markers is in the text, so clean text
             # costs a few substring tests instead of a regex scan per pattern.
             triggers = _TRIGGERS.get((name, pattern))
@@ -142,7 +150,9 @@ class Redactor:
                     value = v
                 else:
                     value = self.redact_json(v, _depth + 1)
-                key = self(key)  # keys too: a result keyed by e-mail address, an argument name the model made up
+                key = self(
+                    key
+                )  # keys too: a result keyed by e-mail address, an argument name the model made up
                 if key in out:  # two keys redacted alike: keep both
                     n = 2
                     while f"{key}#{n}" in out:

@@ -89,11 +89,17 @@ class _DropCounter:
                 child = self._children[reason] = self._metric.labels(reason)
             try:
                 child.inc(n)
-            except Exception:  # noqa: BLE001 - counting must not fail the export thread
+            except Exception:
                 pass
         if say:
-            log.warning("telemetry: %d span(s) could not be delivered to %s (%s); %d dropped so far. The agent "
-                        "is not affected.", n, self.target, reason, total)
+            log.warning(
+                "telemetry: %d span(s) could not be delivered to %s (%s); %d dropped so far. The agent "
+                "is not affected.",
+                n,
+                self.target,
+                reason,
+                total,
+            )
 
 
 def _counting_exporter(inner: Any, drops: _DropCounter) -> Any:
@@ -120,7 +126,7 @@ def _counting_exporter(inner: Any, drops: _DropCounter) -> Any:
                 return SpanExportResult.FAILURE
             try:
                 result = inner.export(spans)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.debug("span export raised %r", exc)
                 result = SpanExportResult.FAILURE
             now = time.monotonic()
@@ -139,13 +145,13 @@ def _counting_exporter(inner: Any, drops: _DropCounter) -> Any:
         def force_flush(self, timeout_millis: int = 30000) -> bool:
             try:
                 return bool(inner.force_flush(timeout_millis))
-            except Exception:  # noqa: BLE001
+            except Exception:
                 return False
 
         def shutdown(self) -> None:
             try:
                 inner.shutdown()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.debug("span exporter shutdown raised %r", exc)
 
     return CountingExporter()
@@ -172,8 +178,14 @@ def _counting_processor(exporter: Any, drops: _DropCounter, **kwargs: Any) -> An
     return CountingBatchSpanProcessor()
 
 
-def span_pipeline(endpoint: str | None = None, protocol: str | None = None, *, export_timeout_s: float = 5.0,
-                  max_queue_size: int = 2048, schedule_delay_s: float = 1.0) -> tuple[Any, Any, Any] | None:
+def span_pipeline(
+    endpoint: str | None = None,
+    protocol: str | None = None,
+    *,
+    export_timeout_s: float = 5.0,
+    max_queue_size: int = 2048,
+    schedule_delay_s: float = 1.0,
+) -> tuple[Any, Any, Any] | None:
     """The span processor ``configure()`` uses: a batch processor with a bounded queue in front of an OTLP
     exporter that counts what it drops. Returns ``(processor, drop_counter, exporter)``, or None when no
     endpoint is given or set in the environment. Add the processor to any ``TracerProvider``."""
@@ -211,10 +223,12 @@ class _RateLimit(logging.Filter):
         return False
 
 
-_EXPORTER_LOGGERS = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
-                     "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-                     "opentelemetry.exporter.otlp.proto.grpc.exporter",
-                     "opentelemetry.sdk._shared_internal")
+_EXPORTER_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.sdk._shared_internal",
+)
 
 
 class TelemetrySession:
@@ -250,8 +264,11 @@ class TelemetrySession:
         provider = self.tracer_provider
         if provider is None or self._closed:
             return True
-        return _bounded(lambda: provider.force_flush(int((timeout_s or self.shutdown_timeout_s) * 1000)),
-                        timeout_s or self.shutdown_timeout_s, "flush")
+        return _bounded(
+            lambda: provider.force_flush(int((timeout_s or self.shutdown_timeout_s) * 1000)),
+            timeout_s or self.shutdown_timeout_s,
+            "flush",
+        )
 
     def shutdown(self, timeout_s: float | None = None) -> None:
         """Flush and stop: spans, metrics endpoint, log file. Bounded by ``timeout_s``; safe to call twice."""
@@ -281,13 +298,13 @@ class TelemetrySession:
         if self.provenance is not None:
             try:
                 self.provenance.flush(timeout_s=deadline)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("telemetry: writing trajectories at shutdown failed: %r", exc)
         if self.metrics_server is not None:
             try:
                 self.metrics_server.shutdown()
                 self.metrics_server.server_close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         for logger, flt in self._filters:
             logger.removeFilter(flt)
@@ -315,7 +332,7 @@ def _bounded(fn: Any, timeout_s: float, what: str) -> bool:
     def target() -> None:
         try:
             box.append(fn())
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("telemetry %s failed: %r", what, exc)
             box.append(False)
 
@@ -344,12 +361,25 @@ def shutdown(timeout_s: float | None = None) -> None:
         session.shutdown(timeout_s)
 
 
-def configure(service_name: str = "looplet", otlp_endpoint: str | None = None, metrics_port: int | None = None,
-              json_logs: bool = True, provenance_dir: str | None = None, *, service_version: str | None = None,
-              otlp_protocol: str | None = None, otlp_metrics: bool = False, metrics_addr: str = "127.0.0.1",
-              log_file: str | None = None, log_level: str = "INFO", capture_content: bool | None = None,
-              export_timeout_s: float = 5.0, max_queue_size: int = 2048, schedule_delay_s: float = 1.0,
-              shutdown_timeout_s: float = 3.0) -> TelemetrySession:
+def configure(
+    service_name: str = "looplet",
+    otlp_endpoint: str | None = None,
+    metrics_port: int | None = None,
+    json_logs: bool = True,
+    provenance_dir: str | None = None,
+    *,
+    service_version: str | None = None,
+    otlp_protocol: str | None = None,
+    otlp_metrics: bool = False,
+    metrics_addr: str = "127.0.0.1",
+    log_file: str | None = None,
+    log_level: str = "INFO",
+    capture_content: bool | None = None,
+    export_timeout_s: float = 5.0,
+    max_queue_size: int = 2048,
+    schedule_delay_s: float = 1.0,
+    shutdown_timeout_s: float = 3.0,
+) -> TelemetrySession:
     """Set up traces (OTLP), metrics (``/metrics``) and JSON logs; return a session whose ``hooks`` go to
     the loop. See the module docstring for what each argument does and which environment variables count.
 
@@ -368,16 +398,28 @@ def configure(service_name: str = "looplet", otlp_endpoint: str | None = None, m
     shutdown_timeout_s: the longest ``shutdown()`` (and the exit flush) may take.
     """
     global _session, _warned_again
-    args = {"service_name": service_name, "otlp_endpoint": otlp_endpoint, "metrics_port": metrics_port,
-            "json_logs": json_logs, "provenance_dir": provenance_dir, "service_version": service_version,
-            "otlp_protocol": otlp_protocol, "otlp_metrics": otlp_metrics, "metrics_addr": metrics_addr,
-            "log_file": log_file, "log_level": log_level, "capture_content": capture_content}
+    args = {
+        "service_name": service_name,
+        "otlp_endpoint": otlp_endpoint,
+        "metrics_port": metrics_port,
+        "json_logs": json_logs,
+        "provenance_dir": provenance_dir,
+        "service_version": service_version,
+        "otlp_protocol": otlp_protocol,
+        "otlp_metrics": otlp_metrics,
+        "metrics_addr": metrics_addr,
+        "log_file": log_file,
+        "log_level": log_level,
+        "capture_content": capture_content,
+    }
     with _lock:
         if _session is not None:
             if args != _session.args and not _warned_again:
                 _warned_again = True
-                log.warning("looplet.telemetry.configure() was called again with other arguments; the first "
-                            "set-up stays in force (call shutdown() first to change it)")
+                log.warning(
+                    "looplet.telemetry.configure() was called again with other arguments; the first "
+                    "set-up stays in force (call shutdown() first to change it)"
+                )
             return _session
         if export_timeout_s <= 0 or shutdown_timeout_s <= 0:
             raise ValueError("export_timeout_s and shutdown_timeout_s must be > 0")
@@ -394,8 +436,13 @@ def configure(service_name: str = "looplet", otlp_endpoint: str | None = None, m
         return session
 
 
-def _setup(session: TelemetrySession, a: dict[str, Any], export_timeout_s: float, max_queue_size: int,
-           schedule_delay_s: float) -> None:
+def _setup(
+    session: TelemetrySession,
+    a: dict[str, Any],
+    export_timeout_s: float,
+    max_queue_size: int,
+    schedule_delay_s: float,
+) -> None:
     require("opentelemetry.sdk.trace", "otel")
     from opentelemetry import trace
     from opentelemetry.sdk.resources import Resource
@@ -404,8 +451,12 @@ def _setup(session: TelemetrySession, a: dict[str, Any], export_timeout_s: float
     from looplet import __version__
     from looplet.telemetry.tracing import TracingHook
 
-    resource = Resource.create({"service.name": a["service_name"] or "looplet",
-                                "service.version": a["service_version"] or __version__})
+    resource = Resource.create(
+        {
+            "service.name": a["service_name"] or "looplet",
+            "service.version": a["service_version"] or __version__,
+        }
+    )
 
     # Traces ---------------------------------------------------------------------------------------
     existing = trace.get_tracer_provider()
@@ -432,8 +483,13 @@ def _setup(session: TelemetrySession, a: dict[str, Any], export_timeout_s: float
     if session.owns_tracer_provider:
         provider.shutdown = marked_shutdown  # type: ignore[method-assign]
 
-    pipeline = span_pipeline(a["otlp_endpoint"], a["otlp_protocol"], export_timeout_s=export_timeout_s,
-                             max_queue_size=max_queue_size, schedule_delay_s=schedule_delay_s)
+    pipeline = span_pipeline(
+        a["otlp_endpoint"],
+        a["otlp_protocol"],
+        export_timeout_s=export_timeout_s,
+        max_queue_size=max_queue_size,
+        schedule_delay_s=schedule_delay_s,
+    )
     exporter = endpoint = protocol = None
     if pipeline is not None:
         session.span_processor, session._drops, session.span_exporter = pipeline
@@ -503,14 +559,18 @@ def _env(*names: str) -> str | None:
     return None
 
 
-def _span_exporter(endpoint: str | None, protocol: str | None,
-                   timeout_s: float) -> tuple[Any, str | None, str | None]:
+def _span_exporter(
+    endpoint: str | None, protocol: str | None, timeout_s: float
+) -> tuple[Any, str | None, str | None]:
     env_endpoint = _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
     target = endpoint or env_endpoint
     if not target:
         return None, None, None
-    proto = (protocol or _env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
-             or _guess_protocol(target)).lower()
+    proto = (
+        protocol
+        or _env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+        or _guess_protocol(target)
+    ).lower()
     timeout = None if _env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT") else timeout_s
     kwargs: dict[str, Any] = {}
     if timeout is not None:
@@ -525,7 +585,9 @@ def _span_exporter(endpoint: str | None, protocol: str | None,
         return OTLPSpanExporter(**kwargs), target, "grpc"
     if proto in ("http/protobuf", "http", "http/json"):
         if proto == "http/json":
-            log.warning("telemetry: OTLP http/json is not supported by the Python exporter; using http/protobuf")
+            log.warning(
+                "telemetry: OTLP http/json is not supported by the Python exporter; using http/protobuf"
+            )
         require("opentelemetry.exporter.otlp.proto.http.trace_exporter", "otel")
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
@@ -559,15 +621,21 @@ def _meter_provider(resource: Any, endpoint: str | None, protocol: str | None, t
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-        exporter = OTLPMetricExporter(endpoint=endpoint, insecure=not (endpoint or "").startswith("https://"),
-                                      timeout=timeout_s)
+        exporter = OTLPMetricExporter(
+            endpoint=endpoint, insecure=not (endpoint or "").startswith("https://"), timeout=timeout_s
+        )
     else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HttpMetricExporter,
+        )
 
         base = endpoint.rsplit("/v1/traces", 1)[0] if endpoint else None
-        exporter = HttpMetricExporter(endpoint=_signal_url(base, "metrics") if base else None, timeout=timeout_s)
-    provider = MeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(exporter)],
-                             shutdown_on_exit=False)
+        exporter = HttpMetricExporter(
+            endpoint=_signal_url(base, "metrics") if base else None, timeout=timeout_s
+        )
+    provider = MeterProvider(
+        resource=resource, metric_readers=[PeriodicExportingMetricReader(exporter)], shutdown_on_exit=False
+    )
     if type(metrics.get_meter_provider()).__name__ in ("_ProxyMeterProvider", "NoOpMeterProvider"):
         metrics.set_meter_provider(provider)
     return provider

@@ -36,7 +36,8 @@ import logging
 import os
 import threading
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from looplet.errors import require
 from looplet.hooks import current_run
@@ -153,15 +154,24 @@ class TracingHook:
     use_env_traceparent: continue the trace in ``TRACEPARENT`` when the run has no other parent.
     """
 
-    def __init__(self, tracer_provider: Any = None, capture_content: bool | None = None,
-                 redact: Callable[[str], str] | None = None, max_content_chars: int = 32_000, *,
-                 suppress_provider_spans: bool = False, use_env_traceparent: bool = True) -> None:
+    def __init__(
+        self,
+        tracer_provider: Any = None,
+        capture_content: bool | None = None,
+        redact: Callable[[str], str] | None = None,
+        max_content_chars: int = 32_000,
+        *,
+        suppress_provider_spans: bool = False,
+        use_env_traceparent: bool = True,
+    ) -> None:
         from looplet import __version__ as version
 
         if max_content_chars < 256:
             raise ValueError(f"TracingHook(max_content_chars={max_content_chars}): use at least 256")
         self._tracer = trace.get_tracer(N.TRACER_SCOPE, version, tracer_provider=tracer_provider)
-        self.capture_content = capture_content_from_env() if capture_content is None else bool(capture_content)
+        self.capture_content = (
+            capture_content_from_env() if capture_content is None else bool(capture_content)
+        )
         self._redact = redact if redact is not None else Redactor()
         self.max_content_chars = max_content_chars
         self.suppress_provider_spans = suppress_provider_spans
@@ -197,8 +207,13 @@ class TracingHook:
             system = next((m.get("content") for m in session_log or () if m.get("role") == "system"), None)
             if system:
                 attrs[_SYSTEM] = self._content([{"type": "text", "content": system}])
-        span = self._tracer.start_span(f"invoke_agent {run.agent_name}", context=parent, kind=_INTERNAL,
-                                       attributes=attrs, links=self._links(run.links))
+        span = self._tracer.start_span(
+            f"invoke_agent {run.agent_name}",
+            context=parent,
+            kind=_INTERNAL,
+            attributes=attrs,
+            links=self._links(run.links),
+        )
         rs = _RunSpans(span)
         run.scratch[self] = rs
         if rs.recording:
@@ -292,8 +307,9 @@ class TracingHook:
             rs.by_call.pop(step.tool_call.id, None)
 
     def _open_step(self, rs: _RunSpans, number: int) -> _Step:
-        span = self._tracer.start_span(N.STEP_SPAN, context=rs.ctx, kind=_INTERNAL,
-                                       attributes={N.STEP_NUMBER: number})
+        span = self._tracer.start_span(
+            N.STEP_SPAN, context=rs.ctx, kind=_INTERNAL, attributes={N.STEP_NUMBER: number}
+        )
         step = _Step(span, rs.recording)
         rs.steps[number] = step
         return step
@@ -301,18 +317,30 @@ class TracingHook:
     # -- LLM calls ----------------------------------------------------------------------------------
 
     def wrap_llm_call(self, call: Any, call_next: Callable[[Any], Any]) -> Any:
-        return self._around(self._start_chat, self._chat_failed, lambda span, out: self._chat_done(span, call, out),
-                            "chat", call_next, call)
+        return self._around(
+            self._start_chat,
+            self._chat_failed,
+            lambda span, out: self._chat_done(span, call, out),
+            "chat",
+            call_next,
+            call,
+        )
 
     async def awrap_llm_call(self, call: Any, call_next: Callable[[Any], Any]) -> Any:
-        return await self._aaround(self._start_chat, self._chat_failed,
-                                   lambda span, out: self._chat_done(span, call, out), "chat", call_next, call)
+        return await self._aaround(
+            self._start_chat,
+            self._chat_failed,
+            lambda span, out: self._chat_done(span, call, out),
+            "chat",
+            call_next,
+            call,
+        )
 
     # The span is current exactly while ``call_next`` runs, attached and detached in this one frame.
     def _around(self, start: Any, failed: Any, done: Any, kind: str, call_next: Any, arg: Any) -> Any:
         try:
             span, token = start(arg)
-        except Exception as exc:  # noqa: BLE001 - telemetry must not break the call
+        except Exception as exc:
             self._warn_once(kind, exc)
             return call_next(arg)
         try:
@@ -330,7 +358,7 @@ class TracingHook:
     async def _aaround(self, start: Any, failed: Any, done: Any, kind: str, call_next: Any, arg: Any) -> Any:
         try:
             span, token = start(arg)
-        except Exception as exc:  # noqa: BLE001 - telemetry must not break the call
+        except Exception as exc:
             self._warn_once(kind, exc)
             return await call_next(arg)
         try:
@@ -392,8 +420,9 @@ class TracingHook:
                 span.set_attribute(_SYSTEM, self._content(system))
             span.set_attribute(_INPUT, self._content(messages))
             if call.tools:
-                span.set_attribute(N.GEN_AI_TOOL_DEFINITIONS, self._content(
-                    [{"type": "function", **t} for t in call.tools]))
+                span.set_attribute(
+                    N.GEN_AI_TOOL_DEFINITIONS, self._content([{"type": "function", **t} for t in call.tools])
+                )
         ctx = trace.set_span_in_context(span)
         if self.suppress_provider_spans:
             ctx = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, ctx)
@@ -448,10 +477,14 @@ class TracingHook:
     # -- tools --------------------------------------------------------------------------------------
 
     def wrap_tool(self, tool_call: Any, call_next: Callable[[Any], Any]) -> Any:
-        return self._around(self._start_tool, self._tool_failed, self._tool_done, "tool", call_next, tool_call)
+        return self._around(
+            self._start_tool, self._tool_failed, self._tool_done, "tool", call_next, tool_call
+        )
 
     async def awrap_tool(self, tool_call: Any, call_next: Callable[[Any], Any]) -> Any:
-        return await self._aaround(self._start_tool, self._tool_failed, self._tool_done, "tool", call_next, tool_call)
+        return await self._aaround(
+            self._start_tool, self._tool_failed, self._tool_done, "tool", call_next, tool_call
+        )
 
     def _start_tool(self, tool_call: Any) -> tuple[Any, Any]:
         run = current_run()
@@ -531,20 +564,29 @@ class TracingHook:
         if target is None:
             return
         kind = getattr(error, "kind", None)
-        target.add_event(N.EV_RETRY, {
-            N.RETRY_ATTEMPT: attempt, N.RETRY_DELAY_S: float(delay_s),
-            _ERROR_TYPE: kind if isinstance(kind, str) and kind else _qualified(error),
-            _EXC_MESSAGE: self._error_text(str(error)),
-        })
+        target.add_event(
+            N.EV_RETRY,
+            {
+                N.RETRY_ATTEMPT: attempt,
+                N.RETRY_DELAY_S: float(delay_s),
+                _ERROR_TYPE: kind if isinstance(kind, str) and kind else _qualified(error),
+                _EXC_MESSAGE: self._error_text(str(error)),
+            },
+        )
 
     def on_hook_error(self, hook: Any, method: str, error: BaseException) -> None:
         target = self._event_target()
         if target is None:
             return
-        target.add_event(N.EV_HOOK_ERROR, {
-            N.HOOK: type(hook).__name__, N.HOOK_METHOD: method, _EXC_TYPE: _qualified(error),
-            _EXC_MESSAGE: self._error_text(str(error)),
-        })
+        target.add_event(
+            N.EV_HOOK_ERROR,
+            {
+                N.HOOK: type(hook).__name__,
+                N.HOOK_METHOD: method,
+                _EXC_TYPE: _qualified(error),
+                _EXC_MESSAGE: self._error_text(str(error)),
+            },
+        )
 
     def on_event(self, name: str, attributes: dict[str, Any]) -> None:
         target = self._event_target(prefer_current=True)
@@ -561,8 +603,13 @@ class TracingHook:
             target.add_event(N.EV_HOOK_DECISION, attrs)
             return
         event = name if name.startswith("looplet.") else f"looplet.{name}"
-        target.add_event(event, {(k if "." in k else f"{event}.{k}"): _attr_value(v, self._redact)
-                                 for k, v in (attributes or {}).items()})
+        target.add_event(
+            event,
+            {
+                (k if "." in k else f"{event}.{k}"): _attr_value(v, self._redact)
+                for k, v in (attributes or {}).items()
+            },
+        )
 
     def _event_target(self, prefer_current: bool = False) -> Any:
         run = current_run()
@@ -603,15 +650,25 @@ class TracingHook:
             return trace.set_span_in_context(parent, _EMPTY)
         if isinstance(parent, dict):  # a carrier: {"traceparent": ..., "tracestate": ...}
             return self._extract(parent, "parent")
-        self._warn_once("parent", TypeError(f"parent must be a traceparent string or an OpenTelemetry Context, "
-                                            f"got {type(parent).__name__}; starting a new trace"))
+        self._warn_once(
+            "parent",
+            TypeError(
+                f"parent must be a traceparent string or an OpenTelemetry Context, "
+                f"got {type(parent).__name__}; starting a new trace"
+            ),
+        )
         return _EMPTY
 
     def _extract(self, carrier: dict[str, str], what: str) -> Any:
         ctx = _PROPAGATOR.extract(carrier, context=_EMPTY)
         if not trace.get_current_span(ctx).get_span_context().is_valid:
-            self._warn_once(what, ValueError(f"{what} {carrier.get('traceparent')!r} is not a valid W3C "
-                                             "traceparent; starting a new trace"))
+            self._warn_once(
+                what,
+                ValueError(
+                    f"{what} {carrier.get('traceparent')!r} is not a valid W3C "
+                    "traceparent; starting a new trace"
+                ),
+            )
             return _EMPTY
         return ctx
 
@@ -643,10 +700,13 @@ class TracingHook:
     def _record_exception(self, span: Any, exc: BaseException) -> None:
         try:
             stack = "".join(traceback.format_exception(exc))
-        except Exception:  # noqa: BLE001
+        except Exception:
             stack = ""
-        span.record_exception(exc, attributes={_EXC_MESSAGE: self._error_text(str(exc)),
-                                               _STACKTRACE: self._redact(stack)}, escaped=True)
+        span.record_exception(
+            exc,
+            attributes={_EXC_MESSAGE: self._error_text(str(exc)), _STACKTRACE: self._redact(stack)},
+            escaped=True,
+        )
 
     def _warn_once(self, what: str, exc: BaseException) -> None:
         if what not in self._warned:
@@ -655,6 +715,7 @@ class TracingHook:
 
 
 # -- content helpers ------------------------------------------------------------------------------
+
 
 def _qualified(exc: BaseException) -> str:
     cls = type(exc)
@@ -755,8 +816,18 @@ def _semconv_messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[st
                 system.append({"type": "text", "content": _text(content)})
             continue
         if role == "tool":
-            out.append({"role": "tool", "parts": [{"type": "tool_call_response", "id": m.get("tool_call_id"),
-                                                   "response": _text(content)}]})
+            out.append(
+                {
+                    "role": "tool",
+                    "parts": [
+                        {
+                            "type": "tool_call_response",
+                            "id": m.get("tool_call_id"),
+                            "response": _text(content),
+                        }
+                    ],
+                }
+            )
             continue
         parts: list[dict[str, Any]] = []
         if content:

@@ -10,8 +10,9 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ from tests.integration._otlp_receiver import HttpReceiver, refused_url, reset_gl
 ROOT = Path(__file__).resolve().parents[2]
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
-AGENT = textwrap.dedent('''
+AGENT = textwrap.dedent("""
     import json, urllib.request
     from types import SimpleNamespace
     from looplet import LoopConfig, MockLLMBackend, tool
@@ -77,7 +78,7 @@ AGENT = textwrap.dedent('''
         return {}
 
     NOT_CALLABLE = 3
-''')
+""")
 
 
 @pytest.fixture
@@ -91,8 +92,9 @@ def agent_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     reset_global_telemetry()
 
 
-def test_run_a_factory_module_prints_steps_totals_and_result(agent_dir: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_a_factory_module_prints_steps_totals_and_result(
+    agent_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli_run.main(["my_agent:build", "add 2 and 3", "--json"]) == 0
     out = capsys.readouterr().out
     assert "#1 ✓ add(a=2, b=3) → 5" in out and "Σ " in out and " tok $" in out
@@ -101,26 +103,32 @@ def test_run_a_factory_module_prints_steps_totals_and_result(agent_dir: Path,
     assert result["stop_reason"] == "done" and result["final_output"] == "5" and result["steps"] == 2
 
 
-def test_run_by_file_path_with_an_object_factory(agent_dir: Path, capsys: pytest.CaptureFixture[str],
-                                                 monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_run_by_file_path_with_an_object_factory(
+    agent_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(ROOT)  # the file is found by its path, not on sys.path
     assert cli_run.main([f"{agent_dir / 'my_agent.py'}:as_object", '{"goal": "x", "limit": 3}']) == 0
     assert "answer: obj" in capsys.readouterr().out
 
 
-def test_run_an_async_only_backend_on_the_async_loop(agent_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_an_async_only_backend_on_the_async_loop(
+    agent_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli_run.main(["my_agent:async_only", "add"]) == 0
     assert "#1 ✓ add(a=1, b=2) → 3" in capsys.readouterr().out
 
 
-def test_run_exits_1_when_the_run_does_not_finish(agent_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_exits_1_when_the_run_does_not_finish(
+    agent_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli_run.main(["my_agent:endless", "loop", "--max-steps", "3", "--quiet"]) == 1
     out = capsys.readouterr().out
     assert "max_steps: 3 steps" in out and "#1" not in out  # --quiet: the summary only
 
 
-def test_run_an_example_on_the_real_client_against_a_local_server(monkeypatch: pytest.MonkeyPatch,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_an_example_on_the_real_client_against_a_local_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     with FakeLLMServer() as server:
         server.script(tool_call("greet", {"name": "Grace"}), tool_call("done", {"answer": "Hello, Grace!"}))
         monkeypatch.setenv("OPENAI_BASE_URL", server.openai_url)
@@ -135,15 +143,31 @@ def test_run_an_example_on_the_real_client_against_a_local_server(monkeypatch: p
 def test_run_with_telemetry_flags(agent_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     receiver = HttpReceiver()
     try:
-        code = cli_run.main(["my_agent:with_metrics", "scrape yourself", "--otlp", receiver.url,
-                             "--metrics-port", "0", "--log-file", str(agent_dir / "logs" / "run.jsonl"),
-                             "--trace-dir", str(agent_dir / "traces"), "--traceparent", TP])
+        code = cli_run.main(
+            [
+                "my_agent:with_metrics",
+                "scrape yourself",
+                "--otlp",
+                receiver.url,
+                "--metrics-port",
+                "0",
+                "--log-file",
+                str(agent_dir / "logs" / "run.jsonl"),
+                "--trace-dir",
+                str(agent_dir / "traces"),
+                "--traceparent",
+                TP,
+            ]
+        )
         assert code == 0
         spans = receiver.wait_for(lambda s: any(x["name"].startswith("invoke_agent") for x in s))
     finally:
         receiver.close()
     captured = capsys.readouterr()
-    assert "telemetry: spans → http/protobuf" in captured.err and "/metrics (while the run lasts)" in captured.err
+    assert (
+        "telemetry: spans → http/protobuf" in captured.err
+        and "/metrics (while the run lasts)" in captured.err
+    )
     trace_id = TP.split("-")[1]
     assert spans and {s["trace_id"] for s in spans} == {trace_id}  # the run continues the caller's trace
     root = next(s for s in spans if s["name"].startswith("invoke_agent"))
@@ -159,8 +183,9 @@ def test_run_with_telemetry_flags(agent_dir: Path, capsys: pytest.CaptureFixture
     assert traj["trace_id"] == trace_id and traj["stop_reason"] == "done"
 
 
-def test_run_reads_traceparent_from_the_environment(agent_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_reads_traceparent_from_the_environment(
+    agent_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("TRACEPARENT", TP)
     assert cli_run.main(["my_agent:build", "x", "--trace-dir", str(agent_dir / "t"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["trace_id"] == TP.split("-")[1]
@@ -173,22 +198,29 @@ def _busy_port() -> socket.socket:
     return s
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["my_agent", "x"], "expected MODULE:FACTORY"),
-    (["nope_agent:build", "x"], "cannot import 'nope_agent': no such module"),
-    (["my_agent:bild", "x"], "my_agent has no 'bild'; it defines: as_object, async_only, broken, build"),
-    (["my_agent:NOT_CALLABLE", "x"], "is a int, not a function"),
-    (["my_agent:no_tools", "x"], "returned dict without tools"),
-    (["my_agent:broken", "x"], "my_agent:broken() raised RuntimeError: database is down"),
-    (["my_agent:needs_arg", "x"], "The factory is called with no arguments; give its parameters defaults"),
-    (["missing/agent.py:build", "x"], "no such file: missing/agent.py"),
-    (["my_agent:build", "   "], "the task is empty"),
-    (["my_agent:build", "{not json"], "the task looks like JSON but is not valid"),
-    (["my_agent:build", "x", "--traceparent", "abc"], "--traceparent 'abc' is not a W3C traceparent"),
-    (["my_agent:build", "x", "--trace-dir", "my_agent.py/traces"], "--trace-dir: cannot write to"),
-])
-def test_run_usage_errors_say_what_to_do(agent_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
-                                         message: str) -> None:
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["my_agent", "x"], "expected MODULE:FACTORY"),
+        (["nope_agent:build", "x"], "cannot import 'nope_agent': no such module"),
+        (["my_agent:bild", "x"], "my_agent has no 'bild'; it defines: as_object, async_only, broken, build"),
+        (["my_agent:NOT_CALLABLE", "x"], "is a int, not a function"),
+        (["my_agent:no_tools", "x"], "returned dict without tools"),
+        (["my_agent:broken", "x"], "my_agent:broken() raised RuntimeError: database is down"),
+        (
+            ["my_agent:needs_arg", "x"],
+            "The factory is called with no arguments; give its parameters defaults",
+        ),
+        (["missing/agent.py:build", "x"], "no such file: missing/agent.py"),
+        (["my_agent:build", "   "], "the task is empty"),
+        (["my_agent:build", "{not json"], "the task looks like JSON but is not valid"),
+        (["my_agent:build", "x", "--traceparent", "abc"], "--traceparent 'abc' is not a W3C traceparent"),
+        (["my_agent:build", "x", "--trace-dir", "my_agent.py/traces"], "--trace-dir: cannot write to"),
+    ],
+)
+def test_run_usage_errors_say_what_to_do(
+    agent_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     assert cli_run.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("looplet run: ") and message in err
@@ -199,23 +231,39 @@ def test_run_metrics_port_in_use(agent_dir: Path, capsys: pytest.CaptureFixture[
         port = s.getsockname()[1]
         assert cli_run.main(["my_agent:build", "x", "--metrics-port", str(port)]) == 2
     err = capsys.readouterr().err
-    assert f"--metrics-port {port}: the port is already in use; pick a free one (or 0 for any free port)" in err
+    assert (
+        f"--metrics-port {port}: the port is already in use; pick a free one (or 0 for any free port)" in err
+    )
 
 
 def test_looplet_command_routes_run_and_doctor() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
-    proc = subprocess.run([sys.executable, "-m", "looplet", "run", "looplet.examples.hello_world:agent", "hi"],
-                          capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "looplet", "run", "looplet.examples.hello_world:agent", "hi"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == 2 and "OPENAI_MODEL is not set" in proc.stderr and "--scripted" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "looplet", "doctor", "--offline"], capture_output=True, text=True,
-                          env=env, timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "looplet", "doctor", "--offline"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0 and "extras:" in proc.stdout and "telemetry goes to:" in proc.stdout
 
 
 # --- doctor -------------------------------------------------------------------------------------------------
 
-def test_doctor_reports_extras_reachability_and_destinations(monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+
+def test_doctor_reports_extras_reachability_and_destinations(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     dead = refused_url()
     with _busy_port() as listening:
         monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{listening.getsockname()[1]}/v1")
@@ -235,8 +283,9 @@ def test_doctor_reports_extras_reachability_and_destinations(monkeypatch: pytest
     assert "sk-secret-value-1234" not in out  # secrets are never printed
 
 
-def test_doctor_names_the_pip_command_for_a_missing_extra(monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_doctor_names_the_pip_command_for_a_missing_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     class Hide:
         def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
             if name == "structlog" or name.startswith("structlog."):
@@ -273,9 +322,17 @@ def test_doctor_grpc_protocol_guess_matches_configure(monkeypatch: pytest.Monkey
 
 # --- progress -----------------------------------------------------------------------------------------------
 
+
 def _step(n: int, usage: Usage | None, cost: float | None, error: str | None = None) -> Step:
-    return Step(n, ToolCall("search", {"q": "x"}, f"c{n}"), ToolResult(data=None if error else {"hits": [1, 2]},
-                                                                          error=error), usage, 10.0, 2.0, cost)
+    return Step(
+        n,
+        ToolCall("search", {"q": "x"}, f"c{n}"),
+        ToolResult(data=None if error else {"hits": [1, 2]}, error=error),
+        usage,
+        10.0,
+        2.0,
+        cost,
+    )
 
 
 def test_step_printer_keeps_running_totals_and_never_invents_a_cost() -> None:
@@ -289,7 +346,9 @@ def test_step_printer_keeps_running_totals_and_never_invents_a_cost() -> None:
     assert lines[2].endswith("Σ 175 tok $?") and "✗ search" in lines[2] and "ERROR: boom" in lines[2]
     assert all(len(ln) <= 100 for ln in lines)
     assert (p.steps, p.errors) == (3, 1)
-    result = RunResult("done", [], Usage(150, 25), None, 12.0, final_output="42", trace_id="ab" * 16, llm_calls=2)
+    result = RunResult(
+        "done", [], Usage(150, 25), None, 12.0, final_output="42", trace_id="ab" * 16, llm_calls=2
+    )
     text = p.summary(result)
     assert "cost unknown (model not priced)" in text and "answer: 42" in text and "trace_id: abab" in text
     assert format_cost(1.5) == "$1.50" and format_cost(None) == "$?"
@@ -338,4 +397,6 @@ def test_bar_stops_cleanly_when_the_consumer_breaks(monkeypatch: pytest.MonkeyPa
         if i == 4:
             break
     last = out.getvalue().splitlines()[-1]
-    assert last.startswith("x 4/100 (4%)") and last.endswith(" stopped")  # how far it got, and that it stopped
+    assert last.startswith("x 4/100 (4%)") and last.endswith(
+        " stopped"
+    )  # how far it got, and that it stopped

@@ -63,6 +63,7 @@ _ASSIGN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=\S*$")
 
 # -- parsing ----------------------------------------------------------------------------------------------
 
+
 def parse(path: Path) -> list[dict[str, Any]]:
     """The fenced blocks of a Markdown file: ``{lang, line (of the first code line), code, marker, arg}``."""
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -83,8 +84,15 @@ def parse(path: Path) -> list[dict[str, Any]]:
             k -= 1
         if k >= 0 and (mm := _MARKER.match(lines[k].strip())):
             marker, arg = mm.group(1), mm.group(2)
-        blocks.append({"lang": m.group(1).lower(), "line": start + 2, "code": "\n".join(lines[start + 1:j]) + "\n",
-                       "marker": marker, "arg": arg})
+        blocks.append(
+            {
+                "lang": m.group(1).lower(),
+                "line": start + 2,
+                "code": "\n".join(lines[start + 1 : j]) + "\n",
+                "marker": marker,
+                "arg": arg,
+            }
+        )
         i = j + 1
     return blocks
 
@@ -97,8 +105,12 @@ def is_looplet_command(line: str) -> bool:
         return False
     if words[0] == "looplet":
         return True
-    return (len(words) >= 3 and Path(words[0]).name in ("python", "python3") and words[1] == "-m"
-            and (words[2] == "looplet" or words[2].startswith("looplet.")))
+    return (
+        len(words) >= 3
+        and Path(words[0]).name in ("python", "python3")
+        and words[1] == "-m"
+        and (words[2] == "looplet" or words[2].startswith("looplet."))
+    )
 
 
 def shell_lines(code: str) -> list[str]:
@@ -150,6 +162,7 @@ def plan(path: Path) -> dict[str, Any]:
 
 # -- the runner (in the subprocess) ---------------------------------------------------------------------------
 
+
 def _prelude(fake_url: str) -> None:
     """Redirect provider clients to the fake server; allow only loopback connections."""
     import importlib.abc
@@ -157,8 +170,10 @@ def _prelude(fake_url: str) -> None:
     import ipaddress
     import socket
 
-    targets = {"openai": (("OpenAI", "AsyncOpenAI"), fake_url + "/v1"),
-               "anthropic": (("Anthropic", "AsyncAnthropic"), fake_url)}
+    targets = {
+        "openai": (("OpenAI", "AsyncOpenAI"), fake_url + "/v1"),
+        "anthropic": (("Anthropic", "AsyncAnthropic"), fake_url),
+    }
 
     def patch(module: Any) -> None:
         names, url = targets[module.__name__]
@@ -250,12 +265,12 @@ def _run_plan(plan_path: str) -> int:
             elif item["kind"] == "python":
                 code = "\n" * (item["line"] - 1) + item["code"]
                 print(f"--- {item['where']} (python)", flush=True)
-                exec(compile(code, str(ROOT / spec["file"]), "exec"), namespace)  # noqa: S102 - our docs
+                exec(compile(code, str(ROOT / spec["file"]), "exec"), namespace)
             else:
                 entry.update(_run_command(item["command"], cwd))
                 if not entry["ok"]:
                     status = 1
-        except BaseException as exc:  # noqa: BLE001 - every failure is reported with its place
+        except BaseException as exc:
             entry["ok"] = False
             entry["error"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             status = 1
@@ -277,15 +292,24 @@ def _run_command(command: str, cwd: Path) -> dict[str, Any]:
     env["LOOPLET_PROGRESS"] = "off"
     print(f"--- $ {command}", flush=True)
     try:
-        proc = subprocess.run(["bash", "-c", local], cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=COMMAND_TIMEOUT_S)
+        proc = subprocess.run(
+            ["bash", "-c", local], cwd=cwd, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
+        )
     except subprocess.TimeoutExpired as exc:
-        return {"ok": False, "command": command, "error": f"timed out after {COMMAND_TIMEOUT_S} s\n{exc.stdout or ''}"}
+        return {
+            "ok": False,
+            "command": command,
+            "error": f"timed out after {COMMAND_TIMEOUT_S} s\n{exc.stdout or ''}",
+        }
     out = proc.stdout + proc.stderr
     sys.stdout.write(out[-2000:])
     ok = proc.returncode in OK_EXIT and "Traceback (most recent call last)" not in out
-    return {"ok": ok, "command": command, "exit": proc.returncode,
-            **({} if ok else {"error": f"exit status {proc.returncode}\n{out[-4000:]}"})}
+    return {
+        "ok": ok,
+        "command": command,
+        "exit": proc.returncode,
+        **({} if ok else {"error": f"exit status {proc.returncode}\n{out[-4000:]}"}),
+    }
 
 
 # -- the tests ----------------------------------------------------------------------------------------------
@@ -299,47 +323,72 @@ if __name__ != "__main__":
     def test_doc_blocks_run(doc: Path, tmp_path: Path, fake_llm_server: FakeLLMServer) -> None:
         p = plan(doc)
         runnable = [i for i in p["items"] if i["kind"] != "file"]
-        print(f"{p['file']}: {sum(i['kind'] == 'python' for i in runnable)} python blocks, "
-              f"{sum(i['kind'] == 'command' for i in runnable)} commands, "
-              f"{sum(i['kind'] == 'file' for i in p['items'])} files written")
+        print(
+            f"{p['file']}: {sum(i['kind'] == 'python' for i in runnable)} python blocks, "
+            f"{sum(i['kind'] == 'command' for i in runnable)} commands, "
+            f"{sum(i['kind'] == 'file' for i in p['items'])} files written"
+        )
         for line in p["not_run"]:
             print(f"  not run (shell, not a looplet command): {line}")
         for line in p["markers"]:
             print(f"  not run (marked): {line}")
         if not runnable:
             return
-        fake_llm_server.script(*[tool_call("done", {"answer": "ok"}, usage=usage(120, 12)) for _ in range(60)])
+        fake_llm_server.script(
+            *[tool_call("done", {"answer": "ok"}, usage=usage(120, 12)) for _ in range(60)]
+        )
         work = tmp_path / "work"
         (work / "tmp").mkdir(parents=True)
         plan_file = tmp_path / "plan.json"
         plan_file.write_text(json.dumps(p))
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("OTEL_", "OPENAI_", "ANTHROPIC_")) and k not in ("TRACEPARENT", "TRACESTATE")}
-        env.update(OPENAI_BASE_URL=fake_llm_server.openai_url, OPENAI_API_KEY="sk-docs-test",
-                   OPENAI_MODEL="gpt-4o-mini", ANTHROPIC_BASE_URL=fake_llm_server.anthropic_url,
-                   ANTHROPIC_API_KEY="sk-ant-docs-test", ANTHROPIC_MODEL="claude-sonnet-4-5",
-                   LOOPLET_DOCS_FAKE_URL=fake_llm_server.url, TMPDIR=str(work / "tmp"), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("OTEL_", "OPENAI_", "ANTHROPIC_")) and k not in ("TRACEPARENT", "TRACESTATE")
+        }
+        env.update(
+            OPENAI_BASE_URL=fake_llm_server.openai_url,
+            OPENAI_API_KEY="sk-docs-test",
+            OPENAI_MODEL="gpt-4o-mini",
+            ANTHROPIC_BASE_URL=fake_llm_server.anthropic_url,
+            ANTHROPIC_API_KEY="sk-ant-docs-test",
+            ANTHROPIC_MODEL="claude-sonnet-4-5",
+            LOOPLET_DOCS_FAKE_URL=fake_llm_server.url,
+            TMPDIR=str(work / "tmp"),
+            PYTHONPATH=str(ROOT),
+            PYTHONUNBUFFERED="1",
+        )
         try:
-            proc = subprocess.run([PY, str(Path(__file__)), "--run", str(plan_file)], cwd=work, env=env,
-                                  capture_output=True, text=True, timeout=FILE_TIMEOUT_S)
+            proc = subprocess.run(
+                [PY, str(Path(__file__)), "--run", str(plan_file)],
+                cwd=work,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=FILE_TIMEOUT_S,
+            )
             output, code = proc.stdout + proc.stderr, proc.returncode
         except subprocess.TimeoutExpired as exc:
             output, code = f"(timed out after {FILE_TIMEOUT_S} s)\n{exc.stdout or ''}{exc.stderr or ''}", -1
         report_file = Path(str(plan_file) + ".report")
         report = json.loads(report_file.read_text()) if report_file.exists() else []
         for entry in report:
-            print(f"  {'ok  ' if entry['ok'] else 'FAIL'} {entry['where']} {entry['kind']}"
-                  f"{' $ ' + entry['command'] if 'command' in entry else ''}"
-                  f"{' -> exit ' + str(entry['exit']) if 'exit' in entry else ''} ({entry['seconds']} s)")
+            print(
+                f"  {'ok  ' if entry['ok'] else 'FAIL'} {entry['where']} {entry['kind']}"
+                f"{' $ ' + entry['command'] if 'command' in entry else ''}"
+                f"{' -> exit ' + str(entry['exit']) if 'exit' in entry else ''} ({entry['seconds']} s)"
+            )
         failed = [e for e in report if not e["ok"]]
         if failed:
             e = failed[0]
             what = f"command `{e['command']}`" if "command" in e else f"{e['kind']} block"
-            pytest.fail(f"{e['where']}: {what} failed:\n{e['error']}\n--- output ---\n{output[-3000:]}",
-                        pytrace=False)
+            pytest.fail(
+                f"{e['where']}: {what} failed:\n{e['error']}\n--- output ---\n{output[-3000:]}", pytrace=False
+            )
         assert code == 0 and len(report) == len(p["items"]), (
             f"{p['file']}: the runner stopped after {len(report)} of {len(p['items'])} items "
-            f"(exit {code}):\n{output[-3000:]}")
+            f"(exit {code}):\n{output[-3000:]}"
+        )
 
     def test_not_run_markers_are_rare() -> None:
         marked = [m for doc in DOCS for m in plan(doc)["markers"]]
@@ -377,17 +426,29 @@ if __name__ != "__main__":
 
     def test_parser_finds_blocks_markers_and_commands(tmp_path: Path) -> None:
         doc = tmp_path / "x.md"
-        doc.write_text("# t\n\n```python\nx = 1\n```\n\n<!-- not-run: a fragment -->\n```python\nboom(\n```\n"
-                       "<!-- file: srv.py -->\n```python\nprint('srv')\n```\n"
-                       "```bash\n$ python -m looplet show traces \\\n  --html x.html\npip install looplet\n"
-                       "X=1 looplet doctor\n```\n```text\npython -m looplet demo\n```\n")
+        doc.write_text(
+            "# t\n\n```python\nx = 1\n```\n\n<!-- not-run: a fragment -->\n```python\nboom(\n```\n"
+            "<!-- file: srv.py -->\n```python\nprint('srv')\n```\n"
+            "```bash\n$ python -m looplet show traces \\\n  --html x.html\npip install looplet\n"
+            "X=1 looplet doctor\n```\n```text\npython -m looplet demo\n```\n"
+        )
         blocks = parse(doc)
         assert [(b["lang"], b["line"], b["marker"]) for b in blocks] == [
-            ("python", 4, None), ("python", 9, "not-run"), ("python", 13, "file"), ("bash", 16, None), ("text", 22, None)]
-        assert shell_lines(blocks[3]["code"]) == ["python -m looplet show traces --html x.html",
-                                                  "pip install looplet", "X=1 looplet doctor"]
+            ("python", 4, None),
+            ("python", 9, "not-run"),
+            ("python", 13, "file"),
+            ("bash", 16, None),
+            ("text", 22, None),
+        ]
+        assert shell_lines(blocks[3]["code"]) == [
+            "python -m looplet show traces --html x.html",
+            "pip install looplet",
+            "X=1 looplet doctor",
+        ]
         assert [is_looplet_command(x) for x in shell_lines(blocks[3]["code"])] == [True, False, True]
-        assert not is_looplet_command("python -m loopletx") and is_looplet_command(".venv/bin/python -m looplet demo")
+        assert not is_looplet_command("python -m loopletx") and is_looplet_command(
+            ".venv/bin/python -m looplet demo"
+        )
 
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--run":

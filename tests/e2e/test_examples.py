@@ -29,6 +29,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 # --- hello_world -----------------------------------------------------------------------------------------
 
+
 def test_hello_world_scripted_prints_steps_with_running_totals(capsys: pytest.CaptureFixture[str]) -> None:
     assert hello_world.main(["--scripted"]) == 0
     out = capsys.readouterr().out
@@ -40,14 +41,21 @@ def test_hello_world_scripted_prints_steps_with_running_totals(capsys: pytest.Ca
 
 
 def test_hello_world_runs_as_a_module_without_a_key() -> None:
-    proc = subprocess.run([PY, "-m", "looplet.examples.hello_world", "--scripted"], capture_output=True, text=True,
-                          env=_env(), timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [PY, "-m", "looplet.examples.hello_world", "--scripted"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "#1 ✓ greet(name='Ada') → Hello, Ada!" in proc.stdout
 
 
-def test_hello_world_on_a_real_client_against_a_local_server(monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_hello_world_on_a_real_client_against_a_local_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     with FakeLLMServer() as server:
         server.script(tool_call("greet", {"name": "Ada"}), tool_call("done", {"answer": "Hello, Ada!"}))
         monkeypatch.setenv("OPENAI_BASE_URL", server.openai_url)
@@ -61,8 +69,9 @@ def test_hello_world_on_a_real_client_against_a_local_server(monkeypatch: pytest
     assert "#1 ✓ greet(name='Ada')" in out and "done: 2 steps" in out
 
 
-def test_examples_without_a_key_say_what_to_set(monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_examples_without_a_key_say_what_to_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for var in ("OPENAI_API_KEY", "OPENAI_MODEL", "OPENAI_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("OPENAI_MODEL", "gpt-4o-mini")
@@ -73,7 +82,10 @@ def test_examples_without_a_key_say_what_to_set(monkeypatch: pytest.MonkeyPatch,
 
 # --- coding_agent ----------------------------------------------------------------------------------------
 
-def test_coding_agent_scripted_writes_runs_and_edits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+
+def test_coding_agent_scripted_writes_runs_and_edits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ws = tmp_path / "ws"
     assert coding_agent.main(["--scripted", "--workspace", str(ws)]) == 0
     out = capsys.readouterr().out
@@ -97,8 +109,16 @@ def ws(tmp_path: Path) -> Workspace:
     return Workspace(root, timeout_s=5.0, output_cap=2000)
 
 
-ESCAPES = ["/etc/passwd", "../outside/secret.txt", "a/../../outside/secret.txt", "leak.txt", "out/secret.txt",
-           "out", "", "x\x00y"]
+ESCAPES = [
+    "/etc/passwd",
+    "../outside/secret.txt",
+    "a/../../outside/secret.txt",
+    "leak.txt",
+    "out/secret.txt",
+    "out",
+    "",
+    "x\x00y",
+]
 
 
 @pytest.mark.parametrize("path", ESCAPES)
@@ -146,10 +166,22 @@ def test_write_through_a_link_swapped_in_after_the_check_is_refused(ws: Workspac
     assert (tmp_path / "outside" / "secret.txt").read_text() == "TOP SECRET\n"
 
 
-BAD_COMMANDS = ["cat /etc/passwd", "cat ../outside/secret.txt", "ls ..", "cd .. && ls", "cat ~/.bashrc",
-                "echo $HOME", "cat `echo x`", "echo $(pwd)", "ln -s / root", "ln -s .. up",
-                "python3 -c \"print(open('/etc/passwd').read())\"", "cat x 2>/tmp/out", "cp notes.txt ../x",
-                "cat 'unbalanced"]
+BAD_COMMANDS = [
+    "cat /etc/passwd",
+    "cat ../outside/secret.txt",
+    "ls ..",
+    "cd .. && ls",
+    "cat ~/.bashrc",
+    "echo $HOME",
+    "cat `echo x`",
+    "echo $(pwd)",
+    "ln -s / root",
+    "ln -s .. up",
+    "python3 -c \"print(open('/etc/passwd').read())\"",
+    "cat x 2>/tmp/out",
+    "cp notes.txt ../x",
+    "cat 'unbalanced",
+]
 
 
 @pytest.mark.parametrize("command", BAD_COMMANDS)
@@ -197,11 +229,14 @@ def test_coding_agent_tools_report_refusals_to_the_model(tmp_path: Path) -> None
     assert "absolute" in res.error
 
 
-def test_coding_agent_trace_to_an_unwritable_folder_fails_before_the_run(tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_coding_agent_trace_to_an_unwritable_folder_fails_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    code = coding_agent.main(["--scripted", "--workspace", str(tmp_path / "w"), "--trace", str(blocker / "traces")])
+    code = coding_agent.main(
+        ["--scripted", "--workspace", str(tmp_path / "w"), "--trace", str(blocker / "traces")]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "cannot write to" in err and "choose a folder you can write to" in err
@@ -224,6 +259,7 @@ def test_coding_agent_trace_saves_a_trajectory(tmp_path: Path, capsys: pytest.Ca
 
 # --- data_agent ------------------------------------------------------------------------------------------
 
+
 def _orders(folder: Path) -> int:
     import sqlite3
 
@@ -235,8 +271,9 @@ def _checkpoint(folder: Path) -> dict:
     return json.loads((folder / "checkpoint" / "checkpoint.json").read_text())
 
 
-def test_data_agent_pauses_for_approval_then_resumes_with_it(tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_data_agent_pauses_for_approval_then_resumes_with_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from looplet.examples import data_agent
 
     d = tmp_path / "run"
@@ -247,7 +284,10 @@ def test_data_agent_pauses_for_approval_then_resumes_with_it(tmp_path: Path,
     assert "--resume --dir" in out and "--approve" in out and "--refuse" in out
     assert _orders(d) == 90  # nothing deleted yet
     cp = _checkpoint(d)
-    assert cp["stop_reason"] == "awaiting_approval" and cp["metadata"]["looplet.approval"]["tool"] == "delete_rows"
+    assert (
+        cp["stop_reason"] == "awaiting_approval"
+        and cp["metadata"]["looplet.approval"]["tool"] == "delete_rows"
+    )
 
     assert data_agent.main(["--scripted", "--dir", str(d)]) == 2  # a saved run is not overwritten by accident
     assert "continue it with --resume, or start over with --fresh" in capsys.readouterr().err
@@ -266,7 +306,9 @@ def test_data_agent_pauses_for_approval_then_resumes_with_it(tmp_path: Path,
     assert ran == [f"call_{i:02d}" for i in range(1, 9)]  # each call ran once, in order, none skipped
 
 
-def test_data_agent_refused_delete_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_data_agent_refused_delete_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from looplet.examples import data_agent
 
     d = tmp_path / "run"
@@ -276,7 +318,11 @@ def test_data_agent_refused_delete_changes_nothing(tmp_path: Path, capsys: pytes
     assert "✗ delete_rows" in out and "? approval refused: delete_rows" in out
     assert "the delete was refused" in out
     steps = _checkpoint(d)["steps"]
-    refused = [s for s in steps if s["tool_call"]["tool"] == "delete_rows" and s["tool_result"]["error_kind"] == "denied"]
+    refused = [
+        s
+        for s in steps
+        if s["tool_call"]["tool"] == "delete_rows" and s["tool_result"]["error_kind"] == "denied"
+    ]
     assert len(refused) == 1 and "a human refused this call" in refused[0]["tool_result"]["error"]
     assert _orders(d) == 90
     assert data_agent.main(["--scripted", "--dir", str(d), "--resume"]) == 2  # finished: nothing to resume
@@ -289,8 +335,13 @@ def test_data_agent_queries_are_read_only(tmp_path: Path) -> None:
     from looplet.examples.data_agent import Shop
 
     shop = Shop(tmp_path / "shop.db")
-    for sql in ("DELETE FROM orders", "DROP TABLE orders", "UPDATE orders SET amount = 0",
-                "SELECT 1; DELETE FROM orders", "WITH x AS (SELECT 1) DELETE FROM orders"):
+    for sql in (
+        "DELETE FROM orders",
+        "DROP TABLE orders",
+        "UPDATE orders SET amount = 0",
+        "SELECT 1; DELETE FROM orders",
+        "WITH x AS (SELECT 1) DELETE FROM orders",
+    ):
         with pytest.raises(ValueError):
             shop.query(sql)
     assert shop.tables() == {"customers": 8, "orders": 90}
@@ -305,7 +356,7 @@ DOC = ROOT / "docs" / "examples.md"
 
 def _blocks(lang: str) -> list[str]:
     parts = DOC.read_text().split("```")
-    return [p[len(lang) + 1:] for p in parts[1::2] if p.startswith(lang + "\n")]
+    return [p[len(lang) + 1 :] for p in parts[1::2] if p.startswith(lang + "\n")]
 
 
 @pytest.mark.parametrize("index", range(len(_blocks("python"))))
@@ -315,7 +366,9 @@ def test_docs_python_blocks_run(index: int, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_docs_commands_run(tmp_path: Path) -> None:
-    commands = [ln for block in _blocks("bash") for ln in block.splitlines() if ln.startswith("python -m looplet")]
+    commands = [
+        ln for block in _blocks("bash") for ln in block.splitlines() if ln.startswith("python -m looplet")
+    ]
     assert len(commands) == 7
     env = _env(LOOPLET_DATA_DIR=str(tmp_path / "data"), LOOPLET_PROGRESS="off")
     codes = []

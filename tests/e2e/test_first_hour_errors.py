@@ -17,8 +17,17 @@ from typing import Any
 
 import pytest
 
-from looplet import (DefaultState, LoopConfig, MockLLMBackend, OpenAIBackend, ProvenanceSink, async_composable_loop,
-                     composable_loop, tool, tools_from)
+from looplet import (
+    DefaultState,
+    LoopConfig,
+    MockLLMBackend,
+    OpenAIBackend,
+    ProvenanceSink,
+    async_composable_loop,
+    composable_loop,
+    tool,
+    tools_from,
+)
 from tests.fakeserver import FakeLLMServer, text
 from tests.integration._otlp_receiver import refused_url, reset_global_telemetry
 from tests.unit._harness import MODES, run
@@ -35,7 +44,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 # 1. a missing extra ---------------------------------------------------------------------------------------------
 
-HIDE = textwrap.dedent('''
+HIDE = textwrap.dedent("""
     import sys
     HIDDEN = set(sys.argv[1].split(","))
     class Hide:
@@ -59,22 +68,37 @@ HIDE = textwrap.dedent('''
     attempt("AnthropicBackend", lambda: looplet.AnthropicBackend(model="m", api_key="k"))
     from looplet.telemetry import configure
     attempt("configure", lambda: configure(json_logs=False))
-''')
+""")
 
 
 def test_a_missing_extra_names_the_pip_command() -> None:
-    proc = subprocess.run([sys.executable, "-c", HIDE, "opentelemetry,prometheus_client,structlog,openai,anthropic"],
-                          capture_output=True, text=True, env=_env(), timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", HIDE, "opentelemetry,prometheus_client,structlog,openai,anthropic"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = dict(ln.split(": ", 1) for ln in proc.stdout.splitlines())
-    expected = {"TracingHook": "otel", "MetricsHook": "prometheus", "LoggingHook": "logs", "OpenAIBackend": "openai",
-                "AnthropicBackend": "anthropic", "configure": "otel"}
+    expected = {
+        "TracingHook": "otel",
+        "MetricsHook": "prometheus",
+        "LoggingHook": "logs",
+        "OpenAIBackend": "openai",
+        "AnthropicBackend": "anthropic",
+        "configure": "otel",
+    }
     for label, extra in expected.items():
-        assert f"install it with: pip install 'looplet[{extra}]' [extra={extra}]" in lines[label], lines[label]
+        assert f"install it with: pip install 'looplet[{extra}]' [extra={extra}]" in lines[label], lines[
+            label
+        ]
     assert "import looplet" not in proc.stderr  # the core itself never needed them
 
 
 # 2. no API key ---------------------------------------------------------------------------------------------------
+
 
 def test_no_api_key_says_which_variable_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"):
@@ -90,18 +114,25 @@ def test_no_api_key_says_which_variable_to_set(monkeypatch: pytest.MonkeyPatch) 
 
 # 3. a wrong base URL ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODES)
 def test_wrong_base_url_ends_the_run_with_the_url_and_the_fix(mode: str) -> None:
     url = refused_url() + "/v1"
     llm = OpenAIBackend(base_url=url, api_key="k", model="gpt-4o-mini")
-    steps, result = run(mode, llm=llm, tools=tools_from([]), task={"goal": "x"},
-                        config=LoopConfig(llm_retries=1, llm_backoff_s=0.01))
+    steps, result = run(
+        mode,
+        llm=llm,
+        tools=tools_from([]),
+        task={"goal": "x"},
+        config=LoopConfig(llm_retries=1, llm_backoff_s=0.01),
+    )
     assert steps == [] and result.stop_reason == "llm_error"
     assert f"connection to openai at {url}" in result.error and "failed" in result.error
     assert "check base_url and that the server is up" in result.error
 
 
 # 4. a model without tool calling ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_model_that_never_calls_tools_is_named_as_the_problem(mode: str) -> None:
@@ -117,6 +148,7 @@ def test_a_model_that_never_calls_tools_is_named_as_the_problem(mode: str) -> No
 
 # 5. a tool returning something that is not JSON ------------------------------------------------------------------
 
+
 class Thing:
     pass
 
@@ -129,8 +161,12 @@ def make_thing(kind: str) -> Any:
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["set", "object", "bytes"])
 def test_a_tool_returning_a_non_json_object_is_explained_to_model_and_user(mode: str, kind: str) -> None:
-    llm = MockLLMBackend([json.dumps({"tool": "make_thing", "args": {"kind": kind}}),
-                          '{"tool": "done", "args": {"answer": "recovered"}}'])
+    llm = MockLLMBackend(
+        [
+            json.dumps({"tool": "make_thing", "args": {"kind": kind}}),
+            '{"tool": "done", "args": {"answer": "recovered"}}',
+        ]
+    )
     state = DefaultState()
     steps, result = run(mode, llm=llm, tools=tools_from([make_thing]), task={"goal": "x"}, state=state)
     res = steps[0].tool_result
@@ -144,13 +180,14 @@ def test_a_tool_returning_a_non_json_object_is_explained_to_model_and_user(mode:
 
 # 6. a hook with a wrong signature ----------------------------------------------------------------------------------
 
+
 class ForgotTheState:
-    def pre_dispatch(self, tool_call):  # noqa: ANN001 - the mistake under test
+    def pre_dispatch(self, tool_call):
         return None
 
 
 class WrongWrap:
-    def wrap_tool(self, tool_call):  # noqa: ANN001 - no call_next
+    def wrap_tool(self, tool_call):
         return None
 
 
@@ -172,8 +209,10 @@ def test_a_hook_with_a_wrong_signature_fails_before_the_run_with_the_fix(mode: s
 
 # 7. telemetry configured twice --------------------------------------------------------------------------------------
 
+
 def test_configuring_telemetry_twice_keeps_the_first_and_says_how_to_change_it(
-        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from looplet.telemetry import configure
 
     for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
@@ -199,6 +238,7 @@ def test_configuring_telemetry_twice_keeps_the_first_and_says_how_to_change_it(
 
 # 8. a port in use ---------------------------------------------------------------------------------------------------
 
+
 def test_a_metrics_port_in_use_names_the_port_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     from looplet.telemetry import configure, serve_metrics
 
@@ -214,7 +254,7 @@ def test_a_metrics_port_in_use_names_the_port_and_the_fix(monkeypatch: pytest.Mo
                 serve_metrics(port)
             assert f"cannot serve metrics on 127.0.0.1:{port}" in str(info.value)
             assert f"is another process using port {port}? pick another" in str(info.value)
-            with pytest.raises(OSError, match=f"pick another with metrics_port="):
+            with pytest.raises(OSError, match="pick another with metrics_port="):
                 configure(metrics_port=port, json_logs=False)
         session = configure(metrics_port=0, json_logs=False)  # nothing was left half set up
         assert session.metrics_port and session.metrics_port != port
@@ -224,16 +264,28 @@ def test_a_metrics_port_in_use_names_the_port_and_the_fix(monkeypatch: pytest.Mo
 
 # 9. an unwritable trace folder --------------------------------------------------------------------------------------
 
+
 def test_an_unwritable_trace_dir_is_refused_up_front_by_the_commands(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     bad = str(blocker / "traces")
-    for argv in (["-m", "looplet.examples.coding_agent", "--scripted", "--workspace", str(tmp_path / "w"),
-                  "--trace", bad],
-                 ["-m", "looplet.examples.data_agent", "--scripted", "--dir", str(tmp_path / "d"), "--trace", bad],
-                 ["-m", "looplet", "run", "looplet.examples.hello_world:agent", "hi", "--trace-dir", bad]):
+    for argv in (
+        [
+            "-m",
+            "looplet.examples.coding_agent",
+            "--scripted",
+            "--workspace",
+            str(tmp_path / "w"),
+            "--trace",
+            bad,
+        ],
+        ["-m", "looplet.examples.data_agent", "--scripted", "--dir", str(tmp_path / "d"), "--trace", bad],
+        ["-m", "looplet", "run", "looplet.examples.hello_world:agent", "hi", "--trace-dir", bad],
+    ):
         env = _env(OPENAI_API_KEY="k", OPENAI_MODEL="m", OPENAI_BASE_URL=refused_url() + "/v1")
-        proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, *argv], capture_output=True, text=True, env=env, timeout=60, cwd=ROOT
+        )
         assert proc.returncode == 2, (argv, proc.stderr)
         assert f"cannot write to '{bad}' (Not a directory)" in proc.stderr
         assert "choose a folder you can write to" in proc.stderr
@@ -241,13 +293,20 @@ def test_an_unwritable_trace_dir_is_refused_up_front_by_the_commands(tmp_path: P
     assert not (tmp_path / "w" / "hello.py").exists()
 
 
-def test_an_unwritable_trace_dir_never_breaks_a_library_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unwritable_trace_dir_never_breaks_a_library_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     sink = ProvenanceSink(blocker / "traces")
     with caplog.at_level(logging.ERROR, logger="looplet.provenance"):
-        steps, result = run("sync", llm=MockLLMBackend(['{"tool": "done", "args": {"answer": "a"}}']),
-                            tools=tools_from([]), task={"goal": "x"}, hooks=[sink.trajectory_hook()])
+        steps, result = run(
+            "sync",
+            llm=MockLLMBackend(['{"tool": "done", "args": {"answer": "a"}}']),
+            tools=tools_from([]),
+            task={"goal": "x"},
+            hooks=[sink.trajectory_hook()],
+        )
     assert result.stop_reason == "done"
     logged = " ".join(r.getMessage() + str(r.exc_info[1] if r.exc_info else "") for r in caplog.records)
     assert str(blocker / "traces") in logged and "Not a directory" in logged
@@ -255,10 +314,18 @@ def test_an_unwritable_trace_dir_never_breaks_a_library_run(tmp_path: Path, capl
 
 # 10. Ctrl-C mid-run ---------------------------------------------------------------------------------------------------
 
+
 def _interrupt_after(argv: list[str], marker: str, **popen: Any) -> tuple[int, str, str]:
     """Start ``python argv``, send SIGINT once a stdout line starts with ``marker``; (code, stdout, stderr)."""
-    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(), cwd=ROOT, **popen)
+    proc = subprocess.Popen(
+        [sys.executable, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+        **popen,
+    )
     assert proc.stdout is not None
     seen = []
     try:
@@ -289,8 +356,20 @@ def _assert_transcript_consistent(transcript: list[dict[str, Any]], pending: Any
 
 def test_ctrl_c_leaves_a_consistent_checkpoint_and_trajectory_and_resume_finishes(tmp_path: Path) -> None:
     folder, traces = tmp_path / "run", tmp_path / "traces"
-    code, out, err = _interrupt_after(["-m", "looplet.examples.data_agent", "--scripted", "--latency", "0.25",
-                                       "--dir", str(folder), "--trace", str(traces)], "#3")
+    code, out, err = _interrupt_after(
+        [
+            "-m",
+            "looplet.examples.data_agent",
+            "--scripted",
+            "--latency",
+            "0.25",
+            "--dir",
+            str(folder),
+            "--trace",
+            str(traces),
+        ],
+        "#3",
+    )
     assert code == 130, err
     assert "Traceback" not in err
     assert "interrupted: the run ended as 'cancelled'" in err and "--resume" in err
@@ -312,15 +391,21 @@ def test_ctrl_c_leaves_a_consistent_checkpoint_and_trajectory_and_resume_finishe
         on_disk = json.loads((run_dir / s["file"]).read_text())
         assert on_disk["tool_call"]["id"] == cp["steps"][s["number"] - 1]["tool_call"]["id"]
 
-    proc = subprocess.run([sys.executable, "-m", "looplet.examples.data_agent", "--scripted", "--dir", str(folder),
-                           "--resume"], capture_output=True, text=True, env=_env(), timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "looplet.examples.data_agent", "--scripted", "--dir", str(folder), "--resume"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == 3, proc.stderr  # it carries on, up to the approval the script asks for
     cp = json.loads((folder / "checkpoint" / "checkpoint.json").read_text())
     ids = [s["tool_call"]["id"] for s in cp["steps"] if s["tool_result"]["error_kind"] != "not_run"]
     assert ids == [f"call_{i:02d}" for i in range(1, 6)]  # nothing redone, nothing skipped
 
 
-CTRL_C_AGENT = textwrap.dedent('''
+CTRL_C_AGENT = textwrap.dedent("""
     from looplet import LoopConfig, MockLLMBackend, tool
 
     @tool(description="Count.")
@@ -331,14 +416,26 @@ CTRL_C_AGENT = textwrap.dedent('''
         script = [f'{{"tool": "count", "args": {{"n": {i}}}}}' for i in range(50)]
         return {"llm": MockLLMBackend(script, model="gpt-4o-mini", usage="estimate", latency_s=0.2),
                 "tools": [count], "config": LoopConfig(max_steps=60, agent_name="counter")}
-''')
+""")
 
 
 def test_ctrl_c_in_looplet_run_flushes_the_trajectory_and_exits_130(tmp_path: Path) -> None:
     (tmp_path / "counter.py").write_text(CTRL_C_AGENT)
     traces = tmp_path / "traces"
-    code, out, err = _interrupt_after(["-m", "looplet", "run", f"{tmp_path / 'counter.py'}:build", "count",
-                                       "--trace-dir", str(traces), "--log-file", str(tmp_path / "log.jsonl")], "#2")
+    code, out, err = _interrupt_after(
+        [
+            "-m",
+            "looplet",
+            "run",
+            f"{tmp_path / 'counter.py'}:build",
+            "count",
+            "--trace-dir",
+            str(traces),
+            "--log-file",
+            str(tmp_path / "log.jsonl"),
+        ],
+        "#2",
+    )
     assert code == 130, err
     assert "Traceback" not in err and "interrupted (Ctrl-C): the run ended as 'cancelled'" in err
     assert "cancelled: " in out
@@ -346,9 +443,10 @@ def test_ctrl_c_in_looplet_run_flushes_the_trajectory_and_exits_130(tmp_path: Pa
     [run_dir] = [p for p in traces.iterdir() if p.is_dir()]
     traj = json.loads((run_dir / "trajectory.json").read_text())
     assert traj["stop_reason"] == "cancelled" and len(traj["steps"]) == printed
-    ends = [json.loads(ln) for ln in (tmp_path / "log.jsonl").read_text().splitlines()
-            if '"run.end"' in ln]
-    assert ends and ends[-1].get("stop_reason") == "cancelled"  # the log line of the run's end was flushed too
+    ends = [json.loads(ln) for ln in (tmp_path / "log.jsonl").read_text().splitlines() if '"run.end"' in ln]
+    assert (
+        ends and ends[-1].get("stop_reason") == "cancelled"
+    )  # the log line of the run's end was flushed too
 
 
 class _CtrlCAtStep:
@@ -373,8 +471,13 @@ def test_ctrl_c_between_two_hooks_of_a_step_keeps_trajectory_and_checkpoint_equa
     llm = MockLLMBackend([json.dumps({"tool": "count", "args": {"n": i}}) for i in range(10)])
     state = DefaultState()
     with pytest.raises(KeyboardInterrupt):
-        for _ in composable_loop(llm=llm, tools=tools_from([count]), task={"goal": "x"}, state=state,
-                                 hooks=[CheckpointHook(tmp_path / "cp"), _CtrlCAtStep(3), sink.trajectory_hook()]):
+        for _ in composable_loop(
+            llm=llm,
+            tools=tools_from([count]),
+            task={"goal": "x"},
+            state=state,
+            hooks=[CheckpointHook(tmp_path / "cp"), _CtrlCAtStep(3), sink.trajectory_hook()],
+        ):
             pass
     cp = json.loads((tmp_path / "cp" / "checkpoint.json").read_text())
     [run_dir] = list((tmp_path / "traces").iterdir())

@@ -22,9 +22,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -54,14 +55,20 @@ def model_url() -> Iterator[str]:
         yield url
         return
     if not (VENV / "bin" / "python").exists():
-        pytest.skip("no real model server: run tools/real_model_server.sh install (builds llama-cpp-python) "
-                    "or set LOOPLET_REAL_MODEL_URL")
+        pytest.skip(
+            "no real model server: run tools/real_model_server.sh install (builds llama-cpp-python) "
+            "or set LOOPLET_REAL_MODEL_URL"
+        )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = open(ROOT / "bench" / ".venvs" / "llama-server.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(["bash", str(SERVER), "serve"], env={**os.environ, "LOOPLET_REAL_MODEL_PORT": str(port)},
-                            stdout=log, stderr=subprocess.STDOUT)
+    log = open(ROOT / "bench" / ".venvs" / "llama-server.log", "w")
+    proc = subprocess.Popen(
+        ["bash", str(SERVER), "serve"],
+        env={**os.environ, "LOOPLET_REAL_MODEL_PORT": str(port)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 120
@@ -104,8 +111,12 @@ def telemetry():
     provider.add_span_processor(tracker)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     registry = CollectorRegistry()
-    ns = SimpleNamespace(exporter=exporter, tracker=tracker, registry=registry,
-                         hooks=[TracingHook(provider, capture_content=True), MetricsHook(registry)])
+    ns = SimpleNamespace(
+        exporter=exporter,
+        tracker=tracker,
+        registry=registry,
+        hooks=[TracingHook(provider, capture_content=True), MetricsHook(registry)],
+    )
     yield ns
     provider.shutdown()
 
@@ -155,8 +166,9 @@ def check_run(steps: list[Any], result: Any, state: Any, t: Any, max_steps: int)
     from looplet.telemetry import names as N
 
     # a stop reason that fits what happened
-    assert result.stop_reason in ALLOWED or result.stop_reason.startswith(("hook_stop:", "awaiting_approval")), \
-        (result.stop_reason, result.error)
+    assert result.stop_reason in ALLOWED or result.stop_reason.startswith(
+        ("hook_stop:", "awaiting_approval")
+    ), (result.stop_reason, result.error)
     if result.stop_reason == "done":
         assert steps and steps[-1].tool_call.tool == "done" and steps[-1].ok
     elif result.stop_reason == "max_steps":
@@ -181,12 +193,18 @@ def check_run(steps: list[Any], result: Any, state: Any, t: Any, max_steps: int)
     assert {c.attributes.get("gen_ai.request.model") for c in chats} == {MODEL}
     ok_chats = [c for c in chats if not c.attributes.get("error.type")]
     assert len(ok_chats) == result.llm_calls
-    assert sum(c.attributes.get("gen_ai.usage.input_tokens", 0) for c in ok_chats) == result.usage.input_tokens
+    assert (
+        sum(c.attributes.get("gen_ai.usage.input_tokens", 0) for c in ok_chats) == result.usage.input_tokens
+    )
     r = t.registry
 
     def total(metric: str, **labels: str) -> float:
-        return sum(s.value for m in r.collect() for s in m.samples
-                   if s.name == metric and all(s.labels.get(k) == v for k, v in labels.items()))
+        return sum(
+            s.value
+            for m in r.collect()
+            for s in m.samples
+            if s.name == metric and all(s.labels.get(k) == v for k, v in labels.items())
+        )
 
     assert total("looplet_steps_total") == len(steps)
     assert total("looplet_runs_total") == 1
@@ -199,33 +217,57 @@ def check_run(steps: list[Any], result: Any, state: Any, t: Any, max_steps: int)
 @pytest.mark.parametrize("name", ["demo", "hello_world", "coding_agent", "data_agent"])
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("tool_choice", ["auto", "forced"])
-def test_the_demo_and_examples_end_cleanly_with_complete_telemetry(tool_choice, name, mode, model_url, telemetry,
-                                                                   tmp_path):
+def test_the_demo_and_examples_end_cleanly_with_complete_telemetry(
+    tool_choice, name, mode, model_url, telemetry, tmp_path
+):
     from looplet import DefaultState, LoopConfig
     from tests.unit._harness import run
 
     parts, task = agents(tmp_path)[name]
     base = parts.get("config") or LoopConfig()
     max_steps = 4
-    config = LoopConfig(max_steps=max_steps, max_tokens=96, temperature=0.0, system_prompt=base.system_prompt,
-                        agent_name=base.agent_name, llm_retries=1, llm_backoff_s=0.1, max_malformed=1)
+    config = LoopConfig(
+        max_steps=max_steps,
+        max_tokens=96,
+        temperature=0.0,
+        system_prompt=base.system_prompt,
+        agent_name=base.agent_name,
+        llm_retries=1,
+        llm_backoff_s=0.1,
+        max_malformed=1,
+    )
     state = DefaultState(max_steps=max_steps)
     llm = backend(model_url, tool_choice)
     try:
-        steps, result = run(mode, llm=llm, tools=parts["tools"], task=task, config=config, state=state,
-                            hooks=list(parts.get("hooks") or ()) + telemetry.hooks)
+        steps, result = run(
+            mode,
+            llm=llm,
+            tools=parts["tools"],
+            task=task,
+            config=config,
+            state=state,
+            hooks=list(parts.get("hooks") or ()) + telemetry.hooks,
+        )
     finally:
         llm.close()
-    print(f"\n{name} [{mode}, tool_choice={tool_choice}]: stop={result.stop_reason} steps={len(steps)} llm_calls={result.llm_calls} "
-          f"tools={[s.tool_call.tool for s in steps]} tokens={result.usage.total_tokens} "
-          f"{(result.error or '')[:120]}")
+    print(
+        f"\n{name} [{mode}, tool_choice={tool_choice}]: stop={result.stop_reason} steps={len(steps)} llm_calls={result.llm_calls} "
+        f"tools={[s.tool_call.tool for s in steps]} tokens={result.usage.total_tokens} "
+        f"{(result.error or '')[:120]}"
+    )
     check_run(steps, result, state, telemetry, max_steps)
 
 
 def test_an_example_cli_against_the_real_model_exits_cleanly(model_url, tmp_path):
     env = {**os.environ, "OPENAI_BASE_URL": model_url, "OPENAI_API_KEY": "local", "OPENAI_MODEL": MODEL}
-    proc = subprocess.run([sys.executable, "-m", "looplet.examples.hello_world", "--max-steps", "3"],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "looplet.examples.hello_world", "--max-steps", "3"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     print(proc.stdout[-600:], proc.stderr[-600:])
     assert proc.returncode in (0, 1), proc.stderr  # 0: done; 1: the run ended otherwise (said in the summary)
     assert "Traceback" not in proc.stderr

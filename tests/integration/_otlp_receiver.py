@@ -37,15 +37,26 @@ class _Store:
                 resource = {a.key: _value(a.value) for a in rs.resource.attributes}
                 for ss in rs.scope_spans:
                     for s in ss.spans:
-                        out.append({
-                            "name": s.name, "kind": s.kind, "trace_id": s.trace_id.hex(), "span_id": s.span_id.hex(),
-                            "parent_span_id": s.parent_span_id.hex(), "start": s.start_time_unix_nano,
-                            "end": s.end_time_unix_nano, "status": s.status.code, "status_message": s.status.message,
-                            "attributes": {a.key: _value(a.value) for a in s.attributes},
-                            "events": [(e.name, {a.key: _value(a.value) for a in e.attributes}) for e in s.events],
-                            "links": [(ln.trace_id.hex(), ln.span_id.hex()) for ln in s.links],
-                            "resource": resource, "scope": (ss.scope.name, ss.scope.version),
-                        })
+                        out.append(
+                            {
+                                "name": s.name,
+                                "kind": s.kind,
+                                "trace_id": s.trace_id.hex(),
+                                "span_id": s.span_id.hex(),
+                                "parent_span_id": s.parent_span_id.hex(),
+                                "start": s.start_time_unix_nano,
+                                "end": s.end_time_unix_nano,
+                                "status": s.status.code,
+                                "status_message": s.status.message,
+                                "attributes": {a.key: _value(a.value) for a in s.attributes},
+                                "events": [
+                                    (e.name, {a.key: _value(a.value) for a in e.attributes}) for e in s.events
+                                ],
+                                "links": [(ln.trace_id.hex(), ln.span_id.hex()) for ln in s.links],
+                                "resource": resource,
+                                "scope": (ss.scope.name, ss.scope.version),
+                            }
+                        )
         return out
 
     def wait_for(self, predicate: Any, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -78,7 +89,7 @@ class HttpReceiver(_Store):
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 encoding = (self.headers.get("Content-Encoding") or "").lower()
                 if encoding == "gzip":
@@ -121,7 +132,7 @@ class GrpcReceiver(_Store):
         store = self
 
         class Service(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+            def Export(self, request: Any, context: Any) -> Any:
                 store.add(request, {k: v for k, v in context.invocation_metadata()})
                 return trace_service_pb2.ExportTraceServiceResponse()
 

@@ -16,16 +16,15 @@ from tests.integration._agent import TASK, TOOLS
 from tests.unit._harness import MODES, run
 
 
-
-
 def done(**kw):
     return tool_call("done", {"answer": "an agent loop"}, **kw)
 
 
 @pytest.fixture
 def llm(fake_llm_server):
-    backend = AnthropicBackend(model="claude-test", base_url=fake_llm_server.anthropic_url, api_key="test-key",
-                               timeout=2.0)
+    backend = AnthropicBackend(
+        model="claude-test", base_url=fake_llm_server.anthropic_url, api_key="test-key", timeout=2.0
+    )
     yield backend
     backend.close()
 
@@ -38,9 +37,12 @@ def go(mode, llm, *, hooks=(), **config):
 @pytest.mark.parametrize("mode", MODES)
 def test_multi_step_run_with_usage_including_cache_reads(mode, llm, fake_llm_server):
     fake_llm_server.script(
-        tool_call("search", {"query": "looplet"}, usage=usage(40, 9, cached=25), model="claude-test-20250101"),
+        tool_call(
+            "search", {"query": "looplet"}, usage=usage(40, 9, cached=25), model="claude-test-20250101"
+        ),
         tool_calls([("search", {"query": "a"}), ("broken", {"x": 1})], usage=usage(60, 14)),
-        done())
+        done(),
+    )
     rec = LLMRecorder()
     steps, result = go(mode, llm, hooks=[rec])
 
@@ -53,14 +55,19 @@ def test_multi_step_run_with_usage_including_cache_reads(mode, llm, fake_llm_ser
     assert [r.response_id for r in rec.responses] == [q.response_id for q in fake_llm_server.requests]
     assert [r.finish_reason for r in rec.responses] == ["tool_use"] * 3
     first = rec.responses[0]
-    assert (first.provider, first.server_address, first.server_port) == ("anthropic", "127.0.0.1",
-                                                                         fake_llm_server.port)
+    assert (first.provider, first.server_address, first.server_port) == (
+        "anthropic",
+        "127.0.0.1",
+        fake_llm_server.port,
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_transcript_on_the_wire_is_messages_api_shaped(mode, llm, fake_llm_server):
-    fake_llm_server.script(text("Let me look.", tool_calls=[("search", {"query": "x"}, "tu_a"),
-                                                            ("broken", {"x": 2}, "tu_b")]), done())
+    fake_llm_server.script(
+        text("Let me look.", tool_calls=[("search", {"query": "x"}, "tu_a"), ("broken", {"x": 2}, "tu_b")]),
+        done(),
+    )
     steps, result = go(mode, llm, system_prompt="Be brief.", max_tokens=300)
     assert result.stop_reason == "done"
 
@@ -70,10 +77,14 @@ def test_transcript_on_the_wire_is_messages_api_shaped(mode, llm, fake_llm_serve
     assert spec["input_schema"]["required"] == ["query"] and spec["description"] == "Search the docs."
     assert first["messages"] == [{"role": "user", "content": [{"type": "text", "text": "What is looplet?"}]}]
     user, assistant, results = second["messages"]
-    assert assistant == {"role": "assistant", "content": [
-        {"type": "text", "text": "Let me look."},
-        {"type": "tool_use", "id": "tu_a", "name": "search", "input": {"query": "x"}},
-        {"type": "tool_use", "id": "tu_b", "name": "broken", "input": {"x": 2}}]}
+    assert assistant == {
+        "role": "assistant",
+        "content": [
+            {"type": "text", "text": "Let me look."},
+            {"type": "tool_use", "id": "tu_a", "name": "search", "input": {"query": "x"}},
+            {"type": "tool_use", "id": "tu_b", "name": "broken", "input": {"x": 2}},
+        ],
+    }
     assert results["role"] == "user"  # both results in ONE user turn
     ok, failed = results["content"]
     assert ok["type"] == "tool_result" and ok["tool_use_id"] == "tu_a" and "about x" in ok["content"]
@@ -97,13 +108,18 @@ def test_context_injected_after_tool_results_keeps_turns_alternating(mode, llm, 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_overload_429_and_timeout_are_retried(mode, fake_llm_server):
-    llm = AnthropicBackend(model="claude-test", base_url=fake_llm_server.anthropic_url, api_key="k", timeout=0.3)
+    llm = AnthropicBackend(
+        model="claude-test", base_url=fake_llm_server.anthropic_url, api_key="k", timeout=0.3
+    )
     fake_llm_server.script(error(529, "Overloaded"), error(429, retry_after=0), hang(5), done())
     rec = LLMRecorder()
     steps, result = go(mode, llm, hooks=[rec], llm_retries=3)
     assert result.stop_reason == "done"
-    assert [(e.status, e.kind) for _, e, _ in rec.retries] == [(529, "http_529"), (429, "http_429"),
-                                                             (None, "timeout")]
+    assert [(e.status, e.kind) for _, e, _ in rec.retries] == [
+        (529, "http_529"),
+        (429, "http_429"),
+        (None, "timeout"),
+    ]
     assert rec.retries[1][2] == 0.0  # Retry-After: 0
 
 
@@ -111,7 +127,11 @@ def test_overload_429_and_timeout_are_retried(mode, fake_llm_server):
 def test_persistent_500_ends_with_llm_error(mode, llm, fake_llm_server):
     fake_llm_server.script(*[error(500, "internal")] * 2)
     steps, result = go(mode, llm, llm_retries=1)
-    assert result.stop_reason == "llm_error" and "HTTP 500" in result.error and len(fake_llm_server.requests) == 2
+    assert (
+        result.stop_reason == "llm_error"
+        and "HTTP 500" in result.error
+        and len(fake_llm_server.requests) == 2
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -164,18 +184,27 @@ def test_the_clients_own_spans_are_off(fake_llm_server):
 
 
 def test_transcript_conversion_edge_cases():
-    system, messages = to_anthropic([
-        {"role": "system", "content": "A"}, {"role": "system", "content": "B"},
-        {"role": "user", "content": "task"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{not json"}}]},
-        {"role": "tool", "tool_call_id": "t1", "content": ""},
-        {"role": "assistant", "content": "   "},
-        {"role": "user", "content": [{"type": "text", "text": "more"}, {"type": "text", "text": ""}]},
-    ])
+    system, messages = to_anthropic(
+        [
+            {"role": "system", "content": "A"},
+            {"role": "system", "content": "B"},
+            {"role": "user", "content": "task"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{not json"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "t1", "content": ""},
+            {"role": "assistant", "content": "   "},
+            {"role": "user", "content": [{"type": "text", "text": "more"}, {"type": "text", "text": ""}]},
+        ]
+    )
     assert system == "A\n\nB"
-    assert messages[1]["content"] == [{"type": "tool_use", "id": "t1", "name": "f",
-                                       "input": {INVALID_JSON_KEY: "{not json"}}]
+    assert messages[1]["content"] == [
+        {"type": "tool_use", "id": "t1", "name": "f", "input": {INVALID_JSON_KEY: "{not json"}}
+    ]
     assert messages[2]["content"] == [{"type": "tool_result", "tool_use_id": "t1", "content": "(empty)"}]
     assert messages[3]["content"] == [{"type": "text", "text": "(no answer)"}]
     assert messages[4]["content"] == [{"type": "text", "text": "more"}]
@@ -198,8 +227,9 @@ def test_from_env_and_bad_arguments(monkeypatch, fake_llm_server):
         AnthropicBackend(object(), model="m")
 
 
-@pytest.mark.parametrize(("mode", "kind"), [("sync", "sync_client"), ("async", "sync_client"),
-                                            ("async", "async_client")])
+@pytest.mark.parametrize(
+    ("mode", "kind"), [("sync", "sync_client"), ("async", "sync_client"), ("async", "async_client")]
+)
 def test_a_users_client_is_used_without_its_own_retries(mode, kind, fake_llm_server):
     cls = anthropic.Anthropic if kind == "sync_client" else anthropic.AsyncAnthropic
     client = cls(base_url=fake_llm_server.anthropic_url, api_key="user-key", max_retries=5)
@@ -208,5 +238,7 @@ def test_a_users_client_is_used_without_its_own_retries(mode, kind, fake_llm_ser
     steps, result = go(mode, llm, llm_retries=0)
     assert result.stop_reason == "llm_error" and "HTTP 503" in result.error
     assert len(fake_llm_server.requests) == 1 and client.max_retries == 5
-    assert fake_llm_server.requests[0].headers.get("authorization") == "Bearer user-key" or \
-        fake_llm_server.requests[0].headers.get("x-api-key") == "user-key"
+    assert (
+        fake_llm_server.requests[0].headers.get("authorization") == "Bearer user-key"
+        or fake_llm_server.requests[0].headers.get("x-api-key") == "user-key"
+    )

@@ -94,7 +94,9 @@ def ledger_lines(path: Path) -> list[int]:
     return out
 
 
-def kill_at_a_random_point(child: subprocess.Popen[bytes], ledger: Path, lines: int, delay: float) -> int | None:
+def kill_at_a_random_point(
+    child: subprocess.Popen[bytes], ledger: Path, lines: int, delay: float
+) -> int | None:
     """Let the child do ``lines`` more units of work, wait ``delay`` more (so the kill lands anywhere: in a
     tool, between the tool and the checkpoint, in the middle of a write, in an LLM call), then kill -9 it.
     Progress-based, so a slow or busy machine moves the kill points but not their spread. Returns the exit
@@ -161,6 +163,8 @@ def test_kill_9_at_random_points_then_rerun(mode: str, tmp_path: Path) -> None:
     assert sum(s["cost_usd"] or 0 for s in final.steps) == pytest.approx(final.cost_usd)
     assert len({s["trace_id"] for s in final.steps}) == 1 and final.trace_id == final.steps[0]["trace_id"]
     assert kills >= 5, f"only {kills} kills landed; the child may be too fast for this machine"
-    print(f"{mode}: {kills} kills ({mid_answer} left a checkpoint between two calls of one answer), "
-          f"{attempt + 1} processes; 0 finished steps redone, 0 lost; "
-          f"{len(ledger_lines(ledger)) - N_WORK} in-flight tool calls ran again (at-least-once for unfinished steps)")
+    print(
+        f"{mode}: {kills} kills ({mid_answer} left a checkpoint between two calls of one answer), "
+        f"{attempt + 1} processes; 0 finished steps redone, 0 lost; "
+        f"{len(ledger_lines(ledger)) - N_WORK} in-flight tool calls ran again (at-least-once for unfinished steps)"
+    )

@@ -82,8 +82,9 @@ def stdio(tmp_path_factory):
 def http(tmp_path_factory):
     path = tmp_path_factory.mktemp("mcp-http") / "spans.jsonl"
     path.touch()
-    proc = subprocess.Popen([sys.executable, FIXTURE, "--http", "--spans", str(path)], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, FIXTURE, "--http", "--spans", str(path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("PORT "), f"the HTTP fixture did not start: {line!r}"
@@ -102,12 +103,16 @@ def server(request):
 
 # --- listing ------------------------------------------------------------------------------------------
 
+
 def test_tools_are_listed_with_the_servers_schemas(stdio) -> None:
     client, _ = stdio
     specs = {s.name: s for s in client.tools()}
     assert {"add", "echo", "fail", "hang", "crash", "whoami"} <= set(specs)
-    assert specs["add"].parameters == {"type": "object", "required": ["a", "b"],
-                                       "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}
+    assert specs["add"].parameters == {
+        "type": "object",
+        "required": ["a", "b"],
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+    }
     assert specs["add"].description == "Add two integers."
     assert specs["add"].is_async
     assert specs["echo"].concurrent_safe and not specs["add"].concurrent_safe  # from readOnlyHint
@@ -119,12 +124,18 @@ def test_tools_are_listed_with_the_servers_schemas(stdio) -> None:
 
 # --- one trace ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODES)
 def test_agent_calls_an_mcp_tool_and_the_server_span_joins_the_trace(mode: str, server, spans) -> None:
     client, path = server
     provider, exporter = spans
-    _, result = run(mode, llm=MockLLMBackend([call("add", a=2, b=3), DONE]), tools=tools_from(client.tools()),
-                    task={"goal": "add"}, hooks=[TracingHook(tracer_provider=provider)])
+    _, result = run(
+        mode,
+        llm=MockLLMBackend([call("add", a=2, b=3), DONE]),
+        tools=tools_from(client.tools()),
+        task={"goal": "add"},
+        hooks=[TracingHook(tracer_provider=provider)],
+    )
     assert result.stop_reason == "done"
     step = result.steps[0].tool_result
     assert step.error is None and step.data == {"sum": 5} and step.text == "5"
@@ -141,8 +152,13 @@ def test_agent_calls_an_mcp_tool_and_the_server_span_joins_the_trace(mode: str, 
 def test_the_request_meta_carries_the_traceparent(stdio, spans) -> None:
     client, _ = stdio
     provider, exporter = spans
-    _, result = run("sync", llm=MockLLMBackend([call("whoami"), DONE]), tools=tools_from(client.tools()),
-                    task={"goal": "x"}, hooks=[TracingHook(tracer_provider=provider)])
+    _, result = run(
+        "sync",
+        llm=MockLLMBackend([call("whoami"), DONE]),
+        tools=tools_from(client.tools()),
+        task={"goal": "x"},
+        hooks=[TracingHook(tracer_provider=provider)],
+    )
     meta = json.loads(result.steps[0].tool_result.text)
     (tool_span,) = [s for s in exporter.get_finished_spans() if s.name == "execute_tool whoami"]
     sc = tool_span.context
@@ -155,14 +171,25 @@ def test_the_request_meta_carries_the_traceparent(stdio, spans) -> None:
 
 # --- errors -----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODES)
 def test_mcp_errors_are_tool_errors_and_the_run_goes_on(mode: str, server, spans) -> None:
     client, _ = server
     provider, exporter = spans
-    script = [call("fail", message="no such user"), call("protocol_error"), call("add", a="two", b=3),
-              call("echo", text="still here"), DONE]
-    _, result = run(mode, llm=MockLLMBackend(script), tools=tools_from(client.tools()), task={"goal": "x"},
-                    hooks=[TracingHook(tracer_provider=provider)])
+    script = [
+        call("fail", message="no such user"),
+        call("protocol_error"),
+        call("add", a="two", b=3),
+        call("echo", text="still here"),
+        DONE,
+    ]
+    _, result = run(
+        mode,
+        llm=MockLLMBackend(script),
+        tools=tools_from(client.tools()),
+        task={"goal": "x"},
+        hooks=[TracingHook(tracer_provider=provider)],
+    )
     assert result.stop_reason == "done"
     kinds = [s.tool_result.error_kind for s in result.steps]
     assert kinds == ["mcp_tool_error", "mcp_error", "invalid_argument", None, None]
@@ -181,8 +208,12 @@ def test_a_hanging_tool_times_out_and_the_server_keeps_working(mode: str, stdio)
     client.call_timeout_s = 0.5
     try:
         started = time.perf_counter()
-        _, result = run(mode, llm=MockLLMBackend([call("hang", seconds=30), call("add", a=1, b=1), DONE]),
-                        tools=tools_from(client.tools()), task={"goal": "x"})
+        _, result = run(
+            mode,
+            llm=MockLLMBackend([call("hang", seconds=30), call("add", a=1, b=1), DONE]),
+            tools=tools_from(client.tools()),
+            task={"goal": "x"},
+        )
         elapsed = time.perf_counter() - started
     finally:
         client.call_timeout_s = 10
@@ -196,7 +227,13 @@ def test_a_hanging_tool_times_out_and_the_server_keeps_working(mode: str, stdio)
 def test_a_bad_schema_and_a_dying_server_are_tool_errors(mode: str) -> None:
     with MCPClient.stdio(sys.executable, [FIXTURE, "--bad-schema"], call_timeout_s=10) as client:
         tools = tools_from(client.tools())
-        script = [call("broken", anything=1), call("add", a=1, b=2), call("crash"), call("add", a=1, b=2), DONE]
+        script = [
+            call("broken", anything=1),
+            call("add", a=1, b=2),
+            call("crash"),
+            call("add", a=1, b=2),
+            DONE,
+        ]
         started = time.perf_counter()
         _, result = run(mode, llm=MockLLMBackend(script), tools=tools, task={"goal": "x"})
         elapsed = time.perf_counter() - started
@@ -211,16 +248,20 @@ def test_a_bad_schema_and_a_dying_server_are_tool_errors(mode: str) -> None:
 
 # --- connecting -------------------------------------------------------------------------------------------
 
+
 def test_a_server_that_exits_at_start_is_a_connection_error() -> None:
-    client = MCPClient.stdio(sys.executable, ["-c", "import sys; sys.exit(2)"], name="exits", connect_timeout_s=20)
+    client = MCPClient.stdio(
+        sys.executable, ["-c", "import sys; sys.exit(2)"], name="exits", connect_timeout_s=20
+    )
     with pytest.raises(MCPConnectionError, match="could not connect to MCP server 'exits'"):
         client.connect()
     assert client.call("add", {}).error_kind == "mcp_disconnected"
 
 
 def test_a_server_that_never_answers_the_handshake() -> None:
-    client = MCPClient.stdio(sys.executable, ["-c", "import time; time.sleep(60)"], name="mute",
-                             connect_timeout_s=1.0)
+    client = MCPClient.stdio(
+        sys.executable, ["-c", "import time; time.sleep(60)"], name="mute", connect_timeout_s=1.0
+    )
     started = time.perf_counter()
     with pytest.raises(MCPConnectionError, match="'mute' did not complete the handshake within 1s"):
         client.connect()

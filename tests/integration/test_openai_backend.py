@@ -17,15 +17,15 @@ from tests.integration._agent import TASK, TOOLS
 from tests.unit._harness import MODES, run
 
 
-
-
 def done(**kw):
     return tool_call("done", {"answer": "an agent loop"}, **kw)
 
 
 @pytest.fixture
 def llm(fake_llm_server):
-    backend = OpenAIBackend(model="gpt-4o-mini", base_url=fake_llm_server.openai_url, api_key="test-key", timeout=2.0)
+    backend = OpenAIBackend(
+        model="gpt-4o-mini", base_url=fake_llm_server.openai_url, api_key="test-key", timeout=2.0
+    )
     yield backend
     backend.close()
 
@@ -38,10 +38,15 @@ def go(mode, llm, *, hooks=(), **config):
 @pytest.mark.parametrize("mode", MODES)
 def test_multi_step_run_carries_usage_model_id_and_finish_reason(mode, llm, fake_llm_server):
     fake_llm_server.script(
-        tool_call("search", {"query": "looplet"}, usage=usage(30, 8, cached=10, reasoning=2),
-                  model="gpt-4o-mini-2024-07-18"),
+        tool_call(
+            "search",
+            {"query": "looplet"},
+            usage=usage(30, 8, cached=10, reasoning=2),
+            model="gpt-4o-mini-2024-07-18",
+        ),
         tool_calls([("search", {"query": "a"}), ("broken", {"x": 1})], usage=usage(50, 12)),
-        done())
+        done(),
+    )
     rec = LLMRecorder()
     steps, result = go(mode, llm, hooks=[rec])
 
@@ -55,13 +60,19 @@ def test_multi_step_run_carries_usage_model_id_and_finish_reason(mode, llm, fake
     assert [r.response_id for r in rec.responses] == [q.response_id for q in fake_llm_server.requests]
     assert [r.finish_reason for r in rec.responses] == ["tool_calls"] * 3
     first = rec.responses[0]
-    assert (first.provider, first.server_address, first.server_port) == ("openai", "127.0.0.1", fake_llm_server.port)
+    assert (first.provider, first.server_address, first.server_port) == (
+        "openai",
+        "127.0.0.1",
+        fake_llm_server.port,
+    )
     assert first.time_to_first_chunk_s is None and steps[0].ttfc_ms is None  # not streamed
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_transcript_on_the_wire(mode, llm, fake_llm_server):
-    fake_llm_server.script(tool_calls([("search", {"query": "x"}, "call_a"), ("broken", {"x": 2}, "call_b")]), done())
+    fake_llm_server.script(
+        tool_calls([("search", {"query": "x"}, "call_a"), ("broken", {"x": 2}, "call_b")]), done()
+    )
     steps, result = go(mode, llm, system_prompt="Be brief.")
     assert result.stop_reason == "done"
 
@@ -70,13 +81,16 @@ def test_transcript_on_the_wire(mode, llm, fake_llm_server):
     assert {t["function"]["name"] for t in first["tools"]} == {"search", "broken", "done"}
     spec = next(t for t in first["tools"] if t["function"]["name"] == "search")
     assert spec["type"] == "function" and spec["function"]["parameters"]["required"] == ["query"]
-    assert first["messages"] == [{"role": "system", "content": "Be brief."},
-                                 {"role": "user", "content": "What is looplet?"}]
+    assert first["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is looplet?"},
+    ]
     system, user, assistant, tool_a, tool_b = second["messages"]
     assert assistant["role"] == "assistant" and assistant["content"] == ""  # None is sent as ""
-    assert [(c["id"], c["type"], c["function"]["name"], json.loads(c["function"]["arguments"]))
-            for c in assistant["tool_calls"]] == [("call_a", "function", "search", {"query": "x"}),
-                                                  ("call_b", "function", "broken", {"x": 2})]
+    assert [
+        (c["id"], c["type"], c["function"]["name"], json.loads(c["function"]["arguments"]))
+        for c in assistant["tool_calls"]
+    ] == [("call_a", "function", "search", {"query": "x"}), ("call_b", "function", "broken", {"x": 2})]
     assert tool_a["role"] == "tool" and tool_a["tool_call_id"] == "call_a" and "about x" in tool_a["content"]
     assert tool_b["tool_call_id"] == "call_b" and tool_b["content"].startswith("ERROR:")
     assert "disk full" in tool_b["content"]
@@ -115,8 +129,11 @@ def test_timeout_is_retryable(mode, fake_llm_server):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_malformed_arguments_become_an_error_step_and_the_model_recovers(mode, llm, fake_llm_server):
-    fake_llm_server.script(tool_call("search", '{"query": "unterminated', "call_bad"),
-                           tool_call("search", {"query": "fixed"}), done())
+    fake_llm_server.script(
+        tool_call("search", '{"query": "unterminated', "call_bad"),
+        tool_call("search", {"query": "fixed"}),
+        done(),
+    )
     steps, result = go(mode, llm)
     assert result.stop_reason == "done"
     bad = steps[0]
@@ -128,8 +145,10 @@ def test_malformed_arguments_become_an_error_step_and_the_model_recovers(mode, l
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize(("status", "hint"), [(400, "tool schemas"), (401, "OPENAI_API_KEY"), (403, "permission"),
-                                              (404, "check base_url")])
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [(400, "tool schemas"), (401, "OPENAI_API_KEY"), (403, "permission"), (404, "check base_url")],
+)
 def test_client_errors_are_not_retried_and_say_what_to_do(mode, llm, fake_llm_server, status, hint):
     fake_llm_server.script(error(status), done())
     steps, result = go(mode, llm)

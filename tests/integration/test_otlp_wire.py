@@ -9,8 +9,7 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from prometheus_client.parser import text_string_to_metric_families
 
-from looplet import __version__, composable_loop
-from looplet import demo
+from looplet import __version__, composable_loop, demo
 from looplet.telemetry import names as N
 from looplet.telemetry.setup import configure
 from tests.integration._otlp_receiver import GrpcReceiver, HttpReceiver, reset_global_telemetry
@@ -59,8 +58,12 @@ def check_delivered(spans, steps, result):
     assert agent["scope"] == ("looplet", __version__)
     a = agent["attributes"]
     assert a["gen_ai.operation.name"] == "invoke_agent" and a["gen_ai.agent.name"] == "demo-agent"
-    assert a[N.STOP_REASON] == "done" and a[N.RUN_STEPS] == len(steps) and isinstance(a[N.RUN_INPUT_TOKENS], int)
-    assert a[N.RUN_INPUT_TOKENS] == result.usage.input_tokens and a[N.COST_USD] == pytest.approx(result.cost_usd)
+    assert (
+        a[N.STOP_REASON] == "done" and a[N.RUN_STEPS] == len(steps) and isinstance(a[N.RUN_INPUT_TOKENS], int)
+    )
+    assert a[N.RUN_INPUT_TOKENS] == result.usage.input_tokens and a[N.COST_USD] == pytest.approx(
+        result.cost_usd
+    )
 
     step_spans = {s["attributes"][N.STEP_NUMBER]: s for s in spans if s["name"] == N.STEP_SPAN}
     assert sorted(step_spans) == [s.number for s in steps]
@@ -82,29 +85,43 @@ def check_delivered(spans, steps, result):
     assert len(tools) == len(steps)
     failed = sorted((t for t in tools if t["status"] == Status.STATUS_CODE_ERROR), key=lambda t: t["start"])
     errors = [s for s in steps if s.tool_result.error]
-    assert errors and [t["attributes"]["gen_ai.tool.call.id"] for t in failed] == [s.tool_call.id for s in errors]
+    assert errors and [t["attributes"]["gen_ai.tool.call.id"] for t in failed] == [
+        s.tool_call.id for s in errors
+    ]
     assert failed[0]["attributes"]["error.type"] == errors[0].tool_result.error_kind
     assert "404" in failed[0]["status_message"]
     for t in tools:
         assert t["attributes"]["gen_ai.tool.call.id"] and by_id[t["parent_span_id"]]["name"] == N.STEP_SPAN
-        assert by_id[t["parent_span_id"]]["start"] <= t["start"] <= t["end"] <= by_id[t["parent_span_id"]]["end"]
+        assert (
+            by_id[t["parent_span_id"]]["start"] <= t["start"] <= t["end"] <= by_id[t["parent_span_id"]]["end"]
+        )
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
 def test_configure_exports_the_run_over_otlp(protocol, http_receiver, grpc_receiver, tmp_path):
     receiver = http_receiver if protocol == "http/protobuf" else grpc_receiver
     log_file = tmp_path / "run.log"
-    session = configure(service_name="wire-test", otlp_endpoint=receiver.url, otlp_protocol=protocol,
-                        metrics_port=0, log_file=str(log_file))
+    session = configure(
+        service_name="wire-test",
+        otlp_endpoint=receiver.url,
+        otlp_protocol=protocol,
+        metrics_port=0,
+        log_file=str(log_file),
+    )
     assert session.otlp_protocol == protocol
     steps, result = run_demo(session)
     assert result.stop_reason == "done"
 
     # /metrics over HTTP, parsed by prometheus_client
-    body = urllib.request.urlopen(f"http://127.0.0.1:{session.metrics_port}/metrics", timeout=5).read().decode()
+    body = (
+        urllib.request.urlopen(f"http://127.0.0.1:{session.metrics_port}/metrics", timeout=5).read().decode()
+    )
     families = {f.name: f for f in text_string_to_metric_families(body)}
-    runs = {tuple(sorted(s.labels.items())): s.value for s in families["looplet_runs"].samples
-            if s.name == "looplet_runs_total"}
+    runs = {
+        tuple(sorted(s.labels.items())): s.value
+        for s in families["looplet_runs"].samples
+        if s.name == "looplet_runs_total"
+    }
     assert runs[(("agent", "demo-agent"), ("outcome", "done"))] >= 1
 
     session.shutdown()
@@ -119,7 +136,9 @@ def test_configure_exports_the_run_over_otlp(protocol, http_receiver, grpc_recei
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
-def test_the_standard_environment_variables_choose_the_endpoint(protocol, monkeypatch, http_receiver, grpc_receiver):
+def test_the_standard_environment_variables_choose_the_endpoint(
+    protocol, monkeypatch, http_receiver, grpc_receiver
+):
     receiver = http_receiver if protocol == "http/protobuf" else grpc_receiver
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
@@ -154,7 +173,10 @@ def test_configure_is_idempotent_and_never_replaces_an_application_provider(http
 def test_the_port_4317_means_grpc_and_urls_get_their_signal_path():
     from looplet.telemetry.setup import _guess_protocol, _signal_url
 
-    assert _guess_protocol("http://collector:4317") == "grpc" and _guess_protocol("collector:4318") == "http/protobuf"
+    assert (
+        _guess_protocol("http://collector:4317") == "grpc"
+        and _guess_protocol("collector:4318") == "http/protobuf"
+    )
     assert _signal_url("http://c:4318", "traces") == "http://c:4318/v1/traces"
     assert _signal_url("http://c:4318/v1/traces", "traces") == "http://c:4318/v1/traces"
     assert _signal_url("c:4318/", "traces") == "http://c:4318/v1/traces"

@@ -42,12 +42,18 @@ from tests.integration.test_stack_files import (
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 needs_prometheus = pytest.mark.skipif(
-    PROMETHEUS is None, reason="the `prometheus` binary is not installed (Debian: apt-get install prometheus; "
-                               ".ci/run installs it)")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="`promtool` is not installed (Debian package prometheus)")
+    PROMETHEUS is None,
+    reason="the `prometheus` binary is not installed (Debian: apt-get install prometheus; "
+    ".ci/run installs it)",
+)
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="`promtool` is not installed (Debian package prometheus)"
+)
 
 SCRAPE_S = 1
-RATE_INTERVAL = "10s"  # Grafana's $__rate_interval is at least 4 scrape intervals; 10 s holds ~10 samples here
+RATE_INTERVAL = (
+    "10s"  # Grafana's $__rate_interval is at least 4 scrape intervals; 10 s holds ~10 samples here
+)
 RANGE = "5m"
 DEFAULT_INTERVAL = "2s"
 
@@ -63,15 +69,22 @@ def free_port() -> int:
 
 
 def http_get(url: str, timeout: float = 5.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
         return resp.read()
 
 
 class LiveStack:
     """A demo agent serving /metrics and a Prometheus scraping it, both on 127.0.0.1, in ``workdir``."""
 
-    def __init__(self, workdir: Path, *, latency: float = 0.01, scrape_s: int = SCRAPE_S,
-                 demo_extra: tuple[str, ...] = (), demo_cmd: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        latency: float = 0.01,
+        scrape_s: int = SCRAPE_S,
+        demo_extra: tuple[str, ...] = (),
+        demo_cmd: tuple[str, ...] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.metrics_port = free_port()
         self.prom_port = free_port()
@@ -110,14 +123,31 @@ class LiveStack:
     def _start_demo(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}  # nothing leaves loopback
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        cmd = [*self.demo_cmd, "--runs", "0", "--stream", "--latency", str(self.latency),
-               "--quiet", "--metrics-port", str(self.metrics_port), "--log-file", str(self.log_file),
-               *self.demo_extra]
+        cmd = [
+            *self.demo_cmd,
+            "--runs",
+            "0",
+            "--stream",
+            "--latency",
+            str(self.latency),
+            "--quiet",
+            "--metrics-port",
+            str(self.metrics_port),
+            "--log-file",
+            str(self.log_file),
+            *self.demo_extra,
+        ]
         self.demo_stderr = (self.workdir / "demo.stderr").open("wb")
-        self.demo = subprocess.Popen(cmd, cwd=self.workdir, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=self.demo_stderr)
-        self._wait(lambda: b"looplet_" in http_get(f"http://127.0.0.1:{self.metrics_port}/metrics", 1),
-                   20, "the demo agent to serve /metrics", self.demo, self.workdir / "demo.stderr")
+        self.demo = subprocess.Popen(
+            cmd, cwd=self.workdir, env=env, stdout=subprocess.DEVNULL, stderr=self.demo_stderr
+        )
+        self._wait(
+            lambda: b"looplet_" in http_get(f"http://127.0.0.1:{self.metrics_port}/metrics", 1),
+            20,
+            "the demo agent to serve /metrics",
+            self.demo,
+            self.workdir / "demo.stderr",
+        )
 
     def prometheus_config(self) -> dict[str, Any]:
         """exporters/prometheus.yml with the looplet job pointed at this demo and the other jobs dropped."""
@@ -141,12 +171,26 @@ class LiveStack:
         (self.workdir / "data").mkdir(exist_ok=True)
         self.prom_log = (self.workdir / "prometheus.log").open("wb")
         self.prom = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.prom_port}", "--enable-feature=exemplar-storage",
-             "--web.enable-remote-write-receiver", "--log.level=warn"],
-            cwd=self.workdir, stdout=self.prom_log, stderr=subprocess.STDOUT)
-        self._wait(lambda: http_get(f"{self.url}/-/ready", 1) is not None, 20, "Prometheus to be ready",
-                   self.prom, self.workdir / "prometheus.log")
+            [
+                PROMETHEUS,
+                f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.prom_port}",
+                "--enable-feature=exemplar-storage",
+                "--web.enable-remote-write-receiver",
+                "--log.level=warn",
+            ],
+            cwd=self.workdir,
+            stdout=self.prom_log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait(
+            lambda: http_get(f"{self.url}/-/ready", 1) is not None,
+            20,
+            "Prometheus to be ready",
+            self.prom,
+            self.workdir / "prometheus.log",
+        )
         self.started = time.time()
 
     @staticmethod
@@ -154,16 +198,19 @@ class LiveStack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise AssertionError(f"gave up waiting for {what}: the process exited ({proc.returncode}):\n"
-                                     f"{log.read_text(errors='replace')[-3000:]}")
+                raise AssertionError(
+                    f"gave up waiting for {what}: the process exited ({proc.returncode}):\n"
+                    f"{log.read_text(errors='replace')[-3000:]}"
+                )
             try:
                 if check():
                     return
             except OSError:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"gave up waiting for {what} after {timeout} s:\n"
-                             f"{log.read_text(errors='replace')[-3000:]}")
+        raise AssertionError(
+            f"gave up waiting for {what} after {timeout} s:\n{log.read_text(errors='replace')[-3000:]}"
+        )
 
     # -- queries --------------------------------------------------------------------------------
     @property
@@ -230,7 +277,7 @@ def test_every_dashboard_expression_returns_data(stack: LiveStack) -> None:
     for label, expr in exprs:
         try:
             result = stack.query(expr)
-        except Exception as exc:  # noqa: BLE001 - collect every failure, then report them together
+        except Exception as exc:
             failed.append(f"{label}: {expr}\n    {exc}")
             continue
         has_data = bool(finite_values(result))
@@ -254,10 +301,15 @@ def test_template_variables_list_the_demo_agent_model_and_tools(stack: LiveStack
                 continue
             m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", var["definition"])
             assert m, var["definition"]
-            selector = substitute(m.group(1), rate_interval=RATE_INTERVAL, interval=DEFAULT_INTERVAL, range_=RANGE)
+            selector = substitute(
+                m.group(1), rate_interval=RATE_INTERVAL, interval=DEFAULT_INTERVAL, range_=RANGE
+            )
             values = stack.api(f"label/{m.group(2)}/values", **{"match[]": selector})
-            expected = {"agent": {"demo-agent"}, "model": {"gpt-4o-mini"},
-                        "tool": {"search_docs", "fetch_page", "calculator", "done"}}[var["name"]]
+            expected = {
+                "agent": {"demo-agent"},
+                "model": {"gpt-4o-mini"},
+                "tool": {"search_docs", "fetch_page", "calculator", "done"},
+            }[var["name"]]
             assert expected <= set(values), (path.name, var["name"], values)
 
 
@@ -271,8 +323,13 @@ def test_alert_rules_load_and_evaluate_on_real_data(stack: LiveStack) -> None:
         assert time.monotonic() < deadline, "the alert rules were never evaluated"
         time.sleep(0.25)
     names = {r["name"] for r in rules}
-    assert names == {"LoopletRunErrorRateHigh", "LoopletToolErrorRateHigh", "LoopletLLMLatencyP95High",
-                     "LoopletSpendPerHourHigh", "LoopletRunStuck"}
+    assert names == {
+        "LoopletRunErrorRateHigh",
+        "LoopletToolErrorRateHigh",
+        "LoopletLLMLatencyP95High",
+        "LoopletSpendPerHourHigh",
+        "LoopletRunStuck",
+    }
     assert all(r["health"] == "ok" and not r.get("lastError") for r in rules), rules
     # The demo is healthy: a few cents an hour, millisecond latency, runs that finish. Nothing may fire.
     assert [r["name"] for r in rules if r["state"] != "inactive"] == []
@@ -297,8 +354,11 @@ def test_demo_logs_fill_the_error_log_panel(stack: LiveStack) -> None:
     """The overview's Loki panel keeps lines at level error/warning or with an error field, for the agent."""
     records = [json.loads(line) for line in stack.log_file.read_text().splitlines() if line.strip()]
     assert records, "the demo wrote no JSON log lines"
-    kept = [r for r in records if r.get("agent") == "demo-agent"
-            and (r.get("level") in ("error", "warning") or r.get("error"))]
+    kept = [
+        r
+        for r in records
+        if r.get("agent") == "demo-agent" and (r.get("level") in ("error", "warning") or r.get("error"))
+    ]
     assert kept, f"no error log line from the demo (its fetch_page call fails every run): {records[:5]}"
     assert all(re.fullmatch(r"[0-9a-f]{32}", r.get("trace_id", "")) for r in kept), kept[:3]
 
@@ -306,16 +366,23 @@ def test_demo_logs_fill_the_error_log_panel(stack: LiveStack) -> None:
 # --------------------------------------------------------------------------------------------- promtool
 @needs_promtool
 def test_promtool_checks_config_and_rules() -> None:
-    for args in (["check", "config", str(EXPORTERS / "prometheus.yml")],
-                 ["check", "rules", str(EXPORTERS / "alerts.yml")]):
+    for args in (
+        ["check", "config", str(EXPORTERS / "prometheus.yml")],
+        ["check", "rules", str(EXPORTERS / "alerts.yml")],
+    ):
         proc = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @needs_promtool
 def test_promtool_unit_tests_of_the_alerts() -> None:
-    proc = subprocess.run([PROMTOOL, "test", "rules", "alerts_test.yml"], cwd=EXPORTERS, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [PROMTOOL, "test", "rules", "alerts_test.yml"],
+        cwd=EXPORTERS,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
 
 
@@ -327,8 +394,13 @@ def test_promtool_fails_a_broken_alert(tmp_path: Path) -> None:
     rules = (tmp_path / "alerts.yml").read_text()
     (tmp_path / "alerts.yml").write_text(rules.replace("* 3600\n          > 10", "* 3600\n          > 100"))
     assert rules != (tmp_path / "alerts.yml").read_text()
-    proc = subprocess.run([PROMTOOL, "test", "rules", "alerts_test.yml"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [PROMTOOL, "test", "rules", "alerts_test.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0 and "LoopletSpendPerHourHigh" in proc.stdout + proc.stderr
 
 
@@ -338,8 +410,11 @@ def test_generated_live_config_is_valid(tmp_path: Path) -> None:
     cfg = live.prometheus_config()
     shutil.copy(EXPORTERS / "alerts.yml", tmp_path / "alerts.yml")
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert cfg["scrape_configs"][0]["static_configs"] == [{"targets": [f"127.0.0.1:{live.metrics_port}"]}]
-

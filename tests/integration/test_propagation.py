@@ -21,8 +21,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from looplet import LoopConfig, MockLLMBackend, tool, tools_from
-from looplet.telemetry.propagation import (context_from_traceparent, current_traceparent, format_traceparent,
-                                           inject_headers, parse_traceparent, subprocess_env)
+from looplet.telemetry.propagation import (
+    context_from_traceparent,
+    current_traceparent,
+    format_traceparent,
+    inject_headers,
+    parse_traceparent,
+    subprocess_env,
+)
 from looplet.telemetry.tracing import TracingHook
 from tests.unit._harness import MODES, run
 
@@ -51,10 +57,16 @@ def spans_named(exporter: InMemorySpanExporter, prefix: str) -> list:
 
 # --- parsing ----------------------------------------------------------------------------------------
 
+
 def test_parse_a_valid_traceparent() -> None:
     tp = parse_traceparent(TP)
     assert (tp.version, tp.trace_id, tp.span_id, tp.flags, tp.sampled) == (
-        "00", "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", "01", True)
+        "00",
+        "0af7651916cd43dd8448eb211c80319c",
+        "b7ad6b7169203331",
+        "01",
+        True,
+    )
     assert str(tp) == TP
     assert not parse_traceparent(TP[:-2] + "00").sampled
     # a later version may carry more fields; they are not ours to read
@@ -62,19 +74,22 @@ def test_parse_a_valid_traceparent() -> None:
     assert format_traceparent(TRACE_ID, SPAN_ID) == TP
 
 
-@pytest.mark.parametrize("value, words", [
-    ("", "4 fields"),
-    ("garbage", "4 fields"),
-    ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331", "4 fields"),
-    ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x", "exactly 4 fields"),
-    ("ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "'ff' is forbidden"),
-    ("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", "trace id must be 32 lower-case hex"),
-    ("00-0af7651916cd43dd8448eb211c8031-b7ad6b7169203331-01", "trace id must be 32"),
-    ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333z-01", "span id must be 16"),
-    ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-1", "flags must be 2"),
-    ("00-00000000000000000000000000000000-b7ad6b7169203331-01", "trace id is all zeros"),
-    ("00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", "span (parent) id is all zeros"),
-])
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("", "4 fields"),
+        ("garbage", "4 fields"),
+        ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331", "4 fields"),
+        ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x", "exactly 4 fields"),
+        ("ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "'ff' is forbidden"),
+        ("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", "trace id must be 32 lower-case hex"),
+        ("00-0af7651916cd43dd8448eb211c8031-b7ad6b7169203331-01", "trace id must be 32"),
+        ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333z-01", "span id must be 16"),
+        ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-1", "flags must be 2"),
+        ("00-00000000000000000000000000000000-b7ad6b7169203331-01", "trace id is all zeros"),
+        ("00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", "span (parent) id is all zeros"),
+    ],
+)
 def test_malformed_traceparent_is_a_clear_value_error(value: str, words: str) -> None:
     with pytest.raises(ValueError, match="malformed") as err:
         parse_traceparent(value)
@@ -109,11 +124,18 @@ def test_outside_any_span_nothing_is_injected(monkeypatch) -> None:
 
 # --- into a run -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODES)
 def test_parent_argument_continues_the_trace(mode: str, spans) -> None:
     provider, exporter = spans
-    _, result = run(mode, llm=MockLLMBackend([DONE]), tools=tools_from([]), task={"goal": "x"},
-                    hooks=[TracingHook(tracer_provider=provider)], parent=TP)
+    _, result = run(
+        mode,
+        llm=MockLLMBackend([DONE]),
+        tools=tools_from([]),
+        task={"goal": "x"},
+        hooks=[TracingHook(tracer_provider=provider)],
+        parent=TP,
+    )
     (agent,) = spans_named(exporter, "invoke_agent")
     assert agent.context.trace_id == TRACE_ID and agent.parent.span_id == SPAN_ID
     assert result.trace_id == f"{TRACE_ID:032x}"
@@ -123,24 +145,36 @@ def test_parent_argument_continues_the_trace(mode: str, spans) -> None:
 def test_traceparent_environment_variable_continues_the_trace(mode: str, spans, monkeypatch) -> None:
     provider, exporter = spans
     monkeypatch.setenv("TRACEPARENT", TP)
-    run(mode, llm=MockLLMBackend([DONE]), tools=tools_from([]), task={"goal": "x"},
-        hooks=[TracingHook(tracer_provider=provider)])
+    run(
+        mode,
+        llm=MockLLMBackend([DONE]),
+        tools=tools_from([]),
+        task={"goal": "x"},
+        hooks=[TracingHook(tracer_provider=provider)],
+    )
     (agent,) = spans_named(exporter, "invoke_agent")
     assert agent.context.trace_id == TRACE_ID and agent.parent.span_id == SPAN_ID
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("where", ["argument", "environment"])
-def test_malformed_parent_warns_and_the_run_starts_a_new_trace(mode: str, where: str, spans, monkeypatch,
-                                                               caplog) -> None:
+def test_malformed_parent_warns_and_the_run_starts_a_new_trace(
+    mode: str, where: str, spans, monkeypatch, caplog
+) -> None:
     provider, exporter = spans
     bad = "00-not-a-trace-01"
     kwargs = {"parent": bad} if where == "argument" else {}
     if where == "environment":
         monkeypatch.setenv("TRACEPARENT", bad)
     with caplog.at_level(logging.WARNING, logger="looplet"):
-        _, result = run(mode, llm=MockLLMBackend([DONE]), tools=tools_from([]), task={"goal": "x"},
-                        hooks=[TracingHook(tracer_provider=provider)], **kwargs)
+        _, result = run(
+            mode,
+            llm=MockLLMBackend([DONE]),
+            tools=tools_from([]),
+            task={"goal": "x"},
+            hooks=[TracingHook(tracer_provider=provider)],
+            **kwargs,
+        )
     assert result.stop_reason == "done"  # telemetry input never stops the agent
     (agent,) = spans_named(exporter, "invoke_agent")
     assert agent.parent is None and agent.context.trace_id != TRACE_ID
@@ -154,8 +188,12 @@ def test_a_tool_given_a_malformed_traceparent_fails_clearly_and_the_run_goes_on(
         context_from_traceparent(traceparent)
         return "ok"
 
-    _, result = run(mode, llm=MockLLMBackend([call("resume_trace", traceparent="zz"), DONE]),
-                    tools=tools_from([resume_trace]), task={"goal": "x"})
+    _, result = run(
+        mode,
+        llm=MockLLMBackend([call("resume_trace", traceparent="zz"), DONE]),
+        tools=tools_from([resume_trace]),
+        task={"goal": "x"},
+    )
     first = result.steps[0].tool_result
     assert first.error_kind == "tool_exception" and "traceparent 'zz' is malformed" in first.error
     assert result.stop_reason == "done"
@@ -163,10 +201,11 @@ def test_a_tool_given_a_malformed_traceparent_fails_clearly_and_the_run_goes_on(
 
 # --- out of a tool: HTTP ----------------------------------------------------------------------------
 
+
 class _Recorder(BaseHTTPRequestHandler):
     seen: list[dict[str, str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         _Recorder.seen.append({k.lower(): v for k, v in self.headers.items()})
         body = b'{"ok": true}'
         self.send_response(200)
@@ -202,8 +241,15 @@ def test_http_calls_from_tools_carry_the_execute_tool_span(mode: str, spans, htt
             return resp.read().decode()
 
     two = json.dumps([{"tool": "fetch", "args": {"path": "a"}}, {"tool": "fetch", "args": {"path": "b"}}])
-    run(mode, llm=MockLLMBackend([two, DONE]), tools=tools_from([fetch]), task={"goal": "x"},
-        hooks=[TracingHook(tracer_provider=provider)], config=LoopConfig(parallel_tools=True), parent=TP)
+    run(
+        mode,
+        llm=MockLLMBackend([two, DONE]),
+        tools=tools_from([fetch]),
+        task={"goal": "x"},
+        hooks=[TracingHook(tracer_provider=provider)],
+        config=LoopConfig(parallel_tools=True),
+        parent=TP,
+    )
     tool_spans = {s.context.span_id for s in spans_named(exporter, "execute_tool fetch")}
     assert len(seen) == 2 and len(tool_spans) == 2
     got = {parse_traceparent(h["traceparent"]) for h in seen}
@@ -240,12 +286,23 @@ def test_a_child_process_agent_joins_the_trace_through_its_environment(spans) ->
 
     @tool(description="Run the worker agent in another process.")
     def worker() -> dict:
-        out = subprocess.run([sys.executable, "-c", CHILD], env=subprocess_env(), capture_output=True, text=True,
-                             timeout=60, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD],
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    _, result = run("sync", llm=MockLLMBackend([call("worker"), DONE]), tools=tools_from([worker]),
-                    task={"goal": "x"}, hooks=[TracingHook(tracer_provider=provider)])
+    _, result = run(
+        "sync",
+        llm=MockLLMBackend([call("worker"), DONE]),
+        tools=tools_from([worker]),
+        task={"goal": "x"},
+        hooks=[TracingHook(tracer_provider=provider)],
+    )
     reported = result.steps[0].tool_result.data
     (tool_span,) = spans_named(exporter, "execute_tool worker")
     assert reported["answer"] == "child ok"

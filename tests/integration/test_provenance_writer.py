@@ -15,8 +15,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -27,9 +28,9 @@ from looplet.provenance.format import folder_name, load_trajectory, render_files
 from looplet.provenance.spans import records_from_spans
 
 pytest.importorskip("opentelemetry.sdk.trace")
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="kills and forks processes")
 
@@ -43,8 +44,14 @@ def demo_spans(runs: int, capture: bool = True) -> list[Any]:
     hook = TracingHook(tracer_provider=provider, capture_content=capture)
     for _ in range(runs):
         llm, tools, config = build(latency_s=0.0)
-        for _step in composable_loop(llm=llm, tools=tools, task=TASK, config=config, hooks=[hook],
-                                     state=DefaultState(max_steps=config.max_steps)):
+        for _step in composable_loop(
+            llm=llm,
+            tools=tools,
+            task=TASK,
+            config=config,
+            hooks=[hook],
+            state=DefaultState(max_steps=config.max_steps),
+        ):
             pass
     return list(memory.get_finished_spans())
 
@@ -56,6 +63,7 @@ def folder_bytes(root: Path) -> dict[str, bytes]:
 @pytest.fixture(autouse=True)
 def fresh_writer() -> Iterator[None]:
     """Each test starts with no helper and no memory of an earlier failure, and leaves none behind."""
+
     def reset() -> None:
         with _writer._LOCK:
             if _writer._helper is not None:
@@ -88,16 +96,17 @@ def test_the_helper_writes_the_same_bytes_as_writing_in_process(tmp_path: Path) 
     inline = ProvenanceSink(tmp_path / "inline", writer="inline", redact=True)
     helped = ProvenanceSink(tmp_path / "helped", redact=True)
     for i in range(0, len(spans), 40):  # batches that end mid-run, as a BatchSpanProcessor's do
-        inline.export(spans[i:i + 40])
-        helped.export(spans[i:i + 40])
+        inline.export(spans[i : i + 40])
+        helped.export(spans[i : i + 40])
     assert _writer.writer_pid() not in (None, os.getpid())
     assert len(list((tmp_path / "helped").iterdir())) == 6
     assert folder_bytes(tmp_path / "helped") == folder_bytes(tmp_path / "inline")
     assert [p.name for p in helped.written] == [p.name for p in inline.written]
 
 
-def test_a_helper_killed_between_batches_costs_nothing_but_speed(tmp_path: Path,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_a_helper_killed_between_batches_costs_nothing_but_speed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     spans = demo_spans(4)
     per_run = len(spans) // 4
     sink = ProvenanceSink(tmp_path)
@@ -141,9 +150,9 @@ def test_a_helper_killed_mid_batch_loses_no_folder(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
 
 
-def test_where_the_helper_cannot_start_folders_are_written_in_process(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_where_the_helper_cannot_start_folders_are_written_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
     spans = demo_spans(2)
     with caplog.at_level(logging.WARNING, logger="looplet.provenance"):
@@ -155,8 +164,9 @@ def test_where_the_helper_cannot_start_folders_are_written_in_process(tmp_path: 
 
 
 @pytest.mark.parametrize("frozen", [False, True])
-def test_an_interpreter_that_is_not_python_is_never_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           caplog: pytest.LogCaptureFixture, frozen: bool) -> None:
+def test_an_interpreter_that_is_not_python_is_never_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, frozen: bool
+) -> None:
     """Under uWSGI or in a frozen application sys.executable is not a Python to run the helper with."""
     monkeypatch.setattr(sys, "executable", "/usr/bin/uwsgi" if not frozen else sys.executable)
     if frozen:
@@ -172,7 +182,9 @@ def test_an_interpreter_that_is_not_python_is_never_started(tmp_path: Path, monk
     assert ("frozen application" if frozen else "does not look like a Python interpreter") in caplog.text
 
 
-def test_a_write_the_helper_cannot_do_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_write_the_helper_cannot_do_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the folder should go")
     sink = ProvenanceSink(blocker)
@@ -251,6 +263,7 @@ def test_writer_arguments_are_checked(tmp_path: Path) -> None:
 
 # -- trajectory_hook(background=True) ------------------------------------------------------------------------
 
+
 def run_demo(hooks: list[Any]) -> DefaultState:
     llm, tools, config = build(latency_s=0.0)
     state = DefaultState(max_steps=config.max_steps)
@@ -274,8 +287,9 @@ def test_a_background_hook_writes_what_the_inline_hook_writes(tmp_path: Path) ->
     assert load_trajectory(planned).data["stop_reason"] == "done"
 
 
-def test_a_stalled_disk_never_holds_up_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_a_stalled_disk_never_holds_up_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import threading
 
     sink = ProvenanceSink(tmp_path, max_queued_runs=2)
@@ -299,8 +313,9 @@ def test_a_stalled_disk_never_holds_up_the_run(tmp_path: Path, monkeypatch: pyte
     assert [s.metadata.get("trajectory_dir") is not None for s in states] == [True, True, False, False]
     disk.set()
     sink.flush()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Path(s.metadata["trajectory_dir"]).name
-                                                                for s in states[:2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        Path(s.metadata["trajectory_dir"]).name for s in states[:2]
+    )
 
 
 def test_queued_folders_are_written_at_exit(tmp_path: Path) -> None:
@@ -312,13 +327,16 @@ def test_queued_folders_are_written_at_exit(tmp_path: Path) -> None:
         state = run_demo([ProvenanceSink({str(tmp_path)!r}).trajectory_hook(background=True)])
         print(state.metadata["trajectory_dir"], flush=True)
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
     folder = Path(out.stdout.strip())
     assert load_trajectory(folder).data["stop_reason"] == "done"
 
 
-def test_a_relative_folder_follows_the_working_directory_of_the_exporter(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_relative_folder_follows_the_working_directory_of_the_exporter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spans = demo_spans(2)
     half = len(spans) // 2
     (tmp_path / "one").mkdir()
@@ -354,12 +372,17 @@ def test_a_background_hook_in_a_forked_child_writes_its_own_runs(tmp_path: Path)
 
 # -- fsync=True: one file-system sync for the folders waiting together -------------------------------------
 
-def test_synced_folders_are_the_same_bytes_with_one_sync_per_root(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_synced_folders_are_the_same_bytes_with_one_sync_per_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from looplet.provenance import format as fmt
 
     records = records_from_spans(demo_spans(3))
-    jobs = [(str(tmp_path / ("a" if n < 2 else "b")), folder_name(r), render_files(r)) for n, r in enumerate(records)]
+    jobs = [
+        (str(tmp_path / ("a" if n < 2 else "b")), folder_name(r), render_files(r))
+        for n, r in enumerate(records)
+    ]
     for root, name, files in jobs:
         fmt.write_folder(str(tmp_path / "reference"), name, files, fsync=True)
     synced: list[str] = []

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from looplet import composable_loop
-from looplet import demo
+from looplet import composable_loop, demo
 from looplet.telemetry import names as N
 from looplet.telemetry.setup import configure
 from tests.integration._otlp_receiver import GrpcReceiver, HttpReceiver, reset_global_telemetry
@@ -49,18 +48,37 @@ def collector(tmp_path, request):
     grpc_port, http_port = _free_port(), _free_port()
     if not os.access(AGENT, os.X_OK):
         pytest.skip(f"rotel's agent binary {AGENT} is not executable here")
-    cmd = [str(AGENT), "start",
-           "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}", "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
-           "--exporter", "otlp", "--otlp-exporter-endpoint", receiver.url,
-           "--otlp-exporter-protocol", out_protocol, "--otlp-exporter-compression", "none",
-           "--batch-timeout", "50ms", "--pid-file", str(tmp_path / "rotel.pid"),
-           "--log-file", str(tmp_path / "rotel.log")]
+    cmd = [
+        str(AGENT),
+        "start",
+        "--otlp-grpc-endpoint",
+        f"127.0.0.1:{grpc_port}",
+        "--otlp-http-endpoint",
+        f"127.0.0.1:{http_port}",
+        "--exporter",
+        "otlp",
+        "--otlp-exporter-endpoint",
+        receiver.url,
+        "--otlp-exporter-protocol",
+        out_protocol,
+        "--otlp-exporter-compression",
+        "none",
+        "--batch-timeout",
+        "50ms",
+        "--pid-file",
+        str(tmp_path / "rotel.pid"),
+        "--log-file",
+        str(tmp_path / "rotel.log"),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_listening(grpc_port, proc)
         _wait_listening(http_port, proc)
-        yield {"grpc": f"http://127.0.0.1:{grpc_port}", "http/protobuf": f"http://127.0.0.1:{http_port}",
-               "receiver": receiver}
+        yield {
+            "grpc": f"http://127.0.0.1:{grpc_port}",
+            "http/protobuf": f"http://127.0.0.1:{http_port}",
+            "receiver": receiver,
+        }
     finally:
         proc.terminate()
         try:
@@ -78,12 +96,17 @@ def fresh():
     reset_global_telemetry()
 
 
-@pytest.mark.parametrize("collector,in_protocol", [("http", "grpc"), ("grpc", "http/protobuf")],
-                         indirect=["collector"])
+@pytest.mark.parametrize(
+    "collector,in_protocol", [("http", "grpc"), ("grpc", "http/protobuf")], indirect=["collector"]
+)
 def test_spans_pass_through_rotel_intact(collector, in_protocol):
     receiver = collector["receiver"]
-    session = configure(service_name="via-rotel", otlp_endpoint=collector[in_protocol], otlp_protocol=in_protocol,
-                        json_logs=False)
+    session = configure(
+        service_name="via-rotel",
+        otlp_endpoint=collector[in_protocol],
+        otlp_protocol=in_protocol,
+        json_logs=False,
+    )
     llm, tools, config = demo.build(latency_s=0.0)
     gen = composable_loop(llm=llm, tools=tools, task=demo.TASK, config=config, hooks=session.hooks)
     steps = []

@@ -21,17 +21,27 @@ from tests.unit._harness import run
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; "
-                                                       ".ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run installs it)"
+)
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+]
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                          text=True, timeout=90)
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=90
+    )
 
 
 def read_png(path: Path) -> tuple[int, int, list[bytes]]:
@@ -40,8 +50,8 @@ def read_png(path: Path) -> tuple[int, int, list[bytes]]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, width = 8, b"", 0
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             width, height, depth, color = struct.unpack(">IIBB", body[:10])
             assert depth == 8 and color in (2, 6)
@@ -55,7 +65,7 @@ def read_png(path: Path) -> tuple[int, int, list[bytes]]:
     prev = bytearray(stride)
     for y in range(height):
         f = raw[y * (stride + 1)]
-        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        line = bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         for i in range(stride):
             a = line[i - bpp] if i >= bpp else 0
             b = prev[i]
@@ -79,7 +89,7 @@ def count_color(width: int, bpp: int, rows: list[bytes], rgb: tuple[int, int, in
     n = 0
     for row in rows:
         for x in range(width):
-            px = row[x * bpp:x * bpp + 3]
+            px = row[x * bpp : x * bpp + 3]
             if abs(px[0] - rgb[0]) < 6 and abs(px[1] - rgb[1]) < 6 and abs(px[2] - rgb[2]) < 6:
                 n += 1
     return n
@@ -90,11 +100,23 @@ def page(tmp_path_factory: Any) -> tuple[Path, Any]:
     tmp = tmp_path_factory.mktemp("html")
     sink = ProvenanceSink(tmp / "traces", fsync=False)
     llm, tools, config = build(latency_s=0.01)
-    run("sync", llm=llm, tools=tools, task=TASK, config=config, hooks=[sink.trajectory_hook()],
-        state=DefaultState(max_steps=config.max_steps))
+    run(
+        "sync",
+        llm=llm,
+        tools=tools,
+        task=TASK,
+        config=config,
+        hooks=[sink.trajectory_hook()],
+        state=DefaultState(max_steps=config.max_steps),
+    )
     out = tmp / "run.html"
-    proc = subprocess.run([sys.executable, "-m", "looplet", "show", str(sink.last_path), "--html", str(out)],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "looplet", "show", str(sink.last_path), "--html", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     return out, load_trajectory(sink.last_path)
 
@@ -106,7 +128,9 @@ def test_the_page_renders_bars_and_step_details(page: tuple[Path, Any], tmp_path
     assert proc.returncode == 0 and "<body" in dom, proc.stderr[-2000:]
     body = re.search(r"<body([^>]*)>", dom).group(1)
     assert 'data-rendered="yes"' in body  # the inline script ran to its end without an error
-    bars = re.findall(r'<div class="bar (llm|tool)( error)?"[^>]*style="left: ([\d.e-]+)%; width: ([\d.e-]+)%;"', dom)
+    bars = re.findall(
+        r'<div class="bar (llm|tool)( error)?"[^>]*style="left: ([\d.e-]+)%; width: ([\d.e-]+)%;"', dom
+    )
     ran = [s for s in t.steps if s.tool_result.error_kind != "denied"]  # a denied call has no tool bar
     assert f'data-bars="{len(t.timeline)}"' in body and len(bars) == len(t.timeline) == t.llm_calls + len(ran)
     assert sum(1 for kind, *_ in bars if kind == "llm") == t.llm_calls
@@ -121,7 +145,7 @@ def test_the_page_renders_bars_and_step_details(page: tuple[Path, Any], tmp_path
     assert dom.count('class="tick"') == 5 and "#2</span> execute_tool fetch_page  ✗" in dom
     # step details: arguments, result, prompt and response of the LLM call behind each step
     assert len(re.findall(r'<details class="step( failed)?" id="r0-step-\d+">', dom)) == len(t.steps)
-    step2 = dom[dom.index('id="r0-step-2"'):dom.index('id="r0-step-3"')]
+    step2 = dom[dom.index('id="r0-step-2"') : dom.index('id="r0-step-3"')]
     assert "https://docs.example/looplet/hooks" in step2 and "404 Not Found" in step2
     assert 'id="r0-call-2"' in step2 and "[tool call_1_0]" in step2 and "→ fetch_page(" in step2
     assert "How many hooks and exporters does looplet ship, together?" in dom
@@ -132,8 +156,13 @@ def test_the_screenshot_shows_the_waterfall(page: tuple[Path, Any], tmp_path: Pa
     html, _t = page
     shot = tmp_path / "shot.png"
     # a 1280x900 window drawn at half scale: a 640x450 image is quick to decode in pure Python
-    proc = chromium(tmp_path, "--window-size=1280,900", "--force-device-scale-factor=0.5", f"--screenshot={shot}",
-                    html.as_uri())
+    proc = chromium(
+        tmp_path,
+        "--window-size=1280,900",
+        "--force-device-scale-factor=0.5",
+        f"--screenshot={shot}",
+        html.as_uri(),
+    )
     assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
     width, bpp, rows = read_png(shot)
     assert (width, len(rows)) == (640, 450)

@@ -12,9 +12,10 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -27,11 +28,26 @@ PROVISIONING = DASHBOARDS / "grafana" / "provisioning"
 SERVICES = {"otel-collector", "tempo", "jaeger", "prometheus", "loki", "grafana", "demo-agent"}
 PUBLISHED = {"grafana": 3000, "jaeger": 16686, "prometheus": 9090}  # the only UIs reachable from the host
 NO_PROBE = {"otel-collector"}  # distroless image without any HTTP client: Docker cannot probe it from inside
-GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__interval_ms", "__range_s", "__from", "__to"}
+GRAFANA_BUILTINS = {
+    "__rate_interval",
+    "__interval",
+    "__range",
+    "__interval_ms",
+    "__range_s",
+    "__from",
+    "__to",
+}
 
 # Values the template variables take when a test or the renderer sends a query (the demo's agent and model).
-DEMO_VARS = {"agent": "demo-agent", "model": "gpt-4o-mini", "tool": ".*", "min_duration": "0ms",
-             "datasource": "prometheus", "loki": "loki", "tempo": "tempo"}
+DEMO_VARS = {
+    "agent": "demo-agent",
+    "model": "gpt-4o-mini",
+    "tool": ".*",
+    "min_duration": "0ms",
+    "datasource": "prometheus",
+    "loki": "loki",
+    "tempo": "tempo",
+}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -67,8 +83,9 @@ def prometheus_queries(dashboard: dict[str, Any]) -> Iterator[tuple[dict[str, An
                 yield panel, target
 
 
-def substitute(expr: str, *, rate_interval: str, interval: str, range_: str, values: dict[str, str] | None = None
-               ) -> str:
+def substitute(
+    expr: str, *, rate_interval: str, interval: str, range_: str, values: dict[str, str] | None = None
+) -> str:
     """Replace Grafana's template variables the way Grafana would for one selected value per variable."""
     values = {**DEMO_VARS, **(values or {})}
     builtins = {"__rate_interval": rate_interval, "__interval": interval, "__range": range_}
@@ -92,10 +109,43 @@ _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 _MATCHERS = re.compile(r"\{([^}]*)\}")
 _IDENT = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-PROMQL_WORDS = {"sum", "rate", "increase", "histogram_quantile", "min_over_time", "max_over_time", "avg",
-                "max", "min", "count", "by", "without", "on", "ignoring", "or", "and", "unless", "vector",
-                "group_left", "group_right", "label_values", "bool", "offset", "topk", "clamp_min", "irate",
-                "avg_over_time", "delta", "deriv", "abs", "time", "scalar", "e", "inf", "nan"}
+PROMQL_WORDS = {
+    "sum",
+    "rate",
+    "increase",
+    "histogram_quantile",
+    "min_over_time",
+    "max_over_time",
+    "avg",
+    "max",
+    "min",
+    "count",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "or",
+    "and",
+    "unless",
+    "vector",
+    "group_left",
+    "group_right",
+    "label_values",
+    "bool",
+    "offset",
+    "topk",
+    "clamp_min",
+    "irate",
+    "avg_over_time",
+    "delta",
+    "deriv",
+    "abs",
+    "time",
+    "scalar",
+    "e",
+    "inf",
+    "nan",
+}
 
 
 def promql_parts(expr: str) -> tuple[set[str], set[str]]:
@@ -118,16 +168,22 @@ def metrics_hook_registry() -> Any:
     """A real MetricsHook on a private registry, after one run of the demo agent through it (streamed)."""
     import prometheus_client
 
-    from looplet.telemetry import metrics
     from looplet.demo import TASK, build
     from looplet.loop import composable_loop
     from looplet.state import DefaultState
+    from looplet.telemetry import metrics
 
     registry = prometheus_client.CollectorRegistry()
     hook = metrics.MetricsHook(registry=registry)
     llm, tools, config = build(0.0, None, True)
-    for _ in composable_loop(llm=llm, tools=tools, task=TASK, config=config, hooks=[hook],
-                             state=DefaultState(max_steps=config.max_steps)):
+    for _ in composable_loop(
+        llm=llm,
+        tools=tools,
+        task=TASK,
+        config=config,
+        hooks=[hook],
+        state=DefaultState(max_steps=config.max_steps),
+    ):
         pass
     return registry
 
@@ -135,9 +191,16 @@ def metrics_hook_registry() -> Any:
 def exposed_series_names(registry: Any) -> dict[str, str]:
     """Every series name the registry's families expose -> the family name (counters get _total, histograms
     _bucket/_sum/_count, as prometheus_client renders them)."""
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",),
-                "summary": ("_sum", "_count", ""), "info": ("_info",), "stateset": ("",), "gaugehistogram":
-                ("_bucket", "_gsum", "_gcount"), "unknown": ("",)}
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "gauge": ("",),
+        "summary": ("_sum", "_count", ""),
+        "info": ("_info",),
+        "stateset": ("",),
+        "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
+        "unknown": ("",),
+    }
     names: dict[str, str] = {}
     for family in registry.collect():
         for suffix in suffixes[family.type]:
@@ -245,11 +308,16 @@ def test_compose_services_images_ports_and_health_checks() -> None:
             assert test[0] == "CMD" and any("127.0.0.1:" in part for part in test), (name, test)
             port = int(re.search(r"127\.0\.0\.1:(\d+)", " ".join(test)).group(1))
             assert port in listens_on(name), f"{name} health check probes {port}, which it does not listen on"
-        for dep, cond in (svc.get("depends_on") or {}).items() if isinstance(svc.get("depends_on"), dict) \
-                else ((d, {}) for d in svc.get("depends_on", [])):
+        for dep, cond in (
+            (svc.get("depends_on") or {}).items()
+            if isinstance(svc.get("depends_on"), dict)
+            else ((d, {}) for d in svc.get("depends_on", []))
+        ):
             assert dep in services, f"{name} depends on unknown service {dep}"
             if cond.get("condition") == "service_healthy":
-                assert "healthcheck" in services[dep], f"{name} waits for {dep} to be healthy; it has no check"
+                assert "healthcheck" in services[dep], (
+                    f"{name} waits for {dep} to be healthy; it has no check"
+                )
 
 
 def test_compose_files_and_volumes_exist() -> None:
@@ -274,7 +342,9 @@ def test_compose_files_and_volumes_exist() -> None:
         if line.startswith("COPY "):
             for src in line.split()[1:-1]:
                 assert (ROOT / src).exists(), f"Dockerfile copies {src}, which does not exist"
-                assert f"!{src.rstrip('/')}" in {i.rstrip("/") for i in ignore}, f"{src} is excluded by .dockerignore"
+                assert f"!{src.rstrip('/')}" in {i.rstrip("/") for i in ignore}, (
+                    f"{src} is excluded by .dockerignore"
+                )
 
 
 def test_prometheus_service_features_and_mounted_config() -> None:
@@ -296,7 +366,9 @@ def test_prometheus_service_features_and_mounted_config() -> None:
                 if host == "localhost":
                     continue
                 assert host in services, f"job {job['job_name']} scrapes unknown service {host}"
-                assert port in listens_on(host), f"job {job['job_name']} scrapes {host}:{port}; nothing listens"
+                assert port in listens_on(host), (
+                    f"job {job['job_name']} scrapes {host}:{port}; nothing listens"
+                )
 
 
 def test_demo_agent_feeds_every_pipeline() -> None:
@@ -319,7 +391,10 @@ def test_demo_agent_feeds_every_pipeline() -> None:
     collector_mounts = named_mounts(spec["services"]["otel-collector"])
     mount_point = next(t for t, v in collector_mounts.items() if v == demo_vol)
     includes = collector["receivers"]["filelog/looplet"]["include"]
-    assert any(Path(mount_point, log_file.name).match(pattern) for pattern in includes), (mount_point, includes)
+    assert any(Path(mount_point, log_file.name).match(pattern) for pattern in includes), (
+        mount_point,
+        includes,
+    )
 
 
 # --------------------------------------------------------------------------------------------- collector
@@ -356,13 +431,19 @@ def test_tempo_and_loki_configs() -> None:
     spec = compose()
     tempo = load_yaml(EXPORTERS / "tempo.yaml")
     tempo_volume_path = next(iter(named_mounts(spec["services"]["tempo"])))
-    paths = [tempo["storage"]["trace"]["wal"]["path"], tempo["storage"]["trace"]["local"]["path"],
-             tempo["metrics_generator"]["storage"]["path"], tempo["metrics_generator"]["traces_storage"]["path"]]
+    paths = [
+        tempo["storage"]["trace"]["wal"]["path"],
+        tempo["storage"]["trace"]["local"]["path"],
+        tempo["metrics_generator"]["storage"]["path"],
+        tempo["metrics_generator"]["traces_storage"]["path"],
+    ]
     for path in paths:
         assert path.startswith(tempo_volume_path + "/"), f"Tempo writes {path} outside its volume"
     for rw in tempo["metrics_generator"]["storage"]["remote_write"]:
         host, port = host_port(rw["url"])
-        assert host == "prometheus" and port in listens_on("prometheus") and rw["url"].endswith("/api/v1/write")
+        assert (
+            host == "prometheus" and port in listens_on("prometheus") and rw["url"].endswith("/api/v1/write")
+        )
     assert "local-blocks" in tempo["overrides"]["defaults"]["metrics_generator"]["processors"]
 
     loki = load_yaml(EXPORTERS / "loki.yaml")
@@ -370,8 +451,12 @@ def test_tempo_and_loki_configs() -> None:
     assert loki["common"]["path_prefix"] == loki_volume_path
     assert loki["limits_config"]["allow_structured_metadata"] is True
     assert loki["schema_config"]["configs"][-1]["schema"] == "v13"  # structured metadata needs v13 + tsdb
-    indexed = {a for c in loki["limits_config"]["otlp_config"]["resource_attributes"]["attributes_config"]
-               if c["action"] == "index_label" for a in c["attributes"]}
+    indexed = {
+        a
+        for c in loki["limits_config"]["otlp_config"]["resource_attributes"]["attributes_config"]
+        if c["action"] == "index_label"
+        for a in c["attributes"]
+    }
     collector = load_yaml(EXPORTERS / "otel-collector.yaml")
     set_by_collector = {a["key"] for a in collector["processors"]["resource/looplet-logs"]["attributes"]}
     assert "service.namespace" in indexed & set_by_collector
@@ -406,7 +491,10 @@ def test_grafana_provisioning() -> None:
         assert field["datasourceUid"] in sources
         re.compile(field["matcherRegex"])
     tempo = sources["tempo"]["jsonData"]
-    assert tempo["tracesToLogsV2"]["datasourceUid"] in sources and tempo["serviceMap"]["datasourceUid"] in sources
+    assert (
+        tempo["tracesToLogsV2"]["datasourceUid"] in sources
+        and tempo["serviceMap"]["datasourceUid"] in sources
+    )
     # dashboards: the provider's path is where ./dashboards is mounted, and the home dashboard is one of ours
     provider = load_yaml(PROVISIONING / "dashboards" / "looplet.yaml")["providers"][0]
     assert mounts[provider["options"]["path"]] == "dashboards"
@@ -417,8 +505,10 @@ def test_grafana_provisioning() -> None:
 def test_derived_field_finds_the_trace_id_in_a_json_log_line() -> None:
     regex = provisioned_datasources()["loki"]["jsonData"]["derivedFields"][0]["matcherRegex"]
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    for line in (json.dumps({"event": "tool_call", "trace_id": trace_id}),
-                 json.dumps({"event": "tool_call", "trace_id": trace_id}, separators=(",", ":"))):
+    for line in (
+        json.dumps({"event": "tool_call", "trace_id": trace_id}),
+        json.dumps({"event": "tool_call", "trace_id": trace_id}, separators=(",", ":")),
+    ):
         assert re.search(regex, line).group(1) == trace_id
     assert not re.search(regex, json.dumps({"event": "x", "run_id": trace_id}))
 
@@ -444,14 +534,20 @@ def test_dashboard_structure(path: Path) -> None:
         cells |= own
         if panel["type"] == "row":
             continue
-        assert panel.get("title") and panel.get("description"), f"{path.name}: panel {panel['id']} unexplained"
+        assert panel.get("title") and panel.get("description"), (
+            f"{path.name}: panel {panel['id']} unexplained"
+        )
         assert panel.get("targets"), f"{path.name}: panel {panel['title']!r} has no query"
         for target in panel["targets"]:
             ds = target.get("datasource") or panel.get("datasource")
-            assert ds and ds.get("type") and ds.get("uid"), f"{path.name}: {panel['title']!r} target lacks a datasource"
+            assert ds and ds.get("type") and ds.get("uid"), (
+                f"{path.name}: {panel['title']!r} target lacks a datasource"
+            )
             uid = ds["uid"]
             if uid.startswith("${"):
-                assert ds_vars.get(uid[2:-1]) == ds["type"], f"{path.name}: {uid} is not a {ds['type']} variable"
+                assert ds_vars.get(uid[2:-1]) == ds["type"], (
+                    f"{path.name}: {uid} is not a {ds['type']} variable"
+                )
             else:
                 assert sources[uid]["type"] == ds["type"]
             text = target.get("expr") or target.get("query") or ""
@@ -462,9 +558,16 @@ def test_dashboard_structure(path: Path) -> None:
 
 
 def test_dashboards_cover_the_issue() -> None:
-    titles = {load_dashboard(p)["title"]: {x.get("title") for x in all_panels(load_dashboard(p))}
-              for p in dashboard_files()}
-    assert set(titles) == {"looplet / Agents overview", "looplet / LLM cost", "looplet / Tools", "looplet / Traces"}
+    titles = {
+        load_dashboard(p)["title"]: {x.get("title") for x in all_panels(load_dashboard(p))}
+        for p in dashboard_files()
+    }
+    assert set(titles) == {
+        "looplet / Agents overview",
+        "looplet / LLM cost",
+        "looplet / Tools",
+        "looplet / Traces",
+    }
     uids = [load_dashboard(p)["uid"] for p in dashboard_files()]
     assert len(set(uids)) == len(uids)
     overview = load_dashboard(DASHBOARDS / "agents-overview.json")
@@ -474,7 +577,10 @@ def test_dashboards_cover_the_issue() -> None:
     assert exemplar_panels, "latency panels must show exemplars"
     assert any("time_to_first_chunk" in t["expr"] for _, t in prometheus_queries(overview))
     traces = load_dashboard(DASHBOARDS / "traces.json")
-    assert sum(1 for p in all_panels(traces) for t in p.get("targets", []) if datasource_type(p, t) == "tempo") >= 2
+    assert (
+        sum(1 for p in all_panels(traces) for t in p.get("targets", []) if datasource_type(p, t) == "tempo")
+        >= 2
+    )
 
 
 def every_promql() -> list[tuple[str, str, str]]:
@@ -500,7 +606,9 @@ def test_queries_use_only_metrics_and_labels_metrics_hook_exposes() -> None:
     problems = []
     used_families = set()
     for where, expr in every_promql():
-        metrics, used_labels = promql_parts(re.sub(r"label_values\((\w+)[^,]*,\s*(\w+)\)", r"\1 by (\2)", expr))
+        metrics, used_labels = promql_parts(
+            re.sub(r"label_values\((\w+)[^,]*,\s*(\w+)\)", r"\1 by (\2)", expr)
+        )
         for metric in metrics:
             if metric not in exposed:
                 problems.append(f"{where}: {metric} is not exposed by MetricsHook")
@@ -511,15 +619,27 @@ def test_queries_use_only_metrics_and_labels_metrics_hook_exposes() -> None:
             problems.append(f"{where}: labels {sorted(used_labels - allowed)} are not on {sorted(metrics)}")
     assert not problems, "\n".join(problems)
     # the core families all have a panel
-    core = {"looplet_runs", "looplet_active_runs", "looplet_steps", "looplet_llm_requests", "looplet_tokens",
-            "looplet_cost_usd", "looplet_llm_duration_seconds", "looplet_tool_duration_seconds",
-            "looplet_tool_errors", "looplet_hook_denials", "gen_ai_client_operation_time_to_first_chunk_seconds"}
+    core = {
+        "looplet_runs",
+        "looplet_active_runs",
+        "looplet_steps",
+        "looplet_llm_requests",
+        "looplet_tokens",
+        "looplet_cost_usd",
+        "looplet_llm_duration_seconds",
+        "looplet_tool_duration_seconds",
+        "looplet_tool_errors",
+        "looplet_hook_denials",
+        "gen_ai_client_operation_time_to_first_chunk_seconds",
+    }
     assert core <= used_families, f"no panel for {core - used_families}"
 
 
 def test_promql_parts_finds_metrics_and_labels() -> None:
-    metrics, labels = promql_parts('histogram_quantile(0.95, sum by (le, model) (rate(looplet_llm_duration_seconds_'
-                                   'bucket{agent=~"$agent", model!="x{y}"}[5m]))) / on(model) foo_total > 0.5')
+    metrics, labels = promql_parts(
+        "histogram_quantile(0.95, sum by (le, model) (rate(looplet_llm_duration_seconds_"
+        'bucket{agent=~"$agent", model!="x{y}"}[5m]))) / on(model) foo_total > 0.5'
+    )
     assert metrics == {"looplet_llm_duration_seconds_bucket", "foo_total"}
     assert labels == {"le", "model", "agent"}
 
@@ -529,8 +649,10 @@ def test_loki_query_filters_on_keys_the_logs_carry() -> None:
     from looplet.telemetry.names import LOG_KEYS
 
     collector = load_yaml(EXPORTERS / "otel-collector.yaml")
-    resource = {a["key"].replace(".", "_"): a["value"] for a in collector["processors"]["resource/looplet-logs"]
-                ["attributes"]}
+    resource = {
+        a["key"].replace(".", "_"): a["value"]
+        for a in collector["processors"]["resource/looplet-logs"]["attributes"]
+    }
     for path in dashboard_files():
         board = load_dashboard(path)
         for panel in all_panels(board):
@@ -539,9 +661,13 @@ def test_loki_query_filters_on_keys_the_logs_carry() -> None:
                     continue
                 expr = target["expr"]
                 stream = dict(re.findall(r'(\w+)="([^"]*)"', re.match(r"\{([^}]*)\}", expr).group(1)))
-                assert stream.items() <= resource.items(), f"stream selector {stream} never matches {resource}"
-                filters = set(re.findall(r"\b(\w+)\s*(?:=~|!~|!=|=)", expr[expr.index("}") + 1:]))
-                assert filters <= set(LOG_KEYS), f"{panel['title']}: {filters - set(LOG_KEYS)} are not log keys"
+                assert stream.items() <= resource.items(), (
+                    f"stream selector {stream} never matches {resource}"
+                )
+                filters = set(re.findall(r"\b(\w+)\s*(?:=~|!~|!=|=)", expr[expr.index("}") + 1 :]))
+                assert filters <= set(LOG_KEYS), (
+                    f"{panel['title']}: {filters - set(LOG_KEYS)} are not log keys"
+                )
 
 
 def traceql_attributes() -> set[str]:
@@ -558,8 +684,16 @@ def test_traceql_uses_attribute_names_from_the_names_table() -> None:
     from looplet.telemetry import names
 
     known = {v for k, v in vars(names).items() if k.isupper() and isinstance(v, str)}
-    known |= {getattr(names, k) for k in ("GEN_AI_OPERATION_NAME", "GEN_AI_AGENT_NAME", "GEN_AI_TOOL_NAME",
-                                          "GEN_AI_REQUEST_MODEL", "ERROR_TYPE")}
+    known |= {
+        getattr(names, k)
+        for k in (
+            "GEN_AI_OPERATION_NAME",
+            "GEN_AI_AGENT_NAME",
+            "GEN_AI_TOOL_NAME",
+            "GEN_AI_REQUEST_MODEL",
+            "ERROR_TYPE",
+        )
+    }
     assert traceql_attributes() <= known, traceql_attributes() - known
 
 
@@ -582,8 +716,11 @@ def traceql_matcher(query: str) -> Any:
     py = body.group(1)
     py = re.sub(r"\bspan\.([\w.]+)", r'A("\1")', py)
     py = re.sub(r"\bstatus\s*=\s*(error|ok|unset)\b", r'(S() == "\1")', py)
-    py = re.sub(r"\bduration\s*([<>]=?)\s*(\d+)(ns|ms|s|m)\b",
-                lambda m: f"(D() {m.group(1)} {int(m.group(2)) * units[m.group(3)]})", py)
+    py = re.sub(
+        r"\bduration\s*([<>]=?)\s*(\d+)(ns|ms|s|m)\b",
+        lambda m: f"(D() {m.group(1)} {int(m.group(2)) * units[m.group(3)]})",
+        py,
+    )
     py = re.sub(r'(A\("[^"]+"\))\s*=~\s*("(?:[^"\\]|\\.)*")', r"RX(\1, \2)", py)
     py = re.sub(r'(A\("[^"]+"\))\s*!~\s*("(?:[^"\\]|\\.)*")', r"(not RX(\1, \2))", py)
     py = re.sub(r"(?<![=!<>])=(?!=)", "==", py).replace("&&", " and ").replace("||", " or ")
@@ -595,10 +732,13 @@ def traceql_matcher(query: str) -> Any:
         def status() -> str:
             return {StatusCode.ERROR: "error", StatusCode.OK: "ok"}.get(span.status.status_code, "unset")
 
-        env = {"A": lambda key: span.attributes.get(key, _Missing()), "S": status,
-               "D": lambda: span.end_time - span.start_time,
-               "RX": lambda value, pattern: isinstance(value, str) and re.fullmatch(pattern, value) is not None}
-        return bool(eval(code, {"__builtins__": {}}, env))  # noqa: S307 - built above from our own dashboards
+        env = {
+            "A": lambda key: span.attributes.get(key, _Missing()),
+            "S": status,
+            "D": lambda: span.end_time - span.start_time,
+            "RX": lambda value, pattern: isinstance(value, str) and re.fullmatch(pattern, value) is not None,
+        }
+        return bool(eval(code, {"__builtins__": {}}, env))
 
     return matches
 
@@ -623,7 +763,9 @@ def traced_runs() -> tuple[Any, ...]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     hook = TracingHook(tracer_provider=provider)
     llm, tools, config = build(0.0, None, True)
-    run_loop(llm=llm, tools=tools, task=TASK, config=config, hooks=[hook], state=DefaultState(config.max_steps))
+    run_loop(
+        llm=llm, tools=tools, task=TASK, config=config, hooks=[hook], state=DefaultState(config.max_steps)
+    )
 
     class Down:
         model = "gpt-4o-mini"
@@ -644,11 +786,17 @@ def test_traceql_panels_find_the_spans_they_promise() -> None:
     runs = [s for s in spans if s.name.startswith("invoke_agent")]
     failed_run = [s for s in runs if s.attributes.get("looplet.stop_reason") == "llm_error"]
     assert len(runs) == 2 and len(failed_run) == 1
-    failed_tools = [s for s in spans if s.name == "execute_tool fetch_page" and s.status.status_code.name == "ERROR"]
+    failed_tools = [
+        s for s in spans if s.name == "execute_tool fetch_page" and s.status.status_code.name == "ERROR"
+    ]
     failed_chats = [s for s in spans if s.name.startswith("chat") and s.status.status_code.name == "ERROR"]
     assert failed_tools and failed_chats
-    expected = {"Slowest runs": runs, "Failed runs": failed_run, "Failed tool calls": failed_tools,
-                "Failed LLM calls": failed_chats}
+    expected = {
+        "Slowest runs": runs,
+        "Failed runs": failed_run,
+        "Failed tool calls": failed_tools,
+        "Failed LLM calls": failed_chats,
+    }
     seen = set()
     for path in dashboard_files():
         for panel in all_panels(load_dashboard(path)):
@@ -659,21 +807,32 @@ def test_traceql_panels_find_the_spans_they_promise() -> None:
                 matcher = traceql_matcher(query)
                 found = [s for s in spans if matcher(s)]
                 want = expected[panel["title"]]
-                assert {id(s) for s in found} == {id(s) for s in want}, (panel["title"], [s.name for s in found])
-                selected = re.findall(r"span\.([\w.]+)", query.split("| select", 1)[-1]) if "select" in query else []
+                assert {id(s) for s in found} == {id(s) for s in want}, (
+                    panel["title"],
+                    [s.name for s in found],
+                )
+                selected = (
+                    re.findall(r"span\.([\w.]+)", query.split("| select", 1)[-1]) if "select" in query else []
+                )
                 for key in selected:
                     assert any(key in s.attributes for s in found), f"{panel['title']}: no span has {key}"
                 seen.add(panel["title"])
     assert seen == set(expected)
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (v1, Debian package) not installed")
+@pytest.mark.skipif(
+    shutil.which("docker-compose") is None, reason="docker-compose (v1, Debian package) not installed"
+)
 def test_compose_file_passes_docker_compose_config(tmp_path: Path) -> None:
     """Schema validation by docker-compose's own `config` (no Docker daemon needed). Compose v1 predates the
     top-level `name` key, so it is left out of the copy it checks."""
     text = (ROOT / "docker-compose.yml").read_text()
     copy = tmp_path / "docker-compose.yml"
     copy.write_text("\n".join(line for line in text.splitlines() if not line.startswith("name:")))
-    proc = subprocess.run(["docker-compose", "--project-directory", str(ROOT), "-f", str(copy), "config", "-q"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["docker-compose", "--project-directory", str(ROOT), "-f", str(copy), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

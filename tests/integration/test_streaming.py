@@ -17,8 +17,6 @@ from tests.integration._agent import TASK, TOOLS
 from tests.unit._harness import MODES, run
 
 
-
-
 class Abort(BaseException):
     """What a caller raises to walk away (like KeyboardInterrupt, without upsetting pytest)."""
 
@@ -36,7 +34,9 @@ def backend(provider, server, timeout=2.0):
 
 def go(mode, llm, *, hooks=(), state=None, **config):
     config.setdefault("llm_backoff_s", 0.01)
-    return run(mode, llm=llm, task=TASK, tools=TOOLS, hooks=list(hooks), state=state, config=LoopConfig(**config))
+    return run(
+        mode, llm=llm, task=TASK, tools=TOOLS, hooks=list(hooks), state=state, config=LoopConfig(**config)
+    )
 
 
 def done(**kw):
@@ -53,9 +53,14 @@ def comparable(step):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_streaming_gives_the_same_steps_with_exact_usage_and_ttfc(provider, mode, fake_llm_server):
-    answers = [text("Checking both.", tool_calls=[("search", {"query": "x"}, "c1"), ("broken", {"x": 1}, "c2")],
-                    usage=usage(30, 8, cached=5)),
-               done(usage=usage(44, 6))]
+    answers = [
+        text(
+            "Checking both.",
+            tool_calls=[("search", {"query": "x"}, "c1"), ("broken", {"x": 1}, "c2")],
+            usage=usage(30, 8, cached=5),
+        ),
+        done(usage=usage(44, 6)),
+    ]
     llm = backend(provider, fake_llm_server)
     fake_llm_server.script(*answers, *answers)
     plain_steps, plain = go(mode, llm)
@@ -87,7 +92,9 @@ class AsyncChunks:
 @pytest.mark.parametrize("mode", MODES)
 def test_chunk_hooks_see_text_and_tool_call_deltas(provider, mode, fake_llm_server):
     args = {"query": "streaming", "limit": "10"}
-    fake_llm_server.script(text("Let me search the docs.", tool_calls=[("search", args, "c_s")], pieces=4), done())
+    fake_llm_server.script(
+        text("Let me search the docs.", tool_calls=[("search", args, "c_s")], pieces=4), done()
+    )
     rec, aio = LLMRecorder(), AsyncChunks()  # a sync and an async on_llm_chunk hook
     steps, result = go(mode, backend(provider, fake_llm_server), hooks=[rec, aio], stream=True)
     assert result.stop_reason == "done"
@@ -164,8 +171,14 @@ def test_cancelling_the_async_task_closes_the_stream(provider, fake_llm_server):
                 first.set()
 
         async def consume():
-            async for _ in async_composable_loop(backend(provider, fake_llm_server), TASK, TOOLS, hooks=[Signal()],
-                                                 state=state, config=LoopConfig(stream=True)):
+            async for _ in async_composable_loop(
+                backend(provider, fake_llm_server),
+                TASK,
+                TOOLS,
+                hooks=[Signal()],
+                state=state,
+                config=LoopConfig(stream=True),
+            ):
                 pass
 
         task = asyncio.create_task(consume())
@@ -181,7 +194,9 @@ def test_cancelling_the_async_task_closes_the_stream(provider, fake_llm_server):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_base_url_that_is_not_an_llm_api_is_a_clear_non_retryable_error(provider, mode, stream, fake_llm_server):
+def test_a_base_url_that_is_not_an_llm_api_is_a_clear_non_retryable_error(
+    provider, mode, stream, fake_llm_server
+):
     fake_llm_server.script(*[Reply(raw="<html>Welcome to nginx</html>")] * 3)
     steps, result = go(mode, backend(provider, fake_llm_server), stream=stream)
     assert result.stop_reason == "llm_error" and len(fake_llm_server.requests) == 1

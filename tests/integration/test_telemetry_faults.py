@@ -11,8 +11,7 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-from looplet import composable_loop
-from looplet import demo
+from looplet import composable_loop, demo
 from looplet.telemetry.setup import configure
 from tests.integration._otlp_receiver import HangingEndpoint, refused_url, reset_global_telemetry
 
@@ -43,12 +42,18 @@ def run_demo(hooks, steps=None):
 
 
 def shape(steps, result):
-    return ([(s.number, s.tool_call.tool, s.tool_call.args, s.tool_result.error_kind) for s in steps],
-            result.stop_reason, result.final_output, result.usage.to_dict())
+    return (
+        [(s.number, s.tool_call.tool, s.tool_call.args, s.tool_result.error_kind) for s in steps],
+        result.stop_reason,
+        result.final_output,
+        result.usage.to_dict(),
+    )
 
 
 def dropped(*reasons):
-    return sum(REGISTRY.get_sample_value("looplet_dropped_spans_total", {"reason": r}) or 0.0 for r in reasons)
+    return sum(
+        REGISTRY.get_sample_value("looplet_dropped_spans_total", {"reason": r}) or 0.0 for r in reasons
+    )
 
 
 FAILED = ("export_failed", "collector_down")
@@ -56,12 +61,20 @@ FAILED = ("export_failed", "collector_down")
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
 @pytest.mark.parametrize("endpoint", ["refused", "hanging"])
-def test_a_dead_collector_changes_nothing_in_the_run_and_drops_are_counted(protocol, endpoint, hanging, caplog):
+def test_a_dead_collector_changes_nothing_in_the_run_and_drops_are_counted(
+    protocol, endpoint, hanging, caplog
+):
     bare_steps, bare_result = run_demo([])
     url = refused_url() if endpoint == "refused" else hanging.url
     before = dropped(*FAILED)
-    session = configure(service_name="faults", otlp_endpoint=url, otlp_protocol=protocol, json_logs=False,
-                        export_timeout_s=0.5, schedule_delay_s=0.05)
+    session = configure(
+        service_name="faults",
+        otlp_endpoint=url,
+        otlp_protocol=protocol,
+        json_logs=False,
+        export_timeout_s=0.5,
+        schedule_delay_s=0.05,
+    )
     t0 = time.perf_counter()
     steps, result = run_demo(session.hooks)
     loop_s = time.perf_counter() - t0
@@ -81,8 +94,9 @@ def test_a_dead_collector_changes_nothing_in_the_run_and_drops_are_counted(proto
 
 
 def test_after_a_failure_batches_are_dropped_at_once_then_the_collector_is_probed_again(hanging):
-    from looplet.telemetry.setup import span_pipeline
     from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from looplet.telemetry.setup import span_pipeline
 
     processor, drops, exporter = span_pipeline(hanging.url, "http/protobuf", export_timeout_s=0.3)
     calls = []
@@ -102,8 +116,14 @@ def test_after_a_failure_batches_are_dropped_at_once_then_the_collector_is_probe
 
 def test_a_full_queue_drops_and_counts_instead_of_blocking(hanging):
     before = dropped("queue_full")
-    session = configure(service_name="faults", otlp_endpoint=hanging.url, json_logs=False, export_timeout_s=2.0,
-                        max_queue_size=16, schedule_delay_s=0.05)
+    session = configure(
+        service_name="faults",
+        otlp_endpoint=hanging.url,
+        json_logs=False,
+        export_timeout_s=2.0,
+        max_queue_size=16,
+        schedule_delay_s=0.05,
+    )
     steps, result = run_demo(session.hooks, steps=60)
     assert result.error is None and len(steps) >= 50
     assert session.dropped_spans.get("queue_full", 0) > 0

@@ -18,7 +18,9 @@ def echo(text: str) -> str:
 
 
 SCRIPT = ['{"tool": "echo", "args": {"text": "a"}}', '{"tool": "done", "args": {"answer": "ok"}}']
-METHODS = [m for m in OBSERVER_METHODS if m not in ("on_hook_error", "on_llm_retry", "on_llm_chunk", "on_event")]
+METHODS = [
+    m for m in OBSERVER_METHODS if m not in ("on_hook_error", "on_llm_retry", "on_llm_chunk", "on_event")
+]
 
 
 def _raising(method: str):
@@ -37,8 +39,13 @@ def test_a_hook_raising_in_any_method_is_isolated(mode: str, method: str) -> Non
         def on_hook_error(self, hook, meth, error):
             errors.append(meth)
 
-    steps, result = run(mode, llm=MockLLMBackend(SCRIPT), tools=tools_from([echo]), task={"goal": "x"},
-                        hooks=[_raising(method), Seen()])
+    steps, result = run(
+        mode,
+        llm=MockLLMBackend(SCRIPT),
+        tools=tools_from([echo]),
+        task={"goal": "x"},
+        hooks=[_raising(method), Seen()],
+    )
     assert result.stop_reason == "done" and [s.tool_call.tool for s in steps] == ["echo", "done"]
     assert errors and set(errors) == {method}
 
@@ -60,8 +67,9 @@ def test_wrong_types_are_reported_and_ignored(mode: str) -> None:
         def on_hook_error(self, hook, method, error):
             errors.append(method)
 
-    steps, result = run(mode, llm=MockLLMBackend(SCRIPT), tools=tools_from([echo]), task={"goal": "x"},
-                        hooks=[Wrong()])
+    steps, result = run(
+        mode, llm=MockLLMBackend(SCRIPT), tools=tools_from([echo]), task={"goal": "x"}, hooks=[Wrong()]
+    )
     assert result.stop_reason == "done" and steps[0].tool_result.data == "a"
     assert {"pre_prompt", "pre_dispatch", "post_dispatch"} <= set(errors)
 
@@ -73,8 +81,9 @@ def test_a_slow_hook_slows_only_by_its_own_time(mode: str) -> None:
             time.sleep(0.05)
 
     started = time.perf_counter()
-    steps, result = run(mode, llm=MockLLMBackend(SCRIPT), tools=tools_from([echo]), task={"goal": "x"},
-                        hooks=[Slow()])
+    steps, result = run(
+        mode, llm=MockLLMBackend(SCRIPT), tools=tools_from([echo]), task={"goal": "x"}, hooks=[Slow()]
+    )
     elapsed = time.perf_counter() - started
     assert result.stop_reason == "done" and 0.1 <= elapsed < 1.0
 
@@ -87,7 +96,8 @@ def test_a_raising_wrap_hook_fails_the_call_not_the_run(mode: str) -> None:
                 raise RuntimeError("wrapper bug")
             return call_next(tool_call)
 
-    steps, result = run(mode, llm=MockLLMBackend(SCRIPT), tools=tools_from([echo]), task={"goal": "x"},
-                        hooks=[BadWrap()])
+    steps, result = run(
+        mode, llm=MockLLMBackend(SCRIPT), tools=tools_from([echo]), task={"goal": "x"}, hooks=[BadWrap()]
+    )
     assert steps[0].tool_result.error_kind == "tool_exception" and "wrapper bug" in steps[0].tool_result.error
     assert result.stop_reason == "done"

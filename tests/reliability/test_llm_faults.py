@@ -34,16 +34,24 @@ TOOLS = tools_from([search])
 def backend(provider: str, server: Any, timeout: float = 5.0) -> Any:
     if provider == "openai":
         return OpenAIBackend(model="gpt-4o-mini", base_url=server.openai_url, api_key="k", timeout=timeout)
-    return AnthropicBackend(model="claude-haiku-4-5", base_url=server.anthropic_url, api_key="k",
-                            timeout=timeout)
+    return AnthropicBackend(
+        model="claude-haiku-4-5", base_url=server.anthropic_url, api_key="k", timeout=timeout
+    )
 
 
 def go(mode: str, llm: Any, *, hooks: Any = (), max_steps: int = 10, **config: Any) -> tuple[list, Any, Any]:
     config.setdefault("llm_backoff_s", 0.01)
     state = DefaultState(max_steps=max_steps)
     try:
-        steps, result = run(mode, llm=llm, task={"goal": "What is looplet?"}, tools=TOOLS, hooks=list(hooks),
-                            state=state, config=LoopConfig(max_steps=max_steps, **config))
+        steps, result = run(
+            mode,
+            llm=llm,
+            task={"goal": "What is looplet?"},
+            tools=TOOLS,
+            hooks=list(hooks),
+            state=state,
+            config=LoopConfig(max_steps=max_steps, **config),
+        )
     finally:
         llm.close()
     return steps, result, state
@@ -54,8 +62,11 @@ def assert_nothing_lost(steps: list, result: Any, state: Any) -> None:
     and the answers are exactly the steps' calls (plus calls the run never got to, marked as such)."""
     assert len(result.steps) == len(steps) == len(state.steps)
     assert [s.number for s in steps] == list(range(1, len(steps) + 1))
-    assert [s.tool_call.id for s in state.steps] == [s.tool_call.id for s in result.steps] == \
-        [s.tool_call.id for s in steps]
+    assert (
+        [s.tool_call.id for s in state.steps]
+        == [s.tool_call.id for s in result.steps]
+        == [s.tool_call.id for s in steps]
+    )
     asked: list[str] = []
     answered: list[str] = []
     for m in state.transcript:
@@ -67,7 +78,7 @@ def assert_nothing_lost(steps: list, result: Any, state: Any) -> None:
             answered.append(m["tool_call_id"])
     assert sorted(asked) == sorted(answered), "a tool call without exactly one answer"
     step_ids = [s.tool_call.id for s in steps]
-    assert answered[:len(step_ids)] == step_ids  # the steps' answers come first, in order
+    assert answered[: len(step_ids)] == step_ids  # the steps' answers come first, in order
     for m in state.transcript:
         if m["role"] == "tool" and m["tool_call_id"] not in step_ids:
             assert m["content"].startswith("Not run"), "a call that never ran must say so"
@@ -91,8 +102,12 @@ TRANSIENT = {
 @pytest.mark.parametrize("fault", list(TRANSIENT))
 def test_a_transient_fault_mid_run_is_retried_and_nothing_is_lost(fault, mode, provider, fake_llm_server):
     make, kind = TRANSIENT[fault]
-    fake_llm_server.script(tool_call("search", {"query": "a"}), make(), tool_call("search", {"query": "b"}),
-                           tool_call("done", {"answer": "an agent loop"}))
+    fake_llm_server.script(
+        tool_call("search", {"query": "a"}),
+        make(),
+        tool_call("search", {"query": "b"}),
+        tool_call("done", {"answer": "an agent loop"}),
+    )
     rec = LLMRecorder()
     llm = backend(provider, fake_llm_server, timeout=0.5 if fault == "timeout" else 5.0)
     steps, result, state = go(mode, llm, hooks=[rec])
@@ -122,8 +137,9 @@ PERSISTENT = {
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fault", list(PERSISTENT))
-def test_a_fault_that_does_not_clear_ends_the_run_with_llm_error_and_keeps_its_steps(fault, mode, provider,
-                                                                                    fake_llm_server):
+def test_a_fault_that_does_not_clear_ends_the_run_with_llm_error_and_keeps_its_steps(
+    fault, mode, provider, fake_llm_server
+):
     make, says = PERSISTENT[fault]
     fake_llm_server.script(tool_call("search", {"query": "a"}), *[make() for _ in range(3)])
     rec = LLMRecorder()
@@ -148,10 +164,12 @@ def test_a_timeout_that_does_not_clear_ends_with_llm_error(mode, provider, fake_
 
 # -- answers the loop cannot use -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("mode", MODES)
-def test_an_empty_answer_every_time_ends_with_llm_error_after_a_bounded_number_of_calls(mode, provider,
-                                                                                       fake_llm_server):
+def test_an_empty_answer_every_time_ends_with_llm_error_after_a_bounded_number_of_calls(
+    mode, provider, fake_llm_server
+):
     fake_llm_server.script(tool_call("search", {"query": "a"}), *[empty() for _ in range(10)])
     steps, result, state = go(mode, backend(provider, fake_llm_server), max_malformed=1)
     assert result.stop_reason == "llm_error"
@@ -167,8 +185,10 @@ def test_an_empty_answer_every_time_ends_with_llm_error_after_a_bounded_number_o
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("mode", MODES)
 def test_a_call_to_an_unknown_tool_is_answered_and_the_run_goes_on(mode, provider, fake_llm_server):
-    fake_llm_server.script(tool_calls([("delete_everything", {"path": "/"}), ("search", {"query": "a"})]),
-                           tool_call("done", {"answer": "ok"}))
+    fake_llm_server.script(
+        tool_calls([("delete_everything", {"path": "/"}), ("search", {"query": "a"})]),
+        tool_call("done", {"answer": "ok"}),
+    )
     steps, result, state = go(mode, backend(provider, fake_llm_server))
     assert result.stop_reason == "done"
     unknown = steps[0]
@@ -189,11 +209,14 @@ INVALID = {  # arguments -> the error kind the model is told
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("bad", list(INVALID))
-def test_the_same_invalid_arguments_forever_are_stopped_by_the_stagnation_guard(bad, mode, provider,
-                                                                                 fake_llm_server):
+def test_the_same_invalid_arguments_forever_are_stopped_by_the_stagnation_guard(
+    bad, mode, provider, fake_llm_server
+):
     args, kind = INVALID[bad]
     fake_llm_server.script(*[tool_call("search", args) for _ in range(30)])
-    steps, result, state = go(mode, backend(provider, fake_llm_server), hooks=[StagnationHook(n=3)], max_steps=25)
+    steps, result, state = go(
+        mode, backend(provider, fake_llm_server), hooks=[StagnationHook(n=3)], max_steps=25
+    )
     assert result.stop_reason == "hook_stop:stagnation"
     assert len(steps) == 3 and [s.tool_result.error_kind for s in steps] == [kind] * 3
     if bad == "not_json":
@@ -206,7 +229,9 @@ def test_the_same_invalid_arguments_forever_are_stopped_by_the_stagnation_guard(
 @pytest.mark.parametrize("mode", MODES)
 def test_invalid_arguments_that_change_every_time_are_stopped_by_max_steps(mode, provider, fake_llm_server):
     fake_llm_server.script(*[tool_call("search", {"q": f"attempt {i}"}) for i in range(30)])
-    steps, result, state = go(mode, backend(provider, fake_llm_server), hooks=[StagnationHook(n=3)], max_steps=6)
+    steps, result, state = go(
+        mode, backend(provider, fake_llm_server), hooks=[StagnationHook(n=3)], max_steps=6
+    )
     assert result.stop_reason == "max_steps" and len(steps) == 6
     assert [s.tool_result.error_kind for s in steps] == ["missing_argument"] * 6
     assert len(fake_llm_server.requests) == 6

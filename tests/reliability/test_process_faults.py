@@ -31,16 +31,30 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
 
-def kill_series(mode: str, seed: str, tmp: Path, n_work: int, child: str = CHILD,
-                extra_args: tuple[str, ...] = (), after_kill: Any = None) -> dict[str, int]:
+def kill_series(
+    mode: str,
+    seed: str,
+    tmp: Path,
+    n_work: int,
+    child: str = CHILD,
+    extra_args: tuple[str, ...] = (),
+    after_kill: Any = None,
+) -> dict[str, int]:
     """Start the agent, kill -9 it at a random point, start it again, ... until it finishes. Checks after
     every kill that no finished step was lost or redone; returns the counts."""
     rnd = random.Random(seed)
     folder, ledger, script = tmp / "ckpt", tmp / "ledger.jsonl", tmp / "agent.py"
     script.write_text(child)
     cmd = [sys.executable, str(script), str(folder), mode, str(ledger), str(n_work), *extra_args]
-    figures = {"processes": 0, "kills": 0, "mid_answer": 0, "redone": 0, "lost": 0, "in_flight_rerun": 0,
-               "killed_after_done": 0}
+    figures = {
+        "processes": 0,
+        "kills": 0,
+        "mid_answer": 0,
+        "redone": 0,
+        "lost": 0,
+        "in_flight_rerun": 0,
+        "killed_after_done": 0,
+    }
     before: list[dict[str, Any]] = []
     for _ in range(80):
         seen = len(ledger_lines(ledger))
@@ -62,8 +76,12 @@ def kill_series(mode: str, seed: str, tmp: Path, n_work: int, child: str = CHILD
         before = after
         if code == 0 or (cp is not None and cp.stop_reason == "done"):
             break
-        if code is None and after and after[-1]["tool_call"]["tool"] == "done" \
-                and not after[-1]["tool_result"]["error"]:
+        if (
+            code is None
+            and after
+            and after[-1]["tool_call"]["tool"] == "done"
+            and not after[-1]["tool_result"]["error"]
+        ):
             # killed between the done step's checkpoint and the final one: the rerun finishes as `done` at
             # once, without asking the model again (test_a_checkpoint_whose_last_step_is_done_resumes_as_done)
             figures["killed_after_done"] += 1
@@ -82,10 +100,11 @@ def kill_series(mode: str, seed: str, tmp: Path, n_work: int, child: str = CHILD
 
 TELEMETRY_CHILD = CHILD.replace(
     "\nkw = dict(llm=Model()",
-    textwrap.dedent('''
+    textwrap.dedent("""
         from looplet.telemetry.setup import configure
         session = configure(service_name="killed", json_logs=True, log_file=sys.argv[5], provenance_dir=sys.argv[6])
-    ''') + "kw = dict(llm=Model()",
+    """)
+    + "kw = dict(llm=Model()",
 ).replace("hooks=[CheckpointHook(folder), Tracer()]", "hooks=[CheckpointHook(folder), *session.hooks]")
 
 
@@ -94,8 +113,9 @@ def assert_trace_files_whole(traces: Path, log_file: Path) -> None:
     log line is a whole JSON object."""
     import hashlib
 
-    for run_dir in (p for p in traces.iterdir() if p.is_dir() and not p.name.startswith(".")) \
-            if traces.exists() else ():
+    for run_dir in (
+        (p for p in traces.iterdir() if p.is_dir() and not p.name.startswith(".")) if traces.exists() else ()
+    ):
         manifest = [json.loads(line) for line in (run_dir / "manifest.jsonl").read_text().splitlines()]
         for entry in manifest:
             data = (run_dir / entry["path"]).read_bytes()
@@ -110,8 +130,15 @@ def assert_trace_files_whole(traces: Path, log_file: Path) -> None:
 def test_kill_9_with_telemetry_on_leaves_whole_trace_files_and_loses_no_step(mode, tmp_path):
     traces, log_file = tmp_path / "traces", tmp_path / "run.jsonl"
     assert "configure(" in TELEMETRY_CHILD and "session.hooks" in TELEMETRY_CHILD
-    figures = kill_series(mode, f"telemetry-{mode}", tmp_path, 8, TELEMETRY_CHILD, (str(log_file), str(traces)),
-                          after_kill=lambda: assert_trace_files_whole(traces, log_file))
+    figures = kill_series(
+        mode,
+        f"telemetry-{mode}",
+        tmp_path,
+        8,
+        TELEMETRY_CHILD,
+        (str(log_file), str(traces)),
+        after_kill=lambda: assert_trace_files_whole(traces, log_file),
+    )
     assert figures["lost"] == 0 and figures["redone"] == 0
     assert figures["kills"] >= 2, figures
     assert_trace_files_whole(traces, log_file)
@@ -154,8 +181,11 @@ def test_a_checkpoint_whose_last_step_is_done_resumes_as_done(mode, tmp_path):
 ROUNDS = int(os.environ.get("LOOPLET_KILL_ROUNDS", "0") or 0)
 
 
-@pytest.mark.skipif(ROUNDS < 1, reason="figures collection: set LOOPLET_KILL_ROUNDS=N (one series per loop "
-                    "already runs in tests/integration/test_checkpoint_kill.py)")
+@pytest.mark.skipif(
+    ROUNDS < 1,
+    reason="figures collection: set LOOPLET_KILL_ROUNDS=N (one series per loop "
+    "already runs in tests/integration/test_checkpoint_kill.py)",
+)
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_kill_9_figures(mode, tmp_path):
     total: dict[str, int] = {}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 import string
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -40,11 +39,14 @@ SECRETS = {"openai_key": OPENAI_KEY, "anthropic_key": ANTHROPIC_KEY, "email": EM
 
 def needles() -> dict[str, list[bytes]]:
     """Per secret: the whole secret and every 10-character window of its distinctive part."""
-    parts = {"openai_key": OPENAI_KEY[len("sk-proj-"):], "anthropic_key": ANTHROPIC_KEY[len("sk-ant-api03-"):],
-             "email": EMAIL_USER + EMAIL_DOMAIN.split("-corp")[0]}
+    parts = {
+        "openai_key": OPENAI_KEY[len("sk-proj-") :],
+        "anthropic_key": ANTHROPIC_KEY[len("sk-ant-api03-") :],
+        "email": EMAIL_USER + EMAIL_DOMAIN.split("-corp")[0],
+    }
     out = {}
     for name, part in parts.items():
-        windows = {part[i:i + 10] for i in range(len(part) - 9)}
+        windows = {part[i : i + 10] for i in range(len(part) - 9)}
         out[name] = [SECRETS[name].encode()] + [w.encode() for w in sorted(windows)]
     return out
 
@@ -55,7 +57,7 @@ def leaks(where: str, data: bytes) -> list[str]:
         hits = [n for n in ns if n in data]
         if hits:
             at = data.find(hits[0])
-            found.append(f"{name} in {where}: ...{data[max(0, at - 120):at + 60]!r}...")
+            found.append(f"{name} in {where}: ...{data[max(0, at - 120) : at + 60]!r}...")
     return found
 
 
@@ -69,7 +71,9 @@ def charge(token: str) -> str:
     raise PermissionError(f"the gateway refused token {token} (account key {OPENAI_KEY}, owner {EMAIL})")
 
 
-SYSTEM = f"You are a support agent. Internal key: {ANTHROPIC_KEY}. Escalate to {EMAIL}. Call a tool each turn."
+SYSTEM = (
+    f"You are a support agent. Internal key: {ANTHROPIC_KEY}. Escalate to {EMAIL}. Call a tool each turn."
+)
 TASK = {"goal": f"Find the customer {EMAIL} and charge them; our key is {OPENAI_KEY}"}
 
 
@@ -79,7 +83,9 @@ def script(server: Any) -> None:
         error(429, f"rate limit reached for key {OPENAI_KEY} (organisation of {EMAIL})", retry_after=0),
         tool_call("lookup", {"customer": EMAIL}),
         tool_calls([("charge", {"token": ANTHROPIC_KEY}), ("lookup", {"customer": f"billing {OPENAI_KEY}"})]),
-        text(f"I could not charge {EMAIL} with {ANTHROPIC_KEY}."),  # no tool call: fed back, kept in the record
+        text(
+            f"I could not charge {EMAIL} with {ANTHROPIC_KEY}."
+        ),  # no tool call: fed back, kept in the record
         tool_call("done", {"answer": f"Customer {EMAIL} found; key {OPENAI_KEY} refused."}),
     )
 
@@ -96,15 +102,34 @@ def receiver():
 def run_and_collect(mode: str, server: Any, receiver: Any, tmp_path: Path, capfd: Any, tools: list) -> Any:
     """One run with every telemetry output on; returns (steps, result, spans, written) where ``written``
     maps each place the run wrote to to its bytes."""
-    traces, span_traces, log_file = tmp_path / "traces", tmp_path / "traces-from-spans", tmp_path / "run.jsonl"
-    session = configure(service_name="secrets", otlp_endpoint=receiver.url, otlp_protocol="http/protobuf",
-                        metrics_port=0, json_logs=True, log_file=str(log_file), log_level="DEBUG",
-                        provenance_dir=str(traces), capture_content=True, schedule_delay_s=0.05)
+    traces, span_traces, log_file = (
+        tmp_path / "traces",
+        tmp_path / "traces-from-spans",
+        tmp_path / "run.jsonl",
+    )
+    session = configure(
+        service_name="secrets",
+        otlp_endpoint=receiver.url,
+        otlp_protocol="http/protobuf",
+        metrics_port=0,
+        json_logs=True,
+        log_file=str(log_file),
+        log_level="DEBUG",
+        provenance_dir=str(traces),
+        capture_content=True,
+        schedule_delay_s=0.05,
+    )
     session.tracer_provider.add_span_processor(SimpleSpanProcessor(ProvenanceSink(span_traces, redact=True)))
     llm = OpenAIBackend(model="gpt-4o-mini", base_url=server.openai_url, api_key=OPENAI_KEY, timeout=5)
     try:
-        steps, result = run(mode, llm=llm, task=TASK, tools=tools_from(tools), hooks=session.hooks,
-                            config=LoopConfig(system_prompt=SYSTEM, llm_backoff_s=0.0))
+        steps, result = run(
+            mode,
+            llm=llm,
+            task=TASK,
+            tools=tools_from(tools),
+            hooks=session.hooks,
+            config=LoopConfig(system_prompt=SYSTEM, llm_backoff_s=0.0),
+        )
         assert server.requests[0].headers["authorization"] == f"Bearer {OPENAI_KEY}"  # the key was used
         session.force_flush(5)
         spans = receiver.wait_for(lambda s: any(x["name"].startswith("invoke_agent") for x in s))
@@ -117,7 +142,8 @@ def run_and_collect(mode: str, server: Any, receiver: Any, tmp_path: Path, capfd
     written: dict[str, bytes] = {
         "OTLP export": b"".join(req.SerializeToString() for req in receiver.requests),
         "/metrics": metrics,
-        "stdout": out.encode(), "stderr": err.encode(),
+        "stdout": out.encode(),
+        "stderr": err.encode(),
     }
     for path in sorted(tmp_path.rglob("*")):
         if path.is_file():
@@ -131,11 +157,13 @@ def assert_no_leaks(written: dict[str, bytes]) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_planted_secrets_appear_in_zero_bytes_of_spans_logs_metrics_and_trace_files(mode, receiver, tmp_path,
-                                                                                      fake_llm_server, capfd):
+def test_planted_secrets_appear_in_zero_bytes_of_spans_logs_metrics_and_trace_files(
+    mode, receiver, tmp_path, fake_llm_server, capfd
+):
     script(fake_llm_server)
-    steps, result, spans, written = run_and_collect(mode, fake_llm_server, receiver, tmp_path, capfd,
-                                                    [lookup, charge])
+    steps, result, spans, written = run_and_collect(
+        mode, fake_llm_server, receiver, tmp_path, capfd, [lookup, charge]
+    )
     assert result.stop_reason == "done" and len(steps) == 4
 
     # the scan is not vacuous: content was captured, logged and written, redacted in place
@@ -147,11 +175,15 @@ def test_planted_secrets_appear_in_zero_bytes_of_spans_logs_metrics_and_trace_fi
     assert b"looplet_llm_retries_total" in written["/metrics"]
     assert b"[REDACTED:" in written["run.jsonl"]
     files = [k for k in written if k.startswith(("traces/", "traces-from-spans/"))]
-    assert any(k.startswith("traces/") for k in files) and any(k.startswith("traces-from-spans/") for k in files)
+    assert any(k.startswith("traces/") for k in files) and any(
+        k.startswith("traces-from-spans/") for k in files
+    )
     assert sum(b"[REDACTED:" in written[k] for k in files) >= 4
     assert_no_leaks(written)
-    print(f"\nsecrets [{mode}]: {len(SECRETS)} secrets x {sum(len(n) for n in needles().values())} needles, "
-          f"{len(written)} outputs, {sum(map(len, written.values()))} bytes scanned, 0 found")
+    print(
+        f"\nsecrets [{mode}]: {len(SECRETS)} secrets x {sum(len(n) for n in needles().values())} needles, "
+        f"{len(written)} outputs, {sum(map(len, written.values()))} bytes scanned, 0 found"
+    )
 
 
 @tool(description="Customers by e-mail address.")
@@ -162,18 +194,28 @@ def directory() -> dict:
 def test_secrets_used_as_dict_keys_are_redacted_too(receiver, tmp_path, fake_llm_server, capfd):
     """A result keyed by e-mail address, an argument name the model made up (found by this suite; fixed in
     b4fc63b: ``Redactor.redact_json`` had left keys alone)."""
-    fake_llm_server.script(tool_call("directory", {}), tool_call("lookup", {"customer": "x", OPENAI_KEY: 1}),
-                           tool_call("done", {"answer": "ok"}))
-    steps, result, spans, written = run_and_collect("sync", fake_llm_server, receiver, tmp_path, capfd,
-                                                    [lookup, directory])
-    assert result.stop_reason == "done" and [s.tool_call.tool for s in steps] == ["directory", "lookup", "done"]
+    fake_llm_server.script(
+        tool_call("directory", {}),
+        tool_call("lookup", {"customer": "x", OPENAI_KEY: 1}),
+        tool_call("done", {"answer": "ok"}),
+    )
+    steps, result, spans, written = run_and_collect(
+        "sync", fake_llm_server, receiver, tmp_path, capfd, [lookup, directory]
+    )
+    assert result.stop_reason == "done" and [s.tool_call.tool for s in steps] == [
+        "directory",
+        "lookup",
+        "done",
+    ]
     assert_no_leaks(written)
 
 
 def test_a_tool_name_the_model_made_up_is_not_written_verbatim(receiver, tmp_path, fake_llm_server, capfd):
     """Found by this suite (span name, gen_ai.tool.name and the log line carried it); fixed in b4fc63b."""
     fake_llm_server.script(tool_call(EMAIL, {}), tool_call("done", {"answer": "ok"}))
-    steps, result, spans, written = run_and_collect("sync", fake_llm_server, receiver, tmp_path, capfd, [lookup])
+    steps, result, spans, written = run_and_collect(
+        "sync", fake_llm_server, receiver, tmp_path, capfd, [lookup]
+    )
     assert result.stop_reason == "done" and steps[0].tool_result.error_kind == "unknown_tool"
     assert EMAIL.encode() not in written["/metrics"]
     assert_no_leaks(written)

@@ -17,10 +17,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -50,8 +51,16 @@ def run_demo(hooks: list[Any], steps: int = 12) -> tuple[list[Any], Any, float]:
 
 
 def shape(steps: list[Any], result: Any) -> Any:
-    return ([(s.number, s.tool_call.tool, s.tool_call.args, s.tool_result.data, s.tool_result.error_kind)
-             for s in steps], result.stop_reason, result.final_output, result.usage.to_dict(), result.error)
+    return (
+        [
+            (s.number, s.tool_call.tool, s.tool_call.args, s.tool_result.data, s.tool_result.error_kind)
+            for s in steps
+        ],
+        result.stop_reason,
+        result.final_output,
+        result.usage.to_dict(),
+        result.error,
+    )
 
 
 def sample(name: str, labels: dict[str, str]) -> float:
@@ -69,6 +78,7 @@ def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
 
 # -- collectors that answer with errors ------------------------------------------------------------------
 
+
 class HttpErrors:
     """``POST /v1/traces`` answered with ``status`` every time (503 with a Retry-After, as a proxy does)."""
 
@@ -80,7 +90,7 @@ class HttpErrors:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 outer.calls += 1
                 body = b'{"code": 14, "message": "collector overloaded"}'
@@ -113,7 +123,7 @@ class GrpcUnavailable:
         outer = self
 
         class Service(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+            def Export(self, request: Any, context: Any) -> Any:
                 outer.calls += 1
                 context.abort(grpc.StatusCode.UNAVAILABLE, "collector restarting")
 
@@ -130,8 +140,14 @@ def healthy_loop_s(protocol: str) -> float:
     """Loop time of the same run with telemetry to a collector that accepts everything."""
     receiver = HttpReceiver() if protocol == "http/protobuf" else GrpcReceiver()
     try:
-        session = configure(service_name="healthy", otlp_endpoint=receiver.url, otlp_protocol=protocol,
-                            json_logs=False, export_timeout_s=0.5, schedule_delay_s=0.05)
+        session = configure(
+            service_name="healthy",
+            otlp_endpoint=receiver.url,
+            otlp_protocol=protocol,
+            json_logs=False,
+            export_timeout_s=0.5,
+            schedule_delay_s=0.05,
+        )
         run_demo(session.hooks)  # warm-up: first-use imports
         _, _, loop_s = run_demo(session.hooks)
         session.shutdown(timeout_s=1.0)
@@ -150,8 +166,14 @@ def test_a_collector_answering_with_errors_costs_counted_drops_not_the_run(fault
     reasons = ("export_failed", "collector_down", "queue_full")
     before = {r: sample("looplet_dropped_spans_total", {"reason": r}) for r in reasons}
     try:
-        session = configure(service_name="faults", otlp_endpoint=endpoint.url, otlp_protocol=protocol,
-                            json_logs=False, export_timeout_s=0.5, schedule_delay_s=0.05)
+        session = configure(
+            service_name="faults",
+            otlp_endpoint=endpoint.url,
+            otlp_protocol=protocol,
+            json_logs=False,
+            export_timeout_s=0.5,
+            schedule_delay_s=0.05,
+        )
         results = [run_demo(session.hooks) for _ in range(3)]
         for steps, result, _ in results:  # the same run, step for step, with telemetry on
             assert shape(steps, result) == shape(bare_steps, bare_result)
@@ -177,6 +199,7 @@ def test_a_collector_answering_with_errors_costs_counted_drops_not_the_run(fault
 
 
 # -- a metrics port already taken ------------------------------------------------------------------------
+
 
 @pytest.fixture
 def busy_port() -> Iterator[int]:
@@ -207,13 +230,28 @@ def test_a_metrics_port_in_use_is_a_clear_error_at_set_up_and_leaves_nothing_hal
 
 def test_the_demo_with_a_busy_metrics_port_says_so_without_a_traceback(busy_port):
     """Found by this suite (the demo caught only ImportError); fixed in 23bb0fa."""
-    proc = subprocess.run([sys.executable, "-m", "looplet", "demo", "--quiet", "--latency", "0",
-                           "--metrics-port", str(busy_port)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "looplet",
+            "demo",
+            "--quiet",
+            "--latency",
+            "0",
+            "--metrics-port",
+            str(busy_port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0 and str(busy_port) in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 # -- a trace folder or log file that cannot be written ---------------------------------------------------
+
 
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
@@ -222,8 +260,9 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
     mnt.mkdir()
     if shutil.which("mount") is None or os.geteuid() != 0:
         pytest.skip("needs root and mount(8) for a small tmpfs; a full disk cannot be made otherwise")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"mounting a tmpfs failed ({done.stderr.strip()}); a full disk cannot be made otherwise")
     try:
@@ -247,7 +286,9 @@ def unwritable(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("where", ["unwritable", "full"])
 def test_a_trace_folder_that_cannot_be_written_costs_the_files_not_the_run(where, tmp_path, request, caplog):
-    folder = unwritable(tmp_path) if where == "unwritable" else request.getfixturevalue("full_disk") / "traces"
+    folder = (
+        unwritable(tmp_path) if where == "unwritable" else request.getfixturevalue("full_disk") / "traces"
+    )
     bare_steps, bare_result, _ = run_demo([])
     session = configure(service_name="faults", json_logs=False, provenance_dir=str(folder))
     try:
@@ -276,19 +317,26 @@ def test_a_log_file_on_a_full_disk_costs_log_lines_not_the_run(where, tmp_path, 
     if where == "dev_full" and not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
     bare_steps, bare_result, _ = run_demo([])
-    before = sample("looplet_hook_errors_total", {"agent": "demo-agent", "hook": "LoggingHook",
-                                                  "method": "on_step"})
+    before = sample(
+        "looplet_hook_errors_total", {"agent": "demo-agent", "hook": "LoggingHook", "method": "on_step"}
+    )
     session = configure(service_name="faults", json_logs=True, log_file=log_file)
     try:
         steps, result, _ = run_demo(session.hooks)
     finally:
         session.shutdown(timeout_s=1.0)
     assert shape(steps, result) == shape(bare_steps, bare_result)
-    lost = sample("looplet_hook_errors_total", {"agent": "demo-agent", "hook": "LoggingHook",
-                                                "method": "on_step"}) - before
+    lost = (
+        sample(
+            "looplet_hook_errors_total", {"agent": "demo-agent", "hook": "LoggingHook", "method": "on_step"}
+        )
+        - before
+    )
     assert lost == len(steps)  # every log line that could not be written is counted
     err = capfd.readouterr().err
-    assert "--- Logging error ---" not in err and err.count("cannot write log lines") <= 1  # one note, no flood
+    assert (
+        "--- Logging error ---" not in err and err.count("cannot write log lines") <= 1
+    )  # one note, no flood
 
 
 def test_a_failed_trajectory_write_stops_all_its_writers_before_cleaning_up(tmp_path, monkeypatch):

@@ -71,10 +71,18 @@ def obj() -> object:
     return object()
 
 
-CASES = [("raises", "tool_exception"), ("hangs", "timeout"), ("nan", "unserializable_result"),
-         ("blob", "unserializable_result"), ("cyclic", "unserializable_result"), ("huge", None),
-         ("chatty", None), ("exits", "tool_exception"), ("thread_exit", "tool_exception"),
-         ("obj", "unserializable_result")]
+CASES = [
+    ("raises", "tool_exception"),
+    ("hangs", "timeout"),
+    ("nan", "unserializable_result"),
+    ("blob", "unserializable_result"),
+    ("cyclic", "unserializable_result"),
+    ("huge", None),
+    ("chatty", None),
+    ("exits", "tool_exception"),
+    ("thread_exit", "tool_exception"),
+    ("obj", "unserializable_result"),
+]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -83,9 +91,14 @@ def test_every_tool_fault_is_an_error_step_and_the_run_finishes(mode: str, capsy
     script.append('{"tool": "done", "args": {"answer": "survived"}}')
     state = DefaultState(max_steps=20)
     started = time.perf_counter()
-    steps, result = run(mode, llm=MockLLMBackend(script), tools=tools_from(
-        [raises, hangs, nan, blob, cyclic, huge, chatty, exits, thread_exit, obj]), task={"goal": "x"},
-        state=state, config=LoopConfig(max_steps=20, max_tool_output_chars=10_000))
+    steps, result = run(
+        mode,
+        llm=MockLLMBackend(script),
+        tools=tools_from([raises, hangs, nan, blob, cyclic, huge, chatty, exits, thread_exit, obj]),
+        task={"goal": "x"},
+        state=state,
+        config=LoopConfig(max_steps=20, max_tool_output_chars=10_000),
+    )
     assert result.stop_reason == "done" and result.final_output == "survived"
     assert [s.tool_result.error_kind for s in steps[:-1]] == [kind for _, kind in CASES]
     assert len(steps) == len(CASES) + 1 and len(state.steps) == len(steps)  # nothing lost
@@ -100,8 +113,13 @@ def test_every_tool_fault_is_an_error_step_and_the_run_finishes(mode: str, capsy
 
 def test_abandoned_tool_threads_do_not_block_exit_or_the_next_call() -> None:
     before = threading.active_count()
-    steps, result = run("sync", llm=MockLLMBackend(['{"tool": "hangs", "args": {}}'] * 3 +
-                                                   ['{"tool": "done", "args": {"answer": "x"}}']),
-                        tools=tools_from([hangs]), task={"goal": "x"})
+    steps, result = run(
+        "sync",
+        llm=MockLLMBackend(
+            ['{"tool": "hangs", "args": {}}'] * 3 + ['{"tool": "done", "args": {"answer": "x"}}']
+        ),
+        tools=tools_from([hangs]),
+        task={"goal": "x"},
+    )
     assert [s.tool_result.error_kind for s in steps[:3]] == ["timeout"] * 3
     assert all(t.daemon for t in threading.enumerate()[before:])

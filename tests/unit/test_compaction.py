@@ -10,29 +10,54 @@ from typing import Any
 import pytest
 
 from looplet import DefaultState, LLMResponse, LoopConfig, MockLLMBackend, ToolCall, Usage, tool, tools_from
-from looplet.context import (ContextPressureHook, Prune, Summarize, ThresholdCompactHook, TokenMeter, Truncate,
-                             compact_chain, estimate_tokens)
+from looplet.context import (
+    ContextPressureHook,
+    Prune,
+    Summarize,
+    ThresholdCompactHook,
+    TokenMeter,
+    Truncate,
+    compact_chain,
+    estimate_tokens,
+)
 from looplet.context.compaction import REMOVED_MARK, SUMMARY_MARK, split
 
 from ._harness import MODES, run
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-def transcript(turns: int, *, calls_per_turn: int = 1, out_chars: int = 800, seed: int = 0) -> list[dict[str, Any]]:
+def transcript(
+    turns: int, *, calls_per_turn: int = 1, out_chars: int = 800, seed: int = 0
+) -> list[dict[str, Any]]:
     rnd = random.Random(seed)
-    msgs: list[dict[str, Any]] = [{"role": "system", "content": "You are an agent. Use tools."},
-                                  {"role": "user", "content": "Find out how looplet traces tool calls."}]
+    msgs: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are an agent. Use tools."},
+        {"role": "user", "content": "Find out how looplet traces tool calls."},
+    ]
     k = 0
     for t in range(turns):
         calls = []
         for _ in range(rnd.randint(1, calls_per_turn)):
             k += 1
-            calls.append({"id": f"c{k}", "type": "function",
-                          "function": {"name": "search", "arguments": json.dumps({"query": f"q{k}", "page": t})}})
-        msgs.append({"role": "assistant", "content": None if t % 2 else f"Looking at step {t}.", "tool_calls": calls})
+            calls.append(
+                {
+                    "id": f"c{k}",
+                    "type": "function",
+                    "function": {"name": "search", "arguments": json.dumps({"query": f"q{k}", "page": t})},
+                }
+            )
+        msgs.append(
+            {"role": "assistant", "content": None if t % 2 else f"Looking at step {t}.", "tool_calls": calls}
+        )
         for c in calls:
-            body = json.dumps({"results": [{"title": f"hit {i} for {c['id']}", "score": rnd.random()}
-                                           for i in range(out_chars // 40)]})
+            body = json.dumps(
+                {
+                    "results": [
+                        {"title": f"hit {i} for {c['id']}", "score": rnd.random()}
+                        for i in range(out_chars // 40)
+                    ]
+                }
+            )
             msgs.append({"role": "tool", "tool_call_id": c["id"], "content": body})
     return msgs
 
@@ -100,10 +125,14 @@ def test_estimate_error_against_a_real_tokenizer() -> None:
         return n
 
     prose = open(__file__, encoding="utf-8").read()
-    cases = {"json tool results": transcript(30, calls_per_turn=2, seed=3),
-             "prose and code": [{"role": "system", "content": "You are helpful."}] + [
-                 {"role": "user" if i % 2 else "assistant", "content": prose[i * 900:(i + 1) * 900]}
-                 for i in range(len(prose) // 900)]}
+    cases = {
+        "json tool results": transcript(30, calls_per_turn=2, seed=3),
+        "prose and code": [{"role": "system", "content": "You are helpful."}]
+        + [
+            {"role": "user" if i % 2 else "assistant", "content": prose[i * 900 : (i + 1) * 900]}
+            for i in range(len(prose) // 900)
+        ],
+    }
     for name, msgs in cases.items():
         est, exact = estimate_tokens(msgs), real(msgs)
         error = (est - exact) / exact
@@ -120,8 +149,12 @@ class ExactUsageLLM(MockLLMBackend):
 
     def generate(self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any) -> LLMResponse:
         r = super().generate(messages, tools=tools, **options)
-        n = 140 + sum(4 + len(self.enc.encode(m.get("content") or "")) + sum(
-            8 + len(self.enc.encode(c["function"]["arguments"])) for c in m.get("tool_calls") or ()) for m in messages)
+        n = 140 + sum(
+            4
+            + len(self.enc.encode(m.get("content") or ""))
+            + sum(8 + len(self.enc.encode(c["function"]["arguments"])) for c in m.get("tool_calls") or ())
+            for m in messages
+        )
         self.real_inputs.append(n)
         r.usage = Usage(n, 20)
         return r
@@ -141,11 +174,19 @@ def test_meter_tracks_reported_usage() -> None:
 
             predicted.append(meter_for(current_run()).count(session_log))
 
-    run("sync", llm=llm, tools=tools_from([blob]), task={"goal": "g"}, max_steps=12,
-        hooks=[Probe(), ContextPressureHook(window=10**6)])
+    run(
+        "sync",
+        llm=llm,
+        tools=tools_from([blob]),
+        task={"goal": "g"},
+        max_steps=12,
+        hooks=[Probe(), ContextPressureHook(window=10**6)],
+    )
     errors = [abs(p - r) / r for p, r in zip(predicted[1:], llm.real_inputs[1:])]
-    print(f"meter error once calibrated: max {max(errors):.2%}; uncalibrated first call: "
-          f"{abs(predicted[0] - llm.real_inputs[0]) / llm.real_inputs[0]:.1%}")
+    print(
+        f"meter error once calibrated: max {max(errors):.2%}; uncalibrated first call: "
+        f"{abs(predicted[0] - llm.real_inputs[0]) / llm.real_inputs[0]:.1%}"
+    )
     assert max(errors) < 0.08 and errors[-1] < 0.02
 
 
@@ -156,7 +197,7 @@ def test_split_keeps_calls_with_their_results() -> None:
     assert (core, head) == (2, 2)
     for start, end in units:
         ids = {c["id"] for c in msgs[start].get("tool_calls") or ()}
-        assert {m["tool_call_id"] for m in msgs[start + 1:end]} == ids
+        assert {m["tool_call_id"] for m in msgs[start + 1 : end]} == ids
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -230,15 +271,20 @@ def test_chain_runs_in_order_only_until_it_fits() -> None:
 # --- Summarize: a traced, costed LLM call ------------------------------------------------------------
 class Summarizer(MockLLMBackend):
     def __init__(self) -> None:
-        super().__init__([LLMResponse(text="Searched 6 pages; hits 0-19 found.", usage=Usage(500, 40))],
-                         cycle=True, model="gpt-4o-mini")
+        super().__init__(
+            [LLMResponse(text="Searched 6 pages; hits 0-19 found.", usage=Usage(500, 40))],
+            cycle=True,
+            model="gpt-4o-mini",
+        )
         self.seen: list[list[dict[str, Any]]] = []
 
     def generate(self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any) -> LLMResponse:
         self.seen.append(messages)
         return super().generate(messages, tools=tools, **options)
 
-    async def agenerate(self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any) -> LLMResponse:
+    async def agenerate(
+        self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any
+    ) -> LLMResponse:
         self.seen.append(messages)
         return await super().agenerate(messages, tools=tools, **options)
 
@@ -247,13 +293,16 @@ class Summarizer(MockLLMBackend):
 def test_summarize_goes_through_the_run_and_is_counted(mode: str) -> None:
     summarizer = Summarizer()
     calls, events = Calls(), Events()
-    llm = MockLLMBackend(['{"tool": "blob", "args": {"n": 1}}'], cycle=True, usage="estimate",
-                         model="gpt-4o-mini")  # realistic usage: the meter trusts what the backend reports
-    hook = ThresholdCompactHook(max_tokens=2500, strategy=compact_chain(Summarize(summarizer, keep_last=2),
-                                                                        Truncate()))
+    llm = MockLLMBackend(
+        ['{"tool": "blob", "args": {"n": 1}}'], cycle=True, usage="estimate", model="gpt-4o-mini"
+    )  # realistic usage: the meter trusts what the backend reports
+    hook = ThresholdCompactHook(
+        max_tokens=2500, strategy=compact_chain(Summarize(summarizer, keep_last=2), Truncate())
+    )
     state = DefaultState(max_steps=12)
-    _steps, result = run(mode, llm=llm, tools=tools_from([blob]), task={"goal": "g"}, state=state,
-                         hooks=[calls, events, hook])
+    _steps, result = run(
+        mode, llm=llm, tools=tools_from([blob]), task={"goal": "g"}, state=state, hooks=[calls, events, hook]
+    )
     summaries = [c for c in calls.calls if c.purpose == "summarize"]
     assert summaries and len(summaries) == len(summarizer.seen)
     assert "row 1" in summarizer.seen[0][1]["content"]  # the old turns were rendered for the summarizer
@@ -275,8 +324,14 @@ def test_a_failing_summarizer_leaves_the_transcript_to_the_next_strategy(mode: s
     events = Events()
     llm = MockLLMBackend(['{"tool": "blob", "args": {"n": 2}}'], cycle=True)
     state = DefaultState(max_steps=10)
-    _s, result = run(mode, llm=llm, tools=tools_from([blob]), task={"goal": "g"}, state=state,
-                     hooks=[events, ThresholdCompactHook(2000, compact_chain(Summarize(broken), Truncate()))])
+    _s, result = run(
+        mode,
+        llm=llm,
+        tools=tools_from([blob]),
+        task={"goal": "g"},
+        state=state,
+        hooks=[events, ThresholdCompactHook(2000, compact_chain(Summarize(broken), Truncate()))],
+    )
     assert result.stop_reason == "max_steps"
     assert {a["strategy"] for a in events.named("compaction")} == {"truncate"}
     assert estimate_tokens(state.transcript) < 2500
@@ -300,12 +355,20 @@ def test_threshold_hook_keeps_a_long_run_under_its_limit(mode: str, caplog: pyte
     state = DefaultState(max_steps=40)
     kw: dict[str, Any] = {"max_steps": 40}
     with caplog.at_level(logging.INFO, logger="looplet"):
-        _s, result = run(mode, llm=Spy(['{"tool": "blob", "args": {"n": 3}}'], cycle=True), tools=tools_from([blob]),
-                         task={"goal": "g"}, state=state, hooks=[events, ThresholdCompactHook(max_tokens=3000)], **kw)
+        _s, result = run(
+            mode,
+            llm=Spy(['{"tool": "blob", "args": {"n": 3}}'], cycle=True),
+            tools=tools_from([blob]),
+            task={"goal": "g"},
+            state=state,
+            hooks=[events, ThresholdCompactHook(max_tokens=3000)],
+            **kw,
+        )
     assert result.stop_reason == "max_steps" and len(result.steps) == 40
     assert max(seen_sizes) <= 3000 + 600  # at most one step's growth over the limit
-    assert events.named("compaction") and all(a["tokens_after"] < a["tokens_before"]
-                                              for a in events.named("compaction"))
+    assert events.named("compaction") and all(
+        a["tokens_after"] < a["tokens_before"] for a in events.named("compaction")
+    )
     assert any("compaction prune" in r.getMessage() for r in caplog.records)
     assert_paired(state.transcript)
 
@@ -313,9 +376,15 @@ def test_threshold_hook_keeps_a_long_run_under_its_limit(mode: str, caplog: pyte
 def test_threshold_defaults_to_the_configured_context_window() -> None:
     events = Events()
     state = DefaultState(max_steps=30)
-    run("sync", llm=MockLLMBackend(['{"tool": "blob", "args": {"n": 3}}'], cycle=True), tools=tools_from([blob]),
-        task={"goal": "g"}, state=state, config=LoopConfig(max_steps=30, context_window=4000),
-        hooks=[events, ThresholdCompactHook()])
+    run(
+        "sync",
+        llm=MockLLMBackend(['{"tool": "blob", "args": {"n": 3}}'], cycle=True),
+        tools=tools_from([blob]),
+        task={"goal": "g"},
+        state=state,
+        config=LoopConfig(max_steps=30, context_window=4000),
+        hooks=[events, ThresholdCompactHook()],
+    )
     assert events.named("compaction")
     assert estimate_tokens(state.transcript) <= 3200 + 600
 
@@ -334,9 +403,17 @@ def test_context_pressure_tells_the_model_how_much_is_left(mode: str) -> None:
             return await super().agenerate(messages, **kw)
 
     events = Events()
-    run(mode, llm=Spy(['{"tool": "blob", "args": {"n": 1}}'], cycle=True), tools=tools_from([blob]),
-        task={"goal": "g"}, max_steps=6, hooks=[events, ContextPressureHook(window=3000, warn_at=0.3)])
-    notes = [p[-1]["content"] for p in prompts if p[-1]["content"] and p[-1]["content"].startswith("[context]")]
+    run(
+        mode,
+        llm=Spy(['{"tool": "blob", "args": {"n": 1}}'], cycle=True),
+        tools=tools_from([blob]),
+        task={"goal": "g"},
+        max_steps=6,
+        hooks=[events, ContextPressureHook(window=3000, warn_at=0.3)],
+    )
+    notes = [
+        p[-1]["content"] for p in prompts if p[-1]["content"] and p[-1]["content"].startswith("[context]")
+    ]
     assert prompts[0][-1]["content"] == "g"  # below warn_at: nothing added
     assert notes and "of 3,000 tokens" in notes[-1] and "left" in notes[-1]
     used = [a["tokens"] for a in events.named("context.pressure")]
@@ -357,9 +434,17 @@ def test_hooks_reject_bad_arguments() -> None:
 def test_summary_call_sees_a_step_number_and_no_tools() -> None:
     calls = Calls()
     summarizer = Summarizer()
-    run("sync", llm=MockLLMBackend([ToolCall("blob", {"n": 1})], cycle=True), tools=tools_from([blob]),
-        task={"goal": "g"}, max_steps=8,
-        hooks=[calls, ThresholdCompactHook(1500, compact_chain(Summarize(summarizer, keep_last=1), Truncate()))])
+    run(
+        "sync",
+        llm=MockLLMBackend([ToolCall("blob", {"n": 1})], cycle=True),
+        tools=tools_from([blob]),
+        task={"goal": "g"},
+        max_steps=8,
+        hooks=[
+            calls,
+            ThresholdCompactHook(1500, compact_chain(Summarize(summarizer, keep_last=1), Truncate())),
+        ],
+    )
     s = next(c for c in calls.calls if c.purpose == "summarize")
     assert s.tools == [] and s.step >= 2 and s.model == "gpt-4o-mini"
 
@@ -379,10 +464,18 @@ def test_summary_is_a_chat_span_and_compactions_are_span_events_and_metrics(mode
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     registry = CollectorRegistry()
-    llm = MockLLMBackend(['{"tool": "blob", "args": {"n": 1}}'], cycle=True, usage="estimate", model="gpt-4o-mini")
+    llm = MockLLMBackend(
+        ['{"tool": "blob", "args": {"n": 1}}'], cycle=True, usage="estimate", model="gpt-4o-mini"
+    )
     hook = ThresholdCompactHook(2500, compact_chain(Summarize(Summarizer(), keep_last=2), Truncate()))
-    run(mode, llm=llm, tools=tools_from([blob]), task={"goal": "g"}, max_steps=10,
-        hooks=[TracingHook(provider), MetricsHook(registry), hook])
+    run(
+        mode,
+        llm=llm,
+        tools=tools_from([blob]),
+        task={"goal": "g"},
+        max_steps=10,
+        hooks=[TracingHook(provider), MetricsHook(registry), hook],
+    )
     spans = exporter.get_finished_spans()
     summaries = [s for s in spans if s.attributes.get("looplet.llm.purpose") == "summarize"]
     assert summaries and all(s.name.startswith("chat") for s in summaries)
@@ -390,8 +483,10 @@ def test_summary_is_a_chat_span_and_compactions_are_span_events_and_metrics(mode
     assert summaries[0].parent is not None  # inside the run's trace, under the step being prompted
     events = [e for s in spans for e in s.events if e.name == "looplet.compaction"]
     assert events and events[0].attributes["looplet.compaction.strategy"] == "summarize"
-    assert events[0].attributes["looplet.compaction.tokens_before"] > events[0].attributes[
-        "looplet.compaction.tokens_after"]
-    assert registry.get_sample_value("looplet_compactions_total",
-                                     {"agent": "looplet", "strategy": "summarize"}) == len(
-        [e for e in events if e.attributes["looplet.compaction.strategy"] == "summarize"])
+    assert (
+        events[0].attributes["looplet.compaction.tokens_before"]
+        > events[0].attributes["looplet.compaction.tokens_after"]
+    )
+    assert registry.get_sample_value(
+        "looplet_compactions_total", {"agent": "looplet", "strategy": "summarize"}
+    ) == len([e for e in events if e.attributes["looplet.compaction.strategy"] == "summarize"])

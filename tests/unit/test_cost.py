@@ -39,7 +39,9 @@ def test_the_table_is_dated_and_sourced():
 
 def test_cost_of_prices_cached_input_separately():
     # gpt-4o: 2.50 input, 1.25 cached input, 10.00 output per 1M tokens
-    usage = Usage(input_tokens=1_000_000, output_tokens=100_000, cached_input_tokens=400_000, reasoning_tokens=50_000)
+    usage = Usage(
+        input_tokens=1_000_000, output_tokens=100_000, cached_input_tokens=400_000, reasoning_tokens=50_000
+    )
     assert cost_of("gpt-4o", usage) == pytest.approx(0.6 * 2.50 + 0.4 * 1.25 + 0.1 * 10.00)
     # reasoning tokens are part of output_tokens: not billed a second time
     assert cost_of("gpt-4o", Usage(0, 1000, reasoning_tokens=900)) == pytest.approx(1000 * 10 / 1e6)
@@ -47,18 +49,36 @@ def test_cost_of_prices_cached_input_separately():
     assert cost_of(None, usage) is None
 
 
-@pytest.mark.parametrize("model,family", [
-    ("gpt-4o-2024-08-06", "gpt-4o"), ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"), ("GPT-4o", "gpt-4o"),
-    ("openai/gpt-4.1-mini", "gpt-4.1-mini"), ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
-    ("claude-3-7-sonnet-latest", "claude-3-7-sonnet"), ("claude-opus-4-20250514", "claude-opus-4"),
-    ("claude-haiku-4-5@20251001", "claude-haiku-4-5"), ("gpt-5-mini-2025-08-07", "gpt-5-mini"),
-])
+@pytest.mark.parametrize(
+    "model,family",
+    [
+        ("gpt-4o-2024-08-06", "gpt-4o"),
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
+        ("GPT-4o", "gpt-4o"),
+        ("openai/gpt-4.1-mini", "gpt-4.1-mini"),
+        ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+        ("claude-3-7-sonnet-latest", "claude-3-7-sonnet"),
+        ("claude-opus-4-20250514", "claude-opus-4"),
+        ("claude-haiku-4-5@20251001", "claude-haiku-4-5"),
+        ("gpt-5-mini-2025-08-07", "gpt-5-mini"),
+    ],
+)
 def test_snapshot_ids_resolve_to_their_family(model, family):
     assert price_for(model) == C._BUILTIN[family]
 
 
-@pytest.mark.parametrize("model", ["o3-pro", "gpt-5-pro", "claude-opus-4-9", "gpt-4o-realtime-preview",
-                                   "llama3.1:8b", "mock-model", "gpt-4o-2024"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        "o3-pro",
+        "gpt-5-pro",
+        "claude-opus-4-9",
+        "gpt-4o-realtime-preview",
+        "llama3.1:8b",
+        "mock-model",
+        "gpt-4o-2024",
+    ],
+)
 def test_other_models_are_unknown_not_guessed(model, caplog):
     with caplog.at_level(logging.WARNING, logger="looplet"):
         assert price_for(model) is None
@@ -69,7 +89,9 @@ def test_other_models_are_unknown_not_guessed(model, caplog):
 
 
 def test_set_prices_in_code():
-    set_prices({"My-Local-Model": (0.5, 0.05, 1.5), "other": {"input": 2, "output": 6}, "p": Price(1, 0.1, 2)})
+    set_prices(
+        {"My-Local-Model": (0.5, 0.05, 1.5), "other": {"input": 2, "output": 6}, "p": Price(1, 0.1, 2)}
+    )
     assert price_for("my-local-model") == Price(0.5, 0.05, 1.5)
     assert price_for("my-local-model-20260101") == Price(0.5, 0.05, 1.5)
     assert price_for("other") == Price(2.0, 2.0, 6.0)  # no cached price given: cached input costs as input
@@ -121,14 +143,24 @@ def add(a: int, b: int) -> int:
 def test_steps_and_the_run_carry_cost(mode):
     usage = Usage(1000, 200, cached_input_tokens=500)
     script = ['{"tool": "add", "args": {"a": 1, "b": 2}}', '{"tool": "done", "args": {"answer": "3"}}']
-    steps, result = run(mode, llm=MockLLMBackend(script, model="gpt-4o-mini", usage=usage), task={"goal": "x"},
-                        tools=tools_from([add]), config=LoopConfig())
+    steps, result = run(
+        mode,
+        llm=MockLLMBackend(script, model="gpt-4o-mini", usage=usage),
+        task={"goal": "x"},
+        tools=tools_from([add]),
+        config=LoopConfig(),
+    )
     each = cost_of("gpt-4o-mini", usage)
     assert [s.cost_usd for s in steps] == [pytest.approx(each)] * 2
     assert result.cost_usd == pytest.approx(2 * each)
 
-    steps, result = run(mode, llm=MockLLMBackend(script, model="unpriced-model", usage=usage), task={"goal": "x"},
-                        tools=tools_from([add]), config=LoopConfig())
+    steps, result = run(
+        mode,
+        llm=MockLLMBackend(script, model="unpriced-model", usage=usage),
+        task={"goal": "x"},
+        tools=tools_from([add]),
+        config=LoopConfig(),
+    )
     assert [s.cost_usd for s in steps] == [None, None] and result.cost_usd is None  # empty, never $0
 
 

@@ -13,15 +13,25 @@ import pytest
 
 from looplet import DefaultState, MockLLMBackend, tools_from
 from looplet.demo import TASK, build
-from looplet.evals import (EvalContext, EvalHook, check, discover, eval_cases, eval_mark, run_eval, select,
-                           tags_of, trajectory_cases)
+from looplet.evals import (
+    EvalContext,
+    EvalHook,
+    check,
+    discover,
+    eval_cases,
+    eval_mark,
+    run_eval,
+    select,
+    tags_of,
+    trajectory_cases,
+)
 from looplet.evals_cli import main as eval_main
 from looplet.provenance import ProvenanceSink
 from tests.unit._harness import MODES, run
 
 ROOT = Path(__file__).resolve().parents[2]
 
-EVALS_PY = '''
+EVALS_PY = """
 from looplet.evals import eval_mark, eval_finished
 
 @eval_mark("smoke")
@@ -37,23 +47,38 @@ def eval_cheap(ctx):
 
 def helper(ctx):
     raise AssertionError("not an eval")
-'''
+"""
 
 
 def demo(mode: str, hooks: list[Any], llm: Any = None):
     llm0, tools, config = build(latency_s=0.0)
-    return run(mode, llm=llm or llm0, tools=tools, task=TASK, config=config, hooks=hooks,
-               state=DefaultState(max_steps=config.max_steps))
+    return run(
+        mode,
+        llm=llm or llm0,
+        tools=tools,
+        task=TASK,
+        config=config,
+        hooks=hooks,
+        state=DefaultState(max_steps=config.max_steps),
+    )
 
 
 @pytest.fixture()
 def traces(tmp_path: Path) -> Path:
     sink = ProvenanceSink(tmp_path / "traces", fsync=False)
     demo("sync", [sink.trajectory_hook()])
-    llm = MockLLMBackend(['{"tool": "search_docs", "args": {"query": "x"}}'], cycle=True, model="gpt-4o-mini",
-                         usage="estimate")
+    llm = MockLLMBackend(
+        ['{"tool": "search_docs", "args": {"query": "x"}}'], cycle=True, model="gpt-4o-mini", usage="estimate"
+    )
     llm0, tools, _ = build()
-    run("sync", llm=llm, tools=tools, task={"goal": "loop forever"}, hooks=[sink.trajectory_hook()], max_steps=3)
+    run(
+        "sync",
+        llm=llm,
+        tools=tools,
+        task={"goal": "loop forever"},
+        hooks=[sink.trajectory_hook()],
+        max_steps=3,
+    )
     return tmp_path / "traces"
 
 
@@ -85,18 +110,21 @@ def _ctx(**kw: Any) -> EvalContext:
     return EvalContext(**{**base, **kw})
 
 
-@pytest.mark.parametrize("body, outcome, detail", [
-    ("return None", "pass", ""),
-    ("return True", "pass", ""),
-    ("return False", "fail", "returned False"),
-    ("return 'too slow'", "fail", "too slow"),
-    ("return (False, 'why')", "fail", "why"),
-    ("return (True, 'fine')", "pass", "fine"),
-    ("assert ctx.stop_reason == 'x', 'wrong stop'", "fail", "wrong stop"),
-    ("assert False", "fail", "assertion failed"),
-    ("raise KeyError('k')", "error", "KeyError: 'k'"),
-    ("return 0.5", "error", "returned float"),
-])
+@pytest.mark.parametrize(
+    "body, outcome, detail",
+    [
+        ("return None", "pass", ""),
+        ("return True", "pass", ""),
+        ("return False", "fail", "returned False"),
+        ("return 'too slow'", "fail", "too slow"),
+        ("return (False, 'why')", "fail", "why"),
+        ("return (True, 'fine')", "pass", "fine"),
+        ("assert ctx.stop_reason == 'x', 'wrong stop'", "fail", "wrong stop"),
+        ("assert False", "fail", "assertion failed"),
+        ("raise KeyError('k')", "error", "KeyError: 'k'"),
+        ("return 0.5", "error", "returned float"),
+    ],
+)
 def test_outcomes(body: str, outcome: str, detail: str) -> None:
     ns: dict[str, Any] = {}
     exec(f"def eval_x(ctx):\n    {body}\n", ns)
@@ -126,8 +154,9 @@ def test_eval_command(traces: Path, tmp_path: Path) -> None:
     lines = out.getvalue().splitlines()
     assert lines[0].split() == ["run", "eval", "result", "detail"]
     rows = [line.split(None, 3) for line in lines[1:] if line.strip() and not line.startswith("2 evals")]
-    assert sorted((r[1], r[2]) for r in rows[:4]) == sorted([("eval_done", "pass"), ("eval_cheap", "FAIL"),
-                                                              ("eval_done", "FAIL"), ("eval_cheap", "FAIL")])
+    assert sorted((r[1], r[2]) for r in rows[:4]) == sorted(
+        [("eval_done", "pass"), ("eval_cheap", "FAIL"), ("eval_done", "FAIL"), ("eval_cheap", "FAIL")]
+    )
     assert "stopped with max_steps" in out.getvalue()
     assert "2 evals on 2 runs: 1 passed, 3 failed, 0 errors" in out.getvalue()
 
@@ -145,18 +174,22 @@ def test_eval_command(traces: Path, tmp_path: Path) -> None:
     assert out.getvalue().count('"outcome": "pass"') == 2 and out.getvalue().count('"outcome": "fail"') == 2
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["{traces}", "--evals", "{tmp}/missing.py"], "missing.py: no such evals file"),
-    (["{traces}", "--evals", "{tmp}/evals.py", "--tag", "nope"], "no evals with tag nope"),
-    (["{tmp}/nothing-here"], "nothing-here: no such file or directory"),
-    (["{traces}", "--evals", "{tmp}/broken.py"], "broken.py: could not be loaded"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["{traces}", "--evals", "{tmp}/missing.py"], "missing.py: no such evals file"),
+        (["{traces}", "--evals", "{tmp}/evals.py", "--tag", "nope"], "no evals with tag nope"),
+        (["{tmp}/nothing-here"], "nothing-here: no such file or directory"),
+        (["{traces}", "--evals", "{tmp}/broken.py"], "broken.py: could not be loaded"),
+    ],
+)
 def test_eval_command_bad_input(traces: Path, tmp_path: Path, argv: list[str], message: str) -> None:
     (tmp_path / "evals.py").write_text(EVALS_PY)
     (tmp_path / "broken.py").write_text("def eval_x(:\n")
     args = [a.format(traces=traces, tmp=tmp_path) for a in argv]
-    proc = subprocess.run([sys.executable, "-m", "looplet", "eval", *args], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "looplet", "eval", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
@@ -168,7 +201,9 @@ def test_pytest_helpers(traces: Path, tmp_path: Path) -> None:
     path.write_text(EVALS_PY)
     cases = eval_cases(traces, path, tags=["smoke"])
     assert len(cases) == 4 and all("::eval_" in c.id for c in cases)
-    done_case = next(c for c in cases if c.id.endswith("::eval_done") and c.values[0][0].stop_reason == "done")
+    done_case = next(
+        c for c in cases if c.id.endswith("::eval_done") and c.values[0][0].stop_reason == "done"
+    )
     ctx, fn = done_case.values[0]
     check(fn, ctx)  # passes
     failing = next(c for c in cases if c.id.endswith("::eval_done") and c.values[0][0].stop_reason != "done")
@@ -178,7 +213,8 @@ def test_pytest_helpers(traces: Path, tmp_path: Path) -> None:
 
 def test_pytest_helpers_in_a_real_pytest_run(traces: Path, tmp_path: Path) -> None:
     test_file = tmp_path / "test_agent_evals.py"
-    test_file.write_text(textwrap.dedent(f"""
+    test_file.write_text(
+        textwrap.dedent(f"""
         import pytest
         from looplet.evals import trajectory_cases, eval_cases, check
 
@@ -190,9 +226,15 @@ def test_pytest_helpers_in_a_real_pytest_run(traces: Path, tmp_path: Path) -> No
         def test_builtin(case):
             ctx, fn = case
             check(fn, ctx)
-    """))
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    """)
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert "2 failed, 4 passed" in proc.stdout, proc.stdout
 
 
@@ -216,7 +258,9 @@ def test_eval_hook_reports_each_result(mode: str) -> None:
     failed = sum(1 for s in steps if not s.ok)
     evals = [a for n, a in seen if n == "eval"]
     assert [(a["eval"], a["outcome"], a["passed"]) for a in evals] == [
-        ("eval_under_ten_steps", "pass", True), ("eval_no_failures", "fail", False)]
+        ("eval_under_ten_steps", "pass", True),
+        ("eval_no_failures", "fail", False),
+    ]
     assert evals[1]["detail"].startswith(f"{failed} failed step(s)") and evals[0]["tags"] == "live"
     assert [o.outcome for o in hook.results] == ["pass", "fail"]
     with pytest.raises(ValueError, match="no evals"):
@@ -244,25 +288,41 @@ def test_eval_hook_becomes_a_span_event_and_a_metric(mode: str) -> None:
     events = [e for e in agent.events if e.name == "looplet.eval"]
     assert len(events) == 2 and all(e.attributes["looplet.eval.outcome"] == "pass" for e in events)
     for name in ("eval_finished", "eval_answered"):
-        assert registry.get_sample_value("looplet_evals_total", {"agent": "demo-agent", "eval": name,
-                                                                 "outcome": "pass"}) == 1.0
+        assert (
+            registry.get_sample_value(
+                "looplet_evals_total", {"agent": "demo-agent", "eval": name, "outcome": "pass"}
+            )
+            == 1.0
+        )
 
 
 def test_eval_hook_results_reach_the_trajectory(tmp_path: Path) -> None:
     sink = ProvenanceSink(tmp_path, fsync=False)
     state = DefaultState(max_steps=15)
     llm, tools, config = build(latency_s=0.0)
-    run("sync", llm=llm, tools=tools, task=TASK, config=config, state=state,
-        hooks=[sink.trajectory_hook(), EvalHook()])
+    run(
+        "sync",
+        llm=llm,
+        tools=tools,
+        task=TASK,
+        config=config,
+        state=state,
+        hooks=[sink.trajectory_hook(), EvalHook()],
+    )
     assert [e["name"] for e in state.metadata["evals"]] == ["eval_finished", "eval_answered"]
     from looplet.provenance import load_trajectory
 
     t = load_trajectory(state.metadata["trajectory_dir"])
-    assert [e["attributes"]["eval"] for e in t.events if e["name"] == "eval"] == ["eval_finished", "eval_answered"]
+    assert [e["attributes"]["eval"] for e in t.events if e["name"] == "eval"] == [
+        "eval_finished",
+        "eval_answered",
+    ]
 
 
 def test_no_tools_registry_needed_for_contexts() -> None:
-    llm = MockLLMBackend(['{"tool": "done", "args": {"answer": "42"}}'], usage="estimate", model="gpt-4o-mini")
+    llm = MockLLMBackend(
+        ['{"tool": "done", "args": {"answer": "42"}}'], usage="estimate", model="gpt-4o-mini"
+    )
     _steps, result = run("sync", llm=llm, tools=tools_from([]), task={"goal": "g"})
     ctx = EvalContext.from_run(result, task={"goal": "g"})
     assert ctx.final_output == "42" and ctx.models == ["gpt-4o-mini"] and ctx.stop_reason == "done"
@@ -283,4 +343,4 @@ def test_doc_examples_run_as_written(doc: str, tmp_path: Path, monkeypatch: pyte
     for block in blocks:
         if block.startswith("# evals.py"):
             (tmp_path / "evals.py").write_text(block)
-        exec(compile(block, f"{doc} example", "exec"), namespace)  # noqa: S102 - our own docs
+        exec(compile(block, f"{doc} example", "exec"), namespace)

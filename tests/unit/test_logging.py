@@ -53,8 +53,14 @@ def mock(*script):
 
 def go(mode, llm, hooks, **config):
     config.setdefault("llm_backoff_s", 0.001)
-    return run(mode, llm=llm, task={"goal": "add"}, tools=TOOLS, hooks=hooks,
-               config=LoopConfig(agent_name="calc", **config))
+    return run(
+        mode,
+        llm=llm,
+        task={"goal": "add"},
+        tools=TOOLS,
+        hooks=hooks,
+        config=LoopConfig(agent_name="calc", **config),
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -63,8 +69,17 @@ def test_one_json_line_per_run_start_end_llm_call_and_tool_call(mode, sink):
     llm = mock(CALL, '[{"tool": "add", "args": {"a": 2, "b": 2}}, {"tool": "leaky"}]', DONE)
     steps, result = go(mode, llm, [TracingHook(TracerProvider()), LoggingHook()])
     out = lines(sink)
-    assert [e["event"] for e in out] == ["run.start", "llm.call", "tool.call", "llm.call", "tool.call", "tool.call",
-                                         "llm.call", "tool.call", "run.end"]
+    assert [e["event"] for e in out] == [
+        "run.start",
+        "llm.call",
+        "tool.call",
+        "llm.call",
+        "tool.call",
+        "tool.call",
+        "llm.call",
+        "tool.call",
+        "run.end",
+    ]
     for e in out:
         assert e["run_id"] == result.run_id and e["agent"] == "calc" and e["trace_id"] == result.trace_id
         datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
@@ -93,7 +108,9 @@ def test_llm_errors_carry_the_exception_and_retries_are_warnings(mode, sink):
     errors = [e for e in out if e["event"] == "llm.error"]
     assert [e["level"] for e in errors] == ["error", "error"]
     assert errors[0]["error_kind"] == "http_529" and errors[0]["retryable"] is True and errors[0]["step"] == 1
-    assert "Traceback (most recent call last)" in errors[0]["exception"] and "LLMError" in errors[0]["exception"]
+    assert (
+        "Traceback (most recent call last)" in errors[0]["exception"] and "LLMError" in errors[0]["exception"]
+    )
     assert KEY not in json.dumps(out)
     assert len(errors[0]["span_id"]) == 16  # the chat span that failed
     (retry,) = [e for e in out if e["event"] == "llm.retry"]
@@ -116,10 +133,18 @@ def test_hook_errors_and_decisions(sink):
     go("sync", mock('{"tool": "leaky"}', DONE), [LoggingHook(), Faulty(), NoLeaky()])
     out = lines(sink)
     (decision,) = [e for e in out if e["event"] == "hook.decision"]
-    assert decision == {**decision, "hook": "NoLeaky", "decision": "deny", "tool": "leaky", "reason": "leaky is off",
-                        "level": "info"}
+    assert decision == {
+        **decision,
+        "hook": "NoLeaky",
+        "decision": "deny",
+        "tool": "leaky",
+        "reason": "leaky is off",
+        "level": "info",
+    }
     hook_errors = [e for e in out if e["event"] == "hook.error"]
-    assert len(hook_errors) == 2 and hook_errors[0]["hook"] == "Faulty" and hook_errors[0]["method"] == "on_step"
+    assert (
+        len(hook_errors) == 2 and hook_errors[0]["hook"] == "Faulty" and hook_errors[0]["method"] == "on_step"
+    )
     assert "ValueError: observer bug" in hook_errors[0]["exception"]
 
 

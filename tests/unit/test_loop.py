@@ -9,8 +9,21 @@ import time
 
 import pytest
 
-from looplet import (Allow, DefaultState, Deny, HookDecision, InjectContext, LLMResponse, LoopConfig,
-                     MockLLMBackend, Stop, ToolCall, ToolResult, Usage, composable_loop, tool, tools_from)
+from looplet import (
+    Allow,
+    DefaultState,
+    Deny,
+    HookDecision,
+    InjectContext,
+    LoopConfig,
+    MockLLMBackend,
+    Stop,
+    ToolResult,
+    Usage,
+    composable_loop,
+    tool,
+    tools_from,
+)
 from looplet.errors import HookError, LLMError
 from looplet.loop import CancelToken
 
@@ -36,8 +49,9 @@ DONE = '{"tool": "done", "args": {"answer": "ok"}}'
 
 @pytest.mark.parametrize("mode", MODES)
 def test_runs_to_done_with_a_real_transcript(mode: str) -> None:
-    llm = MockLLMBackend(['{"tool": "add", "args": {"a": 2, "b": 3}}', DONE],
-                         usage=Usage(10, 5), model="gpt-4o-mini")
+    llm = MockLLMBackend(
+        ['{"tool": "add", "args": {"a": 2, "b": 3}}', DONE], usage=Usage(10, 5), model="gpt-4o-mini"
+    )
     state = DefaultState()
     steps, result = run(mode, llm=llm, tools=tools_from([add]), task={"goal": "add"}, state=state)
     assert [s.tool_call.tool for s in steps] == ["add", "done"]
@@ -83,8 +97,13 @@ def test_parallel_tools_run_together(mode: str) -> None:
         calls = json.dumps([{"tool": "await_", "args": {"i": i}} for i in range(3)])
     llm = script(calls, DONE)
     started = time.perf_counter()
-    steps, result = run(mode, llm=llm, tools=tools_from([wait, await_]), task={"goal": "x"},
-                        config=LoopConfig(parallel_tools=True, tool_timeout_s=10))
+    steps, result = run(
+        mode,
+        llm=llm,
+        tools=tools_from([wait, await_]),
+        task={"goal": "x"},
+        config=LoopConfig(parallel_tools=True, tool_timeout_s=10),
+    )
     assert [s.tool_result.data for s in steps[:3]] == [0, 1, 2]
     assert all(s.ok for s in steps)
     if mode == "async":
@@ -93,8 +112,9 @@ def test_parallel_tools_run_together(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_max_steps_and_transcript_stays_valid(mode: str) -> None:
-    llm = MockLLMBackend(['[{"tool": "echo", "args": {"text": "a"}}, {"tool": "echo", "args": {"text": "b"}}]'],
-                         cycle=True)
+    llm = MockLLMBackend(
+        ['[{"tool": "echo", "args": {"text": "a"}}, {"tool": "echo", "args": {"text": "b"}}]'], cycle=True
+    )
     state = DefaultState(max_steps=3)
     steps, result = run(mode, llm=llm, tools=tools_from([echo]), task={"goal": "x"}, state=state)
     assert len(steps) == 3 and result.stop_reason == "max_steps"
@@ -122,14 +142,30 @@ def test_tool_failures_become_error_results(mode: str) -> None:
     def raw() -> bytes:
         return b"\x00"
 
-    llm = script('{"tool": "ad", "args": {"a": 1}}', '{"tool": "add", "args": {}}',
-                 '{"tool": "add", "args": {"a": 1, "c": 2}}', '{"tool": "add", "args": {"a": "one"}}',
-                 '{"tool": "boom", "args": {}}', '{"tool": "slow", "args": {}}', '{"tool": "nan", "args": {}}',
-                 '{"tool": "raw", "args": {}}', DONE)
+    llm = script(
+        '{"tool": "ad", "args": {"a": 1}}',
+        '{"tool": "add", "args": {}}',
+        '{"tool": "add", "args": {"a": 1, "c": 2}}',
+        '{"tool": "add", "args": {"a": "one"}}',
+        '{"tool": "boom", "args": {}}',
+        '{"tool": "slow", "args": {}}',
+        '{"tool": "nan", "args": {}}',
+        '{"tool": "raw", "args": {}}',
+        DONE,
+    )
     steps, result = run(mode, llm=llm, tools=tools_from([add, boom, slow, nan, raw]), task={"goal": "x"})
     kinds = [s.tool_result.error_kind for s in steps]
-    assert kinds == ["unknown_tool", "missing_argument", "unexpected_argument", "invalid_argument",
-                     "tool_exception", "timeout", "unserializable_result", "unserializable_result", None]
+    assert kinds == [
+        "unknown_tool",
+        "missing_argument",
+        "unexpected_argument",
+        "invalid_argument",
+        "tool_exception",
+        "timeout",
+        "unserializable_result",
+        "unserializable_result",
+        None,
+    ]
     assert "Did you mean 'add'" in steps[0].tool_result.error
     assert "disk on fire" in steps[4].tool_result.error
     assert result.stop_reason == "done"
@@ -153,10 +189,13 @@ def test_pre_dispatch_decisions(mode: str) -> None:
             seen.append({"args": tool_call.args, "data": tool_result.data})
             return "note for the model"
 
-    llm = script(*[json.dumps({"tool": "echo", "args": {"text": t}}) for t in ("secret", "fix", "skip")], DONE)
+    llm = script(
+        *[json.dumps({"tool": "echo", "args": {"text": t}}) for t in ("secret", "fix", "skip")], DONE
+    )
     state = DefaultState()
-    steps, result = run(mode, llm=llm, tools=tools_from([echo]), task={"goal": "x"}, hooks=[Policy()],
-                        state=state)
+    steps, result = run(
+        mode, llm=llm, tools=tools_from([echo]), task={"goal": "x"}, hooks=[Policy()], state=state
+    )
     assert steps[0].tool_result.error_kind == "denied" and "no secrets" in steps[0].tool_result.error
     assert steps[1].tool_result.data == "fixed" and steps[1].tool_call.args == {"text": "fixed"}
     assert steps[2].tool_result.data == "cached"
@@ -181,8 +220,9 @@ def test_pre_prompt_injects_and_stops(mode: str) -> None:
 
     llm = MockLLMBackend(['{"tool": "echo", "args": {"text": "a"}}'], cycle=True)
     state = DefaultState()
-    steps, result = run(mode, llm=llm, tools=tools_from([echo]), task={"goal": "x"}, hooks=[Inject(), Spy()],
-                        state=state)
+    steps, result = run(
+        mode, llm=llm, tools=tools_from([echo]), task={"goal": "x"}, hooks=[Inject(), Spy()], state=state
+    )
     assert result.stop_reason == "hook_stop:enough" and len(steps) == 2
     assert prompts[0][-1] == {"role": "user", "content": "hint 1"}
     assert not any(m.get("content") == "hint 1" for m in state.transcript)  # for that prompt only
@@ -229,7 +269,9 @@ def test_async_hooks_work_in_both_loops(mode: str) -> None:
         async def on_loop_end(self, state, session_log, context, result):
             events.append(result.stop_reason)
 
-    steps, result = run(mode, llm=script(DONE), tools=tools_from([echo]), task={"goal": "x"}, hooks=[AsyncHook()])
+    steps, result = run(
+        mode, llm=script(DONE), tools=tools_from([echo]), task={"goal": "x"}, hooks=[AsyncHook()]
+    )
     assert events == ["start", "pre1", "done"]
 
 
@@ -248,8 +290,9 @@ def test_a_raising_hook_is_isolated_and_reported(mode: str) -> None:
         def on_hook_error(self, hook, method, error):
             reported.append((type(hook).__name__, method, type(error).__name__))
 
-    steps, result = run(mode, llm=script(DONE), tools=tools_from([echo]), task={"goal": "x"},
-                        hooks=[Broken(), Reporter()])
+    steps, result = run(
+        mode, llm=script(DONE), tools=tools_from([echo]), task={"goal": "x"}, hooks=[Broken(), Reporter()]
+    )
     assert result.stop_reason == "done"
     assert ("Broken", "pre_prompt", "ValueError") in reported
     assert ("Broken", "post_dispatch", "TypeError") in reported
@@ -267,8 +310,14 @@ def test_strict_hooks_end_the_run(mode: str) -> None:
             ended.append(result.stop_reason)
 
     with pytest.raises(HookError, match="bug"):
-        run(mode, llm=script(DONE), tools=tools_from([echo]), task={"goal": "x"}, hooks=[Broken()],
-            config=LoopConfig(strict_hooks=True))
+        run(
+            mode,
+            llm=script(DONE),
+            tools=tools_from([echo]),
+            task={"goal": "x"},
+            hooks=[Broken()],
+            config=LoopConfig(strict_hooks=True),
+        )
     assert ended == ["hook_error"]
 
 
@@ -284,10 +333,12 @@ def test_wrap_hooks_fold_first_outermost(mode: str) -> None:
             order.append(f"{self.name}>")
             out = call_next(tool_call)
             if hasattr(out, "__await__"):
+
                 async def finish():
                     r = await out
                     order.append(f"<{self.name}")
                     return r
+
                 return finish()
             order.append(f"<{self.name}")
             return out
@@ -305,12 +356,23 @@ def test_retryable_llm_errors_are_retried_then_fail(mode: str) -> None:
             retries.append(attempt)
 
     flaky = MockLLMBackend([LLMError("rate limited", retryable=True, status=429, retry_after=0.0), DONE])
-    steps, result = run(mode, llm=flaky, tools=tools_from([echo]), task={"goal": "x"}, hooks=[R()],
-                        config=LoopConfig(llm_backoff_s=0.001))
+    steps, result = run(
+        mode,
+        llm=flaky,
+        tools=tools_from([echo]),
+        task={"goal": "x"},
+        hooks=[R()],
+        config=LoopConfig(llm_backoff_s=0.001),
+    )
     assert result.stop_reason == "done" and retries == [1]
     dead = MockLLMBackend([LLMError("500", retryable=True, status=500)], cycle=True)
-    steps, result = run(mode, llm=dead, tools=tools_from([echo]), task={"goal": "x"},
-                        config=LoopConfig(llm_backoff_s=0.001, llm_retries=2))
+    steps, result = run(
+        mode,
+        llm=dead,
+        tools=tools_from([echo]),
+        task={"goal": "x"},
+        config=LoopConfig(llm_backoff_s=0.001, llm_retries=2),
+    )
     assert result.stop_reason == "llm_error" and "500" in result.error and dead.calls == 3
     fatal = MockLLMBackend([LLMError("bad key", retryable=False, status=401)])
     steps, result = run(mode, llm=fatal, tools=tools_from([echo]), task={"goal": "x"})
@@ -319,15 +381,20 @@ def test_retryable_llm_errors_are_retried_then_fail(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_exhausted_script_ends_with_llm_error(mode: str) -> None:
-    steps, result = run(mode, llm=script('{"tool": "echo", "args": {"text": "a"}}'), tools=tools_from([echo]),
-                        task={"goal": "x"})
+    steps, result = run(
+        mode,
+        llm=script('{"tool": "echo", "args": {"text": "a"}}'),
+        tools=tools_from([echo]),
+        task={"goal": "x"},
+    )
     assert result.stop_reason == "llm_error" and "exhausted" in result.error and len(steps) == 1
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_text_json_tool_calls_and_malformed_feedback(mode: str) -> None:
-    llm = script('Sure: ```json\n{"tool": "echo", "args": {"text": "hi"}}\n```', "I refuse to use tools.",
-                 "Still no.")
+    llm = script(
+        'Sure: ```json\n{"tool": "echo", "args": {"text": "hi"}}\n```', "I refuse to use tools.", "Still no."
+    )
     state = DefaultState()
     steps, result = run(mode, llm=llm, tools=tools_from([echo]), task={"goal": "x"}, state=state)
     assert steps[0].tool_result.data == "hi"
@@ -341,10 +408,27 @@ def test_cancel_from_another_thread(mode: str) -> None:
     token = CancelToken()
     llm = MockLLMBackend(['{"tool": "echo", "args": {"text": "a"}}'], cycle=True, latency_s=0.01)
     threading.Timer(0.1, token.cancel).start()
-    steps, result = run(mode, llm=llm, tools=tools_from([echo]), task={"goal": "x"}, cancel=token,
-                        config=LoopConfig(max_steps=1000), _state_max=1000) if mode == "async" else \
-        run(mode, llm=llm, tools=tools_from([echo]), task={"goal": "x"}, cancel=token,
-            state=DefaultState(max_steps=1000), config=LoopConfig(max_steps=1000))
+    steps, result = (
+        run(
+            mode,
+            llm=llm,
+            tools=tools_from([echo]),
+            task={"goal": "x"},
+            cancel=token,
+            config=LoopConfig(max_steps=1000),
+            _state_max=1000,
+        )
+        if mode == "async"
+        else run(
+            mode,
+            llm=llm,
+            tools=tools_from([echo]),
+            task={"goal": "x"},
+            cancel=token,
+            state=DefaultState(max_steps=1000),
+            config=LoopConfig(max_steps=1000),
+        )
+    )
     assert result.stop_reason == "cancelled" and 0 < len(steps) < 1000
 
 
@@ -361,8 +445,9 @@ def test_async_task_cancellation_ends_the_run() -> None:
         llm = MockLLMBackend(['{"tool": "echo", "args": {"text": "a"}}'], cycle=True, latency_s=0.01)
 
         async def consume():
-            async for _ in async_composable_loop(llm=llm, tools=tools_from([echo]), task={"goal": "x"},
-                                                 hooks=[End()], max_steps=1000):
+            async for _ in async_composable_loop(
+                llm=llm, tools=tools_from([echo]), task={"goal": "x"}, hooks=[End()], max_steps=1000
+            ):
                 pass
 
         task = asyncio.create_task(consume())
@@ -414,15 +499,21 @@ def test_every_run_has_exactly_one_stop_reason(mode: str) -> None:
         def on_loop_end(self, state, session_log, context, result):
             ends.append(result.stop_reason)
 
-    for llm in (script(DONE), script("no tool here", "still none"), MockLLMBackend(
-            ['{"tool": "echo", "args": {"text": "a"}}'], cycle=True)):
+    for llm in (
+        script(DONE),
+        script("no tool here", "still none"),
+        MockLLMBackend(['{"tool": "echo", "args": {"text": "a"}}'], cycle=True),
+    ):
         run(mode, llm=llm, tools=tools_from([echo]), task={"goal": "x"}, hooks=[End()], max_steps=3)
     assert ends == ["done", "llm_error", "max_steps"]
 
 
 def test_step_pretty_and_to_dict() -> None:
-    gen = composable_loop(llm=script('{"tool": "add", "args": {"a": 1, "b": 2}}', '{"tool": "nope", "args": {}}',
-                                     DONE), tools=tools_from([add]), task={"goal": "x"})
+    gen = composable_loop(
+        llm=script('{"tool": "add", "args": {"a": 1, "b": 2}}', '{"tool": "nope", "args": {}}', DONE),
+        tools=tools_from([add]),
+        task={"goal": "x"},
+    )
     s1, s2, _ = list(gen)
     assert s1.pretty().startswith("#1 ✓ add(a=1, b=2) → 3 [")
     assert s2.pretty().startswith("#2 ✗ nope() → ERROR: Unknown tool 'nope'")
@@ -431,6 +522,7 @@ def test_step_pretty_and_to_dict() -> None:
 
 
 # --- bad input -------------------------------------------------------------------------------------
+
 
 def test_bad_input_fails_fast_with_the_argument_named() -> None:
     llm = script(DONE)
@@ -468,10 +560,17 @@ def test_streaming_gives_the_same_steps_plus_chunks_and_ttfc(mode: str) -> None:
 
     answers = ['{"tool": "echo", "args": {"text": "a"}}', DONE]
     plain, _ = run(mode, llm=MockLLMBackend(answers), tools=tools_from([echo]), task={"goal": "x"})
-    streamed, result = run(mode, llm=MockLLMBackend(answers, latency_s=0.01), tools=tools_from([echo]),
-                           task={"goal": "x"}, hooks=[Chunks()], config=LoopConfig(stream=True))
-    assert [(s.tool_call.tool, s.tool_call.args, s.tool_result.data) for s in streamed] == \
-        [(s.tool_call.tool, s.tool_call.args, s.tool_result.data) for s in plain]
+    streamed, result = run(
+        mode,
+        llm=MockLLMBackend(answers, latency_s=0.01),
+        tools=tools_from([echo]),
+        task={"goal": "x"},
+        hooks=[Chunks()],
+        config=LoopConfig(stream=True),
+    )
+    assert [(s.tool_call.tool, s.tool_call.args, s.tool_result.data) for s in streamed] == [
+        (s.tool_call.tool, s.tool_call.args, s.tool_result.data) for s in plain
+    ]
     assert all(s.ttfc_ms is not None and 2 <= s.ttfc_ms < s.llm_ms for s in streamed)
     assert plain[0].ttfc_ms is None
     args = "".join(c["arguments"] for n, c in chunks if n == 1 and c["type"] == "tool_call")
@@ -488,8 +587,14 @@ def test_async_chunk_hooks_run_in_both_loops_and_strict_errors_are_hook_errors(m
             seen.append(chunk["type"])
 
     answers = ['{"tool": "echo", "args": {"text": "a"}}', DONE]
-    steps, result = run(mode, llm=MockLLMBackend(answers), tools=tools_from([echo]), task={"goal": "x"},
-                        hooks=[AsyncChunks()], config=LoopConfig(stream=True))
+    steps, result = run(
+        mode,
+        llm=MockLLMBackend(answers),
+        tools=tools_from([echo]),
+        task={"goal": "x"},
+        hooks=[AsyncChunks()],
+        config=LoopConfig(stream=True),
+    )
     assert result.stop_reason == "done" and seen and set(seen) == {"tool_call"}
 
     class Broken:
@@ -497,10 +602,22 @@ def test_async_chunk_hooks_run_in_both_loops_and_strict_errors_are_hook_errors(m
             raise ValueError("chunk bug")
 
     with pytest.raises(HookError, match="chunk bug"):
-        run(mode, llm=MockLLMBackend(answers), tools=tools_from([echo]), task={"goal": "x"},
-            hooks=[Broken()], config=LoopConfig(stream=True, strict_hooks=True))
-    steps, result = run(mode, llm=MockLLMBackend(answers), tools=tools_from([echo]), task={"goal": "x"},
-                        hooks=[Broken()], config=LoopConfig(stream=True))
+        run(
+            mode,
+            llm=MockLLMBackend(answers),
+            tools=tools_from([echo]),
+            task={"goal": "x"},
+            hooks=[Broken()],
+            config=LoopConfig(stream=True, strict_hooks=True),
+        )
+    steps, result = run(
+        mode,
+        llm=MockLLMBackend(answers),
+        tools=tools_from([echo]),
+        task={"goal": "x"},
+        hooks=[Broken()],
+        config=LoopConfig(stream=True),
+    )
     assert result.stop_reason == "done"  # not strict: isolated
 
 

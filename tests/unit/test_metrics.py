@@ -49,7 +49,9 @@ def go(mode, llm, hooks, tools=TOOLS, state=None, **config):
     config.setdefault("llm_backoff_s", 0.001)
     config.setdefault("agent_name", "calc")
     kw = {"state": state} if state is not None else {}
-    return run(mode, llm=llm, task={"goal": "add"}, tools=tools, hooks=hooks, config=LoopConfig(**config), **kw)
+    return run(
+        mode, llm=llm, task={"goal": "add"}, tools=tools, hooks=hooks, config=LoopConfig(**config), **kw
+    )
 
 
 @pytest.fixture
@@ -79,9 +81,12 @@ def test_values_come_from_the_steps_and_the_result(mode, reg):
     assert value(reg, "looplet_tokens_total", type="reasoning", **m) == 12
     assert value(reg, "looplet_cost_usd_total", **m) == pytest.approx(result.cost_usd)
     assert value(reg, "looplet_llm_duration_seconds_count", **m) == 3
-    assert value(reg, "looplet_llm_duration_seconds_sum", **m) == pytest.approx(sum(s.llm_ms for s in steps) / 1000)
+    assert value(reg, "looplet_llm_duration_seconds_sum", **m) == pytest.approx(
+        sum(s.llm_ms for s in steps) / 1000
+    )
     assert value(reg, "looplet_tool_duration_seconds_sum", agent="calc", tool="add") == pytest.approx(
-        sum(s.tool_ms for s in steps if s.tool_call.tool == "add") / 1000)
+        sum(s.tool_ms for s in steps if s.tool_call.tool == "add") / 1000
+    )
     assert value(reg, "looplet_step_duration_seconds_count", agent="calc") == 4
     g = dict(gen_ai_operation_name="chat", gen_ai_provider_name="mock", gen_ai_request_model="gpt-4o-mini")
     assert value(reg, "gen_ai_client_token_usage_sum", gen_ai_token_type="input", **g) == 300
@@ -98,11 +103,20 @@ def test_names_buckets_and_label_sets_follow_the_table(reg):
         assert fam.type == kind, key
         for sample in fam.samples:
             assert set(sample.labels) - {"le"} == set(labels), (key, sample)
-    buckets = lambda name, **lab: [float(s.labels["le"]) for s in families[name].samples  # noqa: E731
-                                   if s.name.endswith("_bucket") and all(s.labels[k] == v for k, v in lab.items())]
-    assert buckets("gen_ai_client_token_usage", gen_ai_token_type="input") == [*N.GENAI_TOKEN_BUCKETS, float("inf")]
+    buckets = lambda name, **lab: [
+        float(s.labels["le"])
+        for s in families[name].samples  # noqa: E731
+        if s.name.endswith("_bucket") and all(s.labels[k] == v for k, v in lab.items())
+    ]
+    assert buckets("gen_ai_client_token_usage", gen_ai_token_type="input") == [
+        *N.GENAI_TOKEN_BUCKETS,
+        float("inf"),
+    ]
     assert buckets("gen_ai_client_operation_duration_seconds") == [*N.GENAI_DURATION_BUCKETS, float("inf")]
-    assert buckets("looplet_llm_duration_seconds")[0] == 0.1 and buckets("looplet_llm_duration_seconds")[-2] == 120
+    assert (
+        buckets("looplet_llm_duration_seconds")[0] == 0.1
+        and buckets("looplet_llm_duration_seconds")[-2] == 120
+    )
     assert buckets("looplet_tool_duration_seconds", tool="add")[0] == 0.001
     assert buckets("looplet_tool_duration_seconds", tool="add")[-2] == 60
 
@@ -116,10 +130,14 @@ def test_labels_stay_bounded(reg):
     assert value(reg, "looplet_steps_total", agent="calc", tool="other", status="error") >= 3
     assert value(reg, "looplet_steps_total", agent="calc", tool="add", status="ok") == 1
     assert value(reg, "looplet_steps_total", agent="calc", tool="broken", status="error") == 1
-    assert value(reg, "looplet_steps_total", agent="calc", tool="other", status="ok") == 1  # "done": over the cap
+    assert (
+        value(reg, "looplet_steps_total", agent="calc", tool="other", status="ok") == 1
+    )  # "done": over the cap
     assert result.run_id not in values and "None" not in values
-    assert value(reg, "looplet_llm_requests_total", agent="calc", provider="mock", model="unknown",
-                 status="ok") == result.llm_calls  # the mock's None model becomes "unknown"
+    assert (
+        value(reg, "looplet_llm_requests_total", agent="calc", provider="mock", model="unknown", status="ok")
+        == result.llm_calls
+    )  # the mock's None model becomes "unknown"
 
 
 def test_declared_once_per_registry_and_the_default_registry_works():
@@ -133,8 +151,16 @@ def test_declared_once_per_registry_and_the_default_registry_works():
     go("sync", mock(CALL, DONE), [other])
     assert value(mine, "myapp_runs_total", agent="calc", outcome="done") == 1
     assert value(mine, "looplet_runs_total", agent="calc", outcome="done") == 0
-    assert value(mine, "gen_ai_client_operation_duration_seconds_count", gen_ai_operation_name="chat",
-                 gen_ai_provider_name="mock", gen_ai_request_model="gpt-4o-mini") == 2  # shared by namespaces
+    assert (
+        value(
+            mine,
+            "gen_ai_client_operation_duration_seconds_count",
+            gen_ai_operation_name="chat",
+            gen_ai_provider_name="mock",
+            gen_ai_request_model="gpt-4o-mini",
+        )
+        == 2
+    )  # shared by namespaces
     clash = CollectorRegistry()
     Counter("looplet_runs", "someone else's", ["x"], registry=clash)
     with pytest.raises(ValueError, match="looplet_runs.*already holds"):
@@ -144,8 +170,13 @@ def test_declared_once_per_registry_and_the_default_registry_works():
 @pytest.mark.parametrize("mode", MODES)
 def test_failures_retries_and_calls_without_a_step(mode, reg):
     flaky = LLMError("busy", retryable=True, status=503)
-    steps, result = go(mode, mock(flaky, "I think the answer is 3.", CALL, LLMError("bad", status=400)),
-                       [MetricsHook(reg)], llm_retries=1, max_malformed=2)
+    steps, result = go(
+        mode,
+        mock(flaky, "I think the answer is 3.", CALL, LLMError("bad", status=400)),
+        [MetricsHook(reg)],
+        llm_retries=1,
+        max_malformed=2,
+    )
     assert result.stop_reason == "llm_error"
     m = dict(agent="calc", model="gpt-4o-mini")
     assert value(reg, "looplet_llm_requests_total", provider="mock", status="error", **m) == 2
@@ -164,9 +195,12 @@ def test_a_resumed_state_is_not_counted_twice(reg):
     state.cost_usd = 1.5
     steps, result = go("sync", mock(CALL, DONE), [MetricsHook(reg)], state=state)
     assert result.usage.input_tokens == 5200  # RunResult carries the resumed totals...
-    assert value(reg, "looplet_tokens_total", agent="calc", model="gpt-4o-mini", type="input") == 200  # ...metrics not
+    assert (
+        value(reg, "looplet_tokens_total", agent="calc", model="gpt-4o-mini", type="input") == 200
+    )  # ...metrics not
     assert value(reg, "looplet_cost_usd_total", agent="calc", model="gpt-4o-mini") == pytest.approx(
-        2 * cost_of("gpt-4o-mini", Usage(100, 20, cached_input_tokens=40)))
+        2 * cost_of("gpt-4o-mini", Usage(100, 20, cached_input_tokens=40))
+    )
 
 
 def test_unpriced_models_are_counted_and_cost_nothing(reg):
@@ -193,8 +227,12 @@ def test_denials_hook_errors_and_events(mode, reg):
         emit_event("eval", eval="answer_is_number", outcome="pass")
         return "ok"
 
-    go(mode, mock('{"tool": "broken"}', '{"tool": "busy"}', DONE), [MetricsHook(reg), NoBroken(), Faulty()],
-       tools=tools_from([add, broken, busy]))
+    go(
+        mode,
+        mock('{"tool": "broken"}', '{"tool": "busy"}', DONE),
+        [MetricsHook(reg), NoBroken(), Faulty()],
+        tools=tools_from([add, broken, busy]),
+    )
     assert value(reg, "looplet_hook_denials_total", agent="calc", tool="broken", hook="NoBroken") == 1
     assert value(reg, "looplet_hook_errors_total", agent="calc", hook="Faulty", method="on_step") == 3
     assert value(reg, "looplet_compactions_total", agent="calc", strategy="summarize") == 1
@@ -212,12 +250,18 @@ def test_histograms_carry_trace_exemplars_only_when_a_span_is_recording(mode, re
     assert exemplars and all(e.labels["trace_id"] == result.trace_id for e in exemplars)
     assert {e.labels["span_id"] for e in exemplars} <= {s.span_id for s in steps}
     names = {f.name for f in parse_openmetrics(text) for s in f.samples if s.exemplar}
-    assert {"looplet_llm_duration_seconds", "looplet_tool_duration_seconds", "looplet_step_duration_seconds",
-            "gen_ai_client_operation_duration_seconds"} <= names
+    assert {
+        "looplet_llm_duration_seconds",
+        "looplet_tool_duration_seconds",
+        "looplet_step_duration_seconds",
+        "gen_ai_client_operation_duration_seconds",
+    } <= names
 
     bare = CollectorRegistry()
     go(mode, mock(CALL, DONE), [TracingHook(), MetricsHook(bare)])  # no SDK: no trace, no exemplar
-    assert not [s for f in parse_openmetrics(openmetrics_latest(bare).decode()) for s in f.samples if s.exemplar]
+    assert not [
+        s for f in parse_openmetrics(openmetrics_latest(bare).decode()) for s in f.samples if s.exemplar
+    ]
 
 
 def test_serve_metrics_over_http_parsed_by_prometheus_client(reg):
@@ -253,7 +297,9 @@ def test_genai_metrics_go_to_an_otel_meter_provider_when_one_is_configured(reg):
     mp = MeterProvider(metric_readers=[reader])
     go("sync", mock(CALL, DONE), [MetricsHook(reg, meter_provider=mp)])
     data = json.loads(reader.get_metrics_data().to_json())
-    metrics = {m["name"]: m for rm in data["resource_metrics"] for sm in rm["scope_metrics"] for m in sm["metrics"]}
+    metrics = {
+        m["name"]: m for rm in data["resource_metrics"] for sm in rm["scope_metrics"] for m in sm["metrics"]
+    }
     usage = metrics["gen_ai.client.token.usage"]["data"]["data_points"]
     by_type = {p["attributes"]["gen_ai.token.type"]: p for p in usage}
     assert by_type["input"]["sum"] == 200 and by_type["output"]["count"] == 2
@@ -285,7 +331,9 @@ def test_what_a_tool_reports_having_spent_is_not_counted_again(mode, reg):
     def summarise() -> ToolResult:
         return ToolResult(data="short", usage=Usage(5000, 500), cost_usd=0.25)
 
-    steps, result = go(mode, mock('{"tool": "summarise"}', DONE), [MetricsHook(reg)], tools=tools_from([summarise]))
+    steps, result = go(
+        mode, mock('{"tool": "summarise"}', DONE), [MetricsHook(reg)], tools=tools_from([summarise])
+    )
     assert result.usage.input_tokens == 200 + 5000 and steps[0].cost_usd > 0.25  # rolled up into the run
     m = dict(agent="calc", model="gpt-4o-mini")
     assert value(reg, "looplet_tokens_total", type="input", **m) == 200

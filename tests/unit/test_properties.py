@@ -10,8 +10,17 @@ from typing import Any, Literal, Optional
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from looplet import DefaultState, Deny, HookDecision, InjectContext, MockLLMBackend, ToolCall, ToolResult, tool, tools_from
-from looplet.loop import composable_loop
+from looplet import (
+    DefaultState,
+    Deny,
+    HookDecision,
+    InjectContext,
+    MockLLMBackend,
+    ToolCall,
+    ToolResult,
+    tool,
+    tools_from,
+)
 
 from ._harness import run
 
@@ -31,11 +40,15 @@ TYPES: dict[str, tuple[Any, Any]] = {
 }
 # values that are wrong for each type
 WRONG: dict[str, Any] = {
-    "str": st.integers() | st.booleans(), "int": st.text(max_size=3) | st.booleans() | st.floats(0.5, 0.9),
-    "float": st.text(max_size=3) | st.booleans(), "bool": st.integers() | st.text(max_size=3),
+    "str": st.integers() | st.booleans(),
+    "int": st.text(max_size=3) | st.booleans() | st.floats(0.5, 0.9),
+    "float": st.text(max_size=3) | st.booleans(),
+    "bool": st.integers() | st.text(max_size=3),
     "list_int": st.text(max_size=3) | st.lists(st.text(min_size=1, max_size=3), min_size=1, max_size=2),
-    "list_str": st.integers() | st.lists(st.integers(), min_size=1, max_size=2), "dict": st.lists(st.integers()),
-    "opt_str": st.integers(), "lit": st.sampled_from(["d", "", "A"]),
+    "list_str": st.integers() | st.lists(st.integers(), min_size=1, max_size=2),
+    "dict": st.lists(st.integers()),
+    "opt_str": st.integers(),
+    "lit": st.sampled_from(["d", "", "A"]),
 }
 
 signatures = st.lists(st.tuples(st.sampled_from(sorted(TYPES)), st.booleans()), min_size=0, max_size=5)
@@ -47,9 +60,16 @@ def make_tool(sig: list[tuple[str, bool]]):
         ann = TYPES[kind][0]
         default = inspect.Parameter.empty
         if has_default:
-            default = None if kind == "opt_str" else {"str": "", "int": 0, "float": 0.0, "bool": False,
-                                                        "lit": "a"}.get(kind, inspect.Parameter.empty)
-        params.append(inspect.Parameter(f"p{i}", inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann))
+            default = (
+                None
+                if kind == "opt_str"
+                else {"str": "", "int": 0, "float": 0.0, "bool": False, "lit": "a"}.get(
+                    kind, inspect.Parameter.empty
+                )
+            )
+        params.append(
+            inspect.Parameter(f"p{i}", inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+        )
 
     def fn(**kwargs: Any) -> dict:
         return {"got": sorted(kwargs)}
@@ -100,10 +120,19 @@ def test_invalid_payloads_always_give_an_error_result(sig, data) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(args=st.dictionaries(st.text(max_size=8), st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3),
-    max_leaves=10), max_size=4))
+@given(
+    args=st.dictionaries(
+        st.text(max_size=8),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+            lambda children: (
+                st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3)
+            ),
+            max_leaves=10,
+        ),
+        max_size=4,
+    )
+)
 def test_arbitrary_payloads_never_raise(args) -> None:
     @tool
     def f(a: int, b: list[str] | None = None) -> int:
@@ -119,8 +148,10 @@ decisions = st.sampled_from(["none", "deny", "inject", "stop", "update", "replac
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(plan=st.lists(st.tuples(decisions, decisions, st.booleans()), min_size=1, max_size=12),
-       mode=st.sampled_from(["sync", "async"]))
+@given(
+    plan=st.lists(st.tuples(decisions, decisions, st.booleans()), min_size=1, max_size=12),
+    mode=st.sampled_from(["sync", "async"]),
+)
 def test_loop_invariants_under_random_decisions(plan, mode) -> None:
     ends: list[str] = []
 
@@ -138,19 +169,35 @@ def test_loop_invariants_under_random_decisions(plan, mode) -> None:
             ends.append(result.stop_reason)
 
         def _act(self, what, n):
-            return {"none": None, "deny": Deny("no"), "inject": InjectContext("note"), "stop": None if n < 3
-                    else HookDecision(stop="chaos"), "update": HookDecision(updated_args={"text": "u"}),
-                    "replace": ToolResult(data="r"), "wrong": 42}.get(what) if what != "raise" else 1 / 0
+            return (
+                {
+                    "none": None,
+                    "deny": Deny("no"),
+                    "inject": InjectContext("note"),
+                    "stop": None if n < 3 else HookDecision(stop="chaos"),
+                    "update": HookDecision(updated_args={"text": "u"}),
+                    "replace": ToolResult(data="r"),
+                    "wrong": 42,
+                }.get(what)
+                if what != "raise"
+                else 1 / 0
+            )
 
     @tool
     def echo(text: str) -> str:
         return text
 
-    llm = MockLLMBackend(['{"tool": "echo", "args": {"text": "a"}}',
-                          '[{"tool": "echo", "args": {"text": "b"}}, {"tool": "echo", "args": {"text": "c"}}]'],
-                         cycle=True)
+    llm = MockLLMBackend(
+        [
+            '{"tool": "echo", "args": {"text": "a"}}',
+            '[{"tool": "echo", "args": {"text": "b"}}, {"tool": "echo", "args": {"text": "c"}}]',
+        ],
+        cycle=True,
+    )
     state = DefaultState(max_steps=10)
-    steps, result = run(mode, llm=llm, tools=tools_from([echo]), task={"goal": "x"}, hooks=[Chaos()], state=state)
+    steps, result = run(
+        mode, llm=llm, tools=tools_from([echo]), task={"goal": "x"}, hooks=[Chaos()], state=state
+    )
     assert len(ends) == 1 and ends[0] == result.stop_reason  # exactly one stop reason
     assert result.stop_reason in ("max_steps", "done") or result.stop_reason.startswith("hook_stop:")
     assert [s.number for s in steps] == list(range(1, len(steps) + 1))
@@ -162,9 +209,12 @@ def test_loop_invariants_under_random_decisions(plan, mode) -> None:
 
 # --- the redactor's marker scan -------------------------------------------------------------------------
 
+
 @settings(max_examples=300, deadline=None)
-@given(words=st.sets(st.text(alphabet="ab-@(?.*", min_size=1, max_size=4), min_size=1, max_size=8),
-       text=st.text(alphabet="ab-@(?.*xy", max_size=30))
+@given(
+    words=st.sets(st.text(alphabet="ab-@(?.*", min_size=1, max_size=4), min_size=1, max_size=8),
+    text=st.text(alphabet="ab-@(?.*xy", max_size=30),
+)
 def test_the_marker_trie_finds_a_marker_exactly_when_one_is_in_the_text(words, text) -> None:
     import re
 
@@ -174,8 +224,13 @@ def test_the_marker_trie_finds_a_marker_exactly_when_one_is_in_the_text(words, t
 
 
 @settings(max_examples=200, deadline=None)
-@given(prefix=st.text(max_size=20), suffix=st.text(max_size=20),
-       secret=st.sampled_from(["sk-proj-" + "a" * 24, "AKIA" + "B" * 16, "alice@example.com", "ghp_" + "c" * 36]))
+@given(
+    prefix=st.text(max_size=20),
+    suffix=st.text(max_size=20),
+    secret=st.sampled_from(
+        ["sk-proj-" + "a" * 24, "AKIA" + "B" * 16, "alice@example.com", "ghp_" + "c" * 36]
+    ),
+)
 def test_a_secret_is_redacted_wherever_it_sits(prefix, suffix, secret) -> None:
     from looplet.telemetry.redact import Redactor
 

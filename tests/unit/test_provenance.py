@@ -21,10 +21,9 @@ import pytest
 
 from looplet import DefaultState, LoopConfig, MockLLMBackend, ToolCall, tool, tools_from
 from looplet.demo import TASK, build
-from looplet.provenance import ProvenanceSink, TrajectoryError, load_trajectory, replay_loop
+from looplet.provenance import ProvenanceSink, TrajectoryError, load_trajectory, replay_cli, replay_loop
 from looplet.provenance import cli as show_cli
 from looplet.provenance import format as fmt
-from looplet.provenance import replay_cli
 from tests.unit._harness import MODES, run
 
 opentelemetry = pytest.importorskip("opentelemetry.sdk.trace")
@@ -39,11 +38,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def demo(mode: str, hooks: list[Any], llm: Any = None, tools: Any = None, task: Any = TASK, **kw: Any):
     llm0, tools0, config = build(latency_s=0.0)
-    return run(mode, llm=llm or llm0, tools=tools or tools0, task=task, config=config, hooks=hooks,
-               state=DefaultState(max_steps=config.max_steps), **kw)
+    return run(
+        mode,
+        llm=llm or llm0,
+        tools=tools or tools0,
+        task=task,
+        config=config,
+        hooks=hooks,
+        state=DefaultState(max_steps=config.max_steps),
+        **kw,
+    )
 
 
-def traced(sink: ProvenanceSink, capture: bool = True) -> tuple[TracerProvider, InMemorySpanExporter, TracingHook]:
+def traced(
+    sink: ProvenanceSink, capture: bool = True
+) -> tuple[TracerProvider, InMemorySpanExporter, TracingHook]:
     provider = TracerProvider()
     memory = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(memory))
@@ -52,7 +61,9 @@ def traced(sink: ProvenanceSink, capture: bool = True) -> tuple[TracerProvider, 
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def comparable_step(raw: bytes) -> dict[str, Any]:
@@ -66,14 +77,30 @@ def comparable_step(raw: bytes) -> dict[str, Any]:
 def comparable_traj(raw: bytes) -> dict[str, Any]:
     d = json.loads(raw)
     calls = [{k: v for k, v in c.items() if k not in ("duration_ms", "span_id")} for c in d["calls"]]
-    keep = ("schema_version", "task", "agent", "models", "provider", "stop_reason", "error", "final_output",
-            "usage", "cost_usd", "llm_calls", "step_count", "steps", "content", "tools")
+    keep = (
+        "schema_version",
+        "task",
+        "agent",
+        "models",
+        "provider",
+        "stop_reason",
+        "error",
+        "final_output",
+        "usage",
+        "cost_usd",
+        "llm_calls",
+        "step_count",
+        "steps",
+        "content",
+        "tools",
+    )
     return {**{k: d[k] for k in keep}, "calls": calls}
 
 
 # ------------------------------------------------------------------------------------------------------
 # the folder
 # ------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", MODES)
 def test_hook_writes_the_trajectory_folder(tmp_path: Path, mode: str) -> None:
@@ -111,8 +138,9 @@ def test_hook_writes_the_trajectory_folder(tmp_path: Path, mode: str) -> None:
     prompt3 = (folder / "call_03_prompt.txt").read_text()
     assert prompt3.startswith("[system]\n") and TASK["goal"] in prompt3
     assert "[tool call_2_0]\nERROR: Tool fetch_page raised LookupError" in prompt3
-    assert (folder / "call_03_response.txt").read_text() == \
-        '[assistant]\n→ fetch_page({"url": "https://docs.example/looplet"}) id=call_3_0\n'
+    assert (
+        folder / "call_03_response.txt"
+    ).read_text() == '[assistant]\n→ fetch_page({"url": "https://docs.example/looplet"}) id=call_3_0\n'
     assert len([p for p in folder.iterdir() if p.name.startswith("call_")]) == 2 * result.llm_calls
 
     # the manifest lists every other file with its size and hash
@@ -155,8 +183,9 @@ def test_argument_key_order_does_not_change_the_files(tmp_path: Path) -> None:
         run("sync", llm=llm, tools=tools_from([echo]), task={"goal": "x"}, hooks=[sink.trajectory_hook()])
     a, b = sink.written
     assert "".join((a / "steps/step_01.json").read_text().split()).count('{"a":1,"b":2}') == 2  # args, data
-    assert comparable_step((a / "steps/step_01.json").read_bytes()) == \
-        comparable_step((b / "steps/step_01.json").read_bytes())
+    assert comparable_step((a / "steps/step_01.json").read_bytes()) == comparable_step(
+        (b / "steps/step_01.json").read_bytes()
+    )
 
 
 def test_several_runs_in_one_process_get_separate_folders(tmp_path: Path) -> None:
@@ -221,21 +250,37 @@ def test_redaction_covers_every_byte_but_not_what_the_model_sees(tmp_path: Path,
 
     custom = ProvenanceSink(tmp_path / "custom", redact=lambda s: s.replace("Admin", "[ROLE]"), fsync=False)
     builtin = ProvenanceSink(tmp_path / "builtin", redact=True, fsync=False)
-    for _run in range(2):  # the second run finds what the sinks keep redacted from the first (tool schemas, names)
+    for _run in range(
+        2
+    ):  # the second run finds what the sinks keep redacted from the first (tool schemas, names)
         seen.clear()
-        llm = Recording([{"tool": "lookup", "args": {"user": EMAIL}},
-                         {"tool": "done", "args": {"answer": f"key {SECRET_KEY}"}}], usage=None)
-        steps, result = run(mode, llm=llm, tools=tools_from([lookup]), hooks=[builtin.trajectory_hook(),
-                            custom.trajectory_hook()], task={"goal": f"find {EMAIL}", "api_key": SECRET_KEY},
-                            system_prompt=f"Use {TOKEN} when asked.")
+        llm = Recording(
+            [
+                {"tool": "lookup", "args": {"user": EMAIL}},
+                {"tool": "done", "args": {"answer": f"key {SECRET_KEY}"}},
+            ],
+            usage=None,
+        )
+        steps, result = run(
+            mode,
+            llm=llm,
+            tools=tools_from([lookup]),
+            hooks=[builtin.trajectory_hook(), custom.trajectory_hook()],
+            task={"goal": f"find {EMAIL}", "api_key": SECRET_KEY},
+            system_prompt=f"Use {TOKEN} when asked.",
+        )
         # the model and the tool saw the originals
         assert seen[1] == EMAIL and result.final_output == f"key {SECRET_KEY}"
         assert SECRET_KEY in seen[0] and TOKEN in seen[0]
         blob = b"".join(files_of(builtin.last_path).values()).decode()
         for secret in (SECRET_KEY, EMAIL, "abcdef0123456789xyz", "alice.secret"):
             assert secret not in blob
-        for marker in ("[REDACTED:email]", "[REDACTED:openai_key]", "[REDACTED:secret_field]",
-                       "[REDACTED:bearer_token]"):
+        for marker in (
+            "[REDACTED:email]",
+            "[REDACTED:openai_key]",
+            "[REDACTED:secret_field]",
+            "[REDACTED:bearer_token]",
+        ):
             assert marker in blob, marker
         custom_blob = b"".join(files_of(custom.last_path).values()).decode()
         assert "Admin contact" not in custom_blob and "[ROLE] contact" in custom_blob  # tool schemas too
@@ -254,8 +299,15 @@ def test_redact_argument_is_checked(tmp_path: Path) -> None:
 # atomic writes
 # ------------------------------------------------------------------------------------------------------
 
-def test_a_crash_while_writing_leaves_no_half_written_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    files = {"steps/step_01.json": "{}\n", "call_01_prompt.txt": "p", "trajectory.json": '{"schema_version": 1}\n'}
+
+def test_a_crash_while_writing_leaves_no_half_written_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = {
+        "steps/step_01.json": "{}\n",
+        "call_01_prompt.txt": "p",
+        "trajectory.json": '{"schema_version": 1}\n',
+    }
     real = fmt._write_file
     calls = {"n": 0}
 
@@ -288,6 +340,7 @@ def test_a_crash_while_writing_leaves_no_half_written_folder(tmp_path: Path, mon
 # the span exporter
 # ------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODES)
 def test_span_exporter_writes_the_same_folder_as_the_hook(tmp_path: Path, mode: str) -> None:
     sink = ProvenanceSink(tmp_path / "spans", fsync=False)
@@ -310,7 +363,9 @@ def test_span_exporter_writes_the_same_folder_as_the_hook(tmp_path: Path, mode: 
     traj = json.loads(fa["trajectory.json"])
     spans = memory.get_finished_spans()
     agent = next(s for s in spans if s.name.startswith("invoke_agent"))
-    assert traj["source"] == "spans" and traj["trace_id"] == f"{agent.context.trace_id:032x}" == result.trace_id
+    assert (
+        traj["source"] == "spans" and traj["trace_id"] == f"{agent.context.trace_id:032x}" == result.trace_id
+    )
     assert traj["span_id"] == f"{agent.context.span_id:016x}"
     step_spans = {f"{s.context.span_id:016x}" for s in spans if s.name == "looplet.step"}
     for s in steps:
@@ -327,7 +382,9 @@ def test_spans_without_content_still_give_steps_usage_and_timings(tmp_path: Path
     steps, result = demo("sync", [tracing])
     provider.force_flush()
     t = load_trajectory(sink.last_path)
-    assert t.data["content"] is False and [s.tool_call.tool for s in t.steps] == [s.tool_call.tool for s in steps]
+    assert t.data["content"] is False and [s.tool_call.tool for s in t.steps] == [
+        s.tool_call.tool for s in steps
+    ]
     assert t.usage.to_dict() == result.usage.to_dict() and t.stop_reason == "done"
     assert t.steps[1].tool_result.error_kind == "tool_exception" and "404" in t.steps[1].tool_result.error
     assert not list(sink.last_path.glob("call_*_prompt.txt"))
@@ -409,6 +466,7 @@ run_loop(llm, TASK, tools, hooks=[TracingHook(capture_content=True)], config=con
 # wrapped backend
 # ------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODES)
 def test_wrap_llm_gives_the_same_folder_as_the_hook(tmp_path: Path, mode: str) -> None:
     wrapped = ProvenanceSink(tmp_path / "wrapped", fsync=False)
@@ -445,8 +503,12 @@ def test_wrap_llm_keeps_the_backend_interface(tmp_path: Path) -> None:
     for _ in range(2):
         llm2 = MockLLMBackend(['{"tool": "done", "args": {"answer": "a"}}'])
         run("sync", llm=sink.wrap_llm(llm2), tools=tools_from([]), task={"goal": "g"})
-    run("sync", llm=sink.wrap_llm(MockLLMBackend(['{"tool": "done", "args": {"answer": "b"}}'])),
-        tools=tools_from([]), task={"goal": "g"})
+    run(
+        "sync",
+        llm=sink.wrap_llm(MockLLMBackend(['{"tool": "done", "args": {"answer": "b"}}'])),
+        tools=tools_from([]),
+        task={"goal": "g"},
+    )
     assert len(sink.written) == 2
     assert len(sink.flush()) == 1
 
@@ -454,6 +516,7 @@ def test_wrap_llm_keeps_the_backend_interface(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------------
 # sub-agents
 # ------------------------------------------------------------------------------------------------------
+
 
 def test_sub_agent_steps_are_children_in_both_paths(tmp_path: Path) -> None:
     from looplet.loop import run_loop
@@ -465,15 +528,35 @@ def test_sub_agent_steps_are_children_in_both_paths(tmp_path: Path) -> None:
 
     @agent_tool(description="Research a question.")
     def research(question: str) -> Any:
-        llm = MockLLMBackend(['{"tool": "search_docs", "args": {"query": "looplet"}}',
-                              '{"tool": "done", "args": {"answer": "found it"}}'], usage="estimate")
-        return run_loop(llm, {"goal": question}, build()[1], hooks=[tracing, hook_sink.trajectory_hook()],
-                        config=LoopConfig(agent_name="researcher"))
+        llm = MockLLMBackend(
+            [
+                '{"tool": "search_docs", "args": {"query": "looplet"}}',
+                '{"tool": "done", "args": {"answer": "found it"}}',
+            ],
+            usage="estimate",
+        )
+        return run_loop(
+            llm,
+            {"goal": question},
+            build()[1],
+            hooks=[tracing, hook_sink.trajectory_hook()],
+            config=LoopConfig(agent_name="researcher"),
+        )
 
-    llm = MockLLMBackend(['{"tool": "research", "args": {"question": "what is looplet?"}}',
-                          '{"tool": "done", "args": {"answer": "done"}}'], usage="estimate")
-    run("sync", llm=llm, tools=tools_from([research]), task={"goal": "ask"},
-        hooks=[tracing, hook_sink.trajectory_hook()])
+    llm = MockLLMBackend(
+        [
+            '{"tool": "research", "args": {"question": "what is looplet?"}}',
+            '{"tool": "done", "args": {"answer": "done"}}',
+        ],
+        usage="estimate",
+    )
+    run(
+        "sync",
+        llm=llm,
+        tools=tools_from([research]),
+        task={"goal": "ask"},
+        hooks=[tracing, hook_sink.trajectory_hook()],
+    )
     provider.force_flush()
     for sink in (span_sink, hook_sink):
         assert len(sink.written) == 2  # the sub-agent's run has its own folder too
@@ -489,6 +572,7 @@ def test_sub_agent_steps_are_children_in_both_paths(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------------
 # OTLP JSON
 # ------------------------------------------------------------------------------------------------------
+
 
 def _otlp_lines(spans: Any, hex_ids: bool) -> str:
     """OTLP JSON as the Collector's file exporter writes it (hex ids), or protobuf's JSON mapping (base64)."""
@@ -538,6 +622,7 @@ def test_otlp_json_offline(tmp_path: Path, hex_ids: bool) -> None:
 
 def test_otlp_json_from_a_collector_file(tmp_path: Path) -> None:
     """A hand-written line in the Collector file exporter's shape: hex ids, string int64s, status codes."""
+
     def attr(k: str, v: Any) -> dict[str, Any]:
         if isinstance(v, bool):
             return {"key": k, "value": {"boolValue": v}}
@@ -547,33 +632,83 @@ def test_otlp_json_from_a_collector_file(tmp_path: Path) -> None:
 
     tid = "5b8efff798038103d269b633813fc60c"
     spans = [
-        {"traceId": tid, "spanId": "0000000000000003", "parentSpanId": "0000000000000002", "name": "execute_tool add",
-         "kind": 1, "startTimeUnixNano": "1700000000030000000", "endTimeUnixNano": "1700000000040000000",
-         "attributes": [attr("gen_ai.tool.name", "add"), attr("gen_ai.tool.call.id", "c1"),
-                        attr("gen_ai.tool.call.arguments", '{"a": 1}'), attr("looplet.tool.error_kind", "timeout")],
-         "status": {"code": 2, "message": "tool timed out"}},
-        {"traceId": tid, "spanId": "0000000000000004", "parentSpanId": "0000000000000002", "name": "chat m",
-         "kind": 3, "startTimeUnixNano": "1700000000010000000", "endTimeUnixNano": "1700000000020000000",
-         "attributes": [attr("gen_ai.operation.name", "chat"), attr("gen_ai.usage.input_tokens", 10),
-                        attr("gen_ai.usage.output_tokens", 3), attr("gen_ai.response.model", "m")],
-         "status": {}},
-        {"traceId": tid, "spanId": "0000000000000002", "parentSpanId": "0000000000000001", "name": "looplet.step",
-         "startTimeUnixNano": "1700000000005000000", "endTimeUnixNano": "1700000000041000000",
-         "attributes": [attr("looplet.step.number", 1)], "status": {}},
-        {"traceId": tid, "spanId": "0000000000000001", "name": "invoke_agent calc",
-         "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000050000000",
-         "attributes": [attr("gen_ai.agent.name", "calc"), attr("looplet.run.id", "r" * 32),
-                        attr("looplet.stop_reason", "max_steps")], "status": {"code": "STATUS_CODE_UNSET"}},
+        {
+            "traceId": tid,
+            "spanId": "0000000000000003",
+            "parentSpanId": "0000000000000002",
+            "name": "execute_tool add",
+            "kind": 1,
+            "startTimeUnixNano": "1700000000030000000",
+            "endTimeUnixNano": "1700000000040000000",
+            "attributes": [
+                attr("gen_ai.tool.name", "add"),
+                attr("gen_ai.tool.call.id", "c1"),
+                attr("gen_ai.tool.call.arguments", '{"a": 1}'),
+                attr("looplet.tool.error_kind", "timeout"),
+            ],
+            "status": {"code": 2, "message": "tool timed out"},
+        },
+        {
+            "traceId": tid,
+            "spanId": "0000000000000004",
+            "parentSpanId": "0000000000000002",
+            "name": "chat m",
+            "kind": 3,
+            "startTimeUnixNano": "1700000000010000000",
+            "endTimeUnixNano": "1700000000020000000",
+            "attributes": [
+                attr("gen_ai.operation.name", "chat"),
+                attr("gen_ai.usage.input_tokens", 10),
+                attr("gen_ai.usage.output_tokens", 3),
+                attr("gen_ai.response.model", "m"),
+            ],
+            "status": {},
+        },
+        {
+            "traceId": tid,
+            "spanId": "0000000000000002",
+            "parentSpanId": "0000000000000001",
+            "name": "looplet.step",
+            "startTimeUnixNano": "1700000000005000000",
+            "endTimeUnixNano": "1700000000041000000",
+            "attributes": [attr("looplet.step.number", 1)],
+            "status": {},
+        },
+        {
+            "traceId": tid,
+            "spanId": "0000000000000001",
+            "name": "invoke_agent calc",
+            "startTimeUnixNano": "1700000000000000000",
+            "endTimeUnixNano": "1700000000050000000",
+            "attributes": [
+                attr("gen_ai.agent.name", "calc"),
+                attr("looplet.run.id", "r" * 32),
+                attr("looplet.stop_reason", "max_steps"),
+            ],
+            "status": {"code": "STATUS_CODE_UNSET"},
+        },
     ]
-    doc = {"resourceSpans": [{"resource": {"attributes": [attr("service.name", "svc")]},
-                              "scopeSpans": [{"scope": {"name": "looplet"}, "spans": spans}]}]}
+    doc = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [attr("service.name", "svc")]},
+                "scopeSpans": [{"scope": {"name": "looplet"}, "spans": spans}],
+            }
+        ]
+    }
     path = tmp_path / "collector.json"
     path.write_text(json.dumps(doc) + "\n")
     (t,) = show_cli.load_any([str(path)])
     assert t.agent == "calc" and t.stop_reason == "max_steps" and t.trace_id == tid
     (s,) = t.steps
-    assert s.tool_call.tool == "add" and s.tool_call.args == {"a": 1} and s.tool_result.error == "tool timed out"
-    assert s.tool_result.error_kind == "timeout" and s.usage.input_tokens == 10 and s.llm_ms == pytest.approx(10.0)
+    assert (
+        s.tool_call.tool == "add" and s.tool_call.args == {"a": 1} and s.tool_result.error == "tool timed out"
+    )
+    assert (
+        s.tool_result.error_kind == "timeout"
+        and s.usage.input_tokens == 10
+        and s.llm_ms == pytest.approx(10.0)
+    )
     assert t.duration_ms == pytest.approx(50.0) and t.usage.input_tokens == 10
     assert [e["kind"] for e in t.timeline] == ["llm", "tool"] and t.timeline[1]["error"] == "tool timed out"
 
@@ -581,6 +716,7 @@ def test_otlp_json_from_a_collector_file(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------------
 # looplet show
 # ------------------------------------------------------------------------------------------------------
+
 
 def test_show_prints_steps_tokens_cost_timings_and_summary(tmp_path: Path) -> None:
     sink = ProvenanceSink(tmp_path, fsync=False)
@@ -600,8 +736,10 @@ def test_show_prints_steps_tokens_cost_timings_and_summary(tmp_path: Path) -> No
     assert "#2 ✗ fetch_page" in text and "ERROR: Tool fetch_page raised" in text
     u = result.usage
     cached = f" ({u.cached_input_tokens} cached)" if u.cached_input_tokens else ""
-    assert (f"done: {len(steps)} steps, {result.llm_calls} LLM calls, {u.input_tokens} input + {u.output_tokens} "
-            f"output tokens{cached}, cost ${result.cost_usd:.6f}") in text
+    assert (
+        f"done: {len(steps)} steps, {result.llm_calls} LLM calls, {u.input_tokens} input + {u.output_tokens} "
+        f"output tokens{cached}, cost ${result.cost_usd:.6f}"
+    ) in text
     failed = sum(1 for s in steps if s.tool_result.error_kind == "tool_exception")
     assert f"failed steps: tool_exception ×{failed}" in text and f"answer: {result.final_output}" in text
 
@@ -610,8 +748,13 @@ def test_show_through_the_looplet_command(tmp_path: Path) -> None:
     sink = ProvenanceSink(tmp_path, fsync=False)
     steps, _result = demo("sync", [sink.trajectory_hook()])
     html = tmp_path / "out.html"
-    proc = subprocess.run([sys.executable, "-m", "looplet", "show", str(sink.last_path), "--html", str(html)],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "looplet", "show", str(sink.last_path), "--html", str(html)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"#{len(steps)} ✓ done(" in proc.stdout and f"wrote {html}" in proc.stdout
     page = html.read_text()
@@ -636,6 +779,7 @@ def test_html_escapes_content(tmp_path: Path) -> None:
 # bad input
 # ------------------------------------------------------------------------------------------------------
 
+
 def _good_folder(tmp_path: Path) -> Path:
     sink = ProvenanceSink(tmp_path / "runs", fsync=False)
     demo("sync", [sink.trajectory_hook()])
@@ -647,21 +791,24 @@ def number_of(steps: Any, tool_name: str) -> int:
     return next(s.number for s in steps if s.tool_call.tool == tool_name)
 
 
-@pytest.mark.parametrize("damage, expected", [
-    ("missing", r"no such file or directory"),
-    ("foreign", r"not a trajectory folder: no trajectory\.json"),
-    ("truncated", r"trajectory\.json: truncated JSON"),
-    ("corrupted", r"trajectory\.json: corrupted JSON"),
-    ("empty", r"trajectory\.json: is empty"),
-    ("newer", r"trajectory\.json: schema version 99 is newer than this looplet"),
-    ("no_version", r"trajectory\.json: not a looplet trajectory \(no schema_version\)"),
-    ("not_object", r"trajectory\.json: not a looplet trajectory \(a JSON list"),
-    ("bad_steps", r"field 'steps' must be a list"),
-    ("missing_step", r"steps/step_03\.json: missing \(listed in trajectory\.json\)"),
-    ("bad_step", r"steps/step_02\.json: truncated JSON"),
-    ("otlp_garbage", r"spans\.json: line 1: not JSON"),
-    ("otlp_foreign", r"spans\.json: line 1: not OTLP JSON traces"),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        ("missing", r"no such file or directory"),
+        ("foreign", r"not a trajectory folder: no trajectory\.json"),
+        ("truncated", r"trajectory\.json: truncated JSON"),
+        ("corrupted", r"trajectory\.json: corrupted JSON"),
+        ("empty", r"trajectory\.json: is empty"),
+        ("newer", r"trajectory\.json: schema version 99 is newer than this looplet"),
+        ("no_version", r"trajectory\.json: not a looplet trajectory \(no schema_version\)"),
+        ("not_object", r"trajectory\.json: not a looplet trajectory \(a JSON list"),
+        ("bad_steps", r"field 'steps' must be a list"),
+        ("missing_step", r"steps/step_03\.json: missing \(listed in trajectory\.json\)"),
+        ("bad_step", r"steps/step_02\.json: truncated JSON"),
+        ("otlp_garbage", r"spans\.json: line 1: not JSON"),
+        ("otlp_foreign", r"spans\.json: line 1: not OTLP JSON traces"),
+    ],
+)
 def test_bad_input_is_a_clear_error_with_exit_code_2(tmp_path: Path, damage: str, expected: str) -> None:
     folder = _good_folder(tmp_path)
     traj = folder / "trajectory.json"
@@ -709,8 +856,9 @@ def test_bad_input_is_a_clear_error_with_exit_code_2(tmp_path: Path, damage: str
         assert len(err.getvalue().splitlines()) == 1  # one line, no traceback
     if damage == "truncated":  # and through the installed command, in a fresh interpreter
         for argv in (["show", str(target)], ["eval", str(target)], ["replay", str(target), "--tools", "x:y"]):
-            proc = subprocess.run([sys.executable, "-m", "looplet", *argv], capture_output=True, text=True,
-                                  timeout=60, cwd=ROOT)
+            proc = subprocess.run(
+                [sys.executable, "-m", "looplet", *argv], capture_output=True, text=True, timeout=60, cwd=ROOT
+            )
             assert proc.returncode == 2 and re.search(expected, proc.stderr), (argv, proc.stderr)
             assert "Traceback" not in proc.stderr
 
@@ -719,11 +867,14 @@ def test_bad_input_is_a_clear_error_with_exit_code_2(tmp_path: Path, damage: str
 # replay
 # ------------------------------------------------------------------------------------------------------
 
+
 def test_replay_with_the_same_tools_does_not_diverge(tmp_path: Path) -> None:
     folder = _good_folder(tmp_path)
     report = replay_loop(folder, tools=build()[1])
     assert not report.diverged and report.first is None
-    assert [s.tool_call.tool for s in report.steps] == [s.tool_call.tool for s in load_trajectory(folder).steps]
+    assert [s.tool_call.tool for s in report.steps] == [
+        s.tool_call.tool for s in load_trajectory(folder).steps
+    ]
     assert report.result.stop_reason == "done" and "same results at every step" in str(report)
 
 
@@ -766,9 +917,11 @@ def test_replay_ending_early_is_reported(tmp_path: Path) -> None:
 def test_replay_command_exit_codes(tmp_path: Path) -> None:
     folder = _good_folder(tmp_path)
     tools_py = tmp_path / "tools.py"
-    tools_py.write_text("from looplet import tool\nfrom looplet.demo import search_docs, fetch_page\n"
-                        "@tool(description='calc')\ndef calculator(expression: str) -> float:\n    return 16.0\n"
-                        "tools = [search_docs, fetch_page, calculator]\n")
+    tools_py.write_text(
+        "from looplet import tool\nfrom looplet.demo import search_docs, fetch_page\n"
+        "@tool(description='calc')\ndef calculator(expression: str) -> float:\n    return 16.0\n"
+        "tools = [search_docs, fetch_page, calculator]\n"
+    )
     out = io.StringIO()
     assert replay_cli.main([str(folder), "--tools", "looplet.demo:build"], out=out) == 0
     assert replay_cli.main([str(folder), "--tools", f"{tools_py}:tools"], out=out) == 1
@@ -804,8 +957,10 @@ def test_looplet_exports_the_names() -> None:
     import looplet
 
     assert looplet.ProvenanceSink is ProvenanceSink and looplet.replay_loop is replay_loop
-    code = "import sys, looplet.provenance.sink, looplet.provenance.format; " \
-           "print(any(m.startswith('opentelemetry') for m in sys.modules))"
+    code = (
+        "import sys, looplet.provenance.sink, looplet.provenance.format; "
+        "print(any(m.startswith('opentelemetry') for m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.stdout.strip() == "False"  # the hook path imports no OpenTelemetry
 
@@ -816,14 +971,28 @@ def test_a_resumed_run_keeps_the_steps_from_before(tmp_path: Path) -> None:
     sink = ProvenanceSink(tmp_path, fsync=False)
     _llm, tools, _config = build()
     state = DefaultState(max_steps=3)
-    run("sync", llm=MockLLMBackend(SCRIPT[:3], usage="estimate"), tools=tools, task=TASK, state=state,
-        hooks=[sink.trajectory_hook()])
+    run(
+        "sync",
+        llm=MockLLMBackend(SCRIPT[:3], usage="estimate"),
+        tools=tools,
+        task=TASK,
+        state=state,
+        hooks=[sink.trajectory_hook()],
+    )
     state.max_steps = 15  # resume from the same state (what a checkpoint restores)
-    _steps, result = run("sync", llm=MockLLMBackend(SCRIPT[3:], usage="estimate"), tools=tools, task=TASK,
-                         state=state, hooks=[sink.trajectory_hook()])
+    _steps, result = run(
+        "sync",
+        llm=MockLLMBackend(SCRIPT[3:], usage="estimate"),
+        tools=tools,
+        task=TASK,
+        state=state,
+        hooks=[sink.trajectory_hook()],
+    )
     first, second = (load_trajectory(p) for p in sink.written)
     assert first.stop_reason == "max_steps" and len(first.steps) == 3
-    assert second.stop_reason == "done" and [s.number for s in second.steps] == list(range(1, len(state.steps) + 1))
+    assert second.stop_reason == "done" and [s.number for s in second.steps] == list(
+        range(1, len(state.steps) + 1)
+    )
     assert len(state.steps) > 3 and len(_steps) == len(state.steps) - 3
     assert second.data["steps"][0]["llm_call"] is None and second.data["steps"][3]["llm_call"] == 1
     assert "[tool call_3_0]" in second.prompt(1)  # the resumed model saw the whole transcript

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 
@@ -14,8 +14,17 @@ from looplet.tools import INVALID_JSON_KEY, validate_args
 
 def test_schema_from_signature_covers_the_common_types() -> None:
     @tool(description="Everything.")
-    def f(s: str, i: int, x: float, b: bool, tags: list[str], meta: dict, mode: Literal["a", "b"] = "a",
-          note: Optional[str] = None, n: int | None = 3) -> None:
+    def f(
+        s: str,
+        i: int,
+        x: float,
+        b: bool,
+        tags: list[str],
+        meta: dict,
+        mode: Literal["a", "b"] = "a",
+        note: str | None = None,
+        n: int | None = 3,
+    ) -> None:
         pass
 
     p = f.parameters
@@ -33,25 +42,36 @@ def test_schema_from_signature_covers_the_common_types() -> None:
 
 def test_simple_and_json_schema_parameters() -> None:
     spec = ToolSpec("t", "d", {"name": "str", "count": "int", "why": "the reason"}, lambda **k: k)
-    assert spec.parameters["properties"] == {"name": {"type": "string"}, "count": {"type": "integer"},
-                                             "why": {"type": "string", "description": "the reason"}}
+    assert spec.parameters["properties"] == {
+        "name": {"type": "string"},
+        "count": {"type": "integer"},
+        "why": {"type": "string", "description": "the reason"},
+    }
     schema = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
     assert ToolSpec("t", "d", schema, lambda q: q).parameters["required"] == ["q"]
 
 
-@pytest.mark.parametrize("args,kind", [
-    ({}, "missing_argument"),
-    ({"q": "x", "extra": 1}, "unexpected_argument"),
-    ({"q": 3}, "invalid_argument"),
-    ({"q": "x", "k": True}, "invalid_argument"),  # bool is not an integer
-    ({"q": "x", "tags": ["a", 2]}, "invalid_argument"),
-    ({"q": "x", "mode": "c"}, "invalid_argument"),
-    ({"q": "x", "k": 2, "tags": ["a"], "mode": "b", "opt": None}, None),
-])
+@pytest.mark.parametrize(
+    "args,kind",
+    [
+        ({}, "missing_argument"),
+        ({"q": "x", "extra": 1}, "unexpected_argument"),
+        ({"q": 3}, "invalid_argument"),
+        ({"q": "x", "k": True}, "invalid_argument"),  # bool is not an integer
+        ({"q": "x", "tags": ["a", 2]}, "invalid_argument"),
+        ({"q": "x", "mode": "c"}, "invalid_argument"),
+        ({"q": "x", "k": 2, "tags": ["a"], "mode": "b", "opt": None}, None),
+    ],
+)
 def test_validation(args: dict, kind: str | None) -> None:
     @tool
-    def f(q: str, k: int = 1, tags: list[str] | None = None, mode: Literal["a", "b"] = "a",
-          opt: Optional[float] = None) -> None:
+    def f(
+        q: str,
+        k: int = 1,
+        tags: list[str] | None = None,
+        mode: Literal["a", "b"] = "a",
+        opt: float | None = None,
+    ) -> None:
         pass
 
     assert validate_args(args, f.parameters)[1] == kind
@@ -119,6 +139,7 @@ def test_registry_bad_input() -> None:
     with pytest.raises(TypeError, match="list of functions"):
         tools_from(a)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="unsupported parameter type"):
+
         @tool
         def bad(x: complex) -> None:
             pass

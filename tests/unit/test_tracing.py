@@ -22,8 +22,19 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GA
 from opentelemetry.semconv.attributes import error_attributes as EA
 from opentelemetry.trace import SpanKind, StatusCode
 
-from looplet import (Deny, DefaultState, LoopConfig, Stop, ToolCall, Usage, async_composable_loop,
-                     composable_loop, emit_event, tool, tools_from)
+from looplet import (
+    DefaultState,
+    Deny,
+    LoopConfig,
+    Stop,
+    ToolCall,
+    Usage,
+    async_composable_loop,
+    composable_loop,
+    emit_event,
+    tool,
+    tools_from,
+)
 from looplet.backends.mock import MockLLMBackend
 from looplet.errors import LLMError
 from looplet.hooks import current_run
@@ -63,8 +74,9 @@ def otel():
     provider = TracerProvider()
     provider.add_span_processor(tracker)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    ns = SimpleNamespace(provider=provider, exporter=exporter, tracker=tracker,
-                         tracer=provider.get_tracer("test"))
+    ns = SimpleNamespace(
+        provider=provider, exporter=exporter, tracker=tracker, tracer=provider.get_tracer("test")
+    )
     ns.spans = lambda: list(exporter.get_finished_spans())
     ns.named = lambda prefix: [s for s in ns.spans() if s.name.startswith(prefix)]
     ns.by_id = lambda: {s.context.span_id: s for s in ns.spans()}
@@ -78,8 +90,9 @@ def add(a: int, b: int) -> int:
 
 
 def mock(*script, model="gpt-4o-mini", **kw):
-    return MockLLMBackend(list(script), model=model, usage=Usage(100, 20, cached_input_tokens=30,
-                                                                  reasoning_tokens=5), **kw)
+    return MockLLMBackend(
+        list(script), model=model, usage=Usage(100, 20, cached_input_tokens=30, reasoning_tokens=5), **kw
+    )
 
 
 CALL = '{"tool": "add", "args": {"a": 1, "b": 2}}'
@@ -89,8 +102,14 @@ DONE = '{"tool": "done", "args": {"answer": "3"}}'
 
 def go(mode, llm, hooks, tools=None, **config):
     config.setdefault("llm_backoff_s", 0.001)
-    return run(mode, llm=llm, task={"goal": "add"}, tools=tools or tools_from([add]), hooks=hooks,
-               config=LoopConfig(**config))
+    return run(
+        mode,
+        llm=llm,
+        task={"goal": "add"},
+        tools=tools or tools_from([add]),
+        hooks=hooks,
+        config=LoopConfig(**config),
+    )
 
 
 def parent_of(span, by_id):
@@ -98,6 +117,7 @@ def parent_of(span, by_id):
 
 
 # -- the tree --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", MODES)
 def test_span_tree_kinds_names_and_genai_attributes(mode, otel):
@@ -146,7 +166,9 @@ def test_span_tree_kinds_names_and_genai_attributes(mode, otel):
     for t, step in zip(sorted(tools, key=lambda s: s.start_time), steps):
         ta = t.attributes
         assert t.kind is SpanKind.INTERNAL and t.name == f"execute_tool {step.tool_call.tool}"
-        assert ta[GA.GEN_AI_OPERATION_NAME] == "execute_tool" and ta[GA.GEN_AI_TOOL_NAME] == step.tool_call.tool
+        assert (
+            ta[GA.GEN_AI_OPERATION_NAME] == "execute_tool" and ta[GA.GEN_AI_TOOL_NAME] == step.tool_call.tool
+        )
         assert ta[GA.GEN_AI_TOOL_CALL_ID] == step.tool_call.id and ta[GA.GEN_AI_TOOL_TYPE] == "function"
         assert parent_of(t, by_id).attributes[N.STEP_NUMBER] == step.number
         assert GA.GEN_AI_TOOL_CALL_ARGUMENTS not in ta
@@ -171,6 +193,7 @@ def test_only_the_global_provider_is_used_and_never_replaced(otel):
 
 # -- context ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODES)
 def test_caller_context_is_untouched_between_yields(mode, otel):
     caller_tracer = otel.tracer
@@ -181,19 +204,28 @@ def test_caller_context_is_untouched_between_yields(mode, otel):
 
     if mode == "sync":
         with caller_tracer.start_as_current_span("caller") as caller:
-            for _step in composable_loop(mock(CALL, TWO, DONE), task={"goal": "x"}, tools=tools_from([add]),
-                                         hooks=[TracingHook(otel.provider, suppress_provider_spans=True)]):
+            for _step in composable_loop(
+                mock(CALL, TWO, DONE),
+                task={"goal": "x"},
+                tools=tools_from([add]),
+                hooks=[TracingHook(otel.provider, suppress_provider_spans=True)],
+            ):
                 check(caller)
             check(caller)
     else:
+
         async def main():
             with caller_tracer.start_as_current_span("caller") as caller:
                 async for _step in async_composable_loop(
-                        mock(CALL, TWO, DONE), task={"goal": "x"}, tools=tools_from([add]),
-                        hooks=[TracingHook(otel.provider, suppress_provider_spans=True)]):
+                    mock(CALL, TWO, DONE),
+                    task={"goal": "x"},
+                    tools=tools_from([add]),
+                    hooks=[TracingHook(otel.provider, suppress_provider_spans=True)],
+                ):
                     check(caller)
                     await asyncio.sleep(0)
                 check(caller)
+
         asyncio.run(main())
     assert trace.get_current_span() is trace.INVALID_SPAN
     (agent,) = otel.named("invoke_agent")
@@ -248,6 +280,7 @@ def test_suppress_provider_spans_sets_the_suppression_flag_only_during_the_call(
 
 def _probe_tool(tracer, seen, *, is_async=False, concurrent_safe=False, pause=0.0):
     if is_async:
+
         @tool(description="Probe.", concurrent_safe=concurrent_safe)
         async def probe(n: int) -> int:
             await asyncio.sleep(pause)
@@ -255,12 +288,14 @@ def _probe_tool(tracer, seen, *, is_async=False, concurrent_safe=False, pause=0.
                 seen.append(threading.current_thread().name)
             return n
     else:
+
         @tool(description="Probe.", concurrent_safe=concurrent_safe)
         def probe(n: int) -> int:
             time.sleep(pause)
             with tracer.start_as_current_span("inner", attributes={"n": n}):
                 seen.append(threading.current_thread().name)
             return n
+
     return probe
 
 
@@ -273,12 +308,19 @@ def test_a_span_started_inside_a_tool_nests_under_its_execute_tool(mode, variant
     if variant == "async_tool" and mode == "sync":
         pytest.skip("async tools in the sync loop run on their own event loop; covered by 'inline'")
     seen: list[str] = []
-    probe = _probe_tool(otel.tracer, seen, is_async=variant == "async_tool",
-                        concurrent_safe=variant in ("parallel_threads", "async_tool"), pause=0.02)
+    probe = _probe_tool(
+        otel.tracer,
+        seen,
+        is_async=variant == "async_tool",
+        concurrent_safe=variant in ("parallel_threads", "async_tool"),
+        pause=0.02,
+    )
     config = {"parallel_tools": variant in ("parallel_threads", "async_tool")}
     if variant == "timeout_thread":
         config["tool_timeout_s"] = 5.0
-    steps, result = go(mode, mock(PROBES, DONE), [TracingHook(otel.provider)], tools=tools_from([probe]), **config)
+    steps, result = go(
+        mode, mock(PROBES, DONE), [TracingHook(otel.provider)], tools=tools_from([probe]), **config
+    )
     assert result.stop_reason == "done"
     by_id = otel.by_id()
     inner = otel.named("inner")
@@ -316,8 +358,11 @@ def test_http_spans_of_the_real_openai_client_nest_under_chat(otel, fake_llm_ser
                 return self.inner.handle_request(request)
 
     fake_llm_server.script(tool_call("add", {"a": 1, "b": 2}), tool_call("done", {"answer": "3"}))
-    client = openai.OpenAI(base_url=fake_llm_server.url + "/v1", api_key="k",
-                           http_client=httpx2.Client(transport=SpanningTransport()))
+    client = openai.OpenAI(
+        base_url=fake_llm_server.url + "/v1",
+        api_key="k",
+        http_client=httpx2.Client(transport=SpanningTransport()),
+    )
     go("sync", OpenAIBackend(client, model="gpt-4o-mini"), [TracingHook(otel.provider)])
     by_id = otel.by_id()
     http = otel.named("HTTP POST")
@@ -338,8 +383,9 @@ def test_one_chat_span_per_call_with_the_anthropic_backend(mode, otel, fake_llm_
 
     fake_llm_server.script(tool_call("add", {"a": 1, "b": 2}), tool_call("done", {"answer": "3"}))
     cls = anthropic.Anthropic if mode == "sync" else anthropic.AsyncAnthropic
-    client = cls(base_url=fake_llm_server.anthropic_url, api_key="k",
-                 open_telemetry={"tracer_provider": otel.provider})
+    client = cls(
+        base_url=fake_llm_server.anthropic_url, api_key="k", open_telemetry={"tracer_provider": otel.provider}
+    )
     go(mode, AnthropicBackend(client, model="claude-test"), [TracingHook(otel.provider)])
     clients = [s for s in otel.spans() if s.kind is SpanKind.CLIENT]
     assert [s.name for s in clients] == ["chat claude-test", "chat claude-test"]
@@ -347,6 +393,7 @@ def test_one_chat_span_per_call_with_the_anthropic_backend(mode, otel, fake_llm_
 
 
 # -- parents ---------------------------------------------------------------------------------------
+
 
 def _agent(otel):
     (agent,) = otel.named("invoke_agent")
@@ -384,8 +431,15 @@ def test_parent_as_traceparent_string_context_and_env(otel, monkeypatch):
 
 
 def test_a_bad_traceparent_starts_a_new_trace_with_a_warning(otel, caplog):
-    list(composable_loop(mock(DONE), task={"goal": "x"}, tools=tools_from([add]),
-                         hooks=[TracingHook(otel.provider)], parent="not-a-traceparent"))
+    list(
+        composable_loop(
+            mock(DONE),
+            task={"goal": "x"},
+            tools=tools_from([add]),
+            hooks=[TracingHook(otel.provider)],
+            parent="not-a-traceparent",
+        )
+    )
     assert _agent(otel).parent is None
     assert "not a valid W3C traceparent" in caplog.text
 
@@ -395,13 +449,20 @@ def test_earlier_runs_become_links(otel):
         def on_loop_start(self, state, session_log, context):
             current_run().links.append(TRACEPARENT)
 
-    list(composable_loop(mock(DONE), task={"goal": "x"}, tools=tools_from([add]),
-                         hooks=[Resumed(), TracingHook(otel.provider)]))
+    list(
+        composable_loop(
+            mock(DONE),
+            task={"goal": "x"},
+            tools=tools_from([add]),
+            hooks=[Resumed(), TracingHook(otel.provider)],
+        )
+    )
     (link,) = _agent(otel).links
     assert format(link.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
 
 
 # -- lifecycle -------------------------------------------------------------------------------------
+
 
 def _all_closed(otel, status=StatusCode.UNSET, stop="cancelled"):
     assert otel.tracker.open() == []
@@ -417,9 +478,15 @@ def test_every_span_ends_when_the_sync_caller_leaves_early(how, otel):
     def interrupt() -> None:
         raise KeyboardInterrupt
 
-    script = [CALL, CALL, CALL, DONE] if how != "keyboard_interrupt_in_tool" else ['{"tool": "interrupt"}', DONE]
-    gen = composable_loop(mock(*script), task={"goal": "x"}, tools=tools_from([add, interrupt]),
-                          hooks=[TracingHook(otel.provider)])
+    script = (
+        [CALL, CALL, CALL, DONE] if how != "keyboard_interrupt_in_tool" else ['{"tool": "interrupt"}', DONE]
+    )
+    gen = composable_loop(
+        mock(*script),
+        task={"goal": "x"},
+        tools=tools_from([add, interrupt]),
+        hooks=[TracingHook(otel.provider)],
+    )
     if how == "close":
         next(gen)
         gen.close()
@@ -462,8 +529,12 @@ def test_every_span_ends_when_the_async_caller_leaves_early(how, otel):
             return await super().agenerate(messages, tools=tools, **options)
 
     async def main():
-        agen = async_composable_loop(Slow([CALL, CALL, DONE], model="m"), task={"goal": "x"},
-                                     tools=tools_from([add]), hooks=[TracingHook(otel.provider)])
+        agen = async_composable_loop(
+            Slow([CALL, CALL, DONE], model="m"),
+            task={"goal": "x"},
+            tools=tools_from([add]),
+            hooks=[TracingHook(otel.provider)],
+        )
         if how == "aclose":
             await agen.__anext__()
             await agen.aclose()
@@ -479,9 +550,11 @@ def test_every_span_ends_when_the_async_caller_leaves_early(how, otel):
             with pytest.raises(ValueError):
                 await agen.athrow(ValueError("from the caller"))
         else:
+
             async def consume():
                 async for _ in agen:
                     pass
+
             task = asyncio.create_task(consume())
             await asyncio.sleep(0.05)  # now inside the second (slow) LLM call
             task.cancel()
@@ -511,7 +584,9 @@ def test_llm_errors_retries_and_the_run_status(mode, otel):
     by_id = otel.by_id()
     chats = sorted(otel.named("chat"), key=lambda s: s.start_time)
     assert [c.status.status_code for c in chats] == [StatusCode.ERROR, StatusCode.UNSET, StatusCode.ERROR]
-    assert chats[0].attributes[EA.ERROR_TYPE] == "http_429" and chats[2].attributes[EA.ERROR_TYPE] == "http_400"
+    assert (
+        chats[0].attributes[EA.ERROR_TYPE] == "http_429" and chats[2].attributes[EA.ERROR_TYPE] == "http_400"
+    )
     exc_event = next(e for e in chats[0].events if e.name == "exception")
     assert "sk-proj" not in exc_event.attributes["exception.message"]  # error texts are redacted
     assert "sk-proj" not in exc_event.attributes["exception.stacktrace"]
@@ -527,6 +602,7 @@ def test_llm_errors_retries_and_the_run_status(mode, otel):
 
 
 # -- events ----------------------------------------------------------------------------------------
+
 
 class DenyAdd:
     def pre_dispatch(self, state, session_log, tool_call, step_num):
@@ -572,14 +648,25 @@ def test_events_emitted_inside_a_tool_land_on_its_span_and_hook_errors_are_event
         def on_step(self, state, step):
             raise RuntimeError("observer bug with a@b.io")
 
-    go(mode, mock('{"tool": "squeeze"}', DONE), [TracingHook(otel.provider), Broken()], tools=tools_from([squeeze]))
+    go(
+        mode,
+        mock('{"tool": "squeeze"}', DONE),
+        [TracingHook(otel.provider), Broken()],
+        tools=tools_from([squeeze]),
+    )
     (tool_span,) = [s for s in otel.named("execute_tool") if s.name.endswith("squeeze")]
     (ev,) = [e for e in tool_span.events if e.name == N.EV_COMPACTION]
-    assert dict(ev.attributes) == {"looplet.compaction.strategy": "prune", "looplet.compaction.tokens_before": 900,
-                                   "looplet.compaction.tokens_after": 300}
+    assert dict(ev.attributes) == {
+        "looplet.compaction.strategy": "prune",
+        "looplet.compaction.tokens_before": 900,
+        "looplet.compaction.tokens_after": 300,
+    }
     errors = [e for s in otel.spans() for e in s.events if e.name == N.EV_HOOK_ERROR]
     assert len(errors) == 2 and errors[0].attributes[N.HOOK] == "Broken"
-    assert errors[0].attributes[N.HOOK_METHOD] == "on_step" and "a@b.io" not in errors[0].attributes["exception.message"]
+    assert (
+        errors[0].attributes[N.HOOK_METHOD] == "on_step"
+        and "a@b.io" not in errors[0].attributes["exception.message"]
+    )
 
 
 # -- content ---------------------------------------------------------------------------------------
@@ -594,8 +681,13 @@ def test_content_is_captured_only_when_asked_and_always_redacted(mode, otel):
         return f"echo {text} to admin@example.com"
 
     llm = mock(json.dumps({"tool": "echo", "args": {"text": SECRET}}), DONE)
-    run(mode, llm=llm, task={"goal": f"use key {SECRET}"}, tools=tools_from([echo]),
-        hooks=[TracingHook(otel.provider, capture_content=True)])
+    run(
+        mode,
+        llm=llm,
+        task={"goal": f"use key {SECRET}"},
+        tools=tools_from([echo]),
+        hooks=[TracingHook(otel.provider, capture_content=True)],
+    )
     everything = json.dumps([dict(s.attributes) for s in otel.spans()])
     assert SECRET not in everything and "admin@example.com" not in everything
     assert "[REDACTED:anthropic_key]" in everything and "[REDACTED:email]" in everything
@@ -609,15 +701,28 @@ def test_content_is_captured_only_when_asked_and_always_redacted(mode, otel):
     output = json.loads(chat.attributes[GA.GEN_AI_OUTPUT_MESSAGES])
     assert output[0]["role"] == "assistant" and output[0]["parts"][0]["name"] == "done"
     tool_span = next(s for s in otel.named("execute_tool") if s.name.endswith("echo"))
-    assert json.loads(tool_span.attributes[GA.GEN_AI_TOOL_CALL_ARGUMENTS]) == {"text": "[REDACTED:anthropic_key]"}
+    assert json.loads(tool_span.attributes[GA.GEN_AI_TOOL_CALL_ARGUMENTS]) == {
+        "text": "[REDACTED:anthropic_key]"
+    }
     assert tool_span.attributes[GA.GEN_AI_TOOL_CALL_RESULT].startswith("echo [REDACTED:anthropic_key]")
     agent = _agent(otel)
     assert json.loads(agent.attributes[N.TASK]) == {"goal": "use key [REDACTED:anthropic_key]"}
     assert agent.attributes[N.FINAL_OUTPUT] == "3"
 
 
-@pytest.mark.parametrize("value,on", [("true", True), ("TRUE", True), ("SPAN_ONLY", True), ("span_and_event", True),
-                                      ("false", False), ("EVENT_ONLY", False), ("NO_CONTENT", False), ("", False)])
+@pytest.mark.parametrize(
+    "value,on",
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("SPAN_ONLY", True),
+        ("span_and_event", True),
+        ("false", False),
+        ("EVENT_ONLY", False),
+        ("NO_CONTENT", False),
+        ("", False),
+    ],
+)
 def test_content_capture_follows_the_genai_environment_variable(value, on, otel, monkeypatch):
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", value)
     go("sync", mock(CALL, DONE), [TracingHook(otel.provider)])
@@ -633,8 +738,12 @@ def test_captured_content_is_size_capped_and_stays_valid_json(otel):
         return {"rows": ["y" * 500] * 200}
 
     llm = mock('{"tool": "big"}', '{"tool": "big"}', DONE)
-    go("sync", llm, [TracingHook(otel.provider, capture_content=True, max_content_chars=2000)],
-       tools=tools_from([big]))
+    go(
+        "sync",
+        llm,
+        [TracingHook(otel.provider, capture_content=True, max_content_chars=2000)],
+        tools=tools_from([big]),
+    )
     for s in otel.spans():
         for key in (GA.GEN_AI_INPUT_MESSAGES, GA.GEN_AI_OUTPUT_MESSAGES, GA.GEN_AI_TOOL_CALL_ARGUMENTS):
             if key in s.attributes:
@@ -648,8 +757,11 @@ def test_captured_content_is_size_capped_and_stays_valid_json(otel):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=300),
-    lambda children: st.lists(children, max_size=8) | st.dictionaries(st.text(max_size=10), children, max_size=8),
-    max_leaves=60)
+    lambda children: (
+        st.lists(children, max_size=8) | st.dictionaries(st.text(max_size=10), children, max_size=8)
+    ),
+    max_leaves=60,
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -664,18 +776,25 @@ def test_cap_json_is_always_valid_and_within_the_limit(value, limit):
 
 # -- redaction -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("secret,name", [
-    ("sk-proj-" + "A1b2" * 10, "openai_key"),
-    ("sk-" + "Z" * 48, "openai_key"),
-    ("sk-ant-api03-" + "q" * 40, "anthropic_key"),
-    ("AKIA" + "ABCDEFGHIJKLMNOP", "aws_access_key"),
-    ("ghp_" + "a" * 36, "github_token"),
-    ("github_pat_" + "b" * 40, "github_token"),
-    ("AIza" + "c" * 35, "google_api_key"),
-    ("xoxb-1234567890-abcdef", "slack_token"),
-    ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "jwt"),
-    ("jane.doe+tag@mail.example.org", "email"),
-])
+
+@pytest.mark.parametrize(
+    "secret,name",
+    [
+        ("sk-proj-" + "A1b2" * 10, "openai_key"),
+        ("sk-" + "Z" * 48, "openai_key"),
+        ("sk-ant-api03-" + "q" * 40, "anthropic_key"),
+        ("AKIA" + "ABCDEFGHIJKLMNOP", "aws_access_key"),
+        ("ghp_" + "a" * 36, "github_token"),
+        ("github_pat_" + "b" * 40, "github_token"),
+        ("AIza" + "c" * 35, "google_api_key"),
+        ("xoxb-1234567890-abcdef", "slack_token"),
+        (
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+            "jwt",
+        ),
+        ("jane.doe+tag@mail.example.org", "email"),
+    ],
+)
 def test_redactor_patterns(secret, name):
     text = f"before {secret} after"
     assert redact(text) == f"before [REDACTED:{name}] after"
@@ -685,10 +804,18 @@ def test_redactor_bearer_private_key_json_and_custom_patterns():
     assert redact("Authorization: Bearer abcDEF123456.xyz") == "Authorization: Bearer [REDACTED:bearer_token]"
     pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----"
     assert redact(f"key:\n{pem}\nend") == "key:\n[REDACTED:private_key]\nend"
-    assert redact("plain text, a task-list, skip-this, sk-short") == "plain text, a task-list, skip-this, sk-short"
-    out = redact_json({"api_key": "hunter2", "nested": [{"Authorization": "x"}, "mail bob@example.com"], "n": 3})
-    assert out == {"api_key": "[REDACTED:secret_field]", "nested": [{"Authorization": "[REDACTED:secret_field]"},
-                                                                   "mail [REDACTED:email]"], "n": 3}
+    assert (
+        redact("plain text, a task-list, skip-this, sk-short")
+        == "plain text, a task-list, skip-this, sk-short"
+    )
+    out = redact_json(
+        {"api_key": "hunter2", "nested": [{"Authorization": "x"}, "mail bob@example.com"], "n": 3}
+    )
+    assert out == {
+        "api_key": "[REDACTED:secret_field]",
+        "nested": [{"Authorization": "[REDACTED:secret_field]"}, "mail [REDACTED:email]"],
+        "n": 3,
+    }
     custom = Redactor(patterns=(), extra=[("ticket", r"TCK-\d{6}"), r"(?i)password=\S+"])
     assert custom("TCK-123456 PASSWORD=x a@b.io") == "[REDACTED:ticket] [REDACTED:custom] a@b.io"
     with pytest.raises(ValueError, match="bad"):
@@ -696,7 +823,11 @@ def test_redactor_bearer_private_key_json_and_custom_patterns():
 
 
 def test_tracing_accepts_any_redact_callable(otel):
-    go("sync", mock(CALL, DONE), [TracingHook(otel.provider, capture_content=True, redact=lambda s: s.upper())])
+    go(
+        "sync",
+        mock(CALL, DONE),
+        [TracingHook(otel.provider, capture_content=True, redact=lambda s: s.upper())],
+    )
     tool_span = otel.named("execute_tool")[0]
     assert tool_span.attributes[GA.GEN_AI_TOOL_CALL_RESULT] == "3"
     assert '"A":1' in tool_span.attributes[GA.GEN_AI_TOOL_CALL_ARGUMENTS].upper()
@@ -704,17 +835,32 @@ def test_tracing_accepts_any_redact_callable(otel):
 
 
 def test_llm_response_extras_reach_the_chat_span(otel):
-    response = LLMResponse(tool_calls=[ToolCall("done", {"answer": "x"}, "c1")], usage=Usage(10, 2), model="m-2",
-                           response_id="r1", finish_reason="tool_use", provider="anthropic",
-                           server_address="api.example", server_port=443, time_to_first_chunk_s=0.25)
+    response = LLMResponse(
+        tool_calls=[ToolCall("done", {"answer": "x"}, "c1")],
+        usage=Usage(10, 2),
+        model="m-2",
+        response_id="r1",
+        finish_reason="tool_use",
+        provider="anthropic",
+        server_address="api.example",
+        server_port=443,
+        time_to_first_chunk_s=0.25,
+    )
+
     class Fixed:
         model, provider = "m", "anthropic"
 
         def generate(self, messages, *, tools=None, **options):
             return response
 
-    run("sync", llm=Fixed(), task={"goal": "x"}, tools=tools_from([add]),
-        hooks=[TracingHook(otel.provider)], config=LoopConfig(stream=True, temperature=0.2, max_tokens=99))
+    run(
+        "sync",
+        llm=Fixed(),
+        task={"goal": "x"},
+        tools=tools_from([add]),
+        hooks=[TracingHook(otel.provider)],
+        config=LoopConfig(stream=True, temperature=0.2, max_tokens=99),
+    )
     a = otel.named("chat")[0].attributes
     assert a[GA.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] == 0.25 and a["server.address"] == "api.example"
     assert a["server.port"] == 443 and a[GA.GEN_AI_REQUEST_STREAM] is True
@@ -727,8 +873,14 @@ def test_two_concurrent_runs_share_one_hook_without_mixing_spans(otel):
 
     async def one(name):
         state = DefaultState()
-        async for _ in async_composable_loop(mock(CALL, CALL, DONE), task={"goal": name}, tools=tools_from([add]),
-                                             hooks=[hook], state=state, config=LoopConfig(agent_name=name)):
+        async for _ in async_composable_loop(
+            mock(CALL, CALL, DONE),
+            task={"goal": name},
+            tools=tools_from([add]),
+            hooks=[hook],
+            state=state,
+            config=LoopConfig(agent_name=name),
+        ):
             await asyncio.sleep(0.001)
         return state.result
 
@@ -745,8 +897,12 @@ def test_two_concurrent_runs_share_one_hook_without_mixing_spans(otel):
 
 def test_dict_keys_are_redacted_and_colliding_keys_are_kept():
     out = redact_json({"a@b.io": {"plan": "pro"}, "c@d.io": 1, "sk-proj-" + "Q" * 24: True, "ok": "x"})
-    assert out == {"[REDACTED:email]": {"plan": "pro"}, "[REDACTED:email]#2": 1, "[REDACTED:openai_key]": True,
-                   "ok": "x"}
+    assert out == {
+        "[REDACTED:email]": {"plan": "pro"},
+        "[REDACTED:email]#2": 1,
+        "[REDACTED:openai_key]": True,
+        "ok": "x",
+    }
 
 
 @pytest.mark.parametrize("mode", MODES)
