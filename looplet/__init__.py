@@ -76,14 +76,96 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from looplet.async_loop import async_composable_loop
-    from looplet.backends.anthropic import AnthropicBackend
-    from looplet.backends.mock import MockLLMBackend
-    from looplet.backends.openai import OpenAIBackend
-    from looplet.config import LoopConfig
-    from looplet.hooks import Allow, Deny, HookDecision, InjectContext, Stop, current_run, emit_event
-    from looplet.loop import CancelToken, composable_loop, run_loop
-    from looplet.state import DefaultState
-    from looplet.tools import BaseToolRegistry, ToolSpec, tool, tools_from
-    from looplet.types import LLMCall, LLMResponse, RunResult, Step, ToolCall, ToolResult, Usage
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs: explicit re-exports (`X as X`)
+    from looplet.async_loop import (
+        async_composable_loop as async_composable_loop,
+    )
+    from looplet.backends.anthropic import (
+        AnthropicBackend as AnthropicBackend,
+    )
+    from looplet.backends.mock import (
+        MockLLMBackend as MockLLMBackend,
+    )
+    from looplet.backends.openai import (
+        OpenAIBackend as OpenAIBackend,
+    )
+    from looplet.config import (
+        LoopConfig as LoopConfig,
+    )
+    from looplet.context import (
+        compact_chain as compact_chain,
+        ContextPressureHook as ContextPressureHook,
+        Prune as Prune,
+        Summarize as Summarize,
+        ThresholdCompactHook as ThresholdCompactHook,
+        Truncate as Truncate,
+    )
+    from looplet.control import (
+        ApprovalHook as ApprovalHook,
+        BudgetHook as BudgetHook,
+        CheckpointHook as CheckpointHook,
+        PermissionHook as PermissionHook,
+        resume as resume,
+        StagnationHook as StagnationHook,
+    )
+    from looplet.errors import (
+        HookError as HookError,
+        LLMError as LLMError,
+        LLMResponsesExhausted as LLMResponsesExhausted,
+        MissingExtra as MissingExtra,
+    )
+    from looplet.evals import (
+        eval_mark as eval_mark,
+        EvalHook as EvalHook,
+    )
+    from looplet.hooks import (
+        Allow as Allow,
+        current_run as current_run,
+        Deny as Deny,
+        emit_event as emit_event,
+        HookDecision as HookDecision,
+        InjectContext as InjectContext,
+        Stop as Stop,
+    )
+    from looplet.loop import (
+        CancelToken as CancelToken,
+        composable_loop as composable_loop,
+        run_loop as run_loop,
+    )
+    from looplet.mcp import (
+        MCPClient as MCPClient,
+    )
+    from looplet.provenance import (
+        ProvenanceSink as ProvenanceSink,
+        replay_loop as replay_loop,
+    )
+    from looplet.state import (
+        DefaultState as DefaultState,
+    )
+    from looplet.subagents import (
+        agent_tool as agent_tool,
+    )
+    from looplet.telemetry.logging import (
+        LoggingHook as LoggingHook,
+    )
+    from looplet.telemetry.metrics import (
+        MetricsHook as MetricsHook,
+    )
+    from looplet.telemetry.tracing import (
+        TracingHook as TracingHook,
+    )
+    from looplet.tools import (
+        BaseToolRegistry as BaseToolRegistry,
+        tool as tool,
+        tools_from as tools_from,
+        ToolSpec as ToolSpec,
+    )
+    from looplet.types import (
+        LLMCall as LLMCall,
+        LLMResponse as LLMResponse,
+        RunResult as RunResult,
+        Step as Step,
+        ToolCall as ToolCall,
+        ToolResult as ToolResult,
+        Usage as Usage,
+    )

@@ -37,9 +37,9 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 from looplet.errors import LoopletError, require
 from looplet.tools import ToolSpec
@@ -48,6 +48,7 @@ from looplet.types import ToolResult
 __all__ = ["MCPClient", "MCPConnectionError"]
 
 log = logging.getLogger("looplet")
+_T = TypeVar("_T")
 
 _TIMEOUT_CODE = -32001  # mcp_types.REQUEST_TIMEOUT
 _CLOSED_CODE = -32000  # mcp_types.CONNECTION_CLOSED
@@ -270,13 +271,13 @@ class MCPClient:
         return Client(server, read_timeout_seconds=self.call_timeout_s)
 
     def _submit(
-        self, coro: Any, ctx: contextvars.Context | None = None
-    ) -> tuple[concurrent.futures.Future[Any], list[asyncio.Task[Any]]]:
+        self, coro: Coroutine[Any, Any, _T], ctx: contextvars.Context | None = None
+    ) -> tuple[concurrent.futures.Future[_T], list[asyncio.Task[_T]]]:
         """Run ``coro`` on the session's loop as a task in ``ctx`` (a copy of the caller's context, so spans
         started there nest under the caller's current span)."""
         loop = self._loop
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        handle: list[asyncio.Task[Any]] = []
+        fut: concurrent.futures.Future[_T] = concurrent.futures.Future()
+        handle: list[asyncio.Task[_T]] = []
         if loop is None or loop.is_closed():
             coro.close()
             fut.set_exception(_Gone())
@@ -290,12 +291,12 @@ class MCPClient:
             handle.append(task)
             self._pending.add(task)
 
-            def done(t: asyncio.Task[Any]) -> None:
+            def done(t: asyncio.Task[_T]) -> None:
                 self._pending.discard(t)
                 if t.cancelled():
                     fut.set_exception(_Gone())
-                elif t.exception() is not None:
-                    fut.set_exception(t.exception())  # type: ignore[arg-type]
+                elif (exc := t.exception()) is not None:
+                    fut.set_exception(exc)
                 else:
                     fut.set_result(t.result())
 
@@ -316,7 +317,7 @@ class MCPClient:
             except RuntimeError:
                 pass
 
-    def _wait(self, coro: Awaitable[Any], deadline_s: float) -> Any:
+    def _wait(self, coro: Coroutine[Any, Any, _T], deadline_s: float) -> _T:
         """Run ``coro`` on the session's loop and wait for it from this (non-loop) thread."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("MCPClient: a blocking call was made from its own event loop thread")
@@ -327,7 +328,7 @@ class MCPClient:
             self._cancel(handle)
             raise
 
-    async def _await(self, coro: Awaitable[Any]) -> Any:
+    async def _await(self, coro: Coroutine[Any, Any, _T]) -> _T:
         fut, handle = self._submit(coro, contextvars.copy_context())
         try:
             return await asyncio.wrap_future(fut)
@@ -562,7 +563,7 @@ def _result(tool: str, result: Any, started: float) -> ToolResult:
 def _block_text(block: Any) -> str:
     kind = getattr(block, "type", None)
     if kind == "text":
-        return block.text
+        return str(block.text)
     if kind in ("image", "audio"):
         return f"[{kind} {getattr(block, 'mime_type', '?')}, {len(getattr(block, 'data', '') or '')} base64 chars]"
     if kind == "resource":

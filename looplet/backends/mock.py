@@ -97,7 +97,7 @@ class MockLLMBackend:
         ]
         usage = template.usage
         if usage is None and self.usage is not None:
-            usage = self._estimate(messages, template) if self.usage == "estimate" else self.usage
+            usage = self._estimate(messages, template) if isinstance(self.usage, str) else self.usage
         return LLMResponse(
             template.text,
             calls,

@@ -255,12 +255,14 @@ class CompactChain:
         """Compact synchronously (LLM calls through ``generate``); usable outside a run too."""
         from looplet.context._llm import drive
 
-        return drive(self.plan(messages, target, meter or TokenMeter()))
+        compacted: Messages = drive(self.plan(messages, target, meter or TokenMeter()))
+        return compacted
 
     async def acompact(self, messages: Messages, target: int, meter: TokenMeter | None = None) -> Messages:
         from looplet.context._llm import adrive
 
-        return await adrive(self.plan(messages, target, meter or TokenMeter()))
+        compacted: Messages = await adrive(self.plan(messages, target, meter or TokenMeter()))
+        return compacted
 
 
 def compact_chain(*strategies: Any) -> CompactChain:

@@ -100,6 +100,6 @@ def meter_for(run: Any) -> TokenMeter:
     if run is None:
         return TokenMeter()
     meter = run.scratch.get(TokenMeter)
-    if meter is None:
+    if not isinstance(meter, TokenMeter):
         meter = run.scratch[TokenMeter] = TokenMeter()
     return meter
