@@ -19,8 +19,19 @@ import sys
 import time
 from typing import Any
 
-from looplet._fs import unwritable
-from looplet.errors import LoopletError, MissingExtra
+from looplet.cli import (
+    EXIT_APPROVAL,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    ArgumentParser,
+    UsageError,
+    check_otlp,
+    check_output_dir,
+    check_output_file,
+    port_arg,
+    port_in_use,
+)
+from looplet.errors import MissingExtra
 from looplet.progress import StepPrinter
 from looplet.telemetry.propagation import parse_traceparent
 
@@ -29,14 +40,8 @@ __all__ = ["main", "load_factory", "build_agent", "UsageError"]
 _FIELDS = ("llm", "tools", "hooks", "config", "state", "context", "system_prompt")
 
 
-class UsageError(LoopletError):
-    """The command line or the factory is not usable; the message says how to fix it."""
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="looplet run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = ArgumentParser("looplet run", __doc__)
     p.add_argument("target", metavar="MODULE:FACTORY", help="where your agent factory lives")
     p.add_argument("task", help="the goal, or a JSON object for a structured task")
     p.add_argument(
@@ -47,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--metrics-port",
-        type=int,
+        type=port_arg,
         default=None,
         metavar="PORT",
         help="serve Prometheus /metrics on 127.0.0.1:PORT while the run lasts",
@@ -73,17 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     err = sys.stderr
     try:
-        task = _task(args.task)
-        parent = _traceparent(args.traceparent)
-        factory = load_factory(args.target)
-        agent = build_agent(factory, args.target)
-        if args.trace_dir:
-            _check_writable(args.trace_dir, "--trace-dir")
-        if args.log_file:
-            _check_writable(os.path.dirname(os.path.abspath(args.log_file)), "--log-file")
-        session = None if args.no_telemetry else _telemetry(args, agent)
+        task, parent, agent, session = _prepare(args)
     except (UsageError, MissingExtra) as exc:
-        print(f"looplet run: {exc}", file=err)
+        print(f"looplet run: error: {' '.join(str(exc).split())}", file=err)
         return 2
 
     hooks = list(agent["hooks"]) + (list(session.hooks) if session is not None else [])
@@ -110,24 +107,52 @@ def main(argv: list[str] | None = None) -> int:
             "\ninterrupted (Ctrl-C): the run ended as 'cancelled'; hooks were told and telemetry is flushed",
             file=err,
         )
-        code = 130
+        code = EXIT_INTERRUPTED
     finally:
         wall_s = time.perf_counter() - started
         if session is not None:
             session.shutdown()
-    if result is not None:
-        if not args.quiet:
-            print(file=printer.out)
-        printer.summary(result, wall_s)
-        metadata = getattr(state, "metadata", None)
-        saved = metadata.get("trajectory_dir") if isinstance(metadata, dict) else None
-        if saved:
-            print(f"trajectory: {saved}")
-        if args.json:
-            print(json.dumps(result.to_dict(), ensure_ascii=False))
-        if code == 0 and result.stop_reason != "done":
-            code = 1
+    if result is None:
+        return code
+    _report(args, result, state, session, printer, wall_s)
+    if code == 0 and result.stop_reason == "awaiting_approval":
+        return EXIT_APPROVAL
+    if code == 0 and result.stop_reason != "done":
+        return EXIT_FAILED
     return code
+
+
+def _prepare(args: argparse.Namespace) -> tuple[dict[str, Any], str | None, dict[str, Any], Any]:
+    """Everything checked before the first step: the task, the trace parent, the agent, every output."""
+    task = _task(args.task)
+    parent = _traceparent(args.traceparent)
+    agent = build_agent(load_factory(args.target), args.target)
+    if args.otlp:
+        args.otlp, args.otlp_protocol = check_otlp(args.otlp)
+    if args.trace_dir:
+        check_output_dir(args.trace_dir, "--trace-dir")
+    if args.log_file:
+        check_output_file(args.log_file, "--log-file")
+    session = None if args.no_telemetry else _telemetry(args, agent)
+    return task, parent, agent, session
+
+
+def _report(
+    args: argparse.Namespace, result: Any, state: Any, session: Any, printer: StepPrinter, wall_s: float
+) -> None:
+    if not args.quiet:
+        print(file=printer.out)
+    printer.summary(result, wall_s, trace_id=bool(getattr(session, "otlp_endpoint", None)))
+    metadata = getattr(state, "metadata", None)
+    saved = metadata.get("trajectory_dir") if isinstance(metadata, dict) else None
+    if saved:
+        print(f"trajectory: {saved}\n  read it: looplet show {saved}")
+    if result.stop_reason == "awaiting_approval":
+        print(
+            "waiting for approval: the run paused before a tool that needs a human's decision (exit code 3)"
+        )
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
 
 
 def _run(
@@ -243,6 +268,9 @@ def build_agent(factory: Any, target: str = "FACTORY") -> dict[str, Any]:
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
+        problem = getattr(exc, "problem", None)  # a setup error's message without a flag's hint
+        if isinstance(problem, str):
+            raise UsageError(f"{target}() could not build the agent: {problem}") from exc
         raise UsageError(f"{target}() raised {type(exc).__name__}: {exc}") from exc
     if isinstance(made, dict):
         agent = {k: made.get(k) for k in _FIELDS}
@@ -270,7 +298,7 @@ def _task(text: str) -> dict[str, Any]:
         except ValueError as exc:
             raise UsageError(
                 f"the task looks like JSON but is not valid ({exc}); quote it, or give plain text"
-            )
+            ) from None
         if not isinstance(task, dict):
             raise UsageError('a JSON task must be an object, e.g. \'{"goal": "..."}\'')
         return task
@@ -295,12 +323,6 @@ def _traceparent(value: str | None) -> str | None:
             "<2 hex flags>, e.g. 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         ) from None
     return tp
-
-
-def _check_writable(folder: str, flag: str) -> None:
-    problem = unwritable(folder)
-    if problem is not None:
-        raise UsageError(f"{flag}: {problem}")
 
 
 def _where(session: Any) -> str:
@@ -347,6 +369,7 @@ def _telemetry(args: argparse.Namespace, agent: dict[str, Any]) -> Any:
         return configure(
             service_name=service,
             otlp_endpoint=otlp,
+            otlp_protocol=getattr(args, "otlp_protocol", None),
             metrics_port=args.metrics_port,
             json_logs=bool(args.log_file),
             log_file=args.log_file,
@@ -354,8 +377,5 @@ def _telemetry(args: argparse.Namespace, agent: dict[str, Any]) -> Any:
         )
     except OSError as exc:
         if args.metrics_port is not None and getattr(exc, "errno", None) in (98, 48, 10048):  # EADDRINUSE
-            raise UsageError(
-                f"--metrics-port {args.metrics_port}: the port is already in use; pick a free one "
-                "(or 0 for any free port)"
-            ) from exc
+            raise UsageError(port_in_use("--metrics-port", args.metrics_port)) from exc
         raise UsageError(f"setting up telemetry failed: {exc}") from exc

@@ -6,11 +6,11 @@ with ``done`` and gave an answer). Exit codes: 0 all passed, 1 an eval failed or
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import Any, TextIO
 
+from looplet.cli import ArgumentParser
 from looplet.errors import LoopletError
 from looplet.evals import EvalContext, discover, run_eval, select
 
@@ -25,9 +25,7 @@ def _short(text: str, n: int) -> str:
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    parser = argparse.ArgumentParser(
-        prog="looplet eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser("looplet eval", __doc__)
     parser.add_argument(
         "paths",
         nargs="+",

@@ -96,8 +96,11 @@ class StepPrinter:
     def line(self, step: Any) -> str:
         """The line for ``step`` with the totals as they stand (call :meth:`add` first)."""
         totals = f"  Σ {self.tokens:,} tok {format_cost(self.cost)}"
+        ttfc = getattr(step, "ttfc_ms", None)
+        if isinstance(ttfc, (int, float)):  # a streamed answer: the latency the user feels
+            totals = f"  ttft {ttfc:.0f}ms" + totals
         width = self._width or (shutil.get_terminal_size((100, 24)).columns if is_tty(self.out) else 100)
-        return step.pretty(max(40, width - len(totals))) + totals
+        return str(step.pretty(max(40, width - len(totals)))) + totals
 
     def step(self, step: Any, state: Any = None) -> str:
         """Add ``step`` to the totals and print its line; returns the line."""
@@ -111,8 +114,9 @@ class StepPrinter:
     def on_step(self, state: Any, step: Any) -> None:
         self.step(step, state)
 
-    def summary(self, result: Any, wall_s: float | None = None) -> str:
-        """Closing lines: how the run ended, steps, tokens, cost, time and the answer."""
+    def summary(self, result: Any, wall_s: float | None = None, *, trace_id: bool = True) -> str:
+        """Closing lines: how the run ended, steps, tokens, cost, time and the answer (and the trace id,
+        unless ``trace_id=False``: pass it when no span is exported, so the id points nowhere)."""
         usage = result.usage
         cost = format_cost(result.cost_usd) if result.cost_usd is not None else "unknown (model not priced)"
         ms = result.duration_ms if wall_s is None else wall_s * 1000.0
@@ -124,7 +128,7 @@ class StepPrinter:
             lines.append(f"error: {result.error}")
         if result.final_output is not None:
             lines.append(f"answer: {result.final_output}")
-        if result.trace_id:
+        if result.trace_id and trace_id:
             lines.append(f"trace_id: {result.trace_id}")
         text = "\n".join(lines)
         print(text, file=self.out, flush=True)

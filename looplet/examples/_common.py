@@ -9,7 +9,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from looplet._fs import unwritable
 from looplet.errors import LoopletError, MissingExtra
 from looplet.progress import StepPrinter
 
@@ -20,7 +19,15 @@ ENV_HELP = (
 
 
 class SetupError(LoopletError):
-    """An example cannot start (no API key, a missing extra, a bad flag); the message says what to do."""
+    """An example cannot start (no API key, a missing extra, a bad flag); the message says what to do.
+
+    ``problem`` is the message without ``hint`` (a flag of the example's own command line, such as
+    ``--scripted``), for callers that have no such flag (``looplet run``)."""
+
+    def __init__(self, problem: str, hint: str | None = None) -> None:
+        super().__init__(problem if hint is None else f"{problem}\n({hint})")
+        self.problem = problem
+        self.hint = hint
 
 
 def fail(message: str) -> int:
@@ -52,7 +59,7 @@ def backend(
 
         return OpenAIBackend.from_env()
     except (MissingExtra, ValueError) as exc:
-        raise SetupError(f"{exc}\n(or run the example with --scripted: no key, no network)") from exc
+        raise SetupError(str(exc), "or run the example with --scripted: no key, no network") from exc
 
 
 def run(gen: Any, *, quiet: bool = False, printer: StepPrinter | None = None, state: Any = None) -> Any:
@@ -109,8 +116,12 @@ def trajectory_hook(trace_dir: str) -> tuple[Any, Any]:
     return sink.trajectory_hook(), sink
 
 
-def check_writable(folder: str) -> None:
-    """Create ``folder`` and prove a file can be written there, or raise :class:`SetupError` before the run."""
-    problem = unwritable(folder)
-    if problem is not None:
-        raise SetupError(f"{problem}, e.g. --trace ./traces")
+def check_writable(folder: str, flag: str = "--trace") -> None:
+    """Create ``folder`` and prove a file can be written there, or raise :class:`SetupError` before the run
+    (the message is the one every looplet command gives for an unwritable output)."""
+    from looplet.cli import UsageError, check_output_dir
+
+    try:
+        check_output_dir(folder, flag)
+    except UsageError as exc:
+        raise SetupError(str(exc)) from None

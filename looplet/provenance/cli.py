@@ -6,7 +6,6 @@ also writes the runs as one self-contained page with a waterfall. Exit codes: 0 
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -14,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
+from looplet.cli import ArgumentParser
 from looplet.errors import LoopletError
 from looplet.provenance.format import Trajectory, TrajectoryError, find_trajectories, load_files, render_files
 
@@ -38,7 +38,23 @@ def load_any(paths: list[str]) -> list[Trajectory]:
             out.extend(load_files(f"{path.name}#{i + 1}", render_files(rec)) for i, rec in enumerate(records))
         else:
             out.extend(find_trajectories([path]))
+    for t in out:
+        _check_types(t)
     return out
+
+
+def _check_types(t: Trajectory) -> None:
+    """Read every field once, so a value of the wrong type (a hand-edited ``"12ms"`` where a number
+    belongs) is reported as bad input naming the file, not as a traceback halfway through the output."""
+    try:
+        format_run(t)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        where = Path(t.path) / "trajectory.json" if t.path is not None else t.name
+        raise TrajectoryError(
+            where,
+            f"a field holds a value of the wrong type ({type(exc).__name__}: {exc}); was it edited by "
+            "hand? fix the value or record the run again",
+        ) from None
 
 
 def _tok(step: Any) -> str:
@@ -112,9 +128,7 @@ def format_run(t: Trajectory, width: int = 110) -> str:
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    parser = argparse.ArgumentParser(
-        prog="looplet show", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser("looplet show", __doc__)
     parser.add_argument(
         "paths",
         nargs="+",

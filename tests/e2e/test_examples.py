@@ -239,7 +239,7 @@ def test_coding_agent_trace_to_an_unwritable_folder_fails_before_the_run(
     )
     assert code == 2
     err = capsys.readouterr().err
-    assert "cannot write to" in err and "choose a folder you can write to" in err
+    assert "cannot write there" in err and "choose a folder you can write to" in err
     assert not (tmp_path / "w" / "hello.py").exists()  # nothing ran
 
 

@@ -287,7 +287,7 @@ def test_an_unwritable_trace_dir_is_refused_up_front_by_the_commands(tmp_path: P
             [sys.executable, *argv], capture_output=True, text=True, env=env, timeout=60, cwd=ROOT
         )
         assert proc.returncode == 2, (argv, proc.stderr)
-        assert f"cannot write to '{bad}' (Not a directory)" in proc.stderr
+        assert f"{bad}: cannot write there (Not a directory)" in proc.stderr
         assert "choose a folder you can write to" in proc.stderr
         assert "#1" not in proc.stdout  # refused before the first step
     assert not (tmp_path / "w" / "hello.py").exists()

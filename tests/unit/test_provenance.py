@@ -923,7 +923,10 @@ def test_replay_command_exit_codes(tmp_path: Path) -> None:
         "tools = [search_docs, fetch_page, calculator]\n"
     )
     out = io.StringIO()
-    assert replay_cli.main([str(folder), "--tools", "looplet.demo:build"], out=out) == 0
+    # the demo as it runs, with its permission policy: build() carries the hooks, so the replay has them too
+    sink = ProvenanceSink(tmp_path / "as-the-demo-runs", fsync=False)
+    demo("sync", [sink.trajectory_hook(), *build().hooks])
+    assert replay_cli.main([str(sink.last_path), "--tools", "looplet.demo:build"], out=out) == 0
     assert replay_cli.main([str(folder), "--tools", f"{tools_py}:tools"], out=out) == 1
     n = number_of(load_trajectory(folder).steps, "calculator")
     assert f"diverged first at step {n}" in out.getvalue()
