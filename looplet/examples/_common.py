@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 from looplet.errors import LoopletError, MissingExtra
 from looplet.progress import StepPrinter
+from looplet.tools import ToolSpec, tool
 
 ENV_HELP = (
     "real model: set OPENAI_API_KEY and OPENAI_MODEL (and OPENAI_BASE_URL for Ollama, vLLM or any "
@@ -36,6 +37,14 @@ def fail(message: str) -> int:
     return 2
 
 
+def typed_tool(description: str, concurrent_safe: bool = False) -> Callable[[Callable[..., Any]], ToolSpec]:
+    """``@tool(...)`` with its type spelled out, for ``mypy --strict``."""
+    return cast(
+        Callable[[Callable[..., Any]], ToolSpec],
+        tool(description=description, concurrent_safe=concurrent_safe),
+    )
+
+
 def parser(prog: str, description: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description, epilog=ENV_HELP)
     p.add_argument("--scripted", action="store_true", help="use the scripted model (no API key, no network)")
@@ -46,14 +55,20 @@ def parser(prog: str, description: str | None) -> argparse.ArgumentParser:
 
 
 def backend(
-    scripted: bool, script: Sequence[Any], *, latency_s: float = 0.0, model: str = "gpt-4o-mini"
+    scripted: bool,
+    script: Sequence[Any],
+    *,
+    latency_s: float = 0.0,
+    model: str = "gpt-4o-mini",
+    scripted_class: type | None = None,
 ) -> Any:
-    """The scripted model, or ``OpenAIBackend.from_env()``. A missing key or extra raises
-    :class:`SetupError` saying what to set."""
+    """The scripted model (``scripted_class``, default ``MockLLMBackend``), or ``OpenAIBackend.from_env()``.
+    A missing key or extra raises :class:`SetupError` saying what to set."""
     if scripted:
         from looplet.backends.mock import MockLLMBackend
 
-        return MockLLMBackend(list(script), model=model, usage="estimate", latency_s=latency_s)
+        cls = scripted_class or MockLLMBackend
+        return cls(list(script), model=model, usage="estimate", latency_s=latency_s)
     try:
         from looplet.backends.openai import OpenAIBackend
 

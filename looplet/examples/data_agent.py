@@ -20,14 +20,30 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from looplet import DefaultState, LoopConfig, composable_loop, tool, tools_from
+from looplet.backends.mock import MockLLMBackend
+from looplet.config import LoopConfig
 from looplet.context import Prune, Summarize, ThresholdCompactHook, Truncate, compact_chain
 from looplet.control import ApprovalHook, Checkpoint, CheckpointHook
-from looplet.control.checkpoint import PENDING_APPROVAL
-from looplet.examples._common import SetupError, backend, cli, exit_code, fail, parser, run, trajectory_hook
+from looplet.control.checkpoint import FILENAME, PENDING_APPROVAL
+from looplet.examples._common import (
+    SetupError,
+    backend,
+    cli,
+    exit_code,
+    fail,
+    parser,
+    run,
+    trajectory_hook,
+    typed_tool,
+)
+from looplet.loop import composable_loop
+from looplet.state import DefaultState
+from looplet.tools import BaseToolRegistry, tools_from
+from looplet.types import LLMResponse
 
 __all__ = ["Shop", "shop_tools", "agent", "main", "DESTRUCTIVE"]
 
@@ -123,23 +139,25 @@ def seed(path: Path) -> None:
     os.replace(tmp, path)
 
 
-def shop_tools(shop: Shop) -> Any:
-    @tool(description="List the tables and their row counts.", concurrent_safe=True)
+def shop_tools(shop: Shop) -> BaseToolRegistry:
+    @typed_tool(description="List the tables and their row counts.", concurrent_safe=True)
     def list_tables() -> dict[str, int]:
         return shop.tables()
 
-    @tool(
+    @typed_tool(
         description=f"Run a read-only SQL query (SELECT/WITH); at most {MAX_ROWS} rows come back.",
         concurrent_safe=True,
     )
     def query(sql: str) -> dict[str, Any]:
         return shop.query(sql)
 
-    @tool(description="Delete the rows of `table` matching the SQL condition `where`. Needs human approval.")
+    @typed_tool(
+        description="Delete the rows of `table` matching the SQL condition `where`. Needs human approval."
+    )
     def delete_rows(table: str, where: str) -> dict[str, Any]:
         return shop.delete_rows(table, where)
 
-    @tool(description="Drop a whole table. Needs human approval.")
+    @typed_tool(description="Drop a whole table. Needs human approval.")
     def drop_table(table: str) -> dict[str, Any]:
         return shop.drop_table(table)
 
@@ -176,15 +194,86 @@ SCRIPT = [
     ),
     _call(6, "delete_rows", table="orders", where="customer LIKE 'test-%'"),
     _call(7, "query", sql="SELECT COUNT(*) AS n FROM orders WHERE customer LIKE 'test-%'"),
-    _call(8, "done", answer="Removed 12 test orders (customers test-...); 78 real orders remain."),
+    _call(8, "done", answer="(written from the transcript by ScriptedDataModel)"),
 ]
-#: how the scripted model goes on when the delete is refused
-SCRIPT_REFUSED = SCRIPT[:6] + [
-    _call(7, "query", sql="SELECT COUNT(*) AS n FROM orders WHERE customer LIKE 'test-%'"),
-    _call(
-        8, "done", answer="Found 12 test orders (customers test-...); the delete was refused, so they remain."
-    ),
-]
+
+
+def _tool_outputs(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``(tool name, result text)`` of each tool result in the transcript, oldest first."""
+    names: dict[str, str] = {}
+    out: list[tuple[str, str]] = []
+    for m in messages:
+        for c in m.get("tool_calls") or ():
+            names[str(c.get("id"))] = str((c.get("function") or {}).get("name"))
+        if m.get("role") == "tool":
+            out.append((names.get(str(m.get("tool_call_id")), "?"), str(m.get("content") or "")))
+    return out
+
+
+def report_from_transcript(messages: list[dict[str, Any]]) -> str:
+    """The scripted model's final report, read from what the tools answered (as a real model would): the
+    count of test orders left after the delete, and whether the delete was refused."""
+    outputs = _tool_outputs(messages)
+    left: int | None = None
+    for name, text in reversed(outputs):
+        if name == "query":
+            try:
+                left = int(json.loads(text)["rows"][0][0])
+            except (ValueError, KeyError, IndexError, TypeError):
+                left = None
+            break
+    refused = any(name == "delete_rows" and "Denied" in text for name, text in outputs)
+    if left == 0:
+        return "Removed the test orders (customers test-...); none remain."
+    if left is None:
+        return "I could not verify how many test orders remain; check the orders table."
+    if refused:
+        return f"Found the test orders, but the delete was refused: {left} (customers test-...) remain."
+    return f"The test orders were not removed: {left} (customers test-...) remain."
+
+
+class ScriptedDataModel(MockLLMBackend):
+    """The scripted model of this example. Its last answer (``done``) is written from the transcript, so a
+    refused delete is reported as refused: the script never claims what the tools did not do."""
+
+    def generate(self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any) -> LLMResponse:
+        return self._report(messages, super().generate(messages, tools=tools, **options))
+
+    async def agenerate(
+        self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any
+    ) -> LLMResponse:
+        return self._report(messages, await super().agenerate(messages, tools=tools, **options))
+
+    @staticmethod
+    def _report(messages: list[dict[str, Any]], response: LLMResponse) -> LLMResponse:
+        for call in response.tool_calls:
+            if call.tool == "done":
+                call.args["answer"] = report_from_transcript(messages)
+        return response
+
+
+def _task_text(transcript: list[dict[str, Any]]) -> str | None:
+    return next((str(m.get("content")) for m in transcript if m.get("role") == "user"), None)
+
+
+class SameTaskCheckpointHook(CheckpointHook):
+    """A :class:`CheckpointHook` that resumes only a run of the same task: a new task is a new run. The
+    other task's checkpoint is kept beside it (``checkpoint-other-task-<time>.json``), never resumed."""
+
+    def on_loop_start(self, state: Any, session_log: list[dict[str, Any]], context: Any) -> None:
+        try:
+            cp = Checkpoint.load(self.dir)
+        except ValueError:
+            cp = None  # unreadable: CheckpointHook reports it and stops the run without touching it
+        if cp is not None and _task_text(cp.transcript) != _task_text(session_log):
+            kept = self.dir / f"checkpoint-other-task-{time.strftime('%Y%m%d-%H%M%S')}.json"
+            os.replace(self.dir / FILENAME, kept)
+            print(
+                f"note: {self.dir} held a checkpoint of another task (kept as {kept.name}); this task is a "
+                "new run",
+                file=sys.stderr,
+            )
+        super().on_loop_start(state, session_log, context)
 
 
 class EventLines:
@@ -234,21 +323,30 @@ def agent(
     ask: Any = None,
 ) -> dict[str, Any]:
     """The agent as a factory (``looplet run looplet.examples.data_agent:agent "task"``): the shop in
-    ``folder`` (default ``$LOOPLET_DATA_DIR`` or a folder in the temp dir), approval, compaction, checkpoints."""
-    base = Path(
-        folder or os.environ.get("LOOPLET_DATA_DIR") or Path(tempfile.gettempdir()) / "looplet-data-agent"
-    )
+    ``folder``, approval, compaction, checkpoints.
+
+    ``folder`` (or ``$LOOPLET_DATA_DIR``) is where the shop and the checkpoint live; a paused run there is
+    resumed when the task is the same (a new task is a new run). Without either, every call makes a new
+    folder in the temp dir (named on stderr), so a new ``looplet run`` never resumes an old run by
+    accident: resuming takes ``LOOPLET_DATA_DIR=<that folder>``."""
+    explicit = folder or os.environ.get("LOOPLET_DATA_DIR")
+    if explicit:
+        base = Path(explicit)
+    else:
+        base = Path(tempfile.mkdtemp(prefix="looplet-data-agent-"))
+        print(f"data agent: a new run in {base} (resume it with LOOPLET_DATA_DIR={base})", file=sys.stderr)
     shop = Shop(base / "shop.db")
     checkpoints = base / "checkpoint"
     skip = scripted_offset(checkpoints) if scripted else 0
-    script = (SCRIPT_REFUSED if approvals and not all(approvals.values()) else SCRIPT)[skip:] or SCRIPT[-1:]
-    llm = backend(scripted, script, latency_s=latency_s)
+    llm = backend(
+        scripted, SCRIPT[skip:] or SCRIPT[-1:], latency_s=latency_s, scripted_class=ScriptedDataModel
+    )
     if scripted:  # the scripted model must not be asked to summarize: prune, then drop old turns
         strategy = compact_chain(Prune(keep_last=2), Truncate(keep_last=2))
     else:
         strategy = compact_chain(Prune(keep_last=2), Summarize(llm), Truncate(keep_last=2))
     hooks = [
-        CheckpointHook(checkpoints, approvals=approvals),  # first: it restores the run before others look
+        SameTaskCheckpointHook(checkpoints, approvals=approvals),  # first: it restores the run
         ApprovalHook(tools=DESTRUCTIVE, handler=ask),
         ThresholdCompactHook(max_tokens=compact_at or (1000 if scripted else None), strategy=strategy),
         EventLines(),
@@ -339,7 +437,9 @@ def _prepare(folder: Path, args: Any) -> dict[str, bool] | None:
     try:
         cp = Checkpoint.load(checkpoints)
     except ValueError as exc:
-        raise SetupError(f"the checkpoint in {checkpoints} cannot be read ({exc}); start again with --fresh")
+        raise SetupError(
+            f"the checkpoint in {checkpoints} cannot be read ({exc}); start again with --fresh"
+        ) from None
     unfinished = cp is not None and cp.stop_reason != "done"
     if args.fresh or (not args.resume and not unfinished):
         if cp is not None or (folder / "shop.db").exists():
@@ -349,6 +449,7 @@ def _prepare(folder: Path, args: Any) -> dict[str, bool] | None:
             raise SetupError("--resume and --fresh cannot go together")
         return None
     if not args.resume:
+        assert cp is not None  # unfinished
         raise SetupError(
             f"an unfinished run is saved in {folder} (stopped: {cp.stop_reason}, {cp.step_count} steps); "
             "continue it with --resume, or start over with --fresh"
@@ -357,7 +458,11 @@ def _prepare(folder: Path, args: Any) -> dict[str, bool] | None:
         raise SetupError(f"nothing to resume in {folder}; run without --resume first")
     if cp.stop_reason == "done":
         raise SetupError(f"the run in {folder} already finished; start a new one with --fresh")
-    pending = cp.metadata.get(PENDING_APPROVAL)
+    return _decision(cp.metadata.get(PENDING_APPROVAL), args)
+
+
+def _decision(pending: Any, args: Any) -> dict[str, bool] | None:
+    """The approval to apply to the call waiting in the checkpoint, from --approve / --refuse / --ask."""
     if args.approve and args.refuse:
         raise SetupError("--approve and --refuse cannot go together")
     if not pending:
