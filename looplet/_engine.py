@@ -8,6 +8,8 @@ LLM, run tools, sleep, hand a Step to the caller) and receives their outcome. ``
 from __future__ import annotations
 
 import contextvars
+import dataclasses
+import inspect
 import json
 import logging
 import random
@@ -15,10 +17,10 @@ import time
 from collections.abc import Generator
 from typing import Any
 
+from looplet._chain import replayed
 from looplet.config import DEFAULT_SYSTEM_PROMPT, LoopConfig
 from looplet.errors import HookError, LLMError
 from looplet.hooks import HookDecision, ResolvedHooks, Run
-from looplet.telemetry.cost import cost_of
 from looplet.tools import BaseToolRegistry
 from looplet.types import LLMCall, LLMResponse, RunResult, Step, ToolCall, ToolResult, Usage
 
@@ -58,13 +60,14 @@ RUN_RESULTS: contextvars.ContextVar[list[RunResult] | None] = contextvars.Contex
 
 
 class _Totals:
-    __slots__ = ("usage", "cost", "llm_calls")
+    __slots__ = ("usage", "cost", "llm_calls", "llm_errors")
 
     def __init__(self, state: Any) -> None:
         usage = getattr(state, "usage", None)
         self.usage = usage if isinstance(usage, Usage) else Usage()
         self.cost = getattr(state, "cost_usd", None)
         self.llm_calls = 0
+        self.llm_errors = 0
 
 
 def engine(
@@ -83,7 +86,7 @@ def engine(
     sink = RUN_RESULTS.get()
     H = hooks
     session_log: list[dict[str, Any]] = _transcript(state, config, registry, task)
-    totals = _Totals(state)
+    totals = run._totals = _Totals(state)
     stop: str | None = None
     error: str | None = None
     final: Any = None
@@ -146,6 +149,7 @@ def engine(
             yield from hook_call(hook, "on_loop_start", fn, (state, session_log, context))
         # an on_loop_start hook may have restored the state (CheckpointHook): count on from it
         totals, step_num = _Totals(state), len(state.steps)
+        run._totals = totals
         last = state.steps[-1] if state.steps else None
         if last is not None and last.tool_call.tool == done_tool and last.tool_result.error is None:
             # a restored state that already ended with an accepted `done` (a crash after that step was
@@ -190,26 +194,30 @@ def engine(
                 options["on_chunk"].step = step_num + 1
 
             response: LLMResponse | None = None
-            llm_ms = 0.0
-            for attempt in range(config.llm_retries + 1):
-                t = time.perf_counter()
-                r = yield (LLM, call)
-                llm_ms = (time.perf_counter() - t) * 1000.0
+            record = call
+            for attempt in range(1, config.llm_retries + 2):
+                r = yield (LLM, dataclasses.replace(call, attempt=attempt, options=dict(options)))
+                record, r, faults = r
+                for fault in faults:
+                    yield from _report(*fault)
+                if record.outcome == "pending":  # the call never reached the terminal link
+                    r = _unsent(record, r)
+                _account(totals, state, record)
+                for hook, fn in H.on_llm_call:  # every attempt, answered or failed
+                    yield from hook_call(hook, "on_llm_call", fn, (state, record))
                 if isinstance(r, Interrupted):
                     raise _Stop(r)
                 if not isinstance(r, Raised):
-                    if isinstance(r, LLMResponse):
-                        response = r
-                        break
-                    r = Raised(TypeError(f"the backend returned {type(r).__name__}, not an LLMResponse"))
+                    response = r
+                    break
                 exc = r.exc
                 hook_error = exc if isinstance(exc, HookError) else getattr(exc, "__cause__", None)
                 if isinstance(hook_error, HookError):  # a strict on_llm_chunk hook failed mid-stream
                     raise _Fatal(hook_error, hook_error.__cause__ or hook_error)
-                if isinstance(exc, LLMError) and exc.retryable and attempt < config.llm_retries:
-                    delay = _backoff(config.llm_backoff_s, attempt, exc.retry_after)
+                if isinstance(exc, LLMError) and exc.retryable and attempt <= config.llm_retries:
+                    delay = _backoff(config.llm_backoff_s, attempt - 1, exc.retry_after)
                     for hook, fn in H.on_llm_retry:
-                        yield from hook_call(hook, "on_llm_retry", fn, (state, attempt + 1, exc, delay))
+                        yield from hook_call(hook, "on_llm_retry", fn, (state, attempt, exc, delay))
                     slept = yield (SLEEP, delay)
                     if isinstance(slept, Interrupted):
                         raise _Stop(slept)
@@ -218,24 +226,7 @@ def engine(
                 break
             if response is None:
                 break
-            if response.provider == REPLAYED:  # calls given back from a checkpoint: no LLM call was made
-                llm_ms = 0.0
-            else:
-                totals.llm_calls += 1
-            run.model = response.model or run.model
-            usage = response.usage
-            cost = cost_of(response.model or run.model, usage)
-            if usage is not None:
-                totals.usage.add(usage)
-            if cost is not None:  # read the state's total: hooks may add to it (a summarize call)
-                totals.cost = (getattr(state, "cost_usd", totals.cost) or 0.0) + cost
-                if hasattr(state, "cost_usd"):
-                    state.cost_usd = totals.cost
-            if response.provider != REPLAYED:
-                for hook, fn in H.on_llm_response:  # every answered call, whether or not it makes a Step
-                    yield from hook_call(
-                        hook, "on_llm_response", fn, (state, response, llm_ms, cost, step_num + 1)
-                    )
+            run.model = record.response_model or run.model
 
             calls = response.tool_calls
             text_mode = False
@@ -379,20 +370,7 @@ def engine(
                         session_log.append({"role": "user", "content": f"Result of {tc.tool}: {text}"})
                     else:
                         session_log.append({"role": "tool", "tool_call_id": tc.id, "content": text})
-                    step = Step(
-                        number,
-                        tc,
-                        result,
-                        usage if first else None,
-                        llm_ms if first else 0.0,
-                        result.duration_ms,
-                        cost if first else None,
-                        response.model or run.model,
-                        run.trace_id,
-                        run.span_id,
-                    )
-                    if first and response.time_to_first_chunk_s is not None:
-                        step.ttfc_ms = response.time_to_first_chunk_s * 1000.0
+                    step = _step(number, tc, result, record if first else None, run)
                     if result.children or result.usage is not None or result.cost_usd is not None:
                         _roll_up(step, result, totals, state)
                     first = False
@@ -450,6 +428,7 @@ def engine(
         run_id=run.run_id,
         trace_id=run.trace_id,
         llm_calls=totals.llm_calls,
+        llm_errors=totals.llm_errors,
     )
     if hasattr(state, "result"):
         state.result = result
@@ -517,16 +496,106 @@ class _ChunkCallback:
         log.warning("hook %s.on_llm_chunk raised %r", type(hook).__name__, exc)
 
 
+def _step(number: int, tc: ToolCall, result: ToolResult, record: LLMCall | None, run: Run) -> Step:
+    """A Step, its LLM facts read from the record of the call that proposed it (on the first Step of a
+    response only, so sums over Steps are exact)."""
+    if record is None:
+        return Step(
+            number, tc, result, None, 0.0, result.duration_ms, None, run.model, run.trace_id, run.span_id
+        )
+    step = Step(
+        number,
+        tc,
+        result,
+        record.usage,
+        record.duration_ms,
+        result.duration_ms,
+        record.cost_usd,
+        record.response_model or run.model,
+        run.trace_id,
+        run.span_id,
+    )
+    step.ttfc_ms = record.ttfc_ms
+    return step
+
+
+def _account(totals: _Totals, state: Any, record: LLMCall) -> None:
+    """The run's totals, from the records of its LLM calls: the one place they are summed."""
+    if record.replayed:
+        return
+    if record.outcome != "ok":
+        totals.llm_errors += 1
+        return
+    totals.llm_calls += 1
+    if record.usage is not None:
+        totals.usage.add(record.usage)
+    if record.cost_usd is not None:  # read the state's total: hooks may add to it (a summarize call)
+        totals.cost = (getattr(state, "cost_usd", totals.cost) or 0.0) + record.cost_usd
+        if hasattr(state, "cost_usd"):
+            state.cost_usd = totals.cost
+
+
+def side_call_done(
+    run: Run | None, record: LLMCall, faults: list[Any], error: BaseException | None
+) -> list[Any]:
+    """An LLM call a hook made on its own (a compaction summary), through the run's chain: its facts join
+    the run's totals and reach the ``on_llm_call`` observers like the loop's own calls. Returns the
+    awaitables of ``async def`` observers (the async caller awaits them)."""
+    if run is None:
+        return []
+    if record.outcome == "pending":
+        _unsent(record, Raised(error) if error is not None else None)
+    totals = run._totals
+    if isinstance(totals, _Totals):
+        _account(totals, run.state, record)
+    pending: list[Any] = []
+    for hook, method, exc in faults:
+        _log_fault(hook, method, exc)
+    hooks = run.hooks
+    calls = [(h, "on_llm_call", fn, (run.state, record)) for h, fn in hooks.on_llm_call] if hooks else []
+    calls += [(h, "on_hook_error", fn, f) for f in faults for h, fn in (hooks.on_hook_error if hooks else ())]
+    for hook, method, fn, args in calls:
+        try:
+            out = fn(*args)
+        except Exception as exc:
+            _log_fault(hook, method, exc)
+            continue
+        if inspect.isawaitable(out):
+            pending.append(out)
+    return pending
+
+
+def _log_fault(hook: Any, method: str, exc: BaseException) -> None:
+    log.warning("hook %s.%s raised %s: %s", type(hook).__name__, method, type(exc).__name__, exc)
+
+
+def _unsent(record: LLMCall, r: Any) -> Any:
+    """Facts of a call that never reached the model: a hook answered it itself (a checkpoint replay,
+    also under ``strict_hooks``) or failed it before calling on."""
+    if isinstance(r, Raised):
+        record.outcome = "error"
+        kind = getattr(r.exc, "kind", None)
+        record.error_type = kind if isinstance(kind, str) and kind else type(r.exc).__name__
+        return r
+    replayed(record, r)
+    if record.outcome != "ok":
+        return Raised(TypeError(f"a wrap_llm_call hook returned {type(r).__name__}, not an LLMResponse"))
+    return r
+
+
 def _roll_up(step: Step, result: ToolResult, totals: _Totals, state: Any) -> None:
     """A tool that ran LLM calls of its own (a sub-agent) reports them on its ToolResult: its Steps become
-    the Step's ``children``, its tokens join the run's totals, its cost the run's and the Step's cost.
-    ``Step.usage`` stays the parent's own LLM call, so per-call telemetry never counts the child twice."""
+    the Step's ``children``, its tokens and cost join the run's totals.
+
+    Counted once: ``Step.usage`` and ``Step.cost_usd`` stay the parent's own LLM call (the fact of the
+    call that proposed the Step); the child's spend stays on ``Step.tool_result.usage/cost_usd`` and is
+    added to ``RunResult.usage/cost_usd`` here. So ``RunResult.cost_usd`` = the parent's calls + each
+    tool's ``cost_usd``, and per-call telemetry counts each token in the run that made the call."""
     if result.children:
         step.children = list(result.children)
     if result.usage is not None:
         totals.usage.add(result.usage)
     if result.cost_usd is not None:
-        step.cost_usd = (step.cost_usd or 0.0) + result.cost_usd
         totals.cost = (getattr(state, "cost_usd", totals.cost) or 0.0) + result.cost_usd
         if hasattr(state, "cost_usd"):
             state.cost_usd = totals.cost

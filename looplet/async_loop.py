@@ -7,6 +7,7 @@ import inspect
 from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any
 
+from looplet._chain import Chain, Fault, async_llm_chain
 from looplet._engine import CALL, CLOSED, LLM, SLEEP, STEP, TOOLS, Interrupted, Raised, engine
 from looplet.config import LoopConfig
 from looplet.hooks import _CURRENT_RUN, ResolvedHooks, Run
@@ -63,7 +64,7 @@ async def _drive(
     cancel: Any,
 ) -> AsyncGenerator[Step, None]:
     eng = engine(run, llm, registry, hooks, config, state, context, run.task, limit, cancel)
-    call_llm = _fold(hooks.wrap_llm_call, _innermost_llm(llm))
+    call_llm = async_llm_chain(hooks.wrap_llm_call, llm, config.strict_hooks)
     run_tool = _tool_chain(hooks.wrap_tool, registry, config.tool_timeout_s, config.max_tool_output_chars)
     send: Any = None
     closed = False
@@ -86,7 +87,7 @@ async def _drive(
                             if inspect.isawaitable(send):
                                 send = await send
                         elif kind is LLM:
-                            send = await _resolve(call_llm(eff[1]))
+                            send = await _call_llm(call_llm, eff[1])
                         elif kind is TOOLS:
                             calls = eff[1]
                             if len(calls) == 1:
@@ -125,19 +126,16 @@ async def _resolve(value: Any) -> Any:
     return value
 
 
-def _innermost_llm(llm: Any) -> Callable[[LLMCall], Any]:
-    agenerate = getattr(llm, "agenerate", None)
-    if callable(agenerate):
-
-        def call(c: LLMCall) -> Any:
-            return agenerate(c.messages, tools=c.tools, **c.options)
-    else:
-        generate = llm.generate
-
-        def call(c: LLMCall) -> Any:
-            return asyncio.to_thread(generate, c.messages, tools=c.tools, **c.options)
-
-    return call
+async def _call_llm(chain: Chain, call: LLMCall) -> tuple[LLMCall, Any, list[Fault]]:
+    """One attempt through the chain: (the record that reached the model, its outcome, hook faults)."""
+    chain.last = None
+    try:
+        out: Any = await _resolve(chain(call))
+    except Exception as exc:
+        out = Raised(exc)
+    except BaseException as exc:  # CancelledError, KeyboardInterrupt: end as cancelled
+        out = Interrupted(exc)
+    return chain.last or call, out, chain.drain()
 
 
 def _tool_chain(

@@ -3,8 +3,9 @@
 Two kinds of method:
 
 * observers — ``on_loop_start``, ``pre_prompt``, ``pre_dispatch``, ``post_dispatch``, ``check_done``,
-  ``should_stop``, ``on_step``, ``on_loop_end`` and the notifications ``on_llm_response`` (every answered
-  LLM call, with its latency and cost), ``on_llm_chunk``, ``on_llm_retry``, ``on_hook_error``, ``on_event``. They are called in hook order; an exception is reported and isolated (unless
+  ``should_stop``, ``on_step``, ``on_loop_end`` and the notifications ``on_llm_call`` (every LLM call
+  attempt, answered or failed: an :class:`~looplet.types.LLMCall` carrying its facts), ``on_llm_chunk``,
+  ``on_llm_retry``, ``on_hook_error``, ``on_event``. They are called in hook order; an exception is reported and isolated (unless
   ``LoopConfig(strict_hooks=True)``), a returned decision always takes effect.
 * around-hooks — ``wrap_llm_call(call, call_next)`` and ``wrap_tool(tool_call, call_next)``. They fold into
   a chain, first hook outermost, so the work runs inside them.
@@ -45,7 +46,7 @@ OBSERVER_METHODS: dict[str, tuple[str, ...]] = {
     "on_step": ("state", "step"),
     "on_loop_end": ("state", "session_log", "context", "result"),
     "on_llm_chunk": ("state", "chunk", "step_num"),
-    "on_llm_response": ("state", "response", "llm_ms", "cost_usd", "step_num"),
+    "on_llm_call": ("state", "call"),
     "on_llm_retry": ("state", "attempt", "error", "delay_s"),
     "on_hook_error": ("hook", "method", "error"),
     "on_event": ("name", "attributes"),
@@ -126,6 +127,7 @@ class Run:
         "links",
         "hooks",
         "_events",
+        "_totals",
     )
 
     def __init__(self, run_id: str, agent_name: str, state: Any, config: Any, task: Any) -> None:
@@ -143,6 +145,7 @@ class Run:
         self.links: list[Any] = []  # traceparents of earlier runs this one continues (resume)
         self.hooks: ResolvedHooks | None = None
         self._events: tuple[Callable[..., Any], ...] = ()
+        self._totals: Any = None  # the engine's running totals (LLM calls a hook makes join them)
 
 
 _CURRENT_RUN: contextvars.ContextVar[Run | None] = contextvars.ContextVar("looplet_run", default=None)

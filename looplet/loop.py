@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
+from looplet._chain import Chain, Fault, llm_chain
 from looplet._engine import CALL, CLOSED, LLM, SLEEP, STEP, TOOLS, Interrupted, Raised, engine
 from looplet.config import LoopConfig
 from looplet.hooks import _CURRENT_RUN, ResolvedHooks, Run
@@ -177,7 +178,7 @@ def _drive(
     cancel: Any,
 ) -> Generator[Step, None, RunResult]:
     eng = engine(run, llm, registry, hooks, config, state, context, run.task, limit, cancel)
-    call_llm = _llm_chain(hooks.wrap_llm_call, llm)
+    call_llm = llm_chain(hooks.wrap_llm_call, llm, config.strict_hooks)
     run_tool = _tool_chain(hooks.wrap_tool, registry, config.tool_timeout_s, config.max_tool_output_chars)
     pool: Any = None
     send: Any = None
@@ -201,7 +202,7 @@ def _drive(
                             if inspect.isawaitable(send):
                                 send = _await_sync(send)
                         elif kind is LLM:
-                            send = call_llm(eff[1])
+                            send = _call_llm(call_llm, eff[1])
                         elif kind is TOOLS:
                             calls = eff[1]
                             if len(calls) == 1:
@@ -263,13 +264,16 @@ def _await_sync(awaitable: Any) -> Any:
     )
 
 
-def _llm_chain(wraps: Iterable[tuple[Any, Callable[..., Any]]], llm: Any) -> Callable[[LLMCall], Any]:
-    generate = llm.generate
-
-    def innermost(call: LLMCall) -> Any:
-        return generate(call.messages, tools=call.tools, **call.options)
-
-    return _fold(wraps, innermost)
+def _call_llm(chain: Chain, call: LLMCall) -> tuple[LLMCall, Any, list[Fault]]:
+    """One attempt through the chain: (the record that reached the model, its outcome, hook faults)."""
+    chain.last = None
+    try:
+        out: Any = chain(call)
+    except Exception as exc:
+        out = Raised(exc)
+    except BaseException as exc:  # KeyboardInterrupt and friends end the run as cancelled
+        out = Interrupted(exc)
+    return chain.last or call, out, chain.drain()
 
 
 def _tool_chain(

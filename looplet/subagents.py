@@ -24,9 +24,11 @@ What the parent gets:
   has no explicit ``parent``).
 * **Roll-up, counted once.** Every loop that finishes inside the tool reports its ``RunResult``; their
   tokens and cost are carried on the ``ToolResult`` (``usage``, ``cost_usd``) and the loop adds them to
-  the parent's ``RunResult`` totals and to the calling Step's ``cost_usd``. The Step's ``usage`` stays the
-  parent's own LLM call, so per-call telemetry (``chat`` spans, token metrics) counts each token once:
-  in the run that made the call.
+  the parent's ``RunResult`` totals. The calling Step's ``usage`` and ``cost_usd`` stay the parent's own
+  LLM call (the facts of the call that proposed the Step), so each number is counted once:
+  ``RunResult.cost_usd`` = the parent's own calls + each Step's ``tool_result.cost_usd``, and per-call
+  telemetry (``chat`` spans, token and cost metrics, ``llm.call`` log lines) counts each token and each
+  cent in the run that made the call.
 * **Steps.** The child's Steps hang under the calling Step as ``Step.children`` (and in ``to_dict()``).
 
 Only the standard library is used.

@@ -151,9 +151,27 @@ class LLMResponse:
 
 @dataclass(slots=True)
 class LLMCall:
-    """What ``wrap_llm_call`` hooks see: the request about to be sent.
+    """One LLM call attempt: the request, and once it has run, the facts about it.
 
-    Hooks may replace ``messages`` or ``options`` before passing the call on with ``call_next(call)``.
+    ``wrap_llm_call`` hooks see it; they may replace ``messages`` or ``options`` before passing the call
+    on with ``call_next(call)``.
+
+    The fact fields are written once, by the loop, in the innermost link of the ``wrap_llm_call`` chain
+    (the one that calls the backend), before it returns or raises: every around-hook finds them on
+    ``call`` right after ``call_next`` returns or raises, and the ``on_llm_call(state, call)`` observers
+    get the same object after each attempt. Each attempt (a retry, a failed call) is its own ``LLMCall``.
+    Nothing else in looplet computes these numbers; sinks only read them.
+
+    attempt: 1 for the first try of a step's call, 2 for the first retry, ...
+    response: the backend's answer (None when the call failed).
+    usage, cost_usd: tokens of the answer and their price (None when unknown: never a guess).
+    duration_ms: time spent in the backend (0 for a replayed answer).
+    ttfc_ms: time to the first streamed chunk (streaming only).
+    outcome: ``"pending"`` until the call ran, then ``"ok"`` or ``"error"``.
+    error_type: on failure, the error's ``kind`` (``LLMError``: ``http_429``, ...) or its class name.
+    response_model: the model the server says answered.
+    replayed: the answer was given back by a hook without calling the model (a checkpoint replaying
+        calls made before a crash): not an LLM call; sinks do not count it.
     """
 
     messages: list[dict[str, Any]]
@@ -163,6 +181,20 @@ class LLMCall:
     provider: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     purpose: str = "step"  # "step" for the loop's own calls, "summarize" for compaction, ...
+    attempt: int = 1
+    response: LLMResponse | None = None
+    usage: Usage | None = None
+    cost_usd: float | None = None
+    duration_ms: float = 0.0
+    ttfc_ms: float | None = None
+    outcome: str = "pending"
+    error_type: str | None = None
+    response_model: str | None = None
+    replayed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
 
 
 @dataclass(slots=True)
@@ -241,7 +273,14 @@ class Step:
 
 @dataclass(slots=True)
 class RunResult:
-    """How a run ended. ``stop_reason`` is one of :data:`STOP_REASONS` (``hook_stop:<reason>``)."""
+    """How a run ended. ``stop_reason`` is one of :data:`STOP_REASONS` (``hook_stop:<reason>``).
+
+    ``usage``, ``cost_usd``, ``llm_calls`` and ``llm_errors`` are summed from the :class:`LLMCall` records
+    of the run (plus what tools that ran LLM calls of their own report on their ``ToolResult``):
+    ``llm_calls`` counts answered calls, ``llm_errors`` failed attempts (retried or not); answers a hook
+    replayed (``LLMCall.replayed``) are neither. A sink that counts ``on_llm_call`` events with
+    ``replayed=False`` gets ``llm_calls + llm_errors``.
+    """
 
     stop_reason: str
     steps: list[Step]
@@ -253,6 +292,7 @@ class RunResult:
     run_id: str = ""
     trace_id: str | None = None
     llm_calls: int = 0
+    llm_errors: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -266,6 +306,7 @@ class RunResult:
             "run_id": self.run_id,
             "trace_id": self.trace_id,
             "llm_calls": self.llm_calls,
+            "llm_errors": self.llm_errors,
         }
 
 

@@ -636,9 +636,12 @@ def test_teardown_runs_in_reverse_and_every_llm_answer_is_reported(mode: str) ->
         def on_loop_end(self, state, session_log, context, result):
             order.append(f"end {self.name}")
 
-        def on_llm_response(self, state, response, llm_ms, cost_usd, step_num):
+        def on_llm_call(self, state, call):
             if self.name == "a":
-                answers.append((step_num, len(response.tool_calls), cost_usd is not None, llm_ms >= 0))
+                r = call.response
+                answers.append(
+                    (call.step, len(r.tool_calls), call.cost_usd is not None, call.duration_ms >= 0)
+                )
 
     llm = MockLLMBackend(["thinking out loud, no tool", DONE], usage=Usage(10, 2), model="gpt-4o-mini")
     steps, result = run(mode, llm=llm, tools=tools_from([echo]), task={"goal": "x"}, hooks=[H("a"), H("b")])

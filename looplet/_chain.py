@@ -1,0 +1,274 @@
+"""The ``wrap_llm_call`` / ``wrap_tool`` chains, shared by the sync and the async loop.
+
+Two things happen here and nowhere else:
+
+* **Facts.** The innermost link (the one that calls the backend) writes the facts of each LLM call
+  attempt onto its :class:`~looplet.types.LLMCall` (response, usage, cost, duration, outcome, error type)
+  before it returns or raises, so every around-hook sees them right after ``call_next``. The cost of an
+  LLM call is computed here, once.
+* **Isolation.** A hook's wrapper is guarded (unless ``LoopConfig(strict_hooks=True)``): if it raises
+  after its ``call_next`` returned, the inner value is kept (a paid answer is never thrown away, a tool
+  result is not changed); if it raises before calling ``call_next``, that hook is skipped for this call
+  and the rest of the chain still runs. Either fault is appended to :attr:`Chain.faults`; the engine
+  reports it through ``on_hook_error``. ``LoopletError``s (an ``LLMError`` a hook raises on purpose to
+  fail a call) are decisions, not faults, and propagate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from looplet.errors import LoopletError
+from looplet.telemetry.cost import cost_of
+from looplet.types import LLMCall, LLMResponse
+
+__all__ = ["Chain", "Fault", "llm_chain", "async_llm_chain", "tool_chain", "async_tool_chain"]
+
+Fault = tuple[Any, str, BaseException]  # (hook, method, exception)
+Wraps = Iterable[tuple[Any, Callable[..., Any]]]
+
+
+class Chain:
+    """A folded chain of around-hooks over an innermost callable.
+
+    ``last`` is the :class:`LLMCall` that reached the model (or that a hook answered itself) during
+    the latest call; ``faults`` collects guarded hook failures until the engine reports them.
+    """
+
+    __slots__ = ("fn", "last", "faults")
+
+    def __init__(self) -> None:
+        self.fn: Callable[[Any], Any] = _missing
+        self.last: LLMCall | None = None
+        self.faults: list[Fault] = []
+
+    def __call__(self, arg: Any) -> Any:
+        return self.fn(arg)
+
+    def drain(self) -> list[Fault]:
+        faults, self.faults = self.faults, []
+        return faults
+
+
+def _missing(arg: Any) -> Any:  # pragma: no cover - replaced at construction
+    raise RuntimeError("chain not built")
+
+
+# -- facts -----------------------------------------------------------------------------------------
+
+
+def _answered(call: LLMCall, out: Any, started: float) -> None:
+    call.duration_ms = (time.perf_counter() - started) * 1000.0
+    if not isinstance(out, LLMResponse):
+        call.outcome, call.error_type = "error", "invalid_response"
+        raise TypeError(f"the backend returned {type(out).__name__}, not an LLMResponse")
+    call.response = out
+    call.usage = out.usage
+    call.response_model = out.model
+    call.cost_usd = cost_of(out.model or call.model, out.usage)
+    if out.time_to_first_chunk_s is not None:
+        call.ttfc_ms = out.time_to_first_chunk_s * 1000.0
+    call.outcome = "ok"
+
+
+def _failed(call: LLMCall, exc: BaseException, started: float) -> None:
+    call.duration_ms = (time.perf_counter() - started) * 1000.0
+    call.outcome = "error"
+    kind = getattr(exc, "kind", None)
+    call.error_type = kind if isinstance(kind, str) and kind else type(exc).__name__
+
+
+def replayed(call: LLMCall, out: Any) -> None:
+    """A hook answered ``call`` without calling the model (a checkpoint replay): no call was made."""
+    call.replayed = True
+    if isinstance(out, LLMResponse):
+        call.response, call.response_model, call.outcome = out, out.model, "ok"
+    else:
+        call.outcome, call.error_type = "error", "invalid_response"
+
+
+def _llm_terminal(chain: Chain, generate: Callable[..., Any]) -> Callable[[LLMCall], Any]:
+    def terminal(call: LLMCall) -> Any:
+        chain.last = call
+        started = time.perf_counter()
+        try:
+            out = generate(call.messages, tools=call.tools, **call.options)
+        except BaseException as exc:
+            _failed(call, exc, started)
+            raise
+        _answered(call, out, started)
+        return out
+
+    return terminal
+
+
+def _async_llm_terminal(chain: Chain, llm: Any) -> Callable[[LLMCall], Any]:
+    agenerate = getattr(llm, "agenerate", None)
+    generate = llm.generate if not callable(agenerate) else None
+
+    async def terminal(call: LLMCall) -> Any:
+        chain.last = call
+        started = time.perf_counter()
+        try:
+            if generate is not None:
+                out = await asyncio.to_thread(generate, call.messages, tools=call.tools, **call.options)
+            else:
+                out = await agenerate(call.messages, tools=call.tools, **call.options)  # type: ignore[misc]
+        except BaseException as exc:
+            _failed(call, exc, started)
+            raise
+        _answered(call, out, started)
+        return out
+
+    return terminal
+
+
+# -- guarded links ---------------------------------------------------------------------------------
+
+
+class _Next:
+    """``call_next`` as a hook sees it: remembers whether it was called and how it ended."""
+
+    __slots__ = ("fn", "called", "returned", "value", "error")
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+        self.called = False
+        self.returned = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def __call__(self, arg: Any) -> Any:
+        self.called = True
+        try:
+            value = self.fn(arg)
+        except BaseException as exc:
+            self.error = exc
+            raise
+        self.returned, self.value = True, value
+        return value
+
+
+class _AsyncNext(_Next):
+    __slots__ = ()
+
+    def __call__(self, arg: Any) -> Any:
+        self.called = True
+        return self._run(arg)
+
+    async def _run(self, arg: Any) -> Any:
+        try:
+            value = await _resolve(self.fn(arg))
+        except BaseException as exc:
+            self.error = exc
+            raise
+        self.returned, self.value = True, value
+        return value
+
+
+async def _resolve(value: Any) -> Any:
+    while inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+def _recover(chain: Chain, hook: Any, method: str, exc: Exception, nxt: _Next) -> tuple[bool, Any]:
+    """After a hook raised: (True, value) to use the inner value, (False, None) to run the rest of
+    the chain without this hook; or re-raise (a decision, or the inner call's own failure)."""
+    if isinstance(exc, LoopletError):
+        raise exc
+    if nxt.returned:  # raised after a value came back: keep it
+        chain.faults.append((hook, method, exc))
+        return True, nxt.value
+    if not nxt.called:  # raised before calling on: skip this hook
+        chain.faults.append((hook, method, exc))
+        return False, None
+    if nxt.error is exc or nxt.error is None:
+        raise exc
+    chain.faults.append((hook, method, exc))  # raised something else while the inner call failed
+    raise nxt.error
+
+
+def _link(
+    chain: Chain, hook: Any, method: str, wrap: Callable[..., Any], inner: Callable[[Any], Any], llm: bool
+) -> Callable[[Any], Any]:
+    def step(arg: Any) -> Any:
+        nxt = _Next(inner)
+        try:
+            out = wrap(arg, nxt)
+        except Exception as exc:
+            use, value = _recover(chain, hook, method, exc, nxt)
+            return value if use else inner(arg)
+        if llm and not nxt.called and arg.outcome == "pending":
+            replayed(arg, out)
+            chain.last = arg
+        return out
+
+    return step
+
+
+def _async_link(
+    chain: Chain, hook: Any, method: str, wrap: Callable[..., Any], inner: Callable[[Any], Any], llm: bool
+) -> Callable[[Any], Any]:
+    async def step(arg: Any) -> Any:
+        nxt = _AsyncNext(inner)
+        try:
+            out = await _resolve(wrap(arg, nxt))
+        except Exception as exc:
+            use, value = _recover(chain, hook, method, exc, nxt)
+            return value if use else await _resolve(inner(arg))
+        if llm and not nxt.called and arg.outcome == "pending":
+            replayed(arg, out)
+            chain.last = arg
+        return out
+
+    return step
+
+
+def _strict_link(wrap: Callable[..., Any], inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def step(arg: Any) -> Any:
+        return wrap(arg, inner)
+
+    return step
+
+
+def _fold(
+    chain: Chain, wraps: Wraps, terminal: Callable[[Any], Any], method: str, strict: bool, is_async: bool
+) -> Chain:
+    fn = terminal
+    llm = method == "wrap_llm_call"
+    for hook, wrap in reversed(tuple(wraps)):
+        if strict:
+            fn = _strict_link(wrap, fn)
+        elif is_async:
+            fn = _async_link(chain, hook, method, wrap, fn, llm)
+        else:
+            fn = _link(chain, hook, method, wrap, fn, llm)
+    chain.fn = fn
+    return chain
+
+
+def llm_chain(wraps: Wraps, llm: Any, strict: bool = False) -> Chain:
+    """The sync loop's LLM chain: hooks around ``llm.generate``."""
+    chain = Chain()
+    return _fold(chain, wraps, _llm_terminal(chain, llm.generate), "wrap_llm_call", strict, False)
+
+
+def async_llm_chain(wraps: Wraps, llm: Any, strict: bool = False) -> Chain:
+    """The async loop's LLM chain: hooks around ``llm.agenerate`` (or ``generate`` in a thread)."""
+    chain = Chain()
+    return _fold(chain, wraps, _async_llm_terminal(chain, llm), "wrap_llm_call", strict, True)
+
+
+def tool_chain(wraps: Wraps, terminal: Callable[[Any], Any], strict: bool = False) -> Chain:
+    chain = Chain()
+    return _fold(chain, wraps, terminal, "wrap_tool", strict, False)
+
+
+def async_tool_chain(wraps: Wraps, terminal: Callable[[Any], Any], strict: bool = False) -> Chain:
+    chain = Chain()
+    return _fold(chain, wraps, terminal, "wrap_tool", strict, True)
