@@ -1,5 +1,6 @@
 """LLM calls a hook makes on its own (a summary): sent through the run's ``wrap_llm_call`` hooks so they
-are traced and measured like the loop's calls, and added to the run's usage and cost.
+are traced and measured like the loop's calls (the same innermost link writes their facts on the
+``LLMCall``), reported to ``on_llm_call`` observers, and added to the run's usage, cost and call count.
 
 ``drive`` / ``adrive`` run a compaction plan (a generator yielding ``(llm, LLMCall)``) synchronously or
 with ``await``; the plan itself is written once.
@@ -7,14 +8,14 @@ with ``await``; the plan itself is written once.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
+from looplet._chain import async_llm_chain, llm_chain
+from looplet._engine import side_call_done
 from looplet.hooks import current_run
-from looplet.telemetry.cost import cost_of
-from looplet.types import LLMCall, LLMResponse, Usage
+from looplet.types import LLMCall, LLMResponse
 
 Plan = Generator[tuple[Any, LLMCall], Any, Any]
 
@@ -71,12 +72,14 @@ def call(llm: Any, c: LLMCall) -> LLMResponse:
     run = current_run()
     if c.step == 0 and run is not None:
         c.step = len(getattr(run.state, "steps", ())) + 1
-
-    def innermost(x: LLMCall) -> Any:
-        return llm.generate(x.messages, tools=x.tools, **x.options)
-
-    out = _fold(_wraps(run), innermost)(c)
-    return _account(run, llm, out)
+    chain = llm_chain(_wraps(run), llm, _strict(run))
+    try:
+        out = chain(c)
+    except BaseException as exc:
+        side_call_done(run, chain.last or c, chain.drain(), exc)
+        raise
+    side_call_done(run, chain.last or c, chain.drain(), None)
+    return _checked(out)
 
 
 async def acall(llm: Any, c: LLMCall) -> LLMResponse:
@@ -84,17 +87,19 @@ async def acall(llm: Any, c: LLMCall) -> LLMResponse:
     run = current_run()
     if c.step == 0 and run is not None:
         c.step = len(getattr(run.state, "steps", ())) + 1
-    agenerate = getattr(llm, "agenerate", None)
-
-    def innermost(x: LLMCall) -> Any:
-        if callable(agenerate):
-            return agenerate(x.messages, tools=x.tools, **x.options)
-        return asyncio.to_thread(llm.generate, x.messages, tools=x.tools, **x.options)
-
-    out = _fold(_wraps(run), innermost)(c)
-    while inspect.isawaitable(out):
-        out = await out
-    return _account(run, llm, out)
+    chain = async_llm_chain(_wraps(run), llm, _strict(run))
+    error: BaseException | None = None
+    try:
+        out = chain(c)
+        while inspect.isawaitable(out):
+            out = await out
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        for awaitable in side_call_done(run, chain.last or c, chain.drain(), error):
+            await awaitable
+    return _checked(out)
 
 
 def _wraps(run: Any) -> tuple[Any, ...]:
@@ -102,24 +107,11 @@ def _wraps(run: Any) -> tuple[Any, ...]:
     return tuple(hooks.wrap_llm_call) if hooks is not None else ()
 
 
-def _fold(wraps: tuple[Any, ...], innermost: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    fn = innermost
-    for _hook, wrap in reversed(wraps):
-        fn = (lambda w, nxt: lambda x: w(x, nxt))(wrap, fn)
-    return fn
+def _strict(run: Any) -> bool:
+    return bool(getattr(getattr(run, "config", None), "strict_hooks", False))
 
 
-def _account(run: Any, llm: Any, response: Any) -> LLMResponse:
-    """Add the call's tokens and cost to the run's totals (``state.usage``, ``state.cost_usd``)."""
+def _checked(response: Any) -> LLMResponse:
     if not isinstance(response, LLMResponse):
         raise TypeError(f"the backend returned {type(response).__name__}, not an LLMResponse")
-    state = getattr(run, "state", None)
-    usage = response.usage
-    if state is not None and usage is not None:
-        total = getattr(state, "usage", None)
-        if isinstance(total, Usage):
-            total.add(usage)
-        cost = cost_of(response.model or getattr(llm, "model", None), usage)
-        if cost is not None and hasattr(state, "cost_usd"):
-            state.cost_usd = (state.cost_usd or 0.0) + cost
     return response

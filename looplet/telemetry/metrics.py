@@ -270,9 +270,13 @@ class MetricsHook:
 
     # -- LLM calls: each answered call once, whether or not it proposed a tool call --------------------
 
-    def on_llm_response(
-        self, state: Any, response: Any, llm_ms: float, cost_usd: float | None, step_num: int
-    ) -> None:
+    def on_llm_call(self, state: Any, call: Any) -> None:
+        if call.replayed:
+            return
+        if call.outcome != "ok":
+            self._llm_failed(call, None)
+            return
+        response, llm_ms, cost_usd = call.response, call.duration_ms, call.cost_usd
         rm, agent = self._agent()
         run = current_run()
         exemplar = (
@@ -327,21 +331,7 @@ class MetricsHook:
 
     # -- failures and events ------------------------------------------------------------------------
 
-    def wrap_llm_call(self, call: Any, call_next: Any) -> Any:
-        try:
-            return call_next(call)
-        except Exception as exc:
-            self._llm_failed(call, exc)
-            raise
-
-    async def awrap_llm_call(self, call: Any, call_next: Any) -> Any:
-        try:
-            return await call_next(call)
-        except Exception as exc:
-            self._llm_failed(call, exc)
-            raise
-
-    def _llm_failed(self, call: Any, exc: Exception) -> None:
+    def _llm_failed(self, call: Any, exc: Exception | None) -> None:
         rm, agent = self._agent()
         provider = rm.provider if rm is not None else (call.provider or _UNKNOWN)
         self._child(self._llm_requests, agent, provider, self._model_label(call.model), "error").inc()

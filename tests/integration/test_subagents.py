@@ -144,12 +144,13 @@ def test_usage_and_cost_roll_up_once(mode: str) -> None:
     assert result.usage.input_tokens == 2 * U_PARENT.input_tokens + 3 * U_CHILD.input_tokens
     assert result.usage.output_tokens == 2 * U_PARENT.output_tokens + 3 * U_CHILD.output_tokens
     assert result.cost_usd == pytest.approx(2 * C_PARENT + 3 * C_CHILD)
-    # the calling Step's cost is its own LLM call plus the child's; its usage stays its own call
-    assert first.cost_usd == pytest.approx(C_PARENT + 3 * C_CHILD)
-    assert first.usage == U_PARENT
+    # the calling Step's usage and cost are its own LLM call's; the child's spend is on its tool result
+    assert first.cost_usd == pytest.approx(C_PARENT) and first.usage == U_PARENT
     assert first.tool_result.usage.input_tokens == 3 * U_CHILD.input_tokens
-    # sums over the parent's steps are still exact
-    assert sum(s.cost_usd for s in result.steps) == pytest.approx(result.cost_usd)
+    assert first.tool_result.cost_usd == pytest.approx(3 * C_CHILD)
+    # each number counted once: the run = the parent's calls + what its tools spent
+    spent = sum(s.cost_usd for s in result.steps) + sum(s.tool_result.cost_usd or 0.0 for s in result.steps)
+    assert spent == pytest.approx(result.cost_usd)
     assert result.llm_calls == 2  # the parent's own calls
     # the child's Steps are reachable from the parent Step, and serialised with it
     assert [c.tool_call.tool for c in first.children] == ["lookup", "lookup", "done"]
