@@ -54,7 +54,8 @@ class Reply:
     tool_calls: ``(name, args, id)``; ``args`` a dict, or a str sent verbatim (e.g. malformed JSON).
     usage: ``usage(...)`` or None (the answer carries no token counts).
     status/error_type/message/headers: a non-200 reply. delay_s: wait before answering (a hang).
-    chunk_delay_s: pause between stream events. pieces: how many deltas each text or argument string is
+    chunk_delay_s: pause between stream events. trickle_s: send a 200 answer's body (or each stream event)
+        one byte at a time, this long apart (a server that is slow but never silent). pieces: how many deltas each text or argument string is
         split into when streaming. cut_after: streaming only, stop after this many events, either dropping
         the connection mid-body (``cut_mode="drop"``) or ending the body cleanly (``"end"``, as some proxies do).
     empty: OpenAI: an empty ``choices`` list; Anthropic: an empty ``content`` list.
@@ -75,6 +76,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     chunk_delay_s: float = 0.0
+    trickle_s: float = 0.0
     pieces: int = 3
     cut_after: int | None = None
     cut_mode: str = "drop"
@@ -249,8 +251,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except ValueError:
             return self._json(400, _err_body(self.path, 400, "invalid_request_error", "body is not JSON"))
-        anthropic = self.path.rstrip("/").endswith("/v1/messages")
-        if not anthropic and not self.path.rstrip("/").endswith("/v1/chat/completions"):
+        route = self.path.split("?", 1)[0].rstrip("/")  # exact, as a real server: a wrong base_url is a 404
+        anthropic = route == "/v1/messages"
+        if not anthropic and route != "/v1/chat/completions":
             return self._json(404, _err_body(self.path, 404, "not_found_error", f"no route {self.path}"))
         record = Recorded(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
         reply = self.fake._next(record)
@@ -281,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
             payload = (_anthropic_message if anthropic else _openai_completion)(reply, model, rid)
             if reply.truncate is not None:
                 return self._truncated(json.dumps(payload).encode(), reply)
-            return self._json(200, payload, reply.headers)
+            return self._json(200, payload, reply.headers, trickle_s=reply.trickle_s)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         events = (
             _anthropic_events(reply, model, rid)
@@ -293,7 +296,12 @@ class _Handler(BaseHTTPRequestHandler):
     # -- writing ------------------------------------------------------------------------------------------
 
     def _json(
-        self, status: int, payload: Any, headers: dict[str, str] | None = None, data: bytes | None = None
+        self,
+        status: int,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+        trickle_s: float = 0.0,
     ) -> None:
         data = json.dumps(payload).encode() if data is None else data
         headers = {"content-type": "application/json", **(headers or {})}
@@ -303,9 +311,23 @@ class _Handler(BaseHTTPRequestHandler):
             for k, v in headers.items():
                 self.send_header(k, v)
             self.end_headers()
-            self.wfile.write(data)
+            if trickle_s:
+                self._trickle(data, trickle_s)
+            else:
+                self.wfile.write(data)
         except OSError:
             self.close_connection = True
+            if trickle_s:
+                self.fake._mark_aborted()
+
+    def _trickle(self, data: bytes, pause_s: float, chunked: bool = False) -> None:
+        """Write ``data`` one byte at a time, ``pause_s`` apart; stops when the client hangs up."""
+        for n in range(len(data)):
+            if n and self.fake._closing.wait(pause_s):
+                raise OSError("server closing")
+            piece = data[n : n + 1]
+            self.wfile.write(b"1\r\n%s\r\n" % piece if chunked else piece)
+            self.wfile.flush()
 
     def _reset(self) -> None:
         import socket
@@ -347,6 +369,9 @@ class _Handler(BaseHTTPRequestHandler):
                 if n and reply.chunk_delay_s and self.fake._closing.wait(reply.chunk_delay_s):
                     return
                 data = event.encode()
+                if reply.trickle_s:
+                    self._trickle(data, reply.trickle_s, chunked=True)
+                    continue
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")

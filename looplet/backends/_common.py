@@ -11,8 +11,11 @@ import inspect
 import json
 import logging
 import os
+import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,6 +44,92 @@ def settings_from_env(
         )
     base_url = kwargs.pop("base_url", None) or os.environ.get(f"{prefix}_BASE_URL") or None
     return dict(kwargs, model=model, api_key=api_key, base_url=base_url)
+
+
+def total_seconds(timeout: Any) -> float | None:
+    """The bound of a whole call, from a backend's ``timeout``: a number of seconds, or an httpx
+    ``Timeout``'s read phase (its longest phase when read is unset). None: unbounded."""
+    if timeout is None or isinstance(timeout, bool):
+        return None
+    if isinstance(timeout, (int, float)):
+        return float(timeout) if timeout > 0 else None
+    read = getattr(timeout, "read", None)
+    if isinstance(read, (int, float)):
+        return float(read)
+    phases = [getattr(timeout, k, None) for k in ("connect", "write", "pool")]
+    numbers = [float(v) for v in phases if isinstance(v, (int, float))]
+    return max(numbers) if numbers else None
+
+
+class Deadline:
+    """The end of one backend call: ``timeout`` bounds the whole call, a stream included, not each read.
+
+    The SDK request gets ``left()`` as its per-phase timeout (so the wait for the answer's headers ends by
+    the deadline); once the headers are in, ``watching(response)`` arms a timer that shuts the response's
+    socket down at the deadline, so a server trickling bytes cannot keep a sync call open (the read
+    blocked on it fails at once). Async calls use ``asyncio.timeout`` instead. ``expired()`` tells the
+    error mapping that the failure was the deadline.
+    """
+
+    __slots__ = ("seconds", "at")
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.at = None if seconds is None else time.monotonic() + seconds
+
+    def left(self) -> float | None:
+        """Seconds left (at least 1 ms), or None when unbounded."""
+        return None if self.at is None else max(self.at - time.monotonic(), 0.001)
+
+    def expired(self) -> bool:
+        return self.at is not None and time.monotonic() >= self.at - 0.001
+
+    @contextmanager
+    def watching(self, response: Any) -> Iterator[None]:
+        """Shut ``response``'s socket down if the deadline passes inside the block. The timer is
+        disarmed before the block ends, so a connection given back to the pool is never touched."""
+        sock = _socket_of(response)
+        if self.at is None or sock is None:
+            yield
+            return
+        lock = threading.Lock()
+        armed = [True]
+
+        def fire() -> None:
+            with lock:
+                if armed[0]:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        timer = threading.Timer(max(self.at - time.monotonic(), 0.0), fire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            with lock:
+                armed[0] = False
+            timer.cancel()
+
+    def error(self, provider: str, base_url: Any) -> LLMError:
+        return LLMError(
+            f"the {provider} answer from {base_url} stalled or was too slow: not complete within "
+            f"{self.seconds:g}s (timeout= bounds the whole call, a stream included); the loop retries "
+            "(raise timeout= if the model is slow)",
+            retryable=True,
+            kind="timeout",
+        )
+
+
+def _socket_of(response: Any) -> Any:
+    """The socket under an httpx response (its public ``network_stream`` extension), or None."""
+    extensions = getattr(response, "extensions", None)
+    stream = extensions.get("network_stream") if isinstance(extensions, dict) else None
+    get = getattr(stream, "get_extra_info", None)
+    sock = get("socket") if callable(get) else None
+    return sock if hasattr(sock, "shutdown") else None
 
 
 def server_of(base_url: Any) -> tuple[str | None, int | None]:
@@ -168,8 +257,8 @@ def map_error(
             kind="timeout",
         )
     if _is(exc, "APIConnectionError", "TransportError", "RequestError"):
-        cause = exc.__cause__ or exc.__context__
-        why = f" ({type(cause).__name__}: {cause})" if cause is not None else f" ({exc})"
+        reason = exc.__cause__ or exc.__context__
+        why = f" ({type(reason).__name__}: {reason})" if reason is not None else f" ({exc})"
         return LLMError(
             f"connection to {provider} at {base_url} failed{why}; the loop retries (check base_url "
             "and that the server is up)",

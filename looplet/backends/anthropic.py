@@ -8,12 +8,15 @@ own (``open_telemetry=False``), so each call has exactly one ``chat`` span: loop
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import time
 from typing import Any
 
 from looplet.backends._common import (
     Assembly,
+    Deadline,
     adeliver,
     bad_json,
     check_stream,
@@ -24,6 +27,7 @@ from looplet.backends._common import (
     server_of,
     settings_from_env,
     stream_cut,
+    total_seconds,
 )
 from looplet.errors import LLMError, require
 from looplet.types import LLMResponse, ToolCall, Usage
@@ -36,6 +40,9 @@ PROVIDER = "anthropic"  # gen_ai.provider.name
 class AnthropicBackend:
     """A looplet backend on ``anthropic.Anthropic`` / ``anthropic.AsyncAnthropic`` (the async one made on
     first use). Pass a client or ``api_key``/``base_url``/``timeout`` and other client options.
+    ``timeout`` (seconds) bounds each whole call, a streamed answer included (a retryable
+    ``LLMError(kind="timeout")`` at its end). ``open_telemetry``: False (default), True, None or the
+    client's options dict; a missing key fails here, naming ``ANTHROPIC_API_KEY``.
     ``max_tokens`` is required by the Messages API; ``LoopConfig(max_tokens=...)`` overrides it per call.
     """
 
@@ -72,7 +79,7 @@ class AnthropicBackend:
         self._aloop: Any = None
         self._tools_in: Any = None
         self._tools_out: list[dict[str, Any]] = []
-        quiet = {"max_retries": 0, "open_telemetry": client_kwargs.pop("open_telemetry", False)}
+        quiet = {"max_retries": 0, "open_telemetry": _otel_option(client_kwargs.pop("open_telemetry", False))}
         if client is not None:
             if api_key is not None or base_url is not None or client_kwargs:
                 raise ValueError(
@@ -100,6 +107,8 @@ class AnthropicBackend:
                 raise ValueError(
                     f"AnthropicBackend: {exc} (pass api_key=... or set ANTHROPIC_API_KEY)"
                 ) from exc
+            _check_credentials(self._client)
+        self._total = total_seconds(self.timeout)
         self.base_url = str((self._client or self._aclient).base_url)
         self.server_address, self.server_port = server_of(self.base_url)
 
@@ -128,17 +137,23 @@ class AnthropicBackend:
         on_chunk = options.pop("on_chunk", None)
         params = self._request(messages, tools, options)
         reader = _StreamReader(time.perf_counter())
+        deadline = Deadline(self._total)
+        if deadline.at is not None:
+            params.setdefault("timeout", deadline.left())
+        messages_api = self._client.messages
         try:
             if not params.get("stream"):
-                return self._parse(self._client.messages.create(**params))
-            with self._client.messages.create(**params) as events:
+                with messages_api.with_streaming_response.create(**params) as raw:
+                    with deadline.watching(raw.http_response):
+                        return self._parse(raw.parse())
+            with messages_api.create(**params) as events, deadline.watching(events.response):
                 check_stream(events, PROVIDER, self.base_url)
                 for event in events:
                     for chunk in reader.absorb(event):
                         deliver(on_chunk, chunk)
             return self._finish(reader)
         except self._errors as exc:
-            raise self._error(exc, reader) from exc
+            raise self._error(exc, reader, deadline) from exc
         except json.JSONDecodeError as exc:
             raise bad_json(PROVIDER, self.base_url, exc) from exc
 
@@ -149,17 +164,23 @@ class AnthropicBackend:
         on_chunk = options.pop("on_chunk", None)
         params = self._request(messages, tools, options)
         reader = _StreamReader(time.perf_counter())
+        deadline = Deadline(self._total)
+        if deadline.at is not None:
+            params.setdefault("timeout", deadline.left())
         try:
-            if not params.get("stream"):
-                return self._parse(await client.messages.create(**params))
-            async with await client.messages.create(**params) as events:
-                check_stream(events, PROVIDER, self.base_url)
-                async for event in events:
-                    for chunk in reader.absorb(event):
-                        await adeliver(on_chunk, chunk)
+            async with asyncio.timeout(deadline.left()):
+                if not params.get("stream"):
+                    return self._parse(await client.messages.create(**params))
+                async with await client.messages.create(**params) as events:
+                    check_stream(events, PROVIDER, self.base_url)
+                    async for event in events:
+                        for chunk in reader.absorb(event):
+                            await adeliver(on_chunk, chunk)
             return self._finish(reader)
+        except TimeoutError as exc:
+            raise deadline.error(PROVIDER, self.base_url) from exc
         except self._errors as exc:
-            raise self._error(exc, reader) from exc
+            raise self._error(exc, reader, deadline) from exc
         except json.JSONDecodeError as exc:
             raise bad_json(PROVIDER, self.base_url, exc) from exc
 
@@ -198,8 +219,6 @@ class AnthropicBackend:
         return params
 
     def _async_client(self) -> Any:
-        import asyncio
-
         loop = asyncio.get_running_loop()
         if self._aclient is not None and (self._aloop is None or self._aloop is loop):
             return self._aclient
@@ -248,7 +267,9 @@ class AnthropicBackend:
         asm.usage = _usage(reader.counts)
         return asm.response(PROVIDER, (self.server_address, self.server_port))
 
-    def _error(self, exc: BaseException, reader: _StreamReader) -> LLMError:
+    def _error(self, exc: BaseException, reader: _StreamReader, deadline: Deadline) -> LLMError:
+        if deadline.expired():
+            return deadline.error(PROVIDER, self.base_url)
         return map_error(
             exc,
             provider=PROVIDER,
@@ -258,6 +279,30 @@ class AnthropicBackend:
             timeout=getattr(self.timeout, "read", None) or self.timeout,
             mid_stream=reader.asm.model is not None,
         )
+
+
+def _otel_option(value: Any) -> Any:
+    """The client's ``open_telemetry`` option from the backend's: False (the default: no client spans, so
+    looplet's ``chat`` span is the only one), True (the client's spans with their defaults), None (the
+    client reads its ``ANTHROPIC_OPEN_TELEMETRY*`` variables) or the client's own options dict."""
+    if value is True:
+        return {"traces": True}
+    if value is False or value is None or isinstance(value, dict):
+        return value
+    raise TypeError(
+        f"AnthropicBackend(open_telemetry={value!r}): pass True, False, None or a dict of the anthropic "
+        "client's OpenTelemetry options"
+    )
+
+
+def _check_credentials(client: Any) -> None:
+    """Fail at construction, not at the first call, when the client found no credentials."""
+    if any(getattr(client, k, None) is not None for k in ("api_key", "auth_token", "credentials")):
+        return
+    raise ValueError(
+        "AnthropicBackend: no API key: pass api_key=... or set ANTHROPIC_API_KEY "
+        f"(ANTHROPIC_API_KEY is {'empty' if 'ANTHROPIC_API_KEY' in os.environ else 'not set'})"
+    )
 
 
 class _StreamReader:

@@ -14,6 +14,7 @@ from typing import Any
 
 from looplet.backends._common import (
     Assembly,
+    Deadline,
     adeliver,
     bad_json,
     check_stream,
@@ -25,6 +26,7 @@ from looplet.backends._common import (
     server_of,
     settings_from_env,
     stream_cut,
+    total_seconds,
 )
 from looplet.errors import LLMError, require
 from looplet.types import LLMResponse, ToolCall, Usage
@@ -38,7 +40,10 @@ class OpenAIBackend:
     """A looplet backend on ``openai.OpenAI`` (sync) and ``openai.AsyncOpenAI`` (async, made on first use).
 
     Pass a client (``OpenAIBackend(OpenAI(...), model=...)``, sync or async) or let the backend build one
-    from ``base_url``, ``api_key``, ``timeout`` (seconds) and any other ``openai.OpenAI`` argument.
+    from ``base_url``, ``api_key``, ``timeout`` and any other ``openai.OpenAI`` argument. ``timeout`` (seconds)
+    bounds each whole call, a streamed answer included: a call still unanswered at its end raises a
+    retryable ``LLMError(kind="timeout")``. With a client of your own, its timeout (the read phase of an
+    ``httpx.Timeout``) is that bound.
     Options the loop passes: ``temperature``, ``max_tokens``, ``stream`` and ``on_chunk``; any other
     option goes to ``chat.completions.create`` as is.
     """
@@ -59,6 +64,8 @@ class OpenAIBackend:
         if not isinstance(model, str) or not model.strip():
             raise ValueError("OpenAIBackend(model=...) must name the model, e.g. model='gpt-4o-mini'")
         self._sdk = sdk
+        # transport errors inside a stream or a body read reach us unwrapped
+        self._errors = (sdk.APIError, require("httpx2", "openai").HTTPError)
         self.model = model
         self._client: Any = None
         self._aclient: Any = None
@@ -94,6 +101,7 @@ class OpenAIBackend:
                     f"OpenAIBackend: {exc} (pass api_key=... or set OPENAI_API_KEY; local servers "
                     "such as Ollama accept any non-empty key)"
                 ) from exc
+        self._total = total_seconds(self.timeout)
         self.base_url = str((self._client or self._aclient).base_url)
         self.server_address, self.server_port = server_of(self.base_url)
 
@@ -126,17 +134,23 @@ class OpenAIBackend:
         on_chunk = options.pop("on_chunk", None)
         params = self._request(messages, tools, options)
         asm = Assembly(time.perf_counter())
+        deadline = Deadline(self._total)
+        if deadline.at is not None:
+            params.setdefault("timeout", deadline.left())
+        completions = self._client.chat.completions
         try:
             if not params.get("stream"):
-                return self._parse(self._client.chat.completions.create(**params))
-            with self._client.chat.completions.create(**params) as events:
+                with completions.with_streaming_response.create(**params) as raw:
+                    with deadline.watching(raw.http_response):
+                        return self._parse(raw.parse())
+            with completions.create(**params) as events, deadline.watching(events.response):
                 check_stream(events, PROVIDER, self.base_url)
                 for event in events:
                     for chunk in self._absorb(asm, event):
                         deliver(on_chunk, chunk)
             return self._finish(asm)
-        except self._sdk.APIError as exc:
-            raise self._error(exc, asm) from exc
+        except self._errors as exc:
+            raise self._error(exc, asm, deadline) from exc
         except json.JSONDecodeError as exc:
             raise bad_json(PROVIDER, self.base_url, exc) from exc
 
@@ -147,17 +161,23 @@ class OpenAIBackend:
         on_chunk = options.pop("on_chunk", None)
         params = self._request(messages, tools, options)
         asm = Assembly(time.perf_counter())
+        deadline = Deadline(self._total)
+        if deadline.at is not None:
+            params.setdefault("timeout", deadline.left())
         try:
-            if not params.get("stream"):
-                return self._parse(await client.chat.completions.create(**params))
-            async with await client.chat.completions.create(**params) as events:
-                check_stream(events, PROVIDER, self.base_url)
-                async for event in events:
-                    for chunk in self._absorb(asm, event):
-                        await adeliver(on_chunk, chunk)
+            async with asyncio.timeout(deadline.left()):
+                if not params.get("stream"):
+                    return self._parse(await client.chat.completions.create(**params))
+                async with await client.chat.completions.create(**params) as events:
+                    check_stream(events, PROVIDER, self.base_url)
+                    async for event in events:
+                        for chunk in self._absorb(asm, event):
+                            await adeliver(on_chunk, chunk)
             return self._finish(asm)
-        except self._sdk.APIError as exc:
-            raise self._error(exc, asm) from exc
+        except TimeoutError as exc:
+            raise deadline.error(PROVIDER, self.base_url) from exc
+        except self._errors as exc:
+            raise self._error(exc, asm, deadline) from exc
         except json.JSONDecodeError as exc:
             raise bad_json(PROVIDER, self.base_url, exc) from exc
 
@@ -278,7 +298,9 @@ class OpenAIBackend:
             raise empty_answer(PROVIDER, "a stream without choices")
         return asm.response(PROVIDER, (self.server_address, self.server_port))
 
-    def _error(self, exc: BaseException, asm: Assembly) -> LLMError:
+    def _error(self, exc: BaseException, asm: Assembly, deadline: Deadline) -> LLMError:
+        if deadline.expired():
+            return deadline.error(PROVIDER, self.base_url)
         return map_error(
             exc,
             provider=PROVIDER,
