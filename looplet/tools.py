@@ -16,10 +16,22 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from looplet.types import ToolCall, ToolResult
 
+#: ``ToolSpec.isolation`` values: in the agent's process (threads), or a child process per call.
+ISOLATIONS = (None, "process")
+
 #: Backends put the raw text under this key when a model's tool arguments are not valid JSON.
 INVALID_JSON_KEY = "__looplet_invalid_json__"
 
-__all__ = ["ToolSpec", "tool", "BaseToolRegistry", "tools_from", "validate_args", "schema_from_function"]
+__all__ = [
+    "ToolSpec",
+    "tool",
+    "BaseToolRegistry",
+    "tools_from",
+    "validate_args",
+    "schema_from_function",
+    "run_in_process",
+    "ToolProcessError",
+]
 
 _SIMPLE_TYPES = {
     "str": "string",
@@ -43,6 +55,13 @@ class ToolSpec:
 
     ``parameters`` is a JSON Schema object, or the simple form ``{"arg": "str"}`` (a type name) or
     ``{"arg": "what it is"}`` (a description; the type is then string). All simple arguments are required.
+
+    ``isolation="process"`` runs each call in a child process (see :func:`run_in_process`), killed with
+    its whole process group at the timeout: for tools that may hold the GIL or block in C (a regular
+    expression, a C extension), which a thread cannot stop. ``execute`` and the arguments go to the
+    child by pickle, so ``execute`` must be importable (a module-level function, or a bound method of a
+    picklable object); the result or the exception comes back as plain data (a picklable value; an
+    exception as its class name and message).
     """
 
     name: str
@@ -51,6 +70,7 @@ class ToolSpec:
     execute: Callable[..., Any]
     concurrent_safe: bool = False
     timeout_s: float | None = None
+    isolation: str | None = None
     is_async: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
@@ -63,6 +83,11 @@ class ToolSpec:
             )
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise ValueError(f"ToolSpec({self.name!r}): timeout_s must be > 0 or None")
+        if self.isolation not in ISOLATIONS:
+            raise ValueError(
+                f"ToolSpec({self.name!r}, isolation={self.isolation!r}): use None (in this process) "
+                "or 'process' (a child process, killed at the timeout)"
+            )
         self.parameters = normalize_parameters(self.parameters, self.name)
         self.is_async = inspect.iscoroutinefunction(self.execute)
 
@@ -176,6 +201,30 @@ def schema_from_function(fn: Callable[..., Any]) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
 
 
+@typing.overload
+def tool(
+    fn: Callable[..., Any],
+    *,
+    description: str | None = None,
+    name: str | None = None,
+    timeout_s: float | None = None,
+    concurrent_safe: bool = False,
+    isolation: str | None = None,
+) -> ToolSpec: ...
+
+
+@typing.overload
+def tool(
+    fn: None = None,
+    *,
+    description: str | None = None,
+    name: str | None = None,
+    timeout_s: float | None = None,
+    concurrent_safe: bool = False,
+    isolation: str | None = None,
+) -> Callable[[Callable[..., Any]], ToolSpec]: ...
+
+
 def tool(
     fn: Callable[..., Any] | None = None,
     *,
@@ -183,10 +232,12 @@ def tool(
     name: str | None = None,
     timeout_s: float | None = None,
     concurrent_safe: bool = False,
+    isolation: str | None = None,
 ) -> Any:
     """Turn a function (sync or ``async def``) into a :class:`ToolSpec`, its schema from its signature.
 
     ``@tool`` and ``@tool(description=...)`` both work; the description defaults to the docstring.
+    ``isolation="process"``: each call runs in a child process killed at the timeout (see ToolSpec).
     """
 
     def build(f: Callable[..., Any]) -> ToolSpec:
@@ -198,6 +249,7 @@ def tool(
             f,
             concurrent_safe=concurrent_safe,
             timeout_s=timeout_s,
+            isolation=isolation,
         )
 
     return build(fn) if fn is not None else build
@@ -225,7 +277,7 @@ def _check(value: Any, schema: dict[str, Any], path: str) -> str | None:
     if not schema:
         return None
     if "anyOf" in schema or "oneOf" in schema:
-        options = schema.get("anyOf") or schema.get("oneOf")
+        options = schema.get("anyOf") or schema.get("oneOf") or ()
         if all(_check(value, s, path) is not None for s in options):
             return f"{path} has the wrong type ({type(value).__name__})"
     if "enum" in schema and value not in schema["enum"]:
@@ -290,10 +342,9 @@ class BaseToolRegistry:
 
     def register(self, spec: ToolSpec | Callable[..., Any]) -> ToolSpec:
         if not isinstance(spec, ToolSpec):
-            if callable(spec):
-                spec = tool(spec)
-            else:
+            if not callable(spec):
                 raise TypeError(f"register() takes a ToolSpec or a function, got {type(spec).__name__}")
+            spec = tool(spec)
         if spec.name in self._tools:
             raise ValueError(
                 f"two tools are named {spec.name!r}; give one of them another name "
@@ -355,7 +406,10 @@ class BaseToolRegistry:
             )
         msg, kind = validate_args(call.args, spec.parameters)
         if msg:
-            return _error(f"Invalid call to {spec.name}: {msg}. Fix the arguments and call it again.", kind)
+            return _error(
+                f"Invalid call to {spec.name}: {msg}. Fix the arguments and call it again.",
+                kind or "invalid_argument",
+            )
         return spec
 
     def finish(self, spec: ToolSpec, data: Any, started: float, max_chars: int | None = None) -> ToolResult:
@@ -387,7 +441,9 @@ class BaseToolRegistry:
         timeout = spec.timeout_s or timeout_s
         started = time.perf_counter()
         try:
-            if spec.is_async:
+            if spec.isolation == "process":
+                data = run_in_process(spec.execute, call.args, timeout)
+            elif spec.is_async:
                 data = _run_coroutine(spec.execute(**call.args), timeout)
             elif timeout is None:
                 data = spec.execute(**call.args)
@@ -412,13 +468,17 @@ class BaseToolRegistry:
         timeout = spec.timeout_s or timeout_s
         started = time.perf_counter()
         try:
-            if spec.is_async:
+            if spec.isolation == "process":  # the child is killed at the timeout; wait off the event loop
+                data = await _in_daemon_thread(
+                    _in_process, {"spec": spec, "args": call.args, "timeout": timeout}
+                )
+            elif spec.is_async:
                 data = await asyncio.wait_for(_no_exit_async(spec.execute(**call.args)), timeout)
             elif timeout is None:
                 data = spec.execute(**call.args)
             else:
                 data = await asyncio.wait_for(_in_daemon_thread(spec.execute, call.args), timeout)
-        except TimeoutError:
+        except (TimeoutError, _ToolTimeout):
             return _timeout_error(spec, timeout, started)
         except (Exception, SystemExit) as exc:  # a tool calling sys.exit() fails that call, not the agent
             return _exception_error(spec, exc, started)
@@ -509,17 +569,23 @@ def _error(message: str, kind: str, duration_ms: float = 0.0) -> ToolResult:
 
 
 def _timeout_error(spec: ToolSpec, timeout: float | None, started: float) -> ToolResult:
+    elapsed = time.perf_counter() - started
+    how = "was stopped (its process killed)" if spec.isolation == "process" else "was abandoned"
+    late = ""
+    if timeout is not None and elapsed > timeout * 1.5 + 0.5:  # a thread holding the GIL delays the timeout
+        late = f" after {elapsed:.1f}s (it held up the agent; isolation='process' stops such a tool on time)"
     return _error(
-        f"Tool {spec.name} did not finish within {timeout:g}s and was abandoned. "
+        f"Tool {spec.name} did not finish within {timeout:g}s and {how}{late}. "
         "Try smaller input or another approach.",
         "timeout",
-        (time.perf_counter() - started) * 1000.0,
+        elapsed * 1000.0,
     )
 
 
 def _exception_error(spec: ToolSpec, exc: BaseException, started: float) -> ToolResult:
+    kind = exc.kind if isinstance(exc, ToolProcessError) else type(exc).__name__
     return _error(
-        f"Tool {spec.name} raised {type(exc).__name__}: {exc}",
+        f"Tool {spec.name} raised {kind}: {exc}",
         "tool_exception",
         (time.perf_counter() - started) * 1000.0,
     )
@@ -562,6 +628,109 @@ def _run_in_thread(fn: Callable[..., Any], args: dict[str, Any], timeout: float)
     if isinstance(value, (Exception, SystemExit)):
         raise value
     raise RuntimeError(f"tool thread ended with {type(value).__name__}: {value}")
+
+
+# --- process isolation ---------------------------------------------------------------------------
+
+
+class ToolProcessError(Exception):
+    """A tool run with ``isolation="process"`` raised (``kind`` is its exception's class name), or its
+    process could not start or ended without an answer."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+_BOOT = (  # the parent's sys.path first, so looplet and the tool's module import as they did there
+    "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
+    "from looplet.tools import _child_main; _child_main()"
+)
+
+
+def _child_main() -> None:
+    """The child process (``python -c _BOOT``): read ``(fn, args)`` pickled on stdin,
+    run the tool, write ``("ok", value)`` or ``("raised", class name, message)`` pickled on the original
+    stdout; the tool's own prints go to stderr."""
+    import asyncio
+    import os
+    import pickle
+    import sys
+
+    reply_to = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    try:
+        fn, args = pickle.load(sys.stdin.buffer)
+        value = fn(**args)
+        if inspect.isawaitable(value):
+            value = asyncio.run(_await(value))
+        reply: tuple[Any, ...] = ("ok", value)
+    except BaseException as exc:  # SystemExit included: the call fails, the agent does not
+        reply = ("raised", type(exc).__name__, str(exc))
+    try:
+        data = pickle.dumps(reply)
+    except Exception as exc:
+        data = pickle.dumps(("raised", "UnpicklableResult", f"the result cannot be sent back ({exc})"))
+    reply_to.write(data)
+    reply_to.flush()
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def run_in_process(fn: Callable[..., Any], args: dict[str, Any], timeout: float | None) -> Any:
+    """Run ``fn(**args)`` in a new Python process (its own session and process group) and kill the whole
+    group when the call ends, or at ``timeout`` (then the registry's timeout is raised). ``fn`` and
+    ``args`` cross by pickle, so ``fn`` must be importable from a module (not ``__main__``, not a nested
+    function), or be a bound method of a picklable object; the result crosses back by pickle. An
+    exception in the child is raised here as :class:`ToolProcessError` with its class name and message.
+    Cost: a Python start and the tool's imports per call (tens of milliseconds)."""
+    import os
+    import pickle
+    import signal
+    import subprocess
+    import sys
+
+    try:
+        if getattr(fn, "__module__", None) == "__main__":
+            raise TypeError(f"{getattr(fn, '__qualname__', fn)!r} is defined in __main__")
+        payload = pickle.dumps(list(sys.path)) + pickle.dumps((fn, args))
+    except Exception as exc:
+        raise ToolProcessError(
+            "ProcessStartError",
+            f"cannot run in a child process ({type(exc).__name__}: {exc}); a process-isolated tool must "
+            "be a module-level function of an importable module (or a bound method of a picklable "
+            "object) with picklable arguments",
+        ) from None
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BOOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        out, _ = proc.communicate(payload, timeout)
+    except subprocess.TimeoutExpired:
+        raise _ToolTimeout from None
+    finally:  # the whole group: whatever the tool started in the background dies with the call
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+    if not out:
+        raise ToolProcessError(
+            "ProcessDied", f"the tool's process ended (exit code {proc.returncode}) without an answer"
+        )
+    reply = pickle.loads(out)
+    if reply[0] == "ok":
+        return reply[1]
+    raise ToolProcessError(reply[1], reply[2])
+
+
+def _in_process(spec: ToolSpec, args: dict[str, Any], timeout: float | None) -> Any:
+    return run_in_process(spec.execute, args, timeout)
 
 
 def _run_coroutine(coro: Any, timeout: float | None) -> Any:

@@ -5,18 +5,30 @@
 
 Every path the model gives is resolved to its real location (symlinks followed) and refused unless it
 lies inside the workspace: absolute paths, ``..`` and symlinks pointing out are errors the model sees.
-``bash`` runs in the workspace with a scrubbed environment, a timeout (the whole process group is killed)
-and an output cap; commands naming absolute paths, ``..``, ``~`` or ``$``/backtick expansions are refused.
-That guard stops a model's mistakes, not an adversary (an interpreter can still compute a path): run
-untrusted models in a container.
+Files are opened without following a last-moment symlink, and only regular files with one hard link are
+read or written (a FIFO would hang the tool, a device or socket is not a file, and a second hard link
+may be a file outside the workspace).
+
+``bash`` runs in the workspace with a scrubbed environment, a timeout and an output cap, in its own
+process group, which is killed when the call ends (a command left running with ``&`` dies with it).
+Commands naming absolute paths, ``..``, ``~``, ``$``/backtick expansions, a glob that can match ``..``
+(``.?``, ``.*``) or a path whose real location is outside are refused. ``bash`` and ``grep`` run with
+``isolation="process"``: a regular expression that backtracks for hours is killed at the timeout.
+
+What this guard does not promise: it stops a model's mistakes, not an adversary. A program the command
+runs (python, awk, make, ...) can compute any path; a symlink made and used in one command is not seen
+by the check; a process that leaves the process group (``setsid``, a daemon) survives the call; a
+command that fills the disk or the memory is not limited. Run untrusted models in a container or VM.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -24,8 +36,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from looplet import DefaultState, LoopConfig, composable_loop, tool, tools_from
+from looplet.config import LoopConfig
 from looplet.examples._common import SetupError, backend, cli, exit_code, fail, parser, run, trajectory_hook
+from looplet.loop import composable_loop
+from looplet.state import DefaultState
+from looplet.tools import tool, tools_from
 
 __all__ = ["Workspace", "WorkspaceError", "workspace_tools", "agent", "main"]
 
@@ -139,7 +154,11 @@ class Workspace:
             except WorkspaceError:
                 continue  # a symlink pointing out of the workspace: skipped
             try:
-                with open(real, encoding="utf-8", errors="strict") as fh:
+                fd = self._open(real, os.O_RDONLY)
+            except WorkspaceError:
+                continue  # a FIFO, device, socket or hard-linked file: skipped
+            try:
+                with open(fd, encoding="utf-8", errors="strict") as fh:
                     for n, line in enumerate(fh, 1):
                         if rx.search(line):
                             total += 1
@@ -154,13 +173,30 @@ class Workspace:
 
     @staticmethod
     def _open(real: Path, flags: int) -> int:
-        # O_NOFOLLOW: a symlink swapped in after resolve() is refused rather than followed.
+        """Open a regular file with one hard link. O_NOFOLLOW: a symlink swapped in after resolve() is
+        refused; O_NONBLOCK: a FIFO cannot hang the open; truncation waits until the checks passed."""
         try:
-            return os.open(real, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+            before = os.lstat(real)
+        except FileNotFoundError:
+            before = None
+        if before is not None:
+            _regular_single(real.name, before)
+        plain = (flags & ~os.O_TRUNC) | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(real, plain, 0o644)
         except FileNotFoundError:
             raise WorkspaceError(f"{real.name!r} does not exist") from None
         except OSError as exc:
             raise WorkspaceError(f"cannot open {real.name!r}: {exc.strerror}") from None
+        try:
+            _regular_single(real.name, os.fstat(fd))  # what was opened, not what was looked at
+            os.set_blocking(fd, True)
+            if flags & os.O_TRUNC:
+                os.ftruncate(fd, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     # -- commands ----------------------------------------------------------------------------------
     _ABSOLUTE = re.compile(r"(?<![\w.\-])[/~]")
@@ -187,6 +223,22 @@ class Workspace:
                 )
             if self._PARENT.search(token):
                 raise WorkspaceError(f"{token!r} uses '..'; commands must stay inside the workspace")
+            self._check_token_path(token)
+
+    def _check_token_path(self, token: str) -> None:
+        """A token (or the value of ``--opt=value``) taken as a path: a glob part that the shell could
+        expand to ``..`` is refused, and so is a path whose real location (symlinks followed) is outside."""
+        for candidate in {token, token.partition("=")[2]} - {""}:
+            parts = candidate.split("/")
+            if any(_glob_reaches_parent(part) for part in parts):
+                raise WorkspaceError(
+                    f"{token!r} is a pattern the shell can expand to '..'; name the files you mean"
+                )
+            if candidate.startswith("-"):
+                continue
+            real = os.path.realpath(self.root / candidate)
+            if real != str(self.root) and not Path(real).is_relative_to(self.root):
+                raise WorkspaceError(f"{token!r} leads outside the workspace (through a symlink)")
 
     def bash(self, command: str) -> str:
         self.check_command(command)
@@ -214,7 +266,7 @@ class Workspace:
 
         def pump() -> None:
             assert proc.stdout is not None
-            while chunk := proc.stdout.read1(65536):
+            while chunk := os.read(proc.stdout.fileno(), 65536):
                 seen[0] += len(chunk)
                 if len(head) < limit:
                     head.extend(chunk[: limit - len(head)])
@@ -232,9 +284,8 @@ class Workspace:
             timed_out = True
             _kill(proc)
             proc.wait()
-        finally:
-            if proc.poll() is None:  # interrupted (Ctrl-C): do not leave the command running
-                _kill(proc)
+        finally:  # the whole group, always: a command left running in the background dies with the call
+            _kill(proc)
         reader.join(1.0)
         text = head.decode("utf-8", errors="replace")
         if seen[0] > len(head):
@@ -246,6 +297,27 @@ class Workspace:
         return f"{text}\n[exit status {proc.returncode}]".lstrip()
 
 
+def _regular_single(name: str, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else None
+        kind = kind or ("a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else None)
+        raise WorkspaceError(
+            f"{name!r} is {kind or 'not a regular file'}; only regular files are read or written"
+        )
+    if st.st_nlink > 1:
+        raise WorkspaceError(
+            f"{name!r} has {st.st_nlink} hard links (one may be a file outside the workspace); refused"
+        )
+
+
+def _glob_reaches_parent(part: str) -> bool:
+    """Whether the shell could expand one path component to ``..``: only a pattern that starts with a
+    literal dot or a bracket expression can match a leading dot."""
+    if not any(c in part for c in "*?["):
+        return False
+    return part[:1] in (".", "[") and fnmatch.fnmatchcase("..", part)
+
+
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -254,11 +326,24 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 def workspace_tools(ws: Workspace) -> Any:
-    """The five tools, bound to ``ws``, plus ``done``."""
-
-    @tool(description="Run a shell command in the workspace folder; returns its output and exit status.")
-    def bash(command: str) -> str:
-        return ws.bash(command)
+    """The five tools, bound to ``ws``, plus ``done``. ``bash`` and ``grep`` run in a child process
+    (``isolation="process"``), killed with everything they started at their timeout; ``bash`` also kills
+    its command at ``ws.timeout_s``, so the process limit is only a backstop."""
+    bash = tool(
+        ws.bash,
+        name="bash",
+        description="Run a shell command in the workspace folder; returns its output and exit status.",
+        isolation="process",
+        timeout_s=ws.timeout_s + 5.0,
+    )
+    grep = tool(
+        ws.grep,
+        name="grep",
+        description="Search workspace files for a regular expression; returns path:line: text.",
+        concurrent_safe=True,
+        isolation="process",
+        timeout_s=ws.timeout_s,
+    )
 
     @tool(description="Read a text file (or list a folder) in the workspace.", concurrent_safe=True)
     def read_file(path: str) -> str:
@@ -271,13 +356,6 @@ def workspace_tools(ws: Workspace) -> Any:
     @tool(description="Replace one exact, unique snippet `old` with `new` in a workspace file.")
     def edit_file(path: str, old: str, new: str) -> str:
         return ws.edit(path, old, new)
-
-    @tool(
-        description="Search workspace files for a regular expression; returns path:line: text.",
-        concurrent_safe=True,
-    )
-    def grep(pattern: str, path: str = ".") -> str:
-        return ws.grep(pattern, path)
 
     return tools_from([bash, read_file, write_file, edit_file, grep])
 
