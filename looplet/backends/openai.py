@@ -299,8 +299,8 @@ class OpenAIBackend:
         return asm.response(PROVIDER, (self.server_address, self.server_port))
 
     def _error(self, exc: BaseException, asm: Assembly, deadline: Deadline) -> LLMError:
-        if deadline.expired():
-            return deadline.error(PROVIDER, self.base_url)
+        if deadline.expired() and not isinstance(getattr(exc, "status_code", None), int):
+            return deadline.error(PROVIDER, self.base_url)  # an HTTP status, even late, is reported as such
         return map_error(
             exc,
             provider=PROVIDER,
