@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from looplet._lazy import lazy_getattr
 
@@ -49,6 +49,7 @@ _LAZY = {
     "ProvenanceSink": "looplet.provenance",
     "replay_loop": "looplet.provenance",
     "eval_mark": "looplet.evals",
+    "EvalContext": "looplet.evals",
     "EvalHook": "looplet.evals",
     "compact_chain": "looplet.context",
     "Prune": "looplet.context",
@@ -69,7 +70,15 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-__getattr__ = lazy_getattr("looplet", globals(), _LAZY)
+_lazy = lazy_getattr("looplet", globals(), _LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return _lazy(name)
+    from looplet.compat import old_name  # looplet 0.4.1's names: deprecated aliases or a clear error
+
+    return old_name("looplet", name)
 
 
 def __dir__() -> list[str]:
