@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from looplet._lazy import lazy_getattr
 
@@ -70,15 +70,7 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-_lazy = lazy_getattr("looplet", globals(), _LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return _lazy(name)
-    from looplet.compat import old_name  # looplet 0.4.1's names: deprecated aliases or a clear error
-
-    return old_name("looplet", name)
+__getattr__ = lazy_getattr("looplet", globals(), _LAZY, old_names=True)  # 0.4.1's names: looplet.compat
 
 
 def __dir__() -> list[str]:
@@ -125,6 +117,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs: explicit re-
     )
     from looplet.evals import (
         eval_mark as eval_mark,
+        EvalContext as EvalContext,
         EvalHook as EvalHook,
     )
     from looplet.hooks import (

@@ -9,10 +9,13 @@ with :func:`old_name`; nothing else in looplet depends on this module. docs/migr
 
 from __future__ import annotations
 
+import functools
+import inspect
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar, cast
 
 __all__ = ["REMOVAL", "RemovedAPIError", "warn_renamed", "old_name"]
 
@@ -39,6 +42,196 @@ def warn_renamed(old: str, new: str, *, stacklevel: int = 2) -> None:
 
 def _removed(old: str, advice: str) -> RemovedAPIError:
     return RemovedAPIError(f"{old} was removed in looplet 0.5: {advice} (see docs/migration.md)")
+
+
+# ---------------------------------------------------------------- old constructor keywords
+
+#: What an old keyword became: a new keyword (renamed), None (accepted, no effect in 0.5), or a
+#: sentence saying what to write instead (refused with TypeError).
+KeywordTable = dict[str, "str | None"]
+
+_T = TypeVar("_T")
+
+
+def old_keywords(table: KeywordTable, *, what: str = "") -> Callable[[type[_T]], type[_T]]:
+    """Class decorator: the class's ``__init__`` also takes 0.4.1's keywords in ``table``. A renamed
+    keyword warns and is passed on under its new name; one with no effect warns and is dropped; one
+    that cannot work raises ``TypeError`` naming what to write. Only calls that use an old keyword pay
+    for the check (one dict lookup per keyword)."""
+
+    def decorate(cls: type[_T]) -> type[_T]:
+        init = cls.__init__
+        label = what or cls.__name__
+        new_names = set(inspect.signature(init).parameters)
+
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            for key in [k for k in kwargs if k in table and k not in new_names]:
+                target = table[key]
+                value = kwargs.pop(key)
+                if target is None:
+                    warn_renamed(f"{label}({key}=...)", f"{label}() without it: it has no effect in 0.5")
+                elif target.isidentifier():
+                    warn_renamed(f"{label}({key}=...)", f"{label}({target}=...)")
+                    kwargs.setdefault(target, value)
+                else:
+                    raise TypeError(
+                        f"{label}({key}=...) was removed in looplet 0.5: {target} (see docs/migration.md)"
+                    )
+            init(self, *args, **kwargs)
+
+        cls.__init__ = __init__  # type: ignore[method-assign]
+        return cls
+
+    return decorate
+
+
+_HOOK_INSTEAD = "write a hook (pre_prompt, pre_dispatch, check_done, ...); see docs/hooks.md"
+
+#: LoopConfig fields of 0.4.1.
+LOOP_CONFIG_KEYWORDS: KeywordTable = {
+    "concurrent_dispatch": "parallel_tools",
+    **dict.fromkeys(
+        """use_native_tools max_parallel_calls reactive_recovery recovery_temperature max_briefing_tokens
+        context_window_steps context_inline_per_step_chars context_window_total_chars cache_policy
+        max_turn_continuations tool_result_persist_dir""".split()
+    ),
+    "checkpoint_dir": "add CheckpointHook(checkpoint_dir) to hooks=[...]",
+    "tracer": "add TracingHook() (OpenTelemetry) to hooks=[...]",
+    "router": "pass the backend to use as llm=...",
+    "generate_kwargs": "set temperature=/max_tokens= here, or change call.options in a wrap_llm_call hook",
+    "approval_handler": "add ApprovalHook(tools, handler=...) to hooks=[...]",
+    "cancel_token": "pass cancel=CancelToken() to composable_loop",
+    "compact_service": "add ThresholdCompactHook(strategy=compact_chain(Prune(), Summarize(llm), Truncate()))",
+    "done_tools": "name one done tool with done_tool=...",
+    **dict.fromkeys(
+        """build_briefing extract_entities build_trace build_prompt context_planner extract_step_metadata
+        domain tool_view_selector recovery_registry output_schema initial_checkpoint checkpoint_state
+        restore_checkpoint_state memory_sources scoped_context_sources scoped_context_budget_tokens
+        execution_policy render_messages_override tool_metadata run_envelope done_tool_schemas""".split(),
+        _HOOK_INSTEAD,
+    ),
+}
+
+
+# ---------------------------------------------------------------- records (mixins of ToolCall, ToolResult, RunResult)
+
+TOOL_CALL_KEYWORDS: KeywordTable = {
+    "call_id": "id",
+    "metadata": "keep per-call data in a hook (run.scratch) or in the arguments",
+}
+TOOL_RESULT_KEYWORDS: KeywordTable = {
+    "tool": None,  # the Step carries the call: step.tool_call.tool
+    "args_summary": None,
+    "result_key": None,
+    "error_detail": "set error_kind=... (a string) beside error=...",
+    "metadata": "attach data to the result itself (data=...) or keep it in a hook",
+}
+
+
+class LegacyToolCall:
+    """0.4.1's ``ToolCall`` attributes, deprecated; ``ToolCall`` inherits them."""
+
+    __slots__ = ()
+    id: str
+
+    @property
+    def call_id(self) -> str:
+        warn_renamed("ToolCall.call_id", "ToolCall.id")
+        return self.id
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        warn_renamed("ToolCall.metadata", "run.scratch (looplet.current_run()) or the call's arguments")
+        return {}
+
+
+class LegacyToolResult:
+    """0.4.1's ``ToolResult`` attributes, deprecated; ``ToolResult`` inherits them."""
+
+    __slots__ = ()
+
+    @property
+    def args_summary(self) -> str:
+        warn_renamed("ToolResult.args_summary", "step.tool_call.args (and step.pretty())")
+        return ""
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        warn_renamed("ToolResult.metadata", "ToolResult.data")
+        return {}
+
+
+class RunStatus(StrEnum):
+    """0.4.1's run status; 0.5 has one stop reason (``RunResult.stop_reason``)."""
+
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+_STATUS = {
+    "done": RunStatus.COMPLETED,
+    "cancelled": RunStatus.CANCELLED,
+    "llm_error": RunStatus.FAILED,
+    "hook_error": RunStatus.FAILED,
+}
+
+
+class LegacyRunResult:
+    """0.4.1's ``RunResult`` attributes (and its trace dict's ``result["termination_reason"]``),
+    deprecated; ``RunResult`` inherits them."""
+
+    __slots__ = ()
+    stop_reason: str
+    final_output: Any
+    steps: list[Any]
+
+    @property
+    def termination_reason(self) -> str:
+        warn_renamed("RunResult.termination_reason", "RunResult.stop_reason")
+        return self.stop_reason
+
+    @property
+    def status(self) -> RunStatus:
+        warn_renamed("RunResult.status", "RunResult.stop_reason")
+        return _STATUS.get(self.stop_reason.split(":")[0], RunStatus.STOPPED)
+
+    @property
+    def completed(self) -> bool:
+        warn_renamed("RunResult.completed", "RunResult.stop_reason == 'done'")
+        return self.stop_reason == "done"
+
+    @property
+    def output(self) -> Any:
+        warn_renamed("RunResult.output", "RunResult.final_output")
+        return self.final_output
+
+    @classmethod
+    def from_state(cls, state: Any, **_: Any) -> Any:
+        """0.4.1's ``RunResult.from_state(state)``: the result the loop left on ``state.result``."""
+        warn_renamed("RunResult.from_state(state)", "state.result, or run_loop(...)'s return value")
+        result = getattr(state, "result", None)
+        if result is None:
+            raise ValueError("RunResult.from_state(state): this state has not finished a run yet")
+        return result
+
+    def __getitem__(self, key: str) -> Any:
+        """0.4.1's trace dict: ``result["termination_reason"]``, ``result["status"]``, ..."""
+        warn_renamed(f"result[{key!r}]", "the RunResult attributes (stop_reason, steps, usage, ...)")
+        if key in ("termination_reason", "stop_reason"):
+            return self.stop_reason
+        if key == "status":
+            return _STATUS.get(self.stop_reason.split(":")[0], RunStatus.STOPPED).value
+        if key in ("output", "final_output"):
+            return self.final_output
+        if key == "steps":
+            return len(self.steps)
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
 
 
 # ---------------------------------------------------------------- decisions (0.4.1's hook_decision)
@@ -88,11 +281,12 @@ PruneToolResults = _compactor("PruneToolResults", "Prune", 5)
 # ---------------------------------------------------------------- protocols and small helpers
 
 
-@runtime_checkable
-class LLMBackend(Protocol):
-    """0.4.1's backend protocol, for ``isinstance`` checks: anything with ``generate``."""
+class PermissionDecision(StrEnum):
+    """0.4.1's permission outcomes; 0.5 rules take the strings ``"allow"``, ``"deny"``, ``"ask"``."""
 
-    def generate(self, *args: Any, **kwargs: Any) -> Any: ...
+    ALLOW = "allow"
+    DENY = "deny"
+    ASK = "ask"
 
 
 class LoopHook:
@@ -104,14 +298,12 @@ class LoopHook:
         warn_renamed(f"subclassing LoopHook ({cls.__name__})", "a plain class with the hook methods")
 
 
-def register_done_tool(registry: Any, *, done_tool: str = "done") -> Any:
-    """0.4.1's ``register_done_tool(registry)``: add the ``done(answer)`` tool to a registry."""
-    from looplet.tools import tools_from
+def register_done_tool(registry: Any, *, name: str = "done", parameters: dict[str, Any] | None = None) -> Any:
+    """0.4.1's ``register_done_tool(registry)``: add 0.4.1's ``done(summary)`` tool to a registry."""
 
     warn_renamed("register_done_tool(registry)", "tools_from([...], include_done=True)")
-    done = tools_from([], include_done=True).get("done")
-    if done is not None and done_tool not in registry:
-        registry.register(done)
+    if name not in registry:
+        registry.register(old_done_tool(parameters, name=name))
     return registry
 
 
@@ -128,7 +320,8 @@ class PermissionRule:
         warn_renamed("PermissionRule(tool, decision)", "looplet.control.Rule(action, tool, args=...)")
         if self.arg_matcher is not None:
             raise _removed(
-                "PermissionRule(arg_matcher=...)", "give Rule(action, tool, args={'name': 'glob or re.Pattern'})"
+                "PermissionRule(arg_matcher=...)",
+                "give Rule(action, tool, args={'name': 'glob or re.Pattern'})",
             )
 
     def to_rule(self) -> Any:
@@ -149,6 +342,209 @@ class PermissionEngine:
 
     def __iter__(self) -> Iterator[Any]:
         return (r.to_rule() if isinstance(r, PermissionRule) else r for r in self.rules)
+
+
+def make_backend(model: str | None = None, **kwargs: Any) -> Any:
+    """0.4.1's ``make_backend(model=...)``: an OpenAI-compatible backend from the environment."""
+    from looplet.backends.openai import OpenAIBackend
+
+    warn_renamed(
+        "make_backend(model=...)", "OpenAIBackend.from_env() or OpenAIBackend(model=..., base_url=...)"
+    )
+    if model:
+        kwargs["model"] = model
+    return OpenAIBackend.from_env(**kwargs)
+
+
+@dataclass
+class EvalResult:
+    """0.4.1's rich eval return value. An evaluator given to ``EvalHook(evaluators=...)`` may still
+    return it (or a number, a score): it passes unless ``label`` is ``"fail"``/``"error"`` or the score
+    is 0. Use ``looplet.evals`` conventions instead: return None/True, False or a reason string."""
+
+    name: str = ""
+    score: float | None = None
+    label: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    details: list[str] = field(default_factory=list)
+    explanation: str = ""
+
+    def __post_init__(self) -> None:
+        warn_renamed(
+            "EvalResult(...)", "an eval returning None/True, False, a reason string or (passed, reason)"
+        )
+
+
+def _old_verdict(value: Any) -> Any:
+    """0.4.1's evaluator results (a score, an EvalResult) in 0.5's terms: (passed, detail)."""
+    if isinstance(value, EvalResult):
+        failed = value.label in ("fail", "error") or value.score == 0
+        detail = value.explanation or ", ".join(value.details) or f"score={value.score}"
+        return (not failed, detail)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (value > 0, f"score={value}")
+    return value
+
+
+def eval_hook_args(evals: Any, old: dict[str, Any]) -> tuple[Any, bool, Any]:
+    """``EvalHook(evaluators=..., verbose=..., expected=...)`` of 0.4.1 -> (evals, verbose, expected)."""
+    unknown = set(old) - {"evaluators", "verbose", "expected", "judge_llm"}
+    if unknown:
+        raise TypeError(f"EvalHook() got unexpected keyword arguments {sorted(unknown)}")
+    warn_renamed("EvalHook(evaluators=[...])", "EvalHook([...]) (evals passed positionally)", stacklevel=3)
+    fns = list(old.get("evaluators") or evals or [])
+    wrapped = []
+    for fn in fns:
+
+        def run(ctx: Any, fn: Any = fn) -> Any:
+            return _old_verdict(fn(ctx))
+
+        run.__name__ = getattr(fn, "__name__", "eval")
+        wrapped.append(run)
+    return wrapped, bool(old.get("verbose")), old.get("expected")
+
+
+def module_getattr(module: str, names: tuple[str, ...] = ()) -> Callable[[str], Any]:
+    """``__getattr__`` for a module 0.4.1 had and 0.5 does not (``looplet.compact``, ...): old names
+    through :func:`old_name`; ``names`` are the ones that module held (the rest raise AttributeError)."""
+
+    def __getattr__(name: str) -> Any:
+        if names and name not in names and name not in _TABLE:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        return old_name(module, name)
+
+    return __getattr__
+
+
+# ---------------------------------------------------------------- tools (mixins of ToolSpec, BaseToolRegistry)
+
+
+class ToolNames(list[str]):
+    """``registry.tool_names``: 0.4.1 read it as a property (a list), 0.5 calls it (``tool_names()``);
+    this list answers both."""
+
+    def __call__(self) -> list[str]:
+        return list(self)
+
+
+class LegacyToolSpec:
+    """0.4.1's ``ToolSpec`` methods, deprecated; ``ToolSpec`` inherits them."""
+
+    __slots__ = ()
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+    @property
+    def is_json_schema(self) -> bool:
+        warn_renamed("ToolSpec.is_json_schema", "ToolSpec.parameters (always a JSON Schema in 0.5)")
+        return True
+
+    def parameter_names(self) -> list[str]:
+        warn_renamed("ToolSpec.parameter_names()", "list(spec.parameters['properties'])")
+        return list(self.parameters.get("properties", {}))
+
+    def required_parameters(self) -> list[str]:
+        warn_renamed("ToolSpec.required_parameters()", "spec.parameters['required']")
+        return list(self.parameters.get("required", []))
+
+    def to_json_schema(self) -> dict[str, Any]:
+        warn_renamed("ToolSpec.to_json_schema()", "spec.parameters")
+        return dict(self.parameters)
+
+    def to_api_schema(self) -> dict[str, Any]:
+        warn_renamed("ToolSpec.to_api_schema()", "registry.schemas('anthropic') or spec.schema()")
+        return {"name": self.name, "description": self.description, "input_schema": dict(self.parameters)}
+
+    def spec_text(self) -> str:
+        warn_renamed("ToolSpec.spec_text()", "spec.schema() (the model gets native tool schemas)")
+        return _spec_text(self)
+
+
+def _spec_text(spec: Any) -> str:
+    props = spec.parameters.get("properties", {})
+    required = set(spec.parameters.get("required", []))
+    args = ", ".join(
+        f"{k}{'' if k in required else '?'}: {v.get('type', 'any') if isinstance(v, dict) else 'any'}"
+        for k, v in props.items()
+    )
+    return f"  {spec.name}({args})\n    {spec.description}"
+
+
+class LegacyRegistry:
+    """0.4.1's ``BaseToolRegistry`` methods, deprecated; ``BaseToolRegistry`` inherits them."""
+
+    __slots__ = ()
+    _tools: dict[str, Any]
+
+    def dispatch_batch(self, calls: list[Any], **_: Any) -> list[Any]:
+        warn_renamed(
+            "registry.dispatch_batch(calls)",
+            "[registry.dispatch(c) for c in calls] (the loop "
+            "runs concurrent_safe tools together with LoopConfig(parallel_tools=True))",
+        )
+        return [cast(Any, self).dispatch(c) for c in calls]
+
+    def tool_schemas(self) -> list[dict[str, Any]]:
+        warn_renamed("registry.tool_schemas()", "registry.schemas('anthropic') (or 'openai', 'neutral')")
+        return list(cast(Any, self).schemas("anthropic"))
+
+    def tool_catalog_text(self) -> str:
+        warn_renamed(
+            "registry.tool_catalog_text()", "registry.schemas() (the model gets native tool schemas)"
+        )
+        return "\n".join(["Available tools:", *(_spec_text(s) for s in self._tools.values())])
+
+    @property
+    def tool_specs(self) -> dict[str, Any]:
+        warn_renamed("registry.tool_specs", "registry.get(name)")
+        return dict(self._tools)
+
+
+def tools_from_args(old: dict[str, Any]) -> tuple[Any, list[Any]]:
+    """``tools_from(..., validate=, done_parameters=, include_think=)`` of 0.4.1 -> (its done tool,
+    extra tools). Code that passes them is 0.4.1 code, so it gets 0.4.1's ``done(summary)``."""
+    from looplet.tools import ToolSpec
+
+    unknown = set(old) - {"validate", "done_parameters", "include_think", "done_description"}
+    if unknown:
+        raise TypeError(f"tools_from() got unexpected keyword arguments {sorted(unknown)}")
+    warn_renamed(
+        f"tools_from({', '.join(f'{k}=' for k in old)})",
+        "tools_from([...], include_done=True) (arguments are always validated; write your own done or "
+        "think tool as a function when you need other parameters)",
+        stacklevel=3,
+    )
+    done = old_done_tool(old.get("done_parameters"), old.get("done_description"))
+    extra = []
+    if old.get("include_think"):
+        extra.append(
+            ToolSpec("think", "Think out loud before acting; nothing runs.", {"thought": "str"}, _echo)
+        )
+    return done, extra
+
+
+def _echo(**args: Any) -> dict[str, Any]:
+    return dict(args)
+
+
+def _completed(**args: Any) -> dict[str, Any]:
+    return {"status": "completed", **args}
+
+
+def old_done_tool(
+    parameters: dict[str, Any] | None = None, description: str | None = None, name: str = "done"
+) -> Any:
+    """0.4.1's done tool: ``done(summary)`` unless other parameters are given; it answers its
+    arguments with ``status: completed``. 0.5's ``tools_from(include_done=True)`` adds ``done(answer)``."""
+    from looplet.tools import ToolSpec
+
+    return ToolSpec(
+        name,
+        description or "Signal that the task is complete, with a brief summary of what was accomplished.",
+        dict(parameters or {"summary": "Brief summary of what was accomplished"}),
+        _completed,
+    )
 
 
 # ---------------------------------------------------------------- the table
@@ -202,24 +598,32 @@ _TABLE: dict[str, Callable[[str], Any] | str] = {
     "TruncateCompact": _here("TruncateCompact"),
     "SummarizeCompact": _here("SummarizeCompact"),
     "PruneToolResults": _here("PruneToolResults"),
-    "LLMBackend": _here("LLMBackend"),
+    "LLMBackend": _alias("looplet.protocols", "LLMBackend"),
+    "AgentState": _alias("looplet.state", "DefaultState", "looplet.DefaultState (or any object with steps)"),
+    "DefaultState": _alias("looplet.state", "DefaultState", "looplet.DefaultState"),
+    "LoopConfig": _alias("looplet.config", "LoopConfig", "looplet.LoopConfig"),
+    "PermissionDecision": _here("PermissionDecision"),
+    "RunStatus": _here("RunStatus"),
+    "HookDecision": _alias("looplet.hooks", "HookDecision", "looplet.HookDecision"),
+    "Allow": _alias("looplet.hooks", "Allow", "looplet.Allow"),
+    "Deny": _alias("looplet.hooks", "Deny", "looplet.Deny"),
+    "Stop": _alias("looplet.hooks", "Stop", "looplet.Stop"),
+    "InjectContext": _alias("looplet.hooks", "InjectContext", "looplet.InjectContext"),
+    "ApprovalHook": _alias("looplet.control", "ApprovalHook", "looplet.ApprovalHook"),
+    "PermissionHook": _alias("looplet.control", "PermissionHook", "looplet.PermissionHook"),
+    "Checkpoint": _alias("looplet.control", "Checkpoint", "looplet.control.Checkpoint"),
+    "compact_chain": _alias("looplet.context", "compact_chain", "looplet.compact_chain"),
+    "ThresholdCompactHook": _alias("looplet.context", "ThresholdCompactHook", "looplet.ThresholdCompactHook"),
+    "make_backend": _here("make_backend"),
     "LoopHook": _here("LoopHook"),
     "register_done_tool": _here("register_done_tool"),
     "PermissionRule": _here("PermissionRule"),
     "PermissionEngine": _here("PermissionEngine"),
     "AsyncMockLLMBackend": _alias("looplet.testing", "AsyncMockLLMBackend", "looplet.MockLLMBackend"),
-    "EvalResult": _alias("looplet.evals", "EvalOutcome", "looplet.evals.EvalOutcome"),
+    "EvalResult": _here("EvalResult"),
     "EvalContext": _alias("looplet.evals", "EvalContext"),
-    "RunStatus": _alias("looplet.compat", "_RunStatus", "RunResult.stop_reason"),
     **_TO_DO_INSTEAD,
 }
-
-
-class _RunStatus:
-    """0.4.1's ``RunStatus`` values, as strings compared with ``RunResult.stop_reason``."""
-
-    COMPLETED = "done"
-    CANCELLED = "cancelled"
 
 
 def old_name(module: str, name: str) -> Any:

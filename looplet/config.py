@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from looplet.compat import LOOP_CONFIG_KEYWORDS, old_keywords
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are an agent that completes the user's task by calling tools. "
     "Call a tool at every turn; when the task is complete, call `{done}` with your final answer."
 )
 
 
+@old_keywords(LOOP_CONFIG_KEYWORDS)  # looplet 0.4.1's fields: renamed, ignored, or refused with advice
 @dataclass(slots=True)
 class LoopConfig:
     """Settings of a run.

@@ -87,11 +87,11 @@ class EvalContext:
     """
 
     steps: list[Step]
-    final_output: Any
-    stop_reason: str | None
-    usage: Usage
-    cost: float | None
-    duration_ms: float
+    final_output: Any = None
+    stop_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = None
+    duration_ms: float = 0.0
     task: Any = None
     error: str | None = None
     llm_calls: int = 0
@@ -124,6 +124,16 @@ class EvalContext:
     @property
     def failed_steps(self) -> list[Step]:
         return [s for s in self.steps if not s.ok]
+
+    @property
+    def completed(self) -> bool:
+        """The run ended with ``done``."""
+        return self.stop_reason == "done"
+
+    @property
+    def expected(self) -> Any:
+        """``task["expected"]`` when the task is a dict that has it (else an empty dict)."""
+        return self.task.get("expected", {}) if isinstance(self.task, dict) else {}
 
     def __repr__(self) -> str:
         return f"EvalContext({self.name or self.run_id[:8]!r}, stop_reason={self.stop_reason!r}, steps={len(self.steps)})"
@@ -366,7 +376,13 @@ class EvalHook:
     reverse order, so the evals report while the run's span is still open and before the trajectory is written.
     """
 
-    def __init__(self, evals: Any = None, tags: Sequence[str] | None = None) -> None:
+    def __init__(self, evals: Any = None, tags: Sequence[str] | None = None, **old: Any) -> None:
+        if old:  # looplet 0.4.1's EvalHook(evaluators=[...], verbose=..., expected=...)
+            from looplet.compat import eval_hook_args
+
+            evals, self.verbose, self.expected = eval_hook_args(evals, old)
+        else:
+            self.verbose, self.expected = False, None
         self.evals = select(discover(evals), tags)
         if not self.evals:
             raise ValueError("EvalHook: no evals to run (check the evals given and the tags)")
@@ -376,10 +392,14 @@ class EvalHook:
         from looplet.hooks import current_run, emit_event
 
         run = current_run()
-        ctx = EvalContext.from_run(
-            result, task=getattr(run, "task", None), agent=getattr(run, "agent_name", "")
-        )
+        task = getattr(run, "task", None)
+        if self.expected is not None:
+            task = {**(task if isinstance(task, dict) else {}), "expected": self.expected}
+        ctx = EvalContext.from_run(result, task=task, agent=getattr(run, "agent_name", ""))
         outcomes = [run_eval(fn, ctx) for fn in self.evals]
+        if self.verbose:
+            for o in outcomes:
+                print(f"  eval {o.name}: {o.outcome}" + (f" ({o.detail})" if o.detail else ""))
         self.results = outcomes
         for o in outcomes:
             emit_event(

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin
 
+from looplet.compat import LegacyRegistry, LegacyToolSpec, ToolNames, tools_from_args
 from looplet.types import ToolCall, ToolResult
 
 #: ``ToolSpec.isolation`` values: in the agent's process (threads), or a child process per call.
@@ -50,7 +51,7 @@ _SIMPLE_TYPES = {
 
 
 @dataclass(slots=True)
-class ToolSpec:
+class ToolSpec(LegacyToolSpec):
     """A tool the model may call.
 
     ``parameters`` is a JSON Schema object, or the simple form ``{"arg": "str"}`` (a type name) or
@@ -331,7 +332,7 @@ def validate_args(args: Any, schema: dict[str, Any]) -> tuple[str | None, str | 
 # --- the registry --------------------------------------------------------------------------------
 
 
-class BaseToolRegistry:
+class BaseToolRegistry(LegacyRegistry):
     """Holds tools by name; validates and runs calls. ``dispatch`` never raises."""
 
     def __init__(self, tools: list[ToolSpec] | None = None, *, max_output_chars: int = 50_000) -> None:
@@ -368,8 +369,10 @@ class BaseToolRegistry:
     def get(self, name: str) -> ToolSpec | None:
         return self._tools.get(name)
 
-    def tool_names(self) -> list[str]:
-        return list(self._tools)
+    @property
+    def tool_names(self) -> ToolNames:
+        """The tools' names: ``registry.tool_names()`` (0.4.1's ``registry.tool_names`` also works)."""
+        return ToolNames(self._tools)
 
     def schemas(self, format: str = "neutral") -> list[dict[str, Any]]:
         """Tool schemas: ``"neutral"`` (name/description/parameters), ``"openai"`` or ``"anthropic"``."""
@@ -486,9 +489,15 @@ class BaseToolRegistry:
 
 
 def tools_from(
-    items: list[ToolSpec | Callable[..., Any]], include_done: bool = True, done_name: str = "done"
+    items: list[ToolSpec | Callable[..., Any]],
+    include_done: bool = True,
+    done_name: str = "done",
+    **old: Any,
 ) -> BaseToolRegistry:
     """A registry from functions and specs; ``include_done`` adds ``done(answer: str)``."""
+    if old:  # looplet 0.4.1's validate=, done_parameters=, include_think=
+        done, extra = tools_from_args(old)
+        items = [*items, *extra, *([done] if done and include_done else [])]
     if isinstance(items, (ToolSpec, BaseToolRegistry)) or callable(items) or isinstance(items, (str, bytes)):
         raise TypeError(
             "tools_from() takes a list of functions or ToolSpecs, e.g. tools_from([search, fetch])"

@@ -8,6 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from looplet.compat import (
+    TOOL_CALL_KEYWORDS,
+    TOOL_RESULT_KEYWORDS,
+    LegacyRunResult,
+    LegacyToolCall,
+    LegacyToolResult,
+    old_keywords,
+)
+
 __all__ = ["Usage", "ToolCall", "ToolResult", "LLMResponse", "LLMCall", "Step", "RunResult", "STOP_REASONS"]
 
 #: Every run ends with exactly one of these (``hook_stop`` carries ``:<reason>``).
@@ -68,8 +77,9 @@ class Usage:
         )
 
 
+@old_keywords(TOOL_CALL_KEYWORDS)  # looplet 0.4.1's call_id=, metadata= (looplet.compat)
 @dataclass(slots=True)
-class ToolCall:
+class ToolCall(LegacyToolCall):
     """A tool call proposed by the model."""
 
     tool: str
@@ -85,8 +95,9 @@ class ToolCall:
         return cls(d["tool"], dict(d.get("args") or {}), d.get("id", ""), d.get("reasoning"))
 
 
+@old_keywords(TOOL_RESULT_KEYWORDS)  # looplet 0.4.1's tool=, args_summary=, ... (looplet.compat)
 @dataclass(slots=True)
-class ToolResult:
+class ToolResult(LegacyToolResult):
     """What a tool gave back. ``error`` is set (and ``data`` is None) when the call failed.
 
     ``error_kind`` is one of ``unknown_tool``, ``missing_argument``, ``unexpected_argument``,
@@ -272,7 +283,7 @@ class Step:
 
 
 @dataclass(slots=True)
-class RunResult:
+class RunResult(LegacyRunResult):
     """How a run ended. ``stop_reason`` is one of :data:`STOP_REASONS` (``hook_stop:<reason>``).
 
     ``usage``, ``cost_usd``, ``llm_calls`` and ``llm_errors`` are summed from the :class:`LLMCall` records

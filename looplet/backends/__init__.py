@@ -14,4 +14,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-__getattr__ = lazy_getattr("looplet.backends", globals(), _LAZY)
+__getattr__ = lazy_getattr("looplet.backends", globals(), _LAZY, old_names=True)

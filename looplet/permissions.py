@@ -1,0 +1,11 @@
+"""Deprecated (removal in 0.7): looplet 0.4.1's ``looplet.permissions`` module. Permissions live in ``looplet.control``.
+
+Its old names resolve through :mod:`looplet.compat`: a deprecated alias, or an error that says what
+to use in 0.5 (see docs/migration.md).
+"""
+
+from looplet.compat import module_getattr
+
+__getattr__ = module_getattr(
+    "looplet.permissions", ("PermissionEngine", "PermissionRule", "PermissionDecision", "PermissionHook")
+)
