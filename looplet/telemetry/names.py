@@ -21,6 +21,8 @@ RUN_CACHED_TOKENS = "looplet.usage.cached_input_tokens"
 RUN_REASONING_TOKENS = "looplet.usage.reasoning_tokens"
 COST_USD = "looplet.cost_usd"  # on chat spans: that call; on invoke_agent: the run's total
 TOOL_ERROR_KIND = "looplet.tool.error_kind"
+STEP_TOOL = "looplet.tool.name"  # on step spans (GenAI-aware UIs read gen_ai.tool.* as a tool span)
+TOOL_EXECUTED = "looplet.tool.executed"  # False on the execute_tool span of a call that never ran (denied)
 TOOL_DURATION_MS = "looplet.tool.duration_ms"
 TASK = "looplet.task"  # content: only with capture on, redacted
 FINAL_OUTPUT = "looplet.final_output"  # content: only with capture on, redacted
@@ -194,6 +196,7 @@ _SEMCONV = {
         "GEN_AI_TOOL_NAME",
         "GEN_AI_TOOL_CALL_ID",
         "GEN_AI_TOOL_TYPE",
+        "GEN_AI_TOOL_DESCRIPTION",
         "GEN_AI_TOOL_CALL_ARGUMENTS",
         "GEN_AI_TOOL_CALL_RESULT",
         "GEN_AI_INPUT_MESSAGES",

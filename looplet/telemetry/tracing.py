@@ -85,6 +85,7 @@ _CONVERSATION = N.GEN_AI_CONVERSATION_ID
 _TOOL = N.GEN_AI_TOOL_NAME
 _CALL_ID = N.GEN_AI_TOOL_CALL_ID
 _TOOL_TYPE = N.GEN_AI_TOOL_TYPE
+_TOOL_DESCRIPTION = N.GEN_AI_TOOL_DESCRIPTION
 _TOOL_ARGS = N.GEN_AI_TOOL_CALL_ARGUMENTS
 _TOOL_RESULT = N.GEN_AI_TOOL_CALL_RESULT
 _INPUT = N.GEN_AI_INPUT_MESSAGES
@@ -124,9 +125,19 @@ class _Step:
 class _RunSpans:
     """One run's open spans (kept in ``run.scratch[hook]``)."""
 
-    __slots__ = ("span", "ctx", "recording", "steps", "by_call", "prompt", "lock", "names")
+    __slots__ = (
+        "span",
+        "ctx",
+        "recording",
+        "steps",
+        "by_call",
+        "prompt",
+        "lock",
+        "conversation",
+        "described",
+    )
 
-    def __init__(self, span: Any) -> None:
+    def __init__(self, span: Any, conversation: str) -> None:
         self.span = span
         self.ctx = trace.set_span_in_context(span, _EMPTY)
         self.recording = span.is_recording()
@@ -134,6 +145,8 @@ class _RunSpans:
         self.by_call: dict[str, int] = {}
         self.prompt: int | None = None  # step number whose span was opened by pre_prompt
         self.lock = threading.Lock()
+        self.conversation = conversation
+        self.described: dict[str, str] | None = None  # tool name -> description, from the first LLM call
 
 
 class TracingHook:
@@ -193,7 +206,8 @@ class TracingHook:
         attrs: dict[str, Any] = {_OP: _INVOKE_AGENT, _AGENT: run.agent_name, N.RUN_ID: run.run_id}
         metadata = getattr(state, "metadata", None)
         conversation = metadata.get("conversation_id") if isinstance(metadata, dict) else None
-        attrs[_CONVERSATION] = str(conversation) if conversation else run.run_id
+        conversation_id = str(conversation)[:256] if conversation else run.run_id
+        attrs[_CONVERSATION] = conversation_id
         if run.provider:
             attrs[_PROVIDER] = run.provider
         if run.model:
@@ -203,7 +217,8 @@ class TracingHook:
             attrs[N.RUN_RESUMED_STEPS] = resumed
         if self.capture_content:
             if run.task is not None:
-                attrs[N.TASK] = self._content(run.task)
+                attrs[N.TASK] = self._content(run.task)  # the task as given (read back by provenance)
+                attrs[_INPUT] = self._content([_message("user", _task_text(run.task))])
             system = next((m.get("content") for m in session_log or () if m.get("role") == "system"), None)
             if system:
                 attrs[_SYSTEM] = self._content([{"type": "text", "content": system}])
@@ -214,7 +229,7 @@ class TracingHook:
             attributes=attrs,
             links=self._links(run.links),
         )
-        rs = _RunSpans(span)
+        rs = _RunSpans(span, conversation_id)
         run.scratch[self] = rs
         if rs.recording:
             sc = span.get_span_context()
@@ -257,10 +272,13 @@ class TracingHook:
             }
             if result.cost_usd is not None:
                 attrs[N.COST_USD] = result.cost_usd
-            if run.model:
+            if run is not None and run.model:
                 attrs[_RESP_MODEL] = run.model
             if self.capture_content and result.final_output is not None:
-                attrs[N.FINAL_OUTPUT] = self._content(result.final_output)
+                final = result.final_output
+                attrs[N.FINAL_OUTPUT] = self._content(final)
+                text = final if isinstance(final, str) else _dumps(final)
+                attrs[_OUTPUT] = self._content([_message("assistant", text, "stop")])
             if error_type:
                 attrs[_ERROR_TYPE] = error_type
                 span.set_status(Status(StatusCode.ERROR, description))
@@ -275,7 +293,7 @@ class TracingHook:
     def pre_dispatch(self, state: Any, session_log: Any, tool_call: Any, step_num: int) -> None:
         run = current_run()
         rs = run.scratch.get(self) if run is not None else None
-        if rs is None:
+        if rs is None or run is None:
             return
         step = rs.steps.get(step_num)
         if step is None:
@@ -296,15 +314,36 @@ class TracingHook:
         if open_step.span_id is not None and step.span_id != open_step.span_id:
             step.span_id = open_step.span_id  # parallel calls: each Step names its own step span
         span = open_step.span
+        if not open_step.tool_started:  # denied, or answered by a hook: the tool never ran
+            self._not_run_span(rs, open_step, step)
         if rs.recording:
             result = step.tool_result
-            attrs = {_TOOL: self._tool_name(step.tool_call.tool)}
+            attrs: dict[str, Any] = {N.STEP_TOOL: self._tool_name(step.tool_call.tool)}
             if result.error is not None:
                 attrs[N.TOOL_ERROR_KIND] = result.error_kind or "error"
             span.set_attributes(attrs)
         span.end()
         if rs.by_call:
             rs.by_call.pop(step.tool_call.id, None)
+
+    def _not_run_span(self, rs: _RunSpans, open_step: _Step, step: Any) -> None:
+        """An ``execute_tool`` span for a call that never ran (a hook denied it or answered it), so every
+        trace UI shows the call; ``looplet.tool.executed=false`` says it did not run."""
+        tc = step.tool_call
+        attrs = self._tool_span_attrs(rs, tc)
+        attrs[N.TOOL_EXECUTED] = False
+        span = self._tracer.start_span(
+            self._tool_names.get(tc.tool) or f"execute_tool {attrs[_TOOL]}",
+            context=open_step.ctx,
+            kind=_INTERNAL,
+            attributes=attrs,
+        )
+        result = step.tool_result
+        if span.is_recording() and result.error is not None:
+            kind = result.error_kind or "tool_error"
+            span.set_attributes({_ERROR_TYPE: kind, N.TOOL_ERROR_KIND: kind})
+            span.set_status(Status(StatusCode.ERROR, self._error_text(result.error)))
+        span.end()
 
     def _open_step(self, rs: _RunSpans, number: int) -> _Step:
         span = self._tracer.start_span(
@@ -377,7 +416,7 @@ class TracingHook:
         run = current_run()
         rs = run.scratch.get(self) if run is not None else None
         parent = None
-        if rs is not None:
+        if rs is not None and run is not None:
             if call.purpose == "step":
                 step = rs.steps.get(call.step)
                 if step is None:
@@ -389,6 +428,8 @@ class TracingHook:
             else:  # a compaction summary or another side call: under the open step, else the run
                 step = rs.steps.get(rs.prompt) if rs.prompt is not None else None
                 parent = step.ctx if step is not None else rs.ctx
+            if rs.described is None:
+                rs.described = _descriptions(call.tools)
         model = call.model or (run.model if run is not None else None)
         provider = call.provider or (run.provider if run is not None else None)
         key = (model, provider)
@@ -399,11 +440,17 @@ class TracingHook:
                 attrs[_PROVIDER] = provider
             if model:
                 attrs[_REQ_MODEL] = model
-            self._chat_attrs[key] = attrs
-            self._chat_names[key] = f"chat {model}" if model else "chat"
+            name = f"chat {model}" if model else "chat"
+            if len(self._chat_attrs) < _MAX_NAMES:  # bounded: a backend may send any model name
+                self._chat_attrs[key] = attrs
+                self._chat_names[key] = name
+        else:
+            name = self._chat_names[key]
         options = call.options
-        if options or call.purpose != "step":
+        if options or call.purpose != "step" or rs is not None:
             attrs = dict(attrs)
+            if rs is not None:
+                attrs[_CONVERSATION] = rs.conversation
             if options:
                 if "temperature" in options:
                     attrs[_TEMPERATURE] = options["temperature"]
@@ -413,7 +460,7 @@ class TracingHook:
                     attrs[_STREAM] = True
             if call.purpose != "step":
                 attrs[N.LLM_PURPOSE] = call.purpose
-        span = self._tracer.start_span(self._chat_names[key], context=parent, kind=_CLIENT, attributes=attrs)
+        span = self._tracer.start_span(name, context=parent, kind=_CLIENT, attributes=attrs)
         if self.capture_content and span.is_recording():
             system, messages = _semconv_messages(call.messages)
             if system:
@@ -493,24 +540,30 @@ class TracingHook:
         if rs is not None:
             step = self._step_for(rs, tool_call)
             parent = step.ctx if step is not None else rs.ctx
+        attrs = self._tool_span_attrs(rs, tool_call)
+        span_name = self._tool_names.get(tool_call.tool) or f"execute_tool {attrs[_TOOL]}"
+        span = self._tracer.start_span(span_name, context=parent, kind=_INTERNAL, attributes=attrs)
+        if self.capture_content and span.is_recording():
+            span.set_attribute(_TOOL_ARGS, self._content(tool_call.args))
+        return span, otel_context.attach(trace.set_span_in_context(span))
+
+    def _tool_span_attrs(self, rs: _RunSpans | None, tool_call: Any) -> dict[str, Any]:
+        """The attributes an ``execute_tool`` span starts with (a fresh dict)."""
         name = tool_call.tool
         attrs = self._tool_attrs.get(name)
         if attrs is None:
             safe = self._tool_name(name)
             attrs = {_OP: _EXECUTE_TOOL, _TOOL: safe, _TOOL_TYPE: "function"}
-            span_name = f"execute_tool {safe}"
             if len(self._tool_attrs) < _MAX_NAMES:
                 self._tool_attrs[name] = attrs
-                self._tool_names[name] = span_name
-        else:
-            span_name = self._tool_names[name]
+                self._tool_names[name] = f"execute_tool {safe}"
+        attrs = dict(attrs)
         if tool_call.id:
-            attrs = dict(attrs)
             attrs[_CALL_ID] = tool_call.id
-        span = self._tracer.start_span(span_name, context=parent, kind=_INTERNAL, attributes=attrs)
-        if self.capture_content and span.is_recording():
-            span.set_attribute(_TOOL_ARGS, self._content(tool_call.args))
-        return span, otel_context.attach(trace.set_span_in_context(span))
+        description = rs.described.get(name) if rs is not None and rs.described else None
+        if description:
+            attrs[_TOOL_DESCRIPTION] = description
+        return attrs
 
     def _tool_name(self, name: str) -> str:
         """A tool name as telemetry writes it: through the redactor (the model may invent any name)."""
@@ -852,6 +905,35 @@ def _semconv_output(response: Any) -> dict[str, Any]:
     for c in response.tool_calls or ():
         parts.append({"type": "tool_call", "id": c.id, "name": c.tool, "arguments": c.args})
     return {"role": "assistant", "parts": parts, "finish_reason": response.finish_reason or "stop"}
+
+
+def _message(role: str, text: str, finish_reason: str | None = None) -> dict[str, Any]:
+    """One message in the semantic conventions' shape (``gen_ai.input.messages``/``output.messages``)."""
+    msg: dict[str, Any] = {"role": role, "parts": [{"type": "text", "content": text}]}
+    if finish_reason is not None:
+        msg["finish_reason"] = finish_reason
+    return msg
+
+
+def _task_text(task: Any) -> str:
+    """The task as one user message: its goal, or the task as JSON when it holds more than a goal."""
+    if isinstance(task, dict) and set(task) == {"goal"}:
+        return str(task["goal"])
+    return _dumps(task)
+
+
+def _descriptions(tools: Any) -> dict[str, str]:
+    """Tool name -> description from the tool schemas sent with an LLM call (neutral or OpenAI shape)."""
+    out: dict[str, str] = {}
+    for schema in tools or ():
+        if not isinstance(schema, dict):
+            continue
+        inner = schema.get("function")
+        fn: dict[str, Any] = inner if isinstance(inner, dict) else schema
+        name, description = fn.get("name"), fn.get("description")
+        if isinstance(name, str) and isinstance(description, str) and description:
+            out[name] = description[:1000]
+    return out
 
 
 def _text(content: Any) -> str:

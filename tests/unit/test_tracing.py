@@ -634,7 +634,17 @@ def test_hook_decisions_are_span_events(mode, tracing_first, otel):
     step_spans = {s.attributes[N.STEP_NUMBER]: s for s in otel.named(N.STEP_SPAN)}
     assert steps[1].tool_result.error_kind == "denied"
     assert steps[1].span_id == format(step_spans[2].context.span_id, "016x")
-    assert len(otel.named("execute_tool")) == 1  # the denied call never ran
+    # the denied call is visible as an execute_tool span that says it never ran, in error
+    denied, ran = sorted(otel.named("execute_tool"), key=lambda s: s.attributes.get(N.TOOL_EXECUTED, True))
+    assert N.TOOL_EXECUTED not in ran.attributes and ran.status.status_code is StatusCode.UNSET
+    assert denied.attributes[N.TOOL_EXECUTED] is False and denied.status.status_code is StatusCode.ERROR
+    assert denied.attributes[EA.ERROR_TYPE] == "denied" and "no threes" in denied.status.description
+    assert denied.attributes[GA.GEN_AI_TOOL_CALL_ID] == steps[1].tool_call.id
+    assert denied.parent.span_id == step_spans[2].context.span_id and denied.name == "execute_tool add"
+    # step spans carry looplet's own keys only: GenAI-aware UIs would list them as extra tool spans
+    for s in step_spans.values():
+        assert not any(k.startswith("gen_ai.") for k in s.attributes), s.attributes
+        assert s.attributes[N.STEP_TOOL] == "add"
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -708,6 +718,49 @@ def test_content_is_captured_only_when_asked_and_always_redacted(mode, otel):
     agent = _agent(otel)
     assert json.loads(agent.attributes[N.TASK]) == {"goal": "use key [REDACTED:anthropic_key]"}
     assert agent.attributes[N.FINAL_OUTPUT] == "3"
+    # the task and the answer, in the attributes GenAI-aware UIs (Phoenix) show as the agent's input/output
+    assert json.loads(agent.attributes[GA.GEN_AI_INPUT_MESSAGES]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "use key [REDACTED:anthropic_key]"}]}
+    ]
+    assert json.loads(agent.attributes[GA.GEN_AI_OUTPUT_MESSAGES]) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "3"}], "finish_reason": "stop"}
+    ]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_without_content_capture_no_span_holds_content(mode, otel):
+    go(mode, mock(CALL, DONE), [TracingHook(otel.provider, capture_content=False)])
+    content = {
+        GA.GEN_AI_INPUT_MESSAGES,
+        GA.GEN_AI_OUTPUT_MESSAGES,
+        GA.GEN_AI_SYSTEM_INSTRUCTIONS,
+        GA.GEN_AI_TOOL_CALL_ARGUMENTS,
+        GA.GEN_AI_TOOL_CALL_RESULT,
+        N.TASK,
+        N.FINAL_OUTPUT,
+    }
+    assert otel.spans() and all(not content & set(s.attributes) for s in otel.spans())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_chat_spans_name_the_conversation_and_tool_spans_describe_the_tool(mode, otel):
+    state = DefaultState(max_steps=5)
+    state.metadata["conversation_id"] = "support-ticket-42"
+    run(
+        mode,
+        llm=mock(CALL, DONE),
+        task={"goal": "add"},
+        tools=tools_from([add]),
+        hooks=[TracingHook(otel.provider)],
+        state=state,
+    )
+    chats = otel.named("chat")
+    assert len(chats) == 2
+    assert {c.attributes[GA.GEN_AI_CONVERSATION_ID] for c in chats} == {"support-ticket-42"}
+    assert _agent(otel).attributes[GA.GEN_AI_CONVERSATION_ID] == "support-ticket-42"
+    descriptions = {s.name: s.attributes[GA.GEN_AI_TOOL_DESCRIPTION] for s in otel.named("execute_tool")}
+    assert descriptions["execute_tool add"] == "Add two numbers."
+    assert descriptions["execute_tool done"].startswith("Finish")
 
 
 @pytest.mark.parametrize(
