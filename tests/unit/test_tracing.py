@@ -142,7 +142,7 @@ def test_span_tree_kinds_names_and_genai_attributes(mode, otel):
     assert [s.attributes[N.STEP_NUMBER] for s in step_spans] == [1, 2, 3, 4]
     assert all(parent_of(s, by_id) is agent and s.kind is SpanKind.INTERNAL for s in step_spans)
     # every Step carries the trace id and its own step span's id
-    for step, span in zip(steps, step_spans):
+    for step, span in zip(steps, step_spans, strict=True):
         assert step.trace_id == format(agent.context.trace_id, "032x") == result.trace_id
         assert step.span_id == format(span.context.span_id, "016x")
 
@@ -163,7 +163,7 @@ def test_span_tree_kinds_names_and_genai_attributes(mode, otel):
 
     tools = otel.named("execute_tool ")
     assert len(tools) == 4
-    for t, step in zip(sorted(tools, key=lambda s: s.start_time), steps):
+    for t, step in zip(sorted(tools, key=lambda s: s.start_time), steps, strict=True):
         ta = t.attributes
         assert t.kind is SpanKind.INTERNAL and t.name == f"execute_tool {step.tool_call.tool}"
         assert (
