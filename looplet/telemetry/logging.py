@@ -24,18 +24,17 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, TextIO, cast
 
 from looplet.errors import require
 from looplet.hooks import current_run
-from looplet.telemetry.cost import cost_of
 from looplet.telemetry.redact import Redactor
 
 require("structlog", "logs")
 
 import structlog  # noqa: E402
 
-__all__ = ["LoggingHook", "configure_logging"]
+__all__ = ["LoggingHook", "configure_logging", "add_run_context"]
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -46,6 +45,7 @@ _LEVELS = {
 }
 _ERROR_STOPS = ("llm_error", "hook_error")
 _MAX_ERROR_CHARS = 2000
+_MAX_NAMES = 1000  # cached per hook: tool names, faulted components
 
 _lock = threading.Lock()
 _default_logger: Any = None
@@ -92,11 +92,12 @@ def configure_logging(
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         timestamper,
+        add_run_context,
     ]
     if json:
         chain.append(structlog.processors.format_exc_info)
     logger = structlog.wrap_logger(
-        structlog.WriteLogger(stream),
+        structlog.WriteLogger(cast(TextIO, stream)),
         processors=[*chain, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
         context_class=dict,
@@ -109,7 +110,7 @@ def configure_logging(
             handler = _OnceHandler(stream)
             handler.setFormatter(
                 structlog.stdlib.ProcessorFormatter(
-                    foreign_pre_chain=[*chain[:3], structlog.stdlib.add_logger_name],
+                    foreign_pre_chain=[*chain[:4], structlog.stdlib.add_logger_name],
                     processors=[
                         structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                         *([structlog.processors.format_exc_info] if json else []),
@@ -174,12 +175,17 @@ class LoggingHook:
     logger: a structlog logger; by default the one ``configure_logging()`` built, else
         ``structlog.get_logger("looplet")``.
     redact: ``str -> str`` applied to error texts and tracebacks (default: the built-in ``Redactor``).
+
+    Every line of a run carries ``run_id``, ``agent`` and, when the run is traced, ``trace_id`` and
+    ``span_id``: ``llm.call`` the chat span of that attempt, ``tool.call`` the call's execute_tool span, the
+    others the run's span (:func:`looplet.telemetry.tracing.trace_ids`, whatever the order of the hooks).
     """
 
     def __init__(self, logger: Any = None, redact: Callable[[str], str] | None = None) -> None:
         self._logger = logger
         self._redact = redact if redact is not None else Redactor()
         self._names: dict[str, str] = {}
+        self._faulted: set[str] = set()  # components whose first fault was logged
 
     def _base(self) -> Any:
         logger = self._logger or _default_logger
@@ -187,20 +193,18 @@ class LoggingHook:
             logger = self._logger = structlog.get_logger("looplet")
         return logger
 
-    def _bound(self) -> Any:
+    def _bound(self) -> tuple[Any, Any]:
+        """(the run, a logger bound to its run_id and agent)."""
         run = current_run()
         if run is None:
-            return self._base()
+            return None, self._base()
         log = run.scratch.get(self)
         if log is None:
             log = self._bind(run)
-        return log
+        return run, log
 
     def _bind(self, run: Any) -> Any:
-        fields: dict[str, Any] = {"run_id": run.run_id, "agent": run.agent_name}
-        if run.trace_id:
-            fields["trace_id"] = run.trace_id
-        log = self._base().bind(**fields)
+        log = self._base().bind(run_id=run.run_id, agent=run.agent_name)
         run.scratch[self] = log
         return log
 
@@ -215,7 +219,7 @@ class LoggingHook:
         safe = self._names.get(name)
         if safe is None:
             safe = self._redact(name)[:256]
-            if len(self._names) < 1000:
+            if len(self._names) < _MAX_NAMES:
                 self._names[name] = safe
         return safe
 
@@ -230,18 +234,15 @@ class LoggingHook:
             return
         log = self._bind(run)
         fields: dict[str, Any] = {"model": run.model}
-        if run.span_id:
-            fields["span_id"] = run.span_id
         resumed = len(getattr(state, "steps", ()) or ())
         if resumed:
             fields["resumed_steps"] = resumed
-        log.info("run.start", **fields)
+        log.info("run.start", **fields, **_ids(run, "run"))
 
     def on_loop_end(self, state: Any, session_log: Any, context: Any, result: Any) -> None:
-        run = current_run()
-        log = run.scratch.pop(self, None) if run is not None else None
-        if log is None:
-            log = self._base().bind(run_id=result.run_id)
+        run, log = self._bound()
+        if run is not None:
+            run.scratch.pop(self, None)
         stop = result.stop_reason
         usage = result.usage
         fields: dict[str, Any] = {
@@ -253,12 +254,11 @@ class LoggingHook:
             "cost_usd": result.cost_usd,
             "duration_ms": round(result.duration_ms, 3),
         }
-        if result.trace_id:
-            fields["trace_id"] = result.trace_id
         if run is not None and run.model:
             fields["model"] = run.model
         if result.error:
             fields["error"] = self._error(result.error)
+        fields.update(_ids(run, "run"))
         if stop in _ERROR_STOPS:
             log.error("run.end", **fields)
         elif stop == "cancelled":
@@ -266,128 +266,131 @@ class LoggingHook:
         else:
             log.info("run.end", **fields)
 
+    # -- LLM calls: one line per attempt, answered or failed, from the call's facts ---------------------
+
+    def on_llm_call(self, state: Any, call: Any) -> None:
+        if call.replayed:  # given back from a checkpoint: no model was called
+            return
+        run, log = self._bound()
+        fields: dict[str, Any] = {
+            "step": call.step,
+            "attempt": call.attempt,
+            "model": call.response_model or call.model,
+            "duration_ms": round(call.duration_ms, 3),
+            "outcome": call.outcome,
+            "cost_usd": call.cost_usd,
+        }
+        if call.purpose != "step":
+            fields["purpose"] = call.purpose
+        usage = call.usage
+        if usage is not None:
+            fields["input_tokens"] = usage.input_tokens
+            fields["output_tokens"] = usage.output_tokens
+            if usage.cached_input_tokens:
+                fields["cached_input_tokens"] = usage.cached_input_tokens
+            if usage.reasoning_tokens:
+                fields["reasoning_tokens"] = usage.reasoning_tokens
+        if call.ttfc_ms is not None:
+            fields["ttfc_ms"] = round(call.ttfc_ms, 3)
+        fields.update(_ids(run, "chat"))
+        if call.outcome == "ok":
+            log.info("llm.call", **fields)
+        else:
+            log.error("llm.call", error_type=self._error(call.error_type or "error"), **fields)
+
     # -- steps --------------------------------------------------------------------------------------
 
     def on_step(self, state: Any, step: Any) -> None:
-        log = self._bound()
-        ids: dict[str, Any] = {"trace_id": step.trace_id, "span_id": step.span_id} if step.trace_id else {}
-        usage = step.usage
+        run, log = self._bound()
         result = step.tool_result
-        if step.llm_ms > 0.0 or usage is not None:  # the first step of an LLM response carries the call
-            cost = step.cost_usd
-            if (
-                result.cost_usd is not None or result.usage is not None
-            ):  # the tool's own spend is not the call's
-                cost = cost_of(step.model, usage)
-            fields: dict[str, Any] = {
-                "step": step.number,
-                "model": step.model,
-                "duration_ms": round(step.llm_ms, 3),
-                "cost_usd": cost,
-            }
-            if usage is not None:
-                fields["input_tokens"] = usage.input_tokens
-                fields["output_tokens"] = usage.output_tokens
-                if usage.cached_input_tokens:
-                    fields["cached_input_tokens"] = usage.cached_input_tokens
-                if usage.reasoning_tokens:
-                    fields["reasoning_tokens"] = usage.reasoning_tokens
-            if step.ttfc_ms is not None:
-                fields["ttfc_ms"] = round(step.ttfc_ms, 3)
-            log.info("llm.call", **fields, **ids)
-        tool = self._tool_name(step.tool_call.tool)
+        fields: dict[str, Any] = {
+            "step": step.number,
+            "tool": self._tool_name(step.tool_call.tool),
+            "duration_ms": round(step.tool_ms, 3),
+            "ok": result.error is None,
+        }
         if result.cost_usd is not None or result.usage is not None:  # a sub-agent or a tool calling a model
-            ids = dict(ids)
-            ids["tool_cost_usd"] = result.cost_usd
+            fields["tool_cost_usd"] = result.cost_usd
             if result.usage is not None:
-                ids["tool_input_tokens"] = result.usage.input_tokens
-                ids["tool_output_tokens"] = result.usage.output_tokens
+                fields["tool_input_tokens"] = result.usage.input_tokens
+                fields["tool_output_tokens"] = result.usage.output_tokens
+        fields.update(_ids(run, "tool", step))
         if result.error is None:
-            log.info(
-                "tool.call", step=step.number, tool=tool, duration_ms=round(step.tool_ms, 3), ok=True, **ids
-            )
+            log.info("tool.call", **fields)
         else:
-            log.warning(
-                "tool.call",
-                step=step.number,
-                tool=tool,
-                duration_ms=round(step.tool_ms, 3),
-                ok=False,
-                error_kind=result.error_kind,
-                error=self._error(result.error),
-                **ids,
-            )
+            log.warning("tool.call", error_kind=result.error_kind, error=self._error(result.error), **fields)
 
     # -- failures and events ------------------------------------------------------------------------
 
-    def wrap_llm_call(self, call: Any, call_next: Any) -> Any:
-        try:
-            return call_next(call)
-        except Exception as exc:
-            self._llm_failed(call, exc)
-            raise
-
-    async def awrap_llm_call(self, call: Any, call_next: Any) -> Any:
-        try:
-            return await call_next(call)
-        except Exception as exc:
-            self._llm_failed(call, exc)
-            raise
-
-    def _llm_failed(self, call: Any, exc: Exception) -> None:
-        fields: dict[str, Any] = {}
-        try:  # the ids of the chat span, when a tracing hook made one current
-            from opentelemetry import trace
-
-            sc = trace.get_current_span().get_span_context()
-            if sc.is_valid:
-                fields = {"trace_id": format(sc.trace_id, "032x"), "span_id": format(sc.span_id, "016x")}
-        except Exception:
-            pass
-        self._bound().error(
-            "llm.error",
-            step=call.step,
-            model=call.model,
-            error_kind=getattr(exc, "kind", None) or type(exc).__name__,
-            retryable=bool(getattr(exc, "retryable", False)),
-            error=self._error(f"{type(exc).__name__}: {exc}"),
-            exception=self._exception(exc),
-            **fields,
-        )
-
     def on_llm_retry(self, state: Any, attempt: int, error: Any, delay_s: float) -> None:
-        self._bound().warning(
+        run, log = self._bound()
+        log.warning(
             "llm.retry",
             attempt=attempt,
             delay_s=round(float(delay_s), 3),
             error=self._error(f"{type(error).__name__}: {error}"),
+            **_ids(run, "chat"),
         )
 
     def on_hook_error(self, hook: Any, method: str, error: Any) -> None:
-        self._bound().error(
+        """The first fault of each component (hook class) is logged with its traceback; later ones are
+        counted (``looplet_telemetry_errors_total``), not logged again."""
+        component = type(hook).__name__
+        if component in self._faulted:
+            return
+        if len(self._faulted) < _MAX_NAMES:
+            self._faulted.add(component)
+        run, log = self._bound()
+        log.error(
             "hook.error",
-            hook=type(hook).__name__,
+            hook=component,
             method=method,
             error=self._error(f"{type(error).__name__}: {error}"),
             exception=self._exception(error),
+            note="later faults of this component are counted in looplet_telemetry_errors_total, not logged",
+            **_ids(run, "line"),
         )
 
     def on_event(self, name: str, attributes: dict[str, Any]) -> None:
+        run, log = self._bound()
         if name == "hook.decision":
             tool = attributes.get("tool")
-            self._bound().info(
+            log.info(
                 "hook.decision",
                 hook=attributes.get("hook"),
                 decision=attributes.get("decision"),
                 tool=self._tool_name(tool) if tool else None,
                 reason=self._error(attributes.get("reason")),
+                **_ids(run, "line"),
             )
         else:  # the emitting module logs its own line through stdlib logging; this one is for debugging
-            self._bound().debug(
-                name,
-                **{
-                    k: (self._error(v) if isinstance(v, str) else v)
-                    for k, v in (attributes or {}).items()
-                    if k != "event"
-                },
-            )
+            fields = {
+                k: (self._error(v) if isinstance(v, str) else v)
+                for k, v in (attributes or {}).items()
+                if k not in ("event", "trace_id", "span_id")
+            }
+            log.debug(name, **fields, **_ids(run, "line"))
+
+
+def _ids(run: Any, kind: str, step: Any = None) -> dict[str, str]:
+    """``trace_id``/``span_id`` for a line about ``run`` (empty when nothing traces it). The tracing
+    module is looked up, never imported: without it loaded, no TracingHook exists."""
+    tracing = sys.modules.get("looplet.telemetry.tracing")
+    if tracing is None or run is None:
+        return {}
+    ids = tracing.trace_ids(run, kind, step)
+    return {"trace_id": ids[0], "span_id": ids[1]} if ids is not None else {}
+
+
+def add_run_context(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: a line written while a run is in progress (from any code: the loop, a
+    backend, a tool, the stdlib ``looplet`` logger) gets the run's ``run_id`` and the current
+    ``trace_id``/``span_id`` (the chat or execute_tool span while a call runs, else the run's span)."""
+    run = current_run()
+    if run is None:
+        return event
+    if "run_id" not in event:
+        event["run_id"] = run.run_id
+    if "trace_id" not in event:
+        event.update(_ids(run, "line"))
+    return event

@@ -18,13 +18,16 @@ Needs ``prometheus-client``.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from looplet.errors import require
 from looplet.hooks import current_run
 from looplet.telemetry import names as N
+from looplet.telemetry.cost import price_for
 from looplet.telemetry.redact import Redactor
 
 require("prometheus_client", "prometheus")
@@ -50,6 +53,7 @@ _DECLARE_LOCK = threading.Lock()
 _CHAT = "chat"
 _OTHER = "other"
 _UNKNOWN = "unknown"
+_MAX_CHILDREN = 10_000  # cached label children per hook (the label values themselves are bounded)
 
 
 def declare_metrics(registry: CollectorRegistry | None = None, namespace: str = "looplet") -> dict[str, Any]:
@@ -88,22 +92,38 @@ def _existing(registry: Any, name: str, kind: str, labels: tuple[str, ...], exc:
     ) from None
 
 
-class _RunMetrics:
-    __slots__ = ("agent", "provider", "request_model", "usage0", "cost0", "tokens", "cost", "llm_calls")
-    # tokens/cost: what this run's steps explained — its own LLM calls plus what tools reported having
-    # spent (a sub-agent's usage, already counted by the child run's hooks).
+class _Labels:
+    """Label values from a bounded set: the first ``limit`` distinct names that ``allow`` accepts keep
+    their name; a name it refuses, and any new name once the set is full, is ``other``; no name is
+    ``unknown``. The map never holds more than ``limit`` entries."""
 
-    def __init__(
-        self, agent: str, provider: str, request_model: str, usage0: tuple[int, int, int, int], cost0: float
-    ) -> None:
+    __slots__ = ("seen", "limit", "allow")
+
+    def __init__(self, limit: int, allow: Callable[[str], bool] | None = None) -> None:
+        self.seen: dict[str, str] = {}
+        self.limit = limit
+        self.allow = allow
+
+    def __call__(self, name: Any) -> str:
+        if not name:
+            return _UNKNOWN
+        label = self.seen.get(name)
+        if label is not None:
+            return label
+        if len(self.seen) >= self.limit or not isinstance(name, str):
+            return _OTHER
+        label = name if self.allow is None or self.allow(name) else _OTHER
+        self.seen[name] = label
+        return label
+
+
+class _RunMetrics:
+    __slots__ = ("agent", "provider", "request_model")
+
+    def __init__(self, agent: str, provider: str, request_model: str) -> None:
         self.agent = agent
         self.provider = provider
         self.request_model = request_model
-        self.usage0 = usage0
-        self.cost0 = cost0
-        self.tokens = [0, 0, 0, 0]  # input, output, cached input, reasoning recorded from steps
-        self.cost = 0.0
-        self.llm_calls = 0
 
 
 class MetricsHook:
@@ -115,7 +135,8 @@ class MetricsHook:
         their semantic-convention names.
     meter_provider: an OpenTelemetry ``MeterProvider`` for the GenAI client metrics; None uses the global
         one if an SDK provider has been set (``configure(otlp_metrics=True)`` does), else none are recorded.
-    max_label_values: distinct tool names and model names kept as label values; later ones count as ``other``.
+    max_label_values: distinct values kept per label (tools, models, agents, hooks, error types...);
+        later ones count as ``other``.
     """
 
     def __init__(
@@ -146,6 +167,7 @@ class MetricsHook:
         self._tool_errors = m["looplet_tool_errors"]
         self._denials = m["looplet_hook_denials"]
         self._hook_errors = m["looplet_hook_errors"]
+        self._telemetry_errors = m["looplet_telemetry_errors"]
         self._retries = m["looplet_llm_retries"]
         self._compactions = m["looplet_compactions"]
         self._approvals = m["looplet_approvals_pending"]
@@ -155,47 +177,43 @@ class MetricsHook:
         self._genai_duration = m["gen_ai_client_operation_duration_seconds"]
         self._genai_ttfc = m["gen_ai_client_operation_time_to_first_chunk_seconds"]
         self._children: dict[tuple[Any, ...], Any] = {}
-        self._tools: dict[str, str] = {}  # tool name -> its label (a name holding a secret is "other")
         self._redact = Redactor()
-        self._models: set[str] = set()
+        n = max_label_values
+        self._tools = _Labels(n, self._plain)  # a name holding a secret is "other"
+        self._configured: set[str] = set()  # models the code configured (a backend's model)
+        self._models = _Labels(n, self._known_model)  # a name the server made up is "other"
+        self._names = _Labels(n, self._plain)  # agents, providers, hooks, methods, strategies, evals...
+        self._errors = _Labels(n, self._plain)
         self._otel = _OtelInstruments.create(meter_provider)
 
     # -- label helpers --------------------------------------------------------------------------------
+
+    def _plain(self, name: str) -> bool:
+        return len(name) <= 128 and self._redact(name) == name
+
+    def _known_model(self, name: str) -> bool:
+        return self._plain(name) and (name in self._configured or price_for(name) is not None)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric),) + labels
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(*labels)
+            child = metric.labels(*labels)
+            if len(self._children) < _MAX_CHILDREN:
+                self._children[key] = child
         return child
 
     def _tool_label(self, name: str | None, error_kind: str | None = None) -> str:
-        if not name or error_kind == "unknown_tool":
+        if not name or error_kind == "unknown_tool":  # a tool the model made up
             return _OTHER
-        label = self._tools.get(name)
-        if label is not None:
-            return label
-        if len(self._tools) < self.max_label_values:
-            label = self._tools[name] = name if self._redact(name) == name else _OTHER
-            return label
-        return _OTHER
+        return self._tools(name)
 
-    def _model_label(self, name: str | None) -> str:
-        if not name:
-            return _UNKNOWN
-        if name in self._models:
-            return name
-        if len(self._models) < self.max_label_values:
-            self._models.add(name)
-            return name
-        return _OTHER
-
-    def _agent(self) -> tuple[Any, str]:
+    def _run(self) -> tuple[Any, _RunMetrics | None, str]:
         run = current_run()
-        if run is None:
-            return None, _UNKNOWN
-        rm = run.scratch.get(self)
-        return rm, (rm.agent if rm is not None else (run.agent_name or _UNKNOWN))
+        rm = run.scratch.get(self) if run is not None else None
+        if rm is not None:
+            return run, rm, rm.agent
+        return run, None, self._names(run.agent_name if run is not None else None)
 
     # -- run ----------------------------------------------------------------------------------------
 
@@ -203,17 +221,10 @@ class MetricsHook:
         run = current_run()
         if run is None:
             return
-        usage = getattr(state, "usage", None)
-        usage0 = (
-            (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.reasoning_tokens)
-            if usage is not None
-            else (0, 0, 0, 0)
-        )
-        cost0 = getattr(state, "cost_usd", None) or 0.0
-        agent = run.agent_name or _UNKNOWN
-        run.scratch[self] = _RunMetrics(
-            agent, run.provider or _UNKNOWN, self._model_label(run.model), usage0, cost0
-        )
+        if run.model and len(self._configured) < self.max_label_values:
+            self._configured.add(run.model)
+        agent = self._names(run.agent_name)
+        run.scratch[self] = _RunMetrics(agent, self._names(run.provider), self._models(run.model))
         self._child(self._active, agent).inc()
 
     def on_loop_end(self, state: Any, session_log: Any, context: Any, result: Any) -> None:
@@ -221,161 +232,116 @@ class MetricsHook:
         rm = run.scratch.pop(self, None) if run is not None else None
         if rm is None:
             return
-        agent = rm.agent
-        # LLM calls that produced no step (an answer without a tool call, the call before a stop) still
-        # used tokens: add what RunResult counts beyond what the steps carried.
-        extra_calls = result.llm_calls - rm.llm_calls
-        model = self._model_label(run.model) if run is not None else rm.request_model
-        if extra_calls > 0:
-            self._child(self._llm_requests, agent, rm.provider, model, "ok").inc(extra_calls)
-        u = result.usage
-        totals = (u.input_tokens, u.output_tokens, u.cached_input_tokens, u.reasoning_tokens)
-        for i, token_type in enumerate(("input", "output", "cached_input", "reasoning")):
-            missing = totals[i] - rm.usage0[i] - rm.tokens[i]
-            if missing > 0:
-                self._child(self._tokens, agent, model, token_type).inc(missing)
-        if result.cost_usd is not None:
-            missing_cost = result.cost_usd - rm.cost0 - rm.cost
-            if missing_cost > 1e-12:
-                self._child(self._cost, agent, model).inc(missing_cost)
-        outcome = result.stop_reason.partition(":")[0] or _UNKNOWN
-        self._child(self._runs, agent, outcome).inc()
-        self._child(self._active, agent).dec()
+        outcome = self._names(result.stop_reason.partition(":")[0])
+        self._child(self._runs, rm.agent, outcome).inc()
+        self._child(self._active, rm.agent).dec()
 
     # -- steps --------------------------------------------------------------------------------------
 
     def on_step(self, state: Any, step: Any) -> None:
-        rm, agent = self._agent()
+        run, _rm, agent = self._run()
         result = step.tool_result
         error_kind = result.error_kind if result.error is not None else None
         tool = self._tool_label(step.tool_call.tool, error_kind)
-        exemplar = (
-            {"trace_id": step.trace_id, "span_id": step.span_id} if step.trace_id and step.span_id else None
-        )
+        exemplar = _exemplar(run, "tool", step)
         tool_s = step.tool_ms / 1000.0
         self._child(self._steps, agent, tool, "ok" if result.error is None else "error").inc()
         self._child(self._tool_duration, agent, tool).observe(tool_s, exemplar)
         if result.error is not None:
-            self._child(self._tool_errors, agent, tool, error_kind or "error").inc()
+            self._child(self._tool_errors, agent, tool, self._errors(error_kind or "error")).inc()
         self._child(self._step_duration, agent).observe(tool_s + step.llm_ms / 1000.0, exemplar)
-        spent = result.usage  # a tool that ran LLM calls of its own (a sub-agent): counted by its own hooks,
-        if rm is not None and (spent is not None or result.cost_usd is not None):  # so not again at run end
-            if spent is not None:
-                t = rm.tokens
-                t[0] += spent.input_tokens
-                t[1] += spent.output_tokens
-                t[2] += spent.cached_input_tokens
-                t[3] += spent.reasoning_tokens
-            rm.cost += result.cost_usd or 0.0
 
-    # -- LLM calls: each answered call once, whether or not it proposed a tool call --------------------
+    # -- LLM calls: every attempt once, answered or failed, read from the call's facts -----------------
 
     def on_llm_call(self, state: Any, call: Any) -> None:
-        if call.replayed:
+        if call.replayed:  # given back from a checkpoint: no model was called
             return
-        if call.outcome != "ok":
-            self._llm_failed(call, None)
-            return
-        response, llm_ms, cost_usd = call.response, call.duration_ms, call.cost_usd
-        rm, agent = self._agent()
-        run = current_run()
-        exemplar = (
-            {"trace_id": run.trace_id, "span_id": run.span_id}
-            if run is not None and run.trace_id and run.span_id
-            else None
-        )
-        model = self._model_label(response.model or (run.model if run is not None else None))
-        provider = rm.provider if rm is not None else (response.provider or _UNKNOWN)
-        request_model = rm.request_model if rm is not None else model
-        self._child(self._llm_requests, agent, provider, model, "ok").inc()
-        llm_s = llm_ms / 1000.0
-        self._child(self._llm_duration, agent, model).observe(llm_s, exemplar)
-        self._child(self._genai_duration, _CHAT, provider, request_model).observe(llm_s, exemplar)
-        ttfc = response.time_to_first_chunk_s
-        if ttfc is not None:
-            self._child(self._genai_ttfc, _CHAT, provider, request_model).observe(ttfc, exemplar)
-        if rm is not None:
-            rm.llm_calls += 1
-        usage = response.usage
+        run, rm, agent = self._run()
+        provider = rm.provider if rm is not None else self._names(call.provider)
+        request_model = self._models(call.model) if call.model else (rm.request_model if rm else _UNKNOWN)
+        model = self._models(call.response_model or call.model)
+        response_model = self._models(call.response_model) if call.response_model else ""
+        ok = call.outcome == "ok"
+        error_type = "" if ok else self._errors(call.error_type or "error")
+        exemplar = _exemplar(run, "chat")
+        seconds = call.duration_ms / 1000.0
+        self._child(self._llm_requests, agent, provider, model, "ok" if ok else "error").inc()
+        self._child(self._llm_duration, agent, model).observe(seconds, exemplar)
+        genai = (_CHAT, provider, request_model, response_model)
+        self._child(self._genai_duration, *genai, error_type).observe(seconds, exemplar)
+        if call.ttfc_ms is not None:
+            self._child(self._genai_ttfc, _CHAT, provider, request_model).observe(
+                call.ttfc_ms / 1000.0, exemplar
+            )
+        usage = call.usage
         if usage is not None:
-            inp, out = usage.input_tokens, usage.output_tokens
-            self._child(self._tokens, agent, model, "input").inc(inp)
-            self._child(self._tokens, agent, model, "output").inc(out)
-            if usage.cached_input_tokens:
-                self._child(self._tokens, agent, model, "cached_input").inc(usage.cached_input_tokens)
-            if usage.reasoning_tokens:
-                self._child(self._tokens, agent, model, "reasoning").inc(usage.reasoning_tokens)
-            self._child(self._genai_tokens, _CHAT, provider, request_model, "input").observe(inp, exemplar)
-            self._child(self._genai_tokens, _CHAT, provider, request_model, "output").observe(out, exemplar)
-            if rm is not None:
-                t = rm.tokens
-                t[0] += inp
-                t[1] += out
-                t[2] += usage.cached_input_tokens
-                t[3] += usage.reasoning_tokens
-            if cost_usd is not None:
-                self._child(self._cost, agent, model).inc(cost_usd)
-                if rm is not None:
-                    rm.cost += cost_usd
+            self._tokens_of(agent, model, genai, error_type, usage, exemplar)
+            if call.cost_usd is not None:
+                self._child(self._cost, agent, model).inc(call.cost_usd)
             else:
                 self._child(self._unpriced, agent, model).inc()
         if self._otel is not None:
-            self._otel.record(
-                provider,
-                request_model,
-                response.model,
-                llm_s,
-                usage,
-                ttfc * 1000.0 if ttfc is not None else None,
-            )
+            self._otel.record(provider, request_model, call, seconds)
+
+    def _tokens_of(
+        self, agent: str, model: str, genai: tuple[str, ...], error_type: str, usage: Any, exemplar: Any
+    ) -> None:
+        self._child(self._tokens, agent, model, "input").inc(usage.input_tokens)
+        self._child(self._tokens, agent, model, "output").inc(usage.output_tokens)
+        if usage.cached_input_tokens:
+            self._child(self._tokens, agent, model, "cached_input").inc(usage.cached_input_tokens)
+        if usage.reasoning_tokens:
+            self._child(self._tokens, agent, model, "reasoning").inc(usage.reasoning_tokens)
+        self._child(self._genai_tokens, *genai, "input", error_type).observe(usage.input_tokens, exemplar)
+        self._child(self._genai_tokens, *genai, "output", error_type).observe(usage.output_tokens, exemplar)
 
     # -- failures and events ------------------------------------------------------------------------
 
-    def _llm_failed(self, call: Any, exc: Exception | None) -> None:
-        rm, agent = self._agent()
-        provider = rm.provider if rm is not None else (call.provider or _UNKNOWN)
-        self._child(self._llm_requests, agent, provider, self._model_label(call.model), "error").inc()
-
     def on_llm_retry(self, state: Any, attempt: int, error: Any, delay_s: float) -> None:
-        run = current_run()
-        rm, agent = self._agent()
-        self._child(self._retries, agent, self._model_label(run.model if run is not None else None)).inc()
+        run, _rm, agent = self._run()
+        self._child(self._retries, agent, self._models(run.model if run is not None else None)).inc()
 
     def on_hook_error(self, hook: Any, method: str, error: Any) -> None:
-        _rm, agent = self._agent()
-        self._child(self._hook_errors, agent, type(hook).__name__, str(method)).inc()
+        _run, _rm, agent = self._run()
+        name = self._names(type(hook).__name__)
+        self._child(self._hook_errors, agent, name, self._names(str(method))).inc()
+        self._child(self._telemetry_errors, name).inc()
 
     def on_event(self, name: str, attributes: dict[str, Any]) -> None:
         if name == "hook.decision":
             if attributes.get("decision") == "deny":
-                _rm, agent = self._agent()
-                self._child(
-                    self._denials,
-                    agent,
-                    self._tool_label(attributes.get("tool")),
-                    str(attributes.get("hook") or _UNKNOWN),
-                ).inc()
+                _run, _rm, agent = self._run()
+                tool = self._tool_label(attributes.get("tool"))
+                self._child(self._denials, agent, tool, self._names(attributes.get("hook"))).inc()
         elif name == "compaction":
-            _rm, agent = self._agent()
-            self._child(self._compactions, agent, str(attributes.get("strategy") or _UNKNOWN)).inc()
+            _run, _rm, agent = self._run()
+            self._child(self._compactions, agent, self._names(attributes.get("strategy"))).inc()
         elif name == "approval":
-            _rm, agent = self._agent()
-            pending = attributes.get("pending")
-            if isinstance(pending, (int, float)) and pending:
-                self._child(self._approvals, agent).inc(pending)
-            wait = attributes.get("wait_s")
-            if isinstance(wait, (int, float)):
-                self._child(self._approval_wait, agent, self._tool_label(attributes.get("tool"))).observe(
-                    wait
-                )
+            self._approval(attributes)
         elif name == "eval":
-            _rm, agent = self._agent()
-            self._child(
-                self._evals,
-                agent,
-                str(attributes.get("eval") or attributes.get("name") or _UNKNOWN),
-                str(attributes.get("outcome") or _UNKNOWN),
-            ).inc()
+            _run, _rm, agent = self._run()
+            which = self._names(attributes.get("eval") or attributes.get("name"))
+            self._child(self._evals, agent, which, self._names(attributes.get("outcome"))).inc()
+
+    def _approval(self, attributes: dict[str, Any]) -> None:
+        _run, _rm, agent = self._run()
+        pending = attributes.get("pending")
+        if isinstance(pending, (int, float)) and pending:
+            self._child(self._approvals, agent).inc(pending)
+        wait = attributes.get("wait_s")
+        if isinstance(wait, (int, float)):
+            tool = self._tool_label(attributes.get("tool"))
+            self._child(self._approval_wait, agent, tool).observe(wait)
+
+
+def _exemplar(run: Any, kind: str, step: Any = None) -> dict[str, str] | None:
+    """The trace context of the chat or execute_tool span the observation is about (when a TracingHook
+    runs in the same run; the tracing module is not imported otherwise)."""
+    tracing = sys.modules.get("looplet.telemetry.tracing")
+    if tracing is None or run is None:
+        return None
+    ids = tracing.trace_ids(run, kind, step)
+    return {"trace_id": ids[0], "span_id": ids[1]} if ids is not None else None
 
 
 class _OtelInstruments:
@@ -402,9 +368,9 @@ class _OtelInstruments:
             description="Time to receive the first chunk of a streamed response.",
             explicit_bucket_boundaries_advisory=list(N.GENAI_DURATION_BUCKETS),
         )
-        self.attrs: dict[
-            tuple[str, str, str | None], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
-        ] = {}
+        # (provider, request model, response model, error type) -> (base, input, output) attributes;
+        # every part is a bounded label value, so this map is bounded too
+        self.attrs: dict[tuple[str, str, str, str], tuple[dict[str, Any], ...]] = {}
 
     @classmethod
     def create(cls, meter_provider: Any) -> _OtelInstruments | None:
@@ -425,33 +391,32 @@ class _OtelInstruments:
 
         return cls(meter_provider.get_meter(N.TRACER_SCOPE, __version__))
 
-    def record(
-        self,
-        provider: str,
-        request_model: str,
-        response_model: str | None,
-        seconds: float,
-        usage: Any,
-        ttfc_ms: float | None,
-    ) -> None:
-        key = (provider, request_model, response_model)
+    def record(self, provider: str, request_model: str, call: Any, seconds: float) -> None:
+        response_model = call.response_model or ""
+        error_type = "" if call.outcome == "ok" else (call.error_type or "error")
+        key = (provider, request_model, response_model[:128], error_type[:128])
         attrs = self.attrs.get(key)
         if attrs is None:
-            base = {
+            base: dict[str, Any] = {
                 N.GEN_AI_OPERATION_NAME: _CHAT,
                 N.GEN_AI_PROVIDER_NAME: provider,
                 N.GEN_AI_REQUEST_MODEL: request_model,
             }
             if response_model:
-                base[N.GEN_AI_RESPONSE_MODEL] = response_model
-            attrs = self.attrs[key] = (
+                base[N.GEN_AI_RESPONSE_MODEL] = key[2]
+            if error_type:
+                base[N.ERROR_TYPE] = key[3]
+            attrs = (
                 base,
                 {**base, N.GEN_AI_TOKEN_TYPE: "input"},
                 {**base, N.GEN_AI_TOKEN_TYPE: "output"},
             )
+            if len(self.attrs) < _MAX_CHILDREN:
+                self.attrs[key] = attrs
         self.duration.record(seconds, attrs[0])
-        if ttfc_ms is not None:
-            self.ttfc.record(ttfc_ms / 1000.0, attrs[0])
+        if call.ttfc_ms is not None:
+            self.ttfc.record(call.ttfc_ms / 1000.0, attrs[0])
+        usage = call.usage
         if usage is not None:
             self.tokens.record(usage.input_tokens, attrs[1])
             self.tokens.record(usage.output_tokens, attrs[2])

@@ -26,6 +26,7 @@ TOOL_EXECUTED = "looplet.tool.executed"  # False on the execute_tool span of a c
 TOOL_DURATION_MS = "looplet.tool.duration_ms"
 TASK = "looplet.task"  # content: only with capture on, redacted
 FINAL_OUTPUT = "looplet.final_output"  # content: only with capture on, redacted
+LLM_ATTEMPT = "looplet.llm.attempt"  # on chat spans of a retry: 2 for the first retry, ...
 LLM_PURPOSE = "looplet.llm.purpose"  # "step" or "summarize" (compaction)
 SCHEMA_VERSION = "looplet.schema_version"
 
@@ -86,16 +87,35 @@ METRICS = {
         ("agent", "tool"),
     ),
     "looplet_evals": ("counter", "Eval results, by eval and outcome.", ("agent", "eval", "outcome")),
+    "looplet_telemetry_errors": (
+        "counter",
+        "Faults caught in telemetry and observer code (a hook, a redactor, a span processor), by component;"
+        " the run goes on unchanged.",
+        ("component",),
+    ),
     # GenAI semantic-convention client metrics, as Prometheus renders them
     "gen_ai_client_token_usage": (
         "histogram",
         "Tokens used per LLM call (GenAI semconv).",
-        ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_token_type"),
+        (
+            "gen_ai_operation_name",
+            "gen_ai_provider_name",
+            "gen_ai_request_model",
+            "gen_ai_response_model",
+            "gen_ai_token_type",
+            "error_type",
+        ),
     ),
     "gen_ai_client_operation_duration_seconds": (
         "histogram",
-        "LLM call duration (GenAI semconv).",
-        ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"),
+        "LLM call duration, failed calls included (GenAI semconv).",
+        (
+            "gen_ai_operation_name",
+            "gen_ai_provider_name",
+            "gen_ai_request_model",
+            "gen_ai_response_model",
+            "error_type",
+        ),
     ),
     "gen_ai_client_operation_time_to_first_chunk_seconds": (
         "histogram",

@@ -42,7 +42,6 @@ from typing import Any
 from looplet.errors import require
 from looplet.hooks import current_run
 from looplet.telemetry import names as N
-from looplet.telemetry.cost import cost_of
 from looplet.telemetry.redact import Redactor
 from looplet.types import LLMResponse, ToolResult
 
@@ -55,7 +54,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY  # noqa: E402
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode  # noqa: E402
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator  # noqa: E402
 
-__all__ = ["TracingHook", "capture_content_from_env", "cap_json"]
+__all__ = ["TracingHook", "capture_content_from_env", "cap_json", "trace_ids", "current_ids"]
 
 log = logging.getLogger("looplet")
 
@@ -135,6 +134,11 @@ class _RunSpans:
         "lock",
         "conversation",
         "described",
+        "ids",
+        "last_chat",
+        "tool_spans",
+        "live",
+        "ended",
     )
 
     def __init__(self, span: Any, conversation: str) -> None:
@@ -147,6 +151,12 @@ class _RunSpans:
         self.lock = threading.Lock()
         self.conversation = conversation
         self.described: dict[str, str] | None = None  # tool name -> description, from the first LLM call
+        sc = span.get_span_context()
+        self.ids = (format(sc.trace_id, "032x"), format(sc.span_id, "016x")) if self.recording else None
+        self.last_chat: Any = None  # the latest chat span (read by trace_ids for that attempt's log line)
+        self.tool_spans: dict[str, Any] = {}  # tool-call id -> execute_tool span, for the latest response
+        self.live = 0  # chat/execute_tool spans of this run attached right now (in some thread)
+        self.ended = False  # the run span has ended; its ids stay readable, nothing reopens it
 
 
 class TracingHook:
@@ -202,9 +212,30 @@ class TracingHook:
         run = current_run()
         if run is None:
             return
+        rs = self._open_run(run)
+        if rs is None or not rs.recording:
+            return
+        attrs: dict[str, Any] = {}
+        resumed = len(getattr(state, "steps", ()) or ())
+        if resumed:
+            attrs[N.RUN_RESUMED_STEPS] = resumed
+        if self.capture_content:
+            system = next((m.get("content") for m in session_log or () if m.get("role") == "system"), None)
+            if system:
+                attrs[_SYSTEM] = self._content([{"type": "text", "content": system}])
+        if attrs:
+            rs.span.set_attributes(attrs)
+
+    def _open_run(self, run: Any) -> _RunSpans | None:
+        """The run's ``invoke_agent`` span, started by the first caller: this hook's ``on_loop_start`` or
+        another telemetry hook asking for the run's trace context (:func:`trace_ids`) before it, so any
+        order of the hooks gives the same spans and the same ids in every line."""
+        rs = run.scratch.get(self)
+        if rs is not None:
+            return rs if not rs.ended else None
         parent = self._parent(run.parent)
         attrs: dict[str, Any] = {_OP: _INVOKE_AGENT, _AGENT: run.agent_name, N.RUN_ID: run.run_id}
-        metadata = getattr(state, "metadata", None)
+        metadata = getattr(run.state, "metadata", None)
         conversation = metadata.get("conversation_id") if isinstance(metadata, dict) else None
         conversation_id = str(conversation)[:256] if conversation else run.run_id
         attrs[_CONVERSATION] = conversation_id
@@ -212,16 +243,9 @@ class TracingHook:
             attrs[_PROVIDER] = run.provider
         if run.model:
             attrs[_REQ_MODEL] = run.model
-        resumed = len(getattr(state, "steps", ()) or ())
-        if resumed:
-            attrs[N.RUN_RESUMED_STEPS] = resumed
-        if self.capture_content:
-            if run.task is not None:
-                attrs[N.TASK] = self._content(run.task)  # the task as given (read back by provenance)
-                attrs[_INPUT] = self._content([_message("user", _task_text(run.task))])
-            system = next((m.get("content") for m in session_log or () if m.get("role") == "system"), None)
-            if system:
-                attrs[_SYSTEM] = self._content([{"type": "text", "content": system}])
+        if self.capture_content and run.task is not None:
+            attrs[N.TASK] = self._content(run.task)  # the task as given (read back by provenance)
+            attrs[_INPUT] = self._content([_message("user", _task_text(run.task))])
         span = self._tracer.start_span(
             f"invoke_agent {run.agent_name}",
             context=parent,
@@ -231,16 +255,16 @@ class TracingHook:
         )
         rs = _RunSpans(span, conversation_id)
         run.scratch[self] = rs
-        if rs.recording:
-            sc = span.get_span_context()
-            run.trace_id = format(sc.trace_id, "032x")
-            run.span_id = format(sc.span_id, "016x")
+        if rs.ids is not None:  # for the Step and RunResult records the user reads
+            run.trace_id, run.span_id = rs.ids
+        return rs
 
     def on_loop_end(self, state: Any, session_log: Any, context: Any, result: Any) -> None:
         run = current_run()
-        rs = run.scratch.pop(self, None) if run is not None else None
-        if rs is None:
+        rs = self._rs(run)
+        if rs is None or run is None:
             return
+        rs.ended = True
         stop = result.stop_reason
         error_type: str | None = None
         if stop in _ERROR_STOPS:
@@ -285,6 +309,26 @@ class TracingHook:
             span.set_attributes(attrs)
         span.end()
 
+    def _ids(self, run: Any, kind: str, step: Any) -> tuple[str, str] | None:
+        rs = run.scratch.get(self)
+        if rs is None:
+            rs = self._open_run(run)
+        if not isinstance(rs, _RunSpans) or rs.ended or rs.ids is None:
+            return rs.ids if isinstance(rs, _RunSpans) else None
+        if kind == "chat" and rs.last_chat is not None:
+            return _ids_of(rs.last_chat)
+        if kind == "tool" and step is not None:
+            span = self._tool_span(rs, step)
+            if span is not None:
+                return _ids_of(span)
+        if kind == "line" and rs.live:
+            return current_ids() or rs.ids
+        return rs.ids
+
+    def _rs(self, run: Any) -> _RunSpans | None:
+        rs = run.scratch.get(self) if run is not None else None
+        return rs if isinstance(rs, _RunSpans) and not rs.ended else None
+
     # -- steps --------------------------------------------------------------------------------------
 
     # The step span opens with the step's first LLM call (wrap_llm_call, whose ``call.step`` names it) or,
@@ -292,7 +336,7 @@ class TracingHook:
 
     def pre_dispatch(self, state: Any, session_log: Any, tool_call: Any, step_num: int) -> None:
         run = current_run()
-        rs = run.scratch.get(self) if run is not None else None
+        rs = self._rs(run)
         if rs is None or run is None:
             return
         step = rs.steps.get(step_num)
@@ -304,18 +348,17 @@ class TracingHook:
 
     def on_step(self, state: Any, step: Any) -> None:
         run = current_run()
-        rs = run.scratch.get(self) if run is not None else None
+        rs = self._rs(run)
         if rs is None:
             return
-        open_step = rs.steps.pop(step.number, None)
-        if open_step is None:  # its pre_dispatch never reached us (a hook before this one denied the call)
-            open_step = self._open_step(rs, step.number)
-            del rs.steps[step.number]
+        # its pre_dispatch may never have reached us (a hook before this one denied the call)
+        open_step = rs.steps.get(step.number) or self._open_step(rs, step.number)
+        if not open_step.tool_started:  # denied, or answered by a hook: the tool never ran
+            self._tool_span(rs, step)
+        del rs.steps[step.number]
         if open_step.span_id is not None and step.span_id != open_step.span_id:
             step.span_id = open_step.span_id  # parallel calls: each Step names its own step span
         span = open_step.span
-        if not open_step.tool_started:  # denied, or answered by a hook: the tool never ran
-            self._not_run_span(rs, open_step, step)
         if rs.recording:
             result = step.tool_result
             attrs: dict[str, Any] = {N.STEP_TOOL: self._tool_name(step.tool_call.tool)}
@@ -326,7 +369,23 @@ class TracingHook:
         if rs.by_call:
             rs.by_call.pop(step.tool_call.id, None)
 
-    def _not_run_span(self, rs: _RunSpans, open_step: _Step, step: Any) -> None:
+    def _tool_span(self, rs: _RunSpans, step: Any) -> Any:
+        """The ``execute_tool`` span of ``step``'s call; for a call that never ran, made now, once (by
+        ``on_step`` or by :func:`trace_ids`, whichever asks first)."""
+        tc = step.tool_call
+        span = rs.tool_spans.get(tc.id) if tc.id else None
+        if span is not None:
+            return span
+        open_step = rs.steps.get(step.number) or self._open_step(rs, step.number)
+        if open_step.tool_started:
+            return None  # it ran, under an id we cannot match
+        open_step.tool_started = True
+        span = self._not_run_span(rs, open_step, step)
+        if tc.id:
+            rs.tool_spans[tc.id] = span
+        return span
+
+    def _not_run_span(self, rs: _RunSpans, open_step: _Step, step: Any) -> Any:
         """An ``execute_tool`` span for a call that never ran (a hook denied it or answered it), so every
         trace UI shows the call; ``looplet.tool.executed=false`` says it did not run."""
         tc = step.tool_call
@@ -344,6 +403,7 @@ class TracingHook:
             span.set_attributes({_ERROR_TYPE: kind, N.TOOL_ERROR_KIND: kind})
             span.set_status(Status(StatusCode.ERROR, self._error_text(result.error)))
         span.end()
+        return span
 
     def _open_step(self, rs: _RunSpans, number: int) -> _Step:
         span = self._tracer.start_span(
@@ -358,7 +418,7 @@ class TracingHook:
     def wrap_llm_call(self, call: Any, call_next: Callable[[Any], Any]) -> Any:
         return self._around(
             self._start_chat,
-            self._chat_failed,
+            lambda span, exc: self._chat_failed(span, call, exc),
             lambda span, out: self._chat_done(span, call, out),
             "chat",
             call_next,
@@ -368,20 +428,21 @@ class TracingHook:
     async def awrap_llm_call(self, call: Any, call_next: Callable[[Any], Any]) -> Any:
         return await self._aaround(
             self._start_chat,
-            self._chat_failed,
+            lambda span, exc: self._chat_failed(span, call, exc),
             lambda span, out: self._chat_done(span, call, out),
             "chat",
             call_next,
             call,
         )
 
-    # The span is current exactly while ``call_next`` runs, attached and detached in this one frame.
+    # The span is current exactly while ``call_next`` runs, attached and detached in this one frame. A
+    # fault in ``start`` (before anything is attached) or after ``call_next`` returned propagates to the
+    # loop's chain, which keeps the call's result, skips or reports this hook and counts the fault.
     def _around(self, start: Any, failed: Any, done: Any, kind: str, call_next: Any, arg: Any) -> Any:
-        try:
-            span, token = start(arg)
-        except Exception as exc:
-            self._warn_once(kind, exc)
-            return call_next(arg)
+        span, token = start(arg)
+        rs = self._rs(current_run())
+        if rs is not None:
+            rs.live += 1
         try:
             out = call_next(arg)
         except BaseException as exc:
@@ -391,15 +452,16 @@ class TracingHook:
             done(span, out)
             return out
         finally:
+            if rs is not None:
+                rs.live -= 1
             otel_context.detach(token)
             span.end()
 
     async def _aaround(self, start: Any, failed: Any, done: Any, kind: str, call_next: Any, arg: Any) -> Any:
-        try:
-            span, token = start(arg)
-        except Exception as exc:
-            self._warn_once(kind, exc)
-            return await call_next(arg)
+        span, token = start(arg)
+        rs = self._rs(current_run())
+        if rs is not None:
+            rs.live += 1
         try:
             out = await call_next(arg)
         except BaseException as exc:
@@ -409,15 +471,18 @@ class TracingHook:
             done(span, out)
             return out
         finally:
+            if rs is not None:
+                rs.live -= 1
             otel_context.detach(token)
             span.end()
 
     def _start_chat(self, call: Any) -> tuple[Any, Any]:
         run = current_run()
-        rs = run.scratch.get(self) if run is not None else None
+        rs = self._rs(run)
         parent = None
         if rs is not None and run is not None:
             if call.purpose == "step":
+                rs.tool_spans.clear()  # a new response: the previous one's tool calls are all done
                 step = rs.steps.get(call.step)
                 if step is None:
                     step = self._open_step(rs, call.step)
@@ -461,6 +526,8 @@ class TracingHook:
             if call.purpose != "step":
                 attrs[N.LLM_PURPOSE] = call.purpose
         span = self._tracer.start_span(name, context=parent, kind=_CLIENT, attributes=attrs)
+        if rs is not None:
+            rs.last_chat = span
         if self.capture_content and span.is_recording():
             system, messages = _semconv_messages(call.messages)
             if system:
@@ -489,7 +556,7 @@ class TracingHook:
             attrs[_RESP_ID] = response.response_id
         if response.finish_reason:
             attrs[_FINISH] = (response.finish_reason,)
-        usage = response.usage
+        usage = call.usage  # the facts the loop wrote on the call (nothing is computed here)
         if usage is not None:
             attrs[_IN_TOK] = usage.input_tokens
             attrs[_OUT_TOK] = usage.output_tokens
@@ -497,27 +564,33 @@ class TracingHook:
                 attrs[_CACHED_TOK] = usage.cached_input_tokens
             if usage.reasoning_tokens:
                 attrs[_REASONING_TOK] = usage.reasoning_tokens
-            cost = cost_of(response.model or call.model, usage)
-            if cost is not None:
-                attrs[N.COST_USD] = cost  # this call's own cost (summable over chat spans)
+        if call.cost_usd is not None:
+            attrs[N.COST_USD] = call.cost_usd  # this call's own cost (summable over chat spans)
+        if call.attempt > 1:
+            attrs[N.LLM_ATTEMPT] = call.attempt
         if response.provider and response.provider != call.provider:
             attrs[_PROVIDER] = response.provider
         if response.server_address:
             attrs[_SERVER] = response.server_address
             if response.server_port:
                 attrs[_PORT] = response.server_port
-        if response.time_to_first_chunk_s is not None:
-            attrs[_TTFC] = response.time_to_first_chunk_s
+        if call.ttfc_ms is not None:
+            attrs[_TTFC] = call.ttfc_ms / 1000.0
         if self.capture_content:
             attrs[_OUTPUT] = self._content([_semconv_output(response)])
         span.set_attributes(attrs)
 
-    def _chat_failed(self, span: Any, exc: BaseException) -> None:
+    def _chat_failed(self, span: Any, call: Any, exc: BaseException) -> None:
         if not span.is_recording():
             return
-        kind = getattr(exc, "kind", None)
-        error_type = kind if isinstance(kind, str) and kind else _qualified(exc)
-        span.set_attribute(_ERROR_TYPE, error_type)
+        error_type = call.error_type
+        if not error_type:  # not a fact of the call (a hook between us and the model raised)
+            kind = getattr(exc, "kind", None)
+            error_type = kind if isinstance(kind, str) and kind else _qualified(exc)
+        attrs: dict[str, Any] = {_ERROR_TYPE: error_type}
+        if call.attempt > 1:
+            attrs[N.LLM_ATTEMPT] = call.attempt
+        span.set_attributes(attrs)
         self._record_exception(span, exc)
         span.set_status(Status(StatusCode.ERROR, self._error_text(f"{type(exc).__name__}: {exc}")))
 
@@ -535,7 +608,7 @@ class TracingHook:
 
     def _start_tool(self, tool_call: Any) -> tuple[Any, Any]:
         run = current_run()
-        rs = run.scratch.get(self) if run is not None else None
+        rs = self._rs(run)
         parent = None
         if rs is not None:
             step = self._step_for(rs, tool_call)
@@ -543,6 +616,8 @@ class TracingHook:
         attrs = self._tool_span_attrs(rs, tool_call)
         span_name = self._tool_names.get(tool_call.tool) or f"execute_tool {attrs[_TOOL]}"
         span = self._tracer.start_span(span_name, context=parent, kind=_INTERNAL, attributes=attrs)
+        if rs is not None and tool_call.id:
+            rs.tool_spans[tool_call.id] = span
         if self.capture_content and span.is_recording():
             span.set_attribute(_TOOL_ARGS, self._content(tool_call.args))
         return span, otel_context.attach(trace.set_span_in_context(span))
@@ -666,7 +741,7 @@ class TracingHook:
 
     def _event_target(self, prefer_current: bool = False) -> Any:
         run = current_run()
-        rs = run.scratch.get(self) if run is not None else None
+        rs = self._rs(run)
         if rs is None or not rs.recording:
             return None
         if prefer_current:  # an event emitted from inside a tool or LLM call lands on that span
@@ -765,6 +840,46 @@ class TracingHook:
         if what not in self._warned:
             self._warned.add(what)
             log.warning("TracingHook: %s (%s); this is reported once", exc, what)
+
+
+# -- trace context for the other telemetry hooks ---------------------------------------------------
+
+
+def trace_ids(run: Any, kind: str = "line", step: Any = None) -> tuple[str, str] | None:
+    """``(trace_id, span_id)`` in hex for a log line or an exemplar about ``run``, or None.
+
+    kind: ``"chat"`` (the latest LLM attempt's chat span), ``"tool"`` (the execute_tool span of
+    ``step``'s call, made now if the call never ran), ``"run"`` (the invoke_agent span), ``"line"`` (the
+    current span while one of the run's LLM calls or tools is running, else the run's span).
+    The spans are those of the run's ``TracingHook``; the run span is started by whoever asks first, so
+    the answer does not depend on the order of the hooks. Without a ``TracingHook`` in the run: the
+    current OpenTelemetry span, if any (one the application made)."""
+    hook = _tracing_hook(run)
+    if hook is None:
+        return current_ids()
+    try:
+        return hook._ids(run, kind, step)
+    except Exception:  # a fault of the TracingHook (its redactor, a span processor): it reports it itself
+        return None
+
+
+def current_ids() -> tuple[str, str] | None:
+    """The current OpenTelemetry span's ``(trace_id, span_id)`` in hex, or None."""
+    sc = trace.get_current_span().get_span_context()
+    return (format(sc.trace_id, "032x"), format(sc.span_id, "016x")) if sc.is_valid else None
+
+
+def _ids_of(span: Any) -> tuple[str, str] | None:
+    sc = span.get_span_context()
+    return (format(sc.trace_id, "032x"), format(sc.span_id, "016x")) if sc.is_valid else None
+
+
+def _tracing_hook(run: Any) -> TracingHook | None:
+    resolved = getattr(run, "hooks", None) if run is not None else None
+    for hook in getattr(resolved, "hooks", ()) or ():
+        if isinstance(hook, TracingHook):
+            return hook
+    return None
 
 
 # -- content helpers ------------------------------------------------------------------------------

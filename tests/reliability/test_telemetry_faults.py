@@ -368,3 +368,166 @@ def test_a_failed_trajectory_write_stops_all_its_writers_before_cleaning_up(tmp_
     time.sleep(0.5)  # let any writer still running finish
     assert writes_after == [], "writers still running after write_folder failed and cleaned up"
     assert [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")] == []
+
+
+# -- a raise in each telemetry component in turn (issue 13.4) ---------------------------------------------
+
+
+class _Boom(Exception):
+    pass
+
+
+def _boom(*args: Any, **kwargs: Any) -> Any:
+    raise _Boom("telemetry bug")
+
+
+class _RaisingProcessor:
+    """A span processor whose on_end raises (the SDK calls processors without catching)."""
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        pass
+
+    def on_end(self, span: Any) -> None:
+        raise _Boom("processor bug")
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class _RaisingExporter:
+    def export(self, spans: Any) -> Any:
+        raise _Boom("exporter bug")
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class FaultyObserver:
+    def on_llm_call(self, state: Any, call: Any) -> None:
+        raise _Boom("observer bug")
+
+    def on_step(self, state: Any, step: Any) -> None:
+        raise _Boom("observer bug")
+
+
+class FaultyWrap:
+    """Raises after the wrapped call came back: the (paid) answer and the tool's result must be kept."""
+
+    def wrap_llm_call(self, call: Any, call_next: Any) -> Any:
+        call_next(call)
+        raise _Boom("after the call")
+
+    def wrap_tool(self, tool_call: Any, call_next: Any) -> Any:
+        call_next(tool_call)
+        raise _Boom("after the tool")
+
+    async def awrap_llm_call(self, call: Any, call_next: Any) -> Any:
+        await call_next(call)
+        raise _Boom("after the call")
+
+    async def awrap_tool(self, tool_call: Any, call_next: Any) -> Any:
+        await call_next(tool_call)
+        raise _Boom("after the tool")
+
+
+def _inject(component: str, sinks: Any) -> tuple[list[Any], str]:
+    """Break ``component`` in ``sinks``; return (extra hooks, the component name the fault is counted as)."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    tracing, metrics, logging_hook, _trajectory = sinks.hooks
+    if component == "TracingHook":
+        tracing._chat_done = _boom  # code after call_next
+        tracing.on_step = _boom
+        return [], "TracingHook"
+    if component == "tracing redactor":
+        tracing._redact = _boom
+        tracing.capture_content = True
+        return [], "TracingHook"
+    if component == "span processor":
+        sinks.provider.add_span_processor(_RaisingProcessor())
+        return [], "TracingHook"
+    if component == "exporter":  # the SDK's processor catches it (and logs it): nothing reaches the run
+        sinks.provider.add_span_processor(SimpleSpanProcessor(_RaisingExporter()))
+        return [], ""
+    if component == "MetricsHook":
+        metrics.on_llm_call = _boom
+        metrics.on_step = _boom
+        return [], "MetricsHook"
+    if component == "LoggingHook":
+        logging_hook.on_step = _boom
+        return [], "LoggingHook"
+    if component == "logging redactor":
+        logging_hook._redact = _boom
+        return [], "LoggingHook"
+    if component == "trajectory hook":
+        _trajectory.on_step = _boom
+        return [], type(_trajectory).__name__
+    if component == "observer hook":
+        return [FaultyObserver()], "FaultyObserver"
+    if component == "wrap hook":
+        return [FaultyWrap()], "FaultyWrap"
+    raise AssertionError(component)
+
+
+COMPONENTS = [
+    "TracingHook",
+    "tracing redactor",
+    "span processor",
+    "exporter",
+    "MetricsHook",
+    "LoggingHook",
+    "logging redactor",
+    "trajectory hook",
+    "observer hook",
+    "wrap hook",
+]
+
+
+def _story(steps: list[Any], result: Any) -> Any:
+    return (
+        [
+            (s.number, s.tool_call.tool, s.tool_call.args, s.tool_result.data, s.tool_result.error_kind)
+            for s in steps
+        ],
+        result.stop_reason,
+        result.final_output,
+        result.usage.to_dict(),
+        result.llm_calls,
+    )
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_a_raise_in_any_telemetry_component_changes_nothing_in_the_run(component, mode, tmp_path, caplog):
+    from tests.integration._sinks import Sinks, run_scenario
+
+    bare = Sinks(tmp_path / "bare", order=())
+    try:
+        expected = _story(*run_scenario(mode, bare))
+    finally:
+        bare.close()
+    sinks = Sinks(tmp_path / "faulty")
+    try:
+        extra, counted_as = _inject(component, sinks)
+        with caplog.at_level(logging.ERROR, logger="opentelemetry"):
+            steps, result = run_scenario(mode, sinks, extra)
+        assert _story(steps, result) == expected, component
+        if counted_as:
+            assert sinks.sample("looplet_telemetry_errors_total", component=counted_as) >= 2, component
+            if counted_as != "LoggingHook" and component != "logging redactor":
+                logged = [
+                    line
+                    for line in sinks.lines()
+                    if line["event"] == "hook.error" and line["hook"] == counted_as
+                ]
+                assert len(logged) == 1, (component, logged)  # logged once, counted every time
+        else:
+            assert "exporter bug" in caplog.text  # the SDK's processor logged it; the run never saw it
+    finally:
+        sinks.close()

@@ -10,6 +10,8 @@ from datetime import datetime
 import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from looplet import Deny, LoopConfig, Usage, tool, tools_from
 from looplet.backends.mock import MockLLMBackend
@@ -67,8 +69,12 @@ def go(mode, llm, hooks, **config):
 def test_one_json_line_per_run_start_end_llm_call_and_tool_call(mode, sink):
     configure_logging(json=True, file=sink)
     llm = mock(CALL, '[{"tool": "add", "args": {"a": 2, "b": 2}}, {"tool": "leaky"}]', DONE)
-    steps, result = go(mode, llm, [TracingHook(TracerProvider()), LoggingHook()])
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    steps, result = go(mode, llm, [LoggingHook(), TracingHook(provider)])  # any order
     out = lines(sink)
+    spans = {format(s.context.span_id, "016x"): s for s in exporter.get_finished_spans()}
     assert [e["event"] for e in out] == [
         "run.start",
         "llm.call",
@@ -84,10 +90,18 @@ def test_one_json_line_per_run_start_end_llm_call_and_tool_call(mode, sink):
         assert e["run_id"] == result.run_id and e["agent"] == "calc" and e["trace_id"] == result.trace_id
         datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
         assert e["level"] in ("info", "warning")
+        assert e["span_id"] in spans  # every line points at a span of the run
+    assert spans[out[0]["span_id"]].name == spans[out[-1]["span_id"]].name == "invoke_agent calc"
     tool_lines = [e for e in out if e["event"] == "tool.call"]
-    for e, step in zip(tool_lines, steps):
-        assert e["step"] == step.number and e["tool"] == step.tool_call.tool and e["span_id"] == step.span_id
+    for e, step in zip(tool_lines, steps, strict=True):
+        assert e["step"] == step.number and e["tool"] == step.tool_call.tool
+        span = spans[e["span_id"]]  # the call's own execute_tool span
+        assert span.name == f"execute_tool {step.tool_call.tool}"
+        assert span.attributes["gen_ai.tool.call.id"] == step.tool_call.id
         assert e["duration_ms"] == pytest.approx(step.tool_ms, abs=0.001)
+    for e in out:
+        if e["event"] == "llm.call":
+            assert spans[e["span_id"]].name == "chat gpt-4o-mini"
     bad = tool_lines[2]
     assert bad["level"] == "warning" and bad["ok"] is False and bad["error_kind"] == "tool_exception"
     assert KEY not in bad["error"] and "[REDACTED:openai_key]" in bad["error"]
@@ -105,16 +119,19 @@ def test_llm_errors_carry_the_exception_and_retries_are_warnings(mode, sink):
     script = [LLMError(f"overloaded ({KEY})", retryable=True, status=529), CALL, LLMError("bad", status=400)]
     steps, result = go(mode, mock(*script), [TracingHook(TracerProvider()), LoggingHook()], llm_retries=1)
     out = lines(sink)
-    errors = [e for e in out if e["event"] == "llm.error"]
-    assert [e["level"] for e in errors] == ["error", "error"]
-    assert errors[0]["error_kind"] == "http_529" and errors[0]["retryable"] is True and errors[0]["step"] == 1
-    assert (
-        "Traceback (most recent call last)" in errors[0]["exception"] and "LLMError" in errors[0]["exception"]
-    )
+    calls = [e for e in out if e["event"] == "llm.call"]  # one line per attempt, failed ones included
+    assert [(e["outcome"], e["attempt"], e["level"]) for e in calls] == [
+        ("error", 1, "error"),
+        ("ok", 2, "info"),
+        ("error", 1, "error"),
+    ]
+    assert calls[0]["error_type"] == "http_529" and calls[2]["error_type"] == "http_400"
+    assert "input_tokens" not in calls[0] and calls[1]["input_tokens"] == 120
     assert KEY not in json.dumps(out)
-    assert len(errors[0]["span_id"]) == 16  # the chat span that failed
+    assert len(calls[0]["span_id"]) == 16 and calls[0]["span_id"] != calls[1]["span_id"]  # each its chat span
     (retry,) = [e for e in out if e["event"] == "llm.retry"]
-    assert retry["level"] == "warning" and retry["attempt"] == 1
+    assert retry["level"] == "warning" and retry["attempt"] == 1 and retry["span_id"] == calls[0]["span_id"]
+    assert "[REDACTED:openai_key]" in retry["error"]
     end = out[-1]
     assert end["event"] == "run.end" and end["level"] == "error" and end["stop_reason"] == "llm_error"
 
@@ -141,9 +158,9 @@ def test_hook_errors_and_decisions(sink):
         "reason": "leaky is off",
         "level": "info",
     }
-    hook_errors = [e for e in out if e["event"] == "hook.error"]
+    hook_errors = [e for e in out if e["event"] == "hook.error"]  # two faults, logged once
     assert (
-        len(hook_errors) == 2 and hook_errors[0]["hook"] == "Faulty" and hook_errors[0]["method"] == "on_step"
+        len(hook_errors) == 1 and hook_errors[0]["hook"] == "Faulty" and hook_errors[0]["method"] == "on_step"
     )
     assert "ValueError: observer bug" in hook_errors[0]["exception"]
 
@@ -199,3 +216,67 @@ def test_a_tool_name_the_model_made_up_is_redacted_in_log_lines(sink):
     assert "jane.doe@example.com" not in sink.getvalue()
     (bad,) = [e for e in lines(sink) if e["event"] == "tool.call" and not e["ok"]]
     assert bad["tool"] == "[REDACTED:email]" and bad["error_kind"] == "unknown_tool"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stdlib_lines_written_during_a_run_carry_the_run_and_the_current_span(mode, sink):
+    configure_logging(file=sink)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    @tool(description="Logs through the stdlib logger.")
+    def chatty() -> str:
+        logging.getLogger("looplet.tools.chatty").warning("inside the tool")
+        return "ok"
+
+    class Warns:
+        def on_step(self, state, step):
+            logging.getLogger("looplet").warning("after step %d", step.number)
+
+    steps, result = run(
+        mode,
+        llm=mock('{"tool": "chatty", "args": {}}', DONE),
+        task={"goal": "x"},
+        tools=tools_from([chatty]),
+        hooks=[Warns(), TracingHook(provider)],
+    )
+    spans = {format(s.context.span_id, "016x"): s.name for s in exporter.get_finished_spans()}
+    out = {e["event"]: e for e in lines(sink)}
+    inside, after = out["inside the tool"], out["after step 1"]
+    for e in (inside, after):
+        assert e["run_id"] == result.run_id and e["trace_id"] == result.trace_id
+    assert spans[inside["span_id"]] == "execute_tool chatty"  # the span current while the tool ran
+    assert spans[after["span_id"]] == "invoke_agent looplet"  # outside any call: the run's span
+    logging.getLogger("looplet").warning("outside a run")
+    assert "run_id" not in lines(sink)[-1]
+
+
+def test_the_collector_parses_the_log_timestamp_as_written():
+    """exporters/otel-collector.yaml reads each line's `timestamp` with Go's RFC 3339 layout; the lines
+    configure_logging writes are RFC 3339 in UTC with a "Z" (what that layout accepts)."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    config = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "exporters" / "otel-collector.yaml").read_text()
+    )
+    (parser,) = [
+        op for op in config["receivers"]["filelog/looplet"]["operators"] if op["type"] == "json_parser"
+    ]
+    ts = parser["timestamp"]
+    assert ts == {
+        "parse_from": "attributes.timestamp",
+        "layout_type": "gotime",
+        "layout": "2006-01-02T15:04:05Z07:00",  # Go's time.RFC3339; fractional seconds are accepted
+    }
+    stream = io.StringIO()
+    configure_logging(file=stream)
+    try:
+        LoggingHook().on_event("hook.decision", {"hook": "H", "decision": "deny"})
+    finally:
+        reset_logging()
+    (line,) = lines(stream)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", line["timestamp"]), line

@@ -11,6 +11,8 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
@@ -41,7 +43,10 @@ CALL = '{"tool": "add", "args": {"a": 1, "b": 2}}'
 DONE = '{"tool": "done", "args": {"answer": "3"}}'
 
 
-def mock(*script, model="gpt-4o-mini", usage=Usage(100, 20, cached_input_tokens=40, reasoning_tokens=4)):
+USAGE = Usage(100, 20, cached_input_tokens=40, reasoning_tokens=4)
+
+
+def mock(*script, model="gpt-4o-mini", usage=USAGE):
     return MockLLMBackend(list(script), model=model, usage=usage)
 
 
@@ -88,7 +93,13 @@ def test_values_come_from_the_steps_and_the_result(mode, reg):
         sum(s.tool_ms for s in steps if s.tool_call.tool == "add") / 1000
     )
     assert value(reg, "looplet_step_duration_seconds_count", agent="calc") == 4
-    g = dict(gen_ai_operation_name="chat", gen_ai_provider_name="mock", gen_ai_request_model="gpt-4o-mini")
+    g = dict(
+        gen_ai_operation_name="chat",
+        gen_ai_provider_name="mock",
+        gen_ai_request_model="gpt-4o-mini",
+        gen_ai_response_model="gpt-4o-mini",
+        error_type="",
+    )
     assert value(reg, "gen_ai_client_token_usage_sum", gen_ai_token_type="input", **g) == 300
     assert value(reg, "gen_ai_client_token_usage_count", gen_ai_token_type="output", **g) == 3
     assert value(reg, "gen_ai_client_operation_duration_seconds_count", **g) == 3
@@ -103,11 +114,14 @@ def test_names_buckets_and_label_sets_follow_the_table(reg):
         assert fam.type == kind, key
         for sample in fam.samples:
             assert set(sample.labels) - {"le"} == set(labels), (key, sample)
-    buckets = lambda name, **lab: [
-        float(s.labels["le"])
-        for s in families[name].samples  # noqa: E731
-        if s.name.endswith("_bucket") and all(s.labels[k] == v for k, v in lab.items())
-    ]
+
+    def buckets(name, **lab):
+        return [
+            float(s.labels["le"])
+            for s in families[name].samples
+            if s.name.endswith("_bucket") and all(s.labels[k] == v for k, v in lab.items())
+        ]
+
     assert buckets("gen_ai_client_token_usage", gen_ai_token_type="input") == [
         *N.GENAI_TOKEN_BUCKETS,
         float("inf"),
@@ -158,6 +172,8 @@ def test_declared_once_per_registry_and_the_default_registry_works():
             gen_ai_operation_name="chat",
             gen_ai_provider_name="mock",
             gen_ai_request_model="gpt-4o-mini",
+            gen_ai_response_model="gpt-4o-mini",
+            error_type="",
         )
         == 2
     )  # shared by namespaces
@@ -187,6 +203,39 @@ def test_failures_retries_and_calls_without_a_step(mode, reg):
     assert value(reg, "looplet_tokens_total", type="input", **m) == result.usage.input_tokens == 200
     assert value(reg, "looplet_cost_usd_total", **m) == pytest.approx(result.cost_usd)
     assert value(reg, "looplet_runs_total", agent="calc", outcome="llm_error") == 1
+    # the GenAI duration histogram records failed attempts too, with their error type
+    g = dict(gen_ai_operation_name="chat", gen_ai_provider_name="mock", gen_ai_request_model="gpt-4o-mini")
+    duration = "gen_ai_client_operation_duration_seconds_count"
+    assert value(reg, duration, gen_ai_response_model="", error_type="http_503", **g) == 1
+    assert value(reg, duration, gen_ai_response_model="", error_type="http_400", **g) == 1
+    assert value(reg, duration, gen_ai_response_model="gpt-4o-mini", error_type="", **g) == 2
+
+
+def test_model_labels_come_from_a_bounded_set(reg):
+    """The backend's model and priced models are label values; a name the server makes up is "other"."""
+    from looplet.types import LLMResponse, ToolCall
+
+    def answer(model, tool="add", args=None):
+        call = ToolCall(tool, args if args is not None else {"a": 1, "b": 2}, f"id-{model}")
+        return LLMResponse(tool_calls=[call], model=model, usage=Usage(10, 2))
+
+    script = [
+        answer("gpt-4o-mini-2024-07-18"),  # a dated id of a priced model
+        answer("sk-proj-" + "Z" * 30),  # a secret where the model name should be
+        answer("totally-made-up-9000", "done", {"answer": "3"}),
+    ]
+    go("sync", MockLLMBackend(script, model="my-local-model"), [MetricsHook(reg)])
+    models = {s.labels["model"] for f in reg.collect() for s in f.samples if f.name == "looplet_llm_requests"}
+    assert models == {"gpt-4o-mini-2024-07-18", "other"}
+    values = {v for f in reg.collect() for s in f.samples for v in s.labels.values()}
+    assert not any("made-up" in v or v.startswith("sk-") for v in values)
+    request_models = {
+        s.labels["gen_ai_request_model"]
+        for f in reg.collect()
+        for s in f.samples
+        if f.name == "gen_ai_client_operation_duration_seconds"
+    }
+    assert "my-local-model" in request_models  # the model the code chose is kept
 
 
 def test_a_resumed_state_is_not_counted_twice(reg):
@@ -243,12 +292,18 @@ def test_denials_hook_errors_and_events(mode, reg):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_histograms_carry_trace_exemplars_only_when_a_span_is_recording(mode, reg):
+    exporter = InMemorySpanExporter()
     provider = TracerProvider()
-    steps, result = go(mode, mock(CALL, DONE), [TracingHook(provider), MetricsHook(reg)])
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    # the metrics hook first: exemplars do not depend on the order of the hooks
+    steps, result = go(mode, mock(CALL, DONE), [MetricsHook(reg), TracingHook(provider)])
     text = openmetrics_latest(reg).decode()
-    exemplars = [s.exemplar for f in parse_openmetrics(text) for s in f.samples if s.exemplar]
-    assert exemplars and all(e.labels["trace_id"] == result.trace_id for e in exemplars)
-    assert {e.labels["span_id"] for e in exemplars} <= {s.span_id for s in steps}
+    exemplars = [(f.name, s.exemplar) for f in parse_openmetrics(text) for s in f.samples if s.exemplar]
+    assert exemplars and all(e.labels["trace_id"] == result.trace_id for _n, e in exemplars)
+    span_names = {format(s.context.span_id, "016x"): s.name for s in exporter.get_finished_spans()}
+    for name, e in exemplars:  # each points at the operation it measured
+        kind = "chat" if "llm" in name or name.startswith("gen_ai") else "execute_tool"
+        assert span_names[e.labels["span_id"]].startswith(kind), (name, span_names.get(e.labels["span_id"]))
     names = {f.name for f in parse_openmetrics(text) for s in f.samples if s.exemplar}
     assert {
         "looplet_llm_duration_seconds",

@@ -967,3 +967,49 @@ def test_a_tool_name_the_model_made_up_is_redacted_and_the_span_name_stays_bound
     (tool_span,) = [s for s in otel.named("execute_tool") if s.status.status_code is StatusCode.ERROR]
     assert tool_span.name == "execute_tool" and tool_span.attributes[EA.ERROR_TYPE] == "unknown_tool"
     assert tool_span.attributes[GA.GEN_AI_TOOL_NAME] == "[REDACTED:email]"
+
+
+def test_per_name_caches_of_the_telemetry_hooks_stay_bounded(otel):
+    """A backend that answers with a new model name each time and a model that invents a new tool name
+    each time (1,500 of each): every per-name map in the three hooks stays within its limit."""
+    from prometheus_client import CollectorRegistry
+
+    from looplet.telemetry.logging import LoggingHook
+    from looplet.telemetry.metrics import MetricsHook
+
+    n = 1500
+    script = [
+        LLMResponse(tool_calls=[ToolCall(f"made_up_{i}", {}, f"c{i}")], model=f"model-{i}", usage=Usage(1, 1))
+        for i in range(n)
+    ]
+    hooks = [
+        TracingHook(otel.provider),
+        MetricsHook(CollectorRegistry(), max_label_values=50),
+        LoggingHook(structlog_null()),
+    ]
+    steps, result = go("sync", MockLLMBackend(script), hooks, max_steps=n)
+    assert len(steps) == n and len({s.model for s in steps}) == n
+
+    def sizes(obj, seen=None):
+        """Sizes of every dict/set reachable from the hook's own attributes (one level into helpers)."""
+        out = {}
+        for name, value in vars(obj).items() if hasattr(obj, "__dict__") else ():
+            if isinstance(value, (dict, set)):
+                out[name] = len(value)
+            elif hasattr(value, "__slots__") and not callable(value):
+                for slot in value.__slots__:
+                    inner = getattr(value, slot, None)
+                    if isinstance(inner, (dict, set)):
+                        out[f"{name}.{slot}"] = len(inner)
+        return out
+
+    for hook in hooks:
+        found = sizes(hook)
+        assert found, type(hook).__name__
+        assert all(size <= 1000 for size in found.values()), (type(hook).__name__, found)
+
+
+def structlog_null():
+    import structlog
+
+    return structlog.wrap_logger(structlog.ReturnLogger(), processors=[])
