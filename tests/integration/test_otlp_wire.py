@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.request
 
@@ -180,3 +181,131 @@ def test_the_port_4317_means_grpc_and_urls_get_their_signal_path():
     assert _signal_url("http://c:4318", "traces") == "http://c:4318/v1/traces"
     assert _signal_url("http://c:4318/v1/traces", "traces") == "http://c:4318/v1/traces"
     assert _signal_url("c:4318/", "traces") == "http://c:4318/v1/traces"
+
+
+class _FlakyFirst:
+    """The demo's backend, whose first call fails with a retryable 503 (the loop retries it)."""
+
+    def __init__(self, llm):
+        self._llm = llm
+        self.model = llm.model
+        self.provider = llm.provider
+        self.failed = False
+
+    def generate(self, messages, **kwargs):
+        if not self.failed:
+            self.failed = True
+            from looplet.errors import LLMError
+
+            raise LLMError("overloaded", retryable=True, status=503)
+        return self._llm.generate(messages, **kwargs)
+
+
+def test_what_trace_uis_read_arrives_on_the_wire(http_receiver, tmp_path):
+    """Issue 15 items 1-3 on what a collector receives: step spans without gen_ai.* keys, the agent's
+    input/output messages (content on, redacted), the conversation on chat spans, tool descriptions, the
+    denied call's span; log lines and exemplars pointing at chat/execute_tool spans; GenAI metrics with
+    error.type and gen_ai.response.model."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+
+    log_file = tmp_path / "run.log"
+    session = configure(
+        service_name="wire-test",
+        otlp_endpoint=http_receiver.url,
+        otlp_protocol="http/protobuf",
+        metrics_port=0,
+        log_file=str(log_file),
+        capture_content=True,
+    )
+    agent = demo.build(latency_s=0.0)
+    llm = _FlakyFirst(agent.llm)
+    task = {"goal": "What hooks does looplet have? My key is sk-proj-" + "Q" * 30}
+    config = dataclasses.replace(agent.config, llm_retries=2, llm_backoff_s=0.001)
+    hooks = [*agent.hooks, *session.hooks]
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{session.metrics_port}/metrics",
+        headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+    )
+    before = _genai_counts(urllib.request.urlopen(request, timeout=5).read().decode())
+    steps = []
+    gen = composable_loop(llm=llm, tools=agent.tools, task=task, config=config, hooks=hooks)
+    while True:
+        try:
+            steps.append(next(gen))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert result.stop_reason == "done"
+    exposition = urllib.request.urlopen(request, timeout=5).read().decode()
+    session.shutdown()
+    spans = http_receiver.wait_for(lambda sp: any(s["name"].startswith("invoke_agent") for s in sp))
+    by_id = {s["span_id"]: s for s in spans}
+
+    # 1. spans trace UIs classify right
+    for s in spans:
+        if s["name"] == N.STEP_SPAN:
+            assert not [k for k in s["attributes"] if k.startswith("gen_ai.")], s["attributes"]
+    (agent_span,) = [s for s in spans if s["name"].startswith("invoke_agent")]
+    a = agent_span["attributes"]
+    assert agent_span["status"] == Status.STATUS_CODE_UNSET  # the run recovered from its failed calls
+    (msg,) = json.loads(a["gen_ai.input.messages"])
+    assert msg["role"] == "user" and "What hooks" in msg["parts"][0]["content"]
+    assert "sk-proj-" not in a["gen_ai.input.messages"] and "[REDACTED" in a["gen_ai.input.messages"]
+    (out,) = json.loads(a["gen_ai.output.messages"])
+    assert out["role"] == "assistant" and out["parts"][0]["content"] == str(result.final_output)
+    chats = [s for s in spans if s["name"].startswith("chat ")]
+    assert {c["attributes"]["gen_ai.conversation.id"] for c in chats} == {a["gen_ai.conversation.id"]}
+    tools = [s for s in spans if s["name"].startswith("execute_tool ")]
+    assert all(t["attributes"]["gen_ai.tool.description"] for t in tools)
+    (denied,) = [t for t in tools if t["attributes"].get("looplet.tool.executed") is False]
+    assert denied["status"] == Status.STATUS_CODE_ERROR and denied["attributes"]["error.type"] == "denied"
+    assert by_id[denied["parent_span_id"]]["name"] == N.STEP_SPAN
+    assert denied["attributes"]["gen_ai.tool.call.id"] in {
+        s.tool_call.id for s in steps if s.tool_result.error_kind == "denied"
+    }
+
+    # 2. log lines and exemplars point at the operation
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    for line in lines:
+        assert line["trace_id"] == result.trace_id and line["run_id"] == result.run_id, line
+        kind = {"llm.call": "chat ", "llm.retry": "chat ", "tool.call": "execute_tool "}.get(
+            line["event"], "invoke_agent"
+        )
+        assert by_id[line["span_id"]]["name"].startswith(kind), line
+    assert len([line for line in lines if line["event"] == "llm.call"]) == len(chats)
+    exemplars = [  # the registry is the process's: keep this run's (a bucket holds its latest exemplar)
+        (f.name, s.exemplar)
+        for f in parse_openmetrics(exposition)
+        for s in f.samples
+        if s.exemplar and s.exemplar.labels["trace_id"] == result.trace_id
+    ]
+    assert {name for name, _e in exemplars} >= {
+        "looplet_llm_duration_seconds",
+        "looplet_tool_duration_seconds",
+    }
+    for name, e in exemplars:
+        kind = "chat " if "llm" in name or name.startswith("gen_ai") else "execute_tool "
+        assert by_id[e.labels["span_id"]]["name"].startswith(kind), name
+
+    # 3. GenAI metrics per the semantic conventions, failed calls included
+    after = _genai_counts(exposition)  # the process's registry: what this run added
+    added = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+    assert added == {
+        ("duration", "http_503", ""): 1,
+        ("duration", "", "gpt-4o-mini"): len(chats) - 1,
+        ("tokens", "", "gpt-4o-mini"): 2 * (len(chats) - 1),  # input and output, answered calls only
+    }
+
+
+def _genai_counts(exposition):
+    """Observation counts of the GenAI histograms by (metric, error_type, gen_ai_response_model)."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+
+    counts = {}
+    names = {"gen_ai_client_operation_duration_seconds": "duration", "gen_ai_client_token_usage": "tokens"}
+    for f in parse_openmetrics(exposition):
+        for s in f.samples:
+            if f.name in names and s.name.endswith("_count"):
+                key = (names[f.name], s.labels["error_type"], s.labels["gen_ai_response_model"])
+                counts[key] = counts.get(key, 0.0) + s.value
+    return counts
