@@ -92,6 +92,7 @@ def floor_tracing(provider: TracerProvider) -> Callable[[int], float]:
     step_attrs = {N.STEP_NUMBER: 1}
     chat_attrs = {
         "gen_ai.operation.name": "chat",
+        "gen_ai.conversation.id": "0" * 32,
         "gen_ai.provider.name": "mock",
         "gen_ai.request.model": "gpt-4o-mini",
     }
@@ -109,8 +110,9 @@ def floor_tracing(provider: TracerProvider) -> Callable[[int], float]:
         "gen_ai.tool.name": "lookup",
         "gen_ai.tool.type": "function",
         "gen_ai.tool.call.id": "call_1",
+        "gen_ai.tool.description": "Look something up.",
     }
-    step_end = {"gen_ai.tool.name": "lookup", "looplet.cost_usd": 0.0002}
+    step_end = {"looplet.tool.name": "lookup"}
 
     def run(n: int) -> float:
         t = time.perf_counter()
@@ -143,12 +145,16 @@ def floor_metrics() -> Callable[[int], float]:
     step_d = m["looplet_step_duration_seconds"].labels("bench")
     reqs = m["looplet_llm_requests"].labels("bench", "mock", "gpt-4o-mini", "ok")
     llm_d = m["looplet_llm_duration_seconds"].labels("bench", "gpt-4o-mini")
-    gen_d = m["gen_ai_client_operation_duration_seconds"].labels("chat", "mock", "gpt-4o-mini")
+    gen_d = m["gen_ai_client_operation_duration_seconds"].labels(
+        "chat", "mock", "gpt-4o-mini", "gpt-4o-mini", ""
+    )
     tok_in = m["looplet_tokens"].labels("bench", "gpt-4o-mini", "input")
     tok_out = m["looplet_tokens"].labels("bench", "gpt-4o-mini", "output")
     tok_cached = m["looplet_tokens"].labels("bench", "gpt-4o-mini", "cached_input")
-    gen_in = m["gen_ai_client_token_usage"].labels("chat", "mock", "gpt-4o-mini", "input")
-    gen_out = m["gen_ai_client_token_usage"].labels("chat", "mock", "gpt-4o-mini", "output")
+    gen_in = m["gen_ai_client_token_usage"].labels("chat", "mock", "gpt-4o-mini", "gpt-4o-mini", "input", "")
+    gen_out = m["gen_ai_client_token_usage"].labels(
+        "chat", "mock", "gpt-4o-mini", "gpt-4o-mini", "output", ""
+    )
     cost = m["looplet_cost_usd"].labels("bench", "gpt-4o-mini")
 
     def run(n: int) -> float:
@@ -180,7 +186,9 @@ def floor_logging(logger: Any) -> Callable[[int], float]:
             log.info(
                 "llm.call",
                 step=i,
+                attempt=1,
                 model="gpt-4o-mini",
+                outcome="ok",
                 duration_ms=0.1,
                 cost_usd=0.0002,
                 input_tokens=1200,
@@ -404,6 +412,20 @@ def main() -> None:
         f"{cpu[dead_name] / cpu['all three']:>8.3f}x   (loop time with all hooks)"
     )
     print("targets: all three <= 1.5x the raw floor in the loop; dead endpoint <= 1.1x in-memory")
+    # The same ratio round by round (each round ran both configurations back to back): median and range.
+    for unit, table in (("wall", walls), ("CPU", cpus)):
+        per_round = [
+            (hooks - bare_) / (floor - bare_)
+            for hooks, bare_, floor in zip(
+                table["all three"], table["bare loop"], table["all three, in the loop"], strict=True
+            )
+            if floor > bare_
+        ]
+        if per_round:
+            print(
+                f"all three / floor in the loop, per round ({unit}): median {statistics.median(per_round):.2f}x, "
+                f"range {min(per_round):.2f}-{max(per_round):.2f}x over {len(per_round)} rounds"
+            )
     print(
         f"{'ProvenanceSink exporter / TracingHook alone':<32} {us['TracingHook + ProvenanceSink exporter'] - us['TracingHook']:>+12.1f} µs/step wall "
         f"{cpu['TracingHook + ProvenanceSink exporter'] - cpu['TracingHook']:>+8.1f} µs/step CPU (rendered on the batch thread, written by the writer process; both counted)"

@@ -136,6 +136,7 @@ class _RunSpans:
         "described",
         "ids",
         "last_chat",
+        "last_chat_ids",
         "tool_spans",
         "live",
         "ended",
@@ -154,6 +155,7 @@ class _RunSpans:
         sc = span.get_span_context()
         self.ids = (format(sc.trace_id, "032x"), format(sc.span_id, "016x")) if self.recording else None
         self.last_chat: Any = None  # the latest chat span (read by trace_ids for that attempt's log line)
+        self.last_chat_ids: tuple[str, str] | None = None
         self.tool_spans: dict[str, Any] = {}  # tool-call id -> execute_tool span, for the latest response
         self.live = 0  # chat/execute_tool spans of this run attached right now (in some thread)
         self.ended = False  # the run span has ended; its ids stay readable, nothing reopens it
@@ -316,7 +318,9 @@ class TracingHook:
         if not isinstance(rs, _RunSpans) or rs.ended or rs.ids is None:
             return rs.ids if isinstance(rs, _RunSpans) else None
         if kind == "chat" and rs.last_chat is not None:
-            return _ids_of(rs.last_chat)
+            if rs.last_chat_ids is None:
+                rs.last_chat_ids = _ids_of(rs.last_chat)
+            return rs.last_chat_ids
         if kind == "tool" and step is not None:
             span = self._tool_span(rs, step)
             if span is not None:
@@ -527,7 +531,7 @@ class TracingHook:
                 attrs[N.LLM_PURPOSE] = call.purpose
         span = self._tracer.start_span(name, context=parent, kind=_CLIENT, attributes=attrs)
         if rs is not None:
-            rs.last_chat = span
+            rs.last_chat, rs.last_chat_ids = span, None
         if self.capture_content and span.is_recording():
             system, messages = _semconv_messages(call.messages)
             if system:
@@ -874,12 +878,22 @@ def _ids_of(span: Any) -> tuple[str, str] | None:
     return (format(sc.trace_id, "032x"), format(sc.span_id, "016x")) if sc.is_valid else None
 
 
+_FOUND = object()  # run.scratch key: the run's TracingHook (or None), looked up once per run
+
+
 def _tracing_hook(run: Any) -> TracingHook | None:
-    resolved = getattr(run, "hooks", None) if run is not None else None
-    for hook in getattr(resolved, "hooks", ()) or ():
+    if run is None:
+        return None
+    cached = run.scratch.get(_FOUND, _FOUND)
+    if cached is not _FOUND:
+        return cached if isinstance(cached, TracingHook) else None
+    found: TracingHook | None = None
+    for hook in getattr(getattr(run, "hooks", None), "hooks", ()) or ():
         if isinstance(hook, TracingHook):
-            return hook
-    return None
+            found = hook
+            break
+    run.scratch[_FOUND] = found
+    return found
 
 
 # -- content helpers ------------------------------------------------------------------------------
