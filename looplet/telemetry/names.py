@@ -8,6 +8,8 @@ This module needs the ``otel`` extra; the metrics and logging modules use only i
 
 from __future__ import annotations
 
+from typing import Any
+
 # --- looplet's own span names and attribute keys (plain strings; no third-party import) -------------
 STEP_SPAN = "looplet.step"
 STEP_NUMBER = "looplet.step.number"
@@ -243,7 +245,7 @@ _SEMCONV = {
 _SEMCONV_INDEX = {name: module for module, names in _SEMCONV.items() for name in names}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     module = _SEMCONV_INDEX.get(name)
     if module is None:
         raise AttributeError(f"module 'looplet.telemetry.names' has no attribute {name!r}")

@@ -483,68 +483,66 @@ class TracingHook:
     def _start_chat(self, call: Any) -> tuple[Any, Any]:
         run = current_run()
         rs = self._rs(run)
-        parent = None
-        if rs is not None and run is not None:
-            if call.purpose == "step":
-                rs.tool_spans.clear()  # a new response: the previous one's tool calls are all done
-                step = rs.steps.get(call.step)
-                if step is None:
-                    step = self._open_step(rs, call.step)
-                    if step.span_id:
-                        run.span_id = step.span_id
-                rs.prompt = call.step
-                parent = step.ctx
-            else:  # a compaction summary or another side call: under the open step, else the run
-                step = rs.steps.get(rs.prompt) if rs.prompt is not None else None
-                parent = step.ctx if step is not None else rs.ctx
-            if rs.described is None:
-                rs.described = _descriptions(call.tools)
+        parent = self._chat_parent(run, rs, call) if rs is not None else None
         model = call.model or (run.model if run is not None else None)
         provider = call.provider or (run.provider if run is not None else None)
-        key = (model, provider)
-        attrs = self._chat_attrs.get(key)
-        if attrs is None:
-            attrs = {_OP: _CHAT}
-            if provider:
-                attrs[_PROVIDER] = provider
-            if model:
-                attrs[_REQ_MODEL] = model
-            name = f"chat {model}" if model else "chat"
-            if len(self._chat_attrs) < _MAX_NAMES:  # bounded: a backend may send any model name
-                self._chat_attrs[key] = attrs
-                self._chat_names[key] = name
-        else:
-            name = self._chat_names[key]
-        options = call.options
-        if options or call.purpose != "step" or rs is not None:
-            attrs = dict(attrs)
-            if rs is not None:
-                attrs[_CONVERSATION] = rs.conversation
-            if options:
-                if "temperature" in options:
-                    attrs[_TEMPERATURE] = options["temperature"]
-                if "max_tokens" in options:
-                    attrs[_MAX_TOKENS] = options["max_tokens"]
-                if options.get("stream"):
-                    attrs[_STREAM] = True
-            if call.purpose != "step":
-                attrs[N.LLM_PURPOSE] = call.purpose
+        name, attrs = self._chat_start_attrs(model, provider)
+        if call.options or call.purpose != "step" or rs is not None:
+            attrs = _request_attrs(attrs, call, rs.conversation if rs is not None else None)
         span = self._tracer.start_span(name, context=parent, kind=_CLIENT, attributes=attrs)
         if rs is not None:
             rs.last_chat, rs.last_chat_ids = span, None
         if self.capture_content and span.is_recording():
-            system, messages = _semconv_messages(call.messages)
-            if system:
-                span.set_attribute(_SYSTEM, self._content(system))
-            span.set_attribute(_INPUT, self._content(messages))
-            if call.tools:
-                span.set_attribute(
-                    N.GEN_AI_TOOL_DEFINITIONS, self._content([{"type": "function", **t} for t in call.tools])
-                )
+            self._request_content(span, call)
         ctx = trace.set_span_in_context(span)
         if self.suppress_provider_spans:
             ctx = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, ctx)
         return span, otel_context.attach(ctx)
+
+    def _chat_parent(self, run: Any, rs: _RunSpans, call: Any) -> Any:
+        """The chat span's parent: the step the call is for (opened here), or for a side call (a
+        compaction summary) the open step, else the run."""
+        if rs.described is None:
+            rs.described = _descriptions(call.tools)
+        if call.purpose != "step":
+            step = rs.steps.get(rs.prompt) if rs.prompt is not None else None
+            return step.ctx if step is not None else rs.ctx
+        rs.tool_spans.clear()  # a new response: the previous one's tool calls are all done
+        step = rs.steps.get(call.step)
+        if step is None:
+            step = self._open_step(rs, call.step)
+            if step.span_id:
+                run.span_id = step.span_id
+        rs.prompt = call.step
+        return step.ctx
+
+    def _chat_start_attrs(self, model: str | None, provider: str | None) -> tuple[str, dict[str, Any]]:
+        """The span name and the attributes every chat span of this model and provider starts with
+        (cached, for a bounded number of names: a backend may send any model name)."""
+        key = (model, provider)
+        attrs = self._chat_attrs.get(key)
+        if attrs is not None:
+            return self._chat_names[key], attrs
+        attrs = {_OP: _CHAT}
+        if provider:
+            attrs[_PROVIDER] = provider
+        if model:
+            attrs[_REQ_MODEL] = model
+        name = f"chat {model}" if model else "chat"
+        if len(self._chat_attrs) < _MAX_NAMES:
+            self._chat_attrs[key] = attrs
+            self._chat_names[key] = name
+        return name, attrs
+
+    def _request_content(self, span: Any, call: Any) -> None:
+        system, messages = _semconv_messages(call.messages)
+        if system:
+            span.set_attribute(_SYSTEM, self._content(system))
+        span.set_attribute(_INPUT, self._content(messages))
+        if call.tools:
+            span.set_attribute(
+                N.GEN_AI_TOOL_DEFINITIONS, self._content([{"type": "function", **t} for t in call.tools])
+            )
 
     def _chat_done(self, span: Any, call: Any, response: Any) -> None:
         if not span.is_recording():
@@ -1034,6 +1032,24 @@ def _semconv_output(response: Any) -> dict[str, Any]:
     for c in response.tool_calls or ():
         parts.append({"type": "tool_call", "id": c.id, "name": c.tool, "arguments": c.args})
     return {"role": "assistant", "parts": parts, "finish_reason": response.finish_reason or "stop"}
+
+
+def _request_attrs(base: dict[str, Any], call: Any, conversation: str | None) -> dict[str, Any]:
+    """A chat span's start attributes: ``base`` plus this run's conversation and the call's options."""
+    attrs = dict(base)
+    if conversation is not None:
+        attrs[_CONVERSATION] = conversation
+    options = call.options
+    if options:
+        if "temperature" in options:
+            attrs[_TEMPERATURE] = options["temperature"]
+        if "max_tokens" in options:
+            attrs[_MAX_TOKENS] = options["max_tokens"]
+        if options.get("stream"):
+            attrs[_STREAM] = True
+    if call.purpose != "step":
+        attrs[N.LLM_PURPOSE] = call.purpose
+    return attrs
 
 
 def _message(role: str, text: str, finish_reason: str | None = None) -> dict[str, Any]:
