@@ -79,9 +79,9 @@ class BudgetHook:
 
     @staticmethod
     def _next_output(run: Any, state: Any) -> int:
-        config = getattr(run, "config", None)
-        if getattr(config, "max_tokens", None):
-            return int(config.max_tokens)
+        max_tokens = getattr(getattr(run, "config", None), "max_tokens", None)
+        if max_tokens:
+            return int(max_tokens)
         return max((s.usage.output_tokens for s in getattr(state, "steps", ())[-50:] if s.usage), default=0)
 
     @staticmethod

@@ -459,15 +459,21 @@ def test_checkpoint_writes_are_atomic_and_leave_no_temporary_files(tmp_path: Pat
         Checkpoint.from_json(json.dumps({**data, "version": 99}))
 
 
-def test_a_finished_run_is_not_resumed_by_default(tmp_path: Path) -> None:
+def test_a_finished_run_returns_its_result_again_and_fresh_starts_a_new_one(tmp_path: Path) -> None:
     ledger = Ledger()
-    run(
+    _, first = run(
         "sync",
-        llm=MockLLMBackend([DONE]),
+        llm=MockLLMBackend([ToolCall("ls", {"path": "/"}), DONE]),
         tools=ledger.tools,
         task={"goal": "g"},
         hooks=[CheckpointHook(tmp_path)],
     )
+    calls = list(ledger.ran)
+    llm = MockLLMBackend([ToolCall("ls", {"path": "/again"}), DONE])
+    _, again = run("sync", llm=llm, tools=ledger.tools, task={"goal": "g"}, hooks=[CheckpointHook(tmp_path)])
+    assert again.stop_reason == "done" and again.final_output == first.final_output
+    assert [s.tool_call.id for s in again.steps] == [s.tool_call.id for s in first.steps]
+    assert again.llm_calls == 0 and llm.calls == 0 and ledger.ran == calls  # nothing ran
     state = DefaultState()
     run(
         "sync",
@@ -475,11 +481,10 @@ def test_a_finished_run_is_not_resumed_by_default(tmp_path: Path) -> None:
         tools=ledger.tools,
         task={"goal": "g2"},
         state=state,
-        hooks=[CheckpointHook(tmp_path)],
+        hooks=[CheckpointHook(tmp_path, fresh=True)],
     )
-    assert [s.tool_call.tool for s in state.steps] == ["ls", "done"] and state.transcript[1][
-        "content"
-    ] == "g2"
+    assert [s.tool_call.tool for s in state.steps] == ["ls", "done"]
+    assert state.transcript[1]["content"] == "g2"
     kept = [p.name for p in tmp_path.iterdir() if p.name != FILENAME]
     assert len(kept) == 1 and kept[0].startswith("checkpoint-")  # the finished run is kept, not overwritten
 
