@@ -234,16 +234,26 @@ class Step:
         return self.tool_result.error is None
 
     def pretty(self, width: int = 100) -> str:
-        """One line: ``#3 ✓ search(query='x') → results: 2 items [41ms]``."""
-        call = self.tool_call
-        args = ", ".join(f"{k}={_short(repr(v), 30)}" for k, v in call.args.items())
-        res = self.tool_result
-        summary = f"ERROR: {res.error}" if res.error is not None else summarize(res.data)
-        ms = self.llm_ms + self.tool_ms
-        head = f"#{self.number} {'✓' if res.error is None else '✗'} {call.tool}({_short(args, width // 2)})"
-        tail = f" [{ms:.0f}ms]"
-        room = max(20, width - len(head) - len(tail) - 3)
-        return f"{head} → {_short(summary, room)}{tail}"
+        """One line: ``#3 ✓ search(query='x') → results: 2 items [41ms]``.
+
+        Arguments and summary share ``width``; each argument value may use up to half of it (so a wider
+        line shows longer arguments). An error is the cause the reader looks for: arguments longer than 24
+        characters give way to its message (which keeps at least two thirds of the room), and the
+        ``Tool NAME raised`` prefix the line already says is dropped.
+        """
+        call, res = self.tool_call, self.tool_result
+        if res.error is not None:
+            message = res.error.removeprefix(f"Tool {call.tool} raised ")
+            summary = f"ERROR: {message}"
+        else:
+            summary = summarize(res.data)
+        lead = f"#{self.number} {'✓' if res.error is None else '✗'} {call.tool}("
+        tail = f" [{self.llm_ms + self.tool_ms:.0f}ms]"
+        budget = max(40, width - len(lead) - len(tail) - 4)  # 4: ") → "
+        args = ", ".join(f"{k}={_short(repr(v), max(30, budget // 2))}" for k, v in call.args.items())
+        share = max(budget // 3, min(len(args), 24)) if res.error is not None else budget // 2
+        args = _short(args, max(10, share, budget - len(summary)))
+        return f"{lead}{args}) → {_short(summary, max(20, budget - len(args)))}{tail}"
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {

@@ -733,7 +733,7 @@ def test_show_prints_steps_tokens_cost_timings_and_summary(tmp_path: Path) -> No
         assert line.startswith(step.pretty(96)[:40])
         if step.usage:
             assert f"{step.usage.total_tokens} tok" in line and f"${step.cost_usd:.6f}" in line
-    assert "#2 ✗ fetch_page" in text and "ERROR: Tool fetch_page raised" in text
+    assert "#2 ✗ fetch_page" in text and "ERROR: LookupError: 404 Not Found" in text
     u = result.usage
     cached = f" ({u.cached_input_tokens} cached)" if u.cached_input_tokens else ""
     assert (
