@@ -53,7 +53,7 @@ class StepPrinter:
     """Prints a line per step with running totals (tokens and cost of the run so far).
 
     out: where to write (default ``sys.stdout``, looked up at print time).
-    width: room for ``Step.pretty``; default: the terminal's width on a TTY, 100 otherwise.
+    width: room for ``Step.pretty``; default: the terminal's width on a TTY, 120 otherwise.
     quiet: keep the totals but print nothing (``summary`` still prints).
     """
 
@@ -99,7 +99,7 @@ class StepPrinter:
         ttfc = getattr(step, "ttfc_ms", None)
         if isinstance(ttfc, (int, float)):  # a streamed answer: the latency the user feels
             totals = f"  ttft {ttfc:.0f}ms" + totals
-        width = self._width or (shutil.get_terminal_size((100, 24)).columns if is_tty(self.out) else 100)
+        width = self._width or (shutil.get_terminal_size((120, 24)).columns if is_tty(self.out) else 120)
         return str(step.pretty(max(40, width - len(totals)))) + totals
 
     def step(self, step: Any, state: Any = None) -> str:
