@@ -7,7 +7,6 @@ Exit status: 0, or 1 when an endpoint the environment names cannot be reached.
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import importlib.util
 import json
@@ -203,7 +202,9 @@ def destinations() -> list[tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="looplet doctor", description=__doc__)
+    from looplet.cli import ArgumentParser
+
+    p = ArgumentParser("looplet doctor", __doc__)
     p.add_argument("--timeout", type=float, default=0.5, help="seconds per TCP connection check")
     p.add_argument("--offline", action="store_true", help="do not connect to anything")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")

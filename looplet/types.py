@@ -249,11 +249,11 @@ class Step:
             summary = summarize(res.data)
         lead = f"#{self.number} {'✓' if res.error is None else '✗'} {call.tool}("
         tail = f" [{self.llm_ms + self.tool_ms:.0f}ms]"
-        budget = max(40, width - len(lead) - len(tail) - 4)  # 4: ") → "
+        budget = max(24, width - len(lead) - len(tail) - 4)  # 4: ") → "
         args = ", ".join(f"{k}={_short(repr(v), max(30, budget // 2))}" for k, v in call.args.items())
         share = max(budget // 3, min(len(args), 24)) if res.error is not None else budget // 2
-        args = _short(args, max(10, share, budget - len(summary)))
-        return f"{lead}{args}) → {_short(summary, max(20, budget - len(args)))}{tail}"
+        args = _short(args, max(10, min(max(share, budget - len(summary)), budget - 12)))  # summary keeps 12
+        return f"{lead}{args}) → {_short(summary, budget - len(args))}{tail}"
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {

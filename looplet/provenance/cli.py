@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
-from looplet.cli import ArgumentParser
+from looplet.cli import ArgumentParser, check_output_file
 from looplet.errors import LoopletError
 from looplet.provenance.format import Trajectory, TrajectoryError, find_trajectories, load_files, render_files
 
@@ -142,9 +142,11 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     args = parser.parse_args(argv)
     width = args.width or max(80, min(160, shutil.get_terminal_size((110, 24)).columns))
     try:
+        if args.html:  # before anything is printed: an output that cannot be written stops the command
+            check_output_file(args.html, "--html")
         runs = load_any(args.paths)
     except (TrajectoryError, LoopletError) as exc:
-        print(f"looplet show: error: {exc}", file=err)
+        print(f"looplet show: error: {' '.join(str(exc).split())}", file=err)
         return 2
     try:
         for i, t in enumerate(runs):
