@@ -316,9 +316,13 @@ def test_an_unwritable_trace_dir_never_breaks_a_library_run(
 
 
 def _interrupt_after(argv: list[str], marker: str, **popen: Any) -> tuple[int, str, str]:
-    """Start ``python argv``, send SIGINT once a stdout line starts with ``marker``; (code, stdout, stderr)."""
+    """Start ``python argv``, send SIGINT once a stdout line starts with ``marker``; (code, stdout, stderr).
+
+    No timing is assumed: the child's stdin is a pipe left open, so a child that asks on the terminal
+    (``--ask``) waits there however late the signal comes; the deadlines only bound a hung child."""
     proc = subprocess.Popen(
         [sys.executable, *argv],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -326,10 +330,10 @@ def _interrupt_after(argv: list[str], marker: str, **popen: Any) -> tuple[int, s
         cwd=ROOT,
         **popen,
     )
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stdin is not None
     seen = []
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
@@ -338,10 +342,12 @@ def _interrupt_after(argv: list[str], marker: str, **popen: Any) -> tuple[int, s
             if line.startswith(marker):
                 proc.send_signal(signal.SIGINT)
                 break
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=120)  # stdin stays open until the child is gone (communicate() would close it)
+        out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
     finally:
         if proc.poll() is None:
             proc.kill()
+        proc.stdin.close()
     return proc.returncode, "".join(seen) + out, err
 
 
@@ -367,6 +373,7 @@ def test_ctrl_c_leaves_a_consistent_checkpoint_and_trajectory_and_resume_finishe
             str(folder),
             "--trace",
             str(traces),
+            "--ask",  # the run cannot finish before the signal: it would wait at the approval prompt
         ],
         "#3",
     )
@@ -406,10 +413,13 @@ def test_ctrl_c_leaves_a_consistent_checkpoint_and_trajectory_and_resume_finishe
 
 
 CTRL_C_AGENT = textwrap.dedent("""
+    import sys
     from looplet import LoopConfig, MockLLMBackend, tool
 
     @tool(description="Count.")
     def count(n: int) -> int:
+        if n >= 2:
+            sys.stdin.readline()  # waits for the test's Ctrl-C, however late it comes (stdin stays open)
         return n + 1
 
     def build():
