@@ -287,13 +287,14 @@ def _where(args: Any, session: Any, results: list[tuple[Any, str | None]], out: 
     else:
         trace = next((r.trace_id for r, _s in reversed(results) if r.trace_id), None)
         if session.otlp_endpoint:
-            rows.append(
-                (
-                    "spans",
-                    f"{session.otlp_endpoint} ({session.otlp_protocol})"
-                    + (f", trace {trace}" if trace else ""),
+            lost = sum(_dropped(session).values())
+            sent = f"{session.otlp_endpoint} ({session.otlp_protocol})"
+            if lost:  # the trace id would point nowhere
+                rows.append(
+                    ("spans", f"{sent}: {lost} spans NOT delivered (is a collector listening there?)")
                 )
-            )
+            else:
+                rows.append(("spans", sent + (f", trace {trace}" if trace else "")))
         else:
             rows.append(("spans", "not exported (add --otlp http://127.0.0.1:4318)"))
         if session.metrics_port is not None:
@@ -313,6 +314,12 @@ def _where(args: Any, session: Any, results: list[tuple[Any, str | None]], out: 
     for name, text in rows:
         print(f"  {name:<12}{text}", file=out)
     out.flush()
+
+
+def _dropped(session: Any) -> dict[str, int]:
+    dropped = getattr(session, "dropped_spans", None)
+    counts = dropped() if callable(dropped) else dropped
+    return dict(counts) if isinstance(counts, dict) else {}
 
 
 def _default_folder() -> str:
