@@ -62,28 +62,35 @@ def old_keywords(table: KeywordTable, *, what: str = "") -> Callable[[type[_T]],
     def decorate(cls: type[_T]) -> type[_T]:
         init = cls.__init__
         label = what or cls.__name__
-        new_names = set(inspect.signature(init).parameters)
+        old = {k: v for k, v in table.items() if k not in inspect.signature(init).parameters}
 
         @functools.wraps(init)
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-            for key in [k for k in kwargs if k in table and k not in new_names]:
-                target = table[key]
-                value = kwargs.pop(key)
-                if target is None:
-                    warn_renamed(f"{label}({key}=...)", f"{label}() without it: it has no effect in 0.5")
-                elif target.isidentifier():
-                    warn_renamed(f"{label}({key}=...)", f"{label}({target}=...)")
-                    kwargs.setdefault(target, value)
-                else:
-                    raise TypeError(
-                        f"{label}({key}=...) was removed in looplet 0.5: {target} (see docs/migration.md)"
-                    )
+            if kwargs and not old.keys().isdisjoint(kwargs):
+                _translate(label, old, kwargs)
             init(self, *args, **kwargs)
 
         cls.__init__ = __init__  # type: ignore[method-assign]
         return cls
 
     return decorate
+
+
+def _translate(label: str, old: KeywordTable, kwargs: dict[str, Any]) -> None:
+    for key in [k for k in kwargs if k in old]:
+        target = old[key]
+        value = kwargs.pop(key)
+        if target is None:
+            warn_renamed(
+                f"{label}({key}=...)", f"{label}() without it: it has no effect in 0.5", stacklevel=3
+            )
+        elif target.isidentifier():
+            warn_renamed(f"{label}({key}=...)", f"{label}({target}=...)", stacklevel=3)
+            kwargs.setdefault(target, value)
+        else:
+            raise TypeError(
+                f"{label}({key}=...) was removed in looplet 0.5: {target} (see docs/migration.md)"
+            )
 
 
 _HOOK_INSTEAD = "write a hook (pre_prompt, pre_dispatch, check_done, ...); see docs/hooks.md"
@@ -126,6 +133,14 @@ TOOL_RESULT_KEYWORDS: KeywordTable = {
     "result_key": None,
     "error_detail": "set error_kind=... (a string) beside error=...",
     "metadata": "attach data to the result itself (data=...) or keep it in a hook",
+}
+
+
+HOOK_DECISION_KEYWORDS: KeywordTable = {
+    "permission": "return Deny(reason) to refuse or Allow() to approve",
+    "rewrite_thread": "compaction strategies return the new transcript (looplet.context)",
+    "policy_decision": "return Deny(reason) / Allow(); PermissionHook counts its decisions",
+    "metadata": None,
 }
 
 
@@ -234,6 +249,84 @@ class LegacyRunResult:
             raise KeyError(key) from None
 
 
+# ---------------------------------------------------------------- hooks written for 0.4.1
+
+#: 0.4.1 hook methods 0.5 does not call under that name.
+OLD_HOOK_METHODS = ("pre_loop", "check_permission", "build_briefing", "should_compact", "build_prompt")
+
+
+class OldHook:
+    """A hook written for 0.4.1, as the 0.5 loop sees it: ``pre_loop`` becomes ``on_loop_start``,
+    ``check_permission`` returning False becomes a ``pre_dispatch`` denial, ``build_briefing``'s text is
+    added to the prompt (``pre_prompt``); ``should_compact`` is not called (a warning says so). Every
+    other attribute is the hook's own."""
+
+    def __init__(self, hook: Any) -> None:
+        self._hook = hook
+        self._has = {m for m in OLD_HOOK_METHODS if callable(getattr(hook, m, None))}
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("on_loop_start", "pre_dispatch", "pre_prompt"):
+            own = getattr(self._hook, name, None)
+            old = {
+                "on_loop_start": "pre_loop",
+                "pre_dispatch": "check_permission",
+                "pre_prompt": "build_briefing",
+            }
+            if old[name] in self._has:
+                return functools.partial(getattr(type(self), "_" + name), self, own)
+            return getattr(self._hook, name)
+        return getattr(self._hook, name)
+
+    def __repr__(self) -> str:
+        return f"OldHook({self._hook!r})"
+
+    def _on_loop_start(self, own: Any, state: Any, session_log: Any, context: Any) -> Any:
+        self._hook.pre_loop(state, session_log, context)
+        return own(state, session_log, context) if own else None
+
+    def _pre_dispatch(self, own: Any, state: Any, session_log: Any, tool_call: Any, step_num: int) -> Any:
+        from looplet.hooks import Deny
+
+        if self._hook.check_permission(tool_call, state) is False:
+            return Deny("permission denied")
+        return own(state, session_log, tool_call, step_num) if own else None
+
+    def _pre_prompt(self, own: Any, state: Any, session_log: Any, context: Any, step_num: int) -> Any:
+        briefing = self._hook.build_briefing(state, session_log, context)
+        extra = own(state, session_log, context, step_num) if own else None
+        if briefing and isinstance(extra, str):
+            return f"{briefing}\n\n{extra}"
+        return briefing or extra
+
+
+def old_hooks(hooks: list[Any]) -> list[Any]:
+    """The hooks as the 0.5 loop should see them: those with 0.4.1-only methods wrapped in
+    :class:`OldHook` (with one DeprecationWarning each); the list itself when there are none."""
+    if not any(callable(getattr(h, m, None)) for h in hooks for m in OLD_HOOK_METHODS):
+        return hooks
+    out = []
+    for h in hooks:
+        has = [m for m in OLD_HOOK_METHODS if callable(getattr(h, m, None))]
+        if not has:
+            out.append(h)
+            continue
+        if "build_prompt" in has:
+            raise TypeError(
+                f"hook {type(h).__name__}.build_prompt was removed in looplet 0.5: the loop keeps a chat "
+                "transcript; change call.messages in a wrap_llm_call(call, call_next) hook (see docs/migration.md)"
+            )
+        new = {
+            "pre_loop": "on_loop_start",
+            "check_permission": "pre_dispatch returning Deny(reason)",
+            "build_briefing": "pre_prompt returning text",
+            "should_compact": "ThresholdCompactHook (should_compact is not called)",
+        }
+        warn_renamed(f"hook {type(h).__name__}.{'/'.join(has)}", ", ".join(new[m] for m in has), stacklevel=5)
+        out.append(OldHook(h))
+    return out
+
+
 # ---------------------------------------------------------------- decisions (0.4.1's hook_decision)
 
 
@@ -317,7 +410,9 @@ class PermissionRule:
     reason: str = ""
 
     def __post_init__(self) -> None:
-        warn_renamed("PermissionRule(tool, decision)", "looplet.control.Rule(action, tool, args=...)")
+        warn_renamed(
+            "PermissionRule(tool, decision)", "looplet.control.Rule(action, tool, args=...)", stacklevel=3
+        )
         if self.arg_matcher is not None:
             raise _removed(
                 "PermissionRule(arg_matcher=...)",
@@ -604,6 +699,7 @@ _TABLE: dict[str, Callable[[str], Any] | str] = {
     "LoopConfig": _alias("looplet.config", "LoopConfig", "looplet.LoopConfig"),
     "PermissionDecision": _here("PermissionDecision"),
     "RunStatus": _here("RunStatus"),
+    "CancelToken": _alias("looplet.loop", "CancelToken", "looplet.CancelToken"),
     "HookDecision": _alias("looplet.hooks", "HookDecision", "looplet.HookDecision"),
     "Allow": _alias("looplet.hooks", "Allow", "looplet.Allow"),
     "Deny": _alias("looplet.hooks", "Deny", "looplet.Deny"),

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from looplet.compat import HOOK_DECISION_KEYWORDS, old_hooks, old_keywords
+
 __all__ = [
     "HookDecision",
     "Deny",
@@ -54,6 +56,7 @@ OBSERVER_METHODS: dict[str, tuple[str, ...]] = {
 WRAP_METHODS = ("wrap_llm_call", "wrap_tool")
 
 
+@old_keywords(HOOK_DECISION_KEYWORDS)  # looplet 0.4.1's permission=, rewrite_thread=, metadata=
 @dataclass(slots=True)
 class HookDecision:
     """What a hook wants. Every field is optional; None means "no opinion".
@@ -178,6 +181,7 @@ class ResolvedHooks:
     __slots__ = ("hooks", "async_mode") + tuple(OBSERVER_METHODS) + WRAP_METHODS
 
     def __init__(self, hooks: list[Any], *, async_mode: bool) -> None:
+        hooks = old_hooks(hooks)  # hooks written for looplet 0.4.1 (pre_loop, ...): looplet.compat
         self.hooks = tuple(hooks)
         self.async_mode = async_mode  # hooks that make their own LLM calls pick generate or agenerate by it
         for method, params in OBSERVER_METHODS.items():

@@ -44,7 +44,7 @@ class MockLLMBackend(_Mock):
         usage: Usage | str | None = None,
         latency_s: float = 0.0,
     ) -> None:
-        warn_renamed(f"looplet.testing.{type(self).__name__}", self._new, stacklevel=3)
+        warn_renamed(f"looplet.testing.{type(self).__name__}", self._new)
         script = list(responses) if responses is not None else []
         super().__init__(script or [_DEFAULT], cycle, model=model, usage=usage, latency_s=latency_s)
         self.last_prompt = ""

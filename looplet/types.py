@@ -14,6 +14,7 @@ from looplet.compat import (
     LegacyRunResult,
     LegacyToolCall,
     LegacyToolResult,
+    module_getattr,
     old_keywords,
 )
 
@@ -368,3 +369,8 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
     if hasattr(value, "to_dict"):
         return _json_safe(value.to_dict(), depth + 1)
     return repr(value)
+
+
+# looplet 0.4.1's names from this module (LLMBackend, DefaultState, ...): deprecated aliases or an error
+# naming the 0.5 spelling (looplet.compat)
+__getattr__ = module_getattr("looplet.types")

@@ -1,0 +1,463 @@
+"""Every row of docs/migration.md: looplet 0.4.1's spelling either works with one DeprecationWarning that
+names the 0.5 spelling (and points at the caller's line), or fails with an error that names it."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+import looplet
+from looplet import (
+    DefaultState,
+    HookDecision,
+    LoopConfig,
+    MockLLMBackend,
+    PermissionHook,
+    RunResult,
+    ToolCall,
+    ToolResult,
+    composable_loop,
+    run_loop,
+    tools_from,
+)
+from looplet.compat import RemovedAPIError
+
+
+@contextmanager
+def one_warning(*words: str) -> Iterator[None]:
+    """Exactly one DeprecationWarning, naming each of ``words`` and the removal version, raised at a line
+    of this file (the caller's, not looplet's)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    deps = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert len(deps) == 1, [str(w.message) for w in deps]
+    message = str(deps[0].message)
+    for word in (*words, "0.7"):
+        assert word in message, message
+    assert deps[0].filename == __file__, (deps[0].filename, message)
+
+
+def no_warning() -> Any:
+    return warnings.catch_warnings(record=True)
+
+
+def lookup(service: str) -> dict[str, Any]:
+    return {"service": service, "owner": {"payments": "fintech"}.get(service)}
+
+
+def run(llm: Any, tools: Any, hooks: Any = None, **kw: Any) -> tuple[list[Any], RunResult]:
+    steps: list[Any] = []
+    gen = composable_loop(llm=llm, tools=tools, hooks=hooks, task={"goal": "find the owner"}, **kw)
+    while True:
+        try:
+            steps.append(next(gen))
+        except StopIteration as stop:
+            return steps, stop.value
+
+
+# --- looplet.testing ---------------------------------------------------------------------------------
+
+
+def test_testing_mock_keeps_041_defaults_and_string_generate() -> None:
+    from looplet.testing import MockLLMBackend as OldMock
+
+    with one_warning("looplet.MockLLMBackend"):
+        llm = OldMock()
+    assert llm.generate("hello", system_prompt="sys") == "mock response"
+    assert (llm.calls, llm.last_prompt, llm.last_system_prompt) == (1, "hello", "sys")
+    with one_warning():
+        two = OldMock(responses=["a", "b"])
+    assert [two.generate("x") for _ in range(3)] == ["a", "b", "a"]  # cycle=True by default
+    two.reset()
+    assert (two.calls, two.last_prompt) == (0, "")
+    assert two.generate("x") == "a"
+
+
+def test_testing_mock_cycle_false_raises_and_drives_the_new_loop() -> None:
+    from looplet.testing import LLMResponsesExhausted
+    from looplet.testing import MockLLMBackend as OldMock
+
+    with one_warning():
+        strict = OldMock(["only"], cycle=False)
+    strict.generate("x")
+    with pytest.raises(LLMResponsesExhausted):
+        strict.generate("x")
+    with one_warning():
+        llm = OldMock(
+            [
+                '{"tool": "lookup", "args": {"service": "payments"}}',
+                '{"tool": "done", "args": {"answer": "fintech"}}',
+            ]
+        )
+    steps, result = run(llm, tools_from([lookup]))
+    assert [s.tool_call.tool for s in steps] == ["lookup", "done"]
+    assert result.stop_reason == "done"
+    assert "find the owner" in llm.last_prompt  # the loop's transcript, as text
+
+
+def test_async_mock_is_awaited_the_old_way_and_by_the_async_loop() -> None:
+    from looplet import async_composable_loop
+
+    with one_warning("looplet.MockLLMBackend"):
+        cls = looplet.AsyncMockLLMBackend
+    with one_warning():
+        llm = cls(['{"tool": "done", "args": {"answer": "x"}}'])
+    assert asyncio.run(llm.generate("prompt")) == '{"tool": "done", "args": {"answer": "x"}}'
+    llm.reset()
+
+    async def go() -> list[str]:
+        return [
+            s.tool_call.tool
+            async for s in async_composable_loop(llm=llm, tools=tools_from([]), task={"g": 1})
+        ]
+
+    assert asyncio.run(go()) == ["done"]
+
+
+def test_importing_main_runs_nothing_and_exports_main() -> None:
+    code = "import looplet.__main__ as m; print(callable(m.main))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout.strip(), out.stderr) == (0, "True", "")
+
+
+# --- records -----------------------------------------------------------------------------------------
+
+
+def test_tool_call_call_id_is_id() -> None:
+    with one_warning("ToolCall(id=...)"):
+        tc = ToolCall("search", {"q": 1}, call_id="c1")  # type: ignore[call-arg]
+    assert tc.id == "c1"
+    with one_warning("ToolCall.id"):
+        assert tc.call_id == "c1"
+    with pytest.raises(TypeError, match="run.scratch"):
+        ToolCall("search", metadata={"a": 1})  # type: ignore[call-arg]
+    assert ToolCall("search").reasoning is None  # 0.4.1: "" (documented, not restored)
+
+
+def test_tool_result_old_keywords_are_accepted() -> None:
+    with one_warning("ToolResult() without it"):
+        r = ToolResult(tool="search", data={"hits": 2})  # type: ignore[call-arg]
+    assert (r.data, r.error) == ({"hits": 2}, None)
+    with one_warning("step.tool_call.args"):
+        assert r.args_summary == ""
+    with pytest.raises(TypeError, match="error_kind"):
+        ToolResult(error="boom", error_detail=object())  # type: ignore[call-arg]
+
+
+def test_run_result_old_attributes_and_dict_access() -> None:
+    state = DefaultState(max_steps=3)
+    llm = MockLLMBackend(['{"tool": "done", "args": {"answer": "fintech"}}'])
+    _, result = run(llm, tools_from([lookup]), state=state)
+    with one_warning("state.result"):
+        same = RunResult.from_state(state)
+    assert same is result
+    with one_warning("RunResult.stop_reason"):
+        assert result.termination_reason == "done"
+    with one_warning("stop_reason"):
+        assert result["termination_reason"] == "done"
+    with one_warning():
+        assert result["status"] == "completed"
+    with one_warning():
+        assert result.status.value == "completed"
+    with one_warning("final_output"):
+        assert result.output == result.final_output
+    with one_warning():
+        assert result.completed is True
+    with one_warning(), pytest.raises(KeyError):
+        result["no_such_key"]
+    with pytest.raises(ValueError, match="not finished"):
+        with one_warning():
+            RunResult.from_state(DefaultState())
+
+
+# --- hooks -------------------------------------------------------------------------------------------
+
+
+def rm(path: str) -> str:
+    rm.calls += 1  # type: ignore[attr-defined]
+    return "removed"
+
+
+def test_041_hook_methods_are_called_under_their_new_names() -> None:
+    seen: list[Any] = []
+
+    class OldStyle:
+        def pre_loop(self, state: Any, session_log: Any, context: Any) -> None:
+            seen.append("pre_loop")
+
+        def check_permission(self, tool_call: ToolCall, state: Any) -> bool:
+            return tool_call.tool != "rm"
+
+        def build_briefing(self, state: Any, session_log: Any, context: Any) -> str:
+            return "BRIEFING-TEXT"
+
+        def wrap_llm_call(self, call: Any, call_next: Any) -> Any:
+            seen.append(" ".join(str(m.get("content")) for m in call.messages))
+            return call_next(call)
+
+    rm.calls = 0  # type: ignore[attr-defined]
+    llm = MockLLMBackend(
+        ['{"tool": "rm", "args": {"path": "x"}}', '{"tool": "done", "args": {"answer": "ok"}}']
+    )
+    with one_warning("on_loop_start", "pre_dispatch returning Deny", "pre_prompt"):
+        steps, result = run(llm, tools_from([rm]), hooks=[OldStyle()])
+    assert seen[0] == "pre_loop" and seen.count("pre_loop") == 1
+    assert rm.calls == 0  # type: ignore[attr-defined]
+    assert steps[0].tool_result.error_kind == "denied" and "permission denied" in steps[0].tool_result.error
+    assert all("BRIEFING-TEXT" in prompt for prompt in seen[1:])
+    assert result.stop_reason == "done"
+
+
+def test_build_prompt_hook_fails_naming_wrap_llm_call() -> None:
+    class WholePrompt:
+        def build_prompt(self, **kw: Any) -> str:
+            return "x"
+
+    llm = MockLLMBackend(['{"tool": "done", "args": {"answer": "ok"}}'])
+    with pytest.raises(TypeError, match="wrap_llm_call"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run(llm, tools_from([]), hooks=[WholePrompt()])
+
+
+def test_pre_dispatch_result_skips_the_tool_and_rejected_done_is_a_step() -> None:
+    class Gate:
+        def pre_dispatch(self, state: Any, session_log: Any, tool_call: ToolCall, step_num: int) -> Any:
+            return ToolResult(data="cached") if tool_call.tool == "rm" else None
+
+        def check_done(self, state: Any, session_log: Any, context: Any, step_num: int) -> Any:
+            return "run the tests first" if len(state.steps) < 2 else None
+
+    rm.calls = 0  # type: ignore[attr-defined]
+    llm = MockLLMBackend(
+        ['{"tool": "rm", "args": {"path": "x"}}'] + ['{"tool": "done", "args": {"answer": "ok"}}'] * 2
+    )
+    with no_warning() as caught:
+        warnings.simplefilter("always")
+        steps, result = run(llm, tools_from([rm]), hooks=[Gate()])
+    assert not [w for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert rm.calls == 0 and steps[0].tool_result.data == "cached"  # type: ignore[attr-defined]
+    assert [s.tool_result.error_kind for s in steps] == [None, "done_rejected", None]
+    assert steps[1].tool_call.tool == "done" and "run the tests first" in (steps[1].tool_result.error or "")
+    assert result.stop_reason == "done" and len(steps) == 3
+
+
+def test_loop_hook_base_class_and_loop_context() -> None:
+    with one_warning("plain class"):
+
+        class Mine(looplet.LoopHook):  # type: ignore[misc]
+            pass
+
+    assert Mine() is not None
+    with pytest.raises(RemovedAPIError, match="current_run"):
+        looplet.LoopContext  # noqa: B018
+
+
+# --- decisions ---------------------------------------------------------------------------------------
+
+
+def test_block_continue_and_old_decision_fields() -> None:
+    from looplet.hook_decision import Block, Continue
+
+    with one_warning("Deny(reason)"):
+        assert Block("no").block == "no"
+    with one_warning("InjectContext"):
+        assert Continue("more").additional_context == "more"
+    with pytest.raises(RemovedAPIError, match="compaction strategies"):
+        from looplet.hook_decision import RewriteThread  # noqa: F401
+    with pytest.raises(TypeError, match=r"Deny\(reason\)"):
+        HookDecision(permission="deny")  # type: ignore[call-arg]
+    with one_warning("HookDecision() without it"):
+        assert HookDecision(stop="x", metadata={"k": 1}).stop == "x"  # type: ignore[call-arg]
+
+
+# --- tools -------------------------------------------------------------------------------------------
+
+
+def test_tools_from_old_keywords_give_041_done_and_think() -> None:
+    with one_warning("tools_from([...], include_done=True)"):
+        tools = tools_from([lookup], include_done=True, validate=True, include_think=True)
+    assert set(tools.tool_names()) == {"lookup", "think", "done"}
+    llm = MockLLMBackend(
+        ['{"tool": "think", "args": {"thought": "hm"}}', '{"tool": "done", "args": {"summary": "found it"}}']
+    )
+    steps, result = run(llm, tools)
+    assert steps[-1].tool_result.data == {"status": "completed", "summary": "found it"}
+    assert result.stop_reason == "done"
+    with one_warning():
+        custom = tools_from([lookup], done_parameters={"answer": "the final answer"})
+    assert custom.get("done") is not None and custom.get("done").parameters["required"] == ["answer"]  # type: ignore[union-attr]
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        tools_from([lookup], nonsense=True)
+
+
+def test_tool_spec_and_registry_methods() -> None:
+    from looplet import ToolSpec
+
+    spec = ToolSpec("search", "Search.", {"query": "str", "limit": "int"}, lambda query, limit: [])
+    with one_warning("spec.parameters"):
+        assert spec.parameter_names() == ["query", "limit"]
+    with one_warning():
+        assert spec.required_parameters() == ["query", "limit"]
+    with one_warning():
+        assert spec.to_api_schema()["input_schema"]["properties"]["limit"] == {"type": "integer"}
+    with one_warning():
+        assert "search(query: string, limit: integer)" in spec.spec_text()
+    reg = tools_from([spec, lookup], include_done=False)
+    with no_warning():
+        assert reg.tool_names == ["search", "lookup"] == reg.tool_names()
+    with one_warning("registry.dispatch"):
+        results = reg.dispatch_batch([ToolCall("lookup", {"service": "payments"}), ToolCall("nope")])
+    assert results[0].data["owner"] == "fintech" and results[1].error_kind == "unknown_tool"
+    with one_warning("schemas('anthropic')"):
+        assert [s["name"] for s in reg.tool_schemas()] == ["search", "lookup"]
+    with one_warning():
+        assert reg.tool_catalog_text().startswith("Available tools:")
+    with one_warning("include_done=True"):
+        looplet.register_done_tool(reg)
+    assert "done" in reg
+
+
+# --- config ------------------------------------------------------------------------------------------
+
+
+def test_loop_config_fields_renamed_ignored_or_refused() -> None:
+    with one_warning("LoopConfig(parallel_tools=...)"):
+        assert LoopConfig(concurrent_dispatch=True).parallel_tools is True  # type: ignore[call-arg]
+    with one_warning("no effect"):
+        assert LoopConfig(max_steps=2, use_native_tools=False).max_steps == 2  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"CheckpointHook\(checkpoint_dir\)"):
+        LoopConfig(checkpoint_dir="/tmp/x")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="TracingHook"):
+        LoopConfig(tracer=object())  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        LoopConfig(not_a_field=1)  # type: ignore[call-arg]
+
+
+# --- compaction, permissions, checkpoints, evals ------------------------------------------------------
+
+
+def test_renamed_compaction_classes() -> None:
+    from looplet import Prune, Summarize, Truncate, compact_chain
+    from looplet.compact import PruneToolResults, SummarizeCompact, TruncateCompact
+
+    with one_warning("looplet.Truncate(keep_last=...)"):
+        t = TruncateCompact(keep_recent=3)
+    with one_warning("looplet.Prune"):
+        p = PruneToolResults()
+    with one_warning("looplet.Summarize"):
+        s = SummarizeCompact(MockLLMBackend(["summary"]), keep_recent=1, summary_max_tokens=99)
+    assert (type(t), t.keep_last, type(p), p.keep_last) == (Truncate, 3, Prune, 5)
+    assert (type(s), s.keep_last, s.max_tokens) == (Summarize, 1, 99)
+    assert compact_chain(p, s, t) is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "advice"),
+    [
+        ("ContextBudget", "ThresholdCompactHook"),
+        ("FileCheckpointStore", "CheckpointHook"),
+        ("EvalCase", "eval_cases"),
+        ("eval_run", "run_evals"),
+        ("SessionLog", "chat messages"),
+        ("Cartridge", "no counterpart"),
+    ],
+)
+def test_removed_names_say_what_to_use(name: str, advice: str) -> None:
+    with pytest.raises(RemovedAPIError, match=advice) as err:
+        exec(f"from looplet import {name}")
+    assert "0.5" in str(err.value) and "migration" in str(err.value)
+
+
+def test_unknown_names_stay_attribute_errors() -> None:
+    assert not hasattr(looplet, "no_such_name")
+    with pytest.raises(ImportError):
+        exec("from looplet.compact import no_such_name")
+
+
+def test_permission_engine_rules_work_in_permission_hook() -> None:
+    from looplet.permissions import PermissionDecision, PermissionEngine, PermissionRule
+
+    with one_warning("looplet.control.Rule"):
+        rule = PermissionRule("rm", PermissionDecision.DENY, reason="destructive")
+    with one_warning("PermissionHook(rules"):
+        engine = PermissionEngine(rules=[rule])
+    rm.calls = 0  # type: ignore[attr-defined]
+    llm = MockLLMBackend(
+        ['{"tool": "rm", "args": {"path": "x"}}', '{"tool": "done", "args": {"answer": "ok"}}']
+    )
+    steps, _ = run(llm, tools_from([rm]), hooks=[PermissionHook(engine)])
+    assert rm.calls == 0 and "destructive" in (steps[0].tool_result.error or "")  # type: ignore[attr-defined]
+    with pytest.raises(RemovedAPIError, match="args="):
+        with one_warning():
+            PermissionRule("rm", "deny", arg_matcher=lambda a: True)
+
+
+def test_old_eval_hook_keywords_scores_and_eval_result() -> None:
+    from looplet import EvalContext, EvalHook
+    from looplet.compat import EvalResult
+
+    def eval_score(ctx: EvalContext) -> float:
+        return 1.0 if ctx.completed and ctx.expected == {"owner": "fintech"} else 0.0
+
+    def eval_rich(ctx: EvalContext) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return EvalResult(score=0.0, label="fail", explanation="too slow")
+
+    with one_warning("EvalHook([...])"):
+        hook = EvalHook(evaluators=[eval_score, eval_rich], expected={"owner": "fintech"})
+    llm = MockLLMBackend(['{"tool": "done", "args": {"answer": "fintech"}}'])
+    run(llm, tools_from([lookup]), hooks=[hook])
+    assert [(o.name, o.outcome, o.detail) for o in hook.results] == [
+        ("eval_score", "pass", "score=1.0"),
+        ("eval_rich", "fail", "too slow"),
+    ]
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        EvalHook(evaluatorz=[eval_score])
+
+
+def test_make_backend_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("openai")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    from looplet.backends import OpenAIBackend, make_backend
+
+    with one_warning("OpenAIBackend.from_env()"):
+        llm = make_backend(model="m-1")
+    assert isinstance(llm, OpenAIBackend) and llm.model == "m-1"
+
+
+def test_old_module_names() -> None:
+    with one_warning("looplet.DefaultState"):
+        from looplet.types import DefaultState as Old
+    assert Old is DefaultState
+    with one_warning("looplet.protocols.LLMBackend"):
+        from looplet.types import LLMBackend
+    assert isinstance(MockLLMBackend(["x"]), LLMBackend)
+    with pytest.raises(RemovedAPIError, match="CheckpointHook"):
+        from looplet.checkpoint import FileCheckpointStore  # noqa: F401
+
+
+def test_041_quickstart_shape_runs_unchanged() -> None:
+    """The calls of 0.4.1's README quickstart: JSON-text protocol switch, validate=, done(summary),
+    RunResult.from_state(state).termination_reason."""
+    llm = MockLLMBackend(
+        ['{"tool":"lookup","args":{"service":"payments"}}', '{"tool":"done","args":{"summary":"fintech"}}'],
+        cycle=False,
+    )
+    state = DefaultState(max_steps=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        tools = tools_from([lookup], include_done=True, validate=True)
+        config = LoopConfig(max_steps=2, use_native_tools=False)  # type: ignore[call-arg]
+        result = run_loop(llm=llm, tools=tools, state=state, config=config, task={"goal": "owner"})
+        assert RunResult.from_state(state).termination_reason == "done"
+    assert result.steps[0].tool_result.data == {"service": "payments", "owner": "fintech"}
