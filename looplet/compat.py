@@ -10,6 +10,7 @@ with :func:`old_name`; nothing else in looplet depends on this module. docs/migr
 from __future__ import annotations
 
 import functools
+import re
 import inspect
 import warnings
 from collections.abc import Callable, Iterator
@@ -436,7 +437,13 @@ class PermissionEngine:
         self.default = str(getattr(default, "value", default))
 
     def __iter__(self) -> Iterator[Any]:
-        return (r.to_rule() if isinstance(r, PermissionRule) else r for r in self.rules)
+        """The rules as 0.5 ``Rule``s; a default other than ``allow`` becomes a last rule for every tool
+        but ``done`` (PermissionHook lets ``done`` through when no rule names it)."""
+        from looplet.control import Rule
+
+        yield from (r.to_rule() if isinstance(r, PermissionRule) else r for r in self.rules)
+        if self.default != "allow":
+            yield Rule(self.default, re.compile(r"^(?!done$)"), name=f"default:{self.default}")
 
 
 def make_backend(model: str | None = None, **kwargs: Any) -> Any:
@@ -506,7 +513,7 @@ def module_getattr(module: str, names: tuple[str, ...] = ()) -> Callable[[str], 
     def __getattr__(name: str) -> Any:
         if names and name not in names and name not in _TABLE:
             raise AttributeError(f"module {module!r} has no attribute {name!r}")
-        return old_name(module, name)
+        return old_name(module, name, known=name in names)
 
     return __getattr__
 
@@ -681,7 +688,7 @@ _TO_DO_INSTEAD = {
     "eval_run": "run evals with looplet.evals.run_evals(evals, contexts) or `python -m looplet eval DIR`",
     "EvalCase": "save runs with ProvenanceSink and turn them into tests with looplet.evals.eval_cases(dir)",
     "save_eval_run": "ProvenanceSink(dir) writes the run; `python -m looplet eval DIR` grades it",
-    "load_eval_run": "looplet.evals.EvalContext.from_trajectory(looplet.provenance.load(dir))",
+    "load_eval_run": "looplet.evals.EvalContext.from_trajectory(looplet.provenance.load_trajectory(dir))",
     "eval_discover": "looplet.evals.discover(path_or_module)",
     "async_replay_loop": "replay_loop(trace_dir, tools=...) (sync); run it in a thread from async code",
 }
@@ -722,15 +729,15 @@ _TABLE: dict[str, Callable[[str], Any] | str] = {
 }
 
 
-def old_name(module: str, name: str) -> Any:
+def old_name(module: str, name: str, *, known: bool = False) -> Any:
     """The value of 0.4.1's ``module.name``, or :class:`RemovedAPIError` saying what to write instead.
 
     An ``AttributeError`` for names 0.4.1 did not have either (and for dunder lookups), so ``hasattr``
-    and ``getattr(m, x, default)`` keep working.
+    and ``getattr(m, x, default)`` keep working. ``known``: the caller knows 0.4.1 had this name.
     """
     entry = _TABLE.get(name)
     if entry is None or name.startswith("__"):
-        if name in OLD_PUBLIC_NAMES:
+        if known or name in OLD_PUBLIC_NAMES:
             raise _removed(
                 f"{module}.{name}",
                 "it has no counterpart in the 0.5 API (the loop, tools, hooks, backends, telemetry, "

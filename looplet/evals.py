@@ -31,6 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from looplet.compat import module_getattr
 from looplet.types import Step, ToolCall, Usage
 
 __all__ = [
@@ -438,3 +439,7 @@ def eval_answered(ctx: EvalContext) -> Any:
 
 
 BUILTIN_EVALS: tuple[EvalFn, ...] = (eval_finished, eval_answered)
+
+
+# looplet 0.4.1's names from this module (EvalResult, EvalCase, eval_run): looplet.compat
+__getattr__ = module_getattr("looplet.evals")

@@ -4,6 +4,7 @@
 #   tools/run_041_suite.sh            # prints "N of M core-API tests that pass on 0.4.1 pass here (P%)"
 #   tools/run_041_suite.sh --by-file  # the same, one line per test file
 #   tools/run_041_suite.sh --failing  # also lists the tests that fail here
+#   tools/run_041_suite.sh --causes   # the failures here grouped by their first error line
 #
 # Everything of 0.4.1 (its sdist, its tests, the two virtual environments) lives in a scratch folder
 # OUTSIDE the repository ($LOOPLET041_DIR, default /tmp/looplet041); nothing of it is ever committed.
@@ -64,18 +65,28 @@ fi
 run "$SCRATCH/venv-here/bin/python" "$SCRATCH/here.xml"
 
 "$PY" - "$SCRATCH/ref-$stamp.xml" "$SCRATCH/here.xml" "$@" <<'EOF'
+import re
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
 
-def outcomes(path):
+def outcomes(path, why=None):
     out = {}
-    for case in ET.parse(path).iter("testcase"):
+    try:
+        cases = list(ET.parse(path).iter("testcase"))
+    except (OSError, ET.ParseError):  # pytest stopped before writing (e.g. conftest failed to import)
+        cases = []
+    for case in cases:
         key = f"{case.get('classname')}::{case.get('name')}"
-        out[key] = not any(c.tag in ("failure", "error", "skipped") for c in case)
+        bad = [c for c in case if c.tag in ("failure", "error", "skipped")]
+        out[key] = not bad
+        if bad and why is not None:
+            text = (bad[0].get("message") or bad[0].text or "").strip().splitlines()
+            why[key] = re.sub(r"0x[0-9a-f]+|'[^']{40,}'", "…", text[0] if text else "?")[:150]
     return out
 
-ref, here = outcomes(sys.argv[1]), outcomes(sys.argv[2])
+why = {}
+ref, here = outcomes(sys.argv[1]), outcomes(sys.argv[2], why)
 core = [k for k, ok in ref.items() if ok]
 passing = [k for k in core if here.get(k)]
 if "--by-file" in sys.argv:
@@ -90,6 +101,10 @@ if "--failing" in sys.argv:
     for k in core:
         if not here.get(k):
             print("FAIL", k)
+if "--causes" in sys.argv:
+    causes = Counter(why.get(k, "collection error (the file did not import)") for k in core if not here.get(k))
+    for cause, n in causes.most_common(40):
+        print(f"{n:5d}  {cause}")
 pct = 100.0 * len(passing) / max(1, len(core))
 print(f"{len(passing)} of {len(core)} core-API tests that pass on looplet 0.4.1 pass here ({pct:.1f}%)")
 EOF

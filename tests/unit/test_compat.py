@@ -395,6 +395,14 @@ def test_permission_engine_rules_work_in_permission_hook() -> None:
     )
     steps, _ = run(llm, tools_from([rm]), hooks=[PermissionHook(engine)])
     assert rm.calls == 0 and "destructive" in (steps[0].tool_result.error or "")  # type: ignore[attr-defined]
+    with one_warning():
+        strict = PermissionEngine(rules=[], default=PermissionDecision.DENY)
+    llm = MockLLMBackend(
+        ['{"tool": "rm", "args": {"path": "x"}}', '{"tool": "done", "args": {"answer": "ok"}}']
+    )
+    steps, result = run(llm, tools_from([rm]), hooks=[PermissionHook(strict)])
+    assert rm.calls == 0 and steps[0].tool_result.error_kind == "denied"  # type: ignore[attr-defined]
+    assert result.stop_reason == "done"  # the default does not deny done
     with pytest.raises(RemovedAPIError, match="args="):
         with one_warning():
             PermissionRule("rm", "deny", arg_matcher=lambda a: True)
