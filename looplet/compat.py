@@ -10,8 +10,8 @@ with :func:`old_name`; nothing else in looplet depends on this module. docs/migr
 from __future__ import annotations
 
 import functools
-import re
 import inspect
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
