@@ -1,4 +1,4 @@
-"""``looplet`` / ``python -m looplet``: demo, run, show, eval, replay, doctor.
+"""``looplet`` / ``python -m looplet``: demo, run, batch, show, eval, replay, doctor.
 
 Every command shares what this module holds: the exit codes, the one-line error format
 (``looplet CMD: error: what happened; what to do``), the checks of outputs, ports and OTLP endpoints made
@@ -55,6 +55,7 @@ EXIT_CODES = """exit codes:
 _COMMANDS = {
     "demo": ("looplet.demo", "run the scripted demo agent with full telemetry (no API key)"),
     "run": ("looplet.cli_run", "run an agent factory MODULE:FACTORY against a real model"),
+    "batch": ("looplet.batch.cli", "run an agent factory once per task of a JSONL file (local or Ray)"),
     "show": ("looplet.provenance.cli", "print a saved trajectory (and --html a waterfall)"),
     "eval": ("looplet.evals_cli", "run evals over saved trajectories"),
     "replay": ("looplet.provenance.replay_cli", "re-run a trajectory's LLM answers against current tools"),
