@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 
 from looplet import MockLLMBackend, tool, tools_from
-from looplet.types import Usage
+from looplet.hooks import current_run
+from looplet.types import LLMResponse, ToolCall, Usage
 
 
 @tool(description="Echo the word back.")
@@ -33,3 +34,32 @@ def build() -> dict:
     ]
     llm = MockLLMBackend(script, model="gpt-4o-mini", usage=Usage(100, 20), latency_s=latency)
     return {"llm": llm, "tools": tools_from([echo, crash])}
+
+
+class PerTaskBackend:
+    """First answer: the task's ``crash`` call when it has one (``{"marker": PATH, "always": bool}``),
+    else ``echo``; then ``done``. The task is read from the run being executed."""
+
+    provider = "mock"
+    model = "gpt-4o-mini"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def generate(self, messages: list, *, tools: object = None, **options: object) -> LLMResponse:
+        self.calls += 1
+        run = current_run()
+        task = run.task if run is not None else {}
+        if self.calls == 1:
+            call = (
+                ToolCall("crash", task["crash"], "c1")
+                if "crash" in task
+                else ToolCall("echo", {"word": "x"}, "c1")
+            )
+        else:
+            call = ToolCall("done", {"answer": "ok"}, f"c{self.calls}")
+        return LLMResponse(tool_calls=[call], usage=Usage(100, 20), model=self.model, provider=self.provider)
+
+
+def per_task() -> dict:
+    return {"llm": PerTaskBackend(), "tools": tools_from([echo, crash])}

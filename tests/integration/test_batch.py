@@ -222,7 +222,7 @@ def test_a_run_that_raises_is_written_as_failed_and_a_bad_factory_stops_the_batc
         "    def pre_prompt(self, state, log, context, step):\n"
         "        raise RuntimeError('hook failed')\n"
         "def build():\n"
-        "    return {'llm': MockLLMBackend(['{\"tool\": \"done\", \"args\": {\"answer\": \"x\"}}']),\n"
+        '    return {\'llm\': MockLLMBackend([\'{"tool": "done", "args": {"answer": "x"}}\']),\n'
         "            'tools': tools_from([]), 'hooks': [Boom()], 'config': LoopConfig(strict_hooks=True)}\n"
         "def broken():\n"
         "    raise ValueError('no key')\n"

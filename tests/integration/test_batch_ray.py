@@ -1,0 +1,175 @@
+"""``looplet batch --engine ray`` on a real two-node Ray cluster made on this machine
+(``ray.cluster_utils.Cluster``: a head and a second node, one CPU each, small object stores), started once
+for the module. The drivers are real ``looplet batch`` processes connecting with ``--address``; spans go to
+a real OTLP receiver."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from looplet.batch import run_batch
+from tests.integration._otlp_receiver import HttpReceiver
+from tests.integration.test_batch import AGENT, batch_cmd, env, lines, write_tasks
+
+ray = pytest.importorskip("ray")
+
+STORE = 80 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "object_store_memory": STORE, "include_dashboard": False},
+    )
+    try:
+        c.add_node(num_cpus=1, object_store_memory=STORE)
+        c.wait_for_nodes()
+        yield str(c.address)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        c.shutdown()
+
+
+def test_200_tasks_on_two_nodes_once_each_in_one_trace_and_a_rerun_skips_them(
+    cluster: str, tmp_path: Path
+) -> None:
+    tasks, out, traces = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl", tmp_path / "traces"
+    ids = write_tasks(tasks, 200)
+    receiver = HttpReceiver()
+    args = ("--agent", AGENT, "--out", str(out), "--engine", "ray", "--address", cluster)
+    try:
+        done = subprocess.run(
+            batch_cmd(str(tasks), *args, "--otlp", receiver.url, "--trace-dir", str(traces)),
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        spans = receiver.wait_for(
+            lambda s: (
+                sum(x["name"].startswith("invoke_agent") for x in s) >= 200
+                and any(x["name"] == "looplet.batch" for x in s)
+            ),
+            timeout=60,
+        )
+    finally:
+        receiver.close()
+
+    records = lines(out)
+    assert sorted(r["id"] for r in records) == ids
+    assert {r["stop_reason"] for r in records} == {"done"}
+    nodes = {n["NodeID"] for n in _nodes(cluster)}
+    assert len(nodes) == 2
+    assert {r["node"] for r in records} == nodes  # both nodes ran tasks
+    assert sorted(p.name for p in traces.iterdir()) == ids
+
+    (batch,) = [s for s in spans if s["name"] == "looplet.batch"]
+    assert batch["attributes"]["looplet.batch.engine"] == "ray"
+    assert batch["attributes"]["looplet.batch.tasks"] == 200
+    agents = [s for s in spans if s["name"].startswith("invoke_agent")]
+    assert len(agents) == 200  # every run's spans left its worker
+    assert {s["trace_id"] for s in agents} == {batch["trace_id"]}
+    assert {s["parent_span_id"] for s in agents} == {batch["span_id"]}
+    # the runs' own children came along too, in the same trace
+    assert {s["trace_id"] for s in spans} == {batch["trace_id"]}
+    assert len({r["pid"] for r in records}) >= 2  # ... from more than one worker process
+
+    before = out.read_bytes()
+    again = subprocess.run(
+        batch_cmd(str(tasks), *args), env=env(), capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert out.read_bytes() == before
+    assert "(0 now, 200 from before)" in again.stderr
+
+
+def _nodes(address: str) -> list[dict[str, object]]:
+    ray.init(address=address, log_to_driver=False)
+    try:
+        return [n for n in ray.nodes() if n["Alive"]]
+    finally:
+        ray.shutdown()
+
+
+def test_driver_killed_halfway_then_rerun_every_task_once(cluster: str, tmp_path: Path) -> None:
+    tasks, out = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl"
+    ids = write_tasks(tasks, 200)
+    cmd = batch_cmd(
+        str(tasks), "--agent", AGENT, "--out", str(out), "--engine", "ray", "--address", cluster, "--quiet"
+    )
+    proc = subprocess.Popen(cmd, env=env(BATCH_LATENCY_S="0.02"), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and len(out.read_bytes().splitlines()) >= 60:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the batch ended before it could be killed halfway"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    first = lines(out)
+    assert 60 <= len(first) < 200
+
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = lines(out)
+    assert sorted(r["id"] for r in records) == ids
+    assert records[: len(first)] == first
+
+
+def test_a_worker_that_dies_is_retried_once_then_written_as_failed(cluster: str, tmp_path: Path) -> None:
+    """Task a kills its worker on the first attempt only (Ray retries it and it succeeds); task b kills it
+    every time (written as failed, with the reason); task c is unaffected."""
+    marker_a, marker_b = tmp_path / "a.died", tmp_path / "b.died"
+    tasks = [
+        {"id": "a", "task": {"goal": "crash once", "crash": {"marker": str(marker_a), "always": False}}},
+        {"id": "b", "task": {"goal": "crash always", "crash": {"marker": str(marker_b), "always": True}}},
+        {"id": "c", "task": {"goal": "echo"}},
+    ]
+    out = tmp_path / "results.jsonl"
+    root = str(Path(__file__).resolve().parents[2])
+    ray.init(address=cluster, log_to_driver=False)
+    try:
+        summary = run_batch(
+            tasks,
+            f"{root}/tests/integration/_batch_agent.py:per_task",
+            str(out),
+            engine="ray",
+            progress=False,
+        )
+    finally:
+        ray.shutdown()
+    by_id = {r["id"]: r for r in lines(out)}
+    assert sorted(by_id) == ["a", "b", "c"]
+    assert by_id["a"]["status"] == "ok" and by_id["a"]["stop_reason"] == "done" and marker_a.exists()
+    assert by_id["b"]["status"] == "failed"
+    assert "WorkerCrashedError" in by_id["b"]["error"] or "died" in by_id["b"]["error"].lower()
+    assert by_id["c"]["status"] == "ok"
+    assert summary.failed == 1 and summary.by_stop_reason == {"done": 2, "failed": 1}
+
+
+def test_without_an_address_a_local_ray_instance_is_started_and_stopped(tmp_path: Path) -> None:
+    tasks, out = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl"
+    ids = write_tasks(tasks, 10)
+    done = subprocess.run(
+        batch_cmd(
+            str(tasks), "--agent", AGENT, "--out", str(out), "--engine", "ray", "--cpus-per-run", "0.5"
+        ),
+        env=env(RAY_ADDRESS=""),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(r["id"] for r in lines(out)) == ids
+    assert "engine ray" in done.stderr
