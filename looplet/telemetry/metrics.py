@@ -34,7 +34,7 @@ require("prometheus_client", "prometheus")
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram  # noqa: E402
 
-__all__ = ["MetricsHook", "serve_metrics", "declare_metrics"]
+__all__ = ["MetricsHook", "serve_metrics", "declare_metrics", "metrics_registry"]
 
 log = logging.getLogger("looplet")
 
@@ -71,6 +71,8 @@ def declare_metrics(registry: CollectorRegistry | None = None, namespace: str = 
             kwargs: dict[str, Any] = {"registry": registry}
             if kind == "histogram":
                 kwargs["buckets"] = _BUCKETS.get(key, N.STEP_BUCKETS)
+            elif kind == "gauge":
+                kwargs["multiprocess_mode"] = "livesum"  # several worker processes: the sum of the live ones
             try:
                 metric = _KINDS[kind](name, help_text, labels, **kwargs)
             except ValueError as exc:  # declared in this registry by someone else: reuse it if it fits
@@ -426,14 +428,12 @@ def serve_metrics(
     port: int = 9464, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None
 ) -> Any:
     """Serve ``/metrics`` (Prometheus text, or OpenMetrics with exemplars when asked) on ``addr:port``
-    from a daemon thread. Returns the server; ``server.shutdown()`` stops it. ``port=0`` picks a free port
+    from a daemon thread, from :func:`metrics_registry` (all worker processes in multiprocess mode). Returns the server; ``server.shutdown()`` stops it. ``port=0`` picks a free port
     (``server.server_port`` tells which)."""
     from prometheus_client import start_http_server
 
     try:
-        server, _thread = start_http_server(
-            port, addr=addr, registry=REGISTRY if registry is None else registry
-        )
+        server, _thread = start_http_server(port, addr=addr, registry=metrics_registry(registry))
     except OSError as exc:
         raise OSError(
             exc.errno,
@@ -441,3 +441,25 @@ def serve_metrics(
             f"(is another process using port {port}? pick another with metrics_port=...)",
         ) from None
     return server
+
+
+def metrics_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
+    """The registry to expose on ``/metrics``.
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set (several worker processes behind one service, e.g. gunicorn or
+    uvicorn ``--workers``), metrics of the default registry are written by every process to files in that
+    folder; this returns a fresh registry whose ``MultiProcessCollector`` adds them up, so any worker's
+    ``/metrics`` shows the service's totals. Otherwise: ``registry``, or the default registry when None.
+    A registry of your own (not the default one) is returned as it is in both cases.
+    """
+    import os
+
+    if registry is not None and registry is not REGISTRY:
+        return registry
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+        return combined
+    return REGISTRY
