@@ -90,8 +90,15 @@ class RayEngine:
             args: dict[str, Any] = {"address": self.address or "local", "log_to_driver": True}
             if args["address"] == "local":  # our own instance: results are small, so is its object store
                 args.update(include_dashboard=False, object_store_memory=128 * 1024 * 1024)
+                _short_temp_dir()
             args.update(self.init_args)
-            ray.init(**args)
+            try:
+                ray.init(**args)
+            except Exception as exc:
+                from looplet.batch._store import BatchError
+
+                where = self.address or "a local Ray instance"
+                raise BatchError(f"cannot start or reach {where}: {type(exc).__name__}: {exc}") from exc
             self.owns = True
         if not self.concurrency:
             cpus = float(ray.cluster_resources().get("CPU", 1.0))
@@ -138,6 +145,15 @@ class RayEngine:
                     pass
         if self.owns:
             ray.shutdown()
+
+
+def _short_temp_dir() -> None:
+    """Ray keeps Unix sockets under its temp folder, and a socket path may not exceed 107 bytes: with a long
+    ``TMPDIR`` (macOS, CI sandboxes) starting Ray fails. Use ``/tmp`` then, unless ``RAY_TMPDIR`` is set."""
+    import tempfile
+
+    if not os.environ.get("RAY_TMPDIR") and len(tempfile.gettempdir()) > 40 and os.path.isdir("/tmp"):
+        os.environ["RAY_TMPDIR"] = "/tmp"
 
 
 def working_dir_env(path: str | None) -> dict[str, Any]:

@@ -31,10 +31,9 @@ class SetupFailed(Exception):
 
 
 def _node() -> str:
+    ray = sys.modules.get("ray")  # a Ray worker has it; the local engine does not import it
     try:
-        import ray
-
-        if ray.is_initialized():
+        if ray is not None and ray.is_initialized():
             return str(ray.get_runtime_context().get_node_id())
     except Exception:  # ray absent, or not a Ray worker
         pass
@@ -243,6 +242,6 @@ def run_task(spec: dict[str, Any], item: dict[str, Any], cancel: Any = None) -> 
         ms = round((time.perf_counter() - started) * 1000.0, 3)
         return failed_record(task_id, f"{type(exc).__name__}: {exc}", duration_ms=ms, **where)
     if spec.get("flush_each_run") and session is not None:
-        session.force_flush(timeout_s=spec.get("flush_timeout_s", 5.0))  # a Ray worker may be gone later
+        session.force_flush(timeout_s=spec.get("flush_timeout_s", 2.0))  # a Ray worker may be gone later
     record.update(where)
     return record

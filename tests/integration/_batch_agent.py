@@ -7,6 +7,7 @@ process the first time it runs (creating PATH), and every time when ``"die_alway
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from looplet import MockLLMBackend, tool, tools_from
 from looplet.hooks import current_run
@@ -26,7 +27,7 @@ def crash(marker: str, always: bool = False) -> str:
     return "survived"
 
 
-def build() -> dict:
+def build() -> dict[str, Any]:
     latency = float(os.environ.get("BATCH_LATENCY_S", "0"))
     script = [
         '{"tool": "echo", "args": {"word": "hi"}}',
@@ -46,7 +47,7 @@ class PerTaskBackend:
     def __init__(self) -> None:
         self.calls = 0
 
-    def generate(self, messages: list, *, tools: object = None, **options: object) -> LLMResponse:
+    def generate(self, messages: list[Any], *, tools: object = None, **options: object) -> LLMResponse:
         self.calls += 1
         run = current_run()
         task = run.task if run is not None else {}
@@ -61,5 +62,5 @@ class PerTaskBackend:
         return LLMResponse(tool_calls=[call], usage=Usage(100, 20), model=self.model, provider=self.provider)
 
 
-def per_task() -> dict:
+def per_task() -> dict[str, Any]:
     return {"llm": PerTaskBackend(), "tools": tools_from([echo, crash])}

@@ -55,55 +55,65 @@ def env(**extra: str) -> dict[str, str]:
     return e
 
 
+def check_results(out: Path, ids: list[str], traces: Path | None = None) -> list[dict[str, Any]]:
+    """Every task exactly once, each run done; with ``traces``, one trajectory folder per task, by id."""
+    records = lines(out)
+    assert sorted(r["id"] for r in records) == ids
+    assert {r["stop_reason"] for r in records} == {"done"}
+    assert all(r["usage"]["total_tokens"] == 240 and r["llm_calls"] == 2 for r in records)
+    if traces is not None:
+        assert sorted(p.name for p in traces.iterdir()) == ids
+        for r in records[:5]:
+            assert r["trajectory"] == str(traces / r["id"])
+            saved = json.loads((traces / r["id"] / "trajectory.json").read_text())
+            assert saved["task"]["goal"] == f"echo {r['id']}"
+    return records
+
+
+def check_one_trace(spans: list[dict[str, Any]], records: list[dict[str, Any]], engine: str) -> None:
+    """One ``looplet.batch`` span, parent of every run's ``invoke_agent`` span, all in its trace."""
+    (batch,) = [s for s in spans if s["name"] == "looplet.batch"]
+    assert batch["attributes"]["looplet.batch.tasks"] == len(records)
+    assert batch["attributes"]["looplet.batch.engine"] == engine
+    agents = [s for s in spans if s["name"].startswith("invoke_agent")]
+    assert len(agents) == len(records)  # every run's spans reached the receiver
+    assert {s["trace_id"] for s in spans} == {batch["trace_id"]}  # the runs' children too
+    assert {s["parent_span_id"] for s in agents} == {batch["span_id"]}
+    assert {r["trace_id"] for r in records} == {batch["trace_id"]}
+
+
+def check_rerun_skips_all(cmd: list[str], out: Path, n: int) -> None:
+    before = out.read_bytes()
+    again = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert out.read_bytes() == before
+    assert f"(0 now, {n} from before)" in again.stderr
+
+
 def test_200_tasks_once_each_one_trace_then_a_rerun_skips_them_all(tmp_path: Path) -> None:
     tasks, out, traces = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl", tmp_path / "traces"
     ids = write_tasks(tasks, 200)
     receiver = HttpReceiver()
+    cmd = batch_cmd(str(tasks), "--agent", AGENT, "--out", str(out), "--concurrency", "8")
     try:
-        args = ("--agent", AGENT, "--out", str(out), "--trace-dir", str(traces), "--concurrency", "8")
         done = subprocess.run(
-            batch_cmd(str(tasks), *args, "--otlp", receiver.url),
+            [*cmd, "--trace-dir", str(traces), "--otlp", receiver.url],
             env=env(),
             capture_output=True,
             text=True,
             timeout=300,
         )
         assert done.returncode == 0, done.stderr
-        spans = receiver.wait_for(lambda s: sum(x["name"] == "looplet.batch" for x in s) == 1, timeout=30)
+        spans = receiver.wait_for(lambda s: sum(x["name"].startswith("invoke") for x in s) >= 200, timeout=30)
     finally:
         receiver.close()
 
-    records = lines(out)
-    assert sorted(r["id"] for r in records) == ids  # every task exactly once
-    assert {r["stop_reason"] for r in records} == {"done"}
-    assert all(r["usage"]["total_tokens"] == 240 and r["llm_calls"] == 2 for r in records)
-    # one trajectory folder per task, named by its id, holding that run
-    assert sorted(p.name for p in traces.iterdir()) == ids
-    for r in records[:5]:
-        assert r["trajectory"] == str(traces / r["id"])
-        saved = json.loads((traces / r["id"] / "trajectory.json").read_text())
-        assert saved["task"]["goal"] == f"echo {r['id']}"
-    # one trace: the batch span is the parent of every run
-    (batch,) = [s for s in spans if s["name"] == "looplet.batch"]
-    assert batch["attributes"]["looplet.batch.tasks"] == 200
-    assert batch["attributes"]["looplet.batch.engine"] == "local"
-    agents = [s for s in spans if s["name"].startswith("invoke_agent")]
-    assert len(agents) == 200
-    assert {s["trace_id"] for s in agents} == {batch["trace_id"]}
-    assert {s["parent_span_id"] for s in agents} == {batch["span_id"]}
-    assert {r["trace_id"] for r in records} == {batch["trace_id"]}
-    # the summary on stderr
+    records = check_results(out, ids, traces)
+    check_one_trace(spans, records, "local")
     assert "200/200 tasks have a result (200 now, 0 from before), 0 failed" in done.stderr
     assert "by stop reason: done 200" in done.stderr
     assert "cost $0.01080" in done.stderr  # 200 runs x (200 in + 40 out tokens of gpt-4o-mini)
-
-    before = out.read_bytes()
-    again = subprocess.run(
-        batch_cmd(str(tasks), *args), env=env(), capture_output=True, text=True, timeout=120
-    )
-    assert again.returncode == 0, again.stderr
-    assert out.read_bytes() == before
-    assert "(0 now, 200 from before)" in again.stderr
+    check_rerun_skips_all(cmd, out, 200)
 
 
 def test_killed_halfway_then_rerun_every_task_once(tmp_path: Path) -> None:
