@@ -50,20 +50,15 @@ def _target(agent: str) -> str:
 class _Tracing:
     """The ``looplet.batch`` span and the telemetry session of the driver (when spans are exported)."""
 
-    def __init__(self, otlp: str | None, otlp_metrics: bool, service_name: str) -> None:
-        self.session: Any = None
-        self.owns_session = False
+    def __init__(self, spec: dict[str, Any]) -> None:
+        from looplet.batch._worker import telemetry_session
+        from looplet.telemetry import setup
+
         self.span: Any = None
         self.traceparent: str | None = None
-        wanted = otlp or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        wanted = wanted or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        if wanted:
-            from looplet.telemetry.setup import configure, current_session
-
-            self.owns_session = current_session() is None
-            self.session = configure(
-                service_name=service_name, otlp_endpoint=otlp, json_logs=False, otlp_metrics=otlp_metrics
-            )
+        before = setup.current_session()
+        self.session = telemetry_session(spec)  # the same session as the local engine's runs
+        self.owns_session = self.session is not None and self.session is not before
 
     def start(self, attributes: dict[str, Any], parent: str | None) -> None:
         try:
@@ -217,6 +212,7 @@ def _spec(agent: str, options: dict[str, Any], engine: str) -> dict[str, Any]:
         "cwd": os.getcwd(),
         "trace_dir": os.path.abspath(trace_dir) if trace_dir else None,
         "otlp": options.get("otlp"),
+        "otlp_protocol": options.get("otlp_protocol"),
         "otlp_metrics": bool(options.get("otlp_metrics")),
         "service_name": options.get("service_name") or "looplet-batch",
         "eval": os.path.abspath(evals) if evals and os.path.exists(evals) else evals,
@@ -229,6 +225,7 @@ def _spec(agent: str, options: dict[str, Any], engine: str) -> dict[str, Any]:
 _OPTIONS = (
     "trace_dir",
     "otlp",
+    "otlp_protocol",
     "otlp_metrics",
     "service_name",
     "evals",
@@ -247,6 +244,7 @@ async def arun_batch(
     address: str | None = None,
     trace_dir: str | os.PathLike[str] | None = None,
     otlp: str | None = None,
+    otlp_protocol: str | None = None,
     otlp_metrics: bool = False,
     service_name: str = "looplet-batch",
     metrics_port: int | None = None,
@@ -279,7 +277,7 @@ async def arun_batch(
     with ResultsFile(os.fspath(out), fsync=fsync) as results:
         batch = _Batch(runner, results, all_tasks, metrics)
         batch.progress.enabled = batch.progress.enabled and progress
-        tracing = _Tracing(otlp, otlp_metrics, service_name)
+        tracing = _Tracing(spec)
         if metrics is not None and metrics_port is not None:
             metrics.serve(metrics_port, metrics_addr)
         try:

@@ -78,7 +78,7 @@ def _factory(spec: dict[str, Any]) -> Any:
         return factory
 
 
-def _telemetry(spec: dict[str, Any]) -> Any:
+def telemetry_session(spec: dict[str, Any]) -> Any:
     """The process's telemetry session when spans are exported (``--otlp`` or ``OTEL_*``), else None."""
     wanted = spec.get("otlp") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     wanted = wanted or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -89,13 +89,14 @@ def _telemetry(spec: dict[str, Any]) -> Any:
     return configure(
         service_name=spec.get("service_name") or "looplet-batch",
         otlp_endpoint=spec.get("otlp"),
+        otlp_protocol=spec.get("otlp_protocol"),
         json_logs=False,
         otlp_metrics=bool(spec.get("otlp_metrics")),
     )
 
 
 def _tracing_hooks(spec: dict[str, Any]) -> tuple[list[Any], Any]:
-    session = _telemetry(spec)
+    session = telemetry_session(spec)
     if session is not None:
         return list(session.hooks), session
     try:

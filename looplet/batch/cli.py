@@ -9,7 +9,7 @@ already in RESULTS.jsonl are skipped.
     looplet batch tasks.jsonl --agent my_agent:build --out results.jsonl --engine ray --address ray://head:10001 \\
         --otlp http://collector:4318 --trace-dir /shared/traces --metrics-port 9464 --eval evals.py
 
-Exit status: 0 every task has a result without error, 1 some failed, 2 bad input, 130 interrupted.
+Exit status 1 means some task failed (no run, or a run that ended on an error); see the summary.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from looplet.errors import MissingExtra
+from looplet.cli import EXIT_INTERRUPTED, ArgumentParser, check_otlp, port_arg, run_command
 
 __all__ = ["main"]
 
+PROG = "looplet batch"
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="looplet batch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = ArgumentParser(PROG, __doc__)
     p.add_argument("tasks", metavar="TASKS.jsonl", help="one task a line")
     p.add_argument(
         "--agent", required=True, metavar="MODULE:FACTORY", help="the agent factory (as for looplet run)"
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         "--trace-dir", default=None, metavar="DIR", help="a trajectory folder per task, named by its id"
     )
     p.add_argument(
-        "--metrics-port", type=int, default=None, metavar="P", help="serve the batch's /metrics on P"
+        "--metrics-port", type=port_arg, default=None, metavar="P", help="serve the batch's /metrics on P"
     )
     p.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR", help="address for --metrics-port")
     p.add_argument("--eval", default=None, metavar="FILE", help="eval_* functions run on every run")
@@ -73,14 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _batch(args: argparse.Namespace) -> int:
     from looplet.batch._driver import run_batch
     from looplet.batch._engines import working_dir_env
-    from looplet.batch._store import BatchError
-    from looplet.cli_run import UsageError
 
-    err = sys.stderr
+    otlp, protocol = check_otlp(args.otlp) if args.otlp else (None, None)
     try:
         summary = run_batch(
             args.tasks,
@@ -92,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             cpus_per_run=args.cpus_per_run,
             ray_init=working_dir_env(args.working_dir),
             trace_dir=args.trace_dir,
-            otlp=args.otlp,
+            otlp=otlp,
+            otlp_protocol=protocol,
             otlp_metrics=args.otlp_metrics,
             service_name=args.service_name,
             metrics_port=args.metrics_port,
@@ -103,14 +101,16 @@ def main(argv: list[str] | None = None) -> int:
             fsync=args.fsync,
             progress=not args.quiet,
         )
-    except (BatchError, UsageError, MissingExtra) as exc:
-        print(f"looplet batch: {exc}", file=err)
-        return 2
     except KeyboardInterrupt:
         print(
-            "\nlooplet batch: interrupted; finished results are kept, rerun the same command to resume",
-            file=err,
+            f"\n{PROG}: interrupted; finished results are kept, rerun the same command to resume",
+            file=sys.stderr,
         )
-        return 130
-    print(summary.format(), file=err)
+        return EXIT_INTERRUPTED
+    print(summary.format(), file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return run_command(PROG, lambda: _batch(args))
