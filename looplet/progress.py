@@ -118,7 +118,12 @@ class StepPrinter:
         """Closing lines: how the run ended, steps, tokens, cost, time and the answer (and the trace id,
         unless ``trace_id=False``: pass it when no span is exported, so the id points nowhere)."""
         usage = result.usage
-        cost = format_cost(result.cost_usd) if result.cost_usd is not None else "unknown (model not priced)"
+        if result.cost_usd is not None:
+            cost = format_cost(result.cost_usd)
+        elif not result.llm_calls:  # nothing answered (a wrong base URL, a dead server): nothing to price
+            cost = "none (no LLM call was answered)"
+        else:
+            cost = "unknown (model not priced)"
         ms = result.duration_ms if wall_s is None else wall_s * 1000.0
         lines = [
             f"{result.stop_reason}: {len(result.steps)} steps, {result.llm_calls} LLM calls, "
