@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from looplet import DefaultState, LoopConfig, tools_from
 from looplet.backends.anthropic import AnthropicBackend
 from looplet.backends.openai import OpenAIBackend
+from looplet.progress import StepPrinter
 from tests.unit._harness import MODES, run
 
 PROVIDERS = ["openai", "anthropic"]
@@ -78,6 +80,8 @@ def test_nothing_listening_at_the_base_url_is_reported_as_a_connection_failure(p
     assert result.stop_reason == "llm_error" and result.llm_calls == 0
     assert "connection to" in result.error and "failed" in result.error and "127.0.0.1" in result.error
     assert "price" not in result.error
+    summary = StepPrinter(io.StringIO()).summary(result)  # what `looplet run` and the examples print
+    assert "not priced" not in summary and "no LLM call was answered" in summary
 
 
 @pytest.mark.parametrize("mode", MODES)
