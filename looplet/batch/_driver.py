@@ -112,11 +112,22 @@ def _is_failed(record: dict[str, Any]) -> bool:
 class _Batch:
     """One call of :func:`arun_batch`: what its lanes share."""
 
-    def __init__(self, engine: Any, results: ResultsFile, tasks: list[Task], metrics: BatchMetrics | None):
+    def __init__(
+        self,
+        engine: Any,
+        results: ResultsFile,
+        tasks: list[Task],
+        metrics: BatchMetrics | None,
+        retry_failed: bool = False,
+    ):
         self.engine = engine
         self.results = results
         self.tasks = tasks
         self.metrics = metrics
+        self.retried = 0
+        if retry_failed:
+            ids = {t.id for t in tasks}
+            self.retried = results.drop(lambda rec: rec.get("id") in ids and _is_failed(rec))
         before = read_results(results.path)
         if before.unreadable:
             log.warning(
@@ -196,6 +207,7 @@ class _Batch:
             tasks=len(self.tasks),
             ran=len(self.written),
             skipped=len(self.earlier),
+            retried=self.retried,
             wall_s=self.wall_s,
             out=self.results.path,
             trace_id=trace_id,
@@ -254,6 +266,7 @@ async def arun_batch(
     max_steps: int | None = None,
     redact: bool = True,
     fsync: bool = False,
+    retry_failed: bool = False,
     progress: bool = True,
     traceparent: str | None = None,
     cpus_per_run: float = 1.0,
@@ -275,7 +288,7 @@ async def arun_batch(
     )
     metrics = BatchMetrics(registry) if (metrics_port is not None or registry is not None) else None
     with ResultsFile(os.fspath(out), fsync=fsync) as results:
-        batch = _Batch(runner, results, all_tasks, metrics)
+        batch = _Batch(runner, results, all_tasks, metrics, retry_failed)
         batch.progress.enabled = batch.progress.enabled and progress
         tracing = _Tracing(spec)
         if metrics is not None and metrics_port is not None:
@@ -302,6 +315,8 @@ def run_batch(
         ``tools`` (optionally ``hooks``, ``config``, ``state``, ``context``, ``system_prompt``). It is
         imported on the workers and called once per task, so every run starts fresh.
     out: the results file. Tasks whose id is already in it are skipped: rerun the same call to resume.
+        ``retry_failed=True`` first removes the failed lines of these tasks (no run, or a run that ended
+        on an error), so they run again.
     engine: ``"local"`` (threads of this process, ``concurrency`` at a time, default 8) or ``"ray"``
         (Ray tasks; ``address`` of a cluster, ``ray://`` included, else a local Ray instance; default
         concurrency: the cluster's CPUs / ``cpus_per_run``; ``ray_init``: more ``ray.init`` arguments).

@@ -51,7 +51,7 @@ class BatchSummary:
     """The batch as ``RESULTS.jsonl`` now holds it (earlier sessions included).
 
     tasks: tasks in the tasks file. ran: results written by this call; skipped: tasks already in the
-    results file when it started. failed: results with an error (no run, or a run that ended on one).
+    results file when it started; retried: failed lines removed to run again (``retry_failed``). failed: results with an error (no run, or a run that ended on one).
     by_stop_reason: counts (``failed`` for tasks without a run). p50_ms / p95_ms: run durations.
     cost_usd: total (None when a run used a model without a price). evals: per eval, its outcome counts.
     """
@@ -59,6 +59,7 @@ class BatchSummary:
     tasks: int = 0
     ran: int = 0
     skipped: int = 0
+    retried: int = 0
     done: int = 0
     failed: int = 0
     by_stop_reason: dict[str, int] = field(default_factory=dict)
@@ -85,6 +86,7 @@ class BatchSummary:
         lines = [
             f"batch: {self.done}/{self.tasks} tasks have a result ({self.ran} now, {self.skipped} from before), "
             f"{self.failed} failed",
+            *([f"  {self.retried} failed result(s) removed and run again"] if self.retried else []),
             f"  by stop reason: {reasons or '-'}",
             f"  run duration p50 {p50}, p95 {p95}; {self.tokens:,} tokens; cost {cost}",
             f"  {self.ran} runs in {self.wall_s:.1f}s ({self.runs_per_s:.1f} runs/s, engine {self.engine})",

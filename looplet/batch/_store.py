@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +148,41 @@ class ResultsFile:
             last = f.read(1)
         if last != b"\n":
             os.write(self._fd, b"\n")  # a torn line from a crash stays a line of its own
+
+    def drop(self, unwanted: Callable[[dict[str, Any]], bool]) -> int:
+        """Remove the lines whose record is ``unwanted`` (and unreadable ones); returns how many records went.
+
+        The kept lines are written to a new file that replaces this one in one rename, so a crash leaves
+        either the old file or the new one; the new file is locked before the old one is let go."""
+        kept: list[bytes] = []
+        dropped = 0
+        with open(self.path, "rb") as f:
+            for raw in f:
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and unwanted(rec):
+                    dropped += 1
+                    continue
+                kept.append(raw if raw.endswith(b"\n") else raw + b"\n")
+        if not dropped:
+            return 0
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            _lock(fd, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(self._fd)
+        self._fd = fd
+        return dropped
 
     def append(self, record: dict[str, Any]) -> None:
         data = (json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode()

@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         "--traceparent", default=None, metavar="TP", help="the batch's parent trace (default: $TRACEPARENT)"
     )
     p.add_argument("--fsync", action="store_true", help="sync each result line to disk")
+    p.add_argument("--retry-failed", action="store_true", help="run the tasks whose line says failed again")
     p.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
     return p
 
@@ -99,6 +100,7 @@ def _batch(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             traceparent=args.traceparent,
             fsync=args.fsync,
+            retry_failed=args.retry_failed,
             progress=not args.quiet,
         )
     except KeyboardInterrupt:

@@ -64,3 +64,22 @@ class PerTaskBackend:
 
 def per_task() -> dict[str, Any]:
     return {"llm": PerTaskBackend(), "tools": tools_from([echo, crash])}
+
+
+class AsyncOnlyBackend:
+    """A backend with only ``agenerate`` (as an async-only client would be): the batch runs it with the async
+    loop in its worker."""
+
+    provider = "mock"
+    model = "gpt-4o-mini"
+
+    def __init__(self) -> None:
+        self.inner = build()["llm"]
+
+    async def agenerate(self, messages: list[Any], *, tools: object = None, **options: Any) -> LLMResponse:
+        response: LLMResponse = await self.inner.agenerate(messages, tools=tools, **options)
+        return response
+
+
+def async_only() -> dict[str, Any]:
+    return {"llm": AsyncOnlyBackend(), "tools": tools_from([echo, crash])}

@@ -222,9 +222,11 @@ def test_evals_in_every_line_and_looplet_eval_reads_the_trace_dir(tmp_path: Path
     assert "2 evals on 6 runs: 9 passed, 3 failed, 0 errors" in ev.stdout
 
 
-def test_a_run_that_raises_is_written_as_failed_and_a_bad_factory_stops_the_batch(tmp_path: Path) -> None:
+def test_a_failed_run_is_written_as_failed_retried_on_demand_and_a_bad_factory_stops_the_batch(
+    tmp_path: Path,
+) -> None:
     tasks, out = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl"
-    write_tasks(tasks, 3)
+    ids = write_tasks(tasks, 3)
     module = tmp_path / "strict_agent.py"
     module.write_text(
         "from looplet import LoopConfig, MockLLMBackend, tools_from\n"
@@ -241,6 +243,18 @@ def test_a_run_that_raises_is_written_as_failed_and_a_bad_factory_stops_the_batc
     records = lines(out)
     assert len(records) == 3 and summary.failed == 3
     assert all(r["error"] for r in records)
+
+    # fixed: --retry-failed runs exactly those again, and each task still has one line
+    again = subprocess.run(
+        batch_cmd(str(tasks), "--agent", AGENT, "--out", str(out), "--retry-failed"),
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "3 failed result(s) removed and run again" in again.stderr
+    assert [r["status"] for r in lines(out)] == ["ok"] * 3 and {r["id"] for r in lines(out)} == set(ids)
 
     with pytest.raises(BatchError, match="no key"):
         run_batch(str(tasks), f"{module}:broken", str(tmp_path / "other.jsonl"), progress=False)
@@ -262,3 +276,16 @@ def test_a_second_batch_on_the_same_results_file_is_refused(tmp_path: Path) -> N
     finally:
         proc.kill()
         proc.wait(30)
+
+
+async def test_arun_batch_from_async_code_runs_an_async_only_agent(tmp_path: Path) -> None:
+    from looplet.batch import arun_batch
+
+    tasks = [{"id": f"a{i}", "task": {"goal": f"echo a{i}"}} for i in range(12)]
+    out = tmp_path / "results.jsonl"
+    target = f"{ROOT / 'tests' / 'integration' / '_batch_agent.py'}:async_only"
+    summary = await arun_batch(tasks, target, out, concurrency=4, progress=False)
+    assert summary.done == 12 and summary.failed == 0 and summary.by_stop_reason == {"done": 12}
+    check_results(out, sorted(t["id"] for t in tasks))
+    again = await arun_batch(tasks, target, out, progress=False)
+    assert again.ran == 0 and again.skipped == 12
