@@ -118,6 +118,11 @@ class RayEngine:
             result: dict[str, Any] = await ref
             return result
         except self.ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(
+                cause, ImportError
+            ):  # the worker lacks looplet or the agent's code: every task would
+                return {SETUP_FAILED: f"a Ray worker cannot import what the batch needs: {cause}"}
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             return failed_record(item["id"], f"{type(exc).__name__}: {first}"[:500], attempts=2)
         finally:
