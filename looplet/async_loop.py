@@ -9,6 +9,7 @@ from typing import Any
 
 from looplet._chain import Chain, Fault, async_llm_chain
 from looplet._engine import CALL, CLOSED, LLM, SLEEP, STEP, TOOLS, Interrupted, Raised, engine
+from looplet.compat import old_loop_keywords
 from looplet.config import LoopConfig
 from looplet.hooks import _CURRENT_RUN, ResolvedHooks, Run
 from looplet.loop import CancelToken, _fold, prepare
@@ -18,6 +19,7 @@ from looplet.types import LLMCall, Step, ToolCall, ToolResult
 __all__ = ["async_composable_loop"]
 
 
+@old_loop_keywords  # looplet 0.4.1's session_log=, stream=, conversation= (looplet.compat)
 def async_composable_loop(
     llm: Any,
     task: dict[str, Any] | None = None,

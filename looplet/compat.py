@@ -12,11 +12,12 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 __all__ = ["REMOVAL", "RemovedAPIError", "warn_renamed", "old_name"]
 
@@ -31,14 +32,23 @@ class RemovedAPIError(ImportError):
     """
 
 
-def warn_renamed(old: str, new: str, *, stacklevel: int = 2) -> None:
-    """The one ``DeprecationWarning`` an old spelling emits when it is used."""
+def warn_renamed(old: str, new: str) -> None:
+    """The one ``DeprecationWarning`` an old spelling emits when it is used, attributed to the first
+    caller outside looplet (the user's line, however deep in the loop the old name was met)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and _in_looplet(frame):
+        frame, level = frame.f_back, level + 1
     warnings.warn(
         f"{old} is deprecated since looplet 0.5 and will be removed in {REMOVAL}; use {new} "
         "(see docs/migration.md)",
         DeprecationWarning,
-        stacklevel=stacklevel + 1,
+        stacklevel=level + 1,
     )
+
+
+def _in_looplet(frame: Any) -> bool:
+    name = frame.f_globals.get("__name__", "")
+    return isinstance(name, str) and (name == "looplet" or name.startswith("looplet."))
 
 
 def _removed(old: str, advice: str) -> RemovedAPIError:
@@ -82,16 +92,47 @@ def _translate(label: str, old: KeywordTable, kwargs: dict[str, Any]) -> None:
         target = old[key]
         value = kwargs.pop(key)
         if target is None:
-            warn_renamed(
-                f"{label}({key}=...)", f"{label}() without it: it has no effect in 0.5", stacklevel=3
-            )
+            warn_renamed(f"{label}({key}=...)", f"{label}() without it: it has no effect in 0.5")
         elif target.isidentifier():
-            warn_renamed(f"{label}({key}=...)", f"{label}({target}=...)", stacklevel=3)
+            warn_renamed(f"{label}({key}=...)", f"{label}({target}=...)")
             kwargs.setdefault(target, value)
         else:
             raise TypeError(
                 f"{label}({key}=...) was removed in looplet 0.5: {target} (see docs/migration.md)"
             )
+
+
+#: composable_loop / async_composable_loop keywords of 0.4.1.
+LOOP_KEYWORDS: KeywordTable = {
+    "session_log": "the loop keeps its own transcript (hooks receive it as session_log); to continue a "
+    "saved run use resume(...) or CheckpointHook(dir)",
+    "conversation": "the loop builds the transcript from system_prompt and task; to continue a saved run use "
+    "resume(...) or CheckpointHook(dir)",
+    "stream": "the loop's events reach hooks (on_step, on_llm_chunk with LoopConfig(stream=True), on_event)",
+}
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def old_loop_keywords(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``composable_loop(..., session_log=, stream=, conversation=)`` of 0.4.1: ``None`` (what 0.4.1 code
+    often passed explicitly) is dropped with a warning; anything else is refused with advice."""
+
+    @functools.wraps(fn)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if kwargs and not LOOP_KEYWORDS.keys().isdisjoint(kwargs):
+            for key in [k for k in kwargs if k in LOOP_KEYWORDS]:
+                if kwargs[key] is not None:
+                    raise TypeError(
+                        f"{fn.__name__}({key}=...) was removed in looplet 0.5: {LOOP_KEYWORDS[key]} "
+                        "(see docs/migration.md)"
+                    )
+                del kwargs[key]
+                warn_renamed(f"{fn.__name__}({key}=None)", f"{fn.__name__}() without it")
+        return fn(*args, **kwargs)
+
+    return call
 
 
 _HOOK_INSTEAD = "write a hook (pre_prompt, pre_dispatch, check_done, ...); see docs/hooks.md"
@@ -323,7 +364,7 @@ def old_hooks(hooks: list[Any]) -> list[Any]:
             "build_briefing": "pre_prompt returning text",
             "should_compact": "ThresholdCompactHook (should_compact is not called)",
         }
-        warn_renamed(f"hook {type(h).__name__}.{'/'.join(has)}", ", ".join(new[m] for m in has), stacklevel=5)
+        warn_renamed(f"hook {type(h).__name__}.{'/'.join(has)}", ", ".join(new[m] for m in has))
         out.append(OldHook(h))
     return out
 
@@ -411,9 +452,7 @@ class PermissionRule:
     reason: str = ""
 
     def __post_init__(self) -> None:
-        warn_renamed(
-            "PermissionRule(tool, decision)", "looplet.control.Rule(action, tool, args=...)", stacklevel=3
-        )
+        warn_renamed("PermissionRule(tool, decision)", "looplet.control.Rule(action, tool, args=...)")
         if self.arg_matcher is not None:
             raise _removed(
                 "PermissionRule(arg_matcher=...)",
@@ -493,7 +532,7 @@ def eval_hook_args(evals: Any, old: dict[str, Any]) -> tuple[Any, bool, Any]:
     unknown = set(old) - {"evaluators", "verbose", "expected", "judge_llm"}
     if unknown:
         raise TypeError(f"EvalHook() got unexpected keyword arguments {sorted(unknown)}")
-    warn_renamed("EvalHook(evaluators=[...])", "EvalHook([...]) (evals passed positionally)", stacklevel=3)
+    warn_renamed("EvalHook(evaluators=[...])", "EvalHook([...]) (evals passed positionally)")
     fns = list(old.get("evaluators") or evals or [])
     wrapped = []
     for fn in fns:
@@ -615,7 +654,6 @@ def tools_from_args(old: dict[str, Any]) -> tuple[Any, list[Any]]:
         f"tools_from({', '.join(f'{k}=' for k in old)})",
         "tools_from([...], include_done=True) (arguments are always validated; write your own done or "
         "think tool as a function when you need other parameters)",
-        stacklevel=3,
     )
     done = old_done_tool(old.get("done_parameters"), old.get("done_description"))
     extra = []
@@ -656,7 +694,7 @@ def _alias(module: str, name: str, new: str | None = None) -> Callable[[str], An
     def get(old: str) -> Any:
         import importlib
 
-        warn_renamed(old, new or f"{module}.{name}", stacklevel=4)
+        warn_renamed(old, new or f"{module}.{name}")
         return getattr(importlib.import_module(module), name)
 
     return get

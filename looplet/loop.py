@@ -12,6 +12,7 @@ from typing import Any
 
 from looplet._chain import Chain, Fault, llm_chain
 from looplet._engine import CALL, CLOSED, LLM, SLEEP, STEP, TOOLS, Interrupted, Raised, engine
+from looplet.compat import old_loop_keywords
 from looplet.config import LoopConfig
 from looplet.hooks import _CURRENT_RUN, ResolvedHooks, Run
 from looplet.state import DefaultState
@@ -119,6 +120,7 @@ def prepare(
     return run, llm, tools, resolved, config, state, context, limit
 
 
+@old_loop_keywords  # looplet 0.4.1's session_log=, stream=, conversation= (looplet.compat)
 def composable_loop(
     llm: Any,
     task: dict[str, Any] | None = None,

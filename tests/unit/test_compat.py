@@ -341,6 +341,19 @@ def test_loop_config_fields_renamed_ignored_or_refused() -> None:
         LoopConfig(not_a_field=1)  # type: ignore[call-arg]
 
 
+def test_composable_loop_old_keywords() -> None:
+    from looplet import async_composable_loop
+
+    llm = MockLLMBackend(['{"tool": "done", "args": {"answer": "ok"}}'])
+    with one_warning("composable_loop() without it"):
+        steps, result = run(llm, tools_from([]), session_log=None)
+    assert result.stop_reason == "done"
+    with pytest.raises(TypeError, match="resume"):
+        composable_loop(llm=llm, tools=tools_from([]), task={"g": 1}, session_log=[{"role": "user"}])  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="on_llm_chunk"):
+        async_composable_loop(llm=llm, tools=tools_from([]), task={"g": 1}, stream=object())  # type: ignore[call-arg]
+
+
 # --- compaction, permissions, checkpoints, evals ------------------------------------------------------
 
 
