@@ -171,6 +171,7 @@ TOOL_CALL_KEYWORDS: KeywordTable = {
 }
 TOOL_RESULT_KEYWORDS: KeywordTable = {
     "tool": None,  # the Step carries the call: step.tool_call.tool
+    "call_id": None,  # and its id: step.tool_call.id
     "args_summary": None,
     "result_key": None,
     "error_detail": "set error_kind=... (a string) beside error=...",
@@ -474,6 +475,21 @@ class PermissionEngine:
         warn_renamed("PermissionEngine(rules=...)", "PermissionHook(rules, default=...)")
         self.rules = list(rules or [])
         self.default = str(getattr(default, "value", default))
+
+    def _add(self, decision: str, tool: str, arg_matcher: Any, reason: str) -> PermissionEngine:
+        with warnings.catch_warnings():  # one warning for the engine, not one per rule
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.rules.append(PermissionRule(tool, decision, arg_matcher, reason))
+        return self
+
+    def allow(self, tool: str, *, arg_matcher: Any = None, reason: str = "") -> PermissionEngine:
+        return self._add("allow", tool, arg_matcher, reason)
+
+    def deny(self, tool: str, *, arg_matcher: Any = None, reason: str = "") -> PermissionEngine:
+        return self._add("deny", tool, arg_matcher, reason)
+
+    def ask(self, tool: str, *, arg_matcher: Any = None, reason: str = "") -> PermissionEngine:
+        return self._add("ask", tool, arg_matcher, reason)
 
     def __iter__(self) -> Iterator[Any]:
         """The rules as 0.5 ``Rule``s; a default other than ``allow`` becomes a last rule for every tool

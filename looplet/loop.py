@@ -12,7 +12,7 @@ from typing import Any
 
 from looplet._chain import Chain, Fault, llm_chain
 from looplet._engine import CALL, CLOSED, LLM, SLEEP, STEP, TOOLS, Interrupted, Raised, engine
-from looplet.compat import old_loop_keywords
+from looplet.compat import module_getattr, old_loop_keywords
 from looplet.config import LoopConfig
 from looplet.hooks import _CURRENT_RUN, ResolvedHooks, Run
 from looplet.state import DefaultState
@@ -325,3 +325,7 @@ def _link(wrap: Callable[..., Any], call_next: Callable[[Any], Any]) -> Callable
         return wrap(arg, call_next)
 
     return step
+
+
+# looplet 0.4.1's names from this module (LoopHook, LoopContext): looplet.compat
+__getattr__ = module_getattr("looplet.loop", ("LoopHook", "LoopContext"))

@@ -256,6 +256,9 @@ def test_loop_hook_base_class_and_loop_context() -> None:
             pass
 
     assert Mine() is not None
+    from looplet.loop import LoopHook
+
+    assert LoopHook is looplet.LoopHook
     with pytest.raises(RemovedAPIError, match="current_run"):
         looplet.LoopContext  # noqa: B018
 
@@ -409,7 +412,7 @@ def test_permission_engine_rules_work_in_permission_hook() -> None:
     steps, _ = run(llm, tools_from([rm]), hooks=[PermissionHook(engine)])
     assert rm.calls == 0 and "destructive" in (steps[0].tool_result.error or "")  # type: ignore[attr-defined]
     with one_warning():
-        strict = PermissionEngine(rules=[], default=PermissionDecision.DENY)
+        strict = PermissionEngine(rules=[], default=PermissionDecision.DENY).allow("done")
     llm = MockLLMBackend(
         ['{"tool": "rm", "args": {"path": "x"}}', '{"tool": "done", "args": {"answer": "ok"}}']
     )
