@@ -142,18 +142,28 @@ def test_a_worker_that_dies_is_retried_once_then_written_as_failed(cluster: str,
     assert summary.failed == 1 and summary.by_stop_reason == {"done": 2, "failed": 1}
 
 
-def test_without_an_address_a_local_ray_instance_is_started_and_stopped(tmp_path: Path) -> None:
+def test_without_an_address_a_local_ray_instance_runs_it_and_otel_variables_reach_the_workers(
+    tmp_path: Path,
+) -> None:
+    """No --address: a Ray instance of the driver's own; no --otlp: the standard OTEL_* variable, which the
+    workers inherit, is enough for every run's spans to arrive in the batch's trace."""
     tasks, out = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl"
     ids = write_tasks(tasks, 10)
-    done = subprocess.run(
-        batch_cmd(
-            str(tasks), "--agent", AGENT, "--out", str(out), "--engine", "ray", "--cpus-per-run", "0.5"
-        ),
-        env=env(RAY_ADDRESS=""),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(r["id"] for r in lines(out)) == ids
+    receiver = HttpReceiver()
+    try:
+        done = subprocess.run(
+            batch_cmd(
+                str(tasks), "--agent", AGENT, "--out", str(out), "--engine", "ray", "--cpus-per-run", "0.5"
+            ),
+            env=env(RAY_ADDRESS="", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        spans = receiver.wait_for(lambda s: sum(x["name"].startswith("invoke") for x in s) >= 10, timeout=60)
+    finally:
+        receiver.close()
+    records = check_results(out, ids)
+    check_one_trace(spans, records, "ray")
     assert "engine ray" in done.stderr
