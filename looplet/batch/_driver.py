@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from looplet.batch._engines import SETUP_FAILED, LocalEngine, RayEngine
-from looplet.batch._report import BatchMetrics, BatchSummary, Progress, summarize
+from looplet.batch._report import BatchMetrics, BatchSummary, Progress, is_failure, summarize
 from looplet.batch._store import BatchError, ResultsFile, Task, read_results, read_tasks
 from looplet.batch._worker import SetupFailed
 
@@ -105,10 +105,6 @@ class _Tracing:
                 self.session.force_flush()
 
 
-def _is_failed(record: dict[str, Any]) -> bool:
-    return bool(record.get("error")) or record.get("status") != "ok"
-
-
 class _Batch:
     """One call of :func:`arun_batch`: what its lanes share."""
 
@@ -127,7 +123,7 @@ class _Batch:
         self.retried = 0
         if retry_failed:
             ids = {t.id for t in tasks}
-            self.retried = results.drop(lambda rec: rec.get("id") in ids and _is_failed(rec))
+            self.retried = results.drop(lambda rec: rec.get("id") in ids and is_failure(rec))
         before = read_results(results.path)
         if before.unreadable:
             log.warning(
@@ -139,7 +135,7 @@ class _Batch:
         self.pending = [t for t in tasks if t.id not in before.records]
         self.progress = Progress(len(tasks), earlier=len(self.earlier))
         if metrics is not None:
-            metrics.start(len(tasks), len(self.earlier), sum(map(_is_failed, self.earlier)))
+            metrics.start(len(tasks), len(self.earlier), sum(map(is_failure, self.earlier)))
         self.written: list[dict[str, Any]] = []
         self.wall_s = 0.0
         self.stopping = False
@@ -197,7 +193,7 @@ class _Batch:
             if self.pending:
                 self.engine.stop(error is not None)
             self.progress.close()
-            failed = sum(map(_is_failed, self.written))
+            failed = sum(map(is_failure, self.written))
             tracing.end({"looplet.batch.ran": len(self.written), "looplet.batch.failed": failed}, error)
 
     def summary(self, engine: str, trace_id: str | None) -> BatchSummary:
