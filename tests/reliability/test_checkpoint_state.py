@@ -320,3 +320,67 @@ def test_an_approval_for_its_id_runs_it_once(tmp_path: Path, with_hook: bool) ->
     assert len(ran) == 1
     cp = Checkpoint.load(folder)
     assert cp is not None and "looplet.approval" not in cp.metadata and "looplet.approvals" not in cp.metadata
+
+
+BLOB_CHILD = textwrap.dedent(
+    """
+    import sys
+    from looplet import LLMResponse, ToolCall, tool, tools_from, run_loop
+    from looplet.control import CheckpointHook
+
+    folder, ledger, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+    @tool(description="Make a large page (a line in the ledger per call).")
+    def page(i: int) -> str:
+        with open(ledger, "a") as f:
+            f.write(f"{i}\\n")
+        return (str(i) + "-") * 40_000  # ~200-300 KB: stored as a blob
+
+    class Model:
+        model, provider = "m", "mock"
+
+        def generate(self, messages, *, tools=None, **kw):
+            k = sum(1 for m in messages if m.get("role") == "tool")
+            call = ToolCall("page", {"i": k + 1}, f"c{k + 1}") if k < n else ToolCall("done", {"answer": "ok"}, "d")
+            return LLMResponse(tool_calls=[call], model="m")
+
+    run_loop(Model(), {"goal": "pages"}, tools_from([page]), hooks=[CheckpointHook(folder)], max_steps=n + 2)
+    """
+)
+
+
+def test_kill_9_during_runs_with_blobs_leaves_every_checkpoint_whole(tmp_path: Path) -> None:
+    folder, ledger, n = tmp_path / "cp", tmp_path / "ledger.txt", 12
+    kills = 0
+    for attempt in range(30):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", BLOB_CHILD, str(folder), str(ledger), str(n)], cwd=ROOT
+        )
+        if (
+            attempt < 8
+        ):  # let it make progress, then kill it anywhere (in a tool, a blob or a checkpoint write)
+            start = len(ledger.read_text().splitlines()) if ledger.exists() else 0
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                done = len(ledger.read_text().splitlines()) if ledger.exists() else 0
+                if done >= start + 1 + attempt % 3:
+                    break
+                time.sleep(0.002)
+            time.sleep(0.01 * (attempt % 4))
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                kills += 1
+        proc.wait(timeout=120)
+        cp = Checkpoint.load(folder)  # whole after every kill: its blobs are all there
+        if cp is None:
+            continue  # killed before the first step was saved
+        for s in cp.steps:
+            i = s["tool_call"]["args"].get("i")
+            if i is not None and s["tool_result"]["error"] is None:
+                assert s["tool_result"]["data"] == (str(i) + "-") * 40_000
+        if cp.stop_reason == "done":
+            break
+    assert kills >= 3 and cp is not None and cp.stop_reason == "done"
+    assert [s["tool_call"]["args"].get("i") for s in cp.steps][:n] == list(range(1, n + 1))
+    assert len(list((folder / BLOBS).iterdir())) >= n
+    assert not list(folder.glob(".checkpoint.*.tmp"))
