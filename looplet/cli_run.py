@@ -212,6 +212,26 @@ def load_factory(target: str) -> Any:
         raise UsageError(
             f"expected MODULE:FACTORY, got {target!r}; e.g. my_agent:build or agents/triage.py:make"
         )
+    module = _import(module_name, attr)
+    factory = getattr(module, attr, None)
+    if factory is None:
+        names = sorted(
+            n
+            for n, v in vars(module).items()
+            if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__
+        )
+        raise UsageError(
+            f"{module_name} has no {attr!r}" + (f"; it defines: {', '.join(names)}" if names else "")
+        )
+    if not callable(factory):
+        raise UsageError(
+            f"{module_name}:{attr} is a {type(factory).__name__}, not a function that builds the agent"
+        )
+    return factory
+
+
+def _import(module_name: str, attr: str) -> Any:
+    """The module ``MODULE`` of ``MODULE:FACTORY``: a ``.py`` path or a dotted name."""
     if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
         path = os.path.abspath(module_name)
         if not os.path.isfile(path):
@@ -239,21 +259,7 @@ def load_factory(target: str) -> Any:
             raise UsageError(f"importing {module_name!r} failed: {exc}") from exc
         except Exception as exc:
             raise UsageError(f"importing {module_name!r} raised {type(exc).__name__}: {exc}") from exc
-    factory = getattr(module, attr, None)
-    if factory is None:
-        names = sorted(
-            n
-            for n, v in vars(module).items()
-            if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__
-        )
-        raise UsageError(
-            f"{module_name} has no {attr!r}" + (f"; it defines: {', '.join(names)}" if names else "")
-        )
-    if not callable(factory):
-        raise UsageError(
-            f"{module_name}:{attr} is a {type(factory).__name__}, not a function that builds the agent"
-        )
-    return factory
+    return module
 
 
 def build_agent(factory: Any, target: str = "FACTORY") -> dict[str, Any]:

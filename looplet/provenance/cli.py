@@ -79,6 +79,14 @@ def _step_lines(steps: list[Any], width: int, indent: int) -> list[str]:
 
 def format_run(t: Trajectory, width: int = 110) -> str:
     """The text ``looplet show`` prints for one run."""
+    lines = _head(t)
+    lines += _step_lines(t.steps, width, 0) or ["(no steps)"]
+    lines += ["", _totals(t)]
+    lines += _notes(t)
+    return "\n".join(lines)
+
+
+def _head(t: Trajectory) -> list[str]:
     head = f"{t.agent} · run {t.run_id[:12]} · {', '.join(t.models) or 'model unknown'}"
     if t.trace_id:
         head += f" · trace {t.trace_id}"
@@ -88,41 +96,51 @@ def format_run(t: Trajectory, width: int = 110) -> str:
         lines.append(f"task: {task['goal']}")
     elif task is not None:
         lines.append(f"task: {task}")
-    lines.append("")
-    lines += _step_lines(t.steps, width, 0)
-    if not t.steps:
-        lines.append("(no steps)")
+    return lines + [""]
+
+
+def _totals(t: Trajectory) -> str:
     u = t.usage
     llm_ms = sum(float(c.get("duration_ms") or 0) for c in t.calls if isinstance(c, dict))
     tool_ms = sum(s.tool_ms for s in t.steps)
-    cost = _cost(t.cost_usd) or "unknown (model not priced)"
-    lines += [
-        "",
+    cost = _cost(t.cost_usd) or (
+        "unknown (model not priced)" if t.llm_calls else "none (no LLM call was answered)"
+    )
+    return (
         f"{t.stop_reason or 'unfinished'}: {len(t.steps)} steps, {t.llm_calls} LLM calls, {u.input_tokens} input + "
         f"{u.output_tokens} output tokens"
         + (f" ({u.cached_input_tokens} cached)" if u.cached_input_tokens else "")
-        + f", cost {cost}, {t.duration_ms:.0f} ms (LLM {llm_ms:.0f} ms, tools {tool_ms:.0f} ms)",
-    ]
+        + f", cost {cost}, {t.duration_ms:.0f} ms (LLM {llm_ms:.0f} ms, tools {tool_ms:.0f} ms)"
+    )
+
+
+def _events(events: Any) -> list[str]:
+    if not events:
+        return []
+    names = Counter(str(e.get("name")) for e in events if isinstance(e, dict))
+    lines = ["events: " + ", ".join(f"{k} ×{n}" for k, n in sorted(names.items()))]
+    for e in events:
+        if isinstance(e, dict) and e.get("name") == "eval":
+            a = e.get("attributes") or {}
+            outcome = a.get("outcome") or ("pass" if a.get("passed") else "fail")
+            lines.append(f"  eval {a.get('eval') or a.get('name')}: {outcome}")
+    return lines
+
+
+def _notes(t: Trajectory) -> list[str]:
+    lines = []
     failed = [s for s in t.steps if not s.ok]
     if failed:
         kinds = Counter(s.tool_result.error_kind or "error" for s in failed)
         lines.append("failed steps: " + ", ".join(f"{k} ×{n}" for k, n in sorted(kinds.items())))
-    if t.events:
-        names = Counter(str(e.get("name")) for e in t.events if isinstance(e, dict))
-        lines.append("events: " + ", ".join(f"{k} ×{n}" for k, n in sorted(names.items())))
-        for e in t.events:
-            if isinstance(e, dict) and e.get("name") == "eval":
-                a = e.get("attributes") or {}
-                lines.append(
-                    f"  eval {a.get('eval') or a.get('name')}: {a.get('outcome') or ('pass' if a.get('passed') else 'fail')}"
-                )
+    lines += _events(t.events)
     if t.error:
         lines.append(f"error: {t.error}")
     if t.final_output is not None:
         lines.append(f"answer: {t.final_output}")
     if not t.data.get("content", True):
         lines.append("note: recorded from spans without content capture (no arguments, results or prompts)")
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -411,3 +411,89 @@ def test_every_command_lists_the_exit_codes_in_its_help(tmp_path: Path, cmd: str
     proc = run(["looplet", cmd, "--help"], tmp_path)
     assert proc.returncode == 0
     assert "exit codes:" in proc.stdout and "130" in proc.stdout and "usage or input error" in proc.stdout
+
+
+# 5 (backends and checkpoints, built by the hostile engineer): checked here as a user meets them ------------------
+
+ANTHROPIC_AGENT = """
+from looplet import AnthropicBackend, tool
+
+@tool(description="Add two numbers.")
+def add(a: int, b: int) -> int:
+    return a + b
+
+def build():
+    return {"llm": AnthropicBackend(model="claude-sonnet-4-5"), "tools": [add]}
+"""
+
+
+def test_5_anthropic_without_a_key_names_the_variable_before_the_run(tmp_path: Path) -> None:
+    (tmp_path / "claude_agent.py").write_text(ANTHROPIC_AGENT)
+    proc = run(["looplet", "run", "claude_agent.py:build", "2 + 3?"], tmp_path)
+    line = one_line_error(proc, "looplet run")
+    assert "ANTHROPIC_API_KEY" in line
+
+
+def test_5_anthropic_open_telemetry_true_as_the_recipes_show(tmp_path: Path) -> None:
+    code = (
+        "from looplet import AnthropicBackend\n"
+        "AnthropicBackend(model='claude-sonnet-4-5', api_key='k', open_telemetry=True)\nprint('built')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        cwd=tmp_path,
+        timeout=TIMEOUT_S,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "built", proc.stderr
+
+
+def test_5_a_wrong_base_url_is_named_and_not_reported_as_an_unpriced_model(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    url = f"http://127.0.0.1:{port}/v1"
+    proc = run(
+        ["looplet", "run", "looplet.examples.hello_world:agent", "Greet Ada"],
+        tmp_path,
+        OPENAI_BASE_URL=url,
+        OPENAI_API_KEY="k",
+        OPENAI_MODEL="gpt-4o-mini",
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "llm_error: 0 steps" in proc.stdout and "check base_url" in proc.stdout and url in proc.stdout
+    assert "not priced" not in proc.stdout and "cost none (no LLM call was answered)" in proc.stdout
+
+
+def test_5_a_truncated_checkpoint_is_named_not_a_json_traceback(tmp_path: Path) -> None:
+    paused = run(["looplet.examples.data_agent", "--scripted", "--dir", "d"], tmp_path)
+    assert paused.returncode == 3, paused.stderr
+    cp = tmp_path / "d" / "checkpoint" / "checkpoint.json"
+    cp.write_text(cp.read_text()[:100])
+    proc = run(["looplet.examples.data_agent", "--scripted", "--dir", "d", "--resume"], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert (
+        "checkpoint.json" in proc.stderr
+        and "truncated or corrupt" in proc.stderr
+        and "--fresh" in proc.stderr
+    )
+    code = (
+        "from looplet import MockLLMBackend, resume, tools_from\n"
+        "from looplet.control.checkpoint import CheckpointError\n"
+        "try:\n"
+        "    resume('d/checkpoint', llm=MockLLMBackend(['x']), tools=tools_from([]))\n"
+        "except CheckpointError as exc:\n"
+        "    print('CheckpointError:', exc)\n"
+    )
+    lib = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        cwd=tmp_path,
+        timeout=TIMEOUT_S,
+    )
+    assert lib.stdout.startswith("CheckpointError: ") and "checkpoint.json" in lib.stdout, lib.stderr
+    assert "JSONDecodeError" not in lib.stderr
