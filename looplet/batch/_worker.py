@@ -9,6 +9,7 @@ module, the telemetry session, the evals) is kept per process.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -21,6 +22,7 @@ from looplet.batch._store import folder_for
 
 __all__ = ["run_task", "failed_record", "SetupFailed"]
 
+log = logging.getLogger("looplet")
 _lock = threading.Lock()
 _factories: dict[tuple[str, str], Any] = {}
 _evals: dict[str, list[Any]] = {}
@@ -215,6 +217,17 @@ def _record(
     return record
 
 
+def _flush(session: Any, timeout_s: float) -> None:
+    """Export what the run left queued: a Ray worker may be stopped before its exporters' next round."""
+    session.force_flush(timeout_s=timeout_s)
+    meters = getattr(session, "meter_provider", None)
+    if meters is not None:  # --otlp-metrics: the GenAI client metrics too
+        try:
+            meters.force_flush(timeout_millis=int(timeout_s * 1000))
+        except Exception as exc:  # telemetry never decides a task's outcome
+            log.debug("looplet batch: flushing metrics failed: %r", exc)
+
+
 def run_task(spec: dict[str, Any], item: dict[str, Any], cancel: Any = None) -> dict[str, Any]:
     """Run one task; return its result line. Raises :class:`SetupFailed` when the agent cannot be built
     (the same for every task, so the batch stops); any other failure is a ``failed`` result line."""
@@ -237,12 +250,11 @@ def run_task(spec: dict[str, Any], item: dict[str, Any], cancel: Any = None) -> 
         record = _record(task_id, result, state, agent, folder)
     except SetupFailed:
         raise
-    except (
-        Exception
-    ) as exc:  # the run itself raised (strict hooks, a bug): this task failed, the batch goes on
+    # the run itself raised (strict hooks, a bug): this task failed, the batch goes on
+    except Exception as exc:
         ms = round((time.perf_counter() - started) * 1000.0, 3)
         return failed_record(task_id, f"{type(exc).__name__}: {exc}", duration_ms=ms, **where)
     if spec.get("flush_each_run") and session is not None:
-        session.force_flush(timeout_s=spec.get("flush_timeout_s", 2.0))  # a Ray worker may be gone later
+        _flush(session, float(spec.get("flush_timeout_s", 2.0)))
     record.update(where)
     return record

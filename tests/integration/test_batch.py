@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from looplet.batch import BatchError, read_results, run_batch
-from tests.integration._otlp_receiver import HttpReceiver
+from tests.integration._otlp_receiver import HttpReceiver, _Store
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = f"{ROOT / 'tests' / 'integration' / '_batch_agent.py'}:build"
@@ -286,6 +286,82 @@ async def test_arun_batch_from_async_code_runs_an_async_only_agent(tmp_path: Pat
     target = f"{ROOT / 'tests' / 'integration' / '_batch_agent.py'}:async_only"
     summary = await arun_batch(tasks, target, out, concurrency=4, progress=False)
     assert summary.done == 12 and summary.failed == 0 and summary.by_stop_reason == {"done": 12}
-    check_results(out, sorted(t["id"] for t in tasks))
+    check_results(out, [f"a{i}" for i in range(12)])
     again = await arun_batch(tasks, target, out, progress=False)
     assert again.ran == 0 and again.skipped == 12
+
+
+class OtlpHttpReceiver(_Store):
+    """``POST /v1/traces`` and ``/v1/metrics`` (OTLP/HTTP protobuf) on 127.0.0.1: spans as HttpReceiver keeps
+    them, and the histogram points received."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        super().__init__()
+        self.points: list[tuple[str, dict[str, Any], tuple[int, int], float, int]] = []
+        store = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/v1/traces":
+                    traces = trace_service_pb2.ExportTraceServiceRequest()
+                    traces.ParseFromString(body)
+                    store.add(traces, {})
+                if self.path == "/v1/metrics":
+                    req = metrics_service_pb2.ExportMetricsServiceRequest()
+                    req.ParseFromString(body)
+                    for rm in req.resource_metrics:
+                        for sm in rm.scope_metrics:
+                            for m in sm.metrics:
+                                for dp in m.histogram.data_points:
+                                    attrs = {a.key: a.value.string_value for a in dp.attributes}
+                                    at = (dp.start_time_unix_nano, dp.time_unix_nano)
+                                    store.points.append((m.name, attrs, at, dp.sum, dp.count))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def latest(self, name: str, **match: str) -> tuple[float, int]:
+        """Sum and count of the last point of every series of ``name`` whose attributes match (a series: its
+        attributes and its start time, which differs between processes: cumulative points of each)."""
+        last: dict[tuple[Any, ...], tuple[int, float, int]] = {}
+        for metric, attrs, (start, at), total, count in self.points:
+            if metric == name and all(attrs.get(k) == v for k, v in match.items()):
+                key = (start, *sorted(attrs.items()))
+                if key not in last or at >= last[key][0]:
+                    last[key] = (at, total, count)
+        return sum(v[1] for v in last.values()), sum(v[2] for v in last.values())
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_otlp_metrics_push_the_genai_client_metrics_of_every_run(tmp_path: Path) -> None:
+    tasks, out = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl"
+    write_tasks(tasks, 20)
+    receiver = OtlpHttpReceiver()
+    try:
+        cmd = batch_cmd(
+            str(tasks), "--agent", AGENT, "--out", str(out), "--otlp", receiver.url, "--otlp-metrics"
+        )
+        done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    finally:
+        receiver.close()
+    records = lines(out)
+    total, count = receiver.latest("gen_ai.client.token.usage", **{"gen_ai.token.type": "input"})
+    assert total == sum(r["usage"]["input_tokens"] for r in records) == 20 * 200
+    assert count == sum(r["llm_calls"] for r in records) == 40

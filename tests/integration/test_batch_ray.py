@@ -17,6 +17,7 @@ from looplet.batch import run_batch
 from tests.integration._otlp_receiver import HttpReceiver
 from tests.integration.test_batch import (
     AGENT,
+    OtlpHttpReceiver,
     batch_cmd,
     check_one_trace,
     check_rerun_skips_all,
@@ -54,11 +55,11 @@ def test_200_tasks_on_two_nodes_once_each_in_one_trace_and_a_rerun_skips_them(
 ) -> None:
     tasks, out, traces = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl", tmp_path / "traces"
     ids = write_tasks(tasks, 200)
-    receiver = HttpReceiver()
+    receiver = OtlpHttpReceiver()
     cmd = batch_cmd(str(tasks), "--agent", AGENT, "--out", str(out), "--engine", "ray", "--address", cluster)
     try:
         done = subprocess.run(
-            [*cmd, "--otlp", receiver.url, "--trace-dir", str(traces)],
+            [*cmd, "--otlp", receiver.url, "--otlp-metrics", "--trace-dir", str(traces)],
             env=env(),
             capture_output=True,
             text=True,
@@ -75,6 +76,9 @@ def test_200_tasks_on_two_nodes_once_each_in_one_trace_and_a_rerun_skips_them(
     assert {r["node"] for r in records} == nodes  # both nodes ran tasks
     assert len({r["pid"] for r in records}) >= 2  # in more than one worker process
     check_one_trace(spans, records, "ray")
+    # --otlp-metrics: each worker process pushed its runs' GenAI metrics before it could be stopped
+    total, count = receiver.latest("gen_ai.client.token.usage", **{"gen_ai.token.type": "input"})
+    assert (total, count) == (200 * 200, 400)
     check_rerun_skips_all(cmd, out, 200)
 
 
