@@ -283,7 +283,7 @@ class MetricsHook:
             else:
                 self._child(self._unpriced, agent, model).inc()
         if self._otel is not None:
-            self._otel.record(provider, request_model, call, seconds)
+            self._otel.record(genai, error_type, call, seconds)
 
     def _tokens_of(
         self, agent: str, model: str, genai: tuple[str, ...], error_type: str, usage: Any, exemplar: Any
@@ -393,10 +393,10 @@ class _OtelInstruments:
 
         return cls(meter_provider.get_meter(N.TRACER_SCOPE, __version__))
 
-    def record(self, provider: str, request_model: str, call: Any, seconds: float) -> None:
-        response_model = call.response_model or ""
-        error_type = "" if call.outcome == "ok" else (call.error_type or "error")
-        key = (provider, request_model, response_model[:128], error_type[:128])
+    def record(self, genai: tuple[str, ...], error_type: str, call: Any, seconds: float) -> None:
+        """``genai``: the bounded label values (operation, provider, request model, response model)."""
+        _op, provider, request_model, response_model = genai
+        key = (provider, request_model, response_model, error_type)
         attrs = self.attrs.get(key)
         if attrs is None:
             base: dict[str, Any] = {
@@ -405,9 +405,9 @@ class _OtelInstruments:
                 N.GEN_AI_REQUEST_MODEL: request_model,
             }
             if response_model:
-                base[N.GEN_AI_RESPONSE_MODEL] = key[2]
+                base[N.GEN_AI_RESPONSE_MODEL] = response_model
             if error_type:
-                base[N.ERROR_TYPE] = key[3]
+                base[N.ERROR_TYPE] = error_type
             attrs = (
                 base,
                 {**base, N.GEN_AI_TOKEN_TYPE: "input"},

@@ -552,8 +552,8 @@ class TracingHook:
             span.set_status(Status(StatusCode.ERROR, f"the backend returned {type(response).__name__}"))
             return
         attrs: dict[str, Any] = {}
-        if response.model:
-            attrs[_RESP_MODEL] = response.model
+        if response.model:  # the server's text: through the (cached) redactor, like a tool name
+            attrs[_RESP_MODEL] = self._tool_name(response.model)
         if response.response_id:
             attrs[_RESP_ID] = response.response_id
         if response.finish_reason:

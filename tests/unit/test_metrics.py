@@ -362,6 +362,8 @@ def test_genai_metrics_go_to_an_otel_meter_provider_when_one_is_configured(reg):
     assert by_type["input"]["explicit_bounds"] == list(map(float, N.GENAI_TOKEN_BUCKETS))
     duration = metrics["gen_ai.client.operation.duration"]["data"]["data_points"][0]
     assert duration["count"] == 2 and duration["attributes"]["gen_ai.operation.name"] == "chat"
+    assert duration["attributes"]["gen_ai.response.model"] == "gpt-4o-mini"
+    assert "error.type" not in duration["attributes"]  # answered calls
     assert duration["explicit_bounds"] == list(map(float, N.GENAI_DURATION_BUCKETS))
     mp.shutdown()
     assert MetricsHook(reg)._otel is None  # no SDK provider set globally: nothing recorded there
