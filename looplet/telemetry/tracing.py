@@ -138,6 +138,7 @@ class _RunSpans:
         "last_chat",
         "last_chat_ids",
         "tool_spans",
+        "tool_ids",
         "live",
         "ended",
     )
@@ -157,6 +158,7 @@ class _RunSpans:
         self.last_chat: Any = None  # the latest chat span (read by trace_ids for that attempt's log line)
         self.last_chat_ids: tuple[str, str] | None = None
         self.tool_spans: dict[str, Any] = {}  # tool-call id -> execute_tool span, for the latest response
+        self.tool_ids: dict[str, tuple[str, str]] = {}  # tool-call id -> its span's ids, once formatted
         self.live = 0  # chat/execute_tool spans of this run attached right now (in some thread)
         self.ended = False  # the run span has ended; its ids stay readable, nothing reopens it
 
@@ -322,12 +324,22 @@ class TracingHook:
                 rs.last_chat_ids = _ids_of(rs.last_chat)
             return rs.last_chat_ids
         if kind == "tool" and step is not None:
-            span = self._tool_span(rs, step)
-            if span is not None:
-                return _ids_of(span)
+            ids = self._tool_ids(rs, step)
+            if ids is not None:
+                return ids
         if kind == "line" and rs.live:
             return current_ids() or rs.ids
         return rs.ids
+
+    def _tool_ids(self, rs: _RunSpans, step: Any) -> tuple[str, str] | None:
+        call_id = step.tool_call.id
+        ids = rs.tool_ids.get(call_id) if call_id else None
+        if ids is None:
+            span = self._tool_span(rs, step)
+            ids = _ids_of(span) if span is not None else None
+            if ids is not None and call_id:
+                rs.tool_ids[call_id] = ids
+        return ids
 
     def _rs(self, run: Any) -> _RunSpans | None:
         rs = run.scratch.get(self) if run is not None else None
@@ -508,6 +520,7 @@ class TracingHook:
             step = rs.steps.get(rs.prompt) if rs.prompt is not None else None
             return step.ctx if step is not None else rs.ctx
         rs.tool_spans.clear()  # a new response: the previous one's tool calls are all done
+        rs.tool_ids.clear()
         step = rs.steps.get(call.step)
         if step is None:
             step = self._open_step(rs, call.step)
