@@ -161,7 +161,7 @@ def seed(steps: int, mode: str) -> dict[str, Any]:
             tracers.append(tracer)
             hooks = [TracingHook(tracer), MetricsHook(MetricsCollector())]
         count, last = 0, None
-        for last in composable_loop(
+        for last in composable_loop(  # noqa: B007 - the last step is returned
             llm=llm,
             tools=tools,
             hooks=hooks,

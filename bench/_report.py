@@ -83,7 +83,7 @@ def settle(where: str | os.PathLike[str], timeout_s: float = 60.0) -> float:
     n = 0
     while time.monotonic() - t0 < timeout_s:
         t = time.perf_counter()
-        for i in range(200):
+        for _i in range(200):
             n += 1
             fd = os.open(os.path.join(where, f".settle-{n}"), os.O_WRONLY | os.O_CREAT, 0o644)
             os.write(fd, b"x" * 800)

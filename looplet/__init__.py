@@ -94,44 +94,88 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs: explicit re-
         LoopConfig as LoopConfig,
     )
     from looplet.context import (
-        compact_chain as compact_chain,
         ContextPressureHook as ContextPressureHook,
+    )
+    from looplet.context import (
         Prune as Prune,
+    )
+    from looplet.context import (
         Summarize as Summarize,
+    )
+    from looplet.context import (
         ThresholdCompactHook as ThresholdCompactHook,
+    )
+    from looplet.context import (
         Truncate as Truncate,
+    )
+    from looplet.context import (
+        compact_chain as compact_chain,
     )
     from looplet.control import (
         ApprovalHook as ApprovalHook,
+    )
+    from looplet.control import (
         BudgetHook as BudgetHook,
+    )
+    from looplet.control import (
         CheckpointHook as CheckpointHook,
+    )
+    from looplet.control import (
         PermissionHook as PermissionHook,
-        resume as resume,
+    )
+    from looplet.control import (
         StagnationHook as StagnationHook,
     )
+    from looplet.control.resume import resume as resume
     from looplet.errors import (
         HookError as HookError,
+    )
+    from looplet.errors import (
         LLMError as LLMError,
+    )
+    from looplet.errors import (
         LLMResponsesExhausted as LLMResponsesExhausted,
+    )
+    from looplet.errors import (
         MissingExtra as MissingExtra,
     )
     from looplet.evals import (
-        eval_mark as eval_mark,
         EvalContext as EvalContext,
+    )
+    from looplet.evals import (
         EvalHook as EvalHook,
+    )
+    from looplet.evals import (
+        eval_mark as eval_mark,
     )
     from looplet.hooks import (
         Allow as Allow,
-        current_run as current_run,
+    )
+    from looplet.hooks import (
         Deny as Deny,
-        emit_event as emit_event,
+    )
+    from looplet.hooks import (
         HookDecision as HookDecision,
+    )
+    from looplet.hooks import (
         InjectContext as InjectContext,
+    )
+    from looplet.hooks import (
         Stop as Stop,
+    )
+    from looplet.hooks import (
+        current_run as current_run,
+    )
+    from looplet.hooks import (
+        emit_event as emit_event,
     )
     from looplet.loop import (
         CancelToken as CancelToken,
+    )
+    from looplet.loop import (
         composable_loop as composable_loop,
+    )
+    from looplet.loop import (
         run_loop as run_loop,
     )
     from looplet.mcp import (
@@ -139,6 +183,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs: explicit re-
     )
     from looplet.provenance import (
         ProvenanceSink as ProvenanceSink,
+    )
+    from looplet.provenance import (
         replay_loop as replay_loop,
     )
     from looplet.state import (
@@ -158,16 +204,34 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs: explicit re-
     )
     from looplet.tools import (
         BaseToolRegistry as BaseToolRegistry,
-        tool as tool,
-        tools_from as tools_from,
+    )
+    from looplet.tools import (
         ToolSpec as ToolSpec,
+    )
+    from looplet.tools import (
+        tool as tool,
+    )
+    from looplet.tools import (
+        tools_from as tools_from,
     )
     from looplet.types import (
         LLMCall as LLMCall,
+    )
+    from looplet.types import (
         LLMResponse as LLMResponse,
+    )
+    from looplet.types import (
         RunResult as RunResult,
+    )
+    from looplet.types import (
         Step as Step,
+    )
+    from looplet.types import (
         ToolCall as ToolCall,
+    )
+    from looplet.types import (
         ToolResult as ToolResult,
+    )
+    from looplet.types import (
         Usage as Usage,
     )

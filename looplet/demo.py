@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, TextIO, cast
+from typing import Any, NamedTuple, TextIO
 
 from looplet.backends.mock import MockLLMBackend
 from looplet.cli import (
@@ -48,10 +48,7 @@ MAX_STEPS = 100_000
 
 
 def _tool(description: str, concurrent_safe: bool = False) -> Callable[[Callable[..., Any]], ToolSpec]:
-    return cast(
-        Callable[[Callable[..., Any]], ToolSpec],
-        tool(description=description, concurrent_safe=concurrent_safe),
-    )
+    return tool(description=description, concurrent_safe=concurrent_safe)
 
 
 @_tool(description="Search the documentation index; returns matching page URLs.", concurrent_safe=True)

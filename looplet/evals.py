@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from looplet.compat import module_getattr
 from looplet.types import Step, ToolCall, Usage
@@ -53,6 +53,13 @@ _TAGS = "looplet_eval_tags"
 EvalFn = Callable[["EvalContext"], Any]
 
 
+_Marked = TypeVar("_Marked", bound=Callable[..., Any])
+
+
+@overload
+def eval_mark(fn: _Marked, /) -> _Marked: ...
+@overload
+def eval_mark(*tags: str) -> Callable[[_Marked], _Marked]: ...
 def eval_mark(*tags: Any) -> Any:
     """Tag an eval: ``@eval_mark("smoke", "cost")``. Also works bare (``@eval_mark``) to mark a function
     as an eval whatever its name."""
@@ -64,7 +71,7 @@ def eval_mark(*tags: Any) -> Any:
         if not isinstance(t, str) or not t:
             raise TypeError(f"eval_mark tags must be non-empty strings, got {t!r}")
 
-    def mark(fn: EvalFn) -> EvalFn:
+    def mark(fn: _Marked) -> _Marked:
         if not callable(fn):
             raise TypeError(f"@eval_mark goes on a function, got {type(fn).__name__}")
         setattr(fn, _TAGS, tuple(dict.fromkeys((*getattr(fn, _TAGS, ()), *tags))))

@@ -210,7 +210,7 @@ class Renderer:
             color = COLORS[i % len(COLORS)]
             if stacked:
                 lower = base if base is not None and len(base) == len(ys) else [0.0] * len(ys)
-                upper = [a + b for a, b in zip(lower, ys)]
+                upper = [a + b for a, b in zip(lower, ys, strict=False)]
                 ax.fill_between(xs, lower, upper, color=color, alpha=0.35, linewidth=0)
                 ax.plot(xs, upper, color=color, linewidth=1.2, label=name)
                 base = upper
@@ -232,7 +232,7 @@ class Renderer:
         data = self.stack.api("query_exemplars", query=metric.group(1), start=self.start, end=self.end)
         points = [(float(e["timestamp"]) - self.end, float(e["value"])) for s in data for e in s["exemplars"]]
         if points:
-            xs, ys = zip(*points[-200:])
+            xs, ys = zip(*points[-200:], strict=False)
             ax.scatter(xs, ys, s=4, color="#b877d9", alpha=0.6, label="exemplars (trace links)", zorder=3)
 
     def heatmap(self, ax: Axes, panel: dict[str, Any], values: dict[str, str] | None) -> None:
@@ -252,7 +252,7 @@ class Renderer:
         cum = np.array([v[:n] for _, v in rows])
         counts = np.diff(np.vstack([np.zeros(n), cum]), axis=0).clip(min=0)  # per-bucket rate
         keep = counts.sum(axis=1) > 0
-        counts, les = counts[keep], [le for (le, _), k in zip(rows, keep) if k]
+        counts, les = counts[keep], [le for (le, _), k in zip(rows, keep, strict=False) if k]
         ax.imshow(counts, aspect="auto", origin="lower", cmap="Oranges", interpolation="nearest")
         ax.set_yticks(range(len(les)))
         ax.set_yticklabels(["+Inf" if math.isinf(le) else fmt(le, "s") for le in les], fontsize=5.5)

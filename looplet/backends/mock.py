@@ -183,11 +183,11 @@ class MockLLMBackend:
             )
         try:
             obj = json.loads(item)
-        except ValueError:
-            return LLMResponse(text=item)  # prose: the loop will look for a tool call in it
+        except (ValueError, RecursionError):  # prose, or JSON too deep to read: the loop parses the text
+            return LLMResponse(text=item)
         objs = obj if isinstance(obj, list) else [obj]
         calls = []
-        for k, o in enumerate(objs):
+        for o in objs:
             if not isinstance(o, dict) or "tool" not in o:
                 return LLMResponse(text=item)
             calls.append(ToolCall(o["tool"], dict(o.get("args") or {}), o.get("id", ""), o.get("reasoning")))

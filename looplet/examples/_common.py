@@ -7,7 +7,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 from looplet.errors import LoopletError, MissingExtra
 from looplet.progress import StepPrinter
@@ -39,10 +39,7 @@ def fail(message: str) -> int:
 
 def typed_tool(description: str, concurrent_safe: bool = False) -> Callable[[Callable[..., Any]], ToolSpec]:
     """``@tool(...)`` with its type spelled out, for ``mypy --strict``."""
-    return cast(
-        Callable[[Callable[..., Any]], ToolSpec],
-        tool(description=description, concurrent_safe=concurrent_safe),
-    )
+    return tool(description=description, concurrent_safe=concurrent_safe)
 
 
 def parser(prog: str, description: str | None) -> argparse.ArgumentParser:

@@ -6,6 +6,8 @@ OPENAI_API_KEY=sk-... OPENAI_MODEL=gpt-4o-mini python -m looplet.examples.hello_
 
 from __future__ import annotations
 
+from typing import Any
+
 from looplet import composable_loop, tool, tools_from
 from looplet.examples._common import SetupError, backend, cli, exit_code, fail, parser, run
 
@@ -23,7 +25,7 @@ SCRIPT = [
 ]
 
 
-def agent(scripted: bool = False, latency_s: float = 0.0) -> dict:
+def agent(scripted: bool = False, latency_s: float = 0.0) -> dict[str, Any]:
     """The agent as a factory: ``looplet run looplet.examples.hello_world:agent "Greet Grace"``."""
     return {"llm": backend(scripted, SCRIPT, latency_s=latency_s), "tools": tools_from([greet])}
 

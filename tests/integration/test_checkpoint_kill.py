@@ -132,7 +132,7 @@ def test_kill_9_at_random_points_then_rerun(mode: str, tmp_path: Path) -> None:
     cmd = [sys.executable, str(script), str(folder), mode, str(ledger), str(N_WORK)]
     kills = mid_answer = 0
     before: list[dict[str, Any]] = []
-    for attempt in range(80):
+    for attempt in range(80):  # noqa: B007 - read after the loop
         seen = len(ledger_lines(ledger))
         finished = {s["tool_call"]["args"].get("i") for s in before}
         child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -325,7 +325,7 @@ def test_compose_files_and_volumes_exist() -> None:
     declared = set(spec["volumes"])
     used: set[str] = set()
     for name, svc in spec["services"].items():
-        for target, source in bind_mounts(svc).items():
+        for _target, source in bind_mounts(svc).items():
             assert (ROOT / source).exists(), f"{name} mounts ./{source}, which does not exist"
         used.update(named_mounts(svc).values())
     assert used == declared, f"declared but unused: {declared - used}; used but undeclared: {used - declared}"

@@ -68,7 +68,9 @@ def kill_series(
         figures["kills"] += code is None
         cp = Checkpoint.load(folder)
         after = check(cp)
-        figures["lost"] += sum(1 for a, b in zip(before, after) if a != b) + max(0, len(before) - len(after))
+        figures["lost"] += sum(1 for a, b in zip(before, after, strict=False) if a != b) + max(
+            0, len(before) - len(after)
+        )
         figures["redone"] += len(set(ledger_lines(ledger)[seen:]) & finished)
         figures["mid_answer"] += bool(cp is not None and cp.pending)
         if after_kill is not None and code is None:

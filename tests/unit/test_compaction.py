@@ -182,7 +182,7 @@ def test_meter_tracks_reported_usage() -> None:
         max_steps=12,
         hooks=[Probe(), ContextPressureHook(window=10**6)],
     )
-    errors = [abs(p - r) / r for p, r in zip(predicted[1:], llm.real_inputs[1:])]
+    errors = [abs(p - r) / r for p, r in zip(predicted[1:], llm.real_inputs[1:], strict=False)]
     print(
         f"meter error once calibrated: max {max(errors):.2%}; uncalibrated first call: "
         f"{abs(predicted[0] - llm.real_inputs[0]) / llm.real_inputs[0]:.1%}"

@@ -35,7 +35,7 @@ TYPES: dict[str, tuple[Any, Any]] = {
     "list_int": (list[int], st.lists(st.integers(), max_size=4)),
     "list_str": (list[str], st.lists(st.text(max_size=5), max_size=4)),
     "dict": (dict, st.dictionaries(st.text(max_size=5), st.integers(), max_size=3)),
-    "opt_str": (Optional[str], st.none() | st.text(max_size=5)),
+    "opt_str": (Optional[str], st.none() | st.text(max_size=5)),  # noqa: UP045 - the old spelling is what is tested
     "lit": (Literal["a", "b", "c"], st.sampled_from(["a", "b", "c"])),
 }
 # values that are wrong for each type
