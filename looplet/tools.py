@@ -721,7 +721,7 @@ def run_in_process(fn: Callable[..., Any], args: dict[str, Any], timeout: float 
         raise _ToolTimeout from None
     finally:  # the whole group: whatever the tool started in the background dies with the call
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL) if hasattr(os, "killpg") else proc.kill()
         except (ProcessLookupError, PermissionError):
             pass
         proc.wait()

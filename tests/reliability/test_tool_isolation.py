@@ -170,3 +170,16 @@ def test_the_async_loop_is_not_blocked_while_a_process_tool_runs():
 def test_isolation_is_checked():
     with pytest.raises(ValueError, match="isolation"):
         ToolSpec("x", "x", {}, echo, isolation="container")
+
+
+def catastrophic_thrice(text: str) -> bool:
+    return all(not catastrophic(text) for _ in range(3))
+
+
+def test_a_thread_timeout_held_up_by_the_gil_says_how_long_it_really_took():
+    """Without isolation the timeout cannot fire while a regex holds the GIL (the thread is given up on
+    only between two of them); the error says how long it really took instead of claiming 0.1 s."""
+    reg = tools_from([tool(catastrophic_thrice, timeout_s=0.1)], include_done=False)
+    result = reg.dispatch(ToolCall("catastrophic_thrice", {"text": "a" * 23 + "!"}, "c1"))
+    assert result.error_kind == "timeout"
+    assert "within 0.1s and was abandoned after" in result.error and "isolation='process'" in result.error
