@@ -403,7 +403,7 @@ class BaseToolRegistry(LegacyRegistry):
         raw = call.args.get(INVALID_JSON_KEY) if isinstance(call.args, dict) else None
         if raw is not None:
             return _error(
-                f"The arguments of your {spec.name} call were not valid JSON ({raw[:200]!r}). "
+                f"The arguments of your {spec.name} call were not valid JSON ({str(raw)[:200]!r}). "
                 "Send a JSON object.",
                 "invalid_argument",
             )

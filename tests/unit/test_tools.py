@@ -143,3 +143,12 @@ def test_registry_bad_input() -> None:
         @tool
         def bad(x: complex) -> None:
             pass
+
+
+def test_a_non_string_under_the_invalid_json_key_is_an_invalid_argument_error() -> None:
+    @tool(description="x")
+    def f(a: int) -> int:
+        return a
+
+    result = tools_from([f]).dispatch(ToolCall("f", {INVALID_JSON_KEY: 5}, "c1"))
+    assert result.error_kind == "invalid_argument" and "not valid JSON ('5')" in (result.error or "")
