@@ -370,6 +370,95 @@ def old_hooks(hooks: list[Any]) -> list[Any]:
     return out
 
 
+# ---------------------------------------------------------------- backends written for 0.4.1
+
+_OLD_STYLE: dict[type, bool] = {}
+
+
+def _old_style(llm: Any) -> bool:
+    """0.4.1's backend protocol: ``generate(prompt: str, *, max_tokens, system_prompt, temperature) -> str``
+    (a first parameter named ``prompt``, no ``tools``). Decided once per backend class."""
+    cls = type(llm)
+    known = _OLD_STYLE.get(cls)
+    if known is None:
+        try:
+            params = list(inspect.signature(llm.generate).parameters)
+        except (TypeError, ValueError, AttributeError):
+            params = []
+        known = _OLD_STYLE[cls] = bool(params) and params[0] == "prompt" and "tools" not in params
+    return known
+
+
+def old_backend(llm: Any) -> Any:
+    """The backend as the 0.5 loop calls it: a 0.4.1-style one wrapped in :class:`OldBackend`."""
+    if not _old_style(llm):
+        return llm
+    warn_renamed(
+        f"a backend with generate(prompt) -> str ({type(llm).__name__})",
+        "generate(messages, *, tools=None, **options) -> LLMResponse (see looplet.protocols.LLMBackend)",
+    )
+    return OldBackend(llm)
+
+
+class OldBackend:
+    """A 0.4.1 backend behind the 0.5 protocol: the transcript and the tool list become one prompt text
+    (the tools described, the model asked to answer with ``{"tool": ..., "args": {...}}``), and the
+    string it returns becomes an ``LLMResponse`` whose text the loop parses for the tool call."""
+
+    def __init__(self, llm: Any) -> None:
+        self.llm = llm
+        self.model = getattr(llm, "model", None) or getattr(llm, "_model", None)
+        self.provider = getattr(llm, "provider", None)
+        params = inspect.signature(llm.generate).parameters
+        self._takes = {k for k in ("system_prompt", "max_tokens", "temperature") if k in params}
+        self._is_async = inspect.iscoroutinefunction(llm.generate)
+
+    def _request(
+        self, messages: list[dict[str, Any]], tools: Any, options: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        system = "\n\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "system")
+        lines = []
+        for m in messages:
+            if m.get("role") == "system":
+                continue
+            for call in m.get("tool_calls") or ():
+                fn = call.get("function", {})
+                lines.append(f'assistant: {{"tool": {fn.get("name")!r}, "args": {fn.get("arguments")}}}')
+            if m.get("content"):
+                lines.append(f"{m.get('role')}: {m.get('content')}")
+        if tools:
+            lines.append("Available tools:")
+            for t in tools:
+                spec = t.get("function", t)
+                lines.append(
+                    f"- {spec.get('name')}: {spec.get('description', '')} {spec.get('parameters', {})}"
+                )
+            lines.append('Answer with one JSON object: {"tool": "<name>", "args": {...}}')
+        kwargs = {
+            "system_prompt": system,
+            **{k: v for k, v in options.items() if k in ("max_tokens", "temperature")},
+        }
+        return "\n".join(lines), {k: v for k, v in kwargs.items() if k in self._takes}
+
+    def generate(self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any) -> Any:
+        from looplet.types import LLMResponse
+
+        prompt, kwargs = self._request(messages, tools, options)
+        text = self.llm.generate(prompt, **kwargs)
+        if inspect.isawaitable(text):
+            raise TypeError(f"{type(self.llm).__name__}.generate is async: use async_composable_loop")
+        return LLMResponse(text=str(text), model=self.model)
+
+    async def agenerate(self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any) -> Any:
+        from looplet.types import LLMResponse
+
+        prompt, kwargs = self._request(messages, tools, options)
+        text = self.llm.generate(prompt, **kwargs)
+        if inspect.isawaitable(text):
+            text = await text
+        return LLMResponse(text=str(text), model=self.model)
+
+
 # ---------------------------------------------------------------- decisions (0.4.1's hook_decision)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from looplet._chain import Chain, Fault, llm_chain
 from looplet._engine import CALL, CLOSED, LLM, SLEEP, STEP, TOOLS, Interrupted, Raised, engine
-from looplet.compat import module_getattr, old_loop_keywords
+from looplet.compat import module_getattr, old_backend, old_loop_keywords
 from looplet.config import LoopConfig
 from looplet.hooks import _CURRENT_RUN, ResolvedHooks, Run
 from looplet.state import DefaultState
@@ -78,6 +78,7 @@ def prepare(
             f"llm must be a backend with {need} (OpenAIBackend, AnthropicBackend, MockLLMBackend), "
             f"got {type(llm).__name__}"
         )
+    llm = old_backend(llm)  # a backend written for looplet 0.4.1 (generate(prompt) -> str): looplet.compat
     if config is None:
         config = LoopConfig()
     elif not isinstance(config, LoopConfig):

@@ -128,6 +128,41 @@ def test_importing_main_runs_nothing_and_exports_main() -> None:
     assert (out.returncode, out.stdout.strip(), out.stderr) == (0, "True", "")
 
 
+def test_a_041_backend_generate_prompt_returning_text_still_runs() -> None:
+    from looplet import async_composable_loop
+
+    class Old:
+        def __init__(self) -> None:
+            self.prompts: list[tuple[str, str]] = []
+
+        def generate(self, prompt: str, *, max_tokens: int = 2000, system_prompt: str = "") -> str:
+            self.prompts.append((system_prompt, prompt))
+            if len(self.prompts) == 1:
+                return '{"tool": "lookup", "args": {"service": "payments"}}'
+            return '{"tool": "done", "args": {"answer": "fintech"}}'
+
+    class OldAsync(Old):
+        async def generate(self, prompt: str, *, max_tokens: int = 2000, system_prompt: str = "") -> str:  # type: ignore[override]
+            return Old.generate(self, prompt, system_prompt=system_prompt)
+
+    old = Old()
+    with one_warning("generate(messages, *, tools=None, **options) -> LLMResponse"):
+        steps, result = run(old, tools_from([lookup]))
+    assert [s.tool_call.tool for s in steps] == ["lookup", "done"] and result.final_output == "fintech"
+    system, prompt = old.prompts[1]
+    assert system and "find the owner" in prompt and "fintech" in prompt and "lookup" in prompt
+
+    async def go() -> list[str]:
+        llm = OldAsync()
+        return [
+            s.tool_call.tool
+            async for s in async_composable_loop(llm=llm, tools=tools_from([lookup]), task={"g": 1})
+        ]
+
+    with one_warning():
+        assert asyncio.run(go()) == ["lookup", "done"]
+
+
 # --- records -----------------------------------------------------------------------------------------
 
 
