@@ -84,6 +84,10 @@ def resume(
 
     approvals: ``{call_id: True/False}`` for calls waiting for approval: approved calls run, refused
         ones become an error step telling the model so; in both cases the model is not asked again first.
+        The call that paused the run runs only with a decision for its own id, whatever ``hooks`` holds:
+        without one, the run pauses again (``awaiting_approval``) before any LLM call.
+    A checkpoint that cannot be read raises :class:`~looplet.control.checkpoint.CheckpointError` naming
+    the file. A run that had finished returns its result again without running anything.
     max_steps: the limit over the whole run, counting the steps already done.
     The restoring hook is put first in ``hooks``; from a directory it keeps writing the checkpoint there.
     """
