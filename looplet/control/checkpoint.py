@@ -75,8 +75,8 @@ class CheckpointError(ValueError):
 class Blobs:
     """Replaces large values with references to files in ``dir/blobs/`` named by content hash.
 
-    Each value is encoded once per object (a step's result is not re-serialised at every save) and each
-    blob written once per folder."""
+    Each value is encoded once per object (a step's result is not re-serialised at every save: a step is
+    saved as it was when first saved) and each blob written once per folder."""
 
     def __init__(self, over: int = BLOB_BYTES) -> None:
         self.over = over
@@ -98,11 +98,12 @@ class Blobs:
                 return value
             hit = self._memo.get(id(value))
             if hit is None or hit[0] is not value:
-                hit = (value, self._ref(value))
-                self._memo[id(value)] = hit
-            ref: dict[str, Any] = hit[1]
-            if ref[BLOB_KEY] not in self.stored:
-                self.new[ref[BLOB_KEY]] = value.encode("utf-8", "surrogatepass")
+                ref: dict[str, Any] = self._ref(value)
+                self._memo[id(value)] = (value, ref)
+            else:
+                ref = hit[1]
+                if ref[BLOB_KEY] not in self.stored:  # a write that failed: bring it again
+                    self.new[ref[BLOB_KEY]] = value.encode("utf-8", "surrogatepass")
             return ref
         if isinstance(value, dict):
             return {k: self.value(v) for k, v in value.items()}
