@@ -233,11 +233,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1 if unreachable else 0
 
-    out: list[str] = [
-        f"looplet {__version__} on Python {sys.version.split()[0]} ({sys.executable})",
-        "",
-        "extras:",
-    ]
+    print("\n".join(_report_lines(__version__, ex, eps, dest, missing, args.offline)))
+    return 1 if unreachable else 0
+
+
+def _report_lines(
+    version: str,
+    ex: dict[str, Any],
+    eps: list[dict[str, Any]],
+    dest: list[tuple[str, str]],
+    missing: list[str],
+    offline: bool,
+) -> list[str]:
+    """The text report: extras, endpoints, where telemetry goes, what to install."""
+    out: list[str] = [f"looplet {version} on Python {sys.version.split()[0]} ({sys.executable})", "", "extras:"]
     for name, info in ex.items():
         mark = "✓" if info["ok"] else "✗"
         versions = ", ".join(f"{d} {v}" if v else f"{d} missing" for d, v in info["packages"].items())
@@ -246,20 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             out.append(f"      for {info['for']}: {info['install']}")
     out += ["", "backends and exporters:"]
     for e in eps:
-        if e["reachable"] is None:
-            state = "not checked" if args.offline else "-"
-        else:
-            state = ("✓ reachable" if e["reachable"] else "✗ UNREACHABLE") + f" ({e['detail']})"
-        out.append(f"  {e['name']}: {e['url']} [{e['source']}] {state}")
-        if e["note"]:
-            out.append(f"      {e['note']}")
-        if e["reachable"] is False:
-            out.append(
-                "      check the URL and that the server is running; a local collector listens on "
-                "4317 (gRPC) / 4318 (HTTP)"
-                if "OTLP" in e["name"]
-                else "      check the URL and that the server is running (Ollama: http://127.0.0.1:11434/v1)"
-            )
+        out += _endpoint_lines(e, offline)
     out += ["", "telemetry goes to:"]
     out += [f"  {kind:<16} {where}" for kind, where in dest]
     out.append("")
@@ -267,8 +263,25 @@ def main(argv: list[str] | None = None) -> int:
         out.append("to install everything missing: pip install 'looplet[" + ",".join(missing) + "]'")
     else:
         out.append("every extra is installed.")
-    print("\n".join(out))
-    return 1 if unreachable else 0
+    return out
+
+
+def _endpoint_lines(e: dict[str, Any], offline: bool) -> list[str]:
+    if e["reachable"] is None:
+        state = "not checked" if offline else "-"
+    else:
+        state = ("✓ reachable" if e["reachable"] else "✗ UNREACHABLE") + f" ({e['detail']})"
+    out = [f"  {e['name']}: {e['url']} [{e['source']}] {state}"]
+    if e["note"]:
+        out.append(f"      {e['note']}")
+    if e["reachable"] is False:
+        out.append(
+            "      check the URL and that the server is running; a local collector listens on "
+            "4317 (gRPC) / 4318 (HTTP)"
+            if "OTLP" in e["name"]
+            else "      check the URL and that the server is running (Ollama: http://127.0.0.1:11434/v1)"
+        )
+    return out
 
 
 if __name__ == "__main__":

@@ -140,6 +140,19 @@ class StepPrinter:
         return text
 
 
+def _tty_line(prefix: str, n: int, total: int | None, elapsed: float, final: bool, cols: int) -> str:
+    """The redrawn terminal line: ``label [####····] 420/1000 42% 310/s ETA 2s``."""
+    rate = n / elapsed if elapsed > 0 else 0.0
+    if not total:
+        return f"{prefix}{n} done {rate:,.0f}/s {elapsed:.1f}s"
+    frac = min(1.0, n / total)
+    eta = (total - n) / rate if rate > 0 and not final else 0.0
+    tail = f" {n}/{total} {frac:4.0%} {rate:,.0f}/s " + (f"{elapsed:.1f}s" if final else f"ETA {eta:.0f}s")
+    room = max(10, cols - len(prefix) - len(tail) - 3)
+    filled = int(frac * room)
+    return f"{prefix}[{'#' * filled}{'·' * (room - filled)}]{tail}"
+
+
 def bar(
     iterable: Iterable[T],
     total: int | None = None,
@@ -176,26 +189,16 @@ def bar(
 
     def draw(final: bool) -> None:
         elapsed = time.perf_counter() - start
-        rate = n / elapsed if elapsed > 0 else 0.0
         if tty:
             cols = shutil.get_terminal_size((80, 24)).columns
-            if total:
-                frac = min(1.0, n / total)
-                eta = (total - n) / rate if rate > 0 and not final else 0.0
-                tail = f" {n}/{total} {frac:4.0%} {rate:,.0f}/s " + (
-                    f"{elapsed:.1f}s" if final else f"ETA {eta:.0f}s"
-                )
-                room = max(10, cols - len(prefix) - len(tail) - 3)
-                filled = int(frac * room)
-                text = f"{prefix}[{'#' * filled}{'·' * (room - filled)}]{tail}"
-            else:
-                text = f"{prefix}{n} done {rate:,.0f}/s {elapsed:.1f}s"
+            text = _tty_line(prefix, n, total, elapsed, final, cols)
             stream.write("\r" + text[: cols - 1].ljust(cols - 1) + ("\n" if final else ""))
         else:
-            if total:
-                text = f"{prefix}{n}/{total} ({n / total:.0%}) {elapsed:.1f}s"
-            else:
-                text = f"{prefix}{n} done {elapsed:.1f}s"
+            text = (
+                f"{prefix}{n}/{total} ({n / total:.0%}) {elapsed:.1f}s"
+                if total
+                else f"{prefix}{n} done {elapsed:.1f}s"
+            )
             stream.write(text + ((" done" if finished else " stopped") if final else "") + "\n")
         stream.flush()
 

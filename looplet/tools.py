@@ -136,23 +136,12 @@ def _type_schema(tp: Any) -> dict[str, Any]:
         return {}
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
-        members = [a for a in get_args(tp) if a is not type(None)]
-        inner = (
-            _type_schema(members[0]) if len(members) == 1 else {"anyOf": [_type_schema(m) for m in members]}
-        )
-        if type(None) in get_args(tp):
-            return {"anyOf": [inner, {"type": "null"}]} if "type" not in inner else _nullable(inner)
-        return inner
+        return _union_schema(tp)
     if origin is Literal:
-        values = list(get_args(tp))
-        schema: dict[str, Any] = {"enum": values}
-        kinds = {type(v) for v in values}
-        if len(kinds) == 1:
-            schema["type"] = _PY_JSON.get(kinds.pop(), "string")
-        return schema
+        return _literal_schema(tp)
     if origin in (list, tuple, set, frozenset, typing.Sequence) or tp in (list, tuple, set):
         args = get_args(tp)
-        schema = {"type": "array"}
+        schema: dict[str, Any] = {"type": "array"}
         if args and args[0] is not Ellipsis:
             schema["items"] = _type_schema(args[0])
         return schema
@@ -168,6 +157,23 @@ def _type_schema(tp: Any) -> dict[str, Any]:
         f"unsupported parameter type {tp!r}; use str, int, float, bool, list[...], dict, "
         "Optional[...] or Literal[...]"
     )
+
+
+def _union_schema(tp: Any) -> dict[str, Any]:
+    members = [a for a in get_args(tp) if a is not type(None)]
+    inner = _type_schema(members[0]) if len(members) == 1 else {"anyOf": [_type_schema(m) for m in members]}
+    if type(None) in get_args(tp):
+        return {"anyOf": [inner, {"type": "null"}]} if "type" not in inner else _nullable(inner)
+    return inner
+
+
+def _literal_schema(tp: Any) -> dict[str, Any]:
+    values = list(get_args(tp))
+    schema: dict[str, Any] = {"enum": values}
+    kinds = {type(v) for v in values}
+    if len(kinds) == 1:
+        schema["type"] = _PY_JSON.get(kinds.pop(), "string")
+    return schema
 
 
 _PY_JSON = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
@@ -283,16 +289,9 @@ def _check(value: Any, schema: dict[str, Any], path: str) -> str | None:
             return f"{path} has the wrong type ({type(value).__name__})"
     if "enum" in schema and value not in schema["enum"]:
         return f"{path} must be one of {schema['enum']!r}, got {value!r}"
-    jtype = schema.get("type")
-    if jtype is not None:
-        if isinstance(jtype, str):
-            check = _JSON_CHECK.get(jtype)
-            ok = check is None or check(value)
-        else:
-            ok = any(_JSON_CHECK.get(t, _anything)(value) for t in jtype)
-        if not ok:
-            want = jtype if isinstance(jtype, str) else " or ".join(jtype)
-            return f"{path} must be {want}, got {type(value).__name__} {value!r:.60}"
+    wrong = _check_type(value, schema.get("type"), path)
+    if wrong:
+        return wrong
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         for i, item in enumerate(value):
             msg = _check(item, schema["items"], f"{path}[{i}]")
@@ -301,6 +300,20 @@ def _check(value: Any, schema: dict[str, Any], path: str) -> str | None:
     if isinstance(value, dict) and "properties" in schema:
         return _check_object(value, schema, path)[0]
     return None
+
+
+def _check_type(value: Any, jtype: str | list[str] | None, path: str) -> str | None:
+    if jtype is None:
+        return None
+    if isinstance(jtype, str):
+        check = _JSON_CHECK.get(jtype)
+        ok = check is None or check(value)
+    else:
+        ok = any(_JSON_CHECK.get(t, _anything)(value) for t in jtype)
+    if ok:
+        return None
+    want = jtype if isinstance(jtype, str) else " or ".join(jtype)
+    return f"{path} must be {want}, got {type(value).__name__} {value!r:.60}"
 
 
 def _check_object(args: dict[str, Any], schema: dict[str, Any], path: str) -> tuple[str | None, str | None]:

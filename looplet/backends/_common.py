@@ -208,47 +208,14 @@ def map_error(
     """
     status = getattr(exc, "status_code", None)
     if mid_stream and not isinstance(status, int):
-        cause = exc.__cause__ or exc
-        if _is(exc, "APITimeoutError", "TimeoutException"):
-            return LLMError(
-                f"the {provider} stream stalled: no data for {timeout}s; the loop retries",
-                retryable=True,
-                kind="timeout",
-            )
-        if _is(exc, "APIConnectionError", "TransportError", "RequestError"):
-            return LLMError(
-                f"the {provider} stream was cut off mid-answer ({type(cause).__name__}: {cause}); "
-                "the loop retries",
-                retryable=True,
-                kind="stream_cut",
-            )
+        cut = _stream_error(exc, provider, timeout)
+        if cut is not None:
+            return cut
     detail = _detail(exc)
     if isinstance(status, int) and status >= 400:
-        response = getattr(exc, "response", None)
-        wait = retry_after(getattr(response, "headers", None))
-        if status == 429:
-            return LLMError(
-                f"{provider} rate limit (HTTP 429){detail}; the loop retries after a pause",
-                retryable=True,
-                status=429,
-                retry_after=wait,
-            )
-        if status == 408 or status >= 500:
-            return LLMError(
-                f"{provider} server error (HTTP {status}){detail}; transient, the loop retries",
-                retryable=True,
-                status=status,
-                retry_after=wait,
-            )
-        hint = {
-            400: "the server rejected the request; check the model's parameters and the tool schemas",
-            401: f"authentication failed; check {key_env} (or the api_key argument)",
-            403: f"permission denied; check that the key may use model {model!r}",
-            404: f"not found; check base_url ({base_url}) and model {model!r}",
-            413: "the request is too large; shorten the transcript (see compaction hooks)",
-            422: "the server could not process the request; check the model's parameters",
-        }.get(status, "the request was refused; it is not retried")
-        return LLMError(f"{provider} HTTP {status}: {hint}{detail}", retryable=False, status=status)
+        return _http_error(
+            exc, status, detail, provider=provider, key_env=key_env, base_url=base_url, model=model
+        )
     if _is(exc, "APITimeoutError", "TimeoutException"):
         return LLMError(
             f"no answer from {provider} at {base_url} within {timeout}s; the loop retries "
@@ -274,6 +241,54 @@ def map_error(
     return LLMError(
         f"{provider} call failed: {type(exc).__name__}: {exc}", retryable=False, kind=type(exc).__name__
     )
+
+
+def _stream_error(exc: BaseException, provider: str, timeout: Any) -> LLMError | None:
+    """A stream that had started and then stalled or was cut off (None: some other failure)."""
+    cause = exc.__cause__ or exc
+    if _is(exc, "APITimeoutError", "TimeoutException"):
+        return LLMError(
+            f"the {provider} stream stalled: no data for {timeout}s; the loop retries",
+            retryable=True,
+            kind="timeout",
+        )
+    if _is(exc, "APIConnectionError", "TransportError", "RequestError"):
+        return LLMError(
+            f"the {provider} stream was cut off mid-answer ({type(cause).__name__}: {cause}); the loop retries",
+            retryable=True,
+            kind="stream_cut",
+        )
+    return None
+
+
+def _http_error(
+    exc: BaseException, status: int, detail: str, *, provider: str, key_env: str, base_url: Any, model: str
+) -> LLMError:
+    """An HTTP error status: 429, 408 and 5xx are retried; other 4xx say what to check."""
+    wait = retry_after(getattr(getattr(exc, "response", None), "headers", None))
+    if status == 429:
+        return LLMError(
+            f"{provider} rate limit (HTTP 429){detail}; the loop retries after a pause",
+            retryable=True,
+            status=429,
+            retry_after=wait,
+        )
+    if status == 408 or status >= 500:
+        return LLMError(
+            f"{provider} server error (HTTP {status}){detail}; transient, the loop retries",
+            retryable=True,
+            status=status,
+            retry_after=wait,
+        )
+    hint = {
+        400: "the server rejected the request; check the model's parameters and the tool schemas",
+        401: f"authentication failed; check {key_env} (or the api_key argument)",
+        403: f"permission denied; check that the key may use model {model!r}",
+        404: f"not found; check base_url ({base_url}) and model {model!r}",
+        413: "the request is too large; shorten the transcript (see compaction hooks)",
+        422: "the server could not process the request; check the model's parameters",
+    }.get(status, "the request was refused; it is not retried")
+    return LLMError(f"{provider} HTTP {status}: {hint}{detail}", retryable=False, status=status)
 
 
 def _detail(exc: BaseException) -> str:

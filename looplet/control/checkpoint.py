@@ -385,21 +385,8 @@ def restore(
     A call counts as run when a step holds it, except a ``not_run`` step (the run stopped before the
     call ran, e.g. to wait for approval): that step stays in the record and the call is replayed."""
     steps = [Step.from_dict(d) for d in cp.steps]
-    if isinstance(getattr(state, "steps", None), list):
-        state.steps[:] = steps
     session_log[:] = cp.transcript
-    usage = getattr(state, "usage", None)
-    saved = Usage.from_dict(cp.usage) or Usage()
-    if isinstance(usage, Usage):
-        usage.input_tokens, usage.output_tokens = saved.input_tokens, saved.output_tokens
-        usage.cached_input_tokens, usage.reasoning_tokens = saved.cached_input_tokens, saved.reasoning_tokens
-    if hasattr(state, "cost_usd"):
-        state.cost_usd = cp.cost_usd
-    metadata = getattr(state, "metadata", None)
-    if isinstance(metadata, dict):
-        metadata.update(cp.metadata)
-        if approvals:
-            metadata.setdefault(APPROVALS, {}).update({str(k): bool(v) for k, v in approvals.items()})
+    _load_state(state, steps, cp, approvals)
     ran = {s.tool_call.id for s in steps if s.tool_result.error_kind != "not_run"}
     model = steps[-1].model if steps else None
     text: str | None = None
@@ -415,6 +402,24 @@ def restore(
         if not pending[: -len(cp.pending.get("calls") or [])]:
             text = cp.pending.get("text")
     return _Replay(text, pending, model) if pending else None
+
+
+def _load_state(state: Any, steps: list[Step], cp: Checkpoint, approvals: dict[str, bool] | None) -> None:
+    """The checkpoint's steps, usage totals, cost and metadata (plus new approvals) into ``state``."""
+    if isinstance(getattr(state, "steps", None), list):
+        state.steps[:] = steps
+    usage = getattr(state, "usage", None)
+    saved = Usage.from_dict(cp.usage) or Usage()
+    if isinstance(usage, Usage):
+        usage.input_tokens, usage.output_tokens = saved.input_tokens, saved.output_tokens
+        usage.cached_input_tokens, usage.reasoning_tokens = saved.cached_input_tokens, saved.reasoning_tokens
+    if hasattr(state, "cost_usd"):
+        state.cost_usd = cp.cost_usd
+    metadata = getattr(state, "metadata", None)
+    if isinstance(metadata, dict):
+        metadata.update(cp.metadata)
+        if approvals:
+            metadata.setdefault(APPROVALS, {}).update({str(k): bool(v) for k, v in approvals.items()})
 
 
 class CheckpointHook:
