@@ -65,9 +65,16 @@ def async_run(n: int) -> float:
     return asyncio.run(main())
 
 
-def per_step_us(fn, n: int, repeat: int) -> float:
+def per_step_us(fn, n: int, repeat: int) -> tuple[float, float, float]:
+    """(median, min, max) CPU µs per step over ``repeat`` runs."""
     fn(min(n, 100))  # warm up
-    return min(fn(n) for _ in range(repeat)) / n * 1e6
+    runs = sorted(fn(n) / n * 1e6 for _ in range(repeat))
+    return statistics.median(runs), runs[0], runs[-1]
+
+
+def cell(stats: tuple[float, float, float]) -> str:
+    med, lo, hi = stats
+    return f"{med:.1f} ({lo:.1f}–{hi:.1f})"
 
 
 def without_gc(fn):
@@ -144,14 +151,15 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.2f} at the end.  ",
         f"Command: `python bench/loop_overhead.py --repeat {args.repeat} --write`",
         "",
-        "MockLLMBackend (no latency) proposing one trivial tool call per answer, no hooks. CPU time of the "
-        f"process (so other load on the machine counts less), best of {args.repeat} runs as `timeit` does, "
-        "divided by the number of steps; the garbage collector on, as users run it.",
+        "MockLLMBackend (no latency) proposing one trivial tool call per answer, no hooks, default "
+        "LoopConfig. CPU time of the process (all its threads; other load on the machine counts less), "
+        f"median (min–max) of {args.repeat} runs, divided by the number of steps; the garbage collector on, "
+        "as users run it, except in the last column.",
         "",
         "| steps | sync µs/step | async µs/step | sync, GC off µs/step |",
         "| ---: | ---: | ---: | ---: |",
     ]
-    lines += [f"| {n:,} | {s_:.1f} | {a:.1f} | {g:.1f} |" for n, s_, a, g in rows]
+    lines += [f"| {n:,} | {cell(s_)} | {cell(a)} | {cell(g)} |" for n, s_, a, g in rows]
     lines += [
         "",
         "The loop's own work per step does not grow with the number of past steps (the GC-off column is "

@@ -1,8 +1,19 @@
 """The loop's decisions, written once for the sync and the async loop.
 
-The engine is a plain generator that never does I/O itself: it yields *effects* (call a hook, call the
-LLM, run tools, sleep, hand a Step to the caller) and receives their outcome. ``loop.py`` and
-``async_loop.py`` are thin drivers that perform effects synchronously or with ``await``.
+The engine is a plain generator that never does I/O itself: it yields small named *effects*
+(:class:`CallHook`, :class:`CallLLM`, :class:`RunTools`, :class:`Sleep`, :class:`EmitStep`) and receives
+their outcome. ``loop.py`` and ``async_loop.py`` are thin drivers that perform them synchronously or with
+``await``.
+
+One run goes through named phases, each a method of :class:`_Loop`::
+
+    start ─► ┌ boundary ─► build_prompt ─► call_model ─► parse ─► dispatch (prepare ─► run tools ─► record) ┐
+             └──────────────────────────────────── until a stop reason ◄────────────────────────────────────┘
+    ─► finish (teardown: on_loop_end, the RunResult)
+
+Facts are written onto the records where they happen: the LLM call's on its :class:`LLMCall` (by the
+innermost link of the wrap chain, ``looplet._chain``), the run's totals from those records in
+:func:`_account`, each Step from the record of the call that proposed it in :func:`_step`.
 """
 
 from __future__ import annotations
@@ -14,10 +25,11 @@ import json
 import logging
 import random
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
 from typing import Any
 
-from looplet._chain import replayed
+from looplet._chain import Fault, crashed, replayed
 from looplet.config import DEFAULT_SYSTEM_PROMPT, LoopConfig
 from looplet.errors import HookError, LLMError
 from looplet.hooks import HookDecision, ResolvedHooks, Run
@@ -30,9 +42,76 @@ log = logging.getLogger("looplet")
 #: replaying calls proposed before a pause or a crash): it is not counted as an LLM call.
 REPLAYED = "looplet.replay"
 
-# effect kinds
-CALL, LLM, TOOLS, STEP, SLEEP = range(5)
-CLOSED = object()  # sent back for STEP when the caller closed the generator
+#: Deepest bracket nesting accepted in a tool call written as JSON text.
+MAX_JSON_DEPTH = 64
+
+#: Set by ``looplet.subagents`` around a sub-agent tool: every run that starts inside it appends its
+#: RunResult here when it ends, so the tool can roll the child's steps, tokens and cost up into its Step.
+RUN_RESULTS: contextvars.ContextVar[list[RunResult] | None] = contextvars.ContextVar(
+    "looplet_run_results", default=None
+)
+
+# -- effects and their outcomes ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CallHook:
+    """Call a hook method: ``fn(*args)`` (awaited when it returns an awaitable)."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class CallLLM:
+    """One LLM call attempt through the ``wrap_llm_call`` chain; answered with an :class:`LLMDone`.
+    ``timeout_s`` is what is left of ``LoopConfig.run_timeout_s`` (None: unbounded)."""
+
+    call: LLMCall
+    timeout_s: float | None = None
+
+
+@dataclass(slots=True)
+class RunTools:
+    """Run tool calls through the ``wrap_tool`` chain (together when there are several); answered with
+    a :class:`ToolsDone`. ``timeout_s`` bounds each tool that sets no timeout of its own."""
+
+    calls: list[ToolCall]
+    timeout_s: float | None = None
+
+
+@dataclass(slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(slots=True)
+class EmitStep:
+    """Hand a Step to the caller; answered with None, :data:`CLOSED` or an :class:`Interrupted`."""
+
+    step: Step
+
+
+Effect = CallHook | CallLLM | RunTools | Sleep | EmitStep
+
+
+@dataclass(slots=True)
+class LLMDone:
+    """How an attempt ended: the record that reached the model (with its facts), the response or a
+    :class:`Raised`, and the faults of guarded hooks on the way."""
+
+    record: LLMCall
+    value: Any
+    faults: list[Fault] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ToolsDone:
+    results: list[ToolResult]
+    faults: list[Fault] = field(default_factory=list)
+
+
+CLOSED = object()  # sent back for EmitStep when the caller closed the generator
 
 
 class Raised:
@@ -49,14 +128,33 @@ class Interrupted(Raised):
     the run ends as ``cancelled`` and the exception is re-raised afterwards."""
 
 
-Effect = tuple[Any, ...]
 Engine = Generator[Effect, Any, RunResult]
+Phase = Generator[Effect, Any, Any]
 
-#: Set by ``looplet.subagents`` around a sub-agent tool: every run that starts inside it appends its
-#: RunResult here when it ends, so the tool can roll the child's steps, tokens and cost up into its Step.
-RUN_RESULTS: contextvars.ContextVar[list[RunResult] | None] = contextvars.ContextVar(
-    "looplet_run_results", default=None
-)
+
+@dataclass(slots=True)
+class Prepared:
+    """A run's checked arguments, as ``prepare()`` hands them to a driver."""
+
+    run: Run
+    llm: Any
+    registry: BaseToolRegistry
+    hooks: ResolvedHooks
+    config: LoopConfig
+    state: Any
+    context: Any
+    max_steps: int
+    cancel: Any = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A tool call on its way to becoming a Step."""
+
+    number: int
+    call: ToolCall
+    result: ToolResult | None
+    done_ok: bool
 
 
 class _Totals:
@@ -65,386 +163,650 @@ class _Totals:
     def __init__(self, state: Any) -> None:
         usage = getattr(state, "usage", None)
         self.usage = usage if isinstance(usage, Usage) else Usage()
-        self.cost = getattr(state, "cost_usd", None)
+        self.cost: float | None = getattr(state, "cost_usd", None)
         self.llm_calls = 0
         self.llm_errors = 0
 
 
-def engine(
-    run: Run,
-    llm: Any,
-    registry: BaseToolRegistry,
-    hooks: ResolvedHooks,
-    config: LoopConfig,
-    state: Any,
-    context: Any,
-    task: Any,
-    max_steps: int,
-    cancel: Any,
-) -> Engine:
-    started = time.perf_counter()
-    sink = RUN_RESULTS.get()
-    H = hooks
-    session_log: list[dict[str, Any]] = _transcript(state, config, registry, task)
-    totals = run._totals = _Totals(state)
-    stop: str | None = None
-    error: str | None = None
-    final: Any = None
-    interrupt: BaseException | None = None
-    fatal: BaseException | None = None
-    step_num = len(state.steps)
-    schemas = registry.schemas()
-    done_tool = config.done_tool
-    strict = config.strict_hooks
-    options = config.llm_options()
-    if H.on_llm_chunk:
-        options["on_chunk"] = _ChunkCallback(H, state, strict)
-    dangling: list[ToolCall] = []
-    text_mode = False
+class _Stop(Exception):
+    def __init__(self, raised: Raised) -> None:
+        self.raised = raised
 
-    def hook_call(hook: Any, method: str, fn: Any, args: tuple[Any, ...]) -> Generator[Effect, Any, Any]:
-        out = yield (CALL, fn, args)
+
+class _Fatal(Exception):
+    def __init__(self, error: BaseException, cause: BaseException) -> None:
+        self.error = error
+        self.cause = cause
+
+
+# -- the engine --------------------------------------------------------------------------------------
+
+
+def engine(p: Prepared) -> Engine:
+    """Run one agent loop as a generator of effects; returns its :class:`RunResult`.
+
+    Whatever happens (a stop reason, an interrupt, a strict hook, a bug), the run goes through
+    :meth:`_Loop.finish` exactly once; an interrupt or a bug is re-raised after it, with its traceback.
+    """
+    loop = _Loop(p)
+    raised: BaseException | None = None
+    try:
+        yield from loop.phases()
+    except _Stop as s:
+        raised = s.raised.exc
+        loop.stop = "cancelled"
+        loop.error = f"{type(raised).__name__}: {raised}".rstrip(": ")
+    except _Fatal as f:
+        raised = f.error
+        raised.__cause__ = f.cause
+        loop.stop, loop.error = "hook_error", str(f.error)
+    except Exception as bug:  # a genuine bug: tear down first, then let it surface with its traceback
+        raised = bug
+        loop.stop, loop.error = "error", f"{type(bug).__name__}: {bug}"
+    result: RunResult = yield from loop.finish()
+    if raised is not None:
+        raise raised
+    return result
+
+
+class _Loop:
+    """The state of one run in the engine; its methods are the phases."""
+
+    def __init__(self, p: Prepared) -> None:
+        self.p = p
+        self.run = p.run
+        self.h = p.hooks
+        self.config = p.config
+        self.state = p.state
+        self.registry = p.registry
+        self.started = time.perf_counter()
+        timeout = p.config.run_timeout_s
+        self.deadline = self.started + timeout if timeout is not None else None
+        self.sink = RUN_RESULTS.get()
+        self.session_log: list[dict[str, Any]] = _transcript(p.state, p.config, p.registry, p.run.task)
+        self.totals = self.run._totals = _Totals(p.state)
+        self.stop: str | None = None
+        self.error: str | None = None
+        self.final: Any = None
+        self.step_num = len(p.state.steps)
+        self.schemas = p.registry.schemas()
+        self.options = p.config.llm_options()
+        if self.h.on_llm_chunk:
+            self.options["on_chunk"] = _ChunkCallback(self.h, p.state, p.config.strict_hooks)
+        self.dangling: list[ToolCall] = []
+        self.text_mode = False
+        self.malformed = 0
+        self.record_of_answer: LLMCall | None = None
+        self.logged: set[tuple[int, str]] = set()
+
+    # -- calling hooks ----------------------------------------------------------------------------
+
+    def hook(self, hook: Any, method: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Phase:
+        out = yield CallHook(fn, args)
         if type(out) is Raised:
-            yield from _report(hook, method, out.exc)
+            yield from self.report(hook, method, out.exc)
             return None
-        if isinstance(out, Interrupted):
+        if type(out) is Interrupted:
             raise _Stop(out)
         return out
 
-    def _report(hook: Any, method: str, exc: BaseException) -> Generator[Effect, Any, None]:
-        log.warning("hook %s.%s raised %s: %s", type(hook).__name__, method, type(exc).__name__, exc)
-        for _h, fn in H.on_hook_error:
-            out = yield (CALL, fn, (hook, method, exc))
+    def report(self, hook: Any, method: str, exc: BaseException) -> Phase:
+        """A hook fault: logged (once per hook and method at warning level), passed to ``on_hook_error``
+        hooks (every time: that is what metrics count); fatal under ``strict_hooks``."""
+        _log_fault(hook, method, exc, self.logged)
+        for _h, fn in self.h.on_hook_error:
+            out = yield CallHook(fn, (hook, method, exc))
             if isinstance(out, Raised):
                 log.warning("on_hook_error hook raised %r", out.exc)
-        if strict:
-            raise _Fatal(
-                HookError(f"hook {type(hook).__name__}.{method} raised {type(exc).__name__}: {exc}"), exc
-            )
+        if self.config.strict_hooks:
+            name = f"{type(hook).__name__}.{method}"
+            raise _Fatal(HookError(f"hook {name} raised {type(exc).__name__}: {exc}"), exc)
 
-    def decided(
-        hook: Any, decision: str, reason: str | None, tool: str | None = None
-    ) -> Generator[Effect, Any, None]:
-        """Tell ``on_event`` hooks that a hook decision took effect (deny, stop, inject, update, reject_done)."""
+    def decided(self, hook: Any, decision: str, reason: str | None, tool: str | None = None) -> Phase:
+        """Tell ``on_event`` hooks that a hook decision took effect (deny, stop, inject, update, ...)."""
         attrs = {
             "hook": type(hook).__name__,
             "decision": decision,
             "reason": reason or "",
             "tool": tool or "",
         }
-        for fn in run._events:
-            out = yield (CALL, fn, ("hook.decision", attrs))
+        for fn in self.run._events:
+            out = yield CallHook(fn, ("hook.decision", attrs))
             if isinstance(out, Raised) and not isinstance(out, Interrupted):
                 log.warning("on_event hook raised %r", out.exc)
 
-    def wrong_type(hook: Any, method: str, value: Any, expected: str) -> Generator[Effect, Any, None]:
-        yield from _report(
-            hook,
-            method,
-            TypeError(f"{type(hook).__name__}.{method} returned {type(value).__name__}; expected {expected}"),
+    def wrong_type(self, hook: Any, method: str, value: Any, expected: str) -> Phase:
+        got = type(value).__name__
+        yield from self.report(
+            hook, method, TypeError(f"{type(hook).__name__}.{method} returned {got}; expected {expected}")
         )
 
-    try:
-        for hook, fn in H.on_loop_start:
-            yield from hook_call(hook, "on_loop_start", fn, (state, session_log, context))
-        # an on_loop_start hook may have restored the state (CheckpointHook): count on from it
-        totals, step_num = _Totals(state), len(state.steps)
-        run._totals = totals
-        last = state.steps[-1] if state.steps else None
-        if last is not None and last.tool_call.tool == done_tool and last.tool_result.error is None:
-            # a restored state that already ended with an accepted `done` (a crash after that step was
-            # saved): the run is finished; do not ask the model again
-            stop, final = "done", last.tool_call.args.get("answer", last.tool_result.data)
+    # -- phases -----------------------------------------------------------------------------------
 
-        malformed = 0
-        while stop is None:
-            if cancel is not None and cancel.is_set():
-                stop = "cancelled"
+    def phases(self) -> Phase:
+        yield from self.start()
+        while self.stop is None and not self.at_boundary():
+            messages = yield from self.build_prompt()
+            if self.stop is not None:
                 break
-            if step_num >= max_steps:
-                stop = "max_steps"
-                break
-
-            # PROMPT -------------------------------------------------------------------------------
-            extra: list[str] = []
-            for hook, fn in H.pre_prompt:
-                r = yield from hook_call(hook, "pre_prompt", fn, (state, session_log, context, step_num + 1))
-                if r is None:
-                    continue
-                if isinstance(r, str):
-                    extra.append(r)
-                    yield from decided(hook, "inject", None)
-                elif isinstance(r, HookDecision):
-                    if r.additional_context:
-                        extra.append(r.additional_context)
-                        yield from decided(hook, "inject", None)
-                    if r.stop:
-                        stop = _stop_reason(r.stop)
-                        yield from decided(hook, "stop", r.stop)
-                        break
-                else:
-                    yield from wrong_type(hook, "pre_prompt", r, "None, str or HookDecision")
-            if stop is not None:
-                break
-            messages = session_log
-            if extra:
-                messages = session_log + [{"role": "user", "content": "\n\n".join(extra)}]
-            call = LLMCall(messages, schemas, step_num + 1, run.model, run.provider, dict(options))
-            if "on_chunk" in options:
-                options["on_chunk"].step = step_num + 1
-
-            response: LLMResponse | None = None
-            record = call
-            for attempt in range(1, config.llm_retries + 2):
-                r = yield (LLM, dataclasses.replace(call, attempt=attempt, options=dict(options)))
-                record, r, faults = r
-                for fault in faults:
-                    yield from _report(*fault)
-                if record.outcome == "pending":  # the call never reached the terminal link
-                    r = _unsent(record, r)
-                _account(totals, state, record)
-                for hook, fn in H.on_llm_call:  # every attempt, answered or failed
-                    yield from hook_call(hook, "on_llm_call", fn, (state, record))
-                if isinstance(r, Interrupted):
-                    raise _Stop(r)
-                if not isinstance(r, Raised):
-                    response = r
-                    break
-                exc = r.exc
-                hook_error = exc if isinstance(exc, HookError) else getattr(exc, "__cause__", None)
-                if isinstance(hook_error, HookError):  # a strict on_llm_chunk hook failed mid-stream
-                    raise _Fatal(hook_error, hook_error.__cause__ or hook_error)
-                if isinstance(exc, LLMError) and exc.retryable and attempt <= config.llm_retries:
-                    delay = _backoff(config.llm_backoff_s, attempt - 1, exc.retry_after)
-                    for hook, fn in H.on_llm_retry:
-                        yield from hook_call(hook, "on_llm_retry", fn, (state, attempt, exc, delay))
-                    slept = yield (SLEEP, delay)
-                    if isinstance(slept, Interrupted):
-                        raise _Stop(slept)
-                    continue
-                stop, error = "llm_error", f"{type(exc).__name__}: {exc}"
-                break
+            response = yield from self.call_model(messages)
             if response is None:
                 break
-            run.model = record.response_model or run.model
+            calls = self.parse(response)
+            if calls:
+                yield from self.dispatch(calls, self.record_of_answer)
 
-            calls = response.tool_calls
-            text_mode = False
-            if not calls:
-                calls = parse_text_tool_calls(response.text, registry)
-                text_mode = bool(calls)
-            if not calls:
-                malformed += 1
-                session_log.append({"role": "assistant", "content": response.text or ""})
-                if malformed > config.max_malformed:
-                    stop = "llm_error"
-                    error = (
-                        f"the model answered {malformed} times without calling a tool "
-                        f"(last answer: {(response.text or '')[:200]!r}); it may not support tool calls: "
-                        "use a model with tool/function calling (e.g. gpt-4o-mini, qwen2.5, llama3.1) "
-                        "or enable the server's tool-call parser"
-                    )
-                    break
-                session_log.append(
-                    {
-                        "role": "user",
-                        "content": (
-                            "ERROR: your reply did not call a tool. Reply with a tool call "
-                            f"(tools: {', '.join(registry.tool_names())}); call `{done_tool}` when the task is complete."
-                        ),
-                    }
-                )
-                continue
-            malformed = 0
-            if text_mode:
-                session_log.append({"role": "assistant", "content": response.text or ""})
-            else:
-                session_log.append(_assistant_message(response.text, calls))
-            if cancel is not None and cancel.is_set():
-                dangling = list(calls)
-                stop = "cancelled"
-                break
+    def start(self) -> Phase:
+        state = self.state
+        for hook, fn in self.h.on_loop_start:
+            yield from self.hook(hook, "on_loop_start", fn, (state, self.session_log, self.p.context))
+        # an on_loop_start hook may have restored the state (CheckpointHook): count on from it
+        self.totals = self.run._totals = _Totals(state)
+        self.step_num = len(state.steps)
+        last = state.steps[-1] if state.steps else None
+        done = self.config.done_tool
+        if last is not None and last.tool_call.tool == done and last.tool_result.error is None:
+            # a restored state that already ended with an accepted `done`: the run is finished
+            self.stop, self.final = "done", last.tool_call.args.get("answer", last.tool_result.data)
 
-            # DISPATCH -----------------------------------------------------------------------------
-            first = True
-            i, n = 0, len(calls)
-            while i < n and stop is None:
-                j = i + 1
-                if config.parallel_tools and _safe(registry, calls[i]):
-                    while j < n and _safe(registry, calls[j]):
-                        j += 1
-                prepared: list[list[Any]] = []  # [number, tool_call, preset_result, done_ok]
-                for tc in calls[i:j]:
-                    if step_num >= max_steps:
-                        stop = "max_steps"
-                        break
-                    step_num += 1
-                    preset: ToolResult | None = None
-                    for hook, fn in H.pre_dispatch:
-                        r = yield from hook_call(hook, "pre_dispatch", fn, (state, session_log, tc, step_num))
-                        if r is None:
-                            continue
-                        if isinstance(r, ToolResult):
-                            preset = r
-                            yield from decided(hook, "replace", None, tc.tool)
-                        elif isinstance(r, HookDecision):
-                            if r.updated_args is not None:
-                                tc = ToolCall(tc.tool, dict(r.updated_args), tc.id, tc.reasoning)
-                                yield from decided(hook, "update", None, tc.tool)
-                            if r.block is not None:
-                                hint = (
-                                    " You may retry with different arguments."
-                                    if r.retry
-                                    else " Do not retry this call."
-                                )
-                                preset = _err(f"Denied: {r.block}.{hint}", "denied")
-                                yield from decided(hook, "deny", r.block, tc.tool)
-                            if r.stop:
-                                stop = _stop_reason(r.stop)
-                                preset = preset or _err(
-                                    f"Not run: the run was stopped ({r.stop}).", "not_run"
-                                )
-                                yield from decided(hook, "stop", r.stop, tc.tool)
-                        else:
-                            yield from wrong_type(hook, "pre_dispatch", r, "None, HookDecision or ToolResult")
-                            continue
-                        if preset is not None:
-                            break
-                    done_ok = False
-                    if tc.tool == done_tool and preset is None:
-                        done_ok = True
-                        for hook, fn in H.check_done:
-                            r = yield from hook_call(
-                                hook, "check_done", fn, (state, session_log, context, step_num)
-                            )
-                            reason = r.block if isinstance(r, HookDecision) else r
-                            if reason:
-                                preset = _err(f"Not done yet: {reason}", "done_rejected")
-                                done_ok = False
-                                yield from decided(hook, "reject_done", str(reason), tc.tool)
-                                break
-                    prepared.append([step_num, tc, preset, done_ok])
-                    if stop is not None:
-                        break
-                dangling = list(calls[i + len(prepared) :])
-                i = j
+    def at_boundary(self) -> bool:
+        """Between turns: cancelled, out of steps, or out of time."""
+        cancel = self.p.cancel
+        if cancel is not None and cancel.is_set():
+            self.stop = "cancelled"
+        elif self.step_num >= self.p.max_steps:
+            self.stop = "max_steps"
+        elif self.expired():
+            self.stop = "timeout"
+        return self.stop is not None
 
-                to_run = [p[1] for p in prepared if p[2] is None]
-                if to_run:
-                    results = yield (TOOLS, to_run)
-                    if isinstance(results, Interrupted):
-                        raise _Stop(results)
-                    it = iter(results)
-                    for p in prepared:
-                        if p[2] is None:
-                            p[2] = next(it)
+    def expired(self) -> bool:
+        return self.deadline is not None and time.perf_counter() >= self.deadline
 
-                for number, tc, result, done_ok in prepared:
-                    notes: list[str] = []
-                    for hook, fn in H.post_dispatch:
-                        r = yield from hook_call(
-                            hook, "post_dispatch", fn, (state, session_log, tc, result, number)
-                        )
-                        if r is None:
-                            continue
-                        if isinstance(r, str):
-                            notes.append(r)
-                        elif isinstance(r, HookDecision):
-                            if r.updated_result is not None:
-                                result = _as_result(r.updated_result, result, registry)
-                            if r.additional_context:
-                                notes.append(r.additional_context)
-                            if r.stop and stop is None:
-                                stop = _stop_reason(r.stop)
-                                yield from decided(hook, "stop", r.stop, tc.tool)
-                        else:
-                            yield from wrong_type(hook, "post_dispatch", r, "None, str or HookDecision")
-                    text = (
-                        result.text
-                        if result.text is not None
-                        else (f"ERROR: {result.error}" if result.error else str(result.data))
-                    )
-                    if notes:
-                        text = text + "\n\n" + "\n".join(notes)
-                    if text_mode:
-                        session_log.append({"role": "user", "content": f"Result of {tc.tool}: {text}"})
-                    else:
-                        session_log.append({"role": "tool", "tool_call_id": tc.id, "content": text})
-                    step = _step(number, tc, result, record if first else None, run)
-                    if result.children or result.usage is not None or result.cost_usd is not None:
-                        _roll_up(step, result, totals, state)
-                    first = False
-                    state.record(step) if hasattr(state, "record") else state.steps.append(step)
-                    for hook, fn in H.on_step:
-                        yield from hook_call(hook, "on_step", fn, (state, step))
-                    for hook, fn in H.should_stop:
-                        r = yield from hook_call(hook, "should_stop", fn, (state, number, (step,)))
-                        if not r:
-                            continue
-                        if stop is None:
-                            if r is True:
-                                stop = f"hook_stop:{type(hook).__name__}"
-                            elif isinstance(r, HookDecision) and r.stop:
-                                stop = _stop_reason(r.stop)
-                            elif isinstance(r, str):
-                                stop = f"hook_stop:{r}"
-                            if stop is not None:
-                                yield from decided(hook, "stop", stop.partition(":")[2], tc.tool)
-                    if done_ok and result.error is None:
-                        final = tc.args.get("answer", result.data)
-                        if stop is None:
-                            stop = "done"
-                    sent = yield (STEP, step)
-                    if sent is CLOSED:
-                        stop, error = "cancelled", "the caller closed the loop"
-                        dangling = []
-                        break
-                    if isinstance(sent, Interrupted):
-                        raise _Stop(sent)
-    except _Stop as s:
-        interrupt = s.raised.exc
-        stop = "cancelled"
-        error = f"{type(interrupt).__name__}: {interrupt}".rstrip(": ")
-    except _Fatal as f:
-        fatal = f.error
-        stop, error = "hook_error", str(f.error)
-        fatal.__cause__ = f.cause
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.perf_counter())
 
-    # END ------------------------------------------------------------------------------------------
-    if dangling and not text_mode:
-        for tc in dangling:  # keep the transcript valid for a resume: every call gets an answer
-            session_log.append(
-                {"role": "tool", "tool_call_id": tc.id, "content": f"Not run: the run stopped ({stop})."}
+    def build_prompt(self) -> Phase:
+        """``pre_prompt`` hooks: extra context for this prompt only, or a stop."""
+        extra: list[str] = []
+        ctx = self.p.context
+        for hook, fn in self.h.pre_prompt:
+            r = yield from self.hook(
+                hook, "pre_prompt", fn, (self.state, self.session_log, ctx, self.step_num + 1)
             )
-    totals.cost = getattr(state, "cost_usd", totals.cost)
-    result = RunResult(
-        stop_reason=stop or "cancelled",
-        steps=list(state.steps),
-        usage=totals.usage,
-        cost_usd=totals.cost,
-        duration_ms=(time.perf_counter() - started) * 1000.0,
-        final_output=final,
-        error=error,
-        run_id=run.run_id,
-        trace_id=run.trace_id,
-        llm_calls=totals.llm_calls,
-        llm_errors=totals.llm_errors,
+            if r is None:
+                continue
+            if isinstance(r, str):
+                extra.append(r)
+                yield from self.decided(hook, "inject", None)
+            elif isinstance(r, HookDecision):
+                if r.additional_context:
+                    extra.append(r.additional_context)
+                    yield from self.decided(hook, "inject", None)
+                if r.stop:
+                    self.stop = _stop_reason(r.stop)
+                    yield from self.decided(hook, "stop", r.stop)
+                    break
+            else:
+                yield from self.wrong_type(hook, "pre_prompt", r, "None, str or HookDecision")
+        if extra:
+            return self.session_log + [{"role": "user", "content": "\n\n".join(extra)}]
+        return self.session_log
+
+    def call_model(self, messages: list[dict[str, Any]]) -> Phase:
+        """The LLM call with its retries; returns the answer (its record in ``record_of_answer``), or None
+        with a stop reason."""
+        run, step = self.run, self.step_num + 1
+        call = LLMCall(messages, self.schemas, step, run.model, run.provider, self.options)
+        if "on_chunk" in self.options:
+            self.options["on_chunk"].step = step
+        for attempt in range(1, self.config.llm_retries + 2):
+            attempt_call = dataclasses.replace(call, attempt=attempt, options=dict(self.options))
+            done = yield CallLLM(attempt_call, self.remaining())
+            if isinstance(done, Interrupted):
+                raise _Stop(done)
+            value = yield from self.after_attempt(done)
+            if not isinstance(value, (Raised, LLMResponse)):
+                value = Raised(
+                    TypeError(f"a wrap_llm_call hook returned {type(value).__name__}, not an LLMResponse")
+                )
+            if not isinstance(value, Raised):
+                self.record_of_answer = done.record
+                run.model = done.record.response_model or run.model
+                return value
+            delay = self.failed_attempt(value.exc, attempt)
+            if delay is None:
+                return None
+            for hook, fn in self.h.on_llm_retry:
+                yield from self.hook(hook, "on_llm_retry", fn, (self.state, attempt, value.exc, delay))
+            slept = yield Sleep(delay)
+            if isinstance(slept, Interrupted):
+                raise _Stop(slept)
+        return None  # pragma: no cover - the last attempt returns above
+
+    def after_attempt(self, done: LLMDone) -> Phase:
+        """Record one attempt: report hook faults, fill the facts of a call that never reached the
+        model, add it to the totals, tell ``on_llm_call`` observers. Returns the response or Raised."""
+        record = done.record
+        for fault in done.faults:
+            yield from self.report(*fault)
+        value = done.value
+        if record.outcome == "pending":
+            value = _unsent(record, value)
+        _account(self.totals, self.state, record)
+        for hook, fn in self.h.on_llm_call:  # every attempt, answered or failed
+            yield from self.hook(hook, "on_llm_call", fn, (self.state, record))
+        if isinstance(value, Interrupted):
+            raise _Stop(value)
+        return value
+
+    def failed_attempt(self, exc: BaseException, attempt: int) -> float | None:
+        """After a failed attempt: the delay before the next one, or None with the run's stop reason."""
+        cause = exc if isinstance(exc, HookError) else exc.__cause__
+        if isinstance(cause, HookError):  # a strict on_llm_chunk hook failed mid-stream
+            raise _Fatal(cause, cause.__cause__ or cause)
+        if self.expired():
+            self.stop, self.error = (
+                "timeout",
+                f"the run took longer than run_timeout_s={self.config.run_timeout_s}",
+            )
+            return None
+        if isinstance(exc, LLMError) and exc.retryable and attempt <= self.config.llm_retries:
+            delay = _backoff(self.config.llm_backoff_s, attempt - 1, exc.retry_after)
+            left = self.remaining()
+            return delay if left is None else min(delay, left)
+        self.stop, self.error = "llm_error", f"{type(exc).__name__}: {exc}"
+        return None
+
+    def parse(self, response: LLMResponse) -> list[ToolCall]:
+        """The tool calls of an answer (native, else written as JSON in its text). An answer without one
+        is fed back as an error once (``max_malformed``), then ends the run as ``llm_error``."""
+        calls = response.tool_calls
+        problem = None
+        self.text_mode = False
+        if not calls:
+            calls, problem = parse_text(response.text)
+            self.text_mode = bool(calls)
+        text = response.text or ""
+        if not calls:
+            self.malformed_answer(text, problem)
+            return []
+        self.malformed = 0
+        if self.text_mode:
+            self.session_log.append({"role": "assistant", "content": text})
+        else:
+            self.session_log.append(_assistant_message(response.text, calls))
+        cancel = self.p.cancel
+        if cancel is not None and cancel.is_set():
+            self.dangling = list(calls)
+            self.stop = "cancelled"
+            return []
+        return calls
+
+    def malformed_answer(self, text: str, problem: str | None) -> None:
+        self.malformed += 1
+        self.session_log.append({"role": "assistant", "content": text})
+        if self.malformed > self.config.max_malformed:
+            self.stop = "llm_error"
+            why = f" ({problem})" if problem else ""
+            self.error = (
+                f"the model answered {self.malformed} times without calling a tool{why} "
+                f"(last answer: {text[:200]!r}); it may not support tool calls: "
+                "use a model with tool/function calling (e.g. gpt-4o-mini, qwen2.5, llama3.1) "
+                "or enable the server's tool-call parser"
+            )
+            return
+        names = ", ".join(self.registry.tool_names())
+        what = (
+            f"your reply could not be read as a tool call: {problem}"
+            if problem
+            else "your reply did not call a tool"
+        )
+        self.session_log.append(
+            {
+                "role": "user",
+                "content": f"ERROR: {what}. Reply with a tool call (tools: {names}); "
+                f"call `{self.config.done_tool}` when the task is complete.",
+            }
+        )
+
+    def dispatch(self, calls: list[ToolCall], record: LLMCall | None) -> Phase:
+        """The tool calls of one answer, in batches (consecutive ``concurrent_safe`` calls run together
+        with ``parallel_tools``); each becomes a Step."""
+        first: LLMCall | None = record
+        i, n = 0, len(calls)
+        while i < n and self.stop is None:
+            if self.expired():
+                self.stop, self.dangling = "timeout", list(calls[i:])
+                break
+            j = self.batch_end(calls, i)
+            batch = yield from self.prepare_batch(calls[i:j])
+            self.dangling = list(calls[i + len(batch) :])
+            i = j
+            yield from self.run_batch(batch)
+            for pending in batch:
+                closed = yield from self.record(pending, first)
+                first = None
+                if closed:
+                    return
+
+    def batch_end(self, calls: list[ToolCall], i: int) -> int:
+        j = i + 1
+        if self.config.parallel_tools and _safe(self.registry, calls[i]):
+            while j < len(calls) and _safe(self.registry, calls[j]):
+                j += 1
+        return j
+
+    def prepare_batch(self, batch: list[ToolCall]) -> Phase:
+        """Number each call and ask ``pre_dispatch`` (and ``check_done``) hooks about it."""
+        prepared: list[_Pending] = []
+        for tc in batch:
+            if self.step_num >= self.p.max_steps:
+                self.stop = "max_steps"
+                break
+            self.step_num += 1
+            pending = yield from self.pre_dispatch(_Pending(self.step_num, tc, None, False))
+            if pending.call.tool == self.config.done_tool and pending.result is None:
+                yield from self.check_done(pending)
+            prepared.append(pending)
+            if self.stop is not None:
+                break
+        return prepared
+
+    def pre_dispatch(self, p: _Pending) -> Phase:
+        for hook, fn in self.h.pre_dispatch:
+            r = yield from self.hook(
+                hook, "pre_dispatch", fn, (self.state, self.session_log, p.call, p.number)
+            )
+            if r is None:
+                continue
+            if isinstance(r, ToolResult):
+                p.result = r
+                yield from self.decided(hook, "replace", None, p.call.tool)
+            elif isinstance(r, HookDecision):
+                yield from self.apply_pre_dispatch(hook, r, p)
+            else:
+                yield from self.wrong_type(hook, "pre_dispatch", r, "None, HookDecision or ToolResult")
+            if p.result is not None:
+                break
+        return p
+
+    def apply_pre_dispatch(self, hook: Any, r: HookDecision, p: _Pending) -> Phase:
+        tc = p.call
+        if r.updated_args is not None:
+            p.call = tc = ToolCall(tc.tool, dict(r.updated_args), tc.id, tc.reasoning)
+            yield from self.decided(hook, "update", None, tc.tool)
+        if r.block is not None:
+            hint = " You may retry with different arguments." if r.retry else " Do not retry this call."
+            p.result = _err(f"Denied: {r.block}.{hint}", "denied")
+            yield from self.decided(hook, "deny", r.block, tc.tool)
+        if r.stop:
+            self.stop = _stop_reason(r.stop)
+            p.result = p.result or _err(f"Not run: the run was stopped ({r.stop}).", "not_run")
+            yield from self.decided(hook, "stop", r.stop, tc.tool)
+
+    def check_done(self, p: _Pending) -> Phase:
+        p.done_ok = True
+        for hook, fn in self.h.check_done:
+            r = yield from self.hook(
+                hook, "check_done", fn, (self.state, self.session_log, self.p.context, p.number)
+            )
+            reason = r.block if isinstance(r, HookDecision) else r
+            if reason:
+                p.result = _err(f"Not done yet: {reason}", "done_rejected")
+                p.done_ok = False
+                yield from self.decided(hook, "reject_done", str(reason), p.call.tool)
+                return
+
+    def run_batch(self, batch: list[_Pending]) -> Phase:
+        to_run = [p.call for p in batch if p.result is None]
+        if not to_run:
+            return
+        timeout = self.config.tool_timeout_s
+        left = self.remaining()
+        if left is not None:
+            timeout = left if timeout is None else min(timeout, left)
+        done = yield RunTools(to_run, timeout)
+        if isinstance(done, Interrupted):
+            raise _Stop(done)
+        if isinstance(done, Raised):  # the driver itself failed: every call of the batch gets the error
+            results = [crashed(done.exc) for _ in to_run]
+        else:
+            results = done.results
+            for fault in done.faults:
+                yield from self.report(*fault)
+        it = iter(results)
+        for p in batch:
+            if p.result is None:
+                p.result = next(it)
+
+    def record(self, p: _Pending, first: LLMCall | None) -> Phase:
+        """``post_dispatch``, the Step, ``on_step``, ``should_stop``, the done check, and the Step handed
+        out. Returns True when the caller closed the loop."""
+        assert p.result is not None
+        result, notes = yield from self.post_dispatch(p, p.result)
+        text = _model_text(result)
+        if notes:
+            text = text + "\n\n" + "\n".join(notes)
+        if self.text_mode:
+            self.session_log.append({"role": "user", "content": f"Result of {p.call.tool}: {text}"})
+        else:
+            self.session_log.append({"role": "tool", "tool_call_id": p.call.id, "content": text})
+        step = _step(p.number, p.call, result, first, self.run)
+        if result.children or result.usage is not None or result.cost_usd is not None:
+            _roll_up(step, result, self.totals, self.state)
+        state = self.state
+        state.record(step) if hasattr(state, "record") else state.steps.append(step)
+        for hook, fn in self.h.on_step:
+            yield from self.hook(hook, "on_step", fn, (state, step))
+        yield from self.decide(step)
+        if p.done_ok and result.error is None:
+            self.final = p.call.args.get("answer", result.data)
+            if self.stop is None:
+                self.stop = "done"
+        sent = yield EmitStep(step)
+        if sent is CLOSED:
+            self.stop, self.error, self.dangling = "cancelled", "the caller closed the loop", []
+            return True
+        if isinstance(sent, Interrupted):
+            raise _Stop(sent)
+        return False
+
+    def post_dispatch(self, p: _Pending, result: ToolResult) -> Phase:
+        notes: list[str] = []
+        for hook, fn in self.h.post_dispatch:
+            args = (self.state, self.session_log, p.call, result, p.number)
+            r = yield from self.hook(hook, "post_dispatch", fn, args)
+            if r is None:
+                continue
+            if isinstance(r, str):
+                notes.append(r)
+            elif isinstance(r, HookDecision):
+                if r.updated_result is not None:
+                    result = _as_result(r.updated_result, result, self.registry)
+                if r.additional_context:
+                    notes.append(r.additional_context)
+                if r.stop and self.stop is None:
+                    self.stop = _stop_reason(r.stop)
+                    yield from self.decided(hook, "stop", r.stop, p.call.tool)
+            else:
+                yield from self.wrong_type(hook, "post_dispatch", r, "None, str or HookDecision")
+        return result, notes
+
+    def decide(self, step: Step) -> Phase:
+        """``should_stop`` hooks: every hook is asked, the first stop wins."""
+        for hook, fn in self.h.should_stop:
+            r = yield from self.hook(hook, "should_stop", fn, (self.state, step.number, (step,)))
+            if not r or self.stop is not None:
+                continue
+            if r is True:
+                self.stop = f"hook_stop:{type(hook).__name__}"
+            elif isinstance(r, HookDecision) and r.stop:
+                self.stop = _stop_reason(r.stop)
+            elif isinstance(r, str):
+                self.stop = f"hook_stop:{r}"
+            if self.stop is not None:
+                yield from self.decided(hook, "stop", self.stop.partition(":")[2], step.tool_call.tool)
+
+    def finish(self) -> Phase:
+        """Teardown, reached once whatever happened: answer dangling calls, build the RunResult, call
+        ``on_loop_end`` hooks in reverse order."""
+        stop = self.stop or "cancelled"
+        if self.dangling and not self.text_mode:
+            for tc in self.dangling:  # keep the transcript valid for a resume: every call gets an answer
+                self.session_log.append(
+                    {"role": "tool", "tool_call_id": tc.id, "content": f"Not run: the run stopped ({stop})."}
+                )
+        state, totals = self.state, self.totals
+        totals.cost = getattr(state, "cost_usd", totals.cost)
+        if stop == "timeout" and self.error is None:
+            self.error = f"the run took longer than run_timeout_s={self.config.run_timeout_s}"
+        result = RunResult(
+            stop_reason=stop,
+            steps=list(state.steps),
+            usage=totals.usage,
+            cost_usd=totals.cost,
+            duration_ms=(time.perf_counter() - self.started) * 1000.0,
+            final_output=self.final,
+            error=self.error,
+            run_id=self.run.run_id,
+            trace_id=self.run.trace_id,
+            llm_calls=totals.llm_calls,
+            llm_errors=totals.llm_errors,
+        )
+        if hasattr(state, "result"):
+            state.result = result
+        if self.sink is not None:
+            self.sink.append(result)
+        for hook, fn in reversed(self.h.on_loop_end):  # the outermost hook sees the rest finish
+            out = yield CallHook(fn, (state, self.session_log, self.p.context, result))
+            if isinstance(out, Raised) and not isinstance(out, Interrupted):
+                _log_fault(hook, "on_loop_end", out.exc, self.logged)
+                for _h, efn in self.h.on_hook_error:
+                    yield CallHook(efn, (hook, "on_loop_end", out.exc))
+        return result
+
+
+# -- records ---------------------------------------------------------------------------------------
+
+
+def _step(number: int, tc: ToolCall, result: ToolResult, record: LLMCall | None, run: Run) -> Step:
+    """A Step, its LLM facts read from the record of the call that proposed it (on the first Step of a
+    response only, so sums over Steps are exact)."""
+    if record is None:
+        return Step(
+            number, tc, result, None, 0.0, result.duration_ms, None, run.model, run.trace_id, run.span_id
+        )
+    step = Step(
+        number,
+        tc,
+        result,
+        record.usage,
+        record.duration_ms,
+        result.duration_ms,
+        record.cost_usd,
+        record.response_model or run.model,
+        run.trace_id,
+        run.span_id,
     )
-    if hasattr(state, "result"):
-        state.result = result
-    if sink is not None:
-        sink.append(result)
-    for hook, fn in reversed(H.on_loop_end):  # teardown in reverse: the outermost hook sees the rest finish
-        out = yield (CALL, fn, (state, session_log, context, result))
-        if isinstance(out, Raised) and not isinstance(out, Interrupted):
-            log.warning("hook %s.on_loop_end raised %r", type(hook).__name__, out.exc)
-            for _h, efn in H.on_hook_error:
-                yield (CALL, efn, (hook, "on_loop_end", out.exc))
-    if interrupt is not None:
-        raise interrupt
-    if fatal is not None:
-        raise fatal
-    return result
+    step.ttfc_ms = record.ttfc_ms
+    return step
+
+
+def _account(totals: _Totals, state: Any, record: LLMCall) -> None:
+    """The run's totals, from the records of its LLM calls: the one place they are summed."""
+    if record.replayed:
+        return
+    if record.outcome != "ok":
+        totals.llm_errors += 1
+        return
+    totals.llm_calls += 1
+    if record.usage is not None:
+        totals.usage.add(record.usage)
+    if record.cost_usd is not None:  # read the state's total: hooks may add to it
+        totals.cost = (getattr(state, "cost_usd", totals.cost) or 0.0) + record.cost_usd
+        if hasattr(state, "cost_usd"):
+            state.cost_usd = totals.cost
+
+
+def _roll_up(step: Step, result: ToolResult, totals: _Totals, state: Any) -> None:
+    """A tool that ran LLM calls of its own (a sub-agent) reports them on its ToolResult: its Steps become
+    the Step's ``children``, its tokens and cost join the run's totals.
+
+    Counted once: ``Step.usage`` and ``Step.cost_usd`` stay the parent's own LLM call (the fact of the
+    call that proposed the Step); the child's spend stays on ``Step.tool_result.usage/cost_usd`` and is
+    added to ``RunResult.usage/cost_usd`` here. So ``RunResult.cost_usd`` = the parent's calls + each
+    tool's ``cost_usd``, and per-call telemetry counts each token in the run that made the call."""
+    if result.children:
+        step.children = list(result.children)
+    if result.usage is not None:
+        totals.usage.add(result.usage)
+    if result.cost_usd is not None:
+        totals.cost = (getattr(state, "cost_usd", totals.cost) or 0.0) + result.cost_usd
+        if hasattr(state, "cost_usd"):
+            state.cost_usd = totals.cost
+
+
+def side_call_done(
+    run: Run | None, record: LLMCall, faults: list[Fault], error: BaseException | None
+) -> list[Any]:
+    """An LLM call a hook made on its own (a compaction summary), through the run's chain: its facts join
+    the run's totals and reach the ``on_llm_call`` observers like the loop's own calls. Returns the
+    awaitables of ``async def`` observers (the async caller awaits them)."""
+    if run is None:
+        return []
+    if record.outcome == "pending":
+        _unsent(record, Raised(error) if error is not None else None)
+    if isinstance(run._totals, _Totals):
+        _account(run._totals, run.state, record)
+    for hook, method, exc in faults:
+        _log_fault(hook, method, exc)
+    hooks = run.hooks
+    if hooks is None:
+        return []
+    calls: list[tuple[Any, str, Callable[..., Any], tuple[Any, ...]]]
+    calls = [(h, "on_llm_call", fn, (run.state, record)) for h, fn in hooks.on_llm_call]
+    calls += [(h, "on_hook_error", fn, f) for f in faults for h, fn in hooks.on_hook_error]
+    pending: list[Any] = []
+    for hook, method, fn, args in calls:
+        try:
+            out = fn(*args)
+        except Exception as exc:
+            _log_fault(hook, method, exc)
+            continue
+        if inspect.isawaitable(out):
+            pending.append(out)
+    return pending
+
+
+def _unsent(record: LLMCall, r: Any) -> Any:
+    """Facts of a call that never reached the model: a hook answered it itself (a checkpoint replay,
+    also under ``strict_hooks``) or failed it before calling on."""
+    if isinstance(r, Raised):
+        record.outcome = "error"
+        kind = getattr(r.exc, "kind", None)
+        record.error_type = kind if isinstance(kind, str) and kind else type(r.exc).__name__
+        return r
+    replayed(record, r)
+    if record.outcome != "ok":
+        return Raised(TypeError(f"a wrap_llm_call hook returned {type(r).__name__}, not an LLMResponse"))
+    return r
+
+
+def _log_fault(hook: Any, method: str, exc: BaseException, seen: set[tuple[int, str]] | None = None) -> None:
+    """Log a hook fault: a warning the first time for this hook and method in the run, then debug."""
+    key = (id(hook), method)
+    first = seen is None or key not in seen
+    if seen is not None:
+        seen.add(key)
+    log.log(
+        logging.WARNING if first else logging.DEBUG,
+        "hook %s.%s raised %s: %s",
+        type(hook).__name__,
+        method,
+        type(exc).__name__,
+        exc,
+    )
 
 
 class _ChunkCallback:
@@ -496,109 +858,7 @@ class _ChunkCallback:
         log.warning("hook %s.on_llm_chunk raised %r", type(hook).__name__, exc)
 
 
-def _step(number: int, tc: ToolCall, result: ToolResult, record: LLMCall | None, run: Run) -> Step:
-    """A Step, its LLM facts read from the record of the call that proposed it (on the first Step of a
-    response only, so sums over Steps are exact)."""
-    if record is None:
-        return Step(
-            number, tc, result, None, 0.0, result.duration_ms, None, run.model, run.trace_id, run.span_id
-        )
-    step = Step(
-        number,
-        tc,
-        result,
-        record.usage,
-        record.duration_ms,
-        result.duration_ms,
-        record.cost_usd,
-        record.response_model or run.model,
-        run.trace_id,
-        run.span_id,
-    )
-    step.ttfc_ms = record.ttfc_ms
-    return step
-
-
-def _account(totals: _Totals, state: Any, record: LLMCall) -> None:
-    """The run's totals, from the records of its LLM calls: the one place they are summed."""
-    if record.replayed:
-        return
-    if record.outcome != "ok":
-        totals.llm_errors += 1
-        return
-    totals.llm_calls += 1
-    if record.usage is not None:
-        totals.usage.add(record.usage)
-    if record.cost_usd is not None:  # read the state's total: hooks may add to it (a summarize call)
-        totals.cost = (getattr(state, "cost_usd", totals.cost) or 0.0) + record.cost_usd
-        if hasattr(state, "cost_usd"):
-            state.cost_usd = totals.cost
-
-
-def side_call_done(
-    run: Run | None, record: LLMCall, faults: list[Any], error: BaseException | None
-) -> list[Any]:
-    """An LLM call a hook made on its own (a compaction summary), through the run's chain: its facts join
-    the run's totals and reach the ``on_llm_call`` observers like the loop's own calls. Returns the
-    awaitables of ``async def`` observers (the async caller awaits them)."""
-    if run is None:
-        return []
-    if record.outcome == "pending":
-        _unsent(record, Raised(error) if error is not None else None)
-    totals = run._totals
-    if isinstance(totals, _Totals):
-        _account(totals, run.state, record)
-    pending: list[Any] = []
-    for hook, method, exc in faults:
-        _log_fault(hook, method, exc)
-    hooks = run.hooks
-    calls = [(h, "on_llm_call", fn, (run.state, record)) for h, fn in hooks.on_llm_call] if hooks else []
-    calls += [(h, "on_hook_error", fn, f) for f in faults for h, fn in (hooks.on_hook_error if hooks else ())]
-    for hook, method, fn, args in calls:
-        try:
-            out = fn(*args)
-        except Exception as exc:
-            _log_fault(hook, method, exc)
-            continue
-        if inspect.isawaitable(out):
-            pending.append(out)
-    return pending
-
-
-def _log_fault(hook: Any, method: str, exc: BaseException) -> None:
-    log.warning("hook %s.%s raised %s: %s", type(hook).__name__, method, type(exc).__name__, exc)
-
-
-def _unsent(record: LLMCall, r: Any) -> Any:
-    """Facts of a call that never reached the model: a hook answered it itself (a checkpoint replay,
-    also under ``strict_hooks``) or failed it before calling on."""
-    if isinstance(r, Raised):
-        record.outcome = "error"
-        kind = getattr(r.exc, "kind", None)
-        record.error_type = kind if isinstance(kind, str) and kind else type(r.exc).__name__
-        return r
-    replayed(record, r)
-    if record.outcome != "ok":
-        return Raised(TypeError(f"a wrap_llm_call hook returned {type(r).__name__}, not an LLMResponse"))
-    return r
-
-
-def _roll_up(step: Step, result: ToolResult, totals: _Totals, state: Any) -> None:
-    """A tool that ran LLM calls of its own (a sub-agent) reports them on its ToolResult: its Steps become
-    the Step's ``children``, its tokens and cost join the run's totals.
-
-    Counted once: ``Step.usage`` and ``Step.cost_usd`` stay the parent's own LLM call (the fact of the
-    call that proposed the Step); the child's spend stays on ``Step.tool_result.usage/cost_usd`` and is
-    added to ``RunResult.usage/cost_usd`` here. So ``RunResult.cost_usd`` = the parent's calls + each
-    tool's ``cost_usd``, and per-call telemetry counts each token in the run that made the call."""
-    if result.children:
-        step.children = list(result.children)
-    if result.usage is not None:
-        totals.usage.add(result.usage)
-    if result.cost_usd is not None:
-        totals.cost = (getattr(state, "cost_usd", totals.cost) or 0.0) + result.cost_usd
-        if hasattr(state, "cost_usd"):
-            state.cost_usd = totals.cost
+# -- small helpers -----------------------------------------------------------------------------------
 
 
 def _stop_reason(reason: str) -> str:
@@ -607,19 +867,20 @@ def _stop_reason(reason: str) -> str:
     return reason if reason == "awaiting_approval" else f"hook_stop:{reason}"
 
 
-class _Stop(Exception):
-    def __init__(self, raised: Raised) -> None:
-        self.raised = raised
-
-
-class _Fatal(Exception):
-    def __init__(self, error: BaseException, cause: BaseException) -> None:
-        self.error = error
-        self.cause = cause
-
-
 def _err(message: str, kind: str) -> ToolResult:
     return ToolResult(error=message, error_kind=kind, text=f"ERROR: {message}")
+
+
+def _model_text(result: ToolResult) -> str:
+    """What the model is shown for a result (a result whose data cannot even be printed says so)."""
+    if result.text is not None:
+        return result.text
+    if result.error:
+        return f"ERROR: {result.error}"
+    try:
+        return str(result.data)
+    except Exception as exc:  # a hostile __str__, or a structure too deep to print (RecursionError)
+        return f"ERROR: the result ({type(result.data).__name__}) cannot be shown: {type(exc).__name__}"
 
 
 def _safe(registry: BaseToolRegistry, tc: ToolCall) -> bool:
@@ -635,15 +896,24 @@ def _as_result(value: Any, old: ToolResult, registry: BaseToolRegistry) -> ToolR
         from looplet.tools import _render
 
         new.text = _render(value, registry.max_output_chars)
-    except (TypeError, ValueError):
-        new.text = repr(value)
+    except Exception:  # not JSON-able, or too deep
+        new.text = _model_text(new)
     return new
 
 
 def _backoff(base: float, attempt: int, retry_after: float | None) -> float:
     if retry_after is not None:
         return min(max(retry_after, 0.0), 60.0)
-    return min(base * (2**attempt) * random.uniform(0.5, 1.5), 20.0)
+    return float(min(base * (2**attempt) * random.uniform(0.5, 1.5), 20.0))
+
+
+def _dumps_args(args: Any) -> str:
+    try:
+        return json.dumps(args, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        from looplet.types import _json_safe
+
+        return json.dumps(_json_safe(args), ensure_ascii=False)
 
 
 def _assistant_message(text: str | None, calls: list[ToolCall]) -> dict[str, Any]:
@@ -651,11 +921,7 @@ def _assistant_message(text: str | None, calls: list[ToolCall]) -> dict[str, Any
         "role": "assistant",
         "content": text,
         "tool_calls": [
-            {
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.tool, "arguments": json.dumps(c.args, ensure_ascii=False)},
-            }
+            {"id": c.id, "type": "function", "function": {"name": c.tool, "arguments": _dumps_args(c.args)}}
             for c in calls
         ],
     }
@@ -668,7 +934,7 @@ def _transcript(
     if isinstance(existing, list) and existing:
         return existing  # resuming: the model sees everything it saw before
     system = config.system_prompt or DEFAULT_SYSTEM_PROMPT.format(done=config.done_tool)
-    log_ = existing if isinstance(existing, list) else []
+    log_: list[dict[str, Any]] = existing if isinstance(existing, list) else []
     log_.append({"role": "system", "content": system})
     log_.append({"role": "user", "content": render_task(task)})
     return log_
@@ -685,33 +951,101 @@ def render_task(task: Any) -> str:
     return "\n".join(parts) or "Begin."
 
 
-_DECODER = json.JSONDecoder()
+# -- tool calls written as text ------------------------------------------------------------------------
+
+_OPEN = {"{": "}", "[": "]"}
 
 
-def parse_text_tool_calls(text: str | None, registry: BaseToolRegistry) -> list[ToolCall]:
+def parse_text_tool_calls(text: str | None, registry: BaseToolRegistry | None = None) -> list[ToolCall]:
     """Tool calls written as JSON in prose: ``{"tool": ..., "args": {...}}`` (or ``name``/``arguments``),
     possibly inside a code fence, or a list of them. Returns [] when none is found."""
+    return parse_text(text)[0]
+
+
+def parse_text(text: str | None) -> tuple[list[ToolCall], str | None]:
+    """``parse_text_tool_calls`` plus the reason nothing usable was found (for the model to read).
+
+    Linear in the length of the text: one scan finds the balanced ``{...}``/``[...]`` spans (strings
+    inside brackets are skipped, quotes in prose are not); the outermost are decoded, and a span that is
+    not JSON is searched through its inner spans. A span nested deeper than :data:`MAX_JSON_DEPTH` is
+    refused without being decoded."""
     if not text:
-        return []
+        return [], None
+    spans, too_deep = _json_spans(text)
     found: list[ToolCall] = []
-    pos = 0
-    while len(found) < 16:
-        starts = [k for k in (text.find("{", pos), text.find("[", pos)) if k >= 0]
-        if not starts:
-            break
-        start = min(starts)
+    todo = list(reversed(spans))
+    while todo and len(found) < 16:
+        start, end, inner = todo.pop()
+        if end - start < 12 or text.find('"tool', start, end) < 0 and text.find('"name', start, end) < 0:
+            if text.find('"function', start, end) < 0:
+                continue  # no key a tool call needs (the shortest is {"tool":"x"}): not worth decoding
         try:
-            obj, end = _DECODER.raw_decode(text, start)
-        except ValueError:
-            pos = start + 1
+            obj = json.loads(text[start:end])
+        except (ValueError, RecursionError):
+            todo.extend(reversed(inner))
             continue
-        items = obj if isinstance(obj, list) else [obj]
-        for item in items:
+        for item in obj if isinstance(obj, list) else [obj]:
             tc = _as_tool_call(item, len(found))
             if tc is not None:
                 found.append(tc)
-        pos = end
-    return found
+    if found:
+        return found[:16], None
+    if too_deep:
+        return [], f"its JSON is nested deeper than {MAX_JSON_DEPTH} levels"
+    return [], None
+
+
+_Span = tuple[int, int, list[Any]]  # start, end, the spans inside
+
+
+def _json_spans(text: str) -> tuple[list[_Span], bool]:
+    """The balanced bracket spans of ``text``, outermost first with their inner spans, and whether
+    some nesting went deeper than :data:`MAX_JSON_DEPTH`."""
+    top: list[_Span] = []
+    stack: list[tuple[str, int, list[_Span]]] = []  # expected closer, start, inner spans
+    too_deep = False
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if stack and c == '"':
+            i = _string_end(text, i + 1)
+            continue
+        if c in _OPEN:
+            stack.append((_OPEN[c], i, []))
+            if len(stack) > MAX_JSON_DEPTH:  # refused: what is inside stays usable
+                too_deep = True
+                _flush(stack, top)
+        elif stack and c == stack[-1][0]:
+            _closer, start, inner = stack.pop()
+            (stack[-1][2] if stack else top).append((start, i + 1, inner))
+        elif stack and c in "]}":  # a mismatched closer: not JSON around here
+            _flush(stack, top)
+        i += 1
+    _flush(stack, top)
+    return top, too_deep
+
+
+def _flush(stack: list[tuple[str, int, list[_Span]]], top: list[_Span]) -> None:
+    """Drop the unclosed brackets; the balanced spans inside them become outermost ones."""
+    for _closer, _start, inner in stack:
+        top.extend(inner)
+    stack.clear()
+
+
+def _string_end(text: str, i: int) -> int:
+    """The index just after the string that starts at ``i`` (after its opening quote)."""
+    n = len(text)
+    while i < n:
+        quote = text.find('"', i)
+        if quote < 0:
+            return n
+        k = quote - 1
+        while k >= i and text[k] == "\\":
+            k -= 1
+        if (quote - 1 - k) % 2 == 0:  # an even number of backslashes: the quote is not escaped
+            return quote + 1
+        i = quote + 1
+    return n
 
 
 def _as_tool_call(item: Any, index: int) -> ToolCall | None:
@@ -726,7 +1060,7 @@ def _as_tool_call(item: Any, index: int) -> ToolCall | None:
     if isinstance(args, str):
         try:
             args = json.loads(args)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
     if not isinstance(args, dict):
         return None

@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator
 from typing import Any
 
-from looplet._chain import Chain, Fault, async_llm_chain
-from looplet._engine import CALL, CLOSED, LLM, SLEEP, STEP, TOOLS, Interrupted, Raised, engine
+from looplet._chain import AsyncToolTerminal, Chain, async_llm_chain, async_tool_chain
+from looplet._engine import (
+    CLOSED,
+    CallHook,
+    CallLLM,
+    Effect,
+    EmitStep,
+    Interrupted,
+    LLMDone,
+    Prepared,
+    Raised,
+    RunTools,
+    Sleep,
+    ToolsDone,
+    engine,
+)
 from looplet.compat import old_loop_keywords
 from looplet.config import LoopConfig
-from looplet.hooks import _CURRENT_RUN, ResolvedHooks, Run
-from looplet.loop import CancelToken, _fold, prepare
+from looplet.hooks import _CURRENT_RUN
+from looplet.loop import CancelToken, prepare
 from looplet.tools import BaseToolRegistry
-from looplet.types import LLMCall, Step, ToolCall, ToolResult
+from looplet.types import LLMCall, Step
 
 __all__ = ["async_composable_loop"]
 
@@ -37,7 +51,7 @@ def async_composable_loop(
     """The async loop: ``async for step in async_composable_loop(...)``. Hooks may be ``async def``;
     backends are awaited (``agenerate``, else ``generate`` in a thread); ``async def`` tools are awaited.
     The :class:`RunResult` is ``state.result`` once the loop ends (async generators cannot return values)."""
-    args = prepare(
+    p = prepare(
         llm,
         task,
         tools,
@@ -51,69 +65,36 @@ def async_composable_loop(
         async_mode=True,
         parent=parent,
     )
-    return _drive(*args, cancel)
+    return _drive(p)
 
 
-async def _drive(
-    run: Run,
-    llm: Any,
-    registry: BaseToolRegistry,
-    hooks: ResolvedHooks,
-    config: LoopConfig,
-    state: Any,
-    context: Any,
-    limit: int,
-    cancel: Any,
-) -> AsyncGenerator[Step, None]:
-    eng = engine(run, llm, registry, hooks, config, state, context, run.task, limit, cancel)
-    call_llm = async_llm_chain(hooks.wrap_llm_call, llm, config.strict_hooks)
-    run_tool = _tool_chain(hooks.wrap_tool, registry, config.tool_timeout_s, config.max_tool_output_chars)
+async def _drive(p: Prepared) -> AsyncGenerator[Step, None]:
+    """The sync driver's twin: the same engine, effects awaited."""
+    eng = engine(p)
+    perform = _Performer(p)
     send: Any = None
     closed = False
     thrown: BaseException | None = None
     try:
         while True:
-            token = _CURRENT_RUN.set(run)
+            token = _CURRENT_RUN.set(p.run)
             try:
-                while True:
+                eff = eng.send(send)
+                while type(eff) is not EmitStep:
+                    send = await perform(eff)
                     eff = eng.send(send)
-                    kind = eff[0]
-                    if kind is STEP:
-                        if closed:
-                            send = CLOSED
-                            continue
-                        break
-                    try:
-                        if kind is CALL:
-                            send = eff[1](*eff[2])
-                            if inspect.isawaitable(send):
-                                send = await send
-                        elif kind is LLM:
-                            send = await _call_llm(call_llm, eff[1])
-                        elif kind is TOOLS:
-                            calls = eff[1]
-                            if len(calls) == 1:
-                                send = [await run_tool(calls[0])]
-                            else:
-                                send = list(await asyncio.gather(*(run_tool(c) for c in calls)))
-                        elif kind is SLEEP:
-                            await asyncio.sleep(eff[1])
-                            send = None
-                    except Exception as exc:
-                        send = Raised(exc)
-                    except BaseException as exc:  # CancelledError, KeyboardInterrupt: end as cancelled
-                        send = Interrupted(exc)
             finally:
                 _CURRENT_RUN.reset(token)
+            if closed:
+                send = CLOSED
+                continue
             try:
-                yield eff[1]
+                yield eff.step
                 send = None
             except GeneratorExit:
-                closed = True
-                send = CLOSED
+                closed, send = True, CLOSED
             except BaseException as exc:
-                thrown = exc
-                send = Interrupted(exc)
+                thrown, send = exc, Interrupted(exc)
     except StopIteration:
         if thrown is not None:
             raise thrown from None
@@ -122,50 +103,59 @@ async def _drive(
         eng.close()
 
 
+class _Performer:
+    """Performs one effect with ``await``; every failure comes back as a value (Raised/Interrupted)."""
+
+    __slots__ = ("llm", "tools", "terminal")
+
+    def __init__(self, p: Prepared) -> None:
+        strict = p.config.strict_hooks
+        self.llm = async_llm_chain(p.hooks.wrap_llm_call, p.llm, strict)
+        self.terminal = AsyncToolTerminal(p.registry, p.config.max_tool_output_chars)
+        self.tools = async_tool_chain(p.hooks.wrap_tool, self.terminal, strict)
+
+    async def __call__(self, eff: Effect) -> Any:
+        try:
+            kind = type(eff)
+            if kind is CallHook:
+                out = eff.fn(*eff.args)  # type: ignore[union-attr]
+                return await out if inspect.isawaitable(out) else out
+            if kind is CallLLM:
+                return await _call_llm(self.llm, eff)  # type: ignore[arg-type]
+            if kind is RunTools:
+                return await self.run_tools(eff)  # type: ignore[arg-type]
+            if kind is Sleep:
+                await asyncio.sleep(eff.seconds)  # type: ignore[union-attr]
+            return None
+        except Exception as exc:
+            return Raised(exc)
+        except BaseException as exc:  # CancelledError, KeyboardInterrupt: end as cancelled
+            return Interrupted(exc)
+
+    async def run_tools(self, eff: RunTools) -> ToolsDone:
+        self.terminal.timeout = eff.timeout_s
+        calls, chain = eff.calls, self.tools
+        if len(calls) == 1:
+            return ToolsDone([await chain(calls[0])], chain.drain())
+        results = await asyncio.gather(*(chain(c) for c in calls))
+        return ToolsDone(list(results), chain.drain())
+
+
+async def _call_llm(chain: Chain, eff: CallLLM) -> LLMDone:
+    """One attempt through the chain, bounded by what is left of the run's time."""
+    call = eff.call
+    chain.last = None
+    try:
+        work = _resolve(chain(call))
+        out: Any = await (work if eff.timeout_s is None else asyncio.wait_for(work, eff.timeout_s))
+    except Exception as exc:  # a run timeout is a TimeoutError here: the engine sees the deadline passed
+        out = Raised(exc)
+    except BaseException as exc:  # CancelledError, KeyboardInterrupt: end as cancelled
+        out = Interrupted(exc)
+    return LLMDone(chain.last or call, out, chain.drain())
+
+
 async def _resolve(value: Any) -> Any:
     while inspect.isawaitable(value):
         value = await value
     return value
-
-
-async def _call_llm(chain: Chain, call: LLMCall) -> tuple[LLMCall, Any, list[Fault]]:
-    """One attempt through the chain: (the record that reached the model, its outcome, hook faults)."""
-    chain.last = None
-    try:
-        out: Any = await _resolve(chain(call))
-    except Exception as exc:
-        out = Raised(exc)
-    except BaseException as exc:  # CancelledError, KeyboardInterrupt: end as cancelled
-        out = Interrupted(exc)
-    return chain.last or call, out, chain.drain()
-
-
-def _tool_chain(
-    wraps: Iterable[tuple[Any, Callable[..., Any]]],
-    registry: BaseToolRegistry,
-    timeout: float | None,
-    max_chars: int | None = None,
-) -> Callable[[ToolCall], Any]:
-    adispatch = registry.adispatch
-
-    def innermost(tc: ToolCall) -> Any:
-        return adispatch(tc, timeout, max_chars)
-
-    chain = _fold(wraps, innermost)
-
-    async def run(tc: ToolCall) -> ToolResult:
-        try:
-            out = await _resolve(chain(tc))
-        except Exception as exc:
-            return ToolResult(
-                error=f"{type(exc).__name__}: {exc}",
-                error_kind="tool_exception",
-                text=f"ERROR: {type(exc).__name__}: {exc}",
-            )
-        if not isinstance(out, ToolResult):
-            return ToolResult(
-                error=f"a wrap_tool hook returned {type(out).__name__}", error_kind="hook_error"
-            )
-        return out
-
-    return run

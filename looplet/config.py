@@ -7,6 +7,10 @@ from typing import Any
 
 from looplet.compat import LOOP_CONFIG_KEYWORDS, old_keywords
 
+#: ``LoopConfig.tool_timeout_s`` by default: a tool that blocks (a read on a FIFO, a hung socket) ends
+#: as a timeout error the model sees instead of hanging the agent.
+DEFAULT_TOOL_TIMEOUT_S = 120.0
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are an agent that completes the user's task by calling tools. "
     "Call a tool at every turn; when the task is complete, call `{done}` with your final answer."
@@ -24,7 +28,13 @@ class LoopConfig:
     temperature, max_tokens: passed to the backend when set.
     done_tool: the tool whose accepted call ends the run with stop reason ``done``.
     parallel_tools: run the ``concurrent_safe`` calls of one response together.
-    tool_timeout_s: default timeout for tools that set none (None: no timeout).
+    tool_timeout_s: timeout for tools that set none of their own (default 120 s; None: no timeout). A
+        tool that times out becomes an error result the model sees (``error_kind="timeout"``); a sync
+        tool runs in a thread for this, and a thread cannot be killed: a tool that holds the GIL or
+        blocks in C keeps running after its timeout (see ``docs/reliability.md``).
+    run_timeout_s: bound on the whole run (default None: unbounded). Checked between phases, and it caps
+        tool timeouts and retry sleeps (and, in the async loop, the LLM call itself); a run past it ends
+        with stop reason ``timeout``. A sync LLM call is bounded by the backend's own ``timeout``.
     llm_retries: extra attempts after a retryable LLM error (429, 5xx, timeout), with backoff and jitter.
     llm_backoff_s: first backoff delay; it doubles each attempt (±50% jitter, at most 20 s); a
         ``Retry-After`` from the server is honoured up to 60 s.
@@ -42,7 +52,7 @@ class LoopConfig:
     max_tokens: int | None = None
     done_tool: str = "done"
     parallel_tools: bool = False
-    tool_timeout_s: float | None = None
+    tool_timeout_s: float | None = DEFAULT_TOOL_TIMEOUT_S
     llm_retries: int = 2
     llm_backoff_s: float = 0.5
     agent_name: str = "looplet"
@@ -51,6 +61,7 @@ class LoopConfig:
     max_tool_output_chars: int = 50_000
     max_malformed: int = 1
     stream: bool = False
+    run_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_steps, int) or self.max_steps < 1:
@@ -59,6 +70,8 @@ class LoopConfig:
             raise ValueError(f"LoopConfig(llm_retries={self.llm_retries!r}): must be >= 0")
         if self.tool_timeout_s is not None and self.tool_timeout_s <= 0:
             raise ValueError(f"LoopConfig(tool_timeout_s={self.tool_timeout_s!r}): must be > 0 or None")
+        if self.run_timeout_s is not None and self.run_timeout_s <= 0:
+            raise ValueError(f"LoopConfig(run_timeout_s={self.run_timeout_s!r}): must be > 0 or None")
 
     def llm_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {}

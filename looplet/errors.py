@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LoopletError(Exception):
     """Base class of looplet's own errors."""
@@ -43,7 +45,7 @@ class MissingExtra(LoopletError, ImportError):
         self.extra = extra
 
 
-def require(module: str, extra: str):
+def require(module: str, extra: str) -> Any:
     """Import ``module`` or raise :class:`MissingExtra` naming the extra that provides it."""
     import importlib
 

@@ -175,10 +175,29 @@ def emit_event(name: str, **attributes: Any) -> None:
             log.exception("on_event hook failed for %s", name)
 
 
+Bound = tuple[tuple[Any, Callable[..., Any]], ...]  # (hook, its bound method) for each hook that has it
+
+
 class ResolvedHooks:
     """The hooks of one run, resolved once: one tuple per method holding only the hooks that have it."""
 
     __slots__ = ("hooks", "async_mode") + tuple(OBSERVER_METHODS) + WRAP_METHODS
+
+    on_loop_start: Bound
+    pre_prompt: Bound
+    pre_dispatch: Bound
+    post_dispatch: Bound
+    check_done: Bound
+    should_stop: Bound
+    on_step: Bound
+    on_loop_end: Bound
+    on_llm_chunk: Bound
+    on_llm_call: Bound
+    on_llm_retry: Bound
+    on_hook_error: Bound
+    on_event: Bound
+    wrap_llm_call: Bound
+    wrap_tool: Bound
 
     def __init__(self, hooks: list[Any], *, async_mode: bool) -> None:
         hooks = old_hooks(hooks)  # hooks written for looplet 0.4.1 (pre_loop, ...): looplet.compat
@@ -187,13 +206,12 @@ class ResolvedHooks:
         for method, params in OBSERVER_METHODS.items():
             setattr(self, method, tuple(_bound(h, method, params) for h in hooks if _has(h, method)))
         for method in WRAP_METHODS:
-            name = method
             found = []
             for h in hooks:
                 fn = getattr(h, "a" + method, None) if async_mode else None
-                fn = fn or getattr(h, name, None)
+                fn = fn or getattr(h, method, None)
                 if callable(fn):
-                    _check_signature(h, name, fn, ("call", "call_next"))
+                    _check_signature(h, method, fn, ("call", "call_next"))
                     found.append((h, fn))
             setattr(self, method, tuple(found))
 

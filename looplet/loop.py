@@ -7,17 +7,31 @@ import inspect
 import os
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Generator
 from typing import Any
 
-from looplet._chain import Chain, Fault, llm_chain
-from looplet._engine import CALL, CLOSED, LLM, SLEEP, STEP, TOOLS, Interrupted, Raised, engine
+from looplet._chain import Chain, ToolTerminal, _Worker, llm_chain, tool_chain
+from looplet._engine import (
+    CLOSED,
+    CallHook,
+    CallLLM,
+    Effect,
+    EmitStep,
+    Interrupted,
+    LLMDone,
+    Prepared,
+    Raised,
+    RunTools,
+    Sleep,
+    ToolsDone,
+    engine,
+)
 from looplet.compat import module_getattr, old_backend, old_loop_keywords
 from looplet.config import LoopConfig
 from looplet.hooks import _CURRENT_RUN, ResolvedHooks, Run
 from looplet.state import DefaultState
 from looplet.tools import BaseToolRegistry
-from looplet.types import LLMCall, RunResult, Step, ToolCall, ToolResult
+from looplet.types import LLMCall, RunResult, Step, ToolCall
 
 __all__ = ["composable_loop", "CancelToken", "run_loop"]
 
@@ -54,12 +68,41 @@ def prepare(
     *,
     async_mode: bool,
     parent: Any = None,
-) -> tuple[Run, Any, BaseToolRegistry, ResolvedHooks, LoopConfig, Any, Any, int]:
+) -> Prepared:
     """Check every argument once, with a message that names it and the fix."""
+    _check_task(task)
+    registry = _check_tools(tools)
+    _check_llm(llm, async_mode)
+    llm = old_backend(llm)  # a backend written for looplet 0.4.1 (generate(prompt) -> str): looplet.compat
+    config = _check_config(config, system_prompt)
+    state = _check_state(state, config, max_steps)
+    limit = _step_limit(max_steps, config, state)
+    if hooks is None:
+        hooks = []
+    elif not isinstance(hooks, (list, tuple)):
+        raise TypeError(f"hooks must be a list of hook objects, got {type(hooks).__name__}")
+    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+        raise TypeError("cancel must be a CancelToken or threading.Event")
+    resolved = ResolvedHooks(list(hooks), async_mode=async_mode)
+    run = Run(os.urandom(16).hex(), config.agent_name, state, config, task)
+    run.model = getattr(llm, "model", None)
+    run.provider = getattr(llm, "provider", None)
+    run.parent = parent
+    run.hooks = resolved
+    run._events = tuple(fn for _h, fn in resolved.on_event)
+    return Prepared(
+        run, llm, registry, resolved, config, state, {} if context is None else context, limit, cancel
+    )
+
+
+def _check_task(task: Any) -> None:
     if task is not None and not isinstance(task, dict):
         if isinstance(task, str):
             raise TypeError(f"task must be a dict, got a str; write task={{'goal': {task[:40]!r}}}")
         raise TypeError(f"task must be a dict like {{'goal': '...'}}, got {type(task).__name__}")
+
+
+def _check_tools(tools: Any) -> BaseToolRegistry:
     if tools is None:
         raise ValueError(
             "tools is required: pass tools=tools_from([your_function, ...]) "
@@ -71,6 +114,10 @@ def prepare(
         raise TypeError(
             f"tools must be a BaseToolRegistry (e.g. tools_from([...])), got {type(tools).__name__}"
         )
+    return tools
+
+
+def _check_llm(llm: Any, async_mode: bool) -> None:
     has_sync = callable(getattr(llm, "generate", None))
     if not (has_sync or (async_mode and callable(getattr(llm, "agenerate", None)))):
         need = "generate() or agenerate()" if async_mode else "generate()"
@@ -78,47 +125,42 @@ def prepare(
             f"llm must be a backend with {need} (OpenAIBackend, AnthropicBackend, MockLLMBackend), "
             f"got {type(llm).__name__}"
         )
-    llm = old_backend(llm)  # a backend written for looplet 0.4.1 (generate(prompt) -> str): looplet.compat
+
+
+def _check_config(config: Any, system_prompt: Any) -> LoopConfig:
     if config is None:
         config = LoopConfig()
     elif not isinstance(config, LoopConfig):
         raise TypeError(f"config must be a LoopConfig, got {type(config).__name__}")
+    checked: LoopConfig = config
     if system_prompt is not None:
         from dataclasses import replace
 
-        config = replace(config, system_prompt=system_prompt)
+        checked = replace(checked, system_prompt=system_prompt)
+    return checked
+
+
+def _check_state(state: Any, config: LoopConfig, max_steps: Any) -> Any:
     if state is None:
-        state = DefaultState(max_steps=config.max_steps if max_steps is None else max_steps)
-    elif not (hasattr(state, "record") or isinstance(getattr(state, "steps", None), list)):
+        return DefaultState(max_steps=config.max_steps if max_steps is None else max_steps)
+    if not (hasattr(state, "record") or isinstance(getattr(state, "steps", None), list)):
         raise TypeError(
             f"state must have a `steps` list or a record(step) method (use DefaultState()), "
             f"got {type(state).__name__}"
         )
+    return state
+
+
+def _step_limit(max_steps: Any, config: LoopConfig, state: Any) -> int:
     if max_steps is not None:
         if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
             raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
-        limit = max_steps
-    else:
-        limit = config.max_steps
-        own = getattr(state, "max_steps", None)
-        if isinstance(own, int) and own >= 1:
-            limit = min(limit, own)
-    if hooks is None:
-        hooks = []
-    elif not isinstance(hooks, (list, tuple)):
-        raise TypeError(f"hooks must be a list of hook objects, got {type(hooks).__name__}")
-    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
-        raise TypeError("cancel must be a CancelToken or threading.Event")
-    if context is None:
-        context = {}
-    resolved = ResolvedHooks(list(hooks), async_mode=async_mode)
-    run = Run(os.urandom(16).hex(), config.agent_name, state, config, task)
-    run.model = getattr(llm, "model", None)
-    run.provider = getattr(llm, "provider", None)
-    run.parent = parent
-    run.hooks = resolved
-    run._events = tuple(fn for _h, fn in resolved.on_event)
-    return run, llm, tools, resolved, config, state, context, limit
+        return max_steps
+    limit = config.max_steps
+    own = getattr(state, "max_steps", None)
+    if isinstance(own, int) and own >= 1:
+        limit = min(limit, own)
+    return limit
 
 
 @old_loop_keywords  # looplet 0.4.1's session_log=, stream=, conversation= (looplet.compat)
@@ -142,7 +184,7 @@ def composable_loop(
     ``parent`` continues a trace from elsewhere: a W3C ``traceparent`` string (default: the
     ``TRACEPARENT`` environment variable is read by tracing hooks) or an OpenTelemetry ``Context``.
     """
-    args = prepare(
+    p = prepare(
         llm,
         task,
         tools,
@@ -156,7 +198,7 @@ def composable_loop(
         async_mode=False,
         parent=parent,
     )
-    return _drive(*args, cancel)
+    return _drive(p)
 
 
 def run_loop(*args: Any, **kwargs: Any) -> RunResult:
@@ -166,87 +208,115 @@ def run_loop(*args: Any, **kwargs: Any) -> RunResult:
         try:
             next(gen)
         except StopIteration as stop:
-            return stop.value
+            result: RunResult = stop.value
+            return result
 
 
-def _drive(
-    run: Run,
-    llm: Any,
-    registry: BaseToolRegistry,
-    hooks: ResolvedHooks,
-    config: LoopConfig,
-    state: Any,
-    context: Any,
-    limit: int,
-    cancel: Any,
-) -> Generator[Step, None, RunResult]:
-    eng = engine(run, llm, registry, hooks, config, state, context, run.task, limit, cancel)
-    call_llm = llm_chain(hooks.wrap_llm_call, llm, config.strict_hooks)
-    run_tool = _tool_chain(hooks.wrap_tool, registry, config.tool_timeout_s, config.max_tool_output_chars)
-    pool: Any = None
+def _drive(p: Prepared) -> Generator[Step, None, RunResult]:
+    """Perform the engine's effects until it hands out a Step; yield it; repeat. A caller that breaks
+    out (``GeneratorExit``) or throws in still gets the run torn down (``on_loop_end`` runs)."""
+    eng = engine(p)
+    perform = _Performer(p)
     send: Any = None
     closed = False
     thrown: BaseException | None = None
     try:
         while True:
-            token = _CURRENT_RUN.set(run)
+            token = _CURRENT_RUN.set(p.run)
             try:
-                while True:
+                eff = eng.send(send)
+                while type(eff) is not EmitStep:
+                    send = perform(eff)
                     eff = eng.send(send)
-                    kind = eff[0]
-                    if kind is STEP:
-                        if closed:
-                            send = CLOSED
-                            continue
-                        break
-                    try:
-                        if kind is CALL:
-                            send = eff[1](*eff[2])
-                            if inspect.isawaitable(send):
-                                send = _await_sync(send)
-                        elif kind is LLM:
-                            send = _call_llm(call_llm, eff[1])
-                        elif kind is TOOLS:
-                            calls = eff[1]
-                            if len(calls) == 1:
-                                send = [run_tool(calls[0])]
-                            else:
-                                if pool is None:
-                                    from concurrent.futures import ThreadPoolExecutor
-
-                                    pool = ThreadPoolExecutor(
-                                        max_workers=8, thread_name_prefix="looplet-tool"
-                                    )
-                                futures = [
-                                    pool.submit(contextvars.copy_context().run, run_tool, c) for c in calls
-                                ]
-                                send = [f.result() for f in futures]
-                        elif kind is SLEEP:
-                            time.sleep(eff[1])
-                            send = None
-                    except Exception as exc:
-                        send = Raised(exc)
-                    except BaseException as exc:  # KeyboardInterrupt and friends end the run as cancelled
-                        send = Interrupted(exc)
             finally:
                 _CURRENT_RUN.reset(token)
+            if closed:
+                send = CLOSED
+                continue
             try:
-                yield eff[1]
+                yield eff.step
                 send = None
             except GeneratorExit:
-                closed = True
-                send = CLOSED
+                closed, send = True, CLOSED
             except BaseException as exc:  # thrown in by the caller: end the run, then re-raise
-                thrown = exc
-                send = Interrupted(exc)
+                thrown, send = exc, Interrupted(exc)
     except StopIteration as stop:
         if thrown is not None:
             raise thrown from None
-        return stop.value
+        result: RunResult = stop.value
+        return result
     finally:
-        if pool is not None:
-            pool.shutdown(wait=False)
+        perform.close()
         eng.close()
+
+
+class _Performer:
+    """Performs one effect synchronously; every failure comes back as a value (Raised/Interrupted)."""
+
+    __slots__ = ("llm", "tools", "terminal", "pool")
+
+    def __init__(self, p: Prepared) -> None:
+        strict = p.config.strict_hooks
+        self.llm = llm_chain(p.hooks.wrap_llm_call, p.llm, strict)
+        self.terminal = ToolTerminal(p.registry, p.config.max_tool_output_chars)
+        self.terminal.worker = _Worker()
+        self.tools = tool_chain(p.hooks.wrap_tool, self.terminal, strict)
+        self.pool: Any = None
+
+    def __call__(self, eff: Effect) -> Any:
+        try:
+            kind = type(eff)
+            if kind is CallHook:
+                out = eff.fn(*eff.args)  # type: ignore[union-attr]
+                return _await_sync(out) if inspect.isawaitable(out) else out
+            if kind is CallLLM:
+                return _call_llm(self.llm, eff.call)  # type: ignore[union-attr]
+            if kind is RunTools:
+                return self.run_tools(eff)  # type: ignore[arg-type]
+            if kind is Sleep:
+                time.sleep(eff.seconds)  # type: ignore[union-attr]
+            return None
+        except Exception as exc:
+            return Raised(exc)
+        except BaseException as exc:  # KeyboardInterrupt and friends end the run as cancelled
+            return Interrupted(exc)
+
+    def run_tools(self, eff: RunTools) -> ToolsDone:
+        self.terminal.timeout = eff.timeout_s
+        calls, chain = eff.calls, self.tools
+        if len(calls) == 1:
+            return ToolsDone([chain(calls[0])], chain.drain())
+        worker, self.terminal.worker = self.terminal.worker, None  # parallel calls: a thread each
+        try:
+            return self.run_parallel(calls)
+        finally:
+            self.terminal.worker = worker
+
+    def run_parallel(self, calls: list[ToolCall]) -> ToolsDone:
+        chain = self.tools
+        if self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="looplet-tool")
+        futures = [self.pool.submit(contextvars.copy_context().run, chain, c) for c in calls]
+        return ToolsDone([f.result() for f in futures], chain.drain())
+
+    def close(self) -> None:
+        self.terminal.close()
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
+
+
+def _call_llm(chain: Chain, call: LLMCall) -> LLMDone:
+    """One attempt through the chain: the record that reached the model, its outcome, hook faults."""
+    chain.last = None
+    try:
+        out: Any = chain(call)
+    except Exception as exc:
+        out = Raised(exc)
+    except BaseException as exc:  # KeyboardInterrupt and friends end the run as cancelled
+        out = Interrupted(exc)
+    return LLMDone(chain.last or call, out, chain.drain())
 
 
 def _await_sync(awaitable: Any) -> Any:
@@ -265,67 +335,6 @@ def _await_sync(awaitable: Any) -> Any:
         "an async hook was called from composable_loop inside a running event loop; "
         "use async_composable_loop there"
     )
-
-
-def _call_llm(chain: Chain, call: LLMCall) -> tuple[LLMCall, Any, list[Fault]]:
-    """One attempt through the chain: (the record that reached the model, its outcome, hook faults)."""
-    chain.last = None
-    try:
-        out: Any = chain(call)
-    except Exception as exc:
-        out = Raised(exc)
-    except BaseException as exc:  # KeyboardInterrupt and friends end the run as cancelled
-        out = Interrupted(exc)
-    return chain.last or call, out, chain.drain()
-
-
-def _tool_chain(
-    wraps: Iterable[tuple[Any, Callable[..., Any]]],
-    registry: BaseToolRegistry,
-    timeout: float | None,
-    max_chars: int | None = None,
-) -> Callable[[ToolCall], ToolResult]:
-    dispatch = registry.dispatch
-
-    def innermost(tc: ToolCall) -> ToolResult:
-        return dispatch(tc, timeout, max_chars)
-
-    chain = _fold(wraps, innermost)
-    if not wraps:
-        return chain
-
-    def guarded(tc: ToolCall) -> ToolResult:  # a wrap_tool hook must not turn a tool call into a crash
-        try:
-            out = chain(tc)
-        except Exception as exc:
-            return ToolResult(
-                error=f"{type(exc).__name__}: {exc}",
-                error_kind="tool_exception",
-                text=f"ERROR: {type(exc).__name__}: {exc}",
-            )
-        return (
-            out
-            if isinstance(out, ToolResult)
-            else ToolResult(error=f"a wrap_tool hook returned {type(out).__name__}", error_kind="hook_error")
-        )
-
-    return guarded
-
-
-def _fold(
-    wraps: Iterable[tuple[Any, Callable[..., Any]]], innermost: Callable[[Any], Any]
-) -> Callable[[Any], Any]:
-    fn = innermost
-    for _hook, wrap in reversed(tuple(wraps)):
-        fn = _link(wrap, fn)
-    return fn
-
-
-def _link(wrap: Callable[..., Any], call_next: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def step(arg: Any) -> Any:
-        return wrap(arg, call_next)
-
-    return step
 
 
 # looplet 0.4.1's names from this module (LoopHook, LoopContext): looplet.compat

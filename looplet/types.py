@@ -20,8 +20,20 @@ from looplet.compat import (
 
 __all__ = ["Usage", "ToolCall", "ToolResult", "LLMResponse", "LLMCall", "Step", "RunResult", "STOP_REASONS"]
 
-#: Every run ends with exactly one of these (``hook_stop`` carries ``:<reason>``).
-STOP_REASONS = ("done", "max_steps", "hook_stop", "cancelled", "llm_error", "awaiting_approval", "hook_error")
+#: Every run ends with exactly one of these (``hook_stop`` carries ``:<reason>``). ``timeout``: the run
+#: outlived ``LoopConfig.run_timeout_s``. ``error``: a bug (in looplet or in code it calls outside the
+#: guarded paths); the run is torn down, then the exception is raised with its traceback.
+STOP_REASONS = (
+    "done",
+    "max_steps",
+    "hook_stop",
+    "cancelled",
+    "llm_error",
+    "awaiting_approval",
+    "hook_error",
+    "timeout",
+    "error",
+)
 
 
 @dataclass(slots=True)
