@@ -28,7 +28,7 @@ from looplet.config import LoopConfig
 from looplet.hooks import _CURRENT_RUN
 from looplet.loop import CancelToken, prepare
 from looplet.tools import BaseToolRegistry
-from looplet.types import LLMCall, Step
+from looplet.types import Step
 
 __all__ = ["async_composable_loop"]
 
