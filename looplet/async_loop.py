@@ -115,6 +115,15 @@ class _Performer:
         self.tools = async_tool_chain(p.hooks.wrap_tool, self.terminal, strict)
 
     async def __call__(self, eff: Effect) -> Any:
+        out = await self.perform(eff)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling() and not isinstance(out, Interrupted):
+            # Python 3.11's wait_for can swallow a cancellation that arrives as the work finishes:
+            # the task is still being cancelled, so the run ends as cancelled all the same
+            return Interrupted(asyncio.CancelledError())
+        return out
+
+    async def perform(self, eff: Effect) -> Any:
         try:
             kind = type(eff)
             if kind is CallHook:
