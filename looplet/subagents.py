@@ -39,7 +39,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 from looplet._engine import RUN_RESULTS
 from looplet.tools import ToolSpec, schema_from_function
@@ -50,6 +50,28 @@ __all__ = ["agent_tool"]
 _MAX_TEXT = 50_000
 
 
+@overload
+def agent_tool(
+    fn: Callable[..., Any],
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout_s: float | None = None,
+    concurrent_safe: bool = False,
+) -> ToolSpec: ...
+
+
+@overload
+def agent_tool(
+    fn: None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout_s: float | None = None,
+    concurrent_safe: bool = False,
+) -> Callable[[Callable[..., Any]], ToolSpec]: ...
+
+
 def agent_tool(
     fn: Callable[..., Any] | None = None,
     *,
@@ -57,7 +79,7 @@ def agent_tool(
     description: str | None = None,
     timeout_s: float | None = None,
     concurrent_safe: bool = False,
-) -> Any:
+) -> ToolSpec | Callable[[Callable[..., Any]], ToolSpec]:
     """Turn an agent function (sync or ``async def``) into a :class:`ToolSpec` that runs it as a sub-agent.
 
     ``@agent_tool`` and ``@agent_tool(description=...)`` both work; the description defaults to the
