@@ -64,7 +64,11 @@ class MockLLMBackend:
     ) -> None:
         self.responses = list(responses)
         if not self.responses:
-            raise ValueError("MockLLMBackend needs at least one scripted response")
+            raise ValueError(
+                "MockLLMBackend needs at least one scripted response, e.g. "
+                'MockLLMBackend([\'{"tool": "done", "args": {"answer": "ok"}}\']) '
+                "(looplet 0.4.1's default script, 'mock response' repeated: looplet.testing.MockLLMBackend())"
+            )
         if usage is not None and usage != "estimate" and not isinstance(usage, Usage):
             raise ValueError("usage must be None, 'estimate' or a Usage")
         self.cycle = cycle

@@ -81,6 +81,11 @@ def test_testing_mock_keeps_041_defaults_and_string_generate() -> None:
     assert two.generate("x") == "a"
 
 
+def test_new_mock_without_responses_names_the_041_shim() -> None:
+    with pytest.raises(ValueError, match=r"looplet\.testing\.MockLLMBackend\(\)"):
+        MockLLMBackend([])
+
+
 def test_testing_mock_cycle_false_raises_and_drives_the_new_loop() -> None:
     from looplet.testing import LLMResponsesExhausted
     from looplet.testing import MockLLMBackend as OldMock
