@@ -15,7 +15,6 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from typing import Any, NamedTuple, TextIO
 
 from looplet.backends.mock import MockLLMBackend
@@ -33,7 +32,7 @@ from looplet.config import LoopConfig
 from looplet.loop import composable_loop
 from looplet.progress import StepPrinter
 from looplet.state import DefaultState
-from looplet.tools import BaseToolRegistry, ToolSpec, tool, tools_from
+from looplet.tools import BaseToolRegistry, tool, tools_from
 
 _DOCS = {
     "looplet": "https://docs.example/looplet",
@@ -47,24 +46,20 @@ _PAGES = {
 MAX_STEPS = 100_000
 
 
-def _tool(description: str, concurrent_safe: bool = False) -> Callable[[Callable[..., Any]], ToolSpec]:
-    return tool(description=description, concurrent_safe=concurrent_safe)
-
-
-@_tool(description="Search the documentation index; returns matching page URLs.", concurrent_safe=True)
+@tool(description="Search the documentation index; returns matching page URLs.", concurrent_safe=True)
 def search_docs(query: str) -> dict[str, Any]:
     hits = [url for key, url in _DOCS.items() if key in query.lower()]
     return {"results": hits}
 
 
-@_tool(description="Fetch a documentation page by URL.", concurrent_safe=True)
+@tool(description="Fetch a documentation page by URL.", concurrent_safe=True)
 def fetch_page(url: str) -> str:
     if url not in _PAGES:
         raise LookupError(f"404 Not Found: {url}")
     return _PAGES[url]
 
 
-@_tool(description="Evaluate an arithmetic expression with + - * / and parentheses.")
+@tool(description="Evaluate an arithmetic expression with + - * / and parentheses.")
 def calculator(expression: str) -> float:
     if not set(expression) <= set("0123456789+-*/(). "):
         raise ValueError("only digits, + - * / ( ) and . are allowed")
@@ -174,14 +169,21 @@ def _steps_arg(text: str) -> int:
 def _parser() -> ArgumentParser:
     p = ArgumentParser("looplet demo", __doc__)
     p.add_argument(
-        "--steps", type=_steps_arg, default=None, help="run exactly this many tool calls (default: 9)"
+        "--steps", type=_steps_arg, default=None, metavar="N", help="run exactly N tool calls (default: 9)"
     )
-    p.add_argument("--runs", type=int, default=1, help="run the agent this many times (0: forever)")
-    p.add_argument("--latency", type=float, default=0.05, help="simulated LLM latency in seconds")
-    p.add_argument("--otlp", metavar="URL", default=None, help="send spans to this OTLP endpoint")
-    p.add_argument("--metrics-port", type=port_arg, default=None, help="serve /metrics on ADDR:PORT")
+    p.add_argument("--runs", type=int, default=1, metavar="N", help="run the agent N times (0: forever)")
     p.add_argument(
-        "--metrics-addr", default="127.0.0.1", help="address for /metrics (0.0.0.0 in a container)"
+        "--latency", type=float, default=0.05, metavar="SECONDS", help="simulated LLM latency (default 0.05)"
+    )
+    p.add_argument("--otlp", metavar="URL", default=None, help="send spans to this OTLP endpoint")
+    p.add_argument(
+        "--metrics-port", type=port_arg, default=None, metavar="PORT", help="serve /metrics on this port"
+    )
+    p.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address for /metrics (default 127.0.0.1; 0.0.0.0 in a container)",
     )
     p.add_argument(
         "--json-logs",

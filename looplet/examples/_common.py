@@ -6,12 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from looplet.errors import LoopletError, MissingExtra
 from looplet.progress import StepPrinter
-from looplet.tools import ToolSpec, tool
 
 ENV_HELP = (
     "real model: set OPENAI_API_KEY and OPENAI_MODEL (and OPENAI_BASE_URL for Ollama, vLLM or any "
@@ -35,11 +34,6 @@ def fail(message: str) -> int:
     """Print ``error: message`` on stderr; returns exit status 2 (a setup problem, not a crash)."""
     print(f"error: {message}", file=sys.stderr)
     return 2
-
-
-def typed_tool(description: str, concurrent_safe: bool = False) -> Callable[[Callable[..., Any]], ToolSpec]:
-    """``@tool(...)`` with its type spelled out, for ``mypy --strict``."""
-    return tool(description=description, concurrent_safe=concurrent_safe)
 
 
 def parser(prog: str, description: str | None) -> argparse.ArgumentParser:

@@ -38,11 +38,10 @@ from looplet.examples._common import (
     parser,
     run,
     trajectory_hook,
-    typed_tool,
 )
 from looplet.loop import composable_loop
 from looplet.state import DefaultState
-from looplet.tools import BaseToolRegistry, tools_from
+from looplet.tools import BaseToolRegistry, tool, tools_from
 from looplet.types import LLMResponse
 
 __all__ = ["Shop", "shop_tools", "agent", "main", "DESTRUCTIVE"]
@@ -140,24 +139,22 @@ def seed(path: Path) -> None:
 
 
 def shop_tools(shop: Shop) -> BaseToolRegistry:
-    @typed_tool(description="List the tables and their row counts.", concurrent_safe=True)
+    @tool(description="List the tables and their row counts.", concurrent_safe=True)
     def list_tables() -> dict[str, int]:
         return shop.tables()
 
-    @typed_tool(
+    @tool(
         description=f"Run a read-only SQL query (SELECT/WITH); at most {MAX_ROWS} rows come back.",
         concurrent_safe=True,
     )
     def query(sql: str) -> dict[str, Any]:
         return shop.query(sql)
 
-    @typed_tool(
-        description="Delete the rows of `table` matching the SQL condition `where`. Needs human approval."
-    )
+    @tool(description="Delete the rows of `table` matching the SQL condition `where`. Needs human approval.")
     def delete_rows(table: str, where: str) -> dict[str, Any]:
         return shop.delete_rows(table, where)
 
-    @typed_tool(description="Drop a whole table. Needs human approval.")
+    @tool(description="Drop a whole table. Needs human approval.")
     def drop_table(table: str) -> dict[str, Any]:
         return shop.drop_table(table)
 
