@@ -3,9 +3,11 @@
 One test case per Markdown file. The file's blocks run in document order, in one fresh subprocess whose
 working directory is an empty temporary folder:
 
-* ```` ```python ```` blocks are executed one after another in a single namespace (a block may use what an
-  earlier block of the same file defined). The code is compiled with the Markdown file as its file name
-  and padded so that tracebacks point at the real line of the ``.md`` file.
+* Each ```` ```python ```` block runs ALONE, as if pasted into a fresh interpreter: in a child process
+  forked from the runner before any block ran, with an empty namespace, so a block that relies on an
+  import or a name of an earlier block fails (every block carries its own imports). The code is compiled
+  with the Markdown file as its file name and padded so that tracebacks point at the real line of the
+  ``.md`` file. Files and folders a block writes stay for the next blocks (as on a reader's disk).
 * A python block preceded by ``<!-- file: NAME -->`` is only written to ``NAME`` in the working folder
   (a server script, a module another block imports). A python block whose first line is a comment naming a
   file (``# evals.py``, ``# my_agent.py: ...``) is written to that file *and* executed.
@@ -245,12 +247,11 @@ def _prelude(fake_url: str) -> None:
 
 
 def _run_plan(plan_path: str) -> int:
-    import traceback
-
     spec = json.loads(Path(plan_path).read_text())
     _prelude(os.environ["LOOPLET_DOCS_FAKE_URL"])
+    import looplet  # noqa: F401  (imported once before forking: each block's child starts faster)
+
     cwd = Path.cwd()
-    namespace: dict[str, Any] = {"__name__": "__main__"}
     report: list[dict[str, Any]] = []
     status = 0
     for item in spec["items"]:
@@ -263,14 +264,17 @@ def _run_plan(plan_path: str) -> int:
                 target.write_text(item["code"])
                 entry["name"] = item["name"]
             elif item["kind"] == "python":
-                code = "\n" * (item["line"] - 1) + item["code"]
-                print(f"--- {item['where']} (python)", flush=True)
-                exec(compile(code, str(ROOT / spec["file"]), "exec"), namespace)
+                print(f"--- {item['where']} (python, alone)", flush=True)
+                entry.update(_run_alone(item, str(ROOT / spec["file"])))
+                if not entry["ok"]:
+                    status = 1
             else:
                 entry.update(_run_command(item["command"], cwd))
                 if not entry["ok"]:
                     status = 1
         except BaseException as exc:
+            import traceback
+
             entry["ok"] = False
             entry["error"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             status = 1
@@ -278,11 +282,50 @@ def _run_plan(plan_path: str) -> int:
             entry.setdefault("ok", True)
         entry["seconds"] = round(time.perf_counter() - started, 2)
         report.append(entry)
-        Path(plan_path + ".report").write_text(json.dumps(report))
-        if status:
-            break
+        Path(plan_path + ".report").write_text(json.dumps(report))  # every item runs: all failures show
     sys.stdout.flush()
     os._exit(status)  # do not wait for threads a doc left running (servers, exporters); flushed above
+
+
+def _run_alone(item: dict[str, Any], filename: str) -> dict[str, Any]:
+    """Run one python block in a forked child with a fresh namespace; its traceback comes back in a file."""
+    import tempfile
+    import traceback
+
+    fd, err_path = tempfile.mkstemp(prefix="docs-block-", suffix=".err")
+    os.close(fd)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: a fresh namespace, as a block pasted alone into a new interpreter
+        sys.path.insert(0, "")  # as in an interactive session: modules in the working folder import
+        code = 1
+        try:
+            exec(
+                compile("\n" * (item["line"] - 1) + item["code"], filename, "exec"), {"__name__": "__main__"}
+            )
+            code = 0
+        except BaseException as exc:
+            Path(err_path).write_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    deadline = time.monotonic() + COMMAND_TIMEOUT_S
+    while True:
+        done, wait_status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return {"ok": False, "error": f"the block did not finish within {COMMAND_TIMEOUT_S} s"}
+        time.sleep(0.02)  # polling the child's exit; the deadline above is the bound
+    error = Path(err_path).read_text()
+    os.unlink(err_path)
+    code = os.waitstatus_to_exitcode(wait_status)
+    if code == 0:
+        return {"ok": True}
+    return {"ok": False, "error": error or f"the block's process ended with status {code}"}
 
 
 def _run_command(command: str, cwd: Path) -> dict[str, Any]:
@@ -380,10 +423,15 @@ if __name__ != "__main__":
             )
         failed = [e for e in report if not e["ok"]]
         if failed:
-            e = failed[0]
-            what = f"command `{e['command']}`" if "command" in e else f"{e['kind']} block"
+            text = []
+            for e in failed:
+                what = f"command `{e['command']}`" if "command" in e else f"{e['kind']} block"
+                text.append(f"{e['where']}: {what} failed:\n{e['error'][-1500:]}")
             pytest.fail(
-                f"{e['where']}: {what} failed:\n{e['error']}\n--- output ---\n{output[-3000:]}", pytrace=False
+                f"{len(failed)} of {len(report)} items failed\n"
+                + "\n".join(text)
+                + f"\n--- output ---\n{output[-2000:]}",
+                pytrace=False,
             )
         assert code == 0 and len(report) == len(p["items"]), (
             f"{p['file']}: the runner stopped after {len(report)} of {len(p['items'])} items "
