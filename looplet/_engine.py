@@ -19,7 +19,6 @@ innermost link of the wrap chain, ``looplet._chain``), the run's totals from tho
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import inspect
 import json
 import logging
@@ -356,13 +355,14 @@ class _Loop:
     def call_model(self, messages: list[dict[str, Any]]) -> Phase:
         """The LLM call with its retries; returns the answer (its record in ``record_of_answer``), or None
         with a stop reason."""
-        run, step = self.run, self.step_num + 1
-        call = LLMCall(messages, self.schemas, step, run.model, run.provider, self.options)
-        if "on_chunk" in self.options:
-            self.options["on_chunk"].step = step
-        for attempt in range(1, self.config.llm_retries + 2):
-            attempt_call = dataclasses.replace(call, attempt=attempt, options=dict(self.options))
-            done = yield CallLLM(attempt_call, self.remaining())
+        run, step, options = self.run, self.step_num + 1, self.options
+        if "on_chunk" in options:
+            options["on_chunk"].step = step
+        for attempt in range(1, self.config.llm_retries + 2):  # each attempt its own record
+            call = LLMCall(
+                messages, self.schemas, step, run.model, run.provider, dict(options), attempt=attempt
+            )
+            done = yield CallLLM(call, self.remaining())
             if isinstance(done, Interrupted):
                 raise _Stop(done)
             value = yield from self.after_attempt(done)
@@ -505,7 +505,9 @@ class _Loop:
                 self.stop = "max_steps"
                 break
             self.step_num += 1
-            pending = yield from self.pre_dispatch(_Pending(self.step_num, tc, None, False))
+            pending = _Pending(self.step_num, tc, None, False)
+            if self.h.pre_dispatch:  # (no generator at all when no hook listens: the bare loop's hot path)
+                yield from self.pre_dispatch(pending)
             if pending.call.tool == self.config.done_tool and pending.result is None:
                 yield from self.check_done(pending)
             prepared.append(pending)
@@ -584,7 +586,9 @@ class _Loop:
         """``post_dispatch``, the Step, ``on_step``, ``should_stop``, the done check, and the Step handed
         out. Returns True when the caller closed the loop."""
         assert p.result is not None
-        result, notes = yield from self.post_dispatch(p, p.result)
+        result, notes = p.result, []
+        if self.h.post_dispatch:
+            result, notes = yield from self.post_dispatch(p, result)
         text = _model_text(result)
         if notes:
             text = text + "\n\n" + "\n".join(notes)
@@ -599,7 +603,8 @@ class _Loop:
         state.record(step) if hasattr(state, "record") else state.steps.append(step)
         for hook, fn in self.h.on_step:
             yield from self.hook(hook, "on_step", fn, (state, step))
-        yield from self.decide(step)
+        if self.h.should_stop:
+            yield from self.decide(step)
         if p.done_ok and result.error is None:
             self.final = p.call.args.get("answer", result.data)
             if self.stop is None:
