@@ -83,7 +83,7 @@ def _spans(phoenix: str, trace_id: str, deadline_s: float) -> list[dict[str, Any
 
 def _cost(span: dict[str, Any]) -> str:
     total = ((span.get("costSummary") or {}).get("total") or {}).get("cost")
-    return "" if total is None else f"{total:.6f}"
+    return "" if total is None else f"{total:.9f}"
 
 
 def _short(value: Any, width: int = 300) -> str:
@@ -120,7 +120,7 @@ def _report(spans: list[dict[str, Any]]) -> int:
     llm = [s for s in spans if s["spanKind"] == "llm"]
     tokens = sum(int(s.get("tokenCountTotal") or 0) for s in llm)
     cost = sum(float(_cost(s) or 0) for s in llm)
-    print(f"LLM spans: {len(llm)}, tokens {tokens}, cost USD {cost:.6f}")
+    print(f"LLM spans: {len(llm)}, tokens {tokens}, cost USD {cost:.9f}")
     return _verdict(spans)
 
 
