@@ -10,7 +10,7 @@ the demo's closing block, waits until Phoenix has stored that trace, then asks P
 library is used to talk to Phoenix.
 
 Exit status 1 if Phoenix classifies a ``looplet.step`` span as TOOL, or the ``invoke_agent`` span has no
-input or no output although content capture is on; 2 if the demo or Phoenix cannot be reached.
+input or no output although content capture is on; 2 if the demo fails or Phoenix cannot be reached.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from typing import Any
+from typing import Any, NoReturn
 
 _TRACE = """
 query ($traceId: ID!) {
@@ -50,6 +50,11 @@ def _post(base: str, query: str, variables: dict[str, Any]) -> Any:
     return answer["data"]
 
 
+def _fail(message: str) -> NoReturn:
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _run_demo(phoenix: str) -> str:
     """Run the demo against Phoenix with content capture on; return the trace id it printed."""
     env = dict(os.environ, OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true")
@@ -57,7 +62,7 @@ def _run_demo(phoenix: str) -> str:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     found = re.search(r"trace ([0-9a-f]{32})", done.stdout)
     if done.returncode != 0 or not found:
-        sys.exit(f"the demo failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+        _fail(f"the demo delivered no trace (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
     return found.group(1)
 
 
@@ -77,7 +82,7 @@ def _spans(phoenix: str, trace_id: str, deadline_s: float) -> list[dict[str, Any
         seen = len(spans)
         time.sleep(0.5)
     if not spans:
-        sys.exit(f"Phoenix did not show trace {trace_id} within {deadline_s:.0f} s")
+        _fail(f"Phoenix did not show trace {trace_id} within {deadline_s:.0f} s")
     return spans
 
 
@@ -154,7 +159,11 @@ def main() -> int:
     args = p.parse_args()
     trace_id = _run_demo(args.phoenix)
     print(f"trace {trace_id} sent to {args.phoenix}\n")
-    return _report(_spans(args.phoenix, trace_id, args.wait))
+    try:
+        spans = _spans(args.phoenix, trace_id, args.wait)
+    except OSError as exc:
+        _fail(f"cannot query Phoenix at {args.phoenix}/graphql: {exc}")
+    return _report(spans)
 
 
 if __name__ == "__main__":
