@@ -94,6 +94,8 @@ _SNAPSHOT = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|-latest|@[\w.\-]+)$")
 _prices: dict[str, Price] = dict(_BUILTIN)
 _cache: dict[str, Price | None] = {}
 _unknown: set[str] = set()
+_MAX_NAMES = 1000  # model names remembered (prices looked up, unknown names warned about)
+_overflow: list[str] = []  # the first unknown name past the limit (the note about the rest is given once)
 _lock = threading.Lock()
 
 
@@ -108,15 +110,20 @@ def price_for(model: str | None) -> Price | None:
         pass
     price = _lookup(model)
     with _lock:
-        _cache[model] = price
+        if len(_cache) < _MAX_NAMES:  # bounded: a server may answer with any model name
+            _cache[model] = price
         if price is None and model not in _unknown:
-            _unknown.add(model)
-            log.warning(
-                "no price known for model %r: its cost is left empty; add it with "
-                "looplet.telemetry.set_prices({%r: (input, cached_input, output)})",
-                model,
-                model,
-            )
+            if len(_unknown) < _MAX_NAMES:
+                _unknown.add(model)
+                log.warning(
+                    "no price known for model %r: its cost is left empty; add it with "
+                    "looplet.telemetry.set_prices({%r: (input, cached_input, output)})",
+                    model,
+                    model,
+                )
+            elif not _overflow:
+                _overflow.append(model)
+                log.warning("more than %d models without a price: the others are not listed", _MAX_NAMES)
     return price
 
 
