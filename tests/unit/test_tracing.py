@@ -1007,6 +1007,10 @@ def test_per_name_caches_of_the_telemetry_hooks_stay_bounded(otel):
         found = sizes(hook)
         assert found, type(hook).__name__
         assert all(size <= 1000 for size in found.values()), (type(hook).__name__, found)
+    # the price table's memory of model names (the loop prices every answer) is bounded too
+    from looplet.telemetry import cost
+
+    assert len(cost._cache) <= 1000 and len(cost.unknown_models()) <= 1000
 
 
 def structlog_null():
