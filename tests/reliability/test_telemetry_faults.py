@@ -475,22 +475,17 @@ def _inject(component: str, sinks: Any) -> tuple[list[Any], str]:
     raise AssertionError(component)
 
 
-# A fault in a wrap_tool hook after its call_next returned must keep the tool's result: the engine's guarded
-# tool chain (issue 13.4, engine side) is still being built; until it lands these cases may fail there.
-_TOOL_CHAIN = pytest.mark.xfail(
-    reason="engine: wrap_tool isolation after call_next not landed yet", strict=False
-)
 COMPONENTS = [
     "TracingHook",
-    pytest.param("tracing redactor", marks=_TOOL_CHAIN),
-    pytest.param("span processor", marks=_TOOL_CHAIN),
+    "tracing redactor",
+    "span processor",
     "exporter",
     "MetricsHook",
     "LoggingHook",
     "logging redactor",
     "trajectory hook",
     "observer hook",
-    pytest.param("wrap hook", marks=_TOOL_CHAIN),
+    "wrap hook",
 ]
 
 
