@@ -28,6 +28,10 @@ TOOL_EXECUTED = "looplet.tool.executed"  # False on the execute_tool span of a c
 TOOL_DURATION_MS = "looplet.tool.duration_ms"
 TASK = "looplet.task"  # content: only with capture on, redacted
 FINAL_OUTPUT = "looplet.final_output"  # content: only with capture on, redacted
+# OpenInference's input/output of a span: Arize Phoenix fills its Input/Output columns from these only
+# (it maps gen_ai.input/output.messages to its message view). On the agent span, with capture on, redacted.
+OI_INPUT_VALUE = "input.value"
+OI_OUTPUT_VALUE = "output.value"
 LLM_ATTEMPT = "looplet.llm.attempt"  # on chat spans of a retry: 2 for the first retry, ...
 LLM_PURPOSE = "looplet.llm.purpose"  # "step" or "summarize" (compaction)
 SCHEMA_VERSION = "looplet.schema_version"

@@ -250,6 +250,7 @@ class TracingHook:
         if self.capture_content and run.task is not None:
             attrs[N.TASK] = self._content(run.task)  # the task as given (read back by provenance)
             attrs[_INPUT] = self._content([_message("user", _task_text(run.task))])
+            attrs[N.OI_INPUT_VALUE] = self._content(_task_text(run.task))
         span = self._tracer.start_span(
             f"invoke_agent {run.agent_name}",
             context=parent,
@@ -300,13 +301,13 @@ class TracingHook:
             }
             if result.cost_usd is not None:
                 attrs[N.COST_USD] = result.cost_usd
-            if run is not None and run.model:
-                attrs[_RESP_MODEL] = run.model
+            # no gen_ai.response.model here: it describes one chat call (Phoenix shows it as the agent's output)
             if self.capture_content and result.final_output is not None:
                 final = result.final_output
                 attrs[N.FINAL_OUTPUT] = self._content(final)
                 text = final if isinstance(final, str) else _dumps(final)
                 attrs[_OUTPUT] = self._content([_message("assistant", text, "stop")])
+                attrs[N.OI_OUTPUT_VALUE] = self._content(text)
             if error_type:
                 attrs[_ERROR_TYPE] = error_type
                 span.set_status(Status(StatusCode.ERROR, description))
