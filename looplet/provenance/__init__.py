@@ -10,7 +10,7 @@ from looplet._lazy import lazy_getattr
 
 _LAZY = {
     "ProvenanceSink": "looplet.provenance.sink",
-    "TrajectoryHook": "looplet.provenance.sink",
+    "TrajectoryHook": "looplet.provenance.capture",
     "replay_loop": "looplet.provenance.replay",
     "ReplayReport": "looplet.provenance.replay",
     "Trajectory": "looplet.provenance.format",

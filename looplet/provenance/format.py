@@ -1,28 +1,24 @@
 """The trajectory folder: what a run looks like on disk, how it is written and how it is read back.
 
-One folder per run::
+One run::
 
-    <dir>/<YYYYmmdd-HHMMSS>-<agent>-<run id[:8]>/
-        trajectory.json        the run: task, agent, models, stop reason, trace id, totals, steps, calls, timeline
-        steps/step_01.json     one file per step: call, result, usage, cost, durations, span ids
-        call_01_prompt.txt     the full text the model saw for LLM call 1 (capped by max_chars_per_call)
-        call_01_response.txt   what it answered
-        manifest.jsonl         one line per file: path, bytes, sha256
+    trajectory.json        the run: task, agent, models, stop reason, trace id, totals, steps, calls, timeline
+    steps/step_01.json     one file per step: call, result, usage, cost, durations, span ids
+    call_01_prompt.txt     the full text the model saw for LLM call 1 (capped by max_chars_per_call)
+    call_01_response.txt   what it answered
+    manifest.jsonl         one line per file: path, bytes, sha256
 
-Files are JSON with sorted keys and two-space indents, and step files hold no wall-clock times (only
-durations), so two runs of the same agent diff cleanly. A folder is written under a temporary name and
-renamed into place, so a reader never sees half of one. This module uses only the standard library.
+JSON files hold one value per line, looplet's keys in a fixed order and the user's data with sorted keys,
+so two runs diff cleanly. ``trajectory.json`` is put in place last: a folder holding it is complete.
+Standard library only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,26 +28,13 @@ from typing import Any
 from looplet.errors import LoopletError
 from looplet.types import Step, ToolCall, Usage, _json_safe
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "TrajectoryError",
-    "RunRecord",
-    "CallRecord",
-    "Trajectory",
-    "render_files",
-    "write_folder",
-    "write_folders_synced",
-    "load_trajectory",
-    "find_trajectories",
-    "render_messages",
-    "render_response",
-]
+__all__ = ["SCHEMA_VERSION", "TrajectoryError", "RunRecord", "CallRecord", "Trajectory", "render_files"]
+__all__ += ["write_folder", "load_trajectory", "find_trajectories", "load_files", "folder_name"]
 
 #: Bumped when a reader of the previous version could misread a folder.
 SCHEMA_VERSION = 1
 TRAJECTORY_FILE = "trajectory.json"
 MANIFEST_FILE = "manifest.jsonl"
-
 Redact = Callable[[str], str]
 
 
@@ -64,21 +47,27 @@ class TrajectoryError(LoopletError, ValueError):
         self.problem = problem
 
 
-# --------------------------------------------------------------------------------------------------------
-# What the capture paths (hook, wrapped backend, spans) fill in
-# --------------------------------------------------------------------------------------------------------
+class Prompt:
+    """A call's prompt: ``system`` parts and the first ``n`` of ``messages`` (GenAI semantic-convention
+    messages). A capture route shares one growing list between a run's calls, so a call costs its own
+    messages only."""
+
+    __slots__ = ("system", "messages", "n")
+
+    def __init__(self, system: list[Any], messages: list[Any], n: int) -> None:
+        self.system, self.messages, self.n = system, messages, n
 
 
 @dataclass(slots=True)
 class CallRecord:
-    """One LLM call (one attempt): request, answer, usage and timing."""
+    """One LLM call (one attempt), as its ``chat`` span tells it."""
 
     number: int
-    step: int = 0  # the step number the loop was about to take
+    step: int = 0
     purpose: str = "step"
     model: str | None = None
     provider: str | None = None
-    messages: list[dict[str, Any]] | None = None  # OpenAI chat format; None when content was not captured
+    messages: Prompt | None = None  # None without content
     text: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
     usage: Usage | None = None
@@ -89,13 +78,12 @@ class CallRecord:
     response_id: str | None = None
     error: str | None = None
     ttfc_ms: float | None = None
-    span_id: str | None = None
-    answered: bool = True  # False when only the request is known (content off, or the call failed)
+    answered: bool = True  # False when the answer is not known (content off, or the call failed)
 
 
 @dataclass(slots=True)
 class RunRecord:
-    """Everything known about one run, before it is rendered into files."""
+    """One run, as built from its spans, before it is rendered into files."""
 
     run_id: str
     agent: str = "looplet"
@@ -111,367 +99,102 @@ class RunRecord:
     cost_usd: float | None = None
     llm_calls: int | None = None
     provider: str | None = None
-    done_tool: str = "done"
-    max_steps: int | None = None
     tools: list[dict[str, Any]] | None = None
     steps: list[Step] = field(default_factory=list)
     step_calls: dict[int, int] = field(default_factory=dict)  # step number -> call number
     calls: list[CallRecord] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
-    content: bool = True
-    source: str = "hook"
-    first_step: int = 1  # steps numbered below it were taken before a resume (no LLM call of this run)
-
-    def models(self) -> list[str]:
-        seen: list[str] = []
-        for m in [c.model for c in self.calls] + [s.model for s in self.steps]:
-            if m and m not in seen:
-                seen.append(m)
-        return seen
-
-    def link_steps(self) -> None:
-        """Fill ``step_calls`` for steps the capture path could not link directly (by tool-call id,
-        then by order)."""
-        by_id: dict[str, int] = {}
-        for c in self.calls:
-            for tc in c.tool_calls:
-                if tc.id:
-                    by_id.setdefault(tc.id, c.number)
-        answered = [c for c in self.calls if c.error is None and c.purpose == "step"]
-        k = 0
-        for s in self.steps:
-            if s.number in self.step_calls or s.number < self.first_step:
-                continue
-            n = by_id.get(s.tool_call.id)
-            if n is None and s.usage is not None and k < len(answered):
-                n = answered[k].number  # the first step of a response carries its usage
-                k += 1
-            if n is not None:
-                self.step_calls[s.number] = n
+    content: bool = False
 
 
 # --------------------------------------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------------------------------------
 
-_ARGS_CACHE: dict[str, str] = {}  # arguments JSON -> canonical text (prompts repeat every earlier call)
 
-
-def _canonical_args(arguments: Any) -> str:
-    if isinstance(arguments, str):
-        hit = _ARGS_CACHE.get(arguments)
-        if hit is not None:
-            return hit
-        text = _canonical_args(_loads_or(arguments))
-        if len(arguments) <= 2048:
-            if len(_ARGS_CACHE) >= 4096:
-                _ARGS_CACHE.clear()
-            _ARGS_CACHE[arguments] = text
-        return text
-    if isinstance(arguments, _Raw):
-        return arguments.text
-    return _ENCODE_SORTED(_json_safe(arguments))
-
-
-class _Raw:
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-def _loads_or(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return _Raw(text)
-
-
-def _content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # multi-part content
-        out = []
-        for part in content:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                out.append(part["text"])
-            elif isinstance(part, dict) and isinstance(part.get("content"), str):
-                out.append(part["content"])
-            else:
-                out.append(json.dumps(_json_safe(part), ensure_ascii=False, sort_keys=True))
-        return "\n".join(out)
-    return json.dumps(_json_safe(content), ensure_ascii=False, sort_keys=True)
-
-
-def render_messages(
-    messages: Iterable[Mapping[str, Any]], cache: dict[int, str] | None = None, redact: Redact | None = None
-) -> str:
-    """The chat transcript as plain text: one ``[role]`` block per message, tool calls as
-    ``→ name({args}) id=...``, each block through ``redact``. ``cache`` (message id -> block) saves
-    re-rendering (and re-redacting) the messages every later prompt of a run repeats; only for messages
-    that stay alive and unchanged meanwhile."""
-    blocks = []
-    for m in messages:
-        if cache is not None:
-            hit = cache.get(id(m))
-            if hit is not None:
-                blocks.append(hit)
-                continue
-        role = m.get("role", "?")
-        head = f"[tool {m.get('tool_call_id', '')}]".replace(" ]", "]") if role == "tool" else f"[{role}]"
-        lines = [head]
-        text = _content_text(m.get("content"))
-        if text:
-            lines.append(text)
-        for tc in m.get("tool_calls") or ():
-            fn = tc.get("function") or {}
-            lines.append(
-                f"→ {fn.get('name', '?')}({_canonical_args(fn.get('arguments', '{}'))}) id={tc.get('id', '')}"
-            )
-        block = "\n".join(lines)
-        if redact is not None:
-            block = redact(block)
-        if cache is not None:
-            cache[id(m)] = block
-        blocks.append(block)
-    return "\n\n".join(blocks) + "\n"
-
-
-def render_response(call: CallRecord) -> str:
-    if call.error is not None:
-        return f"[error]\n{call.error}\n"
-    lines = ["[assistant]"]
-    if call.text:
-        lines.append(call.text)
-    for tc in call.tool_calls:
-        lines.append(f"→ {tc.tool}({_canonical_args(tc.args)}) id={tc.id}")
-    return "\n".join(lines) + "\n"
-
-
-def _cap(text: str, limit: int) -> tuple[str, bool]:
-    """Keep the head (system prompt, task) and the larger tail (the latest turns) of an over-long text."""
-    if limit <= 0 or len(text) <= limit:
-        return text, False
-    head = limit // 4
-    tail = limit - head
-    cut = len(text) - head - tail
-    return f"{text[:head]}\n[… {cut} characters cut by max_chars_per_call={limit} …]\n{text[-tail:]}", True
-
-
-_NUMBERS = frozenset({int, float, bool})
-_TIMES = ("start_ms", "duration_ms")
-
-
-class _Redaction:
-    """The user's redactor over what a folder holds. looplet's own fields: every string through it (the
-    same short strings, tool and model names, repeat a lot, so those are cached) while the keys, being
-    looplet's, are not. User data (task, arguments, results, answer, tool schemas, event attributes): the
-    whole value through ``redact_json`` when the redactor has one (it also blanks values under keys like
-    ``api_key``), else every string and key."""
-
-    #: values looplet or the tracing SDK generate (hex ids, file names, times): nothing to redact in them
-    GENERATED = frozenset(
-        {"trace_id", "span_id", "run_id", "file", "prompt_file", "response_file", "started_at"}
-    )
-
-    def __init__(self, redact: Redact, cache: dict[str, str] | None = None) -> None:
-        self.redact = redact
-        rj = getattr(redact, "redact_json", None)
-        self.user: Callable[[Any], Any] = rj if callable(rj) else (lambda v: _redact_tree(v, redact))
-        self.cache: dict[str, str] = {} if cache is None else cache
-
-    def text(self, value: str) -> str:
-        out = self.cache.get(value)
-        if out is None:
-            out = self.redact(value)
-            if len(value) <= 256:
-                if len(self.cache) >= 8192:
-                    self.cache.clear()
-                self.cache[value] = out
-        return out
-
-    def own(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.text(value)
-        # numbers and None are most of the values: kept without a call (this runs for every field written)
-        if isinstance(value, dict):
-            skip, own, text = self.GENERATED, self.own, self.text
-            return {
-                k: v
-                if k in skip or v is None or type(v) in _NUMBERS
-                else text(v)
-                if type(v) is str
-                else own(v)
-                for k, v in value.items()
-            }
-        if isinstance(value, list):
-            own = self.own
-            return [v if v is None or type(v) in _NUMBERS else own(v) for v in value]
-        return value
-
-    def _with(
-        self, d: dict[str, Any], user_keys: tuple[str, ...], done: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """``d`` with the values under ``user_keys`` through ``user``, those in ``done`` as given, the rest
-        through ``own``."""
-        out = {}
-        skip, own = self.GENERATED, self.own
-        for k, v in d.items():
-            if done is not None and k in done:
-                out[k] = done[k]
-            elif k in user_keys:
-                out[k] = self.user(v)
-            elif k in skip or v is None or type(v) in _NUMBERS:
-                out[k] = v
-            else:
-                out[k] = own(v)
-        return out
-
-    def step(self, d: dict[str, Any]) -> dict[str, Any]:
-        out = {}
-        for k, v in d.items():
-            if k == "tool_call":
-                out[k] = self._with(v, ("args",))
-            elif k == "tool_result":
-                out[k] = self._with(v, ("data",))
-            elif k == "children":
-                out[k] = [self.step(c) for c in v]
-            else:
-                out[k] = self.own(v)
-        return out
-
-    def call(self, d: dict[str, Any]) -> dict[str, Any]:
-        calls = [self._with(tc, ("args",)) for tc in d.get("tool_calls", ())]
-        return self._with(d, (), {"tool_calls": calls})
-
-    def trajectory(self, d: dict[str, Any], redacted: tuple[str, ...] = ()) -> dict[str, Any]:
-        """``d`` redacted; the values under the keys in ``redacted`` already are."""
-        events = [self._with(e, ("attributes",)) for e in d.get("events", ())]
-        done = {"calls": d.get("calls", []), "events": events, "tools": self.tools(d.get("tools") or [])}
-        done.update((k, d[k]) for k in redacted if k in d)
-        return self._with(d, ("task", "final_output"), done)
-
-    def tools(self, tools: list[Any]) -> Any:
-        """The tool schemas, redacted: the same few schemas come with every run of an agent, so the
-        redacted form is kept (as JSON text) under the schemas' own text."""
-        if not tools:
-            return tools
-        key = "\0tools\0" + _ENCODE(tools)
-        hit = self.cache.get(key)
-        if hit is not None:
-            return json.loads(hit)
-        redacted = self.user(tools)
-        if len(key) <= 65_536:
-            if len(self.cache) >= 8192:
-                self.cache.clear()
-            self.cache[key] = _ENCODE(redacted)
-        return redacted
-
-
-def _redact_tree(value: Any, redact: Redact) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {redact(str(k)): _redact_tree(v, redact) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_tree(v, redact) for v in value]
-    return value
-
-
-def _unserializable(o: Any) -> Any:
-    raise TypeError(f"{type(o).__name__} is not JSON serializable")
-
-
-if json.encoder.c_make_encoder is not None:  # one C encoder, made once (JSONEncoder.encode makes one a call)
-    _C_ENCODER = json.encoder.c_make_encoder(
-        None, _unserializable, json.encoder.encode_basestring, None, ": ", ", ", False, False, True
-    )
-
-    def _ENCODE(obj: Any) -> str:
-        t = type(obj)
-        if t is str:
-            return json.encoder.encode_basestring(obj)
-        if obj is None:
-            return "null"
-        if t is bool:
-            return "true" if obj else "false"
-        if t is int:
-            return int.__repr__(obj)
-        return "".join(_C_ENCODER(obj, 0))
-
-    _C_SORTED = json.encoder.c_make_encoder(
-        None, _unserializable, json.encoder.encode_basestring, None, ": ", ", ", True, False, True
-    )
-
-    def _ENCODE_SORTED(obj: Any) -> str:
-        return "".join(_C_SORTED(obj, 0))
-else:  # pragma: no cover - other Pythons
-    _ENCODE = json.JSONEncoder(ensure_ascii=False).encode
-    _ENCODE_SORTED = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
-
-
-def _pretty(obj: Any, depth: int, pad: str = "") -> str:
-    """JSON with the first ``depth`` levels one item per line (two-space indent) and anything deeper on
-    one line: diff-friendly like ``indent=2``, but with scalars inlined and deeper values left to the C
-    encoder (``indent`` forces the slow pure-Python one)."""
-    if depth <= 0 or not obj or not isinstance(obj, (dict, list)):
-        return _ENCODE(obj)
-    inner = pad + "  "
-    parts: list[str] = []
-    add = parts.append
-    is_dict = type(obj) is dict
-    items = obj.items() if is_dict else ((None, v) for v in obj)
-    for k, v in items:
-        t = type(v)
-        if t is str:
-            s = _ENCODE_STR(v)
-        elif v is None:
-            s = "null"
-        elif t is int:
-            s = int.__repr__(v)
-        elif t is bool:
-            s = "true" if v else "false"
-        elif t is float and _isfinite(v):
-            s = float.__repr__(v)
-        elif (t is dict or t is list) and v and depth > 1:
-            s = _pretty(v, depth - 1, inner)
-        else:
-            s = _ENCODE(v)
-        add(f"{inner}{s}" if k is None else f"{inner}{_ENCODE_STR(k if type(k) is str else str(k))}: {s}")
-    if is_dict:
-        return "{\n" + ",\n".join(parts) + "\n" + pad + "}"
-    return "[\n" + ",\n".join(parts) + "\n" + pad + "]"
-
-
-_ENCODE_STR = json.encoder.encode_basestring
-_isfinite = math.isfinite
-
-
-def _dumps(obj: Any, depth: int = 2) -> str:
-    return _pretty(obj, depth) + "\n"
-
-
-#: how deep trajectory.json is spread over lines, per key: a call, a step's index entry, a timeline bar,
-#: an event or a tool schema on one line each
-_TRAJ_DEPTH = {"calls": 1, "steps": 1, "timeline": 1, "events": 1, "tools": 1}
-
-
-def _dumps_traj(obj: dict[str, Any]) -> str:
-    lines = [f"  {_ENCODE(k)}: {_pretty(v, _TRAJ_DEPTH.get(k, 2), '  ')}" for k, v in obj.items()]
-    return "{\n" + ",\n".join(lines) + "\n}\n"
+_compact = json.JSONEncoder(ensure_ascii=False).encode  # one encoder, made once
 
 
 def _canon(value: Any) -> Any:
-    """User data (task, arguments, results) with its keys sorted, so equal data is equal text; looplet's
-    own objects keep a fixed, reader-friendly key order."""
+    """User data with its keys sorted, so equal data is equal text."""
     if isinstance(value, dict):
-        return {k: _canon(value[k]) for k in sorted(value, key=str)}
+        return {str(k): _canon(value[k]) for k in sorted(value, key=str)}
     if isinstance(value, list):
         return [_canon(v) for v in value]
     return value
+
+
+def _args_text(args: Any) -> str:
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            return str(args)
+    return json.dumps(_canon(_json_safe(args)), ensure_ascii=False)
+
+
+def _block(m: Mapping[str, Any]) -> str:
+    """One semantic-convention message as text: ``[role]``, its text, its tool calls as ``→ name({args})``."""
+    role = m.get("role", "?")
+    lines = []
+    for p in m.get("parts") or ():
+        if not isinstance(p, dict):
+            continue
+        kind = p.get("type")
+        if kind == "tool_call_response":
+            role = f"tool {p.get('id') or ''}".strip()
+            r = p.get("response")
+            lines.append(r if isinstance(r, str) else _args_text(r))
+        elif kind == "tool_call":
+            args = _args_text(p.get("arguments") or {})
+            lines.append(f"→ {p.get('name', '?')}({args}) id={p.get('id') or ''}")
+        elif "content" in p:
+            lines.append(str(p["content"]))
+    return "\n".join([f"[{role}]", *(t for t in lines if t)])
+
+
+def _cap(count: int, block: Callable[[int], str], limit: int) -> tuple[str, bool]:
+    """Blocks ``0..count-1`` joined; over ``limit`` characters, the head (system prompt, task) and the
+    larger tail (the latest turns) with a note between. Renders only the blocks it keeps."""
+    total, i = 0, 0
+    while i < count and total <= limit:
+        total += len(block(i)) + 2
+        i += 1
+    if total <= limit:
+        return "\n\n".join(block(j) for j in range(count)) + "\n", False
+    head_room, tail_room = limit // 4, limit - limit // 4
+    head = "\n\n".join(block(j) for j in range(min(count, 3)))[:head_room]
+    tail: list[str] = []
+    room = tail_room
+    for j in range(count - 1, -1, -1):
+        b = block(j)
+        if len(b) + 2 > room:
+            tail.append(b[len(b) - room :] if room > 0 else "")
+            break
+        tail.append(b)
+        room -= len(b) + 2
+    return f"{head}\n[… cut by max_chars_per_call={limit} …]\n" + "\n\n".join(reversed(tail)) + "\n", True
+
+
+def _response(c: CallRecord) -> str:
+    if c.error is not None:
+        return f"[error]\n{c.error}\n"
+    lines = ["[assistant]", *([c.text] if c.text else [])]
+    lines += [f"→ {tc.tool}({_args_text(tc.args)}) id={tc.id}" for tc in c.tool_calls]
+    return "\n".join(lines) + "\n"
+
+
+def _lines(d: Mapping[str, Any]) -> str:
+    """An object with one key per line, lists one item per line, anything deeper on its line."""
+    out = []
+    for k, v in d.items():
+        if isinstance(v, list) and v:
+            v = "[\n    " + ",\n    ".join(_compact(x) for x in v) + "\n  ]"
+        else:
+            v = _compact(v)
+        out.append(f"  {_compact(k)}: {v}")
+    return "{\n" + ",\n".join(out) + "\n}\n"
 
 
 def _step_dict(s: Step) -> dict[str, Any]:
@@ -483,179 +206,137 @@ def _step_dict(s: Step) -> dict[str, Any]:
     return d
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def folder_name(record: RunRecord, redact: Redact | None = None) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(record.started_at or time.time()))
-    agent = record.agent or "agent"
-    if redact is not None:
-        agent = redact(agent)
-    agent = _UNSAFE.sub("_", agent).strip("._")[:40] or "agent"
-    rid = _UNSAFE.sub("", record.run_id)[:8] or "run"
-    return f"{stamp}-{agent}-{rid}"
-
-
-def _num(n: int) -> str:
-    return f"{n:02d}"
-
-
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
-def step_file(number: int) -> str:
-    return f"steps/step_{_num(number)}.json"
+def _redact_tree(value: Any, redact: Redact) -> Any:
+    fn = getattr(redact, "redact_json", None)
+    if callable(fn):
+        return fn(value)
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): _redact_tree(v, redact) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_tree(v, redact) for v in value]
+    return value
 
 
-def render_files(
-    record: RunRecord,
-    redact: Redact | None = None,
-    max_chars_per_call: int = 200_000,
-    cache: dict[str, str] | None = None,
-    *,
-    defer_json: bool = False,
+#: the first line of a prompt file that holds only what the call added to an earlier call's prompt
+_AFTER = "[… the prompt of call {0} (call_{0:02d}_prompt.txt), then …]"
+
+
+def _call_entry(
+    c: CallRecord, files: dict[str, str], limit: int, cache: dict[int, Any], prev: Any
 ) -> dict[str, Any]:
-    """The folder's files as ``{relative path: text}``, every string already through ``redact``
-    (``cache``: redacted short strings kept from one run to the next). With ``defer_json`` the JSON files
-    are left as ``(kind, value)`` for the writer to format (:func:`file_text`): the writer process then
-    does that work on its own core."""
-    files: dict[str, str] = {}
-    r = redact
-    red = _Redaction(r, cache) if r is not None else None
-    text = r if r is not None else (lambda s: s)
-    record.link_steps()
-    red_text = red.text if red is not None else None
-    blocks: dict[int, str] = {}  # the hook path's prompts share message objects: render each once
-
-    step_entries = []
-    for s in record.steps:
-        d = _step_dict(s)
-        d["llm_call"] = record.step_calls.get(s.number)
-        path = step_file(s.number)
-        d = red.step(d) if red else d
-        files[path] = ("json", d) if defer_json else _dumps(d)
-        tool, error_kind = s.tool_call.tool, s.tool_result.error_kind
-        if red is not None:  # redacted here, once, rather than walked again with the whole trajectory
-            tool = red.text(tool) if isinstance(tool, str) else tool
-            error_kind = red.text(error_kind) if isinstance(error_kind, str) else error_kind
-        step_entries.append(
-            {
-                "number": s.number,
-                "tool": tool,
-                "ok": s.ok,
-                "error_kind": error_kind,
-                "file": path,
-                "llm_call": record.step_calls.get(s.number),
-            }
-        )
-
-    call_entries = []
-    for c in record.calls:
-        entry: dict[str, Any] = {
-            "number": c.number,
-            "step": c.step,
-            "purpose": c.purpose,
-            "model": c.model,
-            "usage": c.usage.to_dict() if c.usage else None,
-            "cost_usd": c.cost_usd,
-            "duration_ms": _ms(c.duration_ms),
-            "finish_reason": c.finish_reason,
-            "response_id": c.response_id,
-            "error": c.error,
-            "span_id": c.span_id,
-            "tool_calls": [
-                {"id": tc.id, "tool": tc.tool, "args": _canon(_json_safe(tc.args))} for tc in c.tool_calls
-            ],
-            "text": c.text,
-            "answered": c.answered,
-        }
-        if c.ttfc_ms is not None:
-            entry["ttfc_ms"] = _ms(c.ttfc_ms)
-        if c.messages is not None:
-            prompt, cut = _cap(render_messages(c.messages, blocks, r), max_chars_per_call)
-            name = f"call_{_num(c.number)}_prompt.txt"
-            files[name] = prompt
-            entry["prompt_file"] = name
-            entry["prompt_truncated"] = cut
-        if c.answered or c.error is not None:
-            response, cut = _cap(text(render_response(c)), max_chars_per_call)
-            name = f"call_{_num(c.number)}_response.txt"
-            files[name] = response
-            entry["response_file"] = name
-            entry["response_truncated"] = cut
-        if entry.get("text") and len(entry["text"]) > max_chars_per_call:
-            entry["text"] = _cap(entry["text"], max_chars_per_call)[0]
-        call_entries.append(red.call(entry) if red else entry)
-
-    usage = record.usage
-    if usage is None:
-        usage = Usage()
-        for c in record.calls:
-            usage.add(c.usage)
-    cost = record.cost_usd
-    if cost is None and any(c.cost_usd is not None for c in record.calls):
-        cost = sum(c.cost_usd or 0.0 for c in record.calls)
-    llm_calls = (
-        record.llm_calls if record.llm_calls is not None else sum(1 for c in record.calls if c.error is None)
-    )
-    traj = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": record.run_id,
-        "agent": record.agent,
-        "task": _canon(_json_safe(record.task)),
-        "models": record.models(),
-        "provider": record.provider,
-        "stop_reason": record.stop_reason,
-        "error": record.error,
-        "final_output": _canon(_json_safe(record.final_output)),
-        "trace_id": record.trace_id,
-        "span_id": record.span_id,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.started_at))
-        if record.started_at
-        else None,
-        "duration_ms": _ms(record.duration_ms),
-        "usage": usage.to_dict(),
-        "cost_usd": cost,
-        "llm_calls": llm_calls,
-        "step_count": len(record.steps),
-        "config": {"done_tool": record.done_tool, "max_steps": record.max_steps},
-        "content": record.content,
-        "source": record.source,
-        "steps": step_entries,
-        "calls": call_entries,
-        "tools": _canon(_json_safe(record.tools or [])),
-        "timeline": [
-            {
-                k: _ms(v)
-                if k in _TIMES
-                else red_text(v)
-                if red_text is not None and isinstance(v, str)
-                else v
-                for k, v in e.items()
-            }
-            for e in sorted(record.timeline, key=lambda e: e.get("start_ms") or 0.0)
-        ],  # by start
-        "events": [
-            {
-                "name": e.get("name"),
-                "at_ms": e.get("at_ms"),
-                "attributes": _canon(_json_safe(e.get("attributes"))),
-            }
-            for e in record.events
-        ],
+    # fmt: off
+    e: dict[str, Any] = {
+        "number": c.number, "step": c.step, "purpose": c.purpose, "model": c.model,
+        "usage": c.usage.to_dict() if c.usage else None, "cost_usd": c.cost_usd,
+        "duration_ms": _ms(c.duration_ms), "finish_reason": c.finish_reason, "response_id": c.response_id,
+        "error": c.error, "tool_calls": [{"id": t.id, "tool": t.tool, "args": _canon(_json_safe(t.args))} for t in c.tool_calls],
+        "text": c.text if c.text is None or len(c.text) <= limit else _cap(1, lambda _i: c.text or "", limit)[0],
+        "answered": c.answered,
     }
-    traj = red.trajectory(traj, ("steps", "timeline")) if red else traj
-    files[TRAJECTORY_FILE] = ("trajectory", traj) if defer_json else _dumps_traj(traj)
+    # fmt: on
+    if c.ttfc_ms is not None:
+        e["ttfc_ms"] = _ms(c.ttfc_ms)
+    p = c.messages
+    if p is not None:
+        first = [{"role": "system", "parts": p.system}] if p.system else []
+        start, after, q = 0, None, prev[1] if prev is not None else None
+        if q is not None and q.system == p.system and q.n <= p.n:  # only adds to the last prompt
+            if q.messages is p.messages or q.messages[: q.n] == p.messages[: q.n]:
+                start, after = len(first) + q.n, prev[0]
+
+        def block(i: int) -> str:  # a capture route shares message objects between calls: render each once
+            i += start
+            m = first[i] if i < len(first) else p.messages[i - len(first)]
+            b = cache.get(id(m))
+            if b is None or b[0] is not m:
+                b = cache[id(m)] = (m, _block(m))
+            return str(b[1])
+
+        name = f"call_{c.number:02d}_prompt.txt"
+        text, e["prompt_truncated"] = _cap(len(first) + p.n - start, block, limit)
+        files[name] = text if after is None else f"{_AFTER.format(after)}\n\n{text}"
+        e["prompt_file"], e["prompt_after"] = name, after
+    if c.answered or c.error is not None:
+        name, response = f"call_{c.number:02d}_response.txt", _response(c).rstrip("\n")
+        files[name], e["response_truncated"] = _cap(1, lambda _i: response, limit)
+        e["response_file"] = name
+    return e
+
+
+def render_files(rec: RunRecord, redact: Redact | None = None, limit: int = 200_000) -> dict[str, str]:
+    """The folder's files as ``{relative path: text}``, every byte of them through ``redact``."""
+    files: dict[str, str] = {}
+    red: Callable[[Any], Any] = (lambda v: _redact_tree(v, redact)) if redact is not None else (lambda v: v)
+    entries = []
+    for s in rec.steps:
+        path, d = f"steps/step_{s.number:02d}.json", _step_dict(s)
+        d["llm_call"] = rec.step_calls.get(s.number)
+        files[path] = _lines(red(d))
+        entry = {
+            "number": s.number,
+            "tool": s.tool_call.tool,
+            "ok": s.ok,
+            "error_kind": s.tool_result.error_kind,
+        }
+        entries.append({**entry, "file": path, "llm_call": d["llm_call"]})
+    cache: dict[int, Any] = {}
+    calls, prev = [], None
+    for c in rec.calls:
+        calls.append(_call_entry(c, files, limit, cache, prev))
+        prev = (c.number, c.messages) if c.messages is not None else prev
+    if redact is not None:
+        files = {k: (v if k.endswith(".json") else redact(v)) for k, v in files.items()}
+    files[TRAJECTORY_FILE] = _lines(red(_trajectory(rec, entries, calls)))
     return files
 
 
-def file_text(value: Any) -> str:
-    """A file's text: as rendered, or formatted now when ``render_files`` deferred it."""
-    if isinstance(value, str):
-        return value
-    kind, obj = value
-    return _dumps_traj(obj) if kind == "trajectory" else _dumps(obj)
+def _totals(rec: RunRecord) -> tuple[Usage, float | None, int]:
+    """The run's usage, cost and LLM calls as its span gives them, else summed over its calls."""
+    if rec.usage is not None and rec.llm_calls is not None:
+        return rec.usage, rec.cost_usd, rec.llm_calls
+    priced = [c.cost_usd for c in rec.calls if c.cost_usd is not None]
+    usage = sum((c.usage for c in rec.calls if c.usage), Usage())
+    return usage, sum(priced) if priced else None, sum(c.error is None for c in rec.calls)
+
+
+def _trajectory(rec: RunRecord, entries: list[Any], calls: list[Any]) -> dict[str, Any]:
+    """``trajectory.json``'s content. Totals are the run's own; from the calls only when it has none."""
+    usage, cost, llm_calls = _totals(rec)
+    models = list(dict.fromkeys(m for m in [c.model for c in rec.calls] + [s.model for s in rec.steps] if m))
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rec.started_at)) if rec.started_at else None
+    order = sorted(
+        rec.timeline, key=lambda e: (e["start_ms"], e["kind"] != "llm", e.get("call") or 0, e["step"] or 0)
+    )
+    timeline = [{k: _ms(v) if k in ("start_ms", "duration_ms") else v for k, v in e.items()} for e in order]
+    events = [{**e, "attributes": _canon(_json_safe(e.get("attributes")))} for e in rec.events]
+    # fmt: off
+    return {
+        "schema_version": SCHEMA_VERSION, "run_id": rec.run_id, "agent": rec.agent,
+        "task": _canon(_json_safe(rec.task)), "models": models, "provider": rec.provider,
+        "stop_reason": rec.stop_reason, "error": rec.error, "final_output": _canon(_json_safe(rec.final_output)),
+        "trace_id": rec.trace_id, "started_at": started, "duration_ms": _ms(rec.duration_ms),
+        "usage": usage.to_dict(), "cost_usd": cost, "llm_calls": llm_calls, "step_count": len(rec.steps),
+        "content": rec.content, "steps": entries, "calls": calls, "tools": _canon(_json_safe(rec.tools or [])),
+        "timeline": timeline, "events": events,
+    }
+    # fmt: on
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def folder_name(rec: RunRecord, redact: Redact | None = None) -> str:
+    """``<YYYYmmdd-HHMMSS>-<agent>-<run id[:8]>`` (UTC start time): runs sort by start."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(rec.started_at or time.time()))
+    agent = redact(rec.agent) if redact is not None else rec.agent
+    agent = _UNSAFE.sub("_", agent).strip("._")[:40] or "agent"
+    return f"{stamp}-{agent}-{_UNSAFE.sub('', rec.run_id)[:8] or 'run'}"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -663,40 +344,16 @@ def file_text(value: Any) -> str:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _manifest(files: Mapping[str, bytes]) -> bytes:
-    sha256, enc = (
-        hashlib.sha256,
-        json.encoder.encode_basestring_ascii,
-    )  # keys sorted, as json.dumps(sort_keys=True)
-    lines = [
-        f'{{"bytes": {len(data)}, "path": {enc(path)}, "sha256": "{sha256(data).hexdigest()}"}}'
-        for path, data in sorted(files.items())
-    ]
-    return ("\n".join(lines) + "\n").encode()
-
-
 def _write_file(path: str, data: bytes, fsync: bool) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data) if len(data) < 1 << 30 else _write_all(fd, data)
+    with open(path, "wb") as f:
+        f.write(data)
         if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+            f.flush()
+            os.fsync(f.fileno())
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
+def _sync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     except OSError:
@@ -705,230 +362,48 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _encoded(files: Mapping[str, Any]) -> dict[str, bytes]:
-    """The folder's files as bytes, with the manifest that lists them."""
-    data = {path: file_text(text).encode("utf-8") for path, text in files.items()}
-    data[MANIFEST_FILE] = _manifest(data)
-    return data
-
-
-def _temp_folder(root: str, name: str) -> str:
-    """Where a new folder is written before it is renamed into place (``.<name>.tmp<pid>-...``: a
-    writer that died can be told by its pid)."""
-    return os.path.join(root, f".{name}.tmp{os.getpid()}-{time.monotonic_ns() % 1_000_000_000}")
-
-
 def write_folder(
-    root: str | os.PathLike[str], name: str, files: Mapping[str, Any], *, fsync: bool = True
+    root: str | os.PathLike[str], name: str, files: Mapping[str, str], *, fsync: bool = False
 ) -> Path:
-    """Write ``files`` as ``root/name/`` atomically and return the folder's path.
+    """Write ``files`` as the run folder ``root/name``, which must hold no run yet.
 
-    A new folder is written under a temporary name and renamed into place; an existing one (a run written
-    again) is updated file by file, each through a temporary file and a rename. With ``fsync`` every file
-    is flushed to disk before the rename, so a power cut leaves either the old state or the new one.
-    """
-    root_s = os.fspath(root)
-    os.makedirs(root_s, exist_ok=True)
-    data = _encoded(files)
-    final = os.path.join(root_s, name)
-    if not os.path.exists(final):
-        tmp = _temp_folder(root_s, name)
-        try:
-            _write_tree(tmp, data, fsync, atomic=False)
-            os.rename(tmp, final)
-        except OSError:
-            _remove_tree(tmp)
-            if not os.path.isdir(final):
-                raise
-            _write_tree(final, data, fsync, atomic=True)  # someone made it meanwhile
-        except BaseException:
-            _remove_tree(tmp)
-            raise
-    else:
-        _write_tree(final, data, fsync, atomic=True)
-    if fsync:
-        _fsync_dir(root_s)
-    return Path(final)
-
-
-def write_folders_synced(jobs: Iterable[tuple[str, str, Mapping[str, Any]]]) -> list[Path | Exception]:
-    """Write several new folders as durably as ``write_folder(..., fsync=True)`` does, with one sync of
-    each root's file system (Linux ``syncfs``) in place of a disk flush per file: every folder is written
-    under its temporary name, the file system is synced, then each is renamed into place and the root
-    flushed. A folder that exists already, or a system without ``syncfs``, takes ``write_folder``'s own
-    way. Returns, per job, the folder's path or the exception that stopped it."""
-    jobs = list(jobs)
-    results: list[Path | Exception | None] = [None] * len(jobs)
-    sync = _syncfs()
-    staged: list[tuple[int, str, str, str]] = []  # job, root, temporary folder, final folder
-    for i, (root, name, files) in enumerate(jobs):
-        try:
-            final = os.path.join(root, name)
-            if sync is None or os.path.exists(final):
-                results[i] = write_folder(root, name, files, fsync=True)
-                continue
-            os.makedirs(root, exist_ok=True)
-            data = _encoded(files)
-            tmp = _temp_folder(root, name)
-            try:
-                _write_tree(tmp, data, False, atomic=False)
-            except BaseException:
-                _remove_tree(tmp)
-                raise
-            staged.append((i, root, tmp, final))
-        except Exception as exc:
-            results[i] = exc
-    roots = {root for _i, root, _tmp, _final in staged}
-    failed: dict[str, Exception] = {}
-    for root in roots:
-        try:
-            sync(root)  # type: ignore[misc]
-        except OSError as exc:
-            failed[root] = exc
-    for i, root, tmp, final in staged:
-        if root in failed:
-            _remove_tree(tmp)
-            results[i] = failed[root]
-            continue
-        try:
-            os.rename(tmp, final)
-            results[i] = Path(final)
-        except OSError:
-            _remove_tree(tmp)
-            root_, name, files = jobs[i]
-            try:  # someone made it meanwhile: update it file by file
-                results[i] = write_folder(root_, name, files, fsync=True)
-            except Exception as exc:
-                results[i] = exc
-    for root in roots - set(failed):
-        _fsync_dir(root)
-    return results  # type: ignore[return-value]
-
-
-_SYNCFS: Any = None
-
-
-def _syncfs() -> Callable[[str], None] | None:
-    """``syncfs(2)`` on the file system holding a path, where the C library has it (Linux); else None."""
-    global _SYNCFS
-    if _SYNCFS is None:
-        _SYNCFS = False
-        if sys.platform.startswith("linux"):
-            try:
-                import ctypes
-
-                fn = ctypes.CDLL(None, use_errno=True).syncfs
-                fn.argtypes = [ctypes.c_int]
-
-                def sync(path: str) -> None:
-                    fd = os.open(path, os.O_RDONLY)
-                    try:
-                        if fn(fd) != 0:
-                            err = ctypes.get_errno()
-                            raise OSError(err, os.strerror(err), path)
-                    finally:
-                        os.close(fd)
-
-                _SYNCFS = sync
-            except (OSError, AttributeError):
-                pass
-    return _SYNCFS or None
-
-
-def _write_tree(base: str, data: Mapping[str, bytes], fsync: bool, atomic: bool) -> None:
-    # trajectory.json and the manifest go last: a reader that finds them finds every step and call file
-    last = [p for p in (TRAJECTORY_FILE, MANIFEST_FILE) if p in data]
-    first = [p for p in data if p not in (TRAJECTORY_FILE, MANIFEST_FILE)]
-    made = {base} | {f"{base}/{rel.rpartition('/')[0]}" for rel in data if "/" in rel}
-    for d in sorted(made):  # parents first
-        try:
-            os.mkdir(d)
-        except FileExistsError:
-            pass
-        except FileNotFoundError:
-            os.makedirs(d, exist_ok=True)
-
-    abort = threading.Event()  # one writer failed: the others stop at their next file
-
-    def put(rels: list[str]) -> None:
-        for rel in rels:
-            if abort.is_set():
-                return
-            path = f"{base}/{rel}"
-            if atomic:
-                tmp = f"{path}.tmp{os.getpid()}-{threading.get_ident()}"
-                try:
-                    _write_file(tmp, data[rel], fsync)
-                    os.replace(tmp, path)
-                except BaseException:
-                    try:
-                        os.unlink(tmp)
-                    except OSError:
-                        pass
-                    raise
-            else:
-                _write_file(path, data[rel], fsync)
-
-    if fsync and len(first) > 2:
-        # an fsync waits for the disk; several in flight at once share its flushes
-        futures = []
-        error: BaseException | None = None
-        for k in range(_FSYNC_THREADS):
-            chunk = first[k::_FSYNC_THREADS]
-            if not chunk:
-                continue
-            try:
-                futures.append(_pool().submit(_guarded, put, chunk, abort))
-            except RuntimeError:  # the interpreter is shutting down (an exporter flushed at exit)
-                try:
-                    _guarded(put, chunk, abort)
-                except BaseException as exc:
-                    error = error or exc
-        for f in futures:  # wait for every writer before raising, so the caller's clean-up races none
-            exc = f.exception()
-            if exc is not None and error is None:
-                error = exc
-                abort.set()
-        if error is not None:
-            raise error
-    else:
-        put(first)
-    put(last)
-    if fsync:
-        for d in made:
-            _fsync_dir(d)
-
-
-def _guarded(put: Callable[[list[str]], None], chunk: list[str], abort: threading.Event) -> None:
+    Everything is written under a temporary dotted name first. When ``target`` does not exist, that
+    folder is renamed to it; else (an empty or user-made folder) its entries are renamed into it, with
+    ``trajectory.json`` last. Either way a reader finds a whole run or none; a crash leaves at worst a
+    dotted temporary folder. With ``fsync`` the files and folders are on the disk before each rename."""
+    parent = os.fspath(root)
+    final = os.path.join(parent, name)
+    exists = os.path.isdir(final)
+    tmp = os.path.join(
+        final if exists else parent, f".{os.path.basename(final)}.tmp{os.getpid()}-{os.urandom(4).hex()}"
+    )
+    data = {k: v.encode("utf-8") for k, v in files.items()}
+    data[MANIFEST_FILE] = "".join(
+        json.dumps({"bytes": len(b), "path": p, "sha256": hashlib.sha256(b).hexdigest()}, sort_keys=True)
+        + "\n"
+        for p, b in sorted(data.items())
+    ).encode()
     try:
-        put(chunk)
+        os.makedirs(os.path.join(tmp, "steps"))  # and the parents: an unwritable one fails here
+        for rel, b in data.items():
+            _write_file(os.path.join(tmp, rel), b, fsync)
+        if fsync:
+            _sync_dir(os.path.join(tmp, "steps"))
+            _sync_dir(tmp)
+        if not exists:
+            os.rename(tmp, final)
+        else:
+            for rel in sorted(os.listdir(tmp), key=lambda r: r == TRAJECTORY_FILE):
+                os.rename(os.path.join(tmp, rel), os.path.join(final, rel))
+            os.rmdir(tmp)
     except BaseException:
-        abort.set()  # the other writers stop at their next file
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-_FSYNC_THREADS = 8
-_POOL: Any = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> Any:
-    global _POOL
-    if _POOL is None:
-        with _POOL_LOCK:
-            if _POOL is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                _POOL = ThreadPoolExecutor(
-                    max_workers=_FSYNC_THREADS, thread_name_prefix="looplet-provenance"
-                )
-    return _POOL
-
-
-def _remove_tree(path: str) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+    if fsync:
+        _sync_dir(final if exists else parent)
+    return Path(final)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -938,9 +413,7 @@ def _remove_tree(path: str) -> None:
 
 class Trajectory:
     """A run read back from its folder (or from spans, in memory): what ``show``, evals and replay use.
-
-    ``data`` is ``trajectory.json``; ``steps`` are :class:`looplet.types.Step` objects from the step files.
-    """
+    ``data`` is ``trajectory.json``; ``steps`` are :class:`looplet.types.Step` objects from the step files."""
 
     def __init__(
         self,
@@ -949,17 +422,11 @@ class Trajectory:
         steps: list[Step],
         files: Mapping[str, str] | None = None,
     ) -> None:
-        self.path = path
-        self.data = data
-        self.steps = steps
-        self._files = files
+        self.path, self.data, self.steps, self._files = path, data, steps, files
 
-    # the run ----------------------------------------------------------------------------------------
     @property
     def name(self) -> str:
-        if self.path is not None:
-            return self.path.name
-        return f"{self.agent}-{self.run_id[:8]}"
+        return self.path.name if self.path is not None else f"{self.agent}-{self.run_id[:8]}"
 
     run_id = property(lambda self: str(self.data.get("run_id") or ""))
     agent = property(lambda self: str(self.data.get("agent") or ""))
@@ -995,37 +462,48 @@ class Trajectory:
             raise TrajectoryError(self.path / relpath, f"cannot be read ({exc})") from None
 
     def prompt(self, call_number: int) -> str | None:
-        return self.text(f"call_{_num(call_number)}_prompt.txt")
+        """The whole text the model saw for a call (a prompt file that continues an earlier call's
+        prompt is joined to it)."""
+        after = {c.get("number"): c.get("prompt_after") for c in self.calls if isinstance(c, dict)}
+        parts: list[str] = []
+        n: Any = call_number
+        while n is not None and len(parts) <= len(after):
+            text = self.text(f"call_{n:02d}_prompt.txt")
+            if text is None:
+                return None
+            head = _AFTER.format(after.get(n)) + "\n\n" if after.get(n) is not None else ""
+            parts.append(text.removeprefix(head))
+            n = after.get(n)
+        return "\n\n".join(reversed([p.rstrip("\n") for p in parts])) + "\n"
 
     def response(self, call_number: int) -> str | None:
-        return self.text(f"call_{_num(call_number)}_response.txt")
+        return self.text(f"call_{call_number:02d}_response.txt")
 
     def __repr__(self) -> str:
         return f"Trajectory({self.name!r}, stop_reason={self.stop_reason!r}, steps={len(self.steps)})"
 
 
-def _parse_json(where: Any, raw: str) -> Any:
+def _parse(where: Any, raw: str) -> Any:
     if not raw.strip():
         raise TrajectoryError(where, "is empty (truncated write?)")
     try:
         return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        # a cut-off file fails at its very end (or in a string that runs to the end)
-        ends = exc.pos >= len(raw.rstrip()) - 1 or exc.msg.startswith("Unterminated string")
-        kind = "truncated" if ends else "corrupted"
+    except json.JSONDecodeError as exc:  # a cut-off file fails at its very end
+        cut = exc.pos >= len(raw.rstrip()) - 1 or exc.msg.startswith("Unterminated string")
         raise TrajectoryError(
-            where, f"{kind} JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            where,
+            f"{'truncated' if cut else 'corrupted'} JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
         ) from None
 
 
-def _check_traj(where: Any, data: Any) -> dict[str, Any]:
+def _check(where: Any, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise TrajectoryError(
             where, f"not a looplet trajectory (a JSON {type(data).__name__}, expected an object)"
         )
-    if "schema_version" not in data:
+    version = data.get("schema_version")
+    if version is None:
         raise TrajectoryError(where, "not a looplet trajectory (no schema_version)")
-    version = data["schema_version"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise TrajectoryError(where, f"schema_version must be a positive integer, got {version!r}")
     if version > SCHEMA_VERSION:
@@ -1033,105 +511,94 @@ def _check_traj(where: Any, data: Any) -> dict[str, Any]:
 
         raise TrajectoryError(
             where,
-            f"schema version {version} is newer than this looplet ({__version__}) "
-            f"reads (up to {SCHEMA_VERSION}); upgrade looplet to read it",
+            f"schema version {version} is newer than this looplet ({__version__}) reads (up to {SCHEMA_VERSION}); upgrade looplet to read it",
         )
-    for key, kind in (("steps", list), ("calls", list), ("timeline", list), ("events", list)):
-        if key in data and not isinstance(data[key], kind):
-            raise TrajectoryError(
-                where, f"field {key!r} must be a {kind.__name__}, got {type(data[key]).__name__}"
-            )
-    for key in ("usage",):
-        if data.get(key) is not None and not isinstance(data[key], dict):
-            raise TrajectoryError(where, f"field {key!r} must be an object")
+    for key in ("steps", "calls", "timeline", "events"):
+        if key in data and not isinstance(data[key], list):
+            raise TrajectoryError(where, f"field {key!r} must be a list, got {type(data[key]).__name__}")
+    if data.get("usage") is not None and not isinstance(data["usage"], dict):
+        raise TrajectoryError(where, "field 'usage' must be an object")
     return data
 
 
-def _step_from(where: Any, raw: Any) -> Step:
-    if not isinstance(raw, dict):
-        raise TrajectoryError(where, f"a step must be a JSON object, got {type(raw).__name__}")
-    try:
-        return Step.from_dict(raw)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TrajectoryError(where, f"not a step ({type(exc).__name__}: {exc})") from None
+def _steps(where: Any, data: dict[str, Any], read: Callable[[str], str | None]) -> list[Step]:
+    steps = []
+    for i, entry in enumerate(data.get("steps", [])):
+        rel = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(rel, str) or ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise TrajectoryError(where, f"steps[{i}] has no valid 'file'")
+        raw = read(rel)
+        if raw is None:
+            raise TrajectoryError(f"{where}/{rel}", f"missing (listed in {TRAJECTORY_FILE})")
+        d = _parse(f"{where}/{rel}", raw)
+        try:
+            steps.append(Step.from_dict(d))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TrajectoryError(f"{where}/{rel}", f"not a step ({type(exc).__name__}: {exc})") from None
+    return steps
 
 
 def load_files(name: str, files: Mapping[str, str]) -> Trajectory:
     """A trajectory from rendered files kept in memory (``show`` on OTLP JSON uses this)."""
-    data = _check_traj(
-        f"{name}/{TRAJECTORY_FILE}", _parse_json(f"{name}/{TRAJECTORY_FILE}", files[TRAJECTORY_FILE])
-    )
-    steps = []
-    for entry in data.get("steps", []):
-        rel = entry.get("file") if isinstance(entry, dict) else None
-        if rel in files:
-            steps.append(_step_from(f"{name}/{rel}", _parse_json(f"{name}/{rel}", files[rel])))
-    return Trajectory(None, data, steps, files)
+    data = _check(f"{name}/{TRAJECTORY_FILE}", _parse(f"{name}/{TRAJECTORY_FILE}", files[TRAJECTORY_FILE]))
+    return Trajectory(None, data, _steps(name, data, files.get), files)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise TrajectoryError(path, "corrupted: not UTF-8 text") from None
+    except OSError as exc:
+        raise TrajectoryError(path, f"cannot be read ({exc.strerror or exc})") from None
 
 
 def load_trajectory(path: str | os.PathLike[str]) -> Trajectory:
     """Read one run's folder. Raises :class:`TrajectoryError` naming the file and what is wrong."""
     folder = Path(path)
+    if folder.is_file() and folder.name == TRAJECTORY_FILE:
+        folder = folder.parent
     if not folder.exists():
         raise TrajectoryError(folder, "no such file or directory")
     if folder.is_file():
-        if folder.name == TRAJECTORY_FILE:
-            folder = folder.parent
-        else:
-            raise TrajectoryError(
-                folder,
-                "is a file, not a trajectory folder (expected a folder with "
-                f"{TRAJECTORY_FILE}, or an OTLP JSON span file)",
-            )
-    tfile = folder / TRAJECTORY_FILE
-    if not tfile.exists():
         raise TrajectoryError(
             folder,
-            f"not a trajectory folder: no {TRAJECTORY_FILE} in it (expected a folder "
-            "written by ProvenanceSink)",
+            f"is a file, not a trajectory folder (expected a folder with {TRAJECTORY_FILE}, or an OTLP JSON span file)",
         )
-    try:
-        raw = tfile.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise TrajectoryError(tfile, "corrupted: not UTF-8 text") from None
-    except OSError as exc:
-        raise TrajectoryError(tfile, f"cannot be read ({exc.strerror or exc})") from None
-    data = _check_traj(tfile, _parse_json(tfile, raw))
-    steps: list[Step] = []
-    for i, entry in enumerate(data.get("steps", [])):
-        rel = entry.get("file") if isinstance(entry, dict) else None
-        if not isinstance(rel, str) or ".." in Path(rel).parts or Path(rel).is_absolute():
-            raise TrajectoryError(tfile, f"steps[{i}] has no valid 'file'")
-        sfile = folder / rel
-        try:
-            sraw = sfile.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise TrajectoryError(sfile, f"missing (listed in {TRAJECTORY_FILE})") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TrajectoryError(sfile, f"cannot be read ({exc})") from None
-        steps.append(_step_from(sfile, _parse_json(sfile, sraw)))
-    return Trajectory(folder, data, steps)
+    raw = _read(folder / TRAJECTORY_FILE)
+    if raw is None:
+        raise TrajectoryError(
+            folder,
+            f"not a trajectory folder: no {TRAJECTORY_FILE} in it (expected a folder written by ProvenanceSink)",
+        )
+    data = _check(folder / TRAJECTORY_FILE, _parse(folder / TRAJECTORY_FILE, raw))
+    return Trajectory(folder, data, _steps(folder, data, lambda rel: _read(folder / rel)))
+
+
+def run_folders(folder: Path) -> list[Path]:
+    """The runs in ``folder``: itself when it holds a run (a sink's first run), then each sub-folder that
+    holds one (the sink's later runs), sorted by name, which starts with the run's start time."""
+    own = [folder] if (folder / TRAJECTORY_FILE).is_file() else []
+    subs = sorted(
+        d
+        for d in folder.iterdir()
+        if d.is_dir() and not d.name.startswith(".") and (d / TRAJECTORY_FILE).is_file()
+    )
+    return own + subs
 
 
 def find_trajectories(paths: Iterable[str | os.PathLike[str]]) -> list[Trajectory]:
-    """Every trajectory under ``paths``: a run folder itself, or a folder whose sub-folders are runs
-    (sorted by name, which starts with the run's start time)."""
+    """Every trajectory under ``paths``: each a run folder, a folder of run folders, or both."""
     found: list[Trajectory] = []
     for p in paths:
         folder = Path(p)
-        if folder.is_dir() and not (folder / TRAJECTORY_FILE).exists():
-            runs = sorted(
-                d
-                for d in folder.iterdir()
-                if d.is_dir() and not d.name.startswith(".") and (d / TRAJECTORY_FILE).exists()
+        runs = run_folders(folder) if folder.is_dir() else []
+        if folder.is_dir() and not runs:
+            raise TrajectoryError(
+                folder,
+                f"not a trajectory folder: no {TRAJECTORY_FILE} in it or in its sub-folders (expected a folder written by ProvenanceSink)",
             )
-            if not runs:
-                raise TrajectoryError(
-                    folder,
-                    f"not a trajectory folder: no {TRAJECTORY_FILE} in it or in its "
-                    "sub-folders (expected a folder written by ProvenanceSink)",
-                )
-            found.extend(load_trajectory(d) for d in runs)
-        else:
-            found.append(load_trajectory(folder))
+        found.extend(load_trajectory(d) for d in runs or [folder])
     return found

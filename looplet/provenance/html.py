@@ -191,7 +191,7 @@ def _call_html(t: Trajectory, r: int, c: dict[str, Any]) -> str:
         + (f" · {usage.get('input_tokens', 0)} in + {usage.get('output_tokens', 0)} out" if usage else "")
         + (" · ✗ " + str(c.get("error")) if c.get("error") else "")
     )
-    prompt = t.text(c["prompt_file"]) if c.get("prompt_file") else None
+    prompt = t.prompt(int(n)) if c.get("prompt_file") and isinstance(n, int) else None
     response = t.text(c["response_file"]) if c.get("response_file") else None
     body = [
         "<b>prompt</b>",
@@ -225,12 +225,8 @@ def _run_html(t: Trajectory, r: int) -> str:
         f'<div class="meta">{escape(t.name)} · run {escape(t.run_id)} · models {escape(", ".join(t.models) or "—")}'
         + (f" · trace {escape(str(t.trace_id))}" if t.trace_id else "")
         + "</div>",
+        *_task_html(t.task),
     ]
-    if t.task is not None:
-        task = t.task.get("goal", t.task) if isinstance(t.task, dict) and len(t.task) == 1 else t.task
-        out.append(
-            f'<div class="task">{escape(task if isinstance(task, str) else json.dumps(task, ensure_ascii=False))}</div>'
-        )
     out.append(
         '<div class="totals">'
         + "".join(f"<div><b>{v}</b><span>{k}</span></div>" for k, v in totals)
@@ -244,28 +240,40 @@ def _run_html(t: Trajectory, r: int) -> str:
         "steps below do not.</noscript></div>",
         "<h2>Steps</h2>",
     ]
-    calls = {c.get("number"): c for c in t.calls if isinstance(c, dict)}
+    calls: dict[Any, Any] = {c.get("number"): c for c in t.calls if isinstance(c, dict)}
     shown: set[int] = set()
     out += [_step_html(t, r, s, 0, shown, calls) for s in t.steps]
     rest = [c for n, c in calls.items() if n not in shown]
     if rest:
         out.append("<h2>LLM calls without a step</h2>")
         out += [_call_html(t, r, c) for c in rest]
-    if t.events:
-        out.append('<h2>Events</h2><ul class="events">')
-        for e in t.events:
-            attrs = ", ".join(
-                f"{k}={v}" for k, v in (e.get("attributes") or {}).items() if v not in ("", None)
-            )
-            out.append(
-                f"<li><b>{escape(str(e.get('name')))}</b> at {_fmt_ms(float(e.get('at_ms') or 0))}"
-                f"{' — ' + escape(attrs) if attrs else ''}</li>"
-            )
-        out.append("</ul>")
+    out += _events_html(t.events)
     if t.final_output is not None:
         out += ["<h2>Final output</h2>", _pre(t.final_output)]
     out.append("</section>")
     return "".join(out)
+
+
+def _task_html(task: Any) -> list[str]:
+    if task is None:
+        return []
+    task = task.get("goal", task) if isinstance(task, dict) and len(task) == 1 else task
+    return [
+        f'<div class="task">{escape(task if isinstance(task, str) else json.dumps(task, ensure_ascii=False))}</div>'
+    ]
+
+
+def _events_html(events: list[Any]) -> list[str]:
+    if not events:
+        return []
+    out = ['<h2>Events</h2><ul class="events">']
+    for e in events:
+        attrs = ", ".join(f"{k}={v}" for k, v in (e.get("attributes") or {}).items() if v not in ("", None))
+        out.append(
+            f"<li><b>{escape(str(e.get('name')))}</b> at {_fmt_ms(float(e.get('at_ms') or 0))}"
+            f"{' — ' + escape(attrs) if attrs else ''}</li>"
+        )
+    return [*out, "</ul>"]
 
 
 def render_html(trajectories: Iterable[Trajectory], title: str = "looplet trajectory") -> str:

@@ -80,6 +80,14 @@ def _norm(value: Any) -> Any:
     return json.loads(json.dumps(_json_safe(value), ensure_ascii=False))
 
 
+def _recorded(r: Any) -> Any:
+    """A result as a trajectory records it: what the model was shown, parsed when it is JSON."""
+    from looplet.provenance.capture import _content
+    from looplet.provenance.spans import _json
+
+    return _json(_content(r.text if r.text is not None else r.data))
+
+
 def _responses(t: Trajectory) -> list[LLMResponse]:
     out = []
     for i, c in enumerate(t.calls):
@@ -124,8 +132,8 @@ def _same_step(old: Step, new: Step) -> list[Divergence]:
     o, r = old.tool_result, new.tool_result
     if (o.error is None) != (r.error is None) or o.error_kind != r.error_kind:
         return [Divergence(n, "error", o.error or "no error", r.error or "no error")]
-    if o.error is None and _norm(o.data) != _norm(r.data):
-        return [Divergence(n, "result", o.data, _norm(r.data))]
+    if o.error is None and _norm(o.data) != _recorded(r):
+        return [Divergence(n, "result", o.data, _recorded(r))]
     return []
 
 

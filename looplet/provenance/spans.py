@@ -1,54 +1,52 @@
-"""From OpenTelemetry spans to runs: filing spans by trace, and assembling a run when it ends.
+"""Spans in, runs out: the one place a run's record is built.
 
-Spans come from an SDK (``ReadableSpan``) or from a file of OTLP JSON. Only looplet's spans are kept
-(``invoke_agent``, ``looplet.step``, ``chat``, ``execute_tool``); a run is assembled from the spans under
-its ``invoke_agent`` span when that span arrives (it ends after all of its children, so a batch processor
-hands it over last). A sub-agent's run is written on its own and also becomes the ``children`` of the step
-whose tool ran it. Attribute names come from ``looplet.telemetry.names`` and the GenAI semantic
-conventions; content (messages, arguments, results, task) is there only when the tracing hook captured it.
+Every route feeds span records: the exporter converts OpenTelemetry ``ReadableSpan`` objects (public API
+only), :func:`read_otlp_json` reads the Collector's file format, and the hook and wrapped-backend routes
+(:mod:`looplet.provenance.capture`) make the records ``TracingHook`` would. A run is built when its
+``invoke_agent`` span arrives (it ends after all of its children): :func:`build`.
+
+Attribute names are the GenAI semantic conventions' (spelled here: this module imports no OpenTelemetry)
+and looplet's own from ``looplet.telemetry.names``.
 """
 
 from __future__ import annotations
 
 import base64
-import collections
 import json
 import os
 import time
-from collections.abc import Container, Iterable
+from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
-from looplet.provenance.format import _ENCODE as _encode  # json.dumps(ensure_ascii=False), without its set-up
-from looplet.provenance.format import CallRecord, RunRecord, TrajectoryError
+from looplet.provenance.format import CallRecord, Prompt, RunRecord, TrajectoryError
 from looplet.telemetry import names as N
-from looplet.telemetry.cost import cost_of
 from looplet.types import Step, ToolCall, ToolResult, Usage
 
-__all__ = ["SpanRec", "SpanBuffer", "read_otlp_json", "records_from_spans"]
+__all__ = ["SpanRec", "SpanBuffer", "build", "read_otlp_json", "records_from_spans"]
 
-_ERROR_TYPE = N.ERROR_TYPE  # the GenAI names resolve from opentelemetry-semantic-conventions (otel extra)
-
-AGENT_PREFIX = "invoke_agent"
-CHAT_PREFIX = "chat"
-TOOL_PREFIX = "execute_tool"
-_KEEP = (AGENT_PREFIX, CHAT_PREFIX, TOOL_PREFIX, "looplet.")
+OP, AGENT_NAME, CONVERSATION = "gen_ai.operation.name", "gen_ai.agent.name", "gen_ai.conversation.id"
+REQ_MODEL, RESP_MODEL, PROVIDER = "gen_ai.request.model", "gen_ai.response.model", "gen_ai.provider.name"
+RESP_ID, FINISH = "gen_ai.response.id", "gen_ai.response.finish_reasons"
+IN_TOK, OUT_TOK = "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"
+CACHED_TOK, REASONING_TOK = "gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.reasoning.output_tokens"
+TOOL_NAME, CALL_ID = "gen_ai.tool.name", "gen_ai.tool.call.id"
+TOOL_ARGS, TOOL_RESULT = "gen_ai.tool.call.arguments", "gen_ai.tool.call.result"
+INPUT, OUTPUT, SYSTEM = "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions"
+TOOL_DEFS, TTFC, ERROR_TYPE = "gen_ai.tool.definitions", "gen_ai.response.time_to_first_chunk", "error.type"
+STEP_TOOL = "looplet.tool.name"  # the step span's tool (gen_ai.tool.* stays off step spans)
+TOOL_EXECUTED = "looplet.tool.executed"  # False on the execute_tool span of a call that never ran
+CHILDREN = "looplet.provenance.children"  # a capture route's tool record: the Steps of a sub-agent it ran
+CLOSED = "the caller closed the loop"  # RunResult.error of a run its caller stopped: not a failure
+AGENT, CHAT, TOOL = "invoke_agent", "chat", "execute_tool"
+_KEEP = (AGENT, CHAT, TOOL, "looplet.")
 
 
 class SpanRec:
-    """The parts of a finished span a trajectory needs (ids as ints, times in ns since the epoch)."""
+    """What a trajectory needs of a finished span (ids as ints, times in ns since the epoch). ``real``:
+    the ids are OpenTelemetry's (written to the folder); False for ids a capture route made up."""
 
-    __slots__ = (
-        "name",
-        "trace_id",
-        "span_id",
-        "parent_id",
-        "start_ns",
-        "end_ns",
-        "attrs",
-        "error",
-        "status_message",
-        "events",
-    )
+    __slots__ = ("name", "trace_id", "span_id", "parent_id", "start_ns", "end_ns", "attrs", "error", "status", "events", "real")  # fmt: skip
 
     def __init__(
         self,
@@ -58,607 +56,346 @@ class SpanRec:
         parent_id: int | None,
         start_ns: int,
         end_ns: int,
-        attrs: Any,
+        attrs: dict[str, Any],
         error: bool = False,
-        status_message: str | None = None,
-        events: list[tuple[str, int, Any]] | None = None,
+        status: str | None = None,
+        events: list[tuple[str, int, dict[str, Any]]] | None = None,
+        real: bool = True,
     ) -> None:
-        self.name = name
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.parent_id = parent_id
-        self.start_ns = start_ns
-        self.end_ns = end_ns
-        self.attrs = attrs
-        self.error = error
-        self.status_message = status_message
-        self.events = events or []
+        self.name, self.trace_id, self.span_id, self.parent_id = name, trace_id, span_id, parent_id
+        self.start_ns, self.end_ns, self.attrs = start_ns, end_ns, attrs
+        self.error, self.status, self.events, self.real = error, status, events or [], real
 
     @classmethod
     def from_sdk(cls, span: Any) -> SpanRec:
-        ctx = span.context
-        parent = span.parent
-        status = span.status
-        # A finished span's attributes never change: read the SDK's dict behind its read-only view when it
-        # is there (each lookup through the view costs a Python-level call), else copy the view once.
-        attrs = getattr(getattr(span, "_attributes", None), "_dict", None)
-        if not isinstance(attrs, dict):
-            attrs = dict(span.attributes or {})
-        return cls(
-            span.name,
-            ctx.trace_id,
-            ctx.span_id,
-            parent.span_id if parent is not None else None,
+        """From an OpenTelemetry ``ReadableSpan``, through its public properties."""
+        ctx, parent, status = span.context, span.parent, span.status
+        events = [(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events]
+        start, end, error = (
             span.start_time or 0,
             span.end_time or span.start_time or 0,
-            attrs,
-            status.status_code.value == 2,
-            status.description,
-            _events_of(span),
+            status.status_code.name,
         )
+        return cls(span.name, ctx.trace_id, ctx.span_id, parent.span_id if parent else None, start, end,
+                   dict(span.attributes or {}), error == "ERROR", status.description, events)  # fmt: skip
 
     @property
-    def duration_ms(self) -> float:
+    def ms(self) -> float:
         return (self.end_ns - self.start_ns) / 1e6
 
-    def __repr__(self) -> str:
-        return f"SpanRec({self.name!r}, span_id={self.span_id:016x})"
-
-
-def _events_of(span: Any) -> list[tuple[str, int, Any]] | None:
-    raw = getattr(span, "_events", None)
-    if raw is not None and not len(raw):  # most spans have none: skip the SDK's locked copy
-        return None
-    return [(e.name, e.timestamp, e.attributes or {}) for e in span.events] or None
-
-
-def _keep(name: str) -> bool:
-    return name.startswith(_KEEP)
+    def hex(self) -> str | None:
+        return f"{self.span_id:016x}" if self.real else None
 
 
 class SpanBuffer:
-    """Spans waiting for their run to end, by trace. Traces that never complete a run (spans of other
-    instrumentations that happen to share a name prefix) are dropped when idle for ``idle_s`` or when the
-    buffer holds more than ``max_spans``."""
+    """Spans waiting for their run to end, by trace; :meth:`add` returns the runs they complete.
 
-    def __init__(self, max_spans: int = 200_000, idle_s: float = 600.0) -> None:
+    A sub-agent's run (its ``invoke_agent`` span has a parent, and its trace still holds spans of the run
+    that started it) is held until that run is built, which takes its steps as the calling step's
+    ``children``; it is released as a run of its own when its trace holds nothing else, or at
+    :meth:`release`. Traces idle for ``idle_s`` (runs that never ended) are dropped and counted."""
+
+    def __init__(self, idle_s: float = 600.0) -> None:
         self.traces: dict[int, list[SpanRec]] = {}
         self.touched: dict[int, float] = {}
-        self.count = 0
-        self.max_spans = max_spans
-        self.idle_s = idle_s
-        self.dropped = 0
-        self.nested: collections.OrderedDict[tuple[int, int], RunRecord] = collections.OrderedDict()
-        self._last_sweep = time.monotonic()
+        self.held: dict[tuple[int, int], RunRecord] = {}  # (trace id, parent span id) -> a sub-agent's run
+        self.idle_s, self.dropped = idle_s, 0
 
     def add(self, spans: Iterable[Any]) -> list[RunRecord]:
-        """File ``spans`` and return the runs they complete."""
-        return [self.build(agent) for agent in self.file(spans)]
-
-    def file(self, spans: Iterable[Any]) -> list[SpanRec]:
-        """File ``spans`` by trace; returns the ``invoke_agent`` spans among them, each of which completes
-        a run for :meth:`build` (in this order: a sub-agent's run ends, and is built, before its parent's)."""
-        agents: list[SpanRec] = []
+        done: list[RunRecord] = []
         now = time.monotonic()
-        traces = self.traces
         for s in spans:
-            name = s.name
-            if not name.startswith(_KEEP):
+            if not s.name.startswith(_KEEP):
                 continue
-            rec = s if type(s) is SpanRec else SpanRec.from_sdk(s)
-            bucket = traces.get(rec.trace_id)
-            if bucket is None:
-                bucket = traces[rec.trace_id] = []
-            bucket.append(rec)
-            self.touched[rec.trace_id] = now
-            self.count += 1
-            if name.startswith(AGENT_PREFIX):
-                agents.append(rec)
-        if self.count > self.max_spans or now - self._last_sweep > 60.0:
-            self._sweep(now, keep={a.trace_id for a in agents})
-        return agents
+            rec = s if isinstance(s, SpanRec) else SpanRec.from_sdk(s)
+            if not rec.name.startswith(AGENT):
+                self.traces.setdefault(rec.trace_id, []).append(rec)
+                self.touched[rec.trace_id] = now
+                continue
+            run = self._build(rec)
+            if rec.parent_id is not None and self.traces.get(rec.trace_id):
+                self.held[(rec.trace_id, rec.parent_id)] = run
+            else:
+                done.append(run)
+        done += [self.held.pop(k) for k in list(self.held) if k[0] not in self.traces]
+        for tid in [t for t, at in self.touched.items() if now - at > self.idle_s]:
+            self.dropped += len(self.traces.pop(tid, ()))
+            del self.touched[tid]
+        return done
 
-    def build(self, agent: SpanRec) -> RunRecord:
-        """The run ``agent`` ends, from the spans filed under it (which are taken out of the buffer)."""
-        record = build_record(agent, self._take(agent), self.nested)
-        if agent.parent_id is not None:  # maybe a sub-agent: keep it for the run whose tool started it
-            self.nested[(agent.trace_id, agent.parent_id)] = record
-            while len(self.nested) > 256:
-                self.nested.popitem(last=False)
-        return record
+    def release(self) -> list[RunRecord]:
+        out = list(self.held.values())
+        self.held.clear()
+        return out
 
-    def _take(self, agent: SpanRec) -> list[SpanRec]:
-        """Remove and return the spans under ``agent`` (not descending into sub-agents, already taken)."""
+    def _build(self, agent: SpanRec) -> RunRecord:
         bucket = self.traces.get(agent.trace_id, [])
-        children: dict[int | None, list[SpanRec]] = collections.defaultdict(list)
+        below: dict[int | None, list[SpanRec]] = defaultdict(list)
         for s in bucket:
-            children[s.parent_id].append(s)
-        taken: list[SpanRec] = []
+            below[s.parent_id].append(s)
+        taken: set[int] = set()
         todo = [agent.span_id]
         while todo:
-            sid = todo.pop()
-            for c in children.get(sid, ()):
-                if c.name.startswith(AGENT_PREFIX):
-                    continue
-                taken.append(c)
+            for c in below.pop(todo.pop(), ()):
+                taken.add(id(c))
                 todo.append(c.span_id)
-        gone = {id(s) for s in taken}
-        gone.add(id(agent))
-        rest = [s for s in bucket if id(s) not in gone]
-        self.count -= len(bucket) - len(rest)
-        if rest:
-            self.traces[agent.trace_id] = rest
-        else:
+        mine = [s for s in bucket if id(s) in taken]  # in the order they ended
+        if len(mine) == len(bucket):
             self.traces.pop(agent.trace_id, None)
             self.touched.pop(agent.trace_id, None)
-        return taken
-
-    def _sweep(self, now: float, keep: Container[int] = ()) -> None:
-        self._last_sweep = now
-        for tid, t in sorted(self.touched.items(), key=lambda kv: kv[1]):
-            if self.count <= self.max_spans and now - t <= self.idle_s:
-                break
-            if tid in keep:  # a run about to be built
-                continue
-            n = len(self.traces.pop(tid, ()))
-            self.touched.pop(tid, None)
-            self.count -= n
-            self.dropped += n
+        elif mine:
+            self.traces[agent.trace_id] = [s for s in bucket if id(s) not in taken]
+        return build(agent, mine, self.held)
 
 
-# ------------------------------------------------------------------------------------------------------
-# Building a run
-# ------------------------------------------------------------------------------------------------------
-
-
-def _json_attr(value: Any) -> Any:
-    """Content attributes hold JSON text; anything else is taken as it is."""
+def _json(value: Any) -> Any:
+    """A content attribute: JSON text (from spans) or the value itself (from a capture route)."""
     if isinstance(value, str):
         try:
             return json.loads(value)
         except ValueError:
             return value
-    if isinstance(value, tuple):
-        return list(value)
-    return value
+    return list(value) if isinstance(value, tuple) else value
 
 
-def _int(value: Any) -> int | None:
+def _num(value: Any, kind: type = int) -> Any:
     try:
-        return None if value is None else int(value)
+        return None if value is None else kind(value)
     except (TypeError, ValueError):
         return None
 
 
-def _float(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
+def _usage(a: dict[str, Any], keys: tuple[str, str, str, str]) -> Usage | None:
+    return Usage(*(_num(a.get(k)) or 0 for k in keys)) if keys[0] in a or keys[1] in a else None
 
 
-def _hex(value: int | None, width: int) -> str | None:
-    return None if value is None else f"{value:0{width}x}"
-
-
-def _parts_text(parts: Any) -> str:
-    if isinstance(parts, str):
-        return parts
-    out = []
-    for p in parts or ():
-        if isinstance(p, dict) and p.get("type", "text") == "text":
-            out.append(str(p.get("content", "")))
-    return "\n".join(out)
-
-
-def semconv_to_chat(messages: Any, system: Any = None) -> list[dict[str, Any]]:
-    """GenAI semantic-convention messages (role + parts) as OpenAI chat messages, the form the hook path
-    records, so both render the same prompt text (tool-call arguments are left parsed)."""
-    out: list[dict[str, Any]] = []
-    if system:
-        out.append({"role": "system", "content": _parts_text(system)})
-    for m in messages if isinstance(messages, list) else ():
-        if not isinstance(m, dict):
-            continue
-        role = m.get("role", "user")
-        if "parts" not in m:  # already chat format
-            if role == "system" and out and out[0].get("role") == "system":
-                continue
-            out.append(dict(m))
-            continue
-        parts = m.get("parts") or []
-        if role == "system":
-            if not (out and out[0].get("role") == "system"):
-                out.append({"role": "system", "content": _parts_text(parts)})
-            continue
-        if role == "tool":
-            for p in parts:
-                if isinstance(p, dict) and p.get("type") == "tool_call_response":
-                    resp = p.get("response")
-                    out.append(
-                        {
-                            "role": "tool",
-                            "tool_call_id": p.get("id", ""),
-                            "content": resp if isinstance(resp, str) else _encode(resp),
-                        }
-                    )
-            continue
-        msg: dict[str, Any] = {"role": role, "content": _parts_text(parts) or None}
-        calls = [p for p in parts if isinstance(p, dict) and p.get("type") == "tool_call"]
-        if calls:  # arguments stay parsed: the renderer writes them as canonical JSON either way
-            msg["tool_calls"] = [
-                {
-                    "id": p.get("id", ""),
-                    "type": "function",
-                    "function": {"name": p.get("name", ""), "arguments": p.get("arguments") or {}},
-                }
-                for p in calls
-            ]
-        elif role == "user" and msg["content"] is None:
-            msg["content"] = ""
-        out.append(msg)
-    return out
-
-
-class _Transcripts:
-    """The input messages of a run's successive chat spans, parsed and converted incrementally: each call's
-    transcript usually extends the previous one's, so only the new messages are parsed and converted,
-    and the earlier message objects are shared (the renderer then renders each of them once)."""
-
-    __slots__ = ("raw", "system", "chat")
+class _Parsed:
+    """The input messages of a run's chat spans: each repeats the transcript so far, so when its JSON
+    text extends the last one's, only the new messages are parsed (and appended to one list)."""
 
     def __init__(self) -> None:
-        self.raw: str | None = None
-        self.system: Any = None
-        self.chat: list[dict[str, Any]] = []
+        self.raw, self.system = "", None
+        self.messages: list[Any] = []
 
-    def messages(self, raw: Any, system: Any) -> list[dict[str, Any]]:
-        prev = self.raw
-        if (
-            isinstance(raw, str)
-            and prev is not None
-            and system == self.system
-            and len(raw) > len(prev)
-            and raw[len(prev) - 1] == ","
-            and raw.startswith(prev[:-1])
-        ):
-            try:
-                new = json.loads("[" + raw[len(prev) :])
-            except ValueError:
-                new = None
-            if isinstance(new, list):
-                self.raw = raw
-                self.chat = self.chat + semconv_to_chat(new)
-                return self.chat
-        parsed = _json_attr(raw)
-        self.raw = raw if isinstance(raw, str) and raw.endswith("]") else None
-        self.system = system
-        self.chat = semconv_to_chat(parsed, _json_attr(system))
-        return self.chat
+    def prompt(self, raw: Any, system: Any) -> Prompt:
+        last, new = self.raw, None
+        if isinstance(raw, str) and system == self.system and last and raw.startswith(last[:-1]):
+            if raw[len(last) - 1 : len(last)] == ",":
+                try:
+                    new = json.loads("[" + raw[len(last) :])
+                except ValueError:
+                    pass
+        if isinstance(new, list):
+            self.messages.extend(new)
+        else:
+            parsed = _json(raw)
+            self.system, self.messages = system, parsed if isinstance(parsed, list) else []
+        self.raw = raw if isinstance(raw, str) and raw.endswith("]") else ""
+        parts = _json(self.system)
+        return Prompt(parts if isinstance(parts, list) else [], self.messages, len(self.messages))
 
 
-def _output(messages: Any) -> tuple[str | None, list[ToolCall], bool]:
-    if not isinstance(messages, list):
-        return None, [], False
-    text: list[str] = []
-    calls: list[ToolCall] = []
-    for m in messages:
-        if not isinstance(m, dict):
-            continue
-        for p in m.get("parts") or ():
-            if not isinstance(p, dict):
-                continue
-            if p.get("type") == "text":
-                text.append(str(p.get("content", "")))
-            elif p.get("type") == "tool_call":
-                args = _json_attr(p.get("arguments"))
-                calls.append(
-                    ToolCall(
-                        str(p.get("name", "")), args if isinstance(args, dict) else {}, str(p.get("id") or "")
-                    )
-                )
-    return ("\n".join(text) if text else None), calls, True
+def _call(i: int, s: SpanRec, step: int, t0: int, seen: _Parsed) -> CallRecord:
+    a = s.attrs
+    reasons = a.get(FINISH)
+    c = CallRecord(i, step, str(a.get(N.LLM_PURPOSE) or "step"), a.get(RESP_MODEL) or a.get(REQ_MODEL))
+    c.provider, c.start_ms, c.duration_ms, c.response_id = (
+        a.get(PROVIDER),
+        (s.start_ns - t0) / 1e6,
+        s.ms,
+        a.get(RESP_ID),
+    )
+    c.finish_reason = str(reasons[0]) if isinstance(reasons, (list, tuple)) and reasons else None
+    c.usage = _usage(a, (IN_TOK, OUT_TOK, CACHED_TOK, REASONING_TOK))
+    c.cost_usd = _num(a.get(N.COST_USD), float)  # as the loop priced it; never priced again here
+    ttfc = _num(a.get(TTFC), float)
+    c.ttfc_ms = None if ttfc is None else ttfc * 1000.0
+    prompt = a.get(INPUT)
+    c.messages = (
+        prompt if isinstance(prompt, Prompt) or prompt is None else seen.prompt(prompt, a.get(SYSTEM))
+    )
+    if s.error:
+        c.error, c.answered = s.status or str(a.get(ERROR_TYPE) or "error"), False
+    elif OUTPUT in a:
+        _answer(c, _json(a[OUTPUT]))
+    else:
+        c.answered = False
+    return c
 
 
-def _tool_name(s: SpanRec) -> str:
-    name = s.attrs.get(N.GEN_AI_TOOL_NAME)
-    if name:
-        return str(name)
-    return s.name[len(TOOL_PREFIX) :].strip() or "?"
+def _answer(c: CallRecord, messages: Any) -> None:
+    """The answer's text and tool calls, from ``gen_ai.output.messages``."""
+    parts = [
+        p for m in messages or () if isinstance(m, dict) for p in m.get("parts") or () if isinstance(p, dict)
+    ]
+    texts = [str(p.get("content", "")) for p in parts if p.get("type") == "text"]
+    c.text = "\n".join(texts) if texts else None
+    for p in parts:
+        if p.get("type") == "tool_call":
+            args = _json(p.get("arguments"))
+            args = args if isinstance(args, dict) else {}
+            c.tool_calls.append(ToolCall(str(p.get("name", "")), args, str(p.get("id") or "")))
 
 
-def _is_chat(s: SpanRec) -> bool:
-    op = s.attrs.get(N.GEN_AI_OPERATION_NAME)
-    return op == "chat" if op is not None else s.name.startswith(CHAT_PREFIX + " ") or s.name == CHAT_PREFIX
+def _step(n: int, ss: SpanRec, ts: SpanRec | None, trace_id: str | None) -> Step:
+    a = {**ss.attrs, **(ts.attrs if ts is not None else {})}
+    kind = a.get(N.TOOL_ERROR_KIND)
+    failed = ts.error if ts is not None else kind is not None
+    error = (
+        ((ts.status if ts is not None else None) or str(kind or a.get(ERROR_TYPE) or "error"))
+        if failed
+        else None
+    )
+    args = _json(a.get(TOOL_ARGS)) if TOOL_ARGS in a else {}
+    tool_ms = ts.ms if ts is not None and a.get(TOOL_EXECUTED) is not False else 0.0
+    name = a.get(TOOL_NAME) if ts is not None else a.get(STEP_TOOL) or a.get(TOOL_NAME)
+    data = _json(a.get(TOOL_RESULT)) if not failed and TOOL_RESULT in a else None
+    call = ToolCall(
+        str(name or "?"), args if isinstance(args, dict) else {"value": args}, str(a.get(CALL_ID) or "")
+    )
+    return Step(
+        n, call, ToolResult(data, error, kind, tool_ms), tool_ms=tool_ms, trace_id=trace_id, span_id=ss.hex()
+    )
 
 
-def _event_list(spans: Iterable[SpanRec], t0: int) -> list[dict[str, Any]]:
-    out = []
-    for s in spans:
-        for name, ts, attrs in s.events:
-            if name == "exception":
-                continue
-            short = name.removeprefix("looplet.")
-            # looplet.eval.passed -> passed, looplet.hook -> hook: the keys an on_event hook sees
-            out.append(
-                {
-                    "name": short,
-                    "attributes": {
-                        str(k).removeprefix("looplet.").removeprefix(short + "."): (
-                            list(v) if isinstance(v, tuple) else v
-                        )
-                        for k, v in dict(attrs).items()
-                    },
-                    "at_ms": round((ts - t0) / 1e6, 3),
-                }
-            )
-    out.sort(key=lambda e: e["at_ms"])
-    return out
-
-
-def build_record(agent: SpanRec, spans: list[SpanRec], nested: dict[tuple[int, int], RunRecord]) -> RunRecord:
+def _run(agent: SpanRec) -> RunRecord:
+    """The run's own facts, from its ``invoke_agent`` span."""
     A = agent.attrs
-    t0 = agent.start_ns
-    run_id = A.get(N.RUN_ID) or A.get(N.GEN_AI_CONVERSATION_ID) or _hex(agent.span_id, 16)
-    name = A.get(N.GEN_AI_AGENT_NAME) or agent.name[len(AGENT_PREFIX) :].strip() or "agent"
-    rec = RunRecord(
-        run_id=str(run_id),
-        agent=str(name),
-        trace_id=_hex(agent.trace_id, 32),
-        span_id=_hex(agent.span_id, 16),
-        started_at=t0 / 1e9,
-        duration_ms=agent.duration_ms,
-        source="spans",
-    )
+    run_id = str(A.get(N.RUN_ID) or A.get(CONVERSATION) or f"{agent.span_id:016x}")
+    rec = RunRecord(run_id, str(A.get(AGENT_NAME) or agent.name[len(AGENT) :].strip() or "agent"))
+    rec.trace_id = f"{agent.trace_id:032x}" if agent.real else None
+    rec.started_at, rec.duration_ms = agent.start_ns / 1e9, agent.ms
     rec.stop_reason = A.get(N.STOP_REASON) or ("error" if agent.error else None)
-    if agent.error:
-        rec.error = agent.status_message or A.get(_ERROR_TYPE)
-    if N.TASK in A:
-        rec.task = _json_attr(A[N.TASK])
-    if N.FINAL_OUTPUT in A:  # a string answer is recorded as it is; other values as JSON
-        out = _json_attr(A[N.FINAL_OUTPUT])
+    rec.error = agent.status or (A.get(ERROR_TYPE) if agent.error else None)
+    totals = (N.RUN_INPUT_TOKENS, N.RUN_OUTPUT_TOKENS, N.RUN_CACHED_TOKENS, N.RUN_REASONING_TOKENS)
+    rec.usage, rec.cost_usd = _usage(A, totals), _num(A.get(N.COST_USD), float)
+    rec.llm_calls = _num(A.get(N.RUN_LLM_CALLS))
+    rec.task = _json(A[N.TASK]) if N.TASK in A else None
+    if N.FINAL_OUTPUT in A:  # a string answer as it is; other values as JSON
+        out = _json(A[N.FINAL_OUTPUT])
         rec.final_output = out if isinstance(out, (dict, list)) else A[N.FINAL_OUTPUT]
-    if N.RUN_INPUT_TOKENS in A or N.RUN_OUTPUT_TOKENS in A:
-        rec.usage = Usage(
-            _int(A.get(N.RUN_INPUT_TOKENS)) or 0,
-            _int(A.get(N.RUN_OUTPUT_TOKENS)) or 0,
-            _int(A.get(N.RUN_CACHED_TOKENS)) or 0,
-            _int(A.get(N.RUN_REASONING_TOKENS)) or 0,
-        )
-    rec.cost_usd = _float(A.get(N.COST_USD))
-    rec.llm_calls = _int(A.get(N.RUN_LLM_CALLS))
-    if N.GEN_AI_TOOL_DEFINITIONS in A:
-        rec.tools = _tool_defs(A[N.GEN_AI_TOOL_DEFINITIONS])
-
-    by_id = {s.span_id: s for s in spans}
-    step_spans = [s for s in spans if s.name == N.STEP_SPAN]
-    tool_spans = sorted((s for s in spans if s.name.startswith(TOOL_PREFIX)), key=lambda s: s.start_ns)
-    chat_spans = sorted(
-        (s for s in spans if s.name.startswith(CHAT_PREFIX) and _is_chat(s)), key=lambda s: s.start_ns
-    )
-
-    def step_of(s: SpanRec) -> int | None:
-        n = _int(s.attrs.get(N.STEP_NUMBER))
-        p = by_id.get(s.parent_id) if s.parent_id is not None else None
-        while n is None and p is not None:
-            n = _int(p.attrs.get(N.STEP_NUMBER)) if p.name == N.STEP_SPAN else None
-            p = by_id.get(p.parent_id) if p.parent_id is not None else None
-        return n
-
-    # LLM calls
-    content = False
-    transcripts = _Transcripts()
-    for i, s in enumerate(chat_spans, 1):
-        a = s.attrs
-        c = CallRecord(
-            number=i,
-            step=step_of(s) or 0,
-            purpose=str(a.get(N.LLM_PURPOSE) or "step"),
-            model=a.get(N.GEN_AI_RESPONSE_MODEL) or a.get(N.GEN_AI_REQUEST_MODEL),
-            provider=a.get(N.GEN_AI_PROVIDER_NAME),
-            start_ms=(s.start_ns - t0) / 1e6,
-            duration_ms=s.duration_ms,
-            response_id=a.get(N.GEN_AI_RESPONSE_ID),
-            span_id=_hex(s.span_id, 16),
-        )
-        reasons = a.get(N.GEN_AI_RESPONSE_FINISH_REASONS)
-        if reasons:
-            c.finish_reason = str(reasons[0]) if isinstance(reasons, (list, tuple)) else str(reasons)
-        if N.GEN_AI_USAGE_INPUT_TOKENS in a or N.GEN_AI_USAGE_OUTPUT_TOKENS in a:
-            c.usage = Usage(
-                _int(a.get(N.GEN_AI_USAGE_INPUT_TOKENS)) or 0,
-                _int(a.get(N.GEN_AI_USAGE_OUTPUT_TOKENS)) or 0,
-                _int(a.get(N.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)) or 0,
-                _int(a.get(N.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)) or 0,
-            )
-        c.cost_usd = _float(a.get(N.COST_USD))
-        if c.cost_usd is None and c.usage is not None:  # the same price table the loop used
-            c.cost_usd = cost_of(c.model, c.usage)
-        ttfc = _float(a.get(N.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK))
-        if ttfc is not None:
-            c.ttfc_ms = ttfc * 1000.0
-        if s.error:
-            c.error = s.status_message or str(a.get(_ERROR_TYPE) or "error")
-            c.answered = False
-        if N.GEN_AI_INPUT_MESSAGES in a:
-            content = True
-            c.messages = transcripts.messages(a[N.GEN_AI_INPUT_MESSAGES], a.get(N.GEN_AI_SYSTEM_INSTRUCTIONS))
-        if rec.tools is None and N.GEN_AI_TOOL_DEFINITIONS in a:
-            rec.tools = _tool_defs(a[N.GEN_AI_TOOL_DEFINITIONS])
-        if not s.error:
-            c.text, c.tool_calls, c.answered = _output(_json_attr(a.get(N.GEN_AI_OUTPUT_MESSAGES)))
-        rec.calls.append(c)
-        if rec.provider is None:
-            rec.provider = c.provider
-        rec.timeline.append(
-            {
-                "kind": "llm",
-                "name": s.name,
-                "call": i,
-                "step": c.step or None,
-                "start_ms": c.start_ms,
-                "duration_ms": c.duration_ms,
-                "error": c.error,
-            }
-        )
-
-    # steps: one per step span, else one per tool span
-    entries: list[tuple[int | None, SpanRec | None, SpanRec | None]] = []
-    used: set[int] = set()
-    for ss in sorted(step_spans, key=lambda s: (_int(s.attrs.get(N.STEP_NUMBER)) or 0, s.start_ns)):
-        tool = next((t for t in tool_spans if t.parent_id == ss.span_id), None)
-        if tool is not None:
-            used.add(tool.span_id)
-        entries.append((_int(ss.attrs.get(N.STEP_NUMBER)), ss, tool))
-    for t in tool_spans:
-        if t.span_id not in used:
-            entries.append((step_of(t), None, t))
-    entries.sort(key=lambda e: (e[0] if e[0] is not None else 1 << 30, (e[2] or e[1]).start_ns))  # type: ignore[union-attr]
-
-    answered = [(s, c) for s, c in zip(chat_spans, rec.calls) if c.error is None]
-    linked: set[int] = set()
-    last_n = 0
-    for n, ss, ts in entries:
-        n = n if n is not None else last_n + 1
-        last_n = n
-        anchor = ts or ss
-        assert anchor is not None
-        a = dict(ss.attrs) if ss is not None else {}
-        if ts is not None:
-            a.update(ts.attrs)
-        tool = _tool_name(ts) if ts is not None else str(a.get(N.GEN_AI_TOOL_NAME) or "?")
-        args = _json_attr(a.get(N.GEN_AI_TOOL_CALL_ARGUMENTS)) if N.GEN_AI_TOOL_CALL_ARGUMENTS in a else {}
-        if N.GEN_AI_TOOL_CALL_ARGUMENTS in a:
-            content = True
-        failed = (ts is not None and ts.error) or (ts is None and ss is not None and ss.error)
-        err_span = ts if ts is not None and ts.error else ss
-        error = None
-        if failed:
-            error = (err_span.status_message if err_span is not None else None) or str(
-                a.get(_ERROR_TYPE) or "error"
-            )
-        elif ts is None and a.get(N.TOOL_ERROR_KIND):  # denied or skipped before the tool ran
-            error = str(a[N.TOOL_ERROR_KIND])
-            failed = True
-        data = _json_attr(a.get(N.GEN_AI_TOOL_CALL_RESULT)) if not failed else None
-        tool_ms = _float(a.get(N.TOOL_DURATION_MS))
-        if tool_ms is None:
-            tool_ms = ts.duration_ms if ts is not None else 0.0
-        result = ToolResult(data, error, a.get(N.TOOL_ERROR_KIND), tool_ms)
-        step = Step(
-            n,
-            ToolCall(
-                tool,
-                args if isinstance(args, dict) else {"value": args},
-                str(a.get(N.GEN_AI_TOOL_CALL_ID) or ""),
-            ),
-            result,
-            tool_ms=tool_ms,
-            trace_id=rec.trace_id,
-            span_id=_hex((ss or ts).span_id, 16),
-        )  # type: ignore[union-attr]
-        # the LLM call that proposed it: the latest answered call that ended before the tool started
-        ref = anchor.start_ns if ts is not None else anchor.end_ns
-        call = None
-        for cs, c in answered:
-            if cs.end_ns <= ref:
-                call = (cs, c)
-        if call is not None:
-            cs, c = call
-            rec.step_calls[n] = c.number
-            step.model = c.model
-            if c.number not in linked:
-                linked.add(c.number)
-                step.usage, step.llm_ms, step.cost_usd = c.usage, cs.duration_ms, c.cost_usd
-                if c.ttfc_ms is not None:
-                    step.ttfc_ms = c.ttfc_ms
-        if N.COST_USD in a:  # the Step's own cost, as the loop set it (sub-agent costs included)
-            step.cost_usd = _float(a[N.COST_USD])
-        if ts is not None:
-            child = nested.pop((agent.trace_id, ts.span_id), None)
-            if child is not None:
-                step.children = list(child.steps)
-            rec.timeline.append(
-                {
-                    "kind": "tool",
-                    "name": ts.name,
-                    "step": n,
-                    "start_ms": (ts.start_ns - t0) / 1e6,
-                    "duration_ms": ts.duration_ms,
-                    "error": error,
-                }
-            )
-        rec.steps.append(step)
-    rec.timeline.sort(key=lambda e: e["start_ms"])
-    rec.events = _event_list([agent, *spans], t0)
-    rec.content = content
     return rec
 
 
+def _calls(rec: RunRecord, chats: list[SpanRec], number: dict[int, int], t0: int) -> dict[Any, CallRecord]:
+    """The run's LLM calls, in order; returns step span id -> the last answered call made under it."""
+    call_of: dict[Any, CallRecord] = {}
+    seen = _Parsed()
+    for i, s in enumerate(chats, 1):
+        c = _call(i, s, number.get(s.parent_id or 0, 0), t0, seen)
+        rec.calls.append(c)
+        rec.content = rec.content or c.messages is not None
+        rec.provider = rec.provider or c.provider
+        defs = _json(s.attrs.get(TOOL_DEFS))
+        if rec.tools is None and isinstance(defs, list):
+            rec.tools = [{k: v for k, v in d.items() if k != "type"} for d in defs if isinstance(d, dict)]
+        if c.error is None and c.purpose == "step":
+            call_of[s.parent_id] = c
+        bar = {"kind": "llm", "name": s.name, "call": i, "step": c.step or None, "start_ms": c.start_ms}
+        rec.timeline.append({**bar, "duration_ms": c.duration_ms, "error": c.error})
+    return call_of
+
+
+def build(agent: SpanRec, spans: list[SpanRec], held: dict[tuple[int, int], RunRecord]) -> RunRecord:
+    """The run ``agent`` ends, from the spans under it; a sub-agent's run in ``held`` under one of its
+    tool spans becomes that step's ``children`` (and is taken out of ``held``)."""
+    rec, t0 = _run(agent), agent.start_ns
+    order = {id(s): i for i, s in enumerate(spans)}
+    below: dict[int | None, list[SpanRec]] = defaultdict(list)
+    for s in spans:
+        below[s.parent_id].append(s)
+    steps = [s for s in spans if s.name == N.STEP_SPAN]
+    number = {s.span_id: _num(s.attrs.get(N.STEP_NUMBER)) or 0 for s in steps}
+    steps.sort(key=lambda s: (number[s.span_id], s.start_ns, order[id(s)]))
+    chats = [s for s in spans if s.name.startswith(CHAT) and s.attrs.get(OP, CHAT) == CHAT]
+    call_of = _calls(rec, sorted(chats, key=lambda s: (s.start_ns, order[id(s)])), number, t0)
+    call: CallRecord | None = None
+    for ss in steps:
+        n = number[ss.span_id]
+        ts = next((t for t in below.get(ss.span_id, ()) if t.name.startswith(TOOL)), None)
+        step = _step(n, ss, ts, rec.trace_id)
+        first, call = (
+            ss.span_id in call_of,
+            call_of.get(ss.span_id, call),
+        )  # later calls of one answer share it
+        if call is not None:
+            rec.step_calls[n], step.model = call.number, call.model
+        if call is not None and first:  # usage, time and cost on the first step of an answer only
+            step.usage, step.llm_ms, step.cost_usd, step.ttfc_ms = (
+                call.usage,
+                call.duration_ms,
+                call.cost_usd,
+                call.ttfc_ms,
+            )
+        if ts is not None:
+            rec.content = rec.content or TOOL_ARGS in ts.attrs
+            child = held.pop((ts.trace_id, ts.span_id), None)
+            step.children = list(child.steps if child is not None else ts.attrs.get(CHILDREN, ()))
+            bar = {"kind": "tool", "name": ts.name, "step": n, "start_ms": (ts.start_ns - t0) / 1e6}
+            rec.timeline.append({**bar, "duration_ms": step.tool_ms, "error": step.tool_result.error})
+        rec.steps.append(step)
+    rec.events = _events([agent, *spans], t0)
+    return rec
+
+
+def _events(spans: Iterable[SpanRec], t0: int) -> list[dict[str, Any]]:
+    """Span events, as an ``on_event`` hook sees them: ``looplet.eval`` -> ``eval``, keys unprefixed."""
+    out = []
+    for s in spans:
+        for name, ts, attrs in s.events:
+            short = name.removeprefix("looplet.")
+            strip = {TOOL_NAME: "tool"}
+            a = {strip.get(k, k.removeprefix("looplet.").removeprefix(short + ".")): _json(v) if isinstance(v, tuple) else v
+                 for k, v in attrs.items()}  # fmt: skip
+            if name != "exception":
+                out.append({"name": short, "attributes": a, "at_ms": round((ts - t0) / 1e6, 3)})
+    out.sort(key=lambda e: (e["at_ms"], e["name"], json.dumps(e["attributes"], sort_keys=True, default=str)))
+    return out
+
+
 def records_from_spans(spans: Iterable[Any]) -> list[RunRecord]:
-    """Every complete run in ``spans`` (no writing)."""
-    return SpanBuffer(max_spans=1 << 62).add(spans)
+    """Every complete run in ``spans`` (nothing written)."""
+    buf = SpanBuffer()
+    return buf.add(spans) + buf.release()
 
 
-# ------------------------------------------------------------------------------------------------------
-# OTLP JSON
-# ------------------------------------------------------------------------------------------------------
+# -- OTLP JSON (the Collector's file exporter) -------------------------------------------------------------
 
 
 def _id(value: Any) -> int | None:
-    if not value:
-        return None
-    s = str(value)
-    try:
-        if len(s) in (16, 32):
-            return int(s, 16)
-    except ValueError:
-        pass
-    return int.from_bytes(base64.b64decode(s), "big")  # protobuf's JSON mapping writes bytes as base64
+    s = str(value or "")
+    if len(s) in (16, 32) and all(ch in "0123456789abcdefABCDEF" for ch in s):
+        return int(s, 16)
+    return int.from_bytes(base64.b64decode(s), "big") if s else None  # protobuf's JSON mapping: base64
 
 
 def _value(v: dict[str, Any]) -> Any:
-    if "stringValue" in v:
-        return v["stringValue"]
-    if "intValue" in v:
-        return int(v["intValue"])
-    if "doubleValue" in v:
-        return float(v["doubleValue"])
-    if "boolValue" in v:
-        return bool(v["boolValue"])
+    for key, conv in (("stringValue", str), ("intValue", int), ("doubleValue", float), ("boolValue", bool)):
+        if key in v:
+            return conv(v[key])
     if "arrayValue" in v:
         return tuple(_value(x) for x in (v["arrayValue"] or {}).get("values", []))
     if "kvlistValue" in v:
-        return {kv["key"]: _value(kv.get("value", {})) for kv in (v["kvlistValue"] or {}).get("values", [])}
-    if "bytesValue" in v:
-        return v["bytesValue"]
-    return None
+        return _attrs((v["kvlistValue"] or {}).get("values", []))
+    return v.get("bytesValue")
 
 
 def _attrs(items: Any) -> dict[str, Any]:
     return {kv["key"]: _value(kv.get("value") or {}) for kv in items or ()}
 
 
-def _spans_of(doc: Any) -> Iterable[SpanRec]:
+def _spans_of(doc: dict[str, Any]) -> Iterable[SpanRec]:
     for rs in doc.get("resourceSpans") or doc.get("resource_spans") or ():
         for ss in rs.get("scopeSpans") or rs.get("scope_spans") or ():
             for s in ss.get("spans") or ():
                 status = s.get("status") or {}
-                code = status.get("code")
+                events = [(e.get("name", ""), int(e.get("timeUnixNano") or 0), _attrs(e.get("attributes")))
+                          for e in s.get("events") or ()]  # fmt: skip
+                ids = (_id(s["traceId"]) or 0, _id(s["spanId"]) or 0, _id(s.get("parentSpanId")))
+                times = (int(s.get("startTimeUnixNano") or 0), int(s.get("endTimeUnixNano") or 0))
+                error = status.get("code") in (2, "STATUS_CODE_ERROR")
                 yield SpanRec(
-                    s["name"],
-                    _id(s["traceId"]) or 0,
-                    _id(s["spanId"]) or 0,
-                    _id(s.get("parentSpanId")),
-                    int(s.get("startTimeUnixNano") or 0),
-                    int(s.get("endTimeUnixNano") or 0),
-                    _attrs(s.get("attributes")),
-                    code in (2, "STATUS_CODE_ERROR"),
-                    status.get("message"),
-                    [
-                        (e.get("name", ""), int(e.get("timeUnixNano") or 0), _attrs(e.get("attributes")))
-                        for e in s.get("events") or ()
-                    ],
+                    s["name"], *ids, *times, _attrs(s.get("attributes")), error, status.get("message"), events
                 )
 
 
@@ -672,38 +409,24 @@ def read_otlp_json(path: str | os.PathLike[str]) -> list[SpanRec]:
         raise TrajectoryError(path, "no such file or directory") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise TrajectoryError(path, f"cannot be read ({exc})") from None
-    docs: list[tuple[int, Any]] = []
     try:
         docs = [(1, json.loads(raw))]
     except ValueError:
+        docs = []
         for lineno, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
             try:
-                docs.append((lineno, json.loads(line)))
+                docs += [(lineno, json.loads(line))] if line.strip() else []
             except ValueError as exc:
-                raise TrajectoryError(
-                    path,
-                    f"line {lineno}: not JSON ({exc}); expected OTLP JSON, one "
-                    "ExportTraceServiceRequest per line",
-                ) from None
+                why = f"line {lineno}: not JSON ({exc}); expected OTLP JSON, one ExportTraceServiceRequest per line"
+                raise TrajectoryError(path, why) from None
     out: list[SpanRec] = []
     for lineno, doc in docs:
         if not isinstance(doc, dict) or not ("resourceSpans" in doc or "resource_spans" in doc):
             raise TrajectoryError(path, f"line {lineno}: not OTLP JSON traces (no resourceSpans)")
         try:
-            out.extend(s for s in _spans_of(doc) if _keep(s.name))
+            out.extend(s for s in _spans_of(doc) if s.name.startswith(_KEEP))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise TrajectoryError(
                 path, f"line {lineno}: malformed span ({type(exc).__name__}: {exc})"
             ) from None
     return out
-
-
-def _tool_defs(value: Any) -> Any:
-    """``gen_ai.tool.definitions`` in the trajectory's neutral shape (name, description, parameters):
-    the span carries the semantic conventions' ``"type": "function"`` as well."""
-    defs = _json_attr(value)
-    if isinstance(defs, list):
-        return [{k: v for k, v in d.items() if k != "type"} if isinstance(d, dict) else d for d in defs]
-    return defs

@@ -107,8 +107,7 @@ def test_hook_writes_the_trajectory_folder(tmp_path: Path, mode: str) -> None:
     sink = ProvenanceSink(tmp_path)
     steps, result = demo(mode, [sink.trajectory_hook()])
     folder = sink.last_path
-    assert folder is not None and folder.parent == tmp_path
-    assert folder.name.endswith(result.run_id[:8]) and "demo-agent" in folder.name
+    assert folder == tmp_path  # one run through the sink: its files in dir itself
 
     traj = json.loads((folder / "trajectory.json").read_text())
     assert list(traj)[0] == "schema_version" and traj["schema_version"] == fmt.SCHEMA_VERSION
@@ -135,8 +134,13 @@ def test_hook_writes_the_trajectory_folder(tmp_path: Path, mode: str) -> None:
     s4, s5 = (json.loads((folder / f"steps/step_0{n}.json").read_text()) for n in (4, 5))
     assert s4["llm_call"] == s5["llm_call"] and s4["usage"] and s5["usage"] is None
 
-    prompt3 = (folder / "call_03_prompt.txt").read_text()
-    assert prompt3.startswith("[system]\n") and TASK["goal"] in prompt3
+    prompt3 = load_trajectory(folder).prompt(3)  # the whole prompt, from the files of calls 1 to 3
+    assert prompt3 is not None and prompt3.startswith("[system]\n") and TASK["goal"] in prompt3
+    # each prompt file holds what the call added to the one before (a run's folder grows with its steps)
+    assert (
+        (folder / "call_03_prompt.txt").read_text().startswith("[… the prompt of call 2 (call_02_prompt.txt)")
+    )
+    assert prompt3.count("[system]") == 1 and prompt3.endswith("/looplet/hooks\n")
     assert "[tool call_2_0]\nERROR: Tool fetch_page raised LookupError" in prompt3
     assert (
         folder / "call_03_response.txt"
@@ -211,11 +215,10 @@ def test_prompt_and_response_files_are_capped(tmp_path: Path) -> None:
     sink = ProvenanceSink(tmp_path, max_chars_per_call=1000, fsync=False)
     _steps, result = demo("sync", [sink.trajectory_hook()], task={"goal": "start " + big + " end"})
     folder = sink.last_path
-    last = result.llm_calls  # its prompt ends with the calculator's result
-    prompt = (folder / f"call_{last:02d}_prompt.txt").read_text()
-    assert len(prompt) < 1100 and "characters cut by max_chars_per_call=1000" in prompt
-    assert prompt.startswith("[system]") and prompt.rstrip().endswith("15.0")  # head and latest turn kept
-    call = json.loads((folder / "trajectory.json").read_text())["calls"][last - 1]
+    prompt = (folder / "call_01_prompt.txt").read_text()  # the system prompt and the long task
+    assert len(prompt) < 1100 and "cut by max_chars_per_call=1000" in prompt
+    assert prompt.startswith("[system]") and prompt.rstrip().endswith("x end")  # head and tail kept
+    call = json.loads((folder / "trajectory.json").read_text())["calls"][0]
     assert call["prompt_truncated"] is True and call["response_truncated"] is False
     with pytest.raises(ValueError, match="max_chars_per_call"):
         ProvenanceSink(tmp_path, max_chars_per_call=0)
@@ -285,7 +288,8 @@ def test_redaction_covers_every_byte_but_not_what_the_model_sees(tmp_path: Path,
         custom_blob = b"".join(files_of(custom.last_path).values()).decode()
         assert "Admin contact" not in custom_blob and "[ROLE] contact" in custom_blob  # tool schemas too
         assert EMAIL in custom_blob  # only what the user's callable removes
-    assert len(list((tmp_path / "builtin").iterdir())) == 2
+    later = [p for p in (tmp_path / "builtin").iterdir() if p.is_dir() and p.name != "steps"]
+    assert (tmp_path / "builtin" / "trajectory.json").is_file() and len(later) == 1  # the first run, then one
 
 
 def test_redact_argument_is_checked(tmp_path: Path) -> None:
@@ -322,18 +326,14 @@ def test_a_crash_while_writing_leaves_no_half_written_folder(
         fmt.write_folder(tmp_path, "run-a", files)
     assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary twin
 
-    monkeypatch.setattr(fmt, "_write_file", real)
-    fmt.write_folder(tmp_path, "run-a", files)
-    old = files_of(tmp_path / "run-a")
+    (tmp_path / "made-by-user").mkdir()  # the sink's dir, made beforehand: the run goes in it
     calls["n"] = 0
-    monkeypatch.setattr(fmt, "_write_file", dying)
-    new = {k: v + " changed" if k.endswith(".txt") else v for k, v in files.items()}
     with pytest.raises(OSError):
-        fmt.write_folder(tmp_path, "run-a", new)  # rewriting: each file is old or new, never partial
-    after = files_of(tmp_path / "run-a")
-    for name, data in after.items():
-        assert data in (old[name], new.get(name, "").encode()) or name == "manifest.jsonl"
-    assert set(after) == set(old)
+        fmt.write_folder(tmp_path, "made-by-user", files)
+    assert list((tmp_path / "made-by-user").iterdir()) == []
+    monkeypatch.setattr(fmt, "_write_file", real)
+    fmt.write_folder(tmp_path, "made-by-user", files)
+    assert set(files_of(tmp_path / "made-by-user")) == {*files, "manifest.jsonl"}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -349,7 +349,7 @@ def test_span_exporter_writes_the_same_folder_as_the_hook(tmp_path: Path, mode: 
     steps, result = demo(mode, [tracing, hook_sink.trajectory_hook()])
     assert provider.force_flush()
     a, b = sink.last_path, hook_sink.last_path
-    assert a is not None and b is not None and a.name == b.name
+    assert a == tmp_path / "spans" and b == tmp_path / "hook"
 
     fa, fb = files_of(a), files_of(b)
     assert set(fa) == set(fb)
@@ -363,16 +363,11 @@ def test_span_exporter_writes_the_same_folder_as_the_hook(tmp_path: Path, mode: 
     traj = json.loads(fa["trajectory.json"])
     spans = memory.get_finished_spans()
     agent = next(s for s in spans if s.name.startswith("invoke_agent"))
-    assert (
-        traj["source"] == "spans" and traj["trace_id"] == f"{agent.context.trace_id:032x}" == result.trace_id
-    )
-    assert traj["span_id"] == f"{agent.context.span_id:016x}"
+    assert traj["trace_id"] == f"{agent.context.trace_id:032x}" == result.trace_id
     step_spans = {f"{s.context.span_id:016x}" for s in spans if s.name == "looplet.step"}
     for s in steps:
         d = json.loads(fa[f"steps/step_{s.number:02d}.json"])
         assert d["span_id"] in step_spans and d["span_id"] == s.span_id and d["trace_id"] == result.trace_id
-    chat_ids = {f"{s.context.span_id:016x}" for s in spans if s.name.startswith("chat")}
-    assert {c["span_id"] for c in traj["calls"]} == chat_ids
     provider.shutdown()
 
 
@@ -458,8 +453,7 @@ run_loop(llm, TASK, tools, hooks=[TracingHook(capture_content=True)], config=con
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    (folder,) = list(tmp_path.iterdir())
-    assert load_trajectory(folder).stop_reason == "done"
+    assert load_trajectory(tmp_path).stop_reason == "done"
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -559,8 +553,10 @@ def test_sub_agent_steps_are_children_in_both_paths(tmp_path: Path) -> None:
     )
     provider.force_flush()
     for sink in (span_sink, hook_sink):
-        assert len(sink.written) == 2  # the sub-agent's run has its own folder too
-        parent = next(load_trajectory(p) for p in sink.written if load_trajectory(p).agent == "looplet")
+        assert list(sink.written) == [
+            sink.dir
+        ]  # the sub-agent's run is in its parent's, not a folder of its own
+        parent = load_trajectory(sink.dir)
         kids = parent.steps[0].children
         assert [c.tool_call.tool for c in kids] == ["search_docs", "done"], sink
         out = io.StringIO()
@@ -604,9 +600,10 @@ def test_otlp_json_offline(tmp_path: Path, hex_ids: bool) -> None:
 
     offline = ProvenanceSink(tmp_path / "offline", fsync=False)
     written = offline.load_otlp_json(path)
-    assert len(written) == 2
+    assert len(written) == 2 and written[0] == tmp_path / "offline"
+    live_by_run = {load_trajectory(p).run_id: p for p in sink.written}
     for p in written:
-        live = tmp_path / "live" / p.name
+        live = live_by_run[load_trajectory(p).run_id]
         fa, fb = files_of(p), files_of(live)
         assert set(fa) == set(fb)
         for name in fa:
@@ -729,7 +726,7 @@ def test_show_prints_steps_tokens_cost_timings_and_summary(tmp_path: Path) -> No
     assert f"task: {TASK['goal']}" in text
     step_lines = [line for line in lines if line.startswith("#")]
     assert len(step_lines) == len(steps)
-    for line, step in zip(step_lines, steps):
+    for line, step in zip(step_lines, steps, strict=True):
         assert line.startswith(step.pretty(96)[:40])
         if step.usage:
             assert f"{step.usage.total_tokens} tok" in line and f"${step.cost_usd:.6f}" in line
@@ -993,30 +990,168 @@ def test_a_resumed_run_keeps_the_steps_from_before(tmp_path: Path) -> None:
     )
     first, second = (load_trajectory(p) for p in sink.written)
     assert first.stop_reason == "max_steps" and len(first.steps) == 3
+    # the resumed run's folder holds the steps it took (numbered on from the checkpoint's)
     assert second.stop_reason == "done" and [s.number for s in second.steps] == list(
-        range(1, len(state.steps) + 1)
+        range(4, len(state.steps) + 1)
     )
     assert len(state.steps) > 3 and len(_steps) == len(state.steps) - 3
-    assert second.data["steps"][0]["llm_call"] is None and second.data["steps"][3]["llm_call"] == 1
+    assert second.data["steps"][0]["llm_call"] == 1
     assert "[tool call_3_0]" in second.prompt(1)  # the resumed model saw the whole transcript
 
 
-def test_flush_during_a_wrapped_run_writes_it_as_it_stands_then_completes_it(tmp_path: Path) -> None:
+def test_flush_writes_a_wrapped_run_once_it_has_ended(tmp_path: Path) -> None:
     sink = ProvenanceSink(tmp_path, fsync=False)
     from looplet import composable_loop
 
     llm, tools, config = build(latency_s=0.0)
     gen = composable_loop(llm=sink.wrap_llm(llm), tools=tools, task=TASK, config=config)
     next(gen), next(gen)
-    (partial,) = sink.flush()
-    t = load_trajectory(partial)
-    assert t.stop_reason is None and len(t.steps) == 2 and len(t.calls) == 2
-    out = io.StringIO()
-    show_cli.main([str(partial)], out=out)
-    assert "\nunfinished: 2 steps" in out.getvalue()
+    assert sink.flush() == [] and not (tmp_path / "trajectory.json").exists()  # still running
     steps = 2 + sum(1 for _ in gen)
     (final,) = sink.flush()
-    assert final == partial  # the same folder, now complete
+    assert final == tmp_path
     t = load_trajectory(final)
     assert t.stop_reason == "done" and len(t.steps) == steps and len(t.calls) == t.llm_calls
     assert sink.flush() == []
+
+
+# ------------------------------------------------------------------------------------------------------
+# one builder: every route writes the same folder
+# ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    reason="until TracingHook makes an execute_tool span, with its arguments, for a call that never ran "
+    "(issue 15 item 1, telemetry): the span route then sees the denied call as the others do",
+    strict=False,
+)
+def test_every_route_writes_the_same_bytes_for_a_run_with_a_sub_agent_a_failed_call_and_a_denied_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One run recorded three ways at once: spans from TracingHook through a SimpleSpanProcessor, the
+    trajectory hook, and the wrapped backend. The clock is frozen for all of them (the stdlib's and the
+    one the OpenTelemetry SDK stamps spans with), so the folders must agree byte for byte. The wrapped
+    backend cannot see hook decisions or retries (they are not LLM calls): its ``events`` line is empty,
+    and that is the only difference allowed."""
+    import time as time_module
+
+    import opentelemetry.sdk.trace as sdk_trace
+
+    from looplet import Deny, LLMError, run_loop
+    from looplet.subagents import agent_tool
+
+    now = time_module.time_ns()
+    for name, value in (("time_ns", lambda: now), ("perf_counter", lambda: 1.0), ("time", lambda: now / 1e9)):
+        monkeypatch.setattr(time_module, name, value)
+    monkeypatch.setattr(sdk_trace, "time_ns", lambda: now)
+
+    spans, hooked, wrapped = (ProvenanceSink(tmp_path / n, fsync=False) for n in ("spans", "hook", "wrap"))
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracing = TracingHook(tracer_provider=provider, capture_content=True)
+
+    class Flaky(MockLLMBackend):
+        failed = False
+
+        def generate(self, messages: Any, **kw: Any) -> Any:
+            if not Flaky.failed:
+                Flaky.failed = True
+                raise LLMError("the server is busy", retryable=True, status=503)
+            return super().generate(messages, **kw)
+
+    class NoCalc:
+        def pre_dispatch(self, state: Any, session_log: Any, tool_call: ToolCall, step_num: int) -> Any:
+            return Deny("no arithmetic today") if tool_call.tool == "calculator" else None
+
+    _llm, demo_tools, _config = build(latency_s=0.0)
+
+    @agent_tool(description="Research a question.")
+    def research(question: str) -> Any:
+        child = MockLLMBackend(
+            [
+                '{"tool": "search_docs", "args": {"query": "looplet"}}',
+                '{"tool": "done", "args": {"answer": "found it"}}',
+            ],
+            usage="estimate",
+        )
+        hooks = [tracing, hooked.trajectory_hook()]
+        cfg = LoopConfig(agent_name="researcher")
+        return run_loop(wrapped.wrap_llm(child), {"goal": question}, demo_tools, hooks=hooks, config=cfg)
+
+    script = [
+        '{"tool": "research", "args": {"question": "what is looplet?"}}',
+        '{"tool": "calculator", "args": {"expression": "2 + 2"}}',
+        '{"tool": "done", "args": {"answer": "4"}}',
+    ]
+    result = run_loop(
+        wrapped.wrap_llm(Flaky(script, usage="estimate", model="gpt-4o-mini")),
+        {"goal": "ask and count"},
+        tools_from([research, *[demo_tools.get(n) for n in ("calculator",)]]),
+        hooks=[tracing, NoCalc(), hooked.trajectory_hook()],
+        config=LoopConfig(agent_name="boss", llm_retries=1, llm_backoff_s=0.0),
+    )
+    assert result.stop_reason == "done"
+    wrapped.flush()
+    provider.shutdown()
+    a, b, c = (files_of(tmp_path / n) for n in ("spans", "hook", "wrap"))
+    assert sorted(a) == sorted(b) == sorted(c)
+    assert a == b  # spans and hook: every byte
+    traj = load_trajectory(tmp_path / "spans")
+    assert traj.calls[0]["error"] and traj.steps[1].tool_result.error_kind == "denied"
+    assert [s.tool_call.tool for s in traj.steps[0].children] == ["search_docs", "done"]
+    assert {e["name"] for e in traj.events} >= {"hook.decision", "llm.retry"}
+    assert any(e["kind"] == "tool" and e["error"] and e["step"] == 2 for e in traj.timeline)  # the denied row
+    events = b'\n  "events": '  # the last key of trajectory.json
+    assert a["trajectory.json"].split(events)[0] == c["trajectory.json"].split(events)[0]
+    assert c["trajectory.json"].endswith(events + b"[]\n}\n")
+    others = ("trajectory.json", "manifest.jsonl")
+    assert {k: v for k, v in a.items() if k not in others} == {k: v for k, v in c.items() if k not in others}
+
+
+def test_the_quickstart_leaves_the_files_in_the_folder_it_names(tmp_path: Path) -> None:
+    """docs/provenance.md's quickstart, pasted into a fresh interpreter: traces/run_1 itself holds the run."""
+    block = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "provenance.md").read_text(), re.S)[0]
+    assert 'ProvenanceSink(dir="traces/run_1")' in block and "wrap_llm" in block and "flush()" in block
+    proc = subprocess.run(
+        [sys.executable, "-c", block], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    run_1 = tmp_path / "traces" / "run_1"
+    assert sorted(p.name for p in run_1.iterdir() if p.is_dir()) == ["steps"]  # one run: no sub-folder
+    assert (run_1 / "trajectory.json").is_file() and (run_1 / "steps" / "step_01.json").is_file()
+    assert (run_1 / "call_01_prompt.txt").is_file() and (run_1 / "call_01_response.txt").is_file()
+    assert load_trajectory(run_1).stop_reason == "done"
+
+
+def test_later_runs_get_a_folder_each_under_dir_and_readers_see_all(tmp_path: Path) -> None:
+    from looplet.evals import eval_cases  # noqa: F401  (the eval command reads the same way)
+    from looplet.provenance.format import find_trajectories
+
+    sink = ProvenanceSink(tmp_path / "runs", fsync=False)
+    results = [demo("sync", [sink.trajectory_hook()])[1] for _ in range(3)]
+    first, *later = sink.written
+    assert first == tmp_path / "runs" and all(p.parent == first for p in later) and len(later) == 2
+    found = [t.run_id for t in find_trajectories([first])]  # dir's own run first, then by start time
+    assert found[0] == results[0].run_id and sorted(found) == sorted(r.run_id for r in results)
+    out = io.StringIO()
+    assert show_cli.main([str(first)], out=out) == 0 and out.getvalue().count("done: ") == 3
+    again = ProvenanceSink(tmp_path / "runs", fsync=False)  # a new sink never writes over the first run
+    demo("sync", [again.trajectory_hook()])
+    assert again.last_path is not None and again.last_path.parent == first
+    assert load_trajectory(first).run_id == results[0].run_id
+
+
+def test_provenance_sink_is_a_span_exporter_made_on_first_use() -> None:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    assert issubclass(ProvenanceSink, SpanExporter)
+    code = (
+        "import sys, looplet, looplet.provenance\n"
+        "assert not any(m.startswith('opentelemetry') for m in sys.modules), 'imported too early'\n"
+        "from looplet.provenance import ProvenanceSink\n"
+        "from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter\n"
+        "assert issubclass(ProvenanceSink, SpanExporter)\n"
+        "BatchSpanProcessor(ProvenanceSink('x')).shutdown()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
