@@ -22,8 +22,8 @@ What it sets up:
 * ``/metrics`` on ``metrics_addr:metrics_port`` (127.0.0.1 by default) when ``metrics_port`` is given,
   from the default Prometheus registry (``metrics_port=0`` picks a free port: ``session.metrics_port``).
 * JSON log lines on stderr or ``log_file`` (``configure_logging``).
-* with ``provenance_dir``, a trajectory folder per run (``ProvenanceSink(dir, redact=True)``, its hook
-  writing in the background; ``shutdown()`` waits for the folders).
+* with ``provenance_dir``, a trajectory folder per run (``ProvenanceSink(dir, redact=True)`` as a span
+  exporter behind a ``BatchSpanProcessor``; prompts and arguments only with content capture on).
 
 Calling ``configure()`` again returns the same session (with a warning if the arguments differ) until
 ``shutdown()``. ``shutdown()`` flushes what is queued within ``shutdown_timeout_s`` and never blocks longer;
@@ -447,6 +447,7 @@ def _setup(
     from opentelemetry import trace
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from looplet import __version__
     from looplet.telemetry.tracing import TracingHook
@@ -538,8 +539,8 @@ def _setup(
     if a["provenance_dir"]:
         session.provenance = _provenance(a["provenance_dir"])
         if session.provenance is not None:
-            # written off the loop's thread: a slow disk costs dropped (counted) folders, never run time
-            session.hooks.append(session.provenance.trajectory_hook(background=True))
+            # an exporter on the session's provider: folders are written on the batch processor's thread
+            provider.add_span_processor(BatchSpanProcessor(session.provenance))
 
 
 def _provenance(directory: str) -> Any:
