@@ -143,8 +143,8 @@ def _report(
     if not args.quiet:
         print(file=printer.out)
     printer.summary(result, wall_s, trace_id=bool(getattr(session, "otlp_endpoint", None)))
-    metadata = getattr(state, "metadata", None)
-    saved = metadata.get("trajectory_dir") if isinstance(metadata, dict) else None
+    provenance = getattr(session, "provenance", None)  # written by then: the session has shut down
+    saved = provenance.folder_of(result.run_id) if provenance is not None else None
     if saved:
         print(f"trajectory: {saved}\n  read it: looplet show {saved}")
     if result.stop_reason == "awaiting_approval":

@@ -303,7 +303,10 @@ def _where(args: Any, session: Any, results: list[tuple[Any, str | None]], out: 
             rows.append(("metrics", "not served (add --metrics-port 9464)"))
         logs = session.log_file or "stderr"
         rows.append(("logs", f"{logs} (JSON lines)"))
-        saved = next((s for _r, s in reversed(results) if s), None)
+        provenance = session.provenance  # its folders are written by now: the session has shut down
+        saved = next(
+            (p for r, _s in reversed(results) if provenance and (p := provenance.folder_of(r.run_id))), None
+        )
         if saved:
             rows.append(("trajectory", f"{saved}"))
             rows.append(("", f"read it: looplet show {saved}"))
