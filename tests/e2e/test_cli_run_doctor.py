@@ -177,9 +177,9 @@ def test_run_with_telemetry_flags(agent_dir: Path, capsys: pytest.CaptureFixture
     assert "looplet_" in metrics
     lines = [json.loads(ln) for ln in (agent_dir / "logs" / "run.jsonl").read_text().splitlines()]
     assert lines and all(ln.get("trace_id") == trace_id for ln in lines if "run_id" in ln)
-    folders = list((agent_dir / "traces").iterdir())
-    assert len(folders) == 1 and f"trajectory: {folders[0]}" in captured.out
-    traj = json.loads((folders[0] / "trajectory.json").read_text())
+    folder = agent_dir / "traces"  # one run: its files in --trace-dir itself
+    assert f"trajectory: {folder}" in captured.out
+    traj = json.loads((folder / "trajectory.json").read_text())
     assert traj["trace_id"] == trace_id and traj["stop_reason"] == "done"
 
 

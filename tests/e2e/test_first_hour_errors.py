@@ -388,7 +388,7 @@ def test_ctrl_c_leaves_a_consistent_checkpoint_and_trajectory_and_resume_finishe
     assert [f"#{s['number']}" for s in cp["steps"]] == printed  # every step the user saw, and no other
     _assert_transcript_consistent(cp["transcript"], cp.get("pending"))
 
-    [run_dir] = [p for p in traces.iterdir() if p.is_dir()]
+    run_dir = traces  # one run: its files in the trace folder itself
     traj = json.loads((run_dir / "trajectory.json").read_text())
     assert traj["stop_reason"] == "cancelled"
     # Ctrl-C inside the loop (the model call) or while the step line was printed (the run is then closed)
@@ -450,7 +450,7 @@ def test_ctrl_c_in_looplet_run_flushes_the_trajectory_and_exits_130(tmp_path: Pa
     assert "Traceback" not in err and "interrupted (Ctrl-C): the run ended as 'cancelled'" in err
     assert "cancelled: " in out
     printed = len([ln for ln in out.splitlines() if ln.startswith("#")])
-    [run_dir] = [p for p in traces.iterdir() if p.is_dir()]
+    run_dir = traces  # one run: its files in the trace folder itself
     traj = json.loads((run_dir / "trajectory.json").read_text())
     assert traj["stop_reason"] == "cancelled" and len(traj["steps"]) == printed
     ends = [json.loads(ln) for ln in (tmp_path / "log.jsonl").read_text().splitlines() if '"run.end"' in ln]
@@ -490,7 +490,7 @@ def test_ctrl_c_between_two_hooks_of_a_step_keeps_trajectory_and_checkpoint_equa
         ):
             pass
     cp = json.loads((tmp_path / "cp" / "checkpoint.json").read_text())
-    [run_dir] = list((tmp_path / "traces").iterdir())
+    run_dir = tmp_path / "traces"  # one run: its files in the sink's folder itself
     traj = json.loads((run_dir / "trajectory.json").read_text())
     assert state.result is not None and len(state.result.steps) == 3
     assert cp["stop_reason"] == traj["stop_reason"] == "cancelled"

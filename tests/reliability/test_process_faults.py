@@ -115,9 +115,9 @@ def assert_trace_files_whole(traces: Path, log_file: Path) -> None:
     log line is a whole JSON object."""
     import hashlib
 
-    for run_dir in (
-        (p for p in traces.iterdir() if p.is_dir() and not p.name.startswith(".")) if traces.exists() else ()
-    ):
+    from looplet.provenance.format import run_folders
+
+    for run_dir in run_folders(traces) if traces.exists() else ():  # traces itself, then runs under it
         manifest = [json.loads(line) for line in (run_dir / "manifest.jsonl").read_text().splitlines()]
         for entry in manifest:
             data = (run_dir / entry["path"]).read_bytes()
@@ -144,7 +144,9 @@ def test_kill_9_with_telemetry_on_leaves_whole_trace_files_and_loses_no_step(mod
     assert figures["lost"] == 0 and figures["redone"] == 0
     assert figures["kills"] >= 2, figures
     assert_trace_files_whole(traces, log_file)
-    [finished] = [p for p in traces.iterdir() if not p.name.startswith(".")]  # only the run that finished
+    from looplet.provenance.format import run_folders
+
+    [finished] = run_folders(traces)  # only the run that finished
     trajectory = json.loads((finished / "trajectory.json").read_text())
     assert trajectory["stop_reason"] == "done"
     lines = [json.loads(line) for line in log_file.read_text().splitlines()]

@@ -27,6 +27,7 @@ from looplet.evals import (
 )
 from looplet.evals_cli import main as eval_main
 from looplet.provenance import ProvenanceSink
+from looplet.provenance.format import run_folders
 from tests.unit._harness import MODES, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -196,7 +197,9 @@ def test_eval_command_bad_input(traces: Path, tmp_path: Path, argv: list[str], m
 def test_pytest_helpers(traces: Path, tmp_path: Path) -> None:
     params = trajectory_cases(traces)
     assert len(params) == 2 and all(isinstance(p.values[0], EvalContext) for p in params)
-    assert sorted(p.id for p in params) == sorted(p.name for p in traces.iterdir())
+    assert sorted(p.id for p in params) == sorted(
+        p.name for p in run_folders(traces)
+    )  # traces, then one under it
     path = tmp_path / "evals.py"
     path.write_text(EVALS_PY)
     cases = eval_cases(traces, path, tags=["smoke"])
