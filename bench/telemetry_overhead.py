@@ -251,24 +251,8 @@ def dead_provider() -> TracerProvider:
     return provider
 
 
-def helper_cpu() -> float:
-    """CPU seconds used so far by ProvenanceSink's writer process (Linux; 0 elsewhere or before it starts),
-    so the CPU column counts the work the sink moves out of this process as well."""
-    from looplet.provenance._writer import writer_pid
-
-    pid = writer_pid()
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
 def cpu_now() -> float:
-    return time.process_time() + helper_cpu()
+    return time.process_time()
 
 
 def main() -> None:
@@ -325,14 +309,6 @@ def main() -> None:
     loops["TracingHook + ProvenanceSink exporter"] = lambda: run_loop(n, [TracingHook(sink_provider)])
     hook_sink = ProvenanceSink(os.path.join(sink_root, "hook"))
     loops["ProvenanceSink.trajectory_hook()"] = lambda: run_loop(n, [hook_sink.trajectory_hook()])
-    bg_sink = ProvenanceSink(os.path.join(sink_root, "background"))
-
-    def background_hook() -> float:  # the loop's time; the queued folders are flushed after, untimed
-        t = run_loop(n, [bg_sink.trajectory_hook(background=True)])
-        bg_sink.flush()
-        return t
-
-    loops["trajectory_hook(background)"] = background_hook
     floors: dict[str, Callable[[int], float]] = {
         "spans": floor_tracing(provider),
         "metric updates": floor_metrics(),
@@ -360,8 +336,7 @@ def main() -> None:
             walls[name].append(fn() / n * 1e6)
             cpus[name].append((cpu_now() - c0) / n * 1e6)
     # The best of the runs: on a shared machine the minimum is the steadiest estimate of the intrinsic cost.
-    # CPU time is of the whole process (every thread: the batch exporter's work counts too), plus the
-    # provenance writer process's.
+    # CPU time is of the whole process (every thread: the batch exporter's work counts too).
     us = {k: min(v) for k, v in walls.items()}
     cpu = {k: min(v) for k, v in cpus.items()}
     spread = {k: statistics.median(v) for k, v in walls.items()}
@@ -428,7 +403,7 @@ def main() -> None:
             )
     print(
         f"{'ProvenanceSink exporter / TracingHook alone':<32} {us['TracingHook + ProvenanceSink exporter'] - us['TracingHook']:>+12.1f} µs/step wall "
-        f"{cpu['TracingHook + ProvenanceSink exporter'] - cpu['TracingHook']:>+8.1f} µs/step CPU (rendered on the batch thread, written by the writer process; both counted)"
+        f"{cpu['TracingHook + ProvenanceSink exporter'] - cpu['TracingHook']:>+8.1f} µs/step CPU (written on the batch thread, counted)"
     )
     sink_provider.shutdown()
     shutil.rmtree(sink_root, ignore_errors=True)
