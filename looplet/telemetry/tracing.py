@@ -408,6 +408,8 @@ class TracingHook:
         tc = step.tool_call
         attrs = self._tool_span_attrs(rs, tc)
         attrs[N.TOOL_EXECUTED] = False
+        if self.capture_content:  # what was asked, though it never ran (provenance records it)
+            attrs[_TOOL_ARGS] = self._content(tc.args)
         span = self._tracer.start_span(
             self._tool_names.get(tc.tool) or f"execute_tool {attrs[_TOOL]}",
             context=open_step.ctx,
