@@ -1020,11 +1020,6 @@ def test_flush_writes_a_wrapped_run_once_it_has_ended(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="until TracingHook makes an execute_tool span, with its arguments, for a call that never ran "
-    "(issue 15 item 1, telemetry): the span route then sees the denied call as the others do",
-    strict=False,
-)
 def test_every_route_writes_the_same_bytes_for_a_run_with_a_sub_agent_a_failed_call_and_a_denied_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
