@@ -92,8 +92,9 @@ class SpanBuffer:
 
     A sub-agent's run (its ``invoke_agent`` span has a parent, and its trace still holds spans of the run
     that started it) is held until that run is built, which takes its steps as the calling step's
-    ``children``; it is released as a run of its own when its trace holds nothing else, or at
-    :meth:`release`. Traces idle for ``idle_s`` (runs that never ended) are dropped and counted."""
+    ``children``; it is then returned right after that run (so a sink writes the parent first). It is
+    released on its own when its trace holds nothing else, or at :meth:`release`. Traces idle for
+    ``idle_s`` (runs that never ended) are dropped and counted."""
 
     def __init__(self, idle_s: float = 600.0) -> None:
         self.traces: dict[int, list[SpanRec]] = {}
@@ -112,11 +113,14 @@ class SpanBuffer:
                 self.traces.setdefault(rec.trace_id, []).append(rec)
                 self.touched[rec.trace_id] = now
                 continue
+            before = dict(self.held)
             run = self._build(rec)
+            claimed = [r for k, r in before.items() if k not in self.held]  # its sub-agents: after it
             if rec.parent_id is not None and self.traces.get(rec.trace_id):
                 self.held[(rec.trace_id, rec.parent_id)] = run
+                self.held.update(((rec.trace_id, id(r)), r) for r in claimed)  # written with it, later
             else:
-                done.append(run)
+                done += [run, *claimed]
         done += [self.held.pop(k) for k in list(self.held) if k[0] not in self.traces]
         for tid in [t for t, at in self.touched.items() if now - at > self.idle_s]:
             self.dropped += len(self.traces.pop(tid, ()))
@@ -313,6 +317,8 @@ def build(agent: SpanRec, spans: list[SpanRec], held: dict[tuple[int, int], RunR
     for ss in steps:
         n = number[ss.span_id]
         ts = next((t for t in below.get(ss.span_id, ()) if t.name.startswith(TOOL)), None)
+        if ts is None and not (ss.attrs.get(STEP_TOOL) or ss.attrs.get(TOOL_NAME)):
+            continue  # opened for an LLM call whose answer never became a step (a failure, a Ctrl-C)
         step = _step(n, ss, ts, rec.trace_id)
         first, call = (
             ss.span_id in call_of,
