@@ -393,7 +393,8 @@ def configure(
     metrics_port / metrics_addr: serve ``/metrics`` there.
     json_logs / log_file / log_level: JSON log lines (``configure_logging``).
     provenance_dir: write a trajectory folder per run there.
-    capture_content: message content on spans (see ``TracingHook``).
+    capture_content: message content on spans (see ``TracingHook``); by default on with
+        ``provenance_dir`` (unless the environment variable says otherwise), redacted.
     export_timeout_s, max_queue_size, schedule_delay_s: the batch exporter (the ``OTEL_BSP_*`` variables win).
     shutdown_timeout_s: the longest ``shutdown()`` (and the exit flush) may take.
     """
@@ -527,7 +528,14 @@ def _setup(
             session.metrics_port = session.metrics_server.server_port
 
     # Hooks: tracing first, so its chat/execute_tool span is current around the others' wraps -----------
-    session.hooks.append(TracingHook(provider, capture_content=a["capture_content"]))
+    capture = a["capture_content"]
+    if (
+        capture is None
+        and a["provenance_dir"]
+        and "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT" not in os.environ
+    ):
+        capture = True  # trajectories are built from the spans: without content they cannot be replayed
+    session.hooks.append(TracingHook(provider, capture_content=capture))
     if metrics_hook is not None:
         session.hooks.append(metrics_hook)
     if a["json_logs"]:
