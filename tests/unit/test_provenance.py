@@ -553,10 +553,10 @@ def test_sub_agent_steps_are_children_in_both_paths(tmp_path: Path) -> None:
     )
     provider.force_flush()
     for sink in (span_sink, hook_sink):
-        assert list(sink.written) == [
-            sink.dir
-        ]  # the sub-agent's run is in its parent's, not a folder of its own
+        parent_dir, child_dir = sink.written  # the parent first: it is the run in dir itself
+        assert parent_dir == sink.dir and child_dir.parent == sink.dir and "researcher" in child_dir.name
         parent = load_trajectory(sink.dir)
+        assert [s.tool_call.tool for s in load_trajectory(child_dir).steps] == ["search_docs", "done"]
         kids = parent.steps[0].children
         assert [c.tool_call.tool for c in kids] == ["search_docs", "done"], sink
         out = io.StringIO()
