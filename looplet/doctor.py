@@ -246,7 +246,11 @@ def _report_lines(
     offline: bool,
 ) -> list[str]:
     """The text report: extras, endpoints, where telemetry goes, what to install."""
-    out: list[str] = [f"looplet {version} on Python {sys.version.split()[0]} ({sys.executable})", "", "extras:"]
+    out: list[str] = [
+        f"looplet {version} on Python {sys.version.split()[0]} ({sys.executable})",
+        "",
+        "extras:",
+    ]
     for name, info in ex.items():
         mark = "✓" if info["ok"] else "✗"
         versions = ", ".join(f"{d} {v}" if v else f"{d} missing" for d, v in info["packages"].items())

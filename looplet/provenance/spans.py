@@ -315,33 +315,45 @@ def build(agent: SpanRec, spans: list[SpanRec], held: dict[tuple[int, int], RunR
     call_of = _calls(rec, sorted(chats, key=lambda s: (s.start_ns, order[id(s)])), number, t0)
     call: CallRecord | None = None
     for ss in steps:
-        n = number[ss.span_id]
         ts = next((t for t in below.get(ss.span_id, ()) if t.name.startswith(TOOL)), None)
         if ts is None and not (ss.attrs.get(STEP_TOOL) or ss.attrs.get(TOOL_NAME)):
             continue  # opened for an LLM call whose answer never became a step (a failure, a Ctrl-C)
-        step = _step(n, ss, ts, rec.trace_id)
-        first, call = (
-            ss.span_id in call_of,
-            call_of.get(ss.span_id, call),
-        )  # later calls of one answer share it
-        if call is not None:
-            rec.step_calls[n], step.model = call.number, call.model
-        if call is not None and first:  # usage, time and cost on the first step of an answer only
-            step.usage, step.llm_ms, step.cost_usd, step.ttfc_ms = (
-                call.usage,
-                call.duration_ms,
-                call.cost_usd,
-                call.ttfc_ms,
-            )
-        if ts is not None:
-            rec.content = rec.content or TOOL_ARGS in ts.attrs
-            child = held.pop((ts.trace_id, ts.span_id), None)
-            step.children = list(child.steps if child is not None else ts.attrs.get(CHILDREN, ()))
-            bar = {"kind": "tool", "name": ts.name, "step": n, "start_ms": (ts.start_ns - t0) / 1e6}
-            rec.timeline.append({**bar, "duration_ms": step.tool_ms, "error": step.tool_result.error})
-        rec.steps.append(step)
+        call = _add_step(rec, number[ss.span_id], ss, ts, call_of, call, held, t0)
     rec.events = _events([agent, *spans], t0)
     return rec
+
+
+def _add_step(
+    rec: RunRecord,
+    n: int,
+    ss: SpanRec,
+    ts: SpanRec | None,
+    call_of: dict[Any, CallRecord],
+    call: CallRecord | None,
+    held: dict[tuple[int, int], RunRecord],
+    t0: int,
+) -> CallRecord | None:
+    """Step ``n`` from its step span ``ss`` and tool span ``ts``; returns the LLM call it came from (the
+    later calls of one answer share it)."""
+    step = _step(n, ss, ts, rec.trace_id)
+    first, call = ss.span_id in call_of, call_of.get(ss.span_id, call)
+    if call is not None:
+        rec.step_calls[n], step.model = call.number, call.model
+    if call is not None and first:  # usage, time and cost on the first step of an answer only
+        step.usage, step.llm_ms, step.cost_usd, step.ttfc_ms = (
+            call.usage,
+            call.duration_ms,
+            call.cost_usd,
+            call.ttfc_ms,
+        )
+    if ts is not None:
+        rec.content = rec.content or TOOL_ARGS in ts.attrs
+        child = held.pop((ts.trace_id, ts.span_id), None)
+        step.children = list(child.steps if child is not None else ts.attrs.get(CHILDREN, ()))
+        bar = {"kind": "tool", "name": ts.name, "step": n, "start_ms": (ts.start_ns - t0) / 1e6}
+        rec.timeline.append({**bar, "duration_ms": step.tool_ms, "error": step.tool_result.error})
+    rec.steps.append(step)
+    return call
 
 
 def _events(spans: Iterable[SpanRec], t0: int) -> list[dict[str, Any]]:
