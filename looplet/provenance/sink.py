@@ -52,8 +52,10 @@ class _Sink:
     """What ProvenanceSink does; see the module docstring.
 
     dir: the run folder (the first run), and the parent of the folders of later runs.
-    redact: None, True (built-in patterns: API keys, bearer tokens, e-mail addresses, ...) or a callable
-        ``str -> str``; applied to every byte written (JSON values through ``redact_json`` when it has one).
+    redact: True (the default: looplet's redactor, i.e. the built-in patterns for API keys, bearer tokens,
+        e-mail addresses, ... and the values of the process's secret environment variables), a callable
+        ``str -> str``, or False/None to write content as it is; applied to every byte written (JSON values
+        through ``redact_json`` when it has one).
     max_chars_per_call: prompt and response files longer than this keep their head and tail.
     fsync: have every file and folder on the disk before a folder is put in place (survives a power cut).
     """
@@ -61,7 +63,7 @@ class _Sink:
     def __init__(
         self,
         dir: str | os.PathLike[str],
-        redact: Any = None,
+        redact: Any = True,
         max_chars_per_call: int = 200_000,
         *,
         fsync: bool = False,
