@@ -7,6 +7,7 @@ import inspect
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from looplet import shutdown
 from looplet._chain import AsyncToolTerminal, Chain, async_llm_chain, async_tool_chain
 from looplet._engine import (
     CLOSED,
@@ -70,11 +71,13 @@ def async_composable_loop(
 
 async def _drive(p: Prepared) -> AsyncGenerator[Step, None]:
     """The sync driver's twin: the same engine, effects awaited."""
+    p.cancel = shutdown.watch(p.cancel)  # a SIGTERM (looplet.shutdown) cancels every run as well
     eng = engine(p)
     perform = _Performer(p)
     send: Any = None
     closed = False
     thrown: BaseException | None = None
+    shutdown.run_started()
     try:
         while True:
             token = _CURRENT_RUN.set(p.run)
@@ -100,6 +103,7 @@ async def _drive(p: Prepared) -> AsyncGenerator[Step, None]:
             raise thrown from None
         return
     finally:
+        shutdown.run_ended()
         eng.close()
 
 

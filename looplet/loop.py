@@ -10,6 +10,7 @@ import time
 from collections.abc import Generator
 from typing import Any
 
+from looplet import shutdown
 from looplet._chain import Chain, ToolTerminal, _Worker, llm_chain, tool_chain
 from looplet._engine import (
     CLOSED,
@@ -215,11 +216,13 @@ def run_loop(*args: Any, **kwargs: Any) -> RunResult:
 def _drive(p: Prepared) -> Generator[Step, None, RunResult]:
     """Perform the engine's effects until it hands out a Step; yield it; repeat. A caller that breaks
     out (``GeneratorExit``) or throws in still gets the run torn down (``on_loop_end`` runs)."""
+    p.cancel = shutdown.watch(p.cancel)  # a SIGTERM (looplet.shutdown) cancels every run as well
     eng = engine(p)
     perform = _Performer(p)
     send: Any = None
     closed = False
     thrown: BaseException | None = None
+    shutdown.run_started()
     try:
         while True:
             token = _CURRENT_RUN.set(p.run)
@@ -246,6 +249,7 @@ def _drive(p: Prepared) -> Generator[Step, None, RunResult]:
         result: RunResult = stop.value
         return result
     finally:
+        shutdown.run_ended()
         perform.close()
         eng.close()
 
