@@ -40,7 +40,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from looplet.errors import require
+from looplet.errors import MissingExtra, require
 
 __all__ = ["configure", "shutdown", "TelemetrySession", "current_session", "span_pipeline"]
 
@@ -57,6 +57,8 @@ class _DropCounter:
 
     def __init__(self, target: str) -> None:
         self.target = target
+        self.endpoint: str | None = None
+        self.protocol: str | None = None
         self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._next_log = 0.0
@@ -105,42 +107,81 @@ class _DropCounter:
 def _counting_exporter(inner: Any, drops: _DropCounter) -> Any:
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+    from looplet.telemetry.redact import Redactor
+
+    redactor = Redactor().cached
+
     class CountingExporter(SpanExporter):
-        """Wraps an exporter: failed exports count as dropped spans; nothing is raised.
+        """Wraps an exporter: every span is redacted on its way out; failed exports count as dropped spans;
+        nothing is raised.
 
         After a failed export (which already took up to the exporter's timeout, retries included) the next
         batches are dropped at once for a while — 1 s, doubling up to 30 s while failures go on — instead
         of being encoded and sent to a collector that is not there; the first batch after that window
-        probes it again. So a dead collector costs neither CPU nor a slow shutdown.
+        probes it again. So a dead collector costs neither CPU nor a slow shutdown. After ``close()``
+        (a shutdown that gave up waiting) every batch is dropped at once.
         """
 
         def __init__(self) -> None:
             self.inner = inner
             self.exported = 0
+            self.pending = 0  # spans ended and not yet handed to export (still in the batch queue)
+            self.in_flight = 0
+            self.closed = False
             self._failures = 0
             self._skip_until = 0.0
+            self._lock = threading.Lock()
+
+        def queued(self, n: int) -> None:
+            with self._lock:
+                self.pending += n
 
         def export(self, spans: Any) -> Any:
+            n = len(spans)
+            with self._lock:
+                self.pending = max(0, self.pending - n)
+                closed = self.closed
+                if not closed:
+                    self.in_flight += n
+            if closed:
+                return SpanExportResult.FAILURE  # counted when the shutdown gave up
+            try:
+                return self._export(spans, n)
+            finally:
+                with self._lock:
+                    self.in_flight -= n
+
+        def _export(self, spans: Any, n: int) -> Any:
             if time.monotonic() < self._skip_until:
-                drops.add("collector_down", len(spans))
+                drops.add("collector_down", n)
                 return SpanExportResult.FAILURE
             try:
-                result = inner.export(spans)
+                result = inner.export(redacted_spans(spans, redactor))
             except Exception as exc:
                 log.debug("span export raised %r", exc)
                 result = SpanExportResult.FAILURE
             now = time.monotonic()
             if result is SpanExportResult.SUCCESS:
-                self.exported += len(spans)
+                self.exported += n
                 self._failures = 0
                 self._skip_until = 0.0
                 drops.last_ok = now
-            else:
+            elif not self.closed:
                 self._failures += 1
                 self._skip_until = now + min(2.0 ** (self._failures - 1), 30.0)
                 drops.last_failure = now
-                drops.add("export_failed", len(spans))
+                drops.add("export_failed", n)
             return result
+
+        def close(self) -> int:
+            """Drop everything from now on; returns how many spans were queued or in flight (lost)."""
+            with self._lock:
+                if self.closed:
+                    return 0
+                self.closed = True
+                lost = self.pending + self.in_flight
+            drops.add("shutdown", lost)
+            return lost
 
         def force_flush(self, timeout_millis: int = 30000) -> bool:
             try:
@@ -157,22 +198,108 @@ def _counting_exporter(inner: Any, drops: _DropCounter) -> Any:
     return CountingExporter()
 
 
+def redacted_spans(spans: Any, redact: Any) -> Any:
+    """``spans`` with every string a span carries (name, attributes, events, links, status, resource)
+    through ``redact``; a span with nothing to redact is passed on as it is."""
+    out = []
+    for span in spans:
+        try:
+            out.append(_redacted_span(span, redact))
+        except Exception as exc:  # never export a span redaction could not read: drop it
+            log.debug("span redaction failed: %r", exc)
+    return out
+
+
+def _redacted_attrs(attrs: Any, redact: Any) -> Any:
+    """The attributes with keys and strings redacted, or the same object when nothing changed."""
+    if not attrs:
+        return attrs
+    out: dict[str, Any] = {}
+    changed = False
+    for key, value in attrs.items():
+        if isinstance(value, str):
+            new: Any = redact(value)
+            changed = changed or new != value
+        elif isinstance(value, (tuple, list)) and any(isinstance(v, str) for v in value):
+            new = tuple(redact(v) if isinstance(v, str) else v for v in value)
+            changed = changed or new != tuple(value)
+        else:
+            new = value
+        rkey = redact(key)
+        changed = changed or rkey != key
+        out[rkey] = new
+    return out if changed else attrs
+
+
+def _redacted_span(span: Any, redact: Any) -> Any:
+    if not hasattr(span, "events"):
+        return span  # not a ReadableSpan (a test double): nothing to read
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.trace import Link, Status
+
+    name = redact(span.name)
+    attrs = _redacted_attrs(span.attributes, redact)
+    same = name == span.name and attrs is span.attributes
+    events = []
+    for e in span.events:
+        ename, eattrs = redact(e.name), _redacted_attrs(e.attributes, redact)
+        if ename == e.name and eattrs is e.attributes:
+            events.append(e)
+        else:
+            events.append(Event(ename, eattrs, e.timestamp))
+            same = False
+    links = []
+    for ln in span.links:
+        lattrs = _redacted_attrs(ln.attributes, redact)
+        links.append(ln if lattrs is ln.attributes else Link(ln.context, lattrs))
+        same = same and lattrs is ln.attributes
+    status = span.status
+    if status.description and redact(status.description) != status.description:
+        status, same = Status(status.status_code, redact(status.description)), False
+    resource = span.resource
+    if resource is not None:
+        rattrs = _redacted_attrs(resource.attributes, redact)
+        if rattrs is not resource.attributes:
+            resource, same = Resource(rattrs, resource.schema_url), False
+    if same:
+        return span
+    return ReadableSpan(
+        name=name,
+        context=span.context,
+        parent=span.parent,
+        resource=resource,
+        attributes=attrs,
+        events=events,
+        links=links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
 def _counting_processor(exporter: Any, drops: _DropCounter, **kwargs: Any) -> Any:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     class CountingBatchSpanProcessor(BatchSpanProcessor):
-        """A BatchSpanProcessor that counts the spans it drops because its queue is full."""
+        """A BatchSpanProcessor that counts the spans it drops because its queue is full. It keeps its own
+        count of the spans waiting (ended, not yet handed to the exporter) instead of reading the SDK's
+        queue: at ``max_queue_size`` waiting, the SDK drops the oldest."""
 
         def __init__(self) -> None:
             super().__init__(exporter, **kwargs)
-            bp = getattr(self, "_batch_processor", None)
-            self._queue = getattr(bp, "_queue", None)  # a deque; None if the SDK's internals change
-            self._limit = getattr(bp, "_max_queue_size", None)
+            self._limit = int(
+                kwargs.get("max_queue_size") or os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE") or 2048
+            )
 
         def on_end(self, span: Any) -> None:
-            queue = self._queue
-            if queue is not None and len(queue) >= self._limit and span.context.trace_flags.sampled:
-                drops.add("queue_full", 1)
+            if span.context is not None and span.context.trace_flags.sampled:
+                if exporter.pending >= self._limit:  # the SDK drops the oldest: as many wait as before
+                    drops.add("queue_full", 1)
+                else:
+                    exporter.queued(1)
             super().on_end(span)
 
     return CountingBatchSpanProcessor()
@@ -193,7 +320,7 @@ def span_pipeline(
     if exporter is None:
         return None
     drops = _DropCounter(f"{target} ({proto})")
-    drops.endpoint, drops.protocol = target, proto  # type: ignore[attr-defined]
+    drops.endpoint, drops.protocol = target, proto
     counting = _counting_exporter(exporter, drops)
     kwargs: dict[str, Any] = {}
     if "OTEL_BSP_MAX_QUEUE_SIZE" not in os.environ:
@@ -207,19 +334,25 @@ def span_pipeline(
     return _counting_processor(counting, drops, **kwargs), drops, counting
 
 
-class _RateLimit(logging.Filter):
-    """Lets one record per ``interval`` seconds through (the OTLP exporters log every failed retry)."""
+class _Quiet(logging.Filter):
+    """Keeps the OTLP exporters' own messages (a retry, a refused connection, for every batch) off stderr:
+    looplet counts the spans they cost and says so itself. The first message is passed on once, at debug
+    level, through the ``looplet`` logger (so through its redaction); the rest are counted."""
 
-    def __init__(self, interval: float = 60.0) -> None:
+    def __init__(self, drops: _DropCounter) -> None:
         super().__init__()
-        self.interval = interval
-        self._last = -1e9
+        self.count = 0
+        self.drops = drops
 
     def filter(self, record: logging.LogRecord) -> bool:
-        now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._last = now
-            return True
+        self.count += 1
+        if record.levelno >= logging.WARNING:  # a failed attempt (the exporter retries after it)
+            self.drops.last_failure = time.monotonic()
+        if self.count == 1:
+            try:
+                log.debug("telemetry: the OTLP exporter said: %s", record.getMessage())
+            except Exception:
+                pass
         return False
 
 
@@ -227,8 +360,13 @@ _EXPORTER_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
     "opentelemetry.exporter.otlp.proto.http.metric_exporter",
     "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.common.http",
     "opentelemetry.sdk._shared_internal",
 )
+
+#: At shutdown, a collector that has taken no batch for this long is down or hung: what is left is dropped
+#: (and counted) instead of waiting for the exporter's own timeout and retries.
+STALLED_S = 0.4
 
 
 class TelemetrySession:
@@ -253,25 +391,67 @@ class TelemetrySession:
         self._drops: _DropCounter | None = None
         self._closed = False
         self._filters: list[tuple[logging.Logger, logging.Filter]] = []
+        self.sigterm_handler = False
 
     @property
     def dropped_spans(self) -> dict[str, int]:
-        """Spans that never reached the collector, by reason (``export_failed``, ``queue_full``)."""
+        """Spans that never reached the collector, by reason (``export_failed``, ``collector_down``,
+        ``queue_full``, ``shutdown``: queued when a shutdown stopped waiting for a dead or hung collector)."""
         return dict(self._drops.counts) if self._drops is not None else {}
 
     def force_flush(self, timeout_s: float | None = None) -> bool:
-        """Export what is queued; gives up after ``timeout_s`` (default ``shutdown_timeout_s``)."""
+        """Export what is queued; gives up after ``timeout_s`` (default ``shutdown_timeout_s``), or after
+        ``STALLED_S`` when the collector takes nothing (down or hung). Returns True when all was sent."""
         provider = self.tracer_provider
         if provider is None or self._closed:
             return True
-        return _bounded(
-            lambda: provider.force_flush(int((timeout_s or self.shutdown_timeout_s) * 1000)),
-            timeout_s or self.shutdown_timeout_s,
-            "flush",
-        )
+        budget = timeout_s if timeout_s is not None else self.shutdown_timeout_s
+        ok = self._wait_for_export(lambda: provider.force_flush(int(budget * 1000)), budget, "flush")
+        if self.provenance is not None:
+            try:
+                self.provenance.flush(timeout_s=budget)
+            except Exception as exc:
+                log.warning("telemetry: writing trajectories failed: %r", exc)
+        return ok
+
+    def _wait_for_export(self, fn: Any, budget: float, what: str, give_up: bool = False) -> bool:
+        """Run ``fn`` (a flush or a shutdown) on a daemon thread; wait for it while the collector takes
+        batches, up to ``budget``. A collector that fails an export attempt, or takes nothing for
+        ``STALLED_S``, is down or hung: then, with ``give_up``, the exporter is closed (what is left is
+        dropped and counted) and this returns."""
+        exporter, drops = self.span_exporter, self._drops
+        started = time.monotonic()
+        thread = _start(fn, what)
+        if thread is None:
+            return True
+        if exporter is None or drops is None:
+            thread.join(budget)
+        else:
+            seen, mark = exporter.exported, started
+            while thread.is_alive() and not drops.collector_down:
+                now = time.monotonic()
+                if now - started >= budget:
+                    break
+                if now - mark >= STALLED_S:
+                    if exporter.exported == seen:
+                        break  # nothing went out: the collector hangs
+                    seen, mark = exporter.exported, now
+                thread.join(0.01)
+        if not thread.is_alive():
+            return bool(getattr(thread, "ok", False))
+        if give_up and exporter is not None:
+            exporter.close()  # the rest is dropped, counted and logged (once) by the drop counter
+            try:
+                exporter.shutdown()  # stops the exporter's retries
+            except Exception:
+                pass
+            thread.join(0.05)
+        return False
 
     def shutdown(self, timeout_s: float | None = None) -> None:
-        """Flush and stop: spans, metrics endpoint, log file. Bounded by ``timeout_s``; safe to call twice."""
+        """Flush and stop: spans, metrics endpoint, log file, trajectories. Bounded by ``timeout_s``
+        (default ``shutdown_timeout_s``) with a collector that takes the spans, and by ``STALLED_S`` (0.4 s)
+        with one that is down or hung; safe to call twice."""
         global _session
         with _lock:
             if self._closed:
@@ -279,40 +459,55 @@ class TelemetrySession:
             self._closed = True
             if _session is self:
                 _session = None
-        deadline = timeout_s if timeout_s is not None else self.shutdown_timeout_s
-        if self._drops is not None and self._drops.collector_down:
-            deadline = min(deadline, 0.5)  # the collector is not answering: do not make the user wait for it
-        provider = self.tracer_provider
-        processor = self.span_processor
-
-        def stop_traces() -> None:
-            if self.owns_tracer_provider and provider is not None:
-                provider.shutdown()
-            elif processor is not None:  # our processor on the application's provider
-                processor.force_flush(int(deadline * 1000))
-                processor.shutdown()
-            if self.meter_provider is not None:
-                self.meter_provider.shutdown(timeout_millis=deadline * 1000)
-
-        _bounded(stop_traces, deadline, "shutdown")
+        budget = timeout_s if timeout_s is not None else self.shutdown_timeout_s
+        started = time.monotonic()
+        self._stop_traces(budget)
         if self.provenance is not None:
             try:
-                self.provenance.flush(timeout_s=deadline)
+                self.provenance.flush(timeout_s=max(0.1, budget - (time.monotonic() - started)))
             except Exception as exc:
                 log.warning("telemetry: writing trajectories at shutdown failed: %r", exc)
-        if self.metrics_server is not None:
-            try:
-                self.metrics_server.shutdown()
-                self.metrics_server.server_close()
-            except Exception:
-                pass
+        server = self.metrics_server
+        if server is not None:  # its loop notices a shutdown within 0.5 s: not worth waiting for
+            _start(lambda: (server.shutdown(), server.server_close()), "metrics-server")
+        self._detach()
+
+    def _stop_traces(self, budget: float) -> None:
+        provider, processor, meter = self.tracer_provider, self.span_processor, self.meter_provider
+        owned = self.owns_tracer_provider
+
+        def stop() -> bool:
+            if owned and provider is not None:
+                provider.force_flush(int(budget * 1000))
+                provider.shutdown()
+            elif processor is not None:  # our processor on the application's provider
+                processor.force_flush(int(budget * 1000))
+                processor.shutdown()
+            if meter is not None:
+                meter.shutdown(timeout_millis=budget * 1000)
+            return True
+
+        self._wait_for_export(stop, budget, "shutdown", give_up=True)
+
+    def _detach(self) -> None:
+        """Take back what the session put on the process: log filters, the log set-up, the SIGTERM flush."""
         for logger, flt in self._filters:
             logger.removeFilter(flt)
         self._filters.clear()
+        from looplet import shutdown as process_shutdown
+
+        process_shutdown.remove_flush(self._flush_on_signal)
+        if self.sigterm_handler:
+            process_shutdown.uninstall_sigterm_handler()
+            self.sigterm_handler = False
         if self.log_file is not None or self.args.get("json_logs"):
             from looplet.telemetry.logging import reset_logging
 
             reset_logging()
+
+    def _flush_on_signal(self, timeout_s: float) -> None:
+        """Called once no run is in progress after a SIGTERM: everything out, within ``timeout_s``."""
+        self.shutdown(timeout_s=min(timeout_s, self.shutdown_timeout_s))
 
     def __repr__(self) -> str:
         parts = [f"hooks={[type(h).__name__ for h in self.hooks]}"]
@@ -325,28 +520,24 @@ class TelemetrySession:
         return f"TelemetrySession({', '.join(parts)})"
 
 
-def _bounded(fn: Any, timeout_s: float, what: str) -> bool:
-    """Run ``fn`` on a daemon thread and wait at most ``timeout_s`` (never blocks exit longer)."""
-    box: list[Any] = []
+def _start(fn: Any, what: str) -> Any:
+    """``fn`` on a daemon thread (never blocks the exit); the thread's ``ok`` is fn's truth once it ends.
+    Without threads (interpreter shutdown) ``fn`` runs inline and None is returned."""
 
     def target() -> None:
         try:
-            box.append(fn())
+            thread.ok = bool(fn())  # type: ignore[attr-defined]
         except Exception as exc:
             log.warning("telemetry %s failed: %r", what, exc)
-            box.append(False)
 
+    thread = threading.Thread(target=target, name=f"looplet-telemetry-{what}", daemon=True)
+    thread.ok = False  # type: ignore[attr-defined]
     try:
-        t = threading.Thread(target=target, name=f"looplet-telemetry-{what}", daemon=True)
-        t.start()
+        thread.start()
     except RuntimeError:  # no new threads at interpreter shutdown: run inline
         target()
-        return bool(box and box[0] is not False)
-    t.join(max(timeout_s, 0.0))
-    if t.is_alive():
-        log.warning("telemetry %s did not finish within %.1fs; the rest is dropped", what, timeout_s)
-        return False
-    return bool(box and box[0] is not False)
+        return None
+    return thread
 
 
 def current_session() -> TelemetrySession | None:
@@ -379,6 +570,8 @@ def configure(
     max_queue_size: int = 2048,
     schedule_delay_s: float = 1.0,
     shutdown_timeout_s: float = 3.0,
+    handle_sigterm: bool = True,
+    sigterm_grace_s: float = 10.0,
 ) -> TelemetrySession:
     """Set up traces (OTLP), metrics (``/metrics``) and JSON logs; return a session whose ``hooks`` go to
     the loop. See the module docstring for what each argument does and which environment variables count.
@@ -396,7 +589,10 @@ def configure(
     capture_content: message content on spans (see ``TracingHook``); by default on with
         ``provenance_dir`` (unless the environment variable says otherwise), redacted.
     export_timeout_s, max_queue_size, schedule_delay_s: the batch exporter (the ``OTEL_BSP_*`` variables win).
-    shutdown_timeout_s: the longest ``shutdown()`` (and the exit flush) may take.
+    shutdown_timeout_s: the longest ``shutdown()`` (and the exit flush) may take with a collector that
+        takes the spans; with one that is down or hung, ``STALLED_S`` (0.4 s).
+    handle_sigterm / sigterm_grace_s: when called in the main thread, SIGTERM ends the runs in progress as
+        ``cancelled``, flushes this session and exits (``looplet.shutdown.install_sigterm_handler``).
     """
     global _session, _warned_again
     args = {
@@ -434,6 +630,11 @@ def configure(
             raise
         _session = session
         _register_atexit()
+        if handle_sigterm:
+            from looplet import shutdown as process_shutdown
+
+            session.sigterm_handler = process_shutdown.install_sigterm_handler(sigterm_grace_s)
+            process_shutdown.add_flush(session._flush_on_signal)
         return session
 
 
@@ -496,13 +697,13 @@ def _setup(
     if pipeline is not None:
         session.span_processor, session._drops, session.span_exporter = pipeline
         exporter = session.span_exporter
-        endpoint, protocol = session._drops.endpoint, session._drops.protocol  # type: ignore[attr-defined]
+        endpoint, protocol = session._drops.endpoint, session._drops.protocol
         provider.add_span_processor(session.span_processor)
         session.otlp_endpoint, session.otlp_protocol = endpoint, protocol
         # A dead collector makes the exporters log every retry; looplet reports drops itself (above), so
         # their messages are let through once a minute.
         for name in _EXPORTER_LOGGERS:
-            logger, flt = logging.getLogger(name), _RateLimit()
+            logger, flt = logging.getLogger(name), _Quiet(session._drops)
             logger.addFilter(flt)
             session._filters.append((logger, flt))
 
@@ -585,26 +786,85 @@ def _span_exporter(
     if timeout is not None:
         kwargs["timeout"] = timeout
     if proto == "grpc":
-        require("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", "otel")
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
+        _installed("opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
         if endpoint:
             kwargs["endpoint"] = endpoint
             kwargs["insecure"] = not endpoint.startswith("https://")
-        return OTLPSpanExporter(**kwargs), target, "grpc"
+
+        def build_grpc() -> Any:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            return OTLPSpanExporter(**kwargs)
+
+        return _Deferred(build_grpc), target, "grpc"
     if proto in ("http/protobuf", "http", "http/json"):
         if proto == "http/json":
             log.warning(
                 "telemetry: OTLP http/json is not supported by the Python exporter; using http/protobuf"
             )
-        require("opentelemetry.exporter.otlp.proto.http.trace_exporter", "otel")
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-
+        _installed("opentelemetry.exporter.otlp.proto.http.trace_exporter")
         if endpoint:
             kwargs["endpoint"] = _signal_url(endpoint, "traces")
             target = kwargs["endpoint"]
-        return HttpExporter(**kwargs), target, "http/protobuf"
+
+        def build_http() -> Any:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            return OTLPSpanExporter(**kwargs)
+
+        return _Deferred(build_http), target, "http/protobuf"
     raise ValueError(f"otlp_protocol={proto!r}: use 'grpc' or 'http/protobuf'")
+
+
+def _installed(module: str) -> None:
+    """Raise ``MissingExtra`` now if ``module`` is not installed (without importing it)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise MissingExtra(module.split(".")[0], "otel")
+
+
+class _Deferred:
+    """The OTLP exporter, built on a background thread: importing it (protobuf, an HTTP or gRPC client)
+    costs about 0.1 s of CPU, which then overlaps the application's start instead of delaying
+    ``configure()``. Every call waits for it; if it cannot be built, exports fail (counted)."""
+
+    def __init__(self, build: Any) -> None:
+        self._build = build
+        self._ready = threading.Event()
+        self.exporter: Any = None
+        threading.Thread(target=self._run, name="looplet-otlp-exporter", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.exporter = self._build()
+        except Exception as exc:
+            log.warning("telemetry: the OTLP exporter could not be set up: %r; spans are dropped", exc)
+        finally:
+            self._ready.set()
+
+    def get(self, timeout_s: float | None = None) -> Any:
+        self._ready.wait(timeout_s)
+        return self.exporter
+
+    def export(self, spans: Any) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        exporter = self.get()
+        return SpanExportResult.FAILURE if exporter is None else exporter.export(spans)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        exporter = self.get(timeout_millis / 1000)
+        return False if exporter is None else bool(exporter.force_flush(timeout_millis))
+
+    def shutdown(self) -> None:
+        exporter = self.get(1.0)
+        if exporter is not None:
+            exporter.shutdown()
 
 
 def _guess_protocol(endpoint: str) -> str:
@@ -627,6 +887,7 @@ def _meter_provider(resource: Any, endpoint: str | None, protocol: str | None, t
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
+    exporter: Any
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
