@@ -11,8 +11,9 @@ stops and injections. Fields come from ``names.LOG_KEYS``: ``run_id``, ``agent``
 processors (``merge_contextvars``, ``add_log_level``, ``TimeStamper``, ``format_exc_info``,
 ``JSONRenderer``) writing to stderr or a file, makes it the default logger of ``LoggingHook``, and sends the
 stdlib ``logging`` records of the ``looplet`` logger (warnings from the loop, the backends, ...) through the
-same renderer, so one stream holds one format. Without ``configure_logging()``, ``LoggingHook`` logs through
-``structlog.get_logger("looplet")``, i.e. whatever structlog configuration the application has.
+same renderer, so one stream holds one format. Every line, of either origin, passes through
+``redact.redact_event_dict`` just before it is rendered. Without ``configure_logging()``, ``LoggingHook``
+logs through ``structlog.get_logger("looplet")``, i.e. whatever structlog configuration the application has.
 
 Needs ``structlog``.
 """
@@ -28,7 +29,7 @@ from typing import IO, Any, TextIO, cast
 
 from looplet.errors import require
 from looplet.hooks import current_run
-from looplet.telemetry.redact import Redactor
+from looplet.telemetry.redact import Redactor, redact_event_dict
 
 require("structlog", "logs")
 
@@ -98,7 +99,7 @@ def configure_logging(
         chain.append(structlog.processors.format_exc_info)
     logger = structlog.wrap_logger(
         structlog.WriteLogger(cast(TextIO, stream)),
-        processors=[*chain, renderer],
+        processors=[*chain, redact_event_dict, renderer],  # redaction last: it sees every field
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
         context_class=dict,
         cache_logger_on_first_use=True,
@@ -114,6 +115,7 @@ def configure_logging(
                     processors=[
                         structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                         *([structlog.processors.format_exc_info] if json else []),
+                        redact_event_dict,
                         renderer,
                     ],
                 )
