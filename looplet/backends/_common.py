@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from looplet.errors import LLMError
+from looplet.telemetry.redact import redact_then_truncate
 from looplet.tools import INVALID_JSON_KEY
 from looplet.types import LLMResponse, ToolCall, Usage
 
@@ -299,7 +300,8 @@ def _detail(exc: BaseException) -> str:
         message = err.get("message") if isinstance(err, dict) else None
     message = message or getattr(exc, "message", None) or str(exc)
     message = " ".join(str(message).split())
-    return f": {message[:300]}" if message else ""
+    # redacted before it is cut: a key cut in half no longer matches its pattern
+    return f": {redact_then_truncate(message, 300, suffix='')}" if message else ""
 
 
 def stream_cut(provider: str) -> LLMError:
