@@ -29,6 +29,7 @@ from looplet.backends._common import (
     total_seconds,
 )
 from looplet.errors import LLMError, require
+from looplet.telemetry.redact import add_secret
 from looplet.types import LLMResponse, ToolCall, Usage
 
 __all__ = ["OpenAIBackend"]
@@ -104,6 +105,7 @@ class OpenAIBackend:
         self._total = total_seconds(self.timeout)
         self.base_url = str((self._client or self._aclient).base_url)
         self.server_address, self.server_port = server_of(self.base_url)
+        add_secret(getattr(self._client or self._aclient, "api_key", None), "api_key")  # redacted everywhere
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> OpenAIBackend:
