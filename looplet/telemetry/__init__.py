@@ -19,6 +19,9 @@ _LAZY = {
     "inject_headers": "looplet.telemetry.propagation",
     "subprocess_env": "looplet.telemetry.propagation",
     "current_traceparent": "looplet.telemetry.propagation",
+    "add_secret": "looplet.telemetry.redact",
+    "install_sigterm_handler": "looplet.shutdown",
+    "shutdown_requested": "looplet.shutdown",
 }
 
 __all__ = list(_LAZY)
