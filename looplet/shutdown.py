@@ -11,13 +11,14 @@ the first SIGTERM:
 2. once no run is in progress (or ``grace_s`` has passed), call the flush callbacks (``configure()``
    registers its session's: spans, metrics, logs and trajectory folders, each bounded by a deadline);
 3. end the process with ``SystemExit(128 + SIGTERM)`` (143) raised in the main thread, so ``finally`` blocks
-   and ``atexit`` handlers run.
+   and ``atexit`` handlers run; if the main thread has not exited 5 s later (it swallowed the exception),
+   the process ends with ``os._exit(143)``, everything being flushed by then.
 
 A second SIGTERM while this goes on ends the process at once (the default action of the signal).
 
 A run blocked inside one LLM call or one tool for longer than ``grace_s`` reaches no phase boundary: at
 ``grace_s`` the main thread is interrupted anyway (a run on the main thread then ends ``cancelled`` through
-the interruption; a run on another thread ends with the process).
+the interruption, and the exit flush sends what it left; a run on another thread ends with the process).
 
 If the application had its own Python SIGTERM handler, it is called too and looplet does not end the
 process itself: the application decides when to exit (telemetry is still flushed once no run is in
@@ -55,7 +56,13 @@ _requested = threading.Event()
 _idle = threading.Condition()
 _active = 0
 _flushes: list[Callable[[float], Any]] = []
-_state: dict[str, Any] = {"installed": False, "previous": None, "grace_s": 10.0, "exiting": False}
+_state: dict[str, Any] = {
+    "installed": False,
+    "previous": None,
+    "grace_s": 10.0,
+    "exiting": False,
+    "exit_raised": False,
+}
 
 
 class ShutdownAwareCancel:
@@ -146,27 +153,47 @@ def request_shutdown(exit_process: bool = False) -> None:
 
 def _wind_down(grace_s: float, exit_process: bool) -> None:
     deadline = time.monotonic() + grace_s
-    idle = wait_idle(grace_s)
-    if not idle:
+    if not wait_idle(grace_s):
         log.warning(
             "shutdown: %d run(s) still in progress after %.1fs; stopping anyway", runs_in_progress(), grace_s
         )
+        if exit_process:
+            _exit_main()  # a run on the main thread ends cancelled through the interruption
+            wait_idle(_EXIT_WAIT_S)
     for fn in list(_flushes):
         try:
             fn(max(0.5, deadline - time.monotonic()))
         except Exception as exc:  # telemetry never decides the outcome
             log.warning("shutdown: a flush failed: %r", exc)
     if exit_process:
-        _state["exiting"] = True
-        try:
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
-        except (OSError, ValueError):
-            pass
+        _exit_main()
+        # the last resort, once everything is out: the main thread swallowed the SystemExit (a tool that
+        # catches it) or is stuck in C code
+        time.sleep(_EXIT_WAIT_S)
+        os._exit(128 + signal.SIGTERM)
+
+
+#: How long the main thread gets to exit by itself once told to.
+_EXIT_WAIT_S = 5.0
+
+
+def _exit_main() -> None:
+    """Raise SystemExit(143) in the main thread, once (through the signal handler, which runs there)."""
+    if _state["exiting"]:
+        return
+    _state["exiting"] = True
+    try:
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    if _state["exiting"]:  # sent by _wind_down: the runs are over and telemetry flushed
-        raise SystemExit(128 + signum)
+    if _state["exiting"]:  # sent by _exit_main: raised once; later ones (during the exit) are ignored
+        if not _state["exit_raised"]:
+            _state["exit_raised"] = True
+            raise SystemExit(128 + signum)
+        return
     previous = _state["previous"]
     if _requested.is_set():  # a second SIGTERM: at once
         signal.signal(signum, signal.SIG_DFL)

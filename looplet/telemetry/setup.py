@@ -390,6 +390,7 @@ class TelemetrySession:
         self.args: dict[str, Any] = {}
         self._drops: _DropCounter | None = None
         self._closed = False
+        self._shut = threading.Event()  # set once shutdown() is over
         self._filters: list[tuple[logging.Logger, logging.Filter]] = []
         self.sigterm_handler = False
 
@@ -453,13 +454,21 @@ class TelemetrySession:
         (default ``shutdown_timeout_s``) with a collector that takes the spans, and by ``STALLED_S`` (0.4 s)
         with one that is down or hung; safe to call twice."""
         global _session
+        budget = timeout_s if timeout_s is not None else self.shutdown_timeout_s
         with _lock:
-            if self._closed:
-                return
+            closing = self._closed
             self._closed = True
             if _session is self:
                 _session = None
-        budget = timeout_s if timeout_s is not None else self.shutdown_timeout_s
+        if closing:  # another thread is shutting down (the exit and a SIGTERM): wait for it, bounded
+            self._shut.wait(budget)
+            return
+        try:
+            self._shutdown(budget)
+        finally:
+            self._shut.set()
+
+    def _shutdown(self, budget: float) -> None:
         started = time.monotonic()
         self._stop_traces(budget)
         if self.provenance is not None:
