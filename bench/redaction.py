@@ -16,12 +16,14 @@ import statistics
 import string
 import timeit
 
-from looplet.telemetry.redact import Redactor, add_secret, redact_event_dict
+from looplet.telemetry.redact import Redactor, add_secret, redact_event_dict, secret_env_names
 
 
 def texts() -> dict[str, str]:
     rnd = random.Random(1)
-    words = ["".join(rnd.choice(string.ascii_lowercase) for _ in range(rnd.randint(2, 9))) for _ in range(4000)]
+    words = [
+        "".join(rnd.choice(string.ascii_lowercase) for _ in range(rnd.randint(2, 9))) for _ in range(4000)
+    ]
     kb = " ".join(words)[:1024]
     return {
         "short field": "gpt-4o-mini-2024-07-18",
@@ -33,9 +35,17 @@ def texts() -> dict[str, str]:
 
 def event() -> dict[str, object]:
     return {
-        "event": "tool.call", "run_id": "ab" * 16, "agent": "looplet", "step": 3, "tool": "search",
-        "duration_ms": 1.234, "ok": True, "trace_id": "cd" * 16, "span_id": "ef" * 8,
-        "level": "info", "timestamp": "2026-12-04T16:00:00.000000Z",
+        "event": "tool.call",
+        "run_id": "ab" * 16,
+        "agent": "looplet",
+        "step": 3,
+        "tool": "search",
+        "duration_ms": 1.234,
+        "ok": True,
+        "trace_id": "cd" * 16,
+        "span_id": "ef" * 8,
+        "level": "info",
+        "timestamp": "2026-12-04T16:00:00.000000Z",
     }
 
 
@@ -55,7 +65,7 @@ def main() -> None:
         for name, fn in cases.items():
             n = 200 if "100 KB" in name else 20_000
             results[name].append(timeit.timeit(fn, number=n) / n * 1e6)
-    print(f"known secret values: {len(r._values)}")  # noqa: SLF001
+    print(f"secret values: {a.secrets} registered, plus the environment's {len(secret_env_names())}")
     for name, xs in results.items():
         print(f"{name:18s} median {statistics.median(xs):9.2f} us  range {min(xs):.2f}-{max(xs):.2f}")
 
