@@ -104,98 +104,106 @@ class _DropCounter:
             )
 
 
+class _Counting:
+    """Wraps an exporter: every span is redacted on its way out; failed exports count as dropped spans;
+    nothing is raised.
+
+    After a failed export (which already took up to the exporter's timeout, retries included) the next
+    batches are dropped at once for a while — 1 s, doubling up to 30 s while failures go on — instead
+    of being encoded and sent to a collector that is not there; the first batch after that window
+    probes it again. So a dead collector costs neither CPU nor a slow shutdown. After ``close()``
+    (a shutdown that gave up waiting) every batch is dropped at once.
+    """
+
+    def __init__(self, inner: Any, drops: _DropCounter, redactor: Any) -> None:
+        self.inner = inner
+        self.drops = drops
+        self.redactor = redactor
+        self.exported = 0
+        self.pending = 0  # spans ended and not yet handed to export (still in the batch queue)
+        self.in_flight = 0
+        self.closed = False
+        self._failures = 0
+        self._skip_until = 0.0
+        self._lock = threading.Lock()
+
+    def queued(self, n: int) -> None:
+        with self._lock:
+            self.pending += n
+
+    def export(self, spans: Any) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        n = len(spans)
+        with self._lock:
+            self.pending = max(0, self.pending - n)
+            closed = self.closed
+            if not closed:
+                self.in_flight += n
+        if closed:
+            return SpanExportResult.FAILURE  # counted when the shutdown gave up
+        try:
+            return self._export(spans, n)
+        finally:
+            with self._lock:
+                self.in_flight -= n
+
+    def _export(self, spans: Any, n: int) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        if time.monotonic() < self._skip_until:
+            self.drops.add("collector_down", n)
+            return SpanExportResult.FAILURE
+        try:
+            result = self.inner.export(redacted_spans(spans, self.redactor))
+        except Exception as exc:
+            log.debug("span export raised %r", exc)
+            result = SpanExportResult.FAILURE
+        now = time.monotonic()
+        if result is SpanExportResult.SUCCESS:
+            self.exported += n
+            self._failures = 0
+            self._skip_until = 0.0
+            self.drops.last_ok = now
+        elif not self.closed:
+            self._failures += 1
+            self._skip_until = now + min(2.0 ** (self._failures - 1), 30.0)
+            self.drops.last_failure = now
+            self.drops.add("export_failed", n)
+        return result
+
+    def close(self) -> int:
+        """Drop everything from now on; returns how many spans were queued or in flight (lost)."""
+        with self._lock:
+            if self.closed:
+                return 0
+            self.closed = True
+            lost = self.pending + self.in_flight
+        self.drops.add("shutdown", lost)
+        return lost
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        try:
+            return bool(self.inner.force_flush(timeout_millis))
+        except Exception:
+            return False
+
+    def shutdown(self) -> None:
+        try:
+            self.inner.shutdown()
+        except Exception as exc:
+            log.debug("span exporter shutdown raised %r", exc)
+
+
 def _counting_exporter(inner: Any, drops: _DropCounter) -> Any:
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.export import SpanExporter
 
     from looplet.telemetry.redact import Redactor
 
-    redactor = Redactor().cached
+    class CountingExporter(_Counting, SpanExporter):
+        pass
 
-    class CountingExporter(SpanExporter):
-        """Wraps an exporter: every span is redacted on its way out; failed exports count as dropped spans;
-        nothing is raised.
-
-        After a failed export (which already took up to the exporter's timeout, retries included) the next
-        batches are dropped at once for a while — 1 s, doubling up to 30 s while failures go on — instead
-        of being encoded and sent to a collector that is not there; the first batch after that window
-        probes it again. So a dead collector costs neither CPU nor a slow shutdown. After ``close()``
-        (a shutdown that gave up waiting) every batch is dropped at once.
-        """
-
-        def __init__(self) -> None:
-            self.inner = inner
-            self.exported = 0
-            self.pending = 0  # spans ended and not yet handed to export (still in the batch queue)
-            self.in_flight = 0
-            self.closed = False
-            self._failures = 0
-            self._skip_until = 0.0
-            self._lock = threading.Lock()
-
-        def queued(self, n: int) -> None:
-            with self._lock:
-                self.pending += n
-
-        def export(self, spans: Any) -> Any:
-            n = len(spans)
-            with self._lock:
-                self.pending = max(0, self.pending - n)
-                closed = self.closed
-                if not closed:
-                    self.in_flight += n
-            if closed:
-                return SpanExportResult.FAILURE  # counted when the shutdown gave up
-            try:
-                return self._export(spans, n)
-            finally:
-                with self._lock:
-                    self.in_flight -= n
-
-        def _export(self, spans: Any, n: int) -> Any:
-            if time.monotonic() < self._skip_until:
-                drops.add("collector_down", n)
-                return SpanExportResult.FAILURE
-            try:
-                result = inner.export(redacted_spans(spans, redactor))
-            except Exception as exc:
-                log.debug("span export raised %r", exc)
-                result = SpanExportResult.FAILURE
-            now = time.monotonic()
-            if result is SpanExportResult.SUCCESS:
-                self.exported += n
-                self._failures = 0
-                self._skip_until = 0.0
-                drops.last_ok = now
-            elif not self.closed:
-                self._failures += 1
-                self._skip_until = now + min(2.0 ** (self._failures - 1), 30.0)
-                drops.last_failure = now
-                drops.add("export_failed", n)
-            return result
-
-        def close(self) -> int:
-            """Drop everything from now on; returns how many spans were queued or in flight (lost)."""
-            with self._lock:
-                if self.closed:
-                    return 0
-                self.closed = True
-                lost = self.pending + self.in_flight
-            drops.add("shutdown", lost)
-            return lost
-
-        def force_flush(self, timeout_millis: int = 30000) -> bool:
-            try:
-                return bool(inner.force_flush(timeout_millis))
-            except Exception:
-                return False
-
-        def shutdown(self) -> None:
-            try:
-                inner.shutdown()
-            except Exception as exc:
-                log.debug("span exporter shutdown raised %r", exc)
-
-    return CountingExporter()
+    return CountingExporter(inner, drops, Redactor().cached)
 
 
 def redacted_spans(spans: Any, redact: Any) -> Any:
@@ -514,6 +522,12 @@ class TelemetrySession:
 
             reset_logging()
 
+    def _handle_sigterm(self, grace_s: float) -> None:
+        from looplet import shutdown as process_shutdown
+
+        self.sigterm_handler = process_shutdown.install_sigterm_handler(grace_s)
+        process_shutdown.add_flush(self._flush_on_signal)
+
     def _flush_on_signal(self, timeout_s: float) -> None:
         """Called once no run is in progress after a SIGTERM: everything out, within ``timeout_s``."""
         self.shutdown(timeout_s=min(timeout_s, self.shutdown_timeout_s))
@@ -640,10 +654,7 @@ def configure(
         _session = session
         _register_atexit()
         if handle_sigterm:
-            from looplet import shutdown as process_shutdown
-
-            session.sigterm_handler = process_shutdown.install_sigterm_handler(sigterm_grace_s)
-            process_shutdown.add_flush(session._flush_on_signal)
+            session._handle_sigterm(sigterm_grace_s)
         return session
 
 
@@ -655,9 +666,7 @@ def _setup(
     schedule_delay_s: float,
 ) -> None:
     require("opentelemetry.sdk.trace", "otel")
-    from opentelemetry import trace
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from looplet import __version__
@@ -671,29 +680,7 @@ def _setup(
     )
 
     # Traces ---------------------------------------------------------------------------------------
-    existing = trace.get_tracer_provider()
-    if isinstance(existing, TracerProvider) and not getattr(existing, "_looplet_closed", False):
-        provider = existing  # the application's own SDK provider: add to it, do not replace it
-        session.owns_tracer_provider = getattr(existing, "_looplet_owned", False)
-        if not session.owns_tracer_provider:
-            log.info("telemetry: using the application's TracerProvider; looplet adds its exporter to it")
-    else:
-        provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # exit flush is ours (bounded)
-        provider._looplet_owned = True  # type: ignore[attr-defined]
-        session.owns_tracer_provider = True
-        if existing is not None and type(existing).__name__ in ("ProxyTracerProvider", "NoOpTracerProvider"):
-            trace.set_tracer_provider(provider)
-        else:  # a shut-down provider from an earlier session cannot be replaced globally: use ours directly
-            log.info("telemetry: the global TracerProvider is already set; looplet's spans use their own")
-    session.tracer_provider = provider
-    orig_shutdown = provider.shutdown
-
-    def marked_shutdown() -> None:
-        provider._looplet_closed = True  # type: ignore[attr-defined]
-        orig_shutdown()
-
-    if session.owns_tracer_provider:
-        provider.shutdown = marked_shutdown  # type: ignore[method-assign]
+    provider = _tracer_provider(session, resource)
 
     pipeline = span_pipeline(
         a["otlp_endpoint"],
@@ -710,7 +697,7 @@ def _setup(
         provider.add_span_processor(session.span_processor)
         session.otlp_endpoint, session.otlp_protocol = endpoint, protocol
         # A dead collector makes the exporters log every retry; looplet reports drops itself (above), so
-        # their messages are let through once a minute.
+        # their messages are counted instead of printed.
         for name in _EXPORTER_LOGGERS:
             logger, flt = logging.getLogger(name), _Quiet(session._drops)
             logger.addFilter(flt)
@@ -759,6 +746,39 @@ def _setup(
         if session.provenance is not None:
             # an exporter on the session's provider: folders are written on the batch processor's thread
             provider.add_span_processor(BatchSpanProcessor(session.provenance))
+
+
+def _tracer_provider(session: TelemetrySession, resource: Any) -> Any:
+    """The application's SDK provider if it set one (looplet adds its exporter to it), else a new one made
+    global when nothing else is."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    existing = trace.get_tracer_provider()
+    if isinstance(existing, TracerProvider) and not getattr(existing, "_looplet_closed", False):
+        provider = existing  # the application's own SDK provider: add to it, do not replace it
+        session.owns_tracer_provider = getattr(existing, "_looplet_owned", False)
+        if not session.owns_tracer_provider:
+            log.info("telemetry: using the application's TracerProvider; looplet adds its exporter to it")
+    else:
+        provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # exit flush is ours (bounded)
+        provider._looplet_owned = True  # type: ignore[attr-defined]
+        session.owns_tracer_provider = True
+        if existing is not None and type(existing).__name__ in ("ProxyTracerProvider", "NoOpTracerProvider"):
+            trace.set_tracer_provider(provider)
+        else:  # a shut-down provider from an earlier session cannot be replaced globally: use ours directly
+            log.info("telemetry: the global TracerProvider is already set; looplet's spans use their own")
+    session.tracer_provider = provider
+    orig_shutdown = provider.shutdown
+
+    def marked_shutdown() -> None:
+        provider._looplet_closed = True  # type: ignore[attr-defined]
+        orig_shutdown()
+
+    if session.owns_tracer_provider:
+        provider.shutdown = marked_shutdown  # type: ignore[method-assign]
+
+    return provider
 
 
 def _provenance(directory: str) -> Any:
