@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any, Union
 
 __all__ = [
@@ -358,7 +358,7 @@ def redact_then_truncate(
 _GENERATED_FIELDS = frozenset({"timestamp", "level", "trace_id", "span_id", "run_id", "parent_span_id"})
 
 
-def redact_event_dict(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_event_dict(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     """A structlog processor: every string of the event (message, field names and values, formatted
     exception) through the default redactor. Place it last before the renderer; ``configure_logging()``
     does, for structlog lines and for the stdlib ``looplet`` logger's records alike."""
