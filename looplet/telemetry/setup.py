@@ -209,10 +209,16 @@ def _counting_exporter(inner: Any, drops: _DropCounter) -> Any:
 def redacted_spans(spans: Any, redact: Any) -> Any:
     """``spans`` with every string a span carries (name, attributes, events, links, status, resource)
     through ``redact``; a span with nothing to redact is passed on as it is."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.trace import Link, Status
+
+    types = (Resource, Event, ReadableSpan, Link, Status)
+    resources: dict[int, Any] = {}  # a batch shares one resource: redacted once
     out = []
     for span in spans:
         try:
-            out.append(_redacted_span(span, redact))
+            out.append(_redacted_span(span, redact, types, resources))
         except Exception as exc:  # never export a span redaction could not read: drop it
             log.debug("span redaction failed: %r", exc)
     return out
@@ -239,37 +245,40 @@ def _redacted_attrs(attrs: Any, redact: Any) -> Any:
     return out if changed else attrs
 
 
-def _redacted_span(span: Any, redact: Any) -> Any:
+def _redacted_span(span: Any, redact: Any, types: tuple[Any, ...], resources: dict[int, Any]) -> Any:
     if not hasattr(span, "events"):
         return span  # not a ReadableSpan (a test double): nothing to read
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import Event, ReadableSpan
-    from opentelemetry.trace import Link, Status
+    Resource, Event, ReadableSpan, Link, Status = types
 
-    name = redact(span.name)
-    attrs = _redacted_attrs(span.attributes, redact)
-    same = name == span.name and attrs is span.attributes
+    # each read of .attributes may give a new view: read once, compare with that
+    name, attributes = redact(span.name), span.attributes
+    attrs = _redacted_attrs(attributes, redact)
+    same = name == span.name and attrs is attributes
     events = []
     for e in span.events:
-        ename, eattrs = redact(e.name), _redacted_attrs(e.attributes, redact)
-        if ename == e.name and eattrs is e.attributes:
-            events.append(e)
-        else:
-            events.append(Event(ename, eattrs, e.timestamp))
-            same = False
+        ename, before = redact(e.name), e.attributes
+        eattrs = _redacted_attrs(before, redact)
+        same_event = ename == e.name and eattrs is before
+        events.append(e if same_event else Event(ename, eattrs, e.timestamp))
+        same = same and same_event
     links = []
     for ln in span.links:
-        lattrs = _redacted_attrs(ln.attributes, redact)
-        links.append(ln if lattrs is ln.attributes else Link(ln.context, lattrs))
-        same = same and lattrs is ln.attributes
+        before = ln.attributes
+        lattrs = _redacted_attrs(before, redact)
+        links.append(ln if lattrs is before else Link(ln.context, lattrs))
+        same = same and lattrs is before
     status = span.status
     if status.description and redact(status.description) != status.description:
         status, same = Status(status.status_code, redact(status.description)), False
     resource = span.resource
     if resource is not None:
-        rattrs = _redacted_attrs(resource.attributes, redact)
-        if rattrs is not resource.attributes:
-            resource, same = Resource(rattrs, resource.schema_url), False
+        key = id(resource)
+        if key not in resources:
+            before = resource.attributes
+            rattrs = _redacted_attrs(before, redact)
+            resources[key] = resource if rattrs is before else Resource(rattrs, resource.schema_url)
+        same = same and resources[key] is resource
+        resource = resources[key]
     if same:
         return span
     return ReadableSpan(
