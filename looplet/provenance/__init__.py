@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from looplet._lazy import lazy_getattr
 
 _LAZY = {
@@ -28,3 +30,25 @@ __getattr__ = lazy_getattr("looplet.provenance", globals(), _LAZY)
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover - explicit re-exports for type checkers
+    from looplet.provenance.capture import TrajectoryHook as TrajectoryHook
+    from looplet.provenance.format import (
+        SCHEMA_VERSION as SCHEMA_VERSION,
+    )
+    from looplet.provenance.format import (
+        Trajectory as Trajectory,
+    )
+    from looplet.provenance.format import (
+        TrajectoryError as TrajectoryError,
+    )
+    from looplet.provenance.format import (
+        find_trajectories as find_trajectories,
+    )
+    from looplet.provenance.format import (
+        load_trajectory as load_trajectory,
+    )
+    from looplet.provenance.replay import ReplayReport as ReplayReport
+    from looplet.provenance.replay import replay_loop as replay_loop
+    from looplet.provenance.sink import ProvenanceSink as ProvenanceSink

@@ -652,19 +652,27 @@ def configure(
             return _session
         if export_timeout_s <= 0 or shutdown_timeout_s <= 0:
             raise ValueError("export_timeout_s and shutdown_timeout_s must be > 0")
-        session = TelemetrySession()
-        session.args = args
-        session.shutdown_timeout_s = shutdown_timeout_s
-        try:
-            _setup(session, args, export_timeout_s, max_queue_size, schedule_delay_s)
-        except BaseException:
-            session.shutdown(timeout_s=0.5)
-            raise
+        session = _new_session(args, shutdown_timeout_s, (export_timeout_s, max_queue_size, schedule_delay_s))
         _session = session
         _register_atexit()
         if handle_sigterm:
             session._handle_sigterm(sigterm_grace_s)
         return session
+
+
+def _new_session(
+    args: dict[str, Any], shutdown_timeout_s: float, batch: tuple[float, int, float]
+) -> TelemetrySession:
+    """A session set up from ``args``; whatever was started is shut down again if the set-up fails."""
+    session = TelemetrySession()
+    session.args = args
+    session.shutdown_timeout_s = shutdown_timeout_s
+    try:
+        _setup(session, args, *batch)
+    except BaseException:
+        session.shutdown(timeout_s=0.5)
+        raise
+    return session
 
 
 def _setup(
@@ -712,26 +720,7 @@ def _setup(
             logger.addFilter(flt)
             session._filters.append((logger, flt))
 
-    # Metrics --------------------------------------------------------------------------------------
-    metrics_hook = None
-    try:
-        from looplet.telemetry.metrics import MetricsHook, declare_metrics, serve_metrics
-    except ImportError:
-        MetricsHook = None  # type: ignore[assignment,misc]
-        if a["metrics_port"] is not None:
-            raise
-    if a["otlp_metrics"] and exporter is not None:
-        session.meter_provider = _meter_provider(resource, endpoint, protocol, export_timeout_s)
-    if MetricsHook is not None:
-        from prometheus_client import REGISTRY
-
-        session.registry = REGISTRY
-        if session._drops is not None:
-            session._drops.bind_metric(declare_metrics(REGISTRY)["looplet_dropped_spans"])
-        metrics_hook = MetricsHook(REGISTRY, meter_provider=session.meter_provider)
-        if a["metrics_port"] is not None:
-            session.metrics_server = serve_metrics(a["metrics_port"], a["metrics_addr"], REGISTRY)
-            session.metrics_port = session.metrics_server.server_port
+    metrics_hook = _metrics(session, a, resource, exporter, endpoint, protocol, export_timeout_s)
 
     # Hooks: tracing first, so its chat/execute_tool span is current around the others' wraps -----------
     capture = a["capture_content"]
@@ -755,6 +744,39 @@ def _setup(
         if session.provenance is not None:
             # an exporter on the session's provider: folders are written on the batch processor's thread
             provider.add_span_processor(BatchSpanProcessor(session.provenance))
+
+
+def _metrics(
+    session: TelemetrySession,
+    a: dict[str, Any],
+    resource: Any,
+    exporter: Any,
+    endpoint: str | None,
+    protocol: str | None,
+    export_timeout_s: float,
+) -> Any:
+    """The MetricsHook on the default registry (and ``/metrics``, OTLP metrics when asked); None without
+    prometheus-client."""
+    metrics_hook = None
+    try:
+        from looplet.telemetry.metrics import MetricsHook, declare_metrics, serve_metrics
+    except ImportError:
+        MetricsHook = None  # type: ignore[assignment,misc]
+        if a["metrics_port"] is not None:
+            raise
+    if a["otlp_metrics"] and exporter is not None:
+        session.meter_provider = _meter_provider(resource, endpoint, protocol, export_timeout_s)
+    if MetricsHook is not None:
+        from prometheus_client import REGISTRY
+
+        session.registry = REGISTRY
+        if session._drops is not None:
+            session._drops.bind_metric(declare_metrics(REGISTRY)["looplet_dropped_spans"])
+        metrics_hook = MetricsHook(REGISTRY, meter_provider=session.meter_provider)
+        if a["metrics_port"] is not None:
+            session.metrics_server = serve_metrics(a["metrics_port"], a["metrics_addr"], REGISTRY)
+            session.metrics_port = session.metrics_server.server_port
+    return metrics_hook
 
 
 def _tracer_provider(session: TelemetrySession, resource: Any) -> Any:
