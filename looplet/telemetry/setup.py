@@ -403,6 +403,7 @@ class TelemetrySession:
         self.registry: Any = None
         self.log_file: str | None = None
         self.provenance: Any = None
+        self._provenance_processor: Any = None  # its own batch processor: flushed first at shutdown
         self.shutdown_timeout_s = 3.0
         self.args: dict[str, Any] = {}
         self._drops: _DropCounter | None = None
@@ -487,6 +488,12 @@ class TelemetrySession:
 
     def _shutdown(self, budget: float) -> None:
         started = time.monotonic()
+        if self._provenance_processor is not None:
+            # trajectories first: they go to a local disk, and a dead collector must not hold them back
+            try:
+                self._provenance_processor.force_flush(int(budget * 1000))
+            except Exception as exc:
+                log.warning("telemetry: handing spans to the trajectory writer failed: %r", exc)
         self._stop_traces(budget)
         if self.provenance is not None:
             try:
@@ -743,7 +750,8 @@ def _setup(
         session.provenance = _provenance(a["provenance_dir"])
         if session.provenance is not None:
             # an exporter on the session's provider: folders are written on the batch processor's thread
-            provider.add_span_processor(BatchSpanProcessor(session.provenance))
+            session._provenance_processor = BatchSpanProcessor(session.provenance)
+            provider.add_span_processor(session._provenance_processor)
 
 
 def _metrics(

@@ -263,6 +263,32 @@ def test_6_a_mistyped_otlp_endpoint_is_refused_with_the_expected_form(
     assert "expected http://HOST:PORT (4318, OTLP/HTTP) or grpc://HOST:PORT (4317)" in line
 
 
+def test_6_a_dead_otlp_endpoint_costs_no_retry_lines_and_keeps_the_trajectory(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed below: nothing listens there
+    traces = tmp_path / "traces"
+    proc = run(
+        [
+            "looplet",
+            "demo",
+            "--latency",
+            "0",
+            "--otlp",
+            f"http://127.0.0.1:{port}",
+            "--trace-dir",
+            str(traces),
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Transient error" not in proc.stderr and "Failed to export" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    spans = next(line for line in proc.stdout.splitlines() if line.startswith("  spans "))
+    assert f"http://127.0.0.1:{port}/v1/traces" in spans and "NOT delivered" in spans
+    assert (traces / "trajectory.json").is_file()  # the dead collector does not hold the trajectory back
+
+
 # 7. the demo's terminal ------------------------------------------------------------------------------------------
 
 
