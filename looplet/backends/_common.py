@@ -191,6 +191,16 @@ def _is(exc: BaseException, *names: str) -> bool:
     return any(k.__name__ in names for k in type(exc).__mro__)
 
 
+def call_error(
+    exc: BaseException, deadline: Deadline, *, provider: str, base_url: Any, **details: Any
+) -> LLMError:
+    """The error of a call that raised ``exc``: the deadline's timeout when it ran out first (an HTTP status,
+    even a late one, is reported as such), else :func:`map_error`."""
+    if deadline.expired() and not isinstance(getattr(exc, "status_code", None), int):
+        return deadline.error(provider, base_url)
+    return map_error(exc, provider=provider, base_url=base_url, **details)
+
+
 def map_error(
     exc: BaseException,
     *,

@@ -19,9 +19,9 @@ from looplet.backends._common import (
     Deadline,
     adeliver,
     bad_json,
+    call_error,
     check_stream,
     deliver,
-    map_error,
     not_an_answer,
     parse_arguments,
     server_of,
@@ -270,10 +270,9 @@ class AnthropicBackend:
         return asm.response(PROVIDER, (self.server_address, self.server_port))
 
     def _error(self, exc: BaseException, reader: _StreamReader, deadline: Deadline) -> LLMError:
-        if deadline.expired() and not isinstance(getattr(exc, "status_code", None), int):
-            return deadline.error(PROVIDER, self.base_url)  # an HTTP status, even late, is reported as such
-        return map_error(
+        return call_error(
             exc,
+            deadline,
             provider=PROVIDER,
             key_env="ANTHROPIC_API_KEY",
             base_url=self.base_url,
