@@ -24,7 +24,7 @@ from looplet._engine import (
     ToolsDone,
     engine,
 )
-from looplet.compat import old_loop_keywords
+from looplet.compat import module_getattr, old_loop_keywords
 from looplet.config import LoopConfig
 from looplet.hooks import _CURRENT_RUN
 from looplet.loop import CancelToken, prepare
@@ -172,3 +172,7 @@ async def _resolve(value: Any) -> Any:
     while inspect.isawaitable(value):
         value = await value
     return value
+
+
+# looplet 0.4.1's names from this module (async_llm_call): looplet.compat
+__getattr__ = module_getattr("looplet.async_loop")

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import re
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
 __all__ = ["REMOVAL", "RemovedAPIError", "warn_renamed", "old_name"]
@@ -35,15 +38,19 @@ class RemovedAPIError(ImportError):
 def warn_renamed(old: str, new: str) -> None:
     """The one ``DeprecationWarning`` an old spelling emits when it is used, attributed to the first
     caller outside looplet (the user's line, however deep in the loop the old name was met)."""
-    frame, level = sys._getframe(1), 1
+    _warn(
+        f"{old} is deprecated since looplet 0.5 and will be removed in {REMOVAL}; use {new} "
+        "(see docs/migration.md)"
+    )
+
+
+def _warn(message: str) -> None:
+    frame, level = sys._getframe(2), 2
     while frame.f_back is not None and _in_looplet(frame):
         frame, level = frame.f_back, level + 1
-    warnings.warn(
-        f"{old} is deprecated since looplet 0.5 and will be removed in {REMOVAL}; use {new} "
-        "(see docs/migration.md)",
-        DeprecationWarning,
-        stacklevel=level + 1,
-    )
+    if frame.f_code.co_name == "_handle_fromlist":  # `from looplet import X` asks twice: warn once
+        return
+    warnings.warn(message, DeprecationWarning, stacklevel=level + 1)
 
 
 def _in_looplet(frame: Any) -> bool:
@@ -53,6 +60,41 @@ def _in_looplet(frame: Any) -> bool:
 
 def _removed(old: str, advice: str) -> RemovedAPIError:
     return RemovedAPIError(f"{old} was removed in looplet 0.5: {advice} (see docs/migration.md)")
+
+
+class _Removed(type):
+    """The type of placeholders: a 0.4.1 name with no working counterpart still imports (so a module
+    that imports it among others loads), and any use of it (calling it, reading an attribute)
+    raises :class:`RemovedAPIError` saying what to write instead. ``isinstance(x, it)`` is False."""
+
+    __removed__: str
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise RemovedAPIError(cls.__removed__)
+
+    def __getattr__(cls, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise RemovedAPIError(cls.__removed__)
+
+
+_PLACEHOLDERS: dict[str, type] = {}
+
+
+def placeholder(old: str, advice: str) -> type:
+    """The placeholder of the removed name ``old`` (``"module.Name"``), with one DeprecationWarning at
+    the import that names what to write; the same object for every import of that name."""
+    message = str(_removed(old, advice))
+    _warn(
+        f"{message}; until looplet {REMOVAL} it imports as a placeholder that raises RemovedAPIError when used"
+    )
+    ph = _PLACEHOLDERS.get(old)
+    if ph is None:
+        module, _, name = old.rpartition(".")
+        bases: tuple[type, ...] = (Exception,) if name.endswith("Error") else ()
+        ns = {"__removed__": message, "__module__": module, "__doc__": message}
+        ph = _PLACEHOLDERS[old] = _Removed(name, bases, ns)
+    return ph
 
 
 # ---------------------------------------------------------------- old constructor keywords
@@ -91,7 +133,9 @@ def _translate(label: str, old: KeywordTable, kwargs: dict[str, Any]) -> None:
     for key in [k for k in kwargs if k in old]:
         target = old[key]
         value = kwargs.pop(key)
-        if target is None:
+        if key == "permission" and label == "HookDecision":
+            _old_permission(value, kwargs)
+        elif target is None:
             warn_renamed(f"{label}({key}=...)", f"{label}() without it: it has no effect in 0.5")
         elif target.isidentifier():
             warn_renamed(f"{label}({key}=...)", f"{label}({target}=...)")
@@ -100,6 +144,24 @@ def _translate(label: str, old: KeywordTable, kwargs: dict[str, Any]) -> None:
             raise TypeError(
                 f"{label}({key}=...) was removed in looplet 0.5: {target} (see docs/migration.md)"
             )
+
+
+def _old_permission(value: Any, kwargs: dict[str, Any]) -> None:
+    """``HookDecision(permission="allow" | "deny" | None)`` of 0.4.1: ``allow=True`` or a ``block``."""
+    value = getattr(value, "value", value)
+    if value == "allow" and not kwargs.get("block"):
+        warn_renamed("HookDecision(permission='allow')", "Allow() (or HookDecision(allow=True))")
+        kwargs["allow"] = True
+    elif value == "deny" or (value == "allow" and kwargs.get("block")):
+        warn_renamed("HookDecision(permission='deny')", "Deny(reason) (or HookDecision(block=reason))")
+        kwargs.setdefault("block", kwargs.get("block") or "permission denied")
+    elif value is not None:
+        raise TypeError(
+            f"HookDecision(permission={value!r}) was removed in looplet 0.5: return Deny(reason) to refuse, "
+            "Allow() to approve; to ask a person use ApprovalHook(tools, handler=...) (see docs/migration.md)"
+        )
+    else:
+        warn_renamed("HookDecision(permission=None)", "HookDecision() without it")
 
 
 #: composable_loop / async_composable_loop keywords of 0.4.1.
@@ -180,11 +242,37 @@ TOOL_RESULT_KEYWORDS: KeywordTable = {
 
 
 HOOK_DECISION_KEYWORDS: KeywordTable = {
-    "permission": "return Deny(reason) to refuse or Allow() to approve",
+    "permission": "the keyword permission= (handled in _translate)",
     "rewrite_thread": "compaction strategies return the new transcript (looplet.context)",
     "policy_decision": "return Deny(reason) / Allow(); PermissionHook counts its decisions",
     "metadata": None,
 }
+
+
+class LegacyHookDecision:
+    """0.4.1's ``HookDecision`` queries, deprecated; ``HookDecision`` inherits them."""
+
+    __slots__ = ()
+    block: str | None
+    stop: str | None
+    allow: bool
+
+    def is_block(self) -> bool:
+        warn_renamed("decision.is_block()", "decision.block is not None")
+        return self.block is not None
+
+    def is_stop(self) -> bool:
+        warn_renamed("decision.is_stop()", "decision.stop is not None")
+        return self.stop is not None
+
+    def is_noop(self) -> bool:
+        warn_renamed("decision.is_noop()", "the fields you care about (decision.block, decision.stop, ...)")
+        return not any(getattr(self, f.name) for f in fields(cast(Any, self)))
+
+    @property
+    def permission(self) -> str | None:
+        warn_renamed("decision.permission", "decision.block is not None (deny) / decision.allow")
+        return "deny" if self.block is not None else ("allow" if self.allow else None)
 
 
 class LegacyToolCall:
@@ -602,11 +690,16 @@ def make_backend(model: str | None = None, **kwargs: Any) -> Any:
     return OpenAIBackend.from_env(**kwargs)
 
 
+_PASS_LABELS = frozenset({"pass", "correct", "yes"})
+_FAIL_LABELS = frozenset({"fail", "error", "skipped"})
+
+
 @dataclass
 class EvalResult:
-    """0.4.1's rich eval return value. An evaluator given to ``EvalHook(evaluators=...)`` may still
-    return it (or a number, a score): it passes unless ``label`` is ``"fail"``/``"error"`` or the score
-    is 0. Use ``looplet.evals`` conventions instead: return None/True, False or a reason string."""
+    """0.4.1's rich eval result (a score in [0, 1], a label, metrics). ``passed``: a pass label, or a
+    score of at least 0.5 without a failing label. Evaluators given to ``EvalHook(evaluators=...)`` or
+    :func:`eval_run` may still return it, a number, a bool, a label or a dict of metrics. In 0.5 an eval
+    returns None/True, False, a reason string or ``(passed, reason)`` (``looplet.evals``)."""
 
     name: str = ""
     score: float | None = None
@@ -614,22 +707,195 @@ class EvalResult:
     metrics: dict[str, float] = field(default_factory=dict)
     details: list[str] = field(default_factory=list)
     explanation: str = ""
+    duration_ms: float = 0.0
 
     def __post_init__(self) -> None:
         warn_renamed(
             "EvalResult(...)", "an eval returning None/True, False, a reason string or (passed, reason)"
         )
+        if self.score is not None and not _unit(self.score):
+            raise ValueError(f"EvalResult.score must be finite and between 0 and 1, got {self.score!r}")
+        for key, value in self.metrics.items():
+            if not math.isfinite(value):
+                raise ValueError(f"EvalResult.metrics[{key!r}] must be finite, got {value!r}")
+
+    @property
+    def passed(self) -> bool:
+        label = (self.label or "").lower()
+        if label in _FAIL_LABELS:
+            return False
+        return label in _PASS_LABELS or (self.score is not None and self.score >= 0.5)
+
+    @classmethod
+    def from_return(cls, value: Any, *, name: str = "") -> EvalResult:
+        """What an evaluator returned, as an ``EvalResult``: a bool is 1.0/0.0 (pass/fail), a number a
+        score, a string a label, a dict metrics (``score`` is the score; ``f1``/``accuracy``/``overall``
+        too, with a warning); anything else, or an out-of-range number, an ``error`` result."""
+        return _from_return(value, name)
+
+    def pretty(self) -> str:
+        parts = [f"{self.name:40s}"]
+        if self.score is not None:
+            parts.append(f"{self.score:.2f}")
+        if self.label:
+            parts.append(self.label)
+        shown = [f"{k}={v:.2f}" for k, v in self.metrics.items() if k != "score" or self.score is None]
+        parts += [" ".join(shown)] if shown else []
+        parts += [self.explanation] if self.explanation else []
+        return " ".join(parts) + "".join(f"\n  {d}" for d in self.details[:5])
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        for key in ("score", "label", "metrics", "details", "explanation", "duration_ms"):
+            value = getattr(self, key)
+            if value or (key == "score" and value is not None):
+                out[key] = value
+        return out
+
+
+def _unit(x: float) -> bool:
+    return math.isfinite(x) and 0.0 <= x <= 1.0
+
+
+def _result(
+    name: str = "",
+    score: float | None = None,
+    label: str | None = None,
+    metrics: dict[str, float] | None = None,
+    details: list[str] | None = None,
+    explanation: str = "",
+) -> EvalResult:
+    """An EvalResult made by this module (checked here, so without its constructor's warning)."""
+    r = object.__new__(EvalResult)
+    r.name, r.score, r.label, r.explanation, r.duration_ms = name, score, label, explanation, 0.0
+    r.metrics, r.details = metrics or {}, details or []
+    return r
+
+
+def _from_return(value: Any, name: str) -> EvalResult:
+    if isinstance(value, EvalResult):
+        value.name = value.name or name
+        return value
+    if isinstance(value, bool):
+        return _result(name, 1.0 if value else 0.0, "pass" if value else "fail")
+    if isinstance(value, (int, float)):
+        if not _unit(float(value)):
+            return _result(name, label="error", explanation=f"score must be between 0 and 1, got {value!r}")
+        return _result(name, float(value))
+    if isinstance(value, str):
+        return _result(name, label=value)
+    if isinstance(value, dict):
+        return _from_dict(value, name)
+    return _result(name, label="error", explanation=f"unsupported return type {type(value).__name__}")
+
+
+def _from_dict(value: dict[str, Any], name: str) -> EvalResult:
+    """A dict of metrics: numbers are metrics, the rest details; ``score`` (or, with a warning, ``f1``,
+    ``accuracy``, ``overall``) is the score."""
+    numbers = {
+        k: float(v) for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    details = [f"{k}: {v}" for k, v in value.items() if k not in numbers]
+    key = next((k for k in ("score", "f1", "accuracy", "overall") if k in numbers), None)
+    bad = [k for k, v in numbers.items() if not math.isfinite(v)]
+    if key == "score" and not _unit(numbers["score"]):
+        return _result(name, label="error", details=details, explanation="score must be in [0, 1]")
+    if bad:
+        return _result(name, label="error", details=details, explanation=f"metric {bad[0]!r} must be finite")
+    if key not in (None, "score"):
+        warnings.warn(
+            f"Inferring an eval gate score from {key!r} is deprecated; set score explicitly "
+            "(or return True/False in 0.5)",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+    score = numbers[key] if key is not None and _unit(numbers[key]) else None
+    return _result(name, score, metrics=numbers, details=details)
 
 
 def _old_verdict(value: Any) -> Any:
-    """0.4.1's evaluator results (a score, an EvalResult) in 0.5's terms: (passed, detail)."""
-    if isinstance(value, EvalResult):
-        failed = value.label in ("fail", "error") or value.score == 0
-        detail = value.explanation or ", ".join(value.details) or f"score={value.score}"
-        return (not failed, detail)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (value > 0, f"score={value}")
-    return value
+    """0.4.1's evaluator results (a score, a label, an EvalResult) in 0.5's terms: (passed, detail)."""
+    if value is None or value is True or value is False or isinstance(value, tuple):
+        return value
+    result = EvalResult.from_return(value)
+    return (result.passed, result.explanation or result.label or f"score={result.score}")
+
+
+def eval_run(
+    evaluators: list[Any], ctx: Any, *, judge_llm: Any = None, include: Any = None, exclude: Any = None
+) -> list[EvalResult]:
+    """0.4.1's ``eval_run(evaluators, ctx)``: one :class:`EvalResult` per evaluator (``(ctx, llm)``
+    evaluators get ``judge_llm``, or are ``skipped`` without one; an exception is an ``error`` result)."""
+    from looplet.evals import tags_of
+
+    warn_renamed("eval_run(evaluators, ctx)", "looplet.evals.run_evals(evals, [ctx])")
+    results = []
+    for fn in evaluators:
+        tags = set(tags_of(fn))
+        if (include and not tags & set(include)) or (exclude and tags & set(exclude)):
+            continue
+        results.append(_run_one(fn, ctx, judge_llm))
+    return results
+
+
+def _run_one(fn: Any, ctx: Any, judge_llm: Any) -> EvalResult:
+    name = getattr(fn, "__name__", type(fn).__name__)
+    started = time.perf_counter()
+    try:
+        if "llm" in inspect.signature(fn).parameters:
+            if judge_llm is None:
+                return _result(name, label="skipped", explanation="requires judge_llm")
+            raw = fn(ctx, judge_llm)
+        else:
+            raw = fn(ctx)
+        with warnings.catch_warnings():  # eval_run already warned once
+            warnings.simplefilter("ignore", DeprecationWarning)
+            result = _from_return(raw, name)
+    except Exception as exc:
+        result = _result(name, label="error", explanation=str(exc))
+    result.duration_ms = (time.perf_counter() - started) * 1000.0
+    return result
+
+
+def eval_discover(path: Any, *, strict: bool = False) -> list[Any]:
+    """0.4.1's ``eval_discover(dir_or_file)``: the ``eval_*`` functions of a file, or of the
+    ``eval_*.py`` files of a folder."""
+    import os
+
+    from looplet.evals import discover
+
+    warn_renamed("eval_discover(path)", "looplet.evals.discover(path_or_module)")
+    files = sorted(Path(path).glob("eval_*.py")) if os.path.isdir(path) else [Path(path)]
+    found: list[Any] = []
+    for f in files:
+        try:
+            found += discover(f)
+        except Exception:
+            if strict:
+                raise
+    return found
+
+
+class LegacyEvalContext:
+    """0.4.1's ``EvalContext`` views, deprecated; ``EvalContext`` inherits them."""
+
+    __slots__ = ()
+    steps: list[Any]
+
+    @property
+    def step_count(self) -> int:
+        warn_renamed("ctx.step_count", "len(ctx.steps)")
+        return len(self.steps)
+
+    @property
+    def errors(self) -> list[Any]:
+        warn_renamed("ctx.errors", "ctx.failed_steps")
+        return [s for s in self.steps if not s.ok]
+
+    @property
+    def tool_sequence(self) -> list[str]:
+        warn_renamed("ctx.tool_sequence", "[c.tool for c in ctx.tool_calls()]")
+        return [s.tool_call.tool for s in self.steps]
 
 
 def eval_hook_args(evals: Any, old: dict[str, Any]) -> tuple[Any, bool, Any]:
@@ -651,13 +917,14 @@ def eval_hook_args(evals: Any, old: dict[str, Any]) -> tuple[Any, bool, Any]:
 
 
 def module_getattr(module: str, names: tuple[str, ...] = ()) -> Callable[[str], Any]:
-    """``__getattr__`` for a module 0.4.1 had and 0.5 does not (``looplet.compact``, ...): old names
-    through :func:`old_name`; ``names`` are the ones that module held (the rest raise AttributeError)."""
+    """``__getattr__`` for a looplet module 0.4.1 had: its old names (``OLD_MODULES[module]`` and
+    ``names``) through :func:`old_name`; names it never had raise AttributeError."""
+    held = frozenset(names) | OLD_MODULES.get(module, frozenset())
 
     def __getattr__(name: str) -> Any:
-        if names and name not in names and name not in _TABLE:
+        if held and name not in held and name not in _TABLE:
             raise AttributeError(f"module {module!r} has no attribute {name!r}")
-        return old_name(module, name, known=name in names)
+        return old_name(module, name, known=name in held)
 
     return __getattr__
 
@@ -731,6 +998,11 @@ class LegacyRegistry:
         )
         return [cast(Any, self).dispatch(c) for c in calls]
 
+    def async_dispatch(self, call: Any, **kwargs: Any) -> Any:
+        """``await registry.async_dispatch(call)`` of 0.4.1 (the coroutine of ``adispatch``)."""
+        warn_renamed("await registry.async_dispatch(call)", "await registry.adispatch(call)")
+        return cast(Any, self).adispatch(call, **kwargs)
+
     def tool_schemas(self) -> list[dict[str, Any]]:
         warn_renamed("registry.tool_schemas()", "registry.schemas('anthropic') (or 'openai', 'neutral')")
         return list(cast(Any, self).schemas("anthropic"))
@@ -750,7 +1022,6 @@ class LegacyRegistry:
 def tools_from_args(old: dict[str, Any]) -> tuple[Any, list[Any]]:
     """``tools_from(..., validate=, done_parameters=, include_think=)`` of 0.4.1 -> (its done tool,
     extra tools). Code that passes them is 0.4.1 code, so it gets 0.4.1's ``done(summary)``."""
-    from looplet.tools import ToolSpec
 
     unknown = set(old) - {"validate", "done_parameters", "include_think", "done_description"}
     if unknown:
@@ -761,16 +1032,29 @@ def tools_from_args(old: dict[str, Any]) -> tuple[Any, list[Any]]:
         "think tool as a function when you need other parameters)",
     )
     done = old_done_tool(old.get("done_parameters"), old.get("done_description"))
-    extra = []
-    if old.get("include_think"):
-        extra.append(
-            ToolSpec("think", "Think out loud before acting; nothing runs.", {"thought": "str"}, _echo)
-        )
-    return done, extra
+    return done, [_think_tool()] if old.get("include_think") else []
 
 
-def _echo(**args: Any) -> dict[str, Any]:
-    return dict(args)
+def _think_tool() -> Any:
+    from looplet.tools import ToolSpec
+
+    return ToolSpec(
+        "think",
+        "Reason before acting (plan, compare options, reflect); nothing runs and nothing changes.",
+        {"analysis": "your reasoning in free text"},
+        _acknowledge,
+        concurrent_safe=True,
+    )
+
+
+def _acknowledge(analysis: str = "") -> dict[str, Any]:
+    return {"acknowledged": True, "analysis": analysis}
+
+
+def register_think_tool(registry: Any) -> None:
+    """0.4.1's ``register_think_tool(registry)``: add a ``think(analysis)`` tool that only echoes."""
+    warn_renamed("register_think_tool(registry)", "registry.register(a think function of your own) or @tool")
+    registry.register(_think_tool())
 
 
 def _completed(**args: Any) -> dict[str, Any]:
@@ -828,11 +1112,9 @@ _TO_DO_INSTEAD = {
     "BudgetWarningHook": "use looplet.BudgetHook(max_cost_usd=..., max_tokens=...)",
     "PerToolLimitHook": "use looplet.PermissionHook rules or a pre_dispatch hook returning Deny(...)",
     "ToolContext": "tools receive only their arguments; looplet.current_run() gives the run in progress",
-    "eval_run": "run evals with looplet.evals.run_evals(evals, contexts) or `python -m looplet eval DIR`",
     "EvalCase": "save runs with ProvenanceSink and turn them into tests with looplet.evals.eval_cases(dir)",
     "save_eval_run": "ProvenanceSink(dir) writes the run; `python -m looplet eval DIR` grades it",
     "load_eval_run": "looplet.evals.EvalContext.from_trajectory(looplet.provenance.load_trajectory(dir))",
-    "eval_discover": "looplet.evals.discover(path_or_module)",
     "async_replay_loop": "replay_loop(trace_dir, tools=...) (sync); run it in a thread from async code",
 }
 
@@ -863,10 +1145,13 @@ _TABLE: dict[str, Callable[[str], Any] | str] = {
     "make_backend": _here("make_backend"),
     "LoopHook": _here("LoopHook"),
     "register_done_tool": _here("register_done_tool"),
+    "register_think_tool": _here("register_think_tool"),
     "PermissionRule": _here("PermissionRule"),
     "PermissionEngine": _here("PermissionEngine"),
     "AsyncMockLLMBackend": _alias("looplet.testing", "AsyncMockLLMBackend", "looplet.MockLLMBackend"),
     "EvalResult": _here("EvalResult"),
+    "eval_run": _here("eval_run"),
+    "eval_discover": _here("eval_discover"),
     "EvalContext": _alias("looplet.evals", "EvalContext"),
     **_TO_DO_INSTEAD,
 }
@@ -878,18 +1163,63 @@ def old_name(module: str, name: str, *, known: bool = False) -> Any:
     An ``AttributeError`` for names 0.4.1 did not have either (and for dunder lookups), so ``hasattr``
     and ``getattr(m, x, default)`` keep working. ``known``: the caller knows 0.4.1 had this name.
     """
+    if name.startswith("__"):
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
     entry = _TABLE.get(name)
-    if entry is None or name.startswith("__"):
-        if known or name in OLD_PUBLIC_NAMES:
-            raise _removed(
-                f"{module}.{name}",
-                "it has no counterpart in the 0.5 API (the loop, tools, hooks, backends, telemetry, "
-                "provenance and evals remain)",
-            )
+    if entry is None:
+        if known or name in OLD_PUBLIC_NAMES or name in OLD_MODULES.get(module, ()):
+            return placeholder(f"{module}.{name}", _NO_COUNTERPART)
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
     if isinstance(entry, str):
-        raise _removed(f"{module}.{name}", entry)
+        return placeholder(f"{module}.{name}", entry)
     return entry(f"{module}.{name}")
+
+
+_NO_COUNTERPART = (
+    "it has no counterpart in the 0.5 API (the loop, tools, hooks, backends, telemetry, provenance and "
+    "evals remain)"
+)
+
+#: The public names of looplet 0.4.1's modules that 0.5 no longer has, or has with fewer names.
+OLD_MODULES: dict[str, frozenset[str]] = {
+    f"looplet.{module}": frozenset(names.split())
+    for module, names in {
+        "parse": "parse_multi_tool_calls parse_native_tool_use parse_tool_call to_text",
+        "cache": "CacheBreakDetector CacheBreakpoint CacheControl CachePolicy CacheSection compute_breakpoints",
+        "streaming": """CallbackEmitter CompositeEmitter ContextPressureEvent Event EventEmitter HookEvent
+            LLMCallEndEvent LLMCallStartEvent LLMChunkEvent LoopEndEvent LoopStartEvent QueueEmitter
+            RecoveryEvent StepEndEvent StepStartEvent StreamingHook ToolDispatchEvent ToolResultEvent""",
+        "native_tools": """NativeToolPolicy NativeToolProbeResult NativeToolUnsupportedError
+            probe_native_tool_support supports_native_tools""",
+        "events": "EventPayload LIFECYCLE_EVENTS LifecycleEvent",
+        "conversation": "ContentBlock Conversation Message MessageRole default_summarizer",
+        "context_budget": """COMPACT_TRIGGER_FRACTION CONTEXT_INLINE_PER_STEP_CHARS CONTEXT_WINDOW_STEPS
+            CONTEXT_WINDOW_TOTAL_CHARS TOOL_RESULT_MAX_CHARS TOOL_RESULT_MAX_ROWS
+            TOOL_RESULT_PERSIST_THRESHOLD_CHARS TOOL_RESULT_PREVIEW_CHARS get_context_inline_per_step_chars
+            get_context_window_steps get_context_window_total_chars""",
+        "router": "CostTracker FallbackRouter ModelProfile ModelRouter RoutingLLMBackend SimpleRouter",
+        "recovery": "FailureScenario RecoveryAction RecoveryRecipe RecoveryRegistry build_default_registry",
+        "artifact_compat": "begin_artifact_write read_artifact_descriptor write_artifact_descriptor",
+        "session": "LogEntry SessionLog",
+        "checkpoint": """Checkpoint CheckpointHook CheckpointIdentityError CheckpointStore FileCheckpointStore
+            UncertainToolEffect resume_loop_state save_pending_dispatch validate_checkpoint_identity""",
+        "compact": """CompactOutcome CompactService DefaultCompactService PruneToolResults SummarizeCompact
+            TruncateCompact apply_thread_rewrite compact_chain default_compact_service run_compact""",
+        "approval": "ApprovalHook ApprovalRequest",
+        "permissions": "PermissionDecision PermissionEngine PermissionHook PermissionOutcome PermissionRule",
+        "hook_decision": """Allow Block Continue Deny HookDecision InjectContext PolicyDecision RewriteThread
+            Stop hook_effect_fields normalize_hook_return""",
+        "types": """AgentState CancelToken CheckpointableLLMBackend CloseableResource DefaultState ErrorKind
+            InvalidRunTransition LLMBackend NativeToolBackend PolicyDecision RunEnvelope RunPhase RunStatus
+            ToolContext ToolError ToolValidationError validate_run_transition""",
+        "tools": "ToolView excerpt_around_match register_done_tool register_think_tool suggest_similar",
+        "loop": "DomainAdapter LoopContext LoopHook emit_event_async",
+        "async_loop": "async_llm_call",
+        "provenance": "AsyncRecordingLLMBackend RecordingLLMBackend StepRecord TrajectoryRecorder",
+        "backends": """AnthropicStreamingBackend AsyncAnthropicBackend AsyncOpenAIBackend OpenAIStreamingBackend
+            ProviderSelectionWarning make_backend""",
+    }.items()
+}
 
 
 #: The public names of looplet 0.4.1's package (``looplet.__all__``), for the "removed" message.

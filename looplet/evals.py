@@ -31,7 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar, overload
 
-from looplet.compat import module_getattr
+from looplet.compat import LegacyEvalContext, module_getattr
 from looplet.types import Step, ToolCall, Usage
 
 __all__ = [
@@ -85,7 +85,7 @@ def tags_of(fn: EvalFn) -> tuple[str, ...]:
 
 
 @dataclass(slots=True)
-class EvalContext:
+class EvalContext(LegacyEvalContext):  # 0.4.1's step_count, errors, ... (looplet.compat)
     """What an eval sees of a run.
 
     steps: the run's :class:`~looplet.types.Step` objects. final_output: the ``done`` answer (or None).

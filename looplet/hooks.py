@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from looplet.compat import HOOK_DECISION_KEYWORDS, old_hooks, old_keywords
+from looplet.compat import HOOK_DECISION_KEYWORDS, LegacyHookDecision, old_hooks, old_keywords
 
 __all__ = [
     "HookDecision",
@@ -58,7 +58,7 @@ WRAP_METHODS = ("wrap_llm_call", "wrap_tool")
 
 @old_keywords(HOOK_DECISION_KEYWORDS)  # looplet 0.4.1's permission=, rewrite_thread=, metadata=
 @dataclass(slots=True)
-class HookDecision:
+class HookDecision(LegacyHookDecision):  # 0.4.1's is_block()/is_stop()/... (looplet.compat)
     """What a hook wants. Every field is optional; None means "no opinion".
 
     block: deny the tool call with this reason (``pre_dispatch``).

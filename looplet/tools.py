@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin
 
-from looplet.compat import LegacyRegistry, LegacyToolSpec, ToolNames, tools_from_args
+from looplet.compat import LegacyRegistry, LegacyToolSpec, ToolNames, module_getattr, tools_from_args
 from looplet.types import ToolCall, ToolResult
 
 #: ``ToolSpec.isolation`` values: in the agent's process (threads), or a child process per call.
@@ -768,3 +768,7 @@ def _run_coroutine(coro: Any, timeout: float | None) -> Any:
             raise _ToolTimeout from None
     # Called from inside a running event loop (sync loop used in async code): run on a helper thread.
     return _run_in_thread(lambda: asyncio.run(asyncio.wait_for(coro, timeout)), {}, (timeout or 1e9) + 1)
+
+
+# looplet 0.4.1's names from this module (register_think_tool, suggest_similar, ...): looplet.compat
+__getattr__ = module_getattr("looplet.tools")

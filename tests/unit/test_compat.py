@@ -45,6 +45,19 @@ def one_warning(*words: str) -> Iterator[None]:
     assert deps[0].filename == __file__, (deps[0].filename, message)
 
 
+def removed(statement: str, *advice: str) -> Any:
+    """``statement`` (an import of a removed 0.4.1 name, run here) gives one DeprecationWarning naming
+    ``advice`` at this file's line, and the placeholder it binds raises RemovedAPIError naming it too."""
+    namespace: dict[str, Any] = {}
+    with one_warning("placeholder", *advice):
+        exec(compile(statement, __file__, "exec"), namespace)
+    (ph,) = [v for k, v in namespace.items() if not k.startswith("__")]
+    with pytest.raises(RemovedAPIError, match="0.5") as err:
+        ph()
+    assert all(a in str(err.value) for a in advice) and "migration" in str(err.value), str(err.value)
+    return ph
+
+
 def no_warning() -> Any:
     return warnings.catch_warnings(record=True)
 
@@ -299,8 +312,7 @@ def test_loop_hook_base_class_and_loop_context() -> None:
     from looplet.loop import LoopHook
 
     assert LoopHook is looplet.LoopHook
-    with pytest.raises(RemovedAPIError, match="current_run"):
-        looplet.LoopContext  # noqa: B018
+    removed("from looplet import LoopContext", "current_run")
 
 
 # --- decisions ---------------------------------------------------------------------------------------
@@ -313,12 +325,32 @@ def test_block_continue_and_old_decision_fields() -> None:
         assert Block("no").block == "no"
     with one_warning("InjectContext"):
         assert Continue("more").additional_context == "more"
-    with pytest.raises(RemovedAPIError, match="compaction strategies"):
-        from looplet.hook_decision import RewriteThread  # noqa: F401
-    with pytest.raises(TypeError, match=r"Deny\(reason\)"):
-        HookDecision(permission="deny")  # type: ignore[call-arg]
-    with one_warning("HookDecision() without it"):
-        assert HookDecision(stop="x", metadata={"k": 1}).stop == "x"  # type: ignore[call-arg]
+    removed("from looplet.hook_decision import RewriteThread", "compaction strategies")
+    with one_warning(r"Deny(reason)"):
+        assert HookDecision(permission="deny").block == "permission denied"  # type: ignore[call-arg]
+    with one_warning("Allow()"):
+        assert HookDecision(permission="allow").allow  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="ApprovalHook"):
+        HookDecision(permission="ask")  # type: ignore[call-arg]
+
+
+def test_old_decision_queries() -> None:
+    from looplet import Allow, Deny, InjectContext, Stop
+
+    with one_warning("decision.block is not None"):
+        assert Deny("no").is_block()
+    with one_warning("decision.stop is not None"):
+        assert Stop("budget").is_stop()
+    with one_warning("decision.block, decision.stop"):
+        assert HookDecision().is_noop()
+    with one_warning("decision.block, decision.stop"):
+        assert not InjectContext("x").is_noop()
+    with one_warning("decision.allow"):
+        assert Deny("no").permission == "deny"
+    with one_warning("decision.allow"):
+        assert Allow().permission == "allow"
+    with one_warning("decision.allow"):
+        assert HookDecision().permission is None
 
 
 # --- tools -------------------------------------------------------------------------------------------
@@ -421,15 +453,59 @@ def test_renamed_compaction_classes() -> None:
         ("ContextBudget", "ThresholdCompactHook"),
         ("FileCheckpointStore", "CheckpointHook"),
         ("EvalCase", "eval_cases"),
-        ("eval_run", "run_evals"),
+        ("load_eval_run", "from_trajectory"),
         ("SessionLog", "chat messages"),
         ("Cartridge", "no counterpart"),
+        ("RunEnvelope", "no counterpart"),
     ],
 )
-def test_removed_names_say_what_to_use(name: str, advice: str) -> None:
-    with pytest.raises(RemovedAPIError, match=advice) as err:
-        exec(f"from looplet import {name}")
-    assert "0.5" in str(err.value) and "migration" in str(err.value)
+def test_removed_names_import_as_placeholders_that_say_what_to_use(name: str, advice: str) -> None:
+    ph = removed(f"from looplet import {name}", advice)
+    with pytest.raises(RemovedAPIError, match=advice):
+        ph.some_attribute  # noqa: B018
+    assert not isinstance(object(), ph)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        assert getattr(looplet, name) is ph  # one placeholder per name
+
+    class Sub(ph):  # type: ignore[misc,valid-type]  # a class deriving from it loads, and fails when made
+        pass
+
+    with pytest.raises(RemovedAPIError, match=advice):
+        Sub()
+
+
+def test_removed_error_classes_can_still_be_caught() -> None:
+    ph = removed("from looplet import ToolValidationError", "no counterpart")
+    assert issubclass(ph, Exception)
+    try:
+        raise ValueError("x")
+    except ph:  # never matches: nothing in 0.5 raises it
+        raise AssertionError("unreachable") from None
+    except ValueError:
+        pass
+
+
+def test_old_modules_import_and_hold_placeholders() -> None:
+    import importlib
+
+    for module in (
+        "parse",
+        "cache",
+        "streaming",
+        "native_tools",
+        "events",
+        "conversation",
+        "context_budget",
+        "router",
+        "recovery",
+        "artifact_compat",
+    ):
+        importlib.import_module(f"looplet.{module}")
+    removed("from looplet.parse import parse_tool_call", "no counterpart")
+    removed("from looplet.streaming import StreamingHook", "on_llm_chunk")
+    with pytest.raises(ImportError):
+        exec("from looplet.parse import no_such_name")
 
 
 def test_unknown_names_stay_attribute_errors() -> None:
@@ -506,8 +582,7 @@ def test_old_module_names() -> None:
     with one_warning("looplet.protocols.LLMBackend"):
         from looplet.types import LLMBackend
     assert isinstance(MockLLMBackend(["x"]), LLMBackend)
-    with pytest.raises(RemovedAPIError, match="CheckpointHook"):
-        from looplet.checkpoint import FileCheckpointStore  # noqa: F401
+    removed("from looplet.checkpoint import FileCheckpointStore", "CheckpointHook")
 
 
 def test_041_quickstart_shape_runs_unchanged() -> None:
@@ -525,3 +600,79 @@ def test_041_quickstart_shape_runs_unchanged() -> None:
         result = run_loop(llm=llm, tools=tools, state=state, config=config, task={"goal": "owner"})
         assert RunResult.from_state(state).termination_reason == "done"
     assert result.steps[0].tool_result.data == {"service": "payments", "owner": "fintech"}
+
+
+def test_registry_async_dispatch_and_think_tool() -> None:
+    from looplet import BaseToolRegistry
+    from looplet.tools import register_think_tool
+
+    registry = tools_from([lookup])
+    with one_warning("registry.adispatch(call)"):
+        result = asyncio.run(registry.async_dispatch(ToolCall("lookup", {"service": "payments"})))
+    assert result.data == {"service": "payments", "owner": "fintech"}
+    reg = BaseToolRegistry()
+    with one_warning("@tool"):
+        register_think_tool(reg)
+    out = reg.dispatch(ToolCall("think", {"analysis": "try A first"}))
+    assert out.data == {"acknowledged": True, "analysis": "try A first"}
+    assert reg.get("think").concurrent_safe  # type: ignore[union-attr]
+
+
+def test_eval_result_from_return_and_eval_run() -> None:
+    from looplet import EvalContext
+    from looplet.compat import EvalResult
+    from looplet.evals import eval_mark
+
+    with no_warning():
+        assert EvalResult.from_return(True, name="a").passed
+        assert EvalResult.from_return(0.4).passed is False
+        assert EvalResult.from_return(2.0).label == "error"
+        assert EvalResult.from_return(None).label == "error"
+        assert EvalResult.from_return("pass").passed
+    with pytest.warns(DeprecationWarning, match="set score explicitly"):
+        assert EvalResult.from_return({"f1": 0.8, "missed": ["x"]}).score == 0.8
+    with pytest.raises(ValueError, match="between 0 and 1"), pytest.warns(DeprecationWarning):
+        EvalResult("x", score=1.5)
+
+    @eval_mark("slow")
+    def eval_steps(ctx: Any) -> float:
+        return min(len(ctx.steps) / 2, 1.0)
+
+    def eval_judged(ctx: Any, llm: Any) -> bool:
+        return True
+
+    def eval_broken(ctx: Any) -> bool:
+        raise RuntimeError("boom")
+
+    steps, result = run(
+        MockLLMBackend(['{"tool": "done", "args": {"answer": "ok"}}']), tools_from([], include_done=True)
+    )
+    ctx = EvalContext.from_run(result)
+    from looplet.evals import eval_run
+
+    with one_warning("run_evals(evals, [ctx])"):
+        out = eval_run([eval_steps, eval_judged, eval_broken], ctx)
+    assert [(r.name, r.score, r.label) for r in out] == [
+        ("eval_steps", 0.5, None),
+        ("eval_judged", None, "skipped"),
+        ("eval_broken", None, "error"),
+    ]
+    with one_warning():
+        assert [r.name for r in eval_run([eval_steps, eval_broken], ctx, exclude=["slow"])] == ["eval_broken"]
+    with one_warning("len(ctx.steps)"):
+        assert ctx.step_count == 1
+    with one_warning("ctx.failed_steps"):
+        assert ctx.errors == []
+    with one_warning("tool_calls()"):
+        assert ctx.tool_sequence == ["done"]
+
+
+def test_eval_discover_reads_a_folder(tmp_path: Any) -> None:
+    from looplet.evals import eval_discover
+
+    (tmp_path / "eval_a.py").write_text("def eval_one(ctx): return 1.0\ndef helper(x): return x\n")
+    (tmp_path / "eval_b.py").write_text("def eval_two(ctx): return 0.5\n")
+    (tmp_path / "other.py").write_text("def eval_three(ctx): return 0.5\n")
+    with one_warning("looplet.evals.discover"):
+        found = eval_discover(tmp_path)
+    assert sorted(f.__name__ for f in found) == ["eval_one", "eval_two"]
