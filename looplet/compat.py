@@ -547,6 +547,36 @@ class OldBackend:
         return LLMResponse(text=str(text), model=self.model)
 
 
+# ---------------------------------------------------------------- parsing (0.4.1's looplet.parse)
+
+
+def parse_tool_call(text: str) -> Any:
+    """0.4.1's ``parse_tool_call(text)``: the first tool call written as JSON in ``text``, or None."""
+    calls = parse_multi_tool_calls(text, _warn_as="parse_tool_call(text)")
+    return calls[0] if calls else None
+
+
+def parse_multi_tool_calls(text: str, *, _warn_as: str = "parse_multi_tool_calls(text)") -> list[Any]:
+    """0.4.1's ``parse_multi_tool_calls(text)``: every tool call written as JSON in ``text`` (the loop
+    reads model text the same way)."""
+    from looplet._engine import parse_text_tool_calls
+
+    warn_renamed(_warn_as, "composable_loop (it reads tool calls written as JSON text itself)")
+    return parse_text_tool_calls(text)
+
+
+def parse_native_tool_use(blocks: list[Any]) -> list[Any]:
+    """0.4.1's ``parse_native_tool_use(content_blocks)``: the ``tool_use`` blocks as ``ToolCall``s."""
+    from looplet.types import ToolCall
+
+    warn_renamed("parse_native_tool_use(blocks)", "LLMResponse.tool_calls (the backends parse native calls)")
+    return [
+        ToolCall(b.get("name", ""), dict(b.get("input") or {}), b.get("id") or "")
+        for b in blocks
+        if isinstance(b, dict) and b.get("type") == "tool_use"
+    ]
+
+
 # ---------------------------------------------------------------- decisions (0.4.1's hook_decision)
 
 
@@ -622,7 +652,9 @@ def register_done_tool(registry: Any, *, name: str = "done", parameters: dict[st
 
 @dataclass(frozen=True)
 class PermissionRule:
-    """0.4.1's ``PermissionRule(tool, decision, reason=...)``; now ``looplet.control.Rule(action, tool)``."""
+    """0.4.1's ``PermissionRule(tool, decision, arg_matcher=, reason=)``; now
+    ``looplet.control.Rule(action, tool, args=..., reason=...)``. ``arg_matcher(args) -> bool`` narrows
+    the rule; one that raises fails closed (a deny/ask rule matches, an allow rule does not)."""
 
     tool: str
     decision: Any
@@ -631,27 +663,75 @@ class PermissionRule:
 
     def __post_init__(self) -> None:
         warn_renamed("PermissionRule(tool, decision)", "looplet.control.Rule(action, tool, args=...)")
-        if self.arg_matcher is not None:
-            raise _removed(
-                "PermissionRule(arg_matcher=...)",
-                "give Rule(action, tool, args={'name': 'glob or re.Pattern'})",
-            )
+
+    @property
+    def action(self) -> str:
+        return str(getattr(self.decision, "value", self.decision))
+
+    def matches(self, call: Any) -> bool:
+        if self.tool != "*" and self.tool != call.tool:
+            return False
+        if self.arg_matcher is None:
+            return True
+        try:
+            return bool(self.arg_matcher(dict(call.args)))
+        except Exception:
+            return self.action != "allow"  # fail closed
 
     def to_rule(self) -> Any:
-        from looplet.control import Rule
+        return _matcher_rule()(self.action, self.tool, reason=self.reason or None, old=self)
 
-        action = getattr(self.decision, "value", self.decision)
-        return Rule(str(action), self.tool, reason=self.reason or None)
+
+@functools.cache
+def _matcher_rule() -> Any:
+    """``looplet.control.Rule`` that also asks a 0.4.1 rule's ``matches`` (for ``arg_matcher``)."""
+    from looplet.control import Rule
+
+    @dataclass(frozen=True)
+    class OldRule(Rule):
+        old: Any = None
+
+        def matches(self, tc: Any) -> bool:
+            return super().matches(tc) and (self.old is None or self.old.matches(tc))
+
+    return OldRule
+
+
+@dataclass(frozen=True)
+class PermissionOutcome:
+    """0.4.1's answer of ``PermissionEngine.evaluate(call)``."""
+
+    decision: PermissionDecision
+    reason: str = ""
+    rule: Any = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision == PermissionDecision.ALLOW
+
+    @property
+    def denied(self) -> bool:
+        return self.decision == PermissionDecision.DENY
 
 
 class PermissionEngine:
     """0.4.1's rule list; ``PermissionHook(PermissionEngine(rules=...))`` still works. Use
     ``PermissionHook(rules, default=...)``."""
 
-    def __init__(self, rules: list[Any] | None = None, default: Any = "allow", **_: Any) -> None:
+    def __init__(
+        self,
+        rules: list[Any] | None = None,
+        default: Any = "allow",
+        ask_handler: Any = None,
+        policy_version: Any = None,
+        **_: Any,
+    ) -> None:
         warn_renamed("PermissionEngine(rules=...)", "PermissionHook(rules, default=...)")
         self.rules = list(rules or [])
         self.default = str(getattr(default, "value", default))
+        self.ask_handler = ask_handler
+        self.policy_version = policy_version
+        self.denials: list[dict[str, Any]] = []
 
     def _add(self, decision: str, tool: str, arg_matcher: Any, reason: str) -> PermissionEngine:
         with warnings.catch_warnings():  # one warning for the engine, not one per rule
@@ -667,6 +747,34 @@ class PermissionEngine:
 
     def ask(self, tool: str, *, arg_matcher: Any = None, reason: str = "") -> PermissionEngine:
         return self._add("ask", tool, arg_matcher, reason)
+
+    def evaluate(self, call: Any) -> PermissionOutcome:
+        """The first matching rule decides (else the default); ``ask`` goes to ``ask_handler(call, rule)``
+        and is denied without one, when it fails, or when it changed the call or the rules."""
+        rule = next((r for r in self.rules if isinstance(r, PermissionRule) and r.matches(call)), None)
+        action = rule.action if rule is not None else self.default
+        reason = (rule.reason if rule is not None else "") or f"{action} by policy"
+        if action == "ask":
+            action = self._ask(call, rule)
+        outcome = PermissionOutcome(PermissionDecision(action), reason, rule)
+        if outcome.denied:
+            self.denials.append({"tool": call.tool, "reason": reason, "args": dict(call.args)})
+        return outcome
+
+    def _ask(self, call: Any, rule: Any) -> str:
+        import copy
+
+        if self.ask_handler is None:
+            return "deny"
+        before = (copy.deepcopy(call.args), list(self.rules), self.policy_version)
+        try:
+            answer = self.ask_handler(call, rule)
+        except Exception:
+            return "deny"
+        if (copy.deepcopy(call.args), list(self.rules), self.policy_version) != before:
+            return "deny"  # the handler approved something other than what was asked
+        answer = str(getattr(answer, "value", answer))
+        return "allow" if answer == "allow" else "deny"
 
     def __iter__(self) -> Iterator[Any]:
         """The rules as 0.5 ``Rule``s; a default other than ``allow`` becomes a last rule for every tool
@@ -1146,8 +1254,12 @@ _TABLE: dict[str, Callable[[str], Any] | str] = {
     "LoopHook": _here("LoopHook"),
     "register_done_tool": _here("register_done_tool"),
     "register_think_tool": _here("register_think_tool"),
+    "parse_tool_call": _here("parse_tool_call"),
+    "parse_multi_tool_calls": _here("parse_multi_tool_calls"),
+    "parse_native_tool_use": _here("parse_native_tool_use"),
     "PermissionRule": _here("PermissionRule"),
     "PermissionEngine": _here("PermissionEngine"),
+    "PermissionOutcome": _here("PermissionOutcome"),
     "AsyncMockLLMBackend": _alias("looplet.testing", "AsyncMockLLMBackend", "looplet.MockLLMBackend"),
     "EvalResult": _here("EvalResult"),
     "eval_run": _here("eval_run"),

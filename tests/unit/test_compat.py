@@ -502,7 +502,7 @@ def test_old_modules_import_and_hold_placeholders() -> None:
         "artifact_compat",
     ):
         importlib.import_module(f"looplet.{module}")
-    removed("from looplet.parse import parse_tool_call", "no counterpart")
+    removed("from looplet.parse import to_text", "no counterpart")
     removed("from looplet.streaming import StreamingHook", "on_llm_chunk")
     with pytest.raises(ImportError):
         exec("from looplet.parse import no_such_name")
@@ -535,9 +535,46 @@ def test_permission_engine_rules_work_in_permission_hook() -> None:
     steps, result = run(llm, tools_from([rm]), hooks=[PermissionHook(strict)])
     assert rm.calls == 0 and steps[0].tool_result.error_kind == "denied"  # type: ignore[attr-defined]
     assert result.stop_reason == "done"  # the default does not deny done
-    with pytest.raises(RemovedAPIError, match="args="):
-        with one_warning():
-            PermissionRule("rm", "deny", arg_matcher=lambda a: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        narrow = PermissionEngine().deny("rm", arg_matcher=lambda a: a["path"].startswith("/"), reason="abs")
+    rm.calls = 0  # type: ignore[attr-defined]
+    llm = MockLLMBackend(
+        [
+            '{"tool": "rm", "args": {"path": "/etc"}}',
+            '{"tool": "rm", "args": {"path": "tmp"}}',
+            '{"tool": "done", "args": {"answer": "ok"}}',
+        ]
+    )
+    steps, _ = run(llm, tools_from([rm]), hooks=[PermissionHook(narrow)])
+    assert steps[0].tool_result.error_kind == "denied" and steps[1].tool_result.ok
+    assert rm.calls == 1  # type: ignore[attr-defined]
+
+
+def test_permission_engine_evaluate_and_rule_matches() -> None:
+    from looplet.permissions import PermissionDecision, PermissionEngine, PermissionRule
+
+    with one_warning("looplet.control.Rule"):
+        broken = PermissionRule("bash", PermissionDecision.ALLOW, arg_matcher=lambda a: 1 / 0)
+    assert not broken.matches(ToolCall("bash", {}))  # an allow rule that raises does not grant
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        engine = PermissionEngine(default=PermissionDecision.ALLOW)
+    engine.deny("bash", arg_matcher=lambda a: "rm" in a.get("cmd", ""), reason="danger").ask("push")
+    out = engine.evaluate(ToolCall("bash", {"cmd": "rm -rf /"}))
+    assert out.denied and out.reason == "danger"
+    assert engine.evaluate(ToolCall("bash", {"cmd": "ls"})).allowed
+    assert engine.evaluate(ToolCall("push", {})).denied  # ask without a handler
+    engine.ask_handler = lambda call, rule: PermissionDecision.ALLOW
+    assert engine.evaluate(ToolCall("push", {})).allowed
+
+    def sneaky(call: Any, rule: Any) -> Any:
+        call.args["force"] = True
+        return PermissionDecision.ALLOW
+
+    engine.ask_handler = sneaky
+    assert engine.evaluate(ToolCall("push", {})).denied  # it approved a different call
+    assert [d["tool"] for d in engine.denials] == ["bash", "push", "push"]
 
 
 def test_old_eval_hook_keywords_scores_and_eval_result() -> None:
@@ -676,3 +713,22 @@ def test_eval_discover_reads_a_folder(tmp_path: Any) -> None:
     with one_warning("looplet.evals.discover"):
         found = eval_discover(tmp_path)
     assert sorted(f.__name__ for f in found) == ["eval_one", "eval_two"]
+
+
+def test_old_parse_functions_read_text_and_blocks() -> None:
+    from looplet.parse import parse_multi_tool_calls, parse_native_tool_use, parse_tool_call
+
+    with one_warning("composable_loop"):
+        call = parse_tool_call('```json\n{"tool": "search", "args": {"q": "x"}}\n```')
+    assert (call.tool, call.args) == ("search", {"q": "x"})
+    with one_warning("composable_loop"):
+        assert parse_tool_call("not json") is None
+    with one_warning("composable_loop"):
+        calls = parse_multi_tool_calls('[{"tool": "a", "args": {}}, {"tool": "b", "args": {}}]')
+    assert [c.tool for c in calls] == ["a", "b"]
+    blocks = [
+        {"type": "text", "text": "hi"},
+        {"type": "tool_use", "id": "t1", "name": "s", "input": {"q": 1}},
+    ]
+    with one_warning("LLMResponse.tool_calls"):
+        assert parse_native_tool_use(blocks) == [ToolCall("s", {"q": 1}, "t1")]
