@@ -99,9 +99,9 @@ def placeholder(old: str, advice: str) -> type:
 
 # ---------------------------------------------------------------- old constructor keywords
 
-#: What an old keyword became: a new keyword (renamed), None (accepted, no effect in 0.5), or a
-#: sentence saying what to write instead (refused with TypeError).
-KeywordTable = dict[str, "str | None"]
+#: What an old keyword became: a new keyword (renamed), None (accepted, no effect in 0.5), a sentence
+#: saying what to write instead (refused with TypeError), or a function(value, kwargs) that translates it.
+KeywordTable = dict[str, "str | None | Callable[[Any, dict[str, Any]], None]"]
 
 _T = TypeVar("_T")
 
@@ -133,8 +133,8 @@ def _translate(label: str, old: KeywordTable, kwargs: dict[str, Any]) -> None:
     for key in [k for k in kwargs if k in old]:
         target = old[key]
         value = kwargs.pop(key)
-        if key == "permission" and label == "HookDecision":
-            _old_permission(value, kwargs)
+        if callable(target):
+            target(value, kwargs)
         elif target is None:
             warn_renamed(f"{label}({key}=...)", f"{label}() without it: it has no effect in 0.5")
         elif target.isidentifier():
@@ -236,13 +236,13 @@ TOOL_RESULT_KEYWORDS: KeywordTable = {
     "call_id": None,  # and its id: step.tool_call.id
     "args_summary": None,
     "result_key": None,
-    "error_detail": "set error_kind=... (a string) beside error=...",
+    "error_detail": lambda value, kwargs: _old_error_detail(value, kwargs),
     "metadata": "attach data to the result itself (data=...) or keep it in a hook",
 }
 
 
 HOOK_DECISION_KEYWORDS: KeywordTable = {
-    "permission": "the keyword permission= (handled in _translate)",
+    "permission": _old_permission,
     "rewrite_thread": "compaction strategies return the new transcript (looplet.context)",
     "policy_decision": "return Deny(reason) / Allow(); PermissionHook counts its decisions",
     "metadata": None,
@@ -292,10 +292,82 @@ class LegacyToolCall:
         return {}
 
 
+class ErrorKind(StrEnum):
+    """0.4.1's error families. 0.5's ``ToolResult.error_kind`` is a finer string (``denied``,
+    ``invalid_argument``, ...); ``result.error_detail.kind`` gives its 0.4.1 family."""
+
+    PERMISSION_DENIED = "permission_denied"
+    TIMEOUT = "timeout"
+    VALIDATION = "validation"
+    EXECUTION = "execution"
+    PARSE = "parse"
+    CONTEXT_OVERFLOW = "context_overflow"
+    RATE_LIMIT = "rate_limit"
+    NETWORK = "network"
+    CANCELLED = "cancelled"
+
+
+#: 0.5 error kinds -> 0.4.1's family (anything else: EXECUTION), and back.
+_FAMILY = {
+    "denied": ErrorKind.PERMISSION_DENIED,
+    "timeout": ErrorKind.TIMEOUT,
+    **dict.fromkeys(
+        ("unknown_tool", "missing_argument", "unexpected_argument", "invalid_argument", "done_rejected"),
+        ErrorKind.VALIDATION,
+    ),
+    "not_run": ErrorKind.CANCELLED,
+}
+_KIND_OF_FAMILY = {
+    ErrorKind.PERMISSION_DENIED: "denied",
+    ErrorKind.TIMEOUT: "timeout",
+    ErrorKind.VALIDATION: "invalid_argument",
+    ErrorKind.EXECUTION: "tool_exception",
+    ErrorKind.CANCELLED: "not_run",
+}
+
+
+@dataclass(frozen=True)
+class ToolError:
+    """0.4.1's structured tool error; in 0.5 a result carries ``error`` (text) and ``error_kind``."""
+
+    kind: ErrorKind
+    message: str
+    retriable: bool = False
+    context: dict[str, Any] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return True
+
+
+def _old_error_detail(value: Any, kwargs: dict[str, Any]) -> None:
+    """``ToolResult(error_detail=ToolError(kind, message))`` of 0.4.1 -> ``error=``, ``error_kind=``."""
+    warn_renamed(
+        "ToolResult(error_detail=ToolError(...))", "ToolResult(error='...', error_kind='denied' | ...)"
+    )
+    if value is not None:
+        kind = ErrorKind(getattr(value, "kind", ErrorKind.EXECUTION))
+        kwargs.setdefault("error", getattr(value, "message", None) or str(kind))
+        kwargs.setdefault("error_kind", _KIND_OF_FAMILY.get(kind, kind.value))
+
+
 class LegacyToolResult:
     """0.4.1's ``ToolResult`` attributes, deprecated; ``ToolResult`` inherits them."""
 
     __slots__ = ()
+    error: str | None
+    error_kind: str | None
+
+    @property
+    def error_detail(self) -> ToolError | None:
+        warn_renamed("ToolResult.error_detail", "ToolResult.error and ToolResult.error_kind (a string)")
+        if self.error is None:
+            return None
+        return ToolError(_FAMILY.get(self.error_kind or "", ErrorKind.EXECUTION), self.error)
+
+    @property
+    def error_message(self) -> str | None:
+        warn_renamed("ToolResult.error_message", "ToolResult.error")
+        return self.error
 
     @property
     def args_summary(self) -> str:
@@ -921,14 +993,6 @@ def _from_dict(value: dict[str, Any], name: str) -> EvalResult:
     return _result(name, score, metrics=numbers, details=details)
 
 
-def _old_verdict(value: Any) -> Any:
-    """0.4.1's evaluator results (a score, a label, an EvalResult) in 0.5's terms: (passed, detail)."""
-    if value is None or value is True or value is False or isinstance(value, tuple):
-        return value
-    result = EvalResult.from_return(value)
-    return (result.passed, result.explanation or result.label or f"score={result.score}")
-
-
 def eval_run(
     evaluators: list[Any], ctx: Any, *, judge_llm: Any = None, include: Any = None, exclude: Any = None
 ) -> list[EvalResult]:
@@ -1006,22 +1070,91 @@ class LegacyEvalContext:
         return [s.tool_call.tool for s in self.steps]
 
 
-def eval_hook_args(evals: Any, old: dict[str, Any]) -> tuple[Any, bool, Any]:
-    """``EvalHook(evaluators=..., verbose=..., expected=...)`` of 0.4.1 -> (evals, verbose, expected)."""
-    unknown = set(old) - {"evaluators", "verbose", "expected", "judge_llm"}
-    if unknown:
-        raise TypeError(f"EvalHook() got unexpected keyword arguments {sorted(unknown)}")
-    warn_renamed("EvalHook(evaluators=[...])", "EvalHook([...]) (evals passed positionally)")
-    fns = list(old.get("evaluators") or evals or [])
-    wrapped = []
-    for fn in fns:
+@functools.cache
+def old_eval_hook_class() -> type:
+    """``EvalHook(evaluators=[...], collectors=[...], ...)`` of 0.4.1: ``EvalHook.__new__`` makes this
+    subclass when 0.4.1 keywords are given. Its ``results`` are :class:`EvalResult` s (scores, labels),
+    the evaluators see ``ctx.artifacts`` filled by the collectors, and each result is reported with
+    ``emit_event("eval", ...)`` like 0.5's EvalHook does."""
+    from looplet.evals import EvalContext, EvalHook
 
-        def run(ctx: Any, fn: Any = fn) -> Any:
-            return _old_verdict(fn(ctx))
+    @dataclass
+    class OldEvalContext(EvalContext):
+        artifacts: dict[str, Any] = field(default_factory=dict)
+        metadata: dict[str, Any] = field(default_factory=dict)
 
-        run.__name__ = getattr(fn, "__name__", "eval")
-        wrapped.append(run)
-    return wrapped, bool(old.get("verbose")), old.get("expected")
+    class OldEvalHook(EvalHook):
+        def __init__(self, evals: Any = None, tags: Any = None, **old: Any) -> None:
+            unknown = set(old) - {
+                "evaluators",
+                "collectors",
+                "judge_llm",
+                "include",
+                "exclude",
+                "verbose",
+                "expected",
+            }
+            if unknown:
+                raise TypeError(f"EvalHook() got unexpected keyword arguments {sorted(unknown)}")
+            warn_renamed("EvalHook(evaluators=[...])", "EvalHook([...]) (evals passed positionally)")
+            self.evals = list(old.get("evaluators") or evals or [])
+            self.collectors = list(old.get("collectors") or [])
+            self.judge_llm = old.get("judge_llm")
+            self.include, self.exclude = old.get("include"), old.get("exclude")
+            self.verbose, self.expected = bool(old.get("verbose")), old.get("expected")
+            self.results: list[Any] = []
+
+        def on_loop_end(self, state: Any, session_log: Any, context: Any, result: Any) -> None:
+            from looplet.hooks import current_run, emit_event
+
+            run = current_run()
+            task = getattr(run, "task", None)
+            if self.expected is not None:
+                task = {**(task if isinstance(task, dict) else {}), "expected": self.expected}
+            base = EvalContext.from_run(result, task=task, agent=getattr(run, "agent_name", ""))
+            ctx = OldEvalContext(**{f.name: getattr(base, f.name) for f in fields(EvalContext)})
+            failures = [_collect(c, state, ctx.artifacts) for c in self.collectors]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                graded = eval_run(
+                    self.evals, ctx, judge_llm=self.judge_llm, include=self.include, exclude=self.exclude
+                )
+            self.results = graded + [f for f in failures if f is not None]
+            for r in self.results:
+                outcome = "pass" if r.passed else ("error" if r.label == "error" else "fail")
+                emit_event(
+                    "eval", eval=r.name, passed=r.passed, outcome=outcome, detail=r.explanation[:500], tags=""
+                )
+            if isinstance(getattr(state, "metadata", None), dict):
+                state.metadata["evals"] = [r.to_dict() for r in self.results]
+            if self.verbose:
+                print(self.report())
+
+        def summary(self) -> str:
+            scores = [r.score for r in self.results if r.score is not None]
+            passed = sum(r.passed for r in self.results)
+            mean = f", mean score {sum(scores) / len(scores):.2f}" if scores else ""
+            return f"{passed}/{len(self.results)} passed{mean}"
+
+        def report(self) -> str:
+            if not self.results:
+                return "No eval results."
+            return "\n".join([*(r.pretty() for r in self.results), f"{'overall':40s} {self.summary()}"])
+
+    return OldEvalHook
+
+
+def _collect(collector: Any, state: Any, artifacts: dict[str, Any]) -> EvalResult | None:
+    """Run a 0.4.1 collector: its dict goes into ``artifacts``; anything else is an error result."""
+    name = f"collector:{getattr(collector, '__name__', type(collector).__name__)}"
+    try:
+        data = collector(state)
+    except Exception as exc:
+        return _result(name, label="error", explanation=f"{type(exc).__name__}: {exc}")
+    if not isinstance(data, dict):
+        return _result(name, label="error", explanation=f"returned {type(data).__name__}, not a dict")
+    artifacts.update(data)
+    return None
 
 
 def module_getattr(module: str, names: tuple[str, ...] = ()) -> Callable[[str], Any]:
@@ -1197,9 +1330,16 @@ def _alias(module: str, name: str, new: str | None = None) -> Callable[[str], An
     return get
 
 
-def _here(name: str) -> Callable[[str], Any]:
-    """Names defined in this module that warn when called or subclassed, not when imported."""
-    return lambda old: globals()[name]
+def _here(name: str, new: str | None = None) -> Callable[[str], Any]:
+    """Names defined in this module: they warn when called or subclassed, or (given ``new``, for
+    names that are not called, such as an enum) when imported."""
+
+    def get(old: str) -> Any:
+        if new is not None:
+            warn_renamed(old, new)
+        return globals()[name]
+
+    return get
 
 
 _TO_DO_INSTEAD = {
@@ -1223,6 +1363,11 @@ _TO_DO_INSTEAD = {
     "EvalCase": "save runs with ProvenanceSink and turn them into tests with looplet.evals.eval_cases(dir)",
     "save_eval_run": "ProvenanceSink(dir) writes the run; `python -m looplet eval DIR` grades it",
     "load_eval_run": "looplet.evals.EvalContext.from_trajectory(looplet.provenance.load_trajectory(dir))",
+    "minimal_preset": "call run_loop(llm=..., tools=tools_from([...]), max_steps=..., task=...) (or "
+    "composable_loop for step by step)",
+    "StaticMemorySource": "put the text in system_prompt=..., or return it from a pre_prompt hook",
+    "DomainAdapter": "write hooks (pre_prompt for briefings, check_done for completion rules); see docs/hooks.md",
+    "DefaultCompactService": "use ThresholdCompactHook(strategy=compact_chain(Prune(), Summarize(llm), Truncate()))",
     "async_replay_loop": "replay_loop(trace_dir, tools=...) (sync); run it in a thread from async code",
 }
 
@@ -1239,6 +1384,8 @@ _TABLE: dict[str, Callable[[str], Any] | str] = {
     "LoopConfig": _alias("looplet.config", "LoopConfig", "looplet.LoopConfig"),
     "PermissionDecision": _here("PermissionDecision"),
     "RunStatus": _here("RunStatus"),
+    "ErrorKind": _here("ErrorKind", "the strings of ToolResult.error_kind ('denied', 'timeout', ...)"),
+    "ToolError": _here("ToolError", "ToolResult(error='...', error_kind='...')"),
     "CancelToken": _alias("looplet.loop", "CancelToken", "looplet.CancelToken"),
     "HookDecision": _alias("looplet.hooks", "HookDecision", "looplet.HookDecision"),
     "Allow": _alias("looplet.hooks", "Allow", "looplet.Allow"),

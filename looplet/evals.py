@@ -384,13 +384,17 @@ class EvalHook:
     reverse order, so the evals report while the run's span is still open and before the trajectory is written.
     """
 
-    def __init__(self, evals: Any = None, tags: Sequence[str] | None = None, **old: Any) -> None:
-        if old:  # looplet 0.4.1's EvalHook(evaluators=[...], verbose=..., expected=...)
-            from looplet.compat import eval_hook_args
+    def __new__(cls, evals: Any = None, tags: Sequence[str] | None = None, **old: Any) -> EvalHook:
+        if old and cls is EvalHook:  # looplet 0.4.1's EvalHook(evaluators=[...], collectors=...)
+            from looplet.compat import old_eval_hook_class
 
-            evals, self.verbose, self.expected = eval_hook_args(evals, old)
-        else:
-            self.verbose, self.expected = False, None
+            cls = old_eval_hook_class()
+        return super().__new__(cls)
+
+    def __init__(self, evals: Any = None, tags: Sequence[str] | None = None, **old: Any) -> None:
+        if old:
+            raise TypeError(f"EvalHook() got unexpected keyword arguments {sorted(old)}")
+        self.verbose, self.expected = False, None
         self.evals = select(discover(evals), tags)
         if not self.evals:
             raise ValueError("EvalHook: no evals to run (check the evals given and the tags)")

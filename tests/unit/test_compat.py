@@ -201,8 +201,9 @@ def test_tool_result_old_keywords_are_accepted() -> None:
     assert (r.data, r.error) == ({"hits": 2}, None)
     with one_warning("step.tool_call.args"):
         assert r.args_summary == ""
-    with pytest.raises(TypeError, match="error_kind"):
-        ToolResult(error="boom", error_detail=object())  # type: ignore[call-arg]
+    with one_warning("error_kind="):
+        kept = ToolResult(error="boom", error_detail=object())  # type: ignore[call-arg]
+    assert (kept.error, kept.error_kind) == ("boom", "tool_exception")  # error= given wins
 
 
 def test_run_result_old_attributes_and_dict_access() -> None:
@@ -593,12 +594,46 @@ def test_old_eval_hook_keywords_scores_and_eval_result() -> None:
         hook = EvalHook(evaluators=[eval_score, eval_rich], expected={"owner": "fintech"})
     llm = MockLLMBackend(['{"tool": "done", "args": {"answer": "fintech"}}'])
     run(llm, tools_from([lookup]), hooks=[hook])
-    assert [(o.name, o.outcome, o.detail) for o in hook.results] == [
-        ("eval_score", "pass", "score=1.0"),
-        ("eval_rich", "fail", "too slow"),
+    assert [(r.name, r.score, r.passed) for r in hook.results] == [
+        ("eval_score", 1.0, True),
+        ("eval_rich", 0.0, False),
     ]
+    assert isinstance(hook, EvalHook) and "1/2 passed" in hook.summary()
+    assert "too slow" in hook.report()
     with pytest.raises(TypeError, match="unexpected keyword"):
         EvalHook(evaluatorz=[eval_score])
+
+
+def test_old_eval_hook_collectors_fill_artifacts_and_report_events() -> None:
+    from looplet import EvalHook
+
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    class Events:
+        def on_event(self, name: str, attributes: dict[str, Any]) -> None:
+            events.append((name, attributes))
+
+    def collect_tests(state: Any) -> dict[str, Any]:
+        return {"tests_passing": True}
+
+    def collect_broken(state: Any) -> Any:
+        raise RuntimeError("boom")
+
+    def eval_tests(ctx: Any) -> bool:
+        return bool(ctx.artifacts.get("tests_passing"))
+
+    with one_warning("EvalHook([...])"):
+        hook = EvalHook(evaluators=[eval_tests], collectors=[collect_tests, collect_broken])
+    llm = MockLLMBackend(['{"tool": "done", "args": {"answer": "ok"}}'])
+    run(llm, tools_from([lookup]), hooks=[Events(), hook])
+    assert [(r.name, r.score, r.label) for r in hook.results] == [
+        ("eval_tests", 1.0, "pass"),
+        ("collector:collect_broken", None, "error"),
+    ]
+    assert [(a["eval"], a["outcome"]) for n, a in events if n == "eval"] == [
+        ("eval_tests", "pass"),
+        ("collector:collect_broken", "error"),
+    ]
 
 
 def test_make_backend_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -732,3 +767,23 @@ def test_old_parse_functions_read_text_and_blocks() -> None:
     ]
     with one_warning("LLMResponse.tool_calls"):
         assert parse_native_tool_use(blocks) == [ToolCall("s", {"q": 1}, "t1")]
+
+
+def test_error_kind_and_error_detail_view_the_new_error_kind() -> None:
+    with one_warning("ToolResult.error_kind"):
+        from looplet.types import ErrorKind
+    with one_warning("error_kind="):
+        from looplet.types import ToolError
+    with one_warning("ToolResult.error and ToolResult.error_kind"):
+        detail = ToolResult(error="Denied: no.", error_kind="denied").error_detail
+    assert detail is not None and detail.kind is ErrorKind.PERMISSION_DENIED
+    assert detail.message == "Denied: no."
+    with one_warning("ToolResult.error and ToolResult.error_kind"):
+        assert ToolResult(data=1).error_detail is None
+    with one_warning("error_kind="):
+        made = ToolResult(error_detail=ToolError(ErrorKind.TIMEOUT, "slow"))  # type: ignore[call-arg]
+    assert (made.error, made.error_kind) == ("slow", "timeout")
+    llm = MockLLMBackend(['{"tool": "lookup", "args": {}}', '{"tool": "done", "args": {"answer": "x"}}'])
+    steps, _ = run(llm, tools_from([lookup]))
+    with one_warning():
+        assert steps[0].tool_result.error_detail.kind is ErrorKind.VALIDATION  # missing argument
