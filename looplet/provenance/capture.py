@@ -7,6 +7,7 @@ hook (``run.trace_id``, ``Step.span_id``); otherwise made up, and then not writt
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import inspect
 import json
@@ -17,9 +18,9 @@ from typing import Any
 
 from looplet.hooks import current_run
 from looplet.provenance import spans as S
-from looplet.provenance.format import Prompt
+from looplet.provenance.format import Prompt, dumps, loads
 from looplet.telemetry import names as N
-from looplet.types import LLMCall, LLMResponse, Step, ToolCall, ToolResult, _json_safe
+from looplet.types import LLMCall, LLMResponse, Step, ToolCall, ToolResult
 
 __all__ = ["TrajectoryHook", "RecordingLLM", "Transcript"]
 
@@ -28,15 +29,11 @@ _TOOL: contextvars.ContextVar[tuple[Any, int, int] | None] = contextvars.Context
     "looplet_prov", default=None
 )
 Rec = S.SpanRec
+Records = list[tuple[Rec, int | None]]  # a record, and the number of the step it sits under
 
 
 def _rid() -> int:
     return int.from_bytes(os.urandom(8), "big") or 1
-
-
-def _content(value: Any) -> Any:
-    """A content attribute as TracingHook writes it: strings as they are, anything else as JSON text."""
-    return value if isinstance(value, str) else json.dumps(_json_safe(value), ensure_ascii=False)
 
 
 def _text(content: Any) -> str:
@@ -55,11 +52,8 @@ def _message(m: dict[str, Any]) -> dict[str, Any]:
     for tc in m.get("tool_calls") or ():
         fn = tc.get("function") or {}
         args = fn.get("arguments")
-        try:
-            args = json.loads(args) if isinstance(args, str) else args
-        except ValueError:
-            pass
-        parts.append({"type": "tool_call", "id": tc.get("id"), "name": fn.get("name"), "arguments": args})
+        parsed = loads(args) if isinstance(args, str) else args
+        parts.append({"type": "tool_call", "id": tc.get("id"), "name": fn.get("name"), "arguments": parsed})
     return {"role": m.get("role") or "user", "parts": parts}
 
 
@@ -75,8 +69,7 @@ class Transcript:
         self.conv: list[Any] = []
 
     def prompt(self, m: list[Any]) -> Prompt:
-        k, lead = len(self.src), self.lead
-        same = bool(m) and m[0] is self.first
+        k, lead, same = len(self.src), self.lead, bool(m) and m[0] is self.first
         if not (same and k and len(m) >= lead + k and m[lead + k - 1] is self.src[-1]):
             if same and k >= 2 and len(m) >= lead + k - 1 and m[lead + k - 2] is self.src[-2]:
                 self.src, self.conv = self.src[:-1], self.conv[:-1]  # new lists: earlier prompts keep theirs
@@ -94,7 +87,7 @@ class Transcript:
 
 def chat_record(call: LLMCall, out: Any, t0: int, run: Any, transcript: Transcript) -> Rec:
     """A ``chat`` record of one LLM call from its facts (``out``: the exception it raised, if any)."""
-    model = call.model or getattr(run, "model", None)
+    model, r = call.model or getattr(run, "model", None), call.response
     a: dict[str, Any] = {S.REQ_MODEL: model, S.PROVIDER: call.provider or getattr(run, "provider", None)}
     a = {k: v for k, v in a.items() if v}
     a[S.INPUT] = transcript.prompt(call.messages)
@@ -103,42 +96,40 @@ def chat_record(call: LLMCall, out: Any, t0: int, run: Any, transcript: Transcri
     if call.tools:
         a[S.TOOL_DEFS] = call.tools
     rec = Rec(f"chat {model}" if model else "chat", 0, _rid(), None, t0, t0 + int(call.duration_ms * 1e6), a)
-    rec.real, r = False, call.response
+    rec.real = False
     if isinstance(out, BaseException) or not isinstance(r, LLMResponse):
         a[S.ERROR_TYPE] = call.error_type or "invalid_response"
         rec.error, rec.status = True, f"{type(out).__name__}: {out}" if out is not None else "no answer"
-    else:
-        _answer(a, call, r)
-    return rec
-
-
-def _answer(a: dict[str, Any], call: LLMCall, r: LLMResponse) -> None:
-    """The attributes TracingHook sets on a chat span from an answer and the call's facts."""
+        return rec
     a.update({k: v for k, v in ((S.RESP_MODEL, r.model), (S.RESP_ID, r.response_id)) if v})
-    if r.finish_reason:
-        a[S.FINISH] = (r.finish_reason,)
-    u = call.usage
-    if u is not None:
+    a.update({S.FINISH: (r.finish_reason,)} if r.finish_reason else {})
+    if call.usage is not None:
+        u = call.usage
         a.update({S.IN_TOK: u.input_tokens, S.OUT_TOK: u.output_tokens})
-        extra = ((S.CACHED_TOK, u.cached_input_tokens), (S.REASONING_TOK, u.reasoning_tokens))
-        a.update({k: v for k, v in extra if v})
-    if call.cost_usd is not None:  # the loop's fact (for wrap_llm: read from the Step it proposed)
-        a[N.COST_USD] = call.cost_usd
-    if r.provider and r.provider != call.provider:
-        a[S.PROVIDER] = r.provider
-    if call.ttfc_ms is not None:
-        a[S.TTFC] = call.ttfc_ms / 1000.0
+        a.update(
+            {
+                k: v
+                for k, v in ((S.CACHED_TOK, u.cached_input_tokens), (S.REASONING_TOK, u.reasoning_tokens))
+                if v
+            }
+        )
+    a.update({N.COST_USD: call.cost_usd} if call.cost_usd is not None else {})  # wrap_llm: from its Step
+    a.update({S.PROVIDER: r.provider} if r.provider and r.provider != call.provider else {})
+    a.update({S.TTFC: call.ttfc_ms / 1000.0} if call.ttfc_ms is not None else {})
     parts: list[dict[str, Any]] = [{"type": "text", "content": r.text}] if r.text else []
     parts += [{"type": "tool_call", "id": c.id, "name": c.tool, "arguments": c.args} for c in r.tool_calls]
     a[S.OUTPUT] = [{"role": "assistant", "parts": parts}]
+    return rec
 
 
-def tool_record(tc: ToolCall, res: Any, t: tuple[int, int], ran: bool = True) -> Rec:
+def tool_record(tc: ToolCall, res: Any, t: tuple[int, int], ran: bool = True, sid: int | None = None) -> Rec:
     """An ``execute_tool`` record; ``ran=False`` for a call that never ran (denied, answered by a hook)."""
-    a: dict[str, Any] = {S.TOOL_NAME: tc.tool, S.TOOL_ARGS: _content(tc.args)}
-    if tc.id:
-        a[S.CALL_ID] = tc.id
-    rec = Rec(f"execute_tool {tc.tool}", 0, _rid(), None, t[0], t[1], a, real=False)
+    a: dict[str, Any] = {
+        S.TOOL_NAME: tc.tool,
+        S.TOOL_ARGS: dumps(tc.args),
+        **({S.CALL_ID: tc.id} if tc.id else {}),
+    }
+    rec = Rec(f"execute_tool {tc.tool}", 0, sid or _rid(), None, t[0], t[1], a, real=False)
     if not ran:
         a[S.TOOL_EXECUTED] = False
     if isinstance(res, BaseException):
@@ -148,7 +139,7 @@ def tool_record(tc: ToolCall, res: Any, t: tuple[int, int], ran: bool = True) ->
             a[N.TOOL_ERROR_KIND] = res.error_kind or "tool_error"
             rec.error, rec.status = True, res.error
         if ran:
-            a[S.TOOL_RESULT] = _content(res.text if res.text is not None else res.error or res.data)
+            a[S.TOOL_RESULT] = dumps(res.text if res.text is not None else res.error or res.data)
     return rec
 
 
@@ -166,41 +157,31 @@ def step_records(step: Step, t: tuple[int, int], ran: bool) -> list[Rec]:
     return out
 
 
-def agent_record(run: Any, result: Any, start: int, events: list[Any]) -> Rec:
-    u = result.usage
-    a: dict[str, Any] = {
-        S.AGENT_NAME: run.agent_name,
-        N.RUN_ID: run.run_id,
-        N.STOP_REASON: result.stop_reason,
-    }
+def agent_records(run: Any, result: Any, st: _RunState) -> list[Rec]:
+    """The run's records with their trace and parents set (a call or tool under its step, the run under
+    the tool that started it), its own ``invoke_agent`` record last."""
+    u, stop, error = result.usage, result.stop_reason, result.error
+    a: dict[str, Any] = {S.AGENT_NAME: run.agent_name, N.RUN_ID: run.run_id, N.STOP_REASON: stop}
     a.update({N.RUN_LLM_CALLS: result.llm_calls, N.RUN_INPUT_TOKENS: u.input_tokens})
     a.update({N.RUN_OUTPUT_TOKENS: u.output_tokens, N.RUN_CACHED_TOKENS: u.cached_input_tokens})
     a[N.RUN_REASONING_TOKENS] = u.reasoning_tokens
-    for key, value in ((N.TASK, run.task), (N.FINAL_OUTPUT, result.final_output)):
-        if value is not None:
-            a[key] = _content(value)
-    if result.cost_usd is not None:
-        a[N.COST_USD] = result.cost_usd
-    stop, error = result.stop_reason, result.error
+    a.update(
+        {k: dumps(v) for k, v in ((N.TASK, run.task), (N.FINAL_OUTPUT, result.final_output)) if v is not None}
+    )
+    a.update({N.COST_USD: result.cost_usd} if result.cost_usd is not None else {})
     failed = stop in ("llm_error", "hook_error") or (
         stop == "cancelled" and error not in (None, "", S.CLOSED)
     )
-    end = start + int(result.duration_ms * 1e6)  # the run's duration as the loop measured it
     trace = int(run.trace_id, 16) if run.trace_id else 0
-    name = f"invoke_agent {run.agent_name}"
-    return Rec(name, trace, _rid(), None, start, end, a, failed, error, events, bool(trace))
-
-
-def link(agent: Rec, trace: int, parent: int | None, records: list[tuple[Rec, int | None]]) -> list[Rec]:
-    """The run's records with their trace and parents set (a call or tool under its step, the run under
-    the tool that started it), the run's own record last."""
-    agent.trace_id, agent.parent_id = agent.trace_id or trace, parent
-    steps = {r.attrs[N.STEP_NUMBER]: r.span_id for r, _n in records if r.name == N.STEP_SPAN}
-    for rec, number in records:
+    end = st.start + int(result.duration_ms * 1e6)  # the run's duration as the loop measured it
+    agent = Rec(f"invoke_agent {run.agent_name}", trace or st.trace, _rid(), st.parent, st.start, end, a,
+                failed, error, st.events, bool(trace))  # fmt: skip
+    steps = {r.attrs[N.STEP_NUMBER]: r.span_id for r, _n in st.records if r.name == N.STEP_SPAN}
+    for rec, number in st.records:
         rec.trace_id, rec.real = agent.trace_id, rec.real and agent.real
         if rec.parent_id is None:
             rec.parent_id = steps.get(number, agent.span_id) if number is not None else agent.span_id
-    return [*(r for r, _n in records), agent]
+    return [*(r for r, _n in st.records), agent]
 
 
 def _around(call_next: Callable[[Any], Any], arg: Any, done: Callable[[Any, Any], None]) -> Any:
@@ -234,11 +215,8 @@ def _event(name: str, attributes: dict[str, Any]) -> tuple[str, int, dict[str, A
         d.update({k: str(v) for k, v in ((N.REASON, g("reason")), (S.TOOL_NAME, g("tool"))) if v})
         return N.EV_HOOK_DECISION, time.time_ns(), d
     ev = name if name.startswith("looplet.") else f"looplet.{name}"
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
-    plain = (bool, int, float, str)
-    a: dict[str, Any] = {
-        k if "." in k else f"{ev}.{k}": v if isinstance(v, plain) else dumps(v) for k, v in attributes.items()
-    }
+    dump = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
+    a = {k if "." in k else f"{ev}.{k}": v if isinstance(v, (bool, int, float, str)) else dump(v) for k, v in attributes.items()}  # fmt: skip
     return ev, time.time_ns(), a
 
 
@@ -250,15 +228,12 @@ class _RunState:
         tool = tool if tool is not None and tool[0] is sink else None
         self.trace = int(run.trace_id, 16) if run.trace_id else tool[1] if tool else _rid()
         self.parent = tool[2] if tool else None  # the tool record of the run that started this one
-        self.start = time.time_ns()
-        self.records: list[tuple[Rec, int | None]] = []  # a record, and the step it sits under
+        self.start, self.records, self.events = time.time_ns(), [], []  # type: int, Records, list[Any]
         self.by_call: dict[str, int] = {}
-        self.ran: set[int] = set()
         self.first: dict[int, int] = {}  # step number -> when its first LLM call started
-        self.tools: dict[int, Rec] = {}  # step number -> its tool record
+        self.tools: dict[int, Rec] = {}  # step number -> its tool record (its tool ran)
         self.stepped: set[int] = set()
         self.resumed = 0
-        self.events: list[Any] = []
         self.transcript = Transcript()
 
 
@@ -277,8 +252,7 @@ class TrajectoryHook:
         return run.scratch.get(self) if run is not None else None
 
     def on_loop_start(self, state: Any, session_log: Any, context: Any) -> None:
-        run = current_run()
-        if run is not None:
+        if (run := current_run()) is not None:
             run.scratch[self] = st = _RunState(run, self.sink)
             st.resumed = len(getattr(state, "steps", ()) or ())  # steps taken before a resume
 
@@ -303,14 +277,11 @@ class TrajectoryHook:
     def wrap_tool(self, tool_call: ToolCall, call_next: Callable[[ToolCall], Any]) -> Any:
         if (st := self._st()) is None:
             return call_next(tool_call)
-        t0, sid, number = time.time_ns(), _rid(), st.by_call.get(tool_call.id)
+        t0, sid, number = time.time_ns(), _rid(), st.by_call.get(tool_call.id) or 0
         token = _TOOL.set((self.sink, st.trace, sid))
 
         def done(out: Any, exc: Any) -> None:
-            rec = tool_record(tool_call, exc if exc is not None else out, (t0, time.time_ns()))
-            rec.span_id = sid
-            st.ran.add(number or 0)
-            st.tools[number or 0] = rec
+            st.tools[number] = rec = tool_record(tool_call, exc if exc is not None else out, (t0, time.time_ns()), sid=sid)  # fmt: skip
             st.records.append((rec, number))
 
         try:
@@ -328,9 +299,9 @@ class TrajectoryHook:
         st.stepped.add(step.number)
         now, tool = time.time_ns(), st.tools.get(step.number)
         if step.children and tool is not None:  # a sub-agent this sink did not record: its Steps
-            tool.attrs[S.CHILDREN] = step.children
-        for rec in step_records(step, (st.first.get(step.number, now), now), step.number in st.ran):
-            st.records.append((rec, None))
+            tool.attrs[S.CHILDREN] = step.children  # type: ignore[index]
+        recs = step_records(step, (st.first.get(step.number, now), now), tool is not None)
+        st.records += [(r, None) for r in recs]
 
     def on_event(self, name: str, attributes: dict[str, Any]) -> None:
         if (st := self._st()) is not None:
@@ -344,13 +315,11 @@ class TrajectoryHook:
 
     def on_loop_end(self, state: Any, session_log: Any, context: Any, result: Any) -> None:
         run = current_run()
-        st = run.scratch.pop(self, None) if run is not None else None
-        if st is None:
+        if run is None or (st := run.scratch.pop(self, None)) is None:
             return
         for step in result.steps[st.resumed :]:  # a step whose on_step never reached this hook (Ctrl-C)
             self._step(st, step)
-        records = link(agent_record(run, result, st.start, st.events), st.trace, st.parent, st.records)
-        kids = self.sink._children
+        records, kids = agent_records(run, result, st), self.sink._children
         if st.parent is not None:  # a sub-agent: its records go in with its parent's, before the parent's own
             kids.setdefault(st.trace, []).extend(records)
             return
@@ -382,18 +351,15 @@ class RecordingLLM:
         run = current_run()
         if run is None or any(isinstance(k, TrajectoryHook) and k.sink is self._sink for k in run.scratch):
             return fn(messages, tools=tools, **options)  # outside a run, or a hook of this sink has it
-        st = self._sink._pending_run(run)
-        llm = self._llm
+        st, llm = self._sink._pending_run(run), self._llm
         number = len(getattr(run.state, "steps", ()) or ()) + 1
-        model, provider = getattr(llm, "model", None), getattr(llm, "provider", None)
-        call = LLMCall(list(messages), list(tools or ()), number, model, provider)
+        call = LLMCall(list(messages), list(tools or ()), number, getattr(llm, "model", None), getattr(llm, "provider", None))  # fmt: skip
         t0, started = time.time_ns(), time.perf_counter()
 
         def done(out: Any, exc: Any) -> None:
             call.duration_ms = (time.perf_counter() - started) * 1000.0
             if isinstance(out, LLMResponse):
-                call.response, call.usage = out, out.usage
-                ttfc = out.time_to_first_chunk_s
+                call.response, call.usage, ttfc = out, out.usage, out.time_to_first_chunk_s
                 call.ttfc_ms = None if ttfc is None else ttfc * 1000.0
             call.error_type = getattr(exc, "kind", None) or type(exc).__name__ if exc is not None else None
             st.records.append((chat_record(call, exc, t0, run, st.transcript), number))
@@ -401,23 +367,44 @@ class RecordingLLM:
         return _around(lambda _a: fn(messages, tools=tools, **options), None, done)
 
 
-def wrapped_records(run: Any, st: _RunState, parents: dict[int, tuple[int, int]]) -> list[Rec]:
+def _wrapped_run(run: Any, st: _RunState, parents: dict[int, tuple[int, int]]) -> list[Rec]:
     """A run recorded around its backend, completed from the run itself: a step and a tool record per
     Step (its tool bar right after the call that proposed it). ``parents`` gets ``id(Step)`` -> (trace,
     tool record id) of each step, so a sub-agent's run can hang under the step that ran it."""
-    result = run.state.result
-    chats = {n: r for r, n in st.records}
+    result, chats = run.state.result, {n: r for r, n in st.records}
     for step in result.steps:
         c = chats.get(step.number)
         if c is not None and not c.error and step.usage is not None and step.cost_usd is not None:
-            c.attrs[N.COST_USD] = step.cost_usd  # the loop's price, on the first Step of its answer
+            c.attrs[N.COST_USD] = step.cost_usd  # type: ignore[index]  # the loop's price, on its first Step
         t = c.end_ns if c is not None and not c.error else st.start
+        span = (c.start_ns if c is not None else t, t + int(step.tool_ms * 1e6))
         ran = step.tool_result.error_kind not in ("denied", "not_run")
-        recs = step_records(step, (c.start_ns if c is not None else t, t + int(step.tool_ms * 1e6)), ran)
+        recs = step_records(step, span, ran)
         if ran:
-            recs.append(tool_record(step.tool_call, step.tool_result, (t, t + int(step.tool_ms * 1e6))))
-            recs[1].attrs[S.CHILDREN] = step.children
-            recs[1].parent_id = recs[0].span_id
+            recs.append(tool_record(step.tool_call, step.tool_result, (t, span[1])))
+            recs[1].attrs[S.CHILDREN], recs[1].parent_id = step.children, recs[0].span_id  # type: ignore[index]
             parents[id(step)] = (st.trace, recs[1].span_id)
         st.records += [(r, None) for r in recs]
-    return link(agent_record(run, result, st.start, []), st.trace, None, st.records)
+    return agent_records(run, result, st)
+
+
+def wrapped(runs: list[tuple[Any, _RunState]]) -> list[Rec]:
+    """Span records of ended wrapped-backend runs: a sub-agent's (found by its Steps being the children of
+    a parent's step) go after its parent's steps and before its parent's own record."""
+    parents: dict[int, tuple[int, int]] = {}
+    recs = {id(run): _wrapped_run(run, st, parents) for run, st in runs}
+    owner = {id(s.children[0]): parents[id(s)] for run, _st in runs for s in run.state.result.steps if s.children and id(s) in parents}  # fmt: skip
+    kids: dict[int, list[Rec]] = collections.defaultdict(list)
+    top = []
+    for run, _st in runs:
+        steps = run.state.result.steps
+        parent = owner.get(id(steps[0])) if steps else None
+        if parent is None:
+            top.append(recs[id(run)])
+            continue
+        for r in recs[id(run)]:
+            r.trace_id = parent[0]
+        recs[id(run)][-1].parent_id = parent[1]
+        kids[parent[0]] += recs[id(run)]
+    out = [r for mine in top for r in [*mine[:-1], *kids.pop(mine[-1].trace_id, []), mine[-1]]]
+    return out + [r for k in kids.values() for r in k]

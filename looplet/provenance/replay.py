@@ -17,10 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from looplet.provenance.format import Trajectory, TrajectoryError, load_trajectory
+from looplet.provenance.format import Trajectory, TrajectoryError, load_trajectory, shown
 from looplet.types import LLMResponse, RunResult, Step, ToolCall, Usage, _json_safe
 
 __all__ = ["replay_loop", "ReplayReport", "Divergence"]
+
+
+def _brief(value: Any, n: int = 120) -> str:
+    text = " ".join(
+        (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr)).split()
+    )
+    return repr(text) if len(text) <= n else repr(text[: n - 1] + "…")
 
 
 @dataclass(slots=True)
@@ -35,12 +42,6 @@ class Divergence:
     def __str__(self) -> str:
         where = f"step {self.step}" if self.step else "run"
         return f"{where}: {self.what} differs: recorded {_brief(self.recorded)}, replayed {_brief(self.replayed)}"
-
-
-def _brief(value: Any, n: int = 120) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr)
-    text = " ".join(text.split())
-    return repr(text) if len(text) <= n else repr(text[: n - 1] + "…")
 
 
 @dataclass(slots=True)
@@ -62,30 +63,18 @@ class ReplayReport:
         return self.divergences[0] if self.divergences else None
 
     def __str__(self) -> str:
-        t = self.trajectory
-        stop = self.result.stop_reason if self.result else "?"
-        head = (
-            f"replayed {t.name}: {len(t.steps)} recorded steps, {len(self.steps)} replayed; "
-            f"stop reason {t.stop_reason} -> {stop}"
-        )
+        t, stop = self.trajectory, self.result.stop_reason if self.result else "?"
+        head = f"replayed {t.name}: {len(t.steps)} recorded steps, {len(self.steps)} replayed; stop reason {t.stop_reason} -> {stop}"
         if not self.divergences:
             return head + "\nsame results at every step"
-        lines = [head, f"diverged first at {self.divergences[0]}"]
-        lines += [f"  {d}" for d in self.divergences[1:]]
-        return "\n".join(lines)
+        return "\n".join(
+            [head, f"diverged first at {self.divergences[0]}", *(f"  {d}" for d in self.divergences[1:])]
+        )
 
 
 def _norm(value: Any) -> Any:
     """The recorded form of a value (JSON round trip), for comparison."""
     return json.loads(json.dumps(_json_safe(value), ensure_ascii=False))
-
-
-def _recorded(r: Any) -> Any:
-    """A result as a trajectory records it: what the model was shown, parsed when it is JSON."""
-    from looplet.provenance.capture import _content
-    from looplet.provenance.spans import _json
-
-    return _json(_content(r.text if r.text is not None else r.data))
 
 
 def _responses(t: Trajectory) -> list[LLMResponse]:
@@ -94,46 +83,33 @@ def _responses(t: Trajectory) -> list[LLMResponse]:
         if not isinstance(c, dict) or c.get("error") is not None or c.get("purpose", "step") != "step":
             continue
         if not c.get("answered", True):
-            raise TrajectoryError(
-                t.path or t.name,
-                f"LLM call {c.get('number', i + 1)} has no recorded answer "
-                "(recorded from spans without content capture); it cannot "
-                "be replayed",
-            )
+            why = f"LLM call {c.get('number', i + 1)} has no recorded answer (recorded from spans without content capture); it cannot be replayed"
+            raise TrajectoryError(t.path or t.name, why)
         calls = [
             ToolCall(str(tc.get("tool")), dict(tc.get("args") or {}), str(tc.get("id") or ""))
             for tc in c.get("tool_calls") or ()
         ]
+        usage = Usage.from_dict(c.get("usage"))
         out.append(
-            LLMResponse(
-                text=c.get("text"),
-                tool_calls=calls,
-                usage=Usage.from_dict(c.get("usage")),
-                model=c.get("model"),
-                finish_reason=c.get("finish_reason"),
-            )
+            LLMResponse(c.get("text"), calls, usage, c.get("model"), finish_reason=c.get("finish_reason"))
         )
     if not out:
         raise TrajectoryError(t.path or t.name, "has no recorded LLM answers to replay")
     return out
 
 
-def _same_step(old: Step, new: Step) -> list[Divergence]:
-    n = old.number
+def _same_step(old: Step, new: Step, compare: Callable[[Step, Step], str | None] | None) -> list[Divergence]:
+    n, o, r = old.number, old.tool_result, new.tool_result
+    if compare is not None:
+        reason = compare(old, new)
+        return [Divergence(n, "result", o.data, reason)] if reason else []
     if old.tool_call.tool != new.tool_call.tool or _norm(old.tool_call.args) != _norm(new.tool_call.args):
-        return [
-            Divergence(
-                n,
-                "call",
-                {"tool": old.tool_call.tool, "args": old.tool_call.args},
-                {"tool": new.tool_call.tool, "args": _norm(new.tool_call.args)},
-            )
-        ]
-    o, r = old.tool_result, new.tool_result
+        was, now = (old.tool_call.tool, old.tool_call.args), (new.tool_call.tool, _norm(new.tool_call.args))
+        return [Divergence(n, "call", {"tool": was[0], "args": was[1]}, {"tool": now[0], "args": now[1]})]
     if (o.error is None) != (r.error is None) or o.error_kind != r.error_kind:
         return [Divergence(n, "error", o.error or "no error", r.error or "no error")]
-    if o.error is None and _norm(o.data) != _recorded(r):
-        return [Divergence(n, "result", o.data, _recorded(r))]
+    if o.error is None and _norm(o.data) != shown(r):
+        return [Divergence(n, "result", o.data, shown(r))]
     return []
 
 
@@ -156,45 +132,19 @@ def replay_loop(
     from looplet.loop import run_loop
 
     t = trace_dir if isinstance(trace_dir, Trajectory) else load_trajectory(trace_dir)
-    responses = _responses(t)
-    llm = MockLLMBackend(responses, model=(t.models or ["replay"])[0])
-    recorded_cfg = t.data.get("config") or {}
+    llm = MockLLMBackend(_responses(t), model=(t.models or ["replay"])[0])
     if config is None:
-        limit = max(int(recorded_cfg.get("max_steps") or 0), len(t.steps), 1)
-        config = LoopConfig(
-            max_steps=limit,
-            agent_name=t.agent or "looplet",
-            llm_retries=0,
-            done_tool=str(recorded_cfg.get("done_tool") or "done"),
-        )
+        config = LoopConfig(max_steps=max(len(t.steps), 1), agent_name=t.agent or "looplet", llm_retries=0)
     task = t.task if isinstance(t.task, dict) or t.task is None else {"goal": t.task}
     result = run_loop(llm=llm, tools=tools, task=task, config=config, hooks=list(hooks or ()))
-    steps = result.steps
-
-    divergences: list[Divergence] = []
-    for i in range(max(len(t.steps), len(steps))):
-        old = t.steps[i] if i < len(t.steps) else None
-        new = steps[i] if i < len(steps) else None
-        if old is None:
-            assert new is not None
-            divergences.append(Divergence(new.number, "extra_step", None, new.tool_call.tool))
-            continue
-        if new is None:
-            divergences.append(
-                Divergence(
-                    old.number,
-                    "missing_step",
-                    old.tool_call.tool,
-                    f"none (the replay stopped: {result.stop_reason})",
-                )
-            )
-            continue
-        if compare is not None:
-            reason = compare(old, new)
-            if reason:
-                divergences.append(Divergence(old.number, "result", old.tool_result.data, reason))
-        else:
-            divergences += _same_step(old, new)
+    out: list[Divergence] = []
+    for old, new in zip(t.steps, result.steps, strict=False):
+        out += _same_step(old, new, compare)
+    out += [Divergence(s.number, "extra_step", None, s.tool_call.tool) for s in result.steps[len(t.steps) :]]
+    gone = f"none (the replay stopped: {result.stop_reason})"
+    out += [
+        Divergence(s.number, "missing_step", s.tool_call.tool, gone) for s in t.steps[len(result.steps) :]
+    ]
     if result.stop_reason != t.stop_reason:
-        divergences.append(Divergence(0, "stop_reason", t.stop_reason, result.stop_reason))
-    return ReplayReport(t, steps, result, divergences)
+        out.append(Divergence(0, "stop_reason", t.stop_reason, result.stop_reason))
+    return ReplayReport(t, result.steps, result, out)

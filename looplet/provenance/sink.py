@@ -5,12 +5,9 @@ Three ways in, one builder (:func:`looplet.provenance.spans.build`): spans from 
 last two emit the same span records ``TracingHook`` would, so every route writes the same folder.
 
 Where a run goes: the first run the sink writes goes in ``dir`` itself when ``dir`` holds no run yet;
-every other run goes in ``dir/<YYYYmmdd-HHMMSS>-<agent>-<run id[:8]>/``. A sub-agent run recorded by the
-same sink is not a folder of its own: its steps are the ``children`` of the step that ran it.
-
-``ProvenanceSink`` is made on first use (``looplet.provenance.ProvenanceSink``): with the ``otel`` extra it
-subclasses ``opentelemetry.sdk.trace.export.SpanExporter``; ``import looplet.provenance`` imports no
-OpenTelemetry.
+every other run goes in ``dir/<YYYYmmdd-HHMMSS>-<agent>-<run id[:8]>/``. ``ProvenanceSink`` is made on
+first use: with the ``otel`` extra it subclasses ``opentelemetry.sdk.trace.export.SpanExporter``;
+``import looplet.provenance`` imports no OpenTelemetry.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ import collections
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,21 +28,6 @@ __all__ = ["ProvenanceSink", "TrajectoryHook"]
 
 log = logging.getLogger("looplet.provenance")
 TrajectoryHook = capture.TrajectoryHook
-
-
-def _resolve_redact(redact: Any) -> Callable[[str], str] | None:
-    """None/False: as is. True or "default": ``looplet.telemetry.redact.Redactor()``. A callable: used."""
-    if redact is None or redact is False:
-        return None
-    if redact is True or redact == "default":
-        from looplet.telemetry.redact import Redactor
-
-        return Redactor()
-    if callable(redact):
-        return redact  # type: ignore[no-any-return]
-    raise TypeError(
-        f"redact must be None, True, 'default' or a callable str -> str, got {type(redact).__name__}"
-    )
 
 
 class _Sink:
@@ -60,30 +42,28 @@ class _Sink:
     fsync: have every file and folder on the disk before a folder is put in place (survives a power cut).
     """
 
-    def __init__(
-        self,
-        dir: str | os.PathLike[str],
-        redact: Any = True,
-        max_chars_per_call: int = 200_000,
-        *,
-        fsync: bool = False,
-    ) -> None:
+    def __init__(self, dir: str | os.PathLike[str], redact: Any = True, max_chars_per_call: int = 200_000, *, fsync: bool = False) -> None:  # fmt: skip
         if not isinstance(dir, (str, os.PathLike)):
             raise TypeError(f"ProvenanceSink(dir=...) must be a path, got {type(dir).__name__}")
         if not isinstance(max_chars_per_call, int) or max_chars_per_call < 1:
             raise ValueError(f"max_chars_per_call must be an int >= 1, got {max_chars_per_call!r}")
-        self.dir = Path(dir)
-        self.redact = _resolve_redact(redact)
-        self.max_chars_per_call = max_chars_per_call
-        self.fsync = fsync
+        if redact is True or redact == "default":
+            from looplet.telemetry.redact import Redactor
+
+            redact = Redactor()
+        elif not (redact is None or redact is False or callable(redact)):
+            why = (
+                f"redact must be None, True, 'default' or a callable str -> str, got {type(redact).__name__}"
+            )
+            raise TypeError(why)
+        self.dir, self.redact, self.max_chars_per_call, self.fsync = Path(dir), redact or None, max_chars_per_call, fsync  # fmt: skip
         self.written: collections.deque[Path] = collections.deque(maxlen=1000)
         self._lock = threading.RLock()
         self._buffer = SpanBuffer()
         self._pending: dict[str, tuple[Any, capture._RunState]] = {}  # wrap_llm runs by run id
-        self._children: dict[tuple[int, int], list[Any]] = {}  # sub-agent records waiting for their parent
+        self._children: dict[int, list[Any]] = {}  # a hook's sub-agent records, waiting for their parent
         self._folders: dict[str, Path] = {}
-        self._dir_used = False
-        self._closed = False
+        self._dir_used = self._closed = False
 
     def __repr__(self) -> str:
         return f"ProvenanceSink({str(self.dir)!r})"
@@ -97,7 +77,6 @@ class _Sink:
         """The folder written most recently."""
         return self.written[-1] if self.written else None
 
-    # -- routes ------------------------------------------------------------------------------------------
     def trajectory_hook(self) -> capture.TrajectoryHook:
         """A hook that records each run it is part of; the folder is written when the run ends."""
         return capture.TrajectoryHook(self)
@@ -109,10 +88,6 @@ class _Sink:
                 f"wrap_llm needs a backend with generate() or agenerate(), got {type(llm).__name__}"
             )
         return capture.RecordingLLM(llm, self)
-
-    def add_spans(self, spans: Any) -> list[Path]:
-        """File spans (``ReadableSpan`` or :class:`~looplet.provenance.spans.SpanRec`); write the runs they end."""
-        return self._take(spans)
 
     def load_otlp_json(self, path: str | os.PathLike[str]) -> list[Path]:
         """Write the runs in a file of OTLP JSON (the Collector's file exporter)."""
@@ -148,46 +123,38 @@ class _Sink:
         """Write every finished run not written yet; returns their folders. Never gives up on one.
         (``timeout_s`` is accepted for older callers; the work is bounded by the runs, not a clock.)"""
         with self._lock:
-            ended = {
-                rid: e for rid, e in self._pending.items() if getattr(e[0].state, "result", None) is not None
-            }
-            for rid in ended:
-                del self._pending[rid]
-            out = self._take(_wrapped(list(ended.values())))
+            ended = [
+                r for r, (run, _s) in self._pending.items() if getattr(run.state, "result", None) is not None
+            ]
+            out = self._take(capture.wrapped([self._pending.pop(rid) for rid in ended]))
             return out + [p for r in self._buffer.release() if (p := self._write(r))]
 
     # -- inside ----------------------------------------------------------------------------------------------
     def _pending_run(self, run: Any) -> capture._RunState:
         with self._lock:
-            entry = self._pending.get(run.run_id)
-            if entry is None:  # a new run: the runs that have ended meanwhile are written now
+            if (
+                run.run_id not in self._pending
+            ):  # a new run: the runs that have ended meanwhile are written now
                 self.flush()
-                entry = self._pending[run.run_id] = (run, capture._RunState(run, self))
-            return entry[1]
+                self._pending[run.run_id] = (run, capture._RunState(run, self))
+            return self._pending[run.run_id][1]
 
     def _take(self, spans: Any) -> list[Path]:
         with self._lock:
             return [p for r in self._buffer.add(spans) if (p := self._write(r)) is not None]
 
-    def _target(self, rec: RunRecord) -> Path:
-        """``dir`` for the sink's first run when it holds no run yet; else a new folder under it."""
-        if (
-            not self._dir_used
-            and not (self.dir / TRAJECTORY_FILE).exists()
-            and not (self.dir / "steps").exists()
-        ):
-            return self.dir
-        base = self.dir / folder_name(rec, self.redact)
-        target, n = base, 1
-        while target.exists():
-            n += 1
-            target = base.with_name(f"{base.name}-{n}")
-        return target
-
     def _write(self, rec: RunRecord) -> Path | None:
+        """Write ``rec`` in ``dir`` when it is the sink's first run and ``dir`` holds none yet; else in a
+        new folder under ``dir``."""
         try:
             files = render_files(rec, self.redact, self.max_chars_per_call)
-            target = self._target(rec)
+            target = self.dir
+            if self._dir_used or (self.dir / TRAJECTORY_FILE).exists() or (self.dir / "steps").exists():
+                target = base = self.dir / folder_name(rec, self.redact)
+                for n in range(2, 1 << 30):
+                    if not target.exists():
+                        break
+                    target = base.with_name(f"{base.name}-{n}")
             path = write_folder(target.parent, target.name, files, fsync=self.fsync)
         except Exception:
             log.exception("could not write the trajectory of run %s under %s", rec.run_id, self.dir)
@@ -200,50 +167,6 @@ class _Sink:
         return path
 
 
-def _wrapped(runs: list[tuple[Any, capture._RunState]]) -> list[Any]:
-    """Span records of ended wrapped-backend runs: a sub-agent's (found by its Steps being the children of
-    a parent's step) go after its parent's steps and before its parent's own record."""
-    parents: dict[int, tuple[int, int]] = {}
-    recs = {id(run): capture.wrapped_records(run, st, parents) for run, st in runs}
-    owner = {
-        id(s.children[0]): tool
-        for run, _st in runs
-        for s in run.state.result.steps
-        if s.children
-        for tool in [parents.get(id(s))]
-        if tool
-    }
-    kids: dict[int, list[Any]] = collections.defaultdict(list)
-    top = []
-    for run, _st in runs:
-        steps = run.state.result.steps
-        parent = owner.get(id(steps[0])) if steps else None
-        if parent is None:
-            top.append(run)
-            continue
-        for r in recs[id(run)]:
-            r.trace_id = parent[0]
-        recs[id(run)][-1].parent_id = parent[1]
-        kids[parent[0]].append(recs[id(run)])
-
-    out: list[Any] = []
-    for run in top:
-        mine = recs[id(run)]
-        out += mine[:-1]
-        for k in kids.pop(mine[-1].trace_id, []):
-            out += k
-        out.append(mine[-1])
-    return out + [r for k in kids.values() for rs in k for r in rs]
-
-
-def _make_class() -> type:
-    try:
-        from opentelemetry.sdk.trace.export import SpanExporter
-    except ImportError:
-        return type("ProvenanceSink", (_Sink,), {"__doc__": _Sink.__doc__, "__module__": __name__})
-    return type("ProvenanceSink", (_Sink, SpanExporter), {"__doc__": _Sink.__doc__, "__module__": __name__})
-
-
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -251,7 +174,13 @@ if TYPE_CHECKING:
 else:
 
     def __getattr__(name: str) -> Any:
-        if name == "ProvenanceSink":  # made on first use: only then is OpenTelemetry imported
-            cls = globals()["ProvenanceSink"] = _make_class()
-            return cls
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        if name != "ProvenanceSink":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        try:  # made on first use: only then is OpenTelemetry imported
+            from opentelemetry.sdk.trace.export import SpanExporter
+
+            bases: tuple[type, ...] = (_Sink, SpanExporter)
+        except ImportError:
+            bases = (_Sink,)
+        cls = globals()["ProvenanceSink"] = type("ProvenanceSink", bases, {"__doc__": _Sink.__doc__, "__module__": __name__})  # fmt: skip
+        return cls

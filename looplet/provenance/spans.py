@@ -3,10 +3,8 @@
 Every route feeds span records: the exporter converts OpenTelemetry ``ReadableSpan`` objects (public API
 only), :func:`read_otlp_json` reads the Collector's file format, and the hook and wrapped-backend routes
 (:mod:`looplet.provenance.capture`) make the records ``TracingHook`` would. A run is built when its
-``invoke_agent`` span arrives (it ends after all of its children): :func:`build`.
-
-Attribute names are the GenAI semantic conventions' (spelled here: this module imports no OpenTelemetry)
-and looplet's own from ``looplet.telemetry.names``.
+``invoke_agent`` span arrives (it ends after all of its children): :func:`build`. Attribute names are the
+GenAI semantic conventions' (spelled here: this module imports no OpenTelemetry) and looplet's own.
 """
 
 from __future__ import annotations
@@ -16,10 +14,11 @@ import json
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from looplet.provenance.format import CallRecord, Prompt, RunRecord, TrajectoryError
+from looplet.provenance.format import CallRecord, Prompt, RunRecord, TrajectoryError, loads
 from looplet.telemetry import names as N
 from looplet.types import Step, ToolCall, ToolResult, Usage
 
@@ -42,49 +41,35 @@ AGENT, CHAT, TOOL = "invoke_agent", "chat", "execute_tool"
 _KEEP = (AGENT, CHAT, TOOL, "looplet.")
 
 
+@dataclass(slots=True)
 class SpanRec:
     """What a trajectory needs of a finished span (ids as ints, times in ns since the epoch). ``real``:
     the ids are OpenTelemetry's (written to the folder); False for ids a capture route made up."""
 
-    __slots__ = ("name", "trace_id", "span_id", "parent_id", "start_ns", "end_ns", "attrs", "error", "status", "events", "real")  # fmt: skip
-
-    def __init__(
-        self,
-        name: str,
-        trace_id: int,
-        span_id: int,
-        parent_id: int | None,
-        start_ns: int,
-        end_ns: int,
-        attrs: dict[str, Any],
-        error: bool = False,
-        status: str | None = None,
-        events: list[tuple[str, int, dict[str, Any]]] | None = None,
-        real: bool = True,
-    ) -> None:
-        self.name, self.trace_id, self.span_id, self.parent_id = name, trace_id, span_id, parent_id
-        self.start_ns, self.end_ns, self.attrs = start_ns, end_ns, attrs
-        self.error, self.status, self.events, self.real = error, status, events or [], real
+    name: str
+    trace_id: int
+    span_id: int
+    parent_id: int | None
+    start_ns: int
+    end_ns: int
+    attrs: Mapping[str, Any]
+    error: bool = False
+    status: str | None = None
+    events: list[tuple[str, int, Any]] = field(default_factory=list)
+    real: bool = True
 
     @classmethod
-    def from_sdk(cls, span: Any) -> SpanRec:
+    def from_sdk(cls, s: Any) -> SpanRec:
         """From an OpenTelemetry ``ReadableSpan``, through its public properties."""
-        ctx, parent, status = span.context, span.parent, span.status
-        events = [(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events]
-        start, end, error = (
-            span.start_time or 0,
-            span.end_time or span.start_time or 0,
-            status.status_code.name,
-        )
-        return cls(span.name, ctx.trace_id, ctx.span_id, parent.span_id if parent else None, start, end,
-                   dict(span.attributes or {}), error == "ERROR", status.description, events)  # fmt: skip
+        ctx, parent, status, start = s.context, s.parent, s.status, s.start_time or 0
+        events = [(e.name, e.timestamp, e.attributes or {}) for e in s.events] if s.events else []
+        return cls(s.name, ctx.trace_id, ctx.span_id, parent.span_id if parent else None, start,
+                   s.end_time or start, s.attributes or {}, status.status_code.name == "ERROR",
+                   status.description, events)  # fmt: skip
 
     @property
     def ms(self) -> float:
         return (self.end_ns - self.start_ns) / 1e6
-
-    def hex(self) -> str | None:
-        return f"{self.span_id:016x}" if self.real else None
 
 
 class SpanBuffer:
@@ -152,16 +137,6 @@ class SpanBuffer:
         return build(agent, mine, self.held)
 
 
-def _json(value: Any) -> Any:
-    """A content attribute: JSON text (from spans) or the value itself (from a capture route)."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return list(value) if isinstance(value, tuple) else value
-
-
 def _num(value: Any, kind: type = int) -> Any:
     try:
         return None if value is None else kind(value)
@@ -169,7 +144,7 @@ def _num(value: Any, kind: type = int) -> Any:
         return None
 
 
-def _usage(a: dict[str, Any], keys: tuple[str, str, str, str]) -> Usage | None:
+def _usage(a: Mapping[str, Any], keys: tuple[str, str, str, str]) -> Usage | None:
     return Usage(*(_num(a.get(k)) or 0 for k in keys)) if keys[0] in a or keys[1] in a else None
 
 
@@ -178,67 +153,55 @@ class _Parsed:
     text extends the last one's, only the new messages are parsed (and appended to one list)."""
 
     def __init__(self) -> None:
-        self.raw, self.system = "", None
-        self.messages: list[Any] = []
+        self.raw, self.system, self.messages = "", None, []  # type: str, Any, list[Any]
 
     def prompt(self, raw: Any, system: Any) -> Prompt:
         last, new = self.raw, None
         if isinstance(raw, str) and system == self.system and last and raw.startswith(last[:-1]):
             if raw[len(last) - 1 : len(last)] == ",":
-                try:
-                    new = json.loads("[" + raw[len(last) :])
-                except ValueError:
-                    pass
+                new = loads("[" + raw[len(last) :])
         if isinstance(new, list):
             self.messages.extend(new)
         else:
-            parsed = _json(raw)
+            parsed = loads(raw)
             self.system, self.messages = system, parsed if isinstance(parsed, list) else []
         self.raw = raw if isinstance(raw, str) and raw.endswith("]") else ""
-        parts = _json(self.system)
+        parts = loads(self.system)
         return Prompt(parts if isinstance(parts, list) else [], self.messages, len(self.messages))
 
 
 def _call(i: int, s: SpanRec, step: int, t0: int, seen: _Parsed) -> CallRecord:
-    a = s.attrs
-    reasons = a.get(FINISH)
-    c = CallRecord(i, step, str(a.get(N.LLM_PURPOSE) or "step"), a.get(RESP_MODEL) or a.get(REQ_MODEL))
-    c.provider, c.start_ms, c.duration_ms, c.response_id = (
-        a.get(PROVIDER),
-        (s.start_ns - t0) / 1e6,
-        s.ms,
-        a.get(RESP_ID),
+    a, reasons, prompt, ttfc = (
+        s.attrs,
+        s.attrs.get(FINISH),
+        s.attrs.get(INPUT),
+        _num(s.attrs.get(TTFC), float),
     )
+    c = CallRecord(i, step, str(a.get(N.LLM_PURPOSE) or "step"), a.get(RESP_MODEL) or a.get(REQ_MODEL))
+    c.provider, c.start_ms, c.duration_ms, c.response_id = a.get(PROVIDER), (s.start_ns - t0) / 1e6, s.ms, a.get(RESP_ID)  # fmt: skip
     c.finish_reason = str(reasons[0]) if isinstance(reasons, (list, tuple)) and reasons else None
     c.usage = _usage(a, (IN_TOK, OUT_TOK, CACHED_TOK, REASONING_TOK))
     c.cost_usd = _num(a.get(N.COST_USD), float)  # as the loop priced it; never priced again here
-    ttfc = _num(a.get(TTFC), float)
     c.ttfc_ms = None if ttfc is None else ttfc * 1000.0
-    prompt = a.get(INPUT)
     c.messages = (
         prompt if isinstance(prompt, Prompt) or prompt is None else seen.prompt(prompt, a.get(SYSTEM))
     )
-    if s.error:
-        c.error, c.answered = s.status or str(a.get(ERROR_TYPE) or "error"), False
-    elif OUTPUT in a:
-        _answer(c, _json(a[OUTPUT]))
+    if s.error or OUTPUT not in a:
+        c.answered, c.error = False, (s.status or str(a.get(ERROR_TYPE) or "error")) if s.error else None
     else:
-        c.answered = False
+        _answer(c, loads(a[OUTPUT]))
     return c
 
 
 def _answer(c: CallRecord, messages: Any) -> None:
     """The answer's text and tool calls, from ``gen_ai.output.messages``."""
-    parts = [
-        p for m in messages or () if isinstance(m, dict) for p in m.get("parts") or () if isinstance(p, dict)
-    ]
+    parts = [p for m in messages or () if isinstance(m, dict) for p in m.get("parts") or () if isinstance(p, dict)]  # fmt: skip
     texts = [str(p.get("content", "")) for p in parts if p.get("type") == "text"]
     c.text = "\n".join(texts) if texts else None
     for p in parts:
         if p.get("type") == "tool_call":
-            args = _json(p.get("arguments"))
-            args = args if isinstance(args, dict) else {}
-            c.tool_calls.append(ToolCall(str(p.get("name", "")), args, str(p.get("id") or "")))
+            args = loads(p.get("arguments"))
+            c.tool_calls.append(ToolCall(str(p.get("name", "")), args if isinstance(args, dict) else {}, str(p.get("id") or "")))  # fmt: skip
 
 
 def _step(n: int, ss: SpanRec, ts: SpanRec | None, trace_id: str | None) -> Step:
@@ -250,15 +213,16 @@ def _step(n: int, ss: SpanRec, ts: SpanRec | None, trace_id: str | None) -> Step
         if failed
         else None
     )
-    args = _json(a.get(TOOL_ARGS)) if TOOL_ARGS in a else {}
+    args = loads(a.get(TOOL_ARGS)) if TOOL_ARGS in a else {}
     tool_ms = ts.ms if ts is not None and a.get(TOOL_EXECUTED) is not False else 0.0
     name = a.get(TOOL_NAME) if ts is not None else a.get(STEP_TOOL) or a.get(TOOL_NAME)
-    data = _json(a.get(TOOL_RESULT)) if not failed and TOOL_RESULT in a else None
+    data = loads(a.get(TOOL_RESULT)) if not failed and TOOL_RESULT in a else None
     call = ToolCall(
         str(name or "?"), args if isinstance(args, dict) else {"value": args}, str(a.get(CALL_ID) or "")
     )
+    span_id = f"{ss.span_id:016x}" if ss.real else None
     return Step(
-        n, call, ToolResult(data, error, kind, tool_ms), tool_ms=tool_ms, trace_id=trace_id, span_id=ss.hex()
+        n, call, ToolResult(data, error, kind, tool_ms), tool_ms=tool_ms, trace_id=trace_id, span_id=span_id
     )
 
 
@@ -272,11 +236,10 @@ def _run(agent: SpanRec) -> RunRecord:
     rec.stop_reason = A.get(N.STOP_REASON) or ("error" if agent.error else None)
     rec.error = agent.status or (A.get(ERROR_TYPE) if agent.error else None)
     totals = (N.RUN_INPUT_TOKENS, N.RUN_OUTPUT_TOKENS, N.RUN_CACHED_TOKENS, N.RUN_REASONING_TOKENS)
-    rec.usage, rec.cost_usd = _usage(A, totals), _num(A.get(N.COST_USD), float)
-    rec.llm_calls = _num(A.get(N.RUN_LLM_CALLS))
-    rec.task = _json(A[N.TASK]) if N.TASK in A else None
+    rec.usage, rec.cost_usd, rec.llm_calls = _usage(A, totals), _num(A.get(N.COST_USD), float), _num(A.get(N.RUN_LLM_CALLS))  # fmt: skip
+    rec.task = loads(A[N.TASK]) if N.TASK in A else None
     if N.FINAL_OUTPUT in A:  # a string answer as it is; other values as JSON
-        out = _json(A[N.FINAL_OUTPUT])
+        out = loads(A[N.FINAL_OUTPUT])
         rec.final_output = out if isinstance(out, (dict, list)) else A[N.FINAL_OUTPUT]
     return rec
 
@@ -288,9 +251,8 @@ def _calls(rec: RunRecord, chats: list[SpanRec], number: dict[int, int], t0: int
     for i, s in enumerate(chats, 1):
         c = _call(i, s, number.get(s.parent_id or 0, 0), t0, seen)
         rec.calls.append(c)
-        rec.content = rec.content or c.messages is not None
-        rec.provider = rec.provider or c.provider
-        defs = _json(s.attrs.get(TOOL_DEFS))
+        rec.content, rec.provider = rec.content or c.messages is not None, rec.provider or c.provider
+        defs = loads(s.attrs.get(TOOL_DEFS))
         if rec.tools is None and isinstance(defs, list):
             rec.tools = [{k: v for k, v in d.items() if k != "type"} for d in defs if isinstance(d, dict)]
         if c.error is None and c.purpose == "step":
@@ -305,9 +267,7 @@ def build(agent: SpanRec, spans: list[SpanRec], held: dict[tuple[int, int], RunR
     tool spans becomes that step's ``children`` (and is taken out of ``held``)."""
     rec, t0 = _run(agent), agent.start_ns
     order = {id(s): i for i, s in enumerate(spans)}
-    below: dict[int | None, list[SpanRec]] = defaultdict(list)
-    for s in spans:
-        below[s.parent_id].append(s)
+    tools = {s.parent_id: s for s in reversed(spans) if s.name.startswith(TOOL)}  # each step's first
     steps = [s for s in spans if s.name == N.STEP_SPAN]
     number = {s.span_id: _num(s.attrs.get(N.STEP_NUMBER)) or 0 for s in steps}
     steps.sort(key=lambda s: (number[s.span_id], s.start_ns, order[id(s)]))
@@ -315,45 +275,27 @@ def build(agent: SpanRec, spans: list[SpanRec], held: dict[tuple[int, int], RunR
     call_of = _calls(rec, sorted(chats, key=lambda s: (s.start_ns, order[id(s)])), number, t0)
     call: CallRecord | None = None
     for ss in steps:
-        ts = next((t for t in below.get(ss.span_id, ()) if t.name.startswith(TOOL)), None)
+        n, ts = number[ss.span_id], tools.get(ss.span_id)
         if ts is None and not (ss.attrs.get(STEP_TOOL) or ss.attrs.get(TOOL_NAME)):
             continue  # opened for an LLM call whose answer never became a step (a failure, a Ctrl-C)
-        call = _add_step(rec, number[ss.span_id], ss, ts, call_of, call, held, t0)
+        step = _step(n, ss, ts, rec.trace_id)
+        first, call = (
+            ss.span_id in call_of,
+            call_of.get(ss.span_id, call),
+        )  # later calls of one answer share it
+        if call is not None:
+            rec.step_calls[n], step.model = call.number, call.model
+            if first:  # usage, time and cost on the first step of an answer only
+                step.usage, step.llm_ms, step.cost_usd, step.ttfc_ms = call.usage, call.duration_ms, call.cost_usd, call.ttfc_ms  # fmt: skip
+        if ts is not None:
+            rec.content = rec.content or TOOL_ARGS in ts.attrs
+            child = held.pop((ts.trace_id, ts.span_id), None)
+            step.children = list(child.steps if child is not None else ts.attrs.get(CHILDREN, ()))
+            bar = {"kind": "tool", "name": ts.name, "step": n, "start_ms": (ts.start_ns - t0) / 1e6}
+            rec.timeline.append({**bar, "duration_ms": step.tool_ms, "error": step.tool_result.error})
+        rec.steps.append(step)
     rec.events = _events([agent, *spans], t0)
     return rec
-
-
-def _add_step(
-    rec: RunRecord,
-    n: int,
-    ss: SpanRec,
-    ts: SpanRec | None,
-    call_of: dict[Any, CallRecord],
-    call: CallRecord | None,
-    held: dict[tuple[int, int], RunRecord],
-    t0: int,
-) -> CallRecord | None:
-    """Step ``n`` from its step span ``ss`` and tool span ``ts``; returns the LLM call it came from (the
-    later calls of one answer share it)."""
-    step = _step(n, ss, ts, rec.trace_id)
-    first, call = ss.span_id in call_of, call_of.get(ss.span_id, call)
-    if call is not None:
-        rec.step_calls[n], step.model = call.number, call.model
-    if call is not None and first:  # usage, time and cost on the first step of an answer only
-        step.usage, step.llm_ms, step.cost_usd, step.ttfc_ms = (
-            call.usage,
-            call.duration_ms,
-            call.cost_usd,
-            call.ttfc_ms,
-        )
-    if ts is not None:
-        rec.content = rec.content or TOOL_ARGS in ts.attrs
-        child = held.pop((ts.trace_id, ts.span_id), None)
-        step.children = list(child.steps if child is not None else ts.attrs.get(CHILDREN, ()))
-        bar = {"kind": "tool", "name": ts.name, "step": n, "start_ms": (ts.start_ns - t0) / 1e6}
-        rec.timeline.append({**bar, "duration_ms": step.tool_ms, "error": step.tool_result.error})
-    rec.steps.append(step)
-    return call
 
 
 def _events(spans: Iterable[SpanRec], t0: int) -> list[dict[str, Any]]:
@@ -362,8 +304,7 @@ def _events(spans: Iterable[SpanRec], t0: int) -> list[dict[str, Any]]:
     for s in spans:
         for name, ts, attrs in s.events:
             short = name.removeprefix("looplet.")
-            strip = {TOOL_NAME: "tool"}
-            a = {strip.get(k, k.removeprefix("looplet.").removeprefix(short + ".")): _json(v) if isinstance(v, tuple) else v
+            a = {"tool" if k == TOOL_NAME else k.removeprefix("looplet.").removeprefix(short + "."): loads(v) if isinstance(v, tuple) else v
                  for k, v in attrs.items()}  # fmt: skip
             if name != "exception":
                 out.append({"name": short, "attributes": a, "at_ms": round((ts - t0) / 1e6, 3)})
@@ -393,9 +334,7 @@ def _value(v: dict[str, Any]) -> Any:
             return conv(v[key])
     if "arrayValue" in v:
         return tuple(_value(x) for x in (v["arrayValue"] or {}).get("values", []))
-    if "kvlistValue" in v:
-        return _attrs((v["kvlistValue"] or {}).get("values", []))
-    return v.get("bytesValue")
+    return _attrs((v["kvlistValue"] or {}).get("values", [])) if "kvlistValue" in v else v.get("bytesValue")
 
 
 def _attrs(items: Any) -> dict[str, Any]:
@@ -407,14 +346,11 @@ def _spans_of(doc: dict[str, Any]) -> Iterable[SpanRec]:
         for ss in rs.get("scopeSpans") or rs.get("scope_spans") or ():
             for s in ss.get("spans") or ():
                 status = s.get("status") or {}
-                events = [(e.get("name", ""), int(e.get("timeUnixNano") or 0), _attrs(e.get("attributes")))
-                          for e in s.get("events") or ()]  # fmt: skip
+                events = [(e.get("name", ""), int(e.get("timeUnixNano") or 0), _attrs(e.get("attributes"))) for e in s.get("events") or ()]  # fmt: skip
                 ids = (_id(s["traceId"]) or 0, _id(s["spanId"]) or 0, _id(s.get("parentSpanId")))
                 times = (int(s.get("startTimeUnixNano") or 0), int(s.get("endTimeUnixNano") or 0))
                 error = status.get("code") in (2, "STATUS_CODE_ERROR")
-                yield SpanRec(
-                    s["name"], *ids, *times, _attrs(s.get("attributes")), error, status.get("message"), events
-                )
+                yield SpanRec(s["name"], *ids, *times, _attrs(s.get("attributes")), error, status.get("message"), events)  # fmt: skip
 
 
 def read_otlp_json(path: str | os.PathLike[str]) -> list[SpanRec]:
