@@ -10,21 +10,15 @@ from typing import TYPE_CHECKING
 
 from looplet._lazy import lazy_getattr
 
+_FORMAT = ("Trajectory", "TrajectoryError", "load_trajectory", "find_trajectories", "SCHEMA_VERSION")
 _LAZY = {
     "ProvenanceSink": "looplet.provenance.sink",
     "TrajectoryHook": "looplet.provenance.capture",
     "replay_loop": "looplet.provenance.replay",
     "ReplayReport": "looplet.provenance.replay",
-    "Trajectory": "looplet.provenance.format",
-    "TrajectoryError": "looplet.provenance.format",
-    "load_trajectory": "looplet.provenance.format",
-    "find_trajectories": "looplet.provenance.format",
-    "SCHEMA_VERSION": "looplet.provenance.format",
+    **dict.fromkeys(_FORMAT, "looplet.provenance.format"),
 }
-
 __all__ = list(_LAZY)
-
-
 __getattr__ = lazy_getattr("looplet.provenance", globals(), _LAZY)
 
 
@@ -34,21 +28,11 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - explicit re-exports for type checkers
     from looplet.provenance.capture import TrajectoryHook as TrajectoryHook
-    from looplet.provenance.format import (
-        SCHEMA_VERSION as SCHEMA_VERSION,
-    )
-    from looplet.provenance.format import (
-        Trajectory as Trajectory,
-    )
-    from looplet.provenance.format import (
-        TrajectoryError as TrajectoryError,
-    )
-    from looplet.provenance.format import (
-        find_trajectories as find_trajectories,
-    )
-    from looplet.provenance.format import (
-        load_trajectory as load_trajectory,
-    )
+    from looplet.provenance.format import SCHEMA_VERSION as SCHEMA_VERSION
+    from looplet.provenance.format import Trajectory as Trajectory
+    from looplet.provenance.format import TrajectoryError as TrajectoryError
+    from looplet.provenance.format import find_trajectories as find_trajectories
+    from looplet.provenance.format import load_trajectory as load_trajectory
     from looplet.provenance.replay import ReplayReport as ReplayReport
     from looplet.provenance.replay import replay_loop as replay_loop
     from looplet.provenance.sink import ProvenanceSink as ProvenanceSink

@@ -35,30 +35,18 @@ def load_any(paths: list[str]) -> list[Trajectory]:
             records = records_from_spans(read_otlp_json(path))
             if not records:
                 raise TrajectoryError(path, "holds no complete looplet run (no invoke_agent span)")
-            out.extend(load_files(f"{path.name}#{i + 1}", render_files(rec)) for i, rec in enumerate(records))
+            out += [load_files(f"{path.name}#{i + 1}", render_files(rec)) for i, rec in enumerate(records)]
         else:
-            out.extend(find_trajectories([path]))
-    for t in out:
-        _check_types(t)
+            out += find_trajectories([path])
+    for t in out:  # every field read once: a hand-edited "12ms" where a number belongs is bad input
+        try:
+            format_run(t)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            why = f"a field holds a value of the wrong type ({type(exc).__name__}: {exc}); was it edited by hand? fix the value or record the run again"  # fmt: skip
+            raise TrajectoryError(
+                Path(t.path) / "trajectory.json" if t.path is not None else t.name, why
+            ) from None
     return out
-
-
-def _check_types(t: Trajectory) -> None:
-    """Read every field once, so a value of the wrong type (a hand-edited ``"12ms"`` where a number
-    belongs) is reported as bad input naming the file, not as a traceback halfway through the output."""
-    try:
-        format_run(t)
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        where = Path(t.path) / "trajectory.json" if t.path is not None else t.name
-        raise TrajectoryError(
-            where,
-            f"a field holds a value of the wrong type ({type(exc).__name__}: {exc}); was it edited by "
-            "hand? fix the value or record the run again",
-        ) from None
-
-
-def _tok(step: Any) -> str:
-    return f"{step.usage.total_tokens:>6} tok" if step.usage else " " * 10
 
 
 def _cost(value: Any) -> str:
@@ -66,37 +54,28 @@ def _cost(value: Any) -> str:
 
 
 def _step_lines(steps: list[Any], width: int, indent: int) -> list[str]:
-    lines = []
-    pad = "    " * indent
+    lines, pad = [], "    " * indent
     for s in steps:
         room = max(40, width - 24 - len(pad) - (2 if indent else 0))
-        line = s.pretty(room).ljust(room)
-        lines.append(f"{pad}{'↳ ' if indent else ''}{line}  {_tok(s)}  {_cost(s.cost_usd)}".rstrip())
-        if s.children:
-            lines += _step_lines(s.children, width, indent + 1)
+        tokens = f"{s.usage.total_tokens:>6} tok" if s.usage else " " * 10
+        lines.append(
+            f"{pad}{'↳ ' if indent else ''}{s.pretty(room).ljust(room)}  {tokens}  {_cost(s.cost_usd)}".rstrip()
+        )
+        lines += _step_lines(s.children, width, indent + 1) if s.children else []
     return lines
 
 
 def format_run(t: Trajectory, width: int = 110) -> str:
     """The text ``looplet show`` prints for one run."""
-    lines = _head(t)
-    lines += _step_lines(t.steps, width, 0) or ["(no steps)"]
-    lines += ["", _totals(t)]
-    lines += _notes(t)
-    return "\n".join(lines)
-
-
-def _head(t: Trajectory) -> list[str]:
     head = f"{t.agent} · run {t.run_id[:12]} · {', '.join(t.models) or 'model unknown'}"
-    if t.trace_id:
-        head += f" · trace {t.trace_id}"
-    lines = [head, f"  {t.path if t.path is not None else t.name}"]
-    task = t.task
-    if isinstance(task, dict) and "goal" in task:
-        lines.append(f"task: {task['goal']}")
-    elif task is not None:
-        lines.append(f"task: {task}")
-    return lines + [""]
+    lines = [
+        head + (f" · trace {t.trace_id}" if t.trace_id else ""),
+        f"  {t.path if t.path is not None else t.name}",
+    ]
+    task = t.task["goal"] if isinstance(t.task, dict) and "goal" in t.task else t.task
+    lines += ([] if task is None else [f"task: {task}"]) + [""]
+    lines += _step_lines(t.steps, width, 0) or ["(no steps)"]
+    return "\n".join([*lines, "", _totals(t), *_notes(t)])
 
 
 def _totals(t: Trajectory) -> str:
@@ -106,53 +85,34 @@ def _totals(t: Trajectory) -> str:
     cost = _cost(t.cost_usd) or (
         "unknown (model not priced)" if t.llm_calls else "none (no LLM call was answered)"
     )
+    cached = f" ({u.cached_input_tokens} cached)" if u.cached_input_tokens else ""
     return (
         f"{t.stop_reason or 'unfinished'}: {len(t.steps)} steps, {t.llm_calls} LLM calls, {u.input_tokens} input + "
-        f"{u.output_tokens} output tokens"
-        + (f" ({u.cached_input_tokens} cached)" if u.cached_input_tokens else "")
-        + f", cost {cost}, {t.duration_ms:.0f} ms (LLM {llm_ms:.0f} ms, tools {tool_ms:.0f} ms)"
-    )
-
-
-def _events(events: Any) -> list[str]:
-    if not events:
-        return []
-    names = Counter(str(e.get("name")) for e in events if isinstance(e, dict))
-    lines = ["events: " + ", ".join(f"{k} ×{n}" for k, n in sorted(names.items()))]
-    for e in events:
-        if isinstance(e, dict) and e.get("name") == "eval":
-            a = e.get("attributes") or {}
-            outcome = a.get("outcome") or ("pass" if a.get("passed") else "fail")
-            lines.append(f"  eval {a.get('eval') or a.get('name')}: {outcome}")
-    return lines
+        f"{u.output_tokens} output tokens{cached}, cost {cost}, {t.duration_ms:.0f} ms (LLM {llm_ms:.0f} ms, tools {tool_ms:.0f} ms)"
+    )  # fmt: skip
 
 
 def _notes(t: Trajectory) -> list[str]:
-    lines = []
-    failed = [s for s in t.steps if not s.ok]
-    if failed:
-        kinds = Counter(s.tool_result.error_kind or "error" for s in failed)
+    lines, events = [], [e for e in t.events if isinstance(e, dict)]
+    kinds = Counter(s.tool_result.error_kind or "error" for s in t.steps if not s.ok)
+    if kinds:
         lines.append("failed steps: " + ", ".join(f"{k} ×{n}" for k, n in sorted(kinds.items())))
-    lines += _events(t.events)
-    if t.error:
-        lines.append(f"error: {t.error}")
-    if t.final_output is not None:
-        lines.append(f"answer: {t.final_output}")
+    if t.events:
+        names = Counter(str(e.get("name")) for e in events)
+        lines.append("events: " + ", ".join(f"{k} ×{n}" for k, n in sorted(names.items())))
+    for a in (e.get("attributes") or {} for e in events if e.get("name") == "eval"):
+        lines.append(f"  eval {a.get('eval') or a.get('name')}: {a.get('outcome') or ('pass' if a.get('passed') else 'fail')}")  # fmt: skip
+    lines += [f"error: {t.error}"] if t.error else []
+    lines += [f"answer: {t.final_output}"] if t.final_output is not None else []
     if not t.data.get("content", True):
         lines.append("note: recorded from spans without content capture (no arguments, results or prompts)")
     return lines
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
+    out, err = out or sys.stdout, err or sys.stderr
     parser = ArgumentParser("looplet show", __doc__)
-    parser.add_argument(
-        "paths",
-        nargs="+",
-        metavar="TRACE_DIR",
-        help="a run folder, a folder of run folders, or an OTLP JSON file",
-    )
+    parser.add_argument("paths", nargs="+", metavar="TRACE_DIR", help="a run folder, a folder of run folders, or an OTLP JSON file")  # fmt: skip
     parser.add_argument(
         "--html", metavar="OUT.html", help="also write a self-contained HTML page with a waterfall"
     )
@@ -163,14 +123,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         if args.html:  # before anything is printed: an output that cannot be written stops the command
             check_output_file(args.html, "--html")
         runs = load_any(args.paths)
-    except (TrajectoryError, LoopletError) as exc:
-        print(f"looplet show: error: {' '.join(str(exc).split())}", file=err)
-        return 2
-    try:
-        for i, t in enumerate(runs):
-            if i:
-                print("", file=out)
-            print(format_run(t, width), file=out)
+        print("\n\n".join(format_run(t, width) for t in runs), file=out)
         if args.html:
             from looplet.provenance.html import render_html
 
@@ -179,8 +132,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
             tmp.write_text(render_html(runs), encoding="utf-8")
             os.replace(tmp, target)
             print(f"\nwrote {target}", file=out)
-    except TrajectoryError as exc:
-        print(f"looplet show: error: {exc}", file=err)
+    except (TrajectoryError, LoopletError) as exc:
+        print(f"looplet show: error: {' '.join(str(exc).split())}", file=err)
         return 2
     except OSError as exc:
         print(f"looplet show: error: {exc.filename or args.html}: {exc.strerror or exc}", file=err)
