@@ -188,16 +188,22 @@ def _cap(count: int, block: Callable[[int], str], limit: int) -> tuple[str, bool
     return f"{head}\n[… cut by max_chars_per_call={limit} …]\n" + "\n\n".join(reversed(tail)) + "\n", True
 
 
+_PLAIN: dict[type, Callable[[Any], str]] = {
+    int: str,
+    type(None): lambda _v: "null",
+    bool: lambda v: "true" if v else "false",
+}
+
+
 def _lines(d: Mapping[str, Any]) -> str:
-    """An object with one key per line, lists one item per line, anything deeper on its line."""
+    """An object with one key per line (looplet's own keys: plain ASCII), lists one item per line,
+    anything deeper on its line."""
     out = []
     for k, v in d.items():
-        text = (
-            "[\n    " + ",\n    ".join(map(_compact, v)) + "\n  ]"
-            if isinstance(v, list) and v
-            else _compact(v)
-        )
-        out.append(f"  {_compact(k)}: {text}")
+        if isinstance(v, list) and v:
+            out.append(f'  "{k}": [\n    ' + ",\n    ".join(map(_compact, v)) + "\n  ]")
+        else:
+            out.append(f'  "{k}": {_PLAIN.get(type(v), _compact)(v)}')
     return "{\n" + ",\n".join(out) + "\n}\n"
 
 
