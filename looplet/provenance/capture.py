@@ -7,7 +7,6 @@ hook (``run.trace_id``, ``Step.span_id``); otherwise made up, and then not writt
 
 from __future__ import annotations
 
-import collections
 import contextvars
 import inspect
 import json
@@ -367,10 +366,9 @@ class RecordingLLM:
         return _around(lambda _a: fn(messages, tools=tools, **options), None, done)
 
 
-def _wrapped_run(run: Any, st: _RunState, parents: dict[int, tuple[int, int]]) -> list[Rec]:
+def wrapped(run: Any, st: _RunState) -> list[Rec]:
     """A run recorded around its backend, completed from the run itself: a step and a tool record per
-    Step (its tool bar right after the call that proposed it). ``parents`` gets ``id(Step)`` -> (trace,
-    tool record id) of each step, so a sub-agent's run can hang under the step that ran it."""
+    Step (its tool bar right after the call that proposed it; a sub-agent's Steps as its children)."""
     result, chats = run.state.result, {n: r for r, n in st.records}
     for step in result.steps:
         c = chats.get(step.number)
@@ -383,28 +381,5 @@ def _wrapped_run(run: Any, st: _RunState, parents: dict[int, tuple[int, int]]) -
         if ran:
             recs.append(tool_record(step.tool_call, step.tool_result, (t, span[1])))
             recs[1].attrs[S.CHILDREN], recs[1].parent_id = step.children, recs[0].span_id  # type: ignore[index]
-            parents[id(step)] = (st.trace, recs[1].span_id)
         st.records += [(r, None) for r in recs]
     return agent_records(run, result, st)
-
-
-def wrapped(runs: list[tuple[Any, _RunState]]) -> list[Rec]:
-    """Span records of ended wrapped-backend runs: a sub-agent's (found by its Steps being the children of
-    a parent's step) go after its parent's steps and before its parent's own record."""
-    parents: dict[int, tuple[int, int]] = {}
-    recs = {id(run): _wrapped_run(run, st, parents) for run, st in runs}
-    owner = {id(s.children[0]): parents[id(s)] for run, _st in runs for s in run.state.result.steps if s.children and id(s) in parents}  # fmt: skip
-    kids: dict[int, list[Rec]] = collections.defaultdict(list)
-    top = []
-    for run, _st in runs:
-        steps = run.state.result.steps
-        parent = owner.get(id(steps[0])) if steps else None
-        if parent is None:
-            top.append(recs[id(run)])
-            continue
-        for r in recs[id(run)]:
-            r.trace_id = parent[0]
-        recs[id(run)][-1].parent_id = parent[1]
-        kids[parent[0]] += recs[id(run)]
-    out = [r for mine in top for r in [*mine[:-1], *kids.pop(mine[-1].trace_id, []), mine[-1]]]
-    return out + [r for k in kids.values() for r in k]

@@ -126,7 +126,7 @@ class _Sink:
             ended = [
                 r for r, (run, _s) in self._pending.items() if getattr(run.state, "result", None) is not None
             ]
-            out = self._take(capture.wrapped([self._pending.pop(rid) for rid in ended]))
+            out = [p for rid in ended for p in self._take(capture.wrapped(*self._pending.pop(rid)))]
             return out + [p for r in self._buffer.release() if (p := self._write(r))]
 
     # -- inside ----------------------------------------------------------------------------------------------
