@@ -619,6 +619,15 @@ class OldBackend:
         return LLMResponse(text=str(text), model=self.model)
 
 
+def suggest_similar(name: str, choices: Any, *, cutoff: float = 0.6) -> str | None:
+    """0.4.1's ``suggest_similar(name, choices)``: the closest of ``choices``, or None."""
+    import difflib
+
+    warn_renamed("suggest_similar(name, choices)", "difflib.get_close_matches(name, choices, n=1)")
+    found = difflib.get_close_matches(name, list(choices), n=1, cutoff=cutoff) if name and choices else []
+    return found[0] if found else None
+
+
 # ---------------------------------------------------------------- parsing (0.4.1's looplet.parse)
 
 
@@ -1014,12 +1023,18 @@ def _run_one(fn: Any, ctx: Any, judge_llm: Any) -> EvalResult:
     name = getattr(fn, "__name__", type(fn).__name__)
     started = time.perf_counter()
     try:
+        refused = _not_async(fn, "graders")
+        if refused:
+            return _result(name, label="error", explanation=refused)
         if "llm" in inspect.signature(fn).parameters:
             if judge_llm is None:
                 return _result(name, label="skipped", explanation="requires judge_llm")
             raw = fn(ctx, judge_llm)
         else:
             raw = fn(ctx)
+        refused = _not_async(raw, "graders") if inspect.iscoroutine(raw) else None
+        if refused:
+            return _result(name, label="error", explanation=refused)
         with warnings.catch_warnings():  # eval_run already warned once
             warnings.simplefilter("ignore", DeprecationWarning)
             result = _from_return(raw, name)
@@ -1078,10 +1093,7 @@ def old_eval_hook_class() -> type:
     ``emit_event("eval", ...)`` like 0.5's EvalHook does."""
     from looplet.evals import EvalContext, EvalHook
 
-    @dataclass
-    class OldEvalContext(EvalContext):
-        artifacts: dict[str, Any] = field(default_factory=dict)
-        metadata: dict[str, Any] = field(default_factory=dict)
+    OldEvalContext = old_eval_context_class()
 
     class OldEvalHook(EvalHook):
         def __init__(self, evals: Any = None, tags: Any = None, **old: Any) -> None:
@@ -1144,13 +1156,48 @@ def old_eval_hook_class() -> type:
     return OldEvalHook
 
 
+@functools.cache
+def old_eval_context_class() -> Any:
+    """``EvalContext`` with 0.4.1's ``artifacts`` and ``metadata`` dicts (``EvalContext(metadata=...)``
+    makes one, and so does ``EvalHook(collectors=...)``)."""
+    from looplet.evals import EvalContext
+
+    @dataclass
+    class OldEvalContext(EvalContext):
+        artifacts: dict[str, Any] = field(default_factory=dict)
+        metadata: dict[str, Any] = field(default_factory=dict)
+
+    return OldEvalContext
+
+
+def _is_async(fn: Any) -> bool:
+    inner = getattr(fn, "func", fn)  # a functools.partial
+    call = type(inner).__call__ if callable(inner) and not inspect.isfunction(inner) else None
+    return inspect.iscoroutinefunction(inner) or inspect.iscoroutinefunction(call)
+
+
+def _not_async(value: Any, what: str) -> str | None:
+    """The error for an async grader or collector (its coroutine closed, so nothing runs)."""
+    if inspect.iscoroutine(value):
+        value.close()
+    elif not _is_async(value):
+        return None
+    return f"async {what} are not supported: await the async work in host code first, then pass plain values"
+
+
 def _collect(collector: Any, state: Any, artifacts: dict[str, Any]) -> EvalResult | None:
     """Run a 0.4.1 collector: its dict goes into ``artifacts``; anything else is an error result."""
     name = f"collector:{getattr(collector, '__name__', type(collector).__name__)}"
+    refused = _not_async(collector, "collectors")
+    if refused:
+        return _result(name, label="error", explanation=refused)
     try:
         data = collector(state)
     except Exception as exc:
         return _result(name, label="error", explanation=f"{type(exc).__name__}: {exc}")
+    refused = _not_async(data, "collectors") if inspect.iscoroutine(data) else None
+    if refused:
+        return _result(name, label="error", explanation=refused)
     if not isinstance(data, dict):
         return _result(name, label="error", explanation=f"returned {type(data).__name__}, not a dict")
     artifacts.update(data)
@@ -1402,6 +1449,7 @@ _TABLE: dict[str, Callable[[str], Any] | str] = {
     "register_done_tool": _here("register_done_tool"),
     "register_think_tool": _here("register_think_tool"),
     "parse_tool_call": _here("parse_tool_call"),
+    "suggest_similar": _here("suggest_similar"),
     "parse_multi_tool_calls": _here("parse_multi_tool_calls"),
     "parse_native_tool_use": _here("parse_native_tool_use"),
     "PermissionRule": _here("PermissionRule"),

@@ -110,6 +110,17 @@ class EvalContext(LegacyEvalContext):  # 0.4.1's step_count, errors, ... (loople
     trajectory: Any = None
     events: list[dict[str, Any]] = field(default_factory=list)
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> EvalContext:
+        if "metadata" in kwargs or "artifacts" in kwargs:  # looplet 0.4.1's EvalContext(metadata=...)
+            from looplet.compat import old_eval_context_class, warn_renamed
+
+            warn_renamed(
+                "EvalContext(metadata=..., artifacts=...)",
+                "EvalContext(task=...) (put what evals need in the task)",
+            )
+            cls = old_eval_context_class()
+        return object.__new__(cls)  # (not super(): slots=True makes a new class)
+
     # derived views ---------------------------------------------------------------------------------
     @property
     def duration(self) -> float:

@@ -787,3 +787,58 @@ def test_error_kind_and_error_detail_view_the_new_error_kind() -> None:
     steps, _ = run(llm, tools_from([lookup]))
     with one_warning():
         assert steps[0].tool_result.error_detail.kind is ErrorKind.VALIDATION  # missing argument
+
+
+def test_suggest_similar_and_old_eval_context_keywords() -> None:
+    from looplet import EvalContext
+
+    from looplet import suggest_similar  # a function: it warns when called
+
+    with one_warning("difflib.get_close_matches"):
+        assert suggest_similar("scann", ["scan", "rank"]) == "scan"
+    with one_warning("difflib.get_close_matches"):
+        assert suggest_similar("xyz", ["scan"]) is None
+    with one_warning("EvalContext(task=...)"):
+        ctx = EvalContext(steps=[], metadata={"run": 1}, artifacts={"tests": True})
+    assert isinstance(ctx, EvalContext) and (ctx.metadata, ctx.artifacts) == ({"run": 1}, {"tests": True})
+    with no_warning() as caught:
+        plain = EvalContext(steps=[])
+    assert type(plain) is EvalContext and not caught
+
+
+def test_async_graders_and_collectors_are_refused_without_running() -> None:
+    import gc
+
+    from looplet import EvalContext, EvalHook
+    from looplet.evals import eval_run
+
+    ran: list[str] = []
+
+    async def eval_async(ctx: Any) -> bool:
+        ran.append("grader")
+        return True
+
+    def eval_wrapped(ctx: Any) -> Any:
+        return eval_async(ctx)
+
+    async def collect_async(state: Any) -> dict[str, Any]:
+        ran.append("collector")
+        return {}
+
+    def eval_ok(ctx: Any) -> bool:
+        return True
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = eval_run([eval_async, eval_wrapped], EvalContext(steps=[]))
+        hook = EvalHook(evaluators=[eval_ok], collectors=[collect_async])
+        run(MockLLMBackend(['{"tool": "done", "args": {"answer": "x"}}']), tools_from([lookup]), hooks=[hook])
+        gc.collect()
+    assert [r.label for r in out] == ["error", "error"]
+    assert all("async graders are not supported" in r.explanation for r in out)
+    assert [(r.name, r.label) for r in hook.results] == [
+        ("eval_ok", "pass"),
+        ("collector:collect_async", "error"),
+    ]
+    assert "host code" in hook.results[1].explanation
+    assert ran == [] and not [w for w in caught if issubclass(w.category, RuntimeWarning)]
