@@ -241,6 +241,15 @@ TOOL_RESULT_KEYWORDS: KeywordTable = {
 }
 
 
+#: ToolSpec fields of 0.4.1.
+TOOL_SPEC_KEYWORDS: KeywordTable = {
+    "free": "every tool call is a step in 0.5 (raise max_steps instead of marking tools free)",
+    "infer_optional_from_signature": "give a JSON Schema whose 'required' lists only the required arguments, "
+    "or build the spec with @tool (it reads defaults from the signature)",
+    **dict.fromkeys("idempotency retryable requires tags render capabilities".split()),
+}
+
+
 HOOK_DECISION_KEYWORDS: KeywordTable = {
     "permission": _old_permission,
     "rewrite_thread": "compaction strategies return the new transcript (looplet.context)",

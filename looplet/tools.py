@@ -14,7 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin
 
-from looplet.compat import LegacyRegistry, LegacyToolSpec, ToolNames, module_getattr, tools_from_args
+from looplet.compat import (
+    TOOL_SPEC_KEYWORDS,
+    LegacyRegistry,
+    LegacyToolSpec,
+    ToolNames,
+    module_getattr,
+    old_keywords,
+    tools_from_args,
+)
 from looplet.types import ToolCall, ToolResult
 
 #: ``ToolSpec.isolation`` values: in the agent's process (threads), or a child process per call.
@@ -50,6 +58,7 @@ _SIMPLE_TYPES = {
 }
 
 
+@old_keywords(TOOL_SPEC_KEYWORDS)  # looplet 0.4.1's free=, tags=, ... (looplet.compat)
 @dataclass(slots=True)
 class ToolSpec(LegacyToolSpec):
     """A tool the model may call.

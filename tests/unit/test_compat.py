@@ -842,3 +842,15 @@ def test_async_graders_and_collectors_are_refused_without_running() -> None:
     ]
     assert "host code" in hook.results[1].explanation
     assert ran == [] and not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def test_tool_spec_old_fields() -> None:
+    from looplet import ToolSpec
+
+    with one_warning("ToolSpec() without it"):
+        spec = ToolSpec("lookup", "Find an owner.", {"service": "str"}, lookup, tags=["ops"])  # type: ignore[call-arg]
+    assert spec.name == "lookup"
+    with pytest.raises(TypeError, match="max_steps"):
+        ToolSpec("think", "Think.", {}, lookup, free=True)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="@tool"):
+        ToolSpec("lookup", "x", {}, lookup, infer_optional_from_signature=True)  # type: ignore[call-arg]
