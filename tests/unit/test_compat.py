@@ -790,9 +790,10 @@ def test_error_kind_and_error_detail_view_the_new_error_kind() -> None:
 
 
 def test_suggest_similar_and_old_eval_context_keywords() -> None:
-    from looplet import EvalContext
-
-    from looplet import suggest_similar  # a function: it warns when called
+    from looplet import (
+        EvalContext,
+        suggest_similar,  # a function: it warns when called
+    )
 
     with one_warning("difflib.get_close_matches"):
         assert suggest_similar("scann", ["scan", "rank"]) == "scan"
