@@ -13,6 +13,8 @@ beside each row (min–max over its rounds: the machine is shared).
      folder is on disk, per step;
    * ``trajectory_hook()`` (content always on): the CPU time of the run with the hook minus the same run
      without it (the same round), per step.
+   Both again with the garbage collector off while timed: what grows with the run's length when it is on
+   is the collector traversing the records a run holds until it ends.
 2. **On top of the three telemetry hooks** (target: <= 30 µs/step). Runs of 100 steps, --steps steps in
    all, with TracingHook (BatchSpanProcessor into an in-memory exporter), MetricsHook (private registry)
    and LoggingHook (JSON to /dev/null), without and with a second BatchSpanProcessor holding the sink.
@@ -20,6 +22,7 @@ beside each row (min–max over its rounds: the machine is shared).
    processor's thread) and the process's CPU time per step including ``provider.shutdown()`` (the whole
    cost: every folder written).
 
+Folders go to /dev/shm by default (the sink's own work; ``--dir bench`` adds this VM's disk and its noise).
 ``--write`` puts the tables into docs/benchmarks.md (section ``provenance_throughput``).
 Content capture on the exporter route is not measured: TracingHook's content capture of a long run costs
 more than the sink (its ``cap_json`` re-encodes the whole transcript on each call), which would dominate.
@@ -71,11 +74,17 @@ def agent(steps: int, hooks: list[Any]) -> None:
     assert result.stop_reason == "done", result.stop_reason
 
 
-def cpu(fn: Callable[[], Any]) -> float:
-    """The process's CPU seconds (all threads) that ``fn()`` takes, with a collection before."""
+def cpu(fn: Callable[[], Any], collector: bool = True) -> float:
+    """The process's CPU seconds (all threads) that ``fn()`` takes, with a collection before; with
+    ``collector=False`` the garbage collector is off meanwhile."""
     gc.collect()
+    if not collector:
+        gc.disable()
     t = time.process_time()
-    fn()
+    try:
+        fn()
+    finally:
+        gc.enable()
     return time.process_time() - t
 
 
@@ -97,20 +106,25 @@ def loads(values: list[float]) -> str:
 def flatness(short: int, long: int, rounds: int, root: Path) -> list[str]:
     spans = {n: spans_of(n) for n in (short, long)}
 
-    def exporter(n: int) -> float:
+    def exporter(n: int, collector: bool) -> float:
         sink = ProvenanceSink(tempfile.mkdtemp(dir=root))
-        took = cpu(lambda: sink.export(spans[n]))
+        took = cpu(lambda: sink.export(spans[n]), collector)
         assert sink.last_path is not None
         return took
 
-    def hook(n: int) -> float:
-        bare = cpu(lambda: agent(n, []))
+    def hook(n: int, collector: bool) -> float:
+        bare = cpu(lambda: agent(n, []), collector)
         sink = ProvenanceSink(tempfile.mkdtemp(dir=root))
-        hooked = cpu(lambda: agent(n, [sink.trajectory_hook()]))
+        hooked = cpu(lambda: agent(n, [sink.trajectory_hook()]), collector)
         assert sink.last_path is not None
         return hooked - bare
 
-    ways = {"exporter (content off)": exporter, "trajectory_hook() (content on)": hook}
+    ways: dict[str, Callable[[int], float]] = {
+        "exporter (content off)": lambda n: exporter(n, True),
+        "trajectory_hook() (content on)": lambda n: hook(n, True),
+        "exporter, garbage collector off": lambda n: exporter(n, False),
+        "trajectory_hook(), garbage collector off": lambda n: hook(n, False),
+    }
     per_step: dict[tuple[str, int], list[float]] = {}
     load: dict[str, list[float]] = {}
     for _ in range(rounds):
@@ -177,10 +191,12 @@ def main() -> None:
     ap.add_argument("--long", type=int, default=4000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=1000)
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else str(Path(__file__).resolve().parent)
     ap.add_argument(
         "--dir",
-        default=str(Path(__file__).resolve().parent),
-        help="where the folders go (default: bench/, the repo's disk; /dev/shm: the sink without the disk)",
+        default=shm,
+        help="where the folders go (default: /dev/shm, the sink without the disk; bench/: with this VM's disk, "
+        "whose file creation swings 30x with other users' deletions)",
     )
     ap.add_argument("--write", action="store_true", help="record the tables in docs/benchmarks.md")
     args = ap.parse_args()
@@ -192,7 +208,7 @@ def main() -> None:
         top = on_top(args.steps, args.rounds, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    cmd = f"python bench/provenance_throughput.py --short {args.short} --long {args.long} --rounds {args.rounds} --steps {args.steps}" + (f" --dir {args.dir}" if args.dir != str(Path(__file__).resolve().parent) else "")  # fmt: skip
+    cmd = f"python bench/provenance_throughput.py --short {args.short} --long {args.long} --rounds {args.rounds} --steps {args.steps}" + (f" --dir {args.dir}" if args.dir != shm else "")  # fmt: skip
     lines = [
         "## ProvenanceSink throughput",
         "",
@@ -208,8 +224,8 @@ def main() -> None:
         *top,
         "",
         "Why the exporter's share stays above 30 µs/step: the layout has one `steps/step_NN.json` per step, and",
-        "creating a small file costs 40-45 µs of system time on this VM's disk (9 µs on tmpfs) before any JSON",
-        "is written; building the step from its spans and rendering it cost about as much again. Content",
+        "creating a small file costs 9 µs on tmpfs (these figures), 40-45 µs of system time on this VM's disk,",
+        "before any JSON is written; building the step from its spans and rendering it cost about as much again. Content",
         "capture on the exporter route is not measured: TracingHook's capture of a long transcript (its",
         "`cap_json` drops the oldest messages one at a time, re-encoding the list each time) took 69 s for",
         "a 400-step run (0.26 s for 100), far more than the sink.",
