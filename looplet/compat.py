@@ -1419,6 +1419,9 @@ _TO_DO_INSTEAD = {
     "EvalCase": "save runs with ProvenanceSink and turn them into tests with looplet.evals.eval_cases(dir)",
     "save_eval_run": "ProvenanceSink(dir) writes the run; `python -m looplet eval DIR` grades it",
     "load_eval_run": "looplet.evals.EvalContext.from_trajectory(looplet.provenance.load_trajectory(dir))",
+    "RecordingLLMBackend": "ProvenanceSink(dir).wrap_llm(llm) records every call of a backend",
+    "AsyncRecordingLLMBackend": "ProvenanceSink(dir).wrap_llm(llm) (it records agenerate too)",
+    "TrajectoryRecorder": "add ProvenanceSink(dir).trajectory_hook() to hooks=[...] (or configure(provenance_dir=...))",
     "minimal_preset": "call run_loop(llm=..., tools=tools_from([...]), max_steps=..., task=...) (or "
     "composable_loop for step by step)",
     "StaticMemorySource": "put the text in system_prompt=..., or return it from a pre_prompt hook",
@@ -1531,7 +1534,7 @@ OLD_MODULES: dict[str, frozenset[str]] = {
         "tools": "ToolView excerpt_around_match register_done_tool register_think_tool suggest_similar",
         "loop": "DomainAdapter LoopContext LoopHook emit_event_async",
         "async_loop": "async_llm_call",
-        "provenance": "AsyncRecordingLLMBackend RecordingLLMBackend StepRecord TrajectoryRecorder",
+        "provenance": "AsyncRecordingLLMBackend LLMCall RecordingLLMBackend StepRecord TrajectoryRecorder",
         "backends": """AnthropicStreamingBackend AsyncAnthropicBackend AsyncOpenAIBackend OpenAIStreamingBackend
             ProviderSelectionWarning make_backend""",
     }.items()
