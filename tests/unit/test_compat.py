@@ -458,6 +458,9 @@ def test_renamed_compaction_classes() -> None:
         ("SessionLog", "chat messages"),
         ("Cartridge", "no counterpart"),
         ("RunEnvelope", "no counterpart"),
+        ("TrajectoryRecorder", "trajectory_hook()"),
+        ("minimal_preset", "run_loop"),
+        ("StaticMemorySource", "system_prompt="),
     ],
 )
 def test_removed_names_import_as_placeholders_that_say_what_to_use(name: str, advice: str) -> None:
