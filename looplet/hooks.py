@@ -226,7 +226,15 @@ def _bound(hook: Any, method: str, params: tuple[str, ...]) -> tuple[Any, Callab
     return hook, fn
 
 
+#: (function of a bound hook method, parameters) whose signature was checked and fits: a class's
+#: methods are checked once, not at every run (inspect.signature costs ~20 µs a method). Bounded.
+_FITS: set[tuple[Any, tuple[str, ...]]] = set()
+
+
 def _check_signature(hook: Any, method: str, fn: Callable[..., Any], params: tuple[str, ...]) -> None:
+    func = getattr(fn, "__func__", None)  # the same for every instance of the class
+    if func is not None and (func, params) in _FITS:
+        return
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -238,3 +246,5 @@ def _check_signature(hook: Any, method: str, fn: Callable[..., Any], params: tup
             f"hook {type(hook).__name__}.{method}{sig} cannot take the arguments the loop passes: "
             f"({', '.join(params)}). Change it to `def {method}(self, {', '.join(params)})`."
         ) from None
+    if func is not None and len(_FITS) < 4096:
+        _FITS.add((func, params))
