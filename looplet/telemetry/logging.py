@@ -374,14 +374,17 @@ class LoggingHook:
             log.debug(name, **fields, **_ids(run, "line"))
 
 
+_NO_IDS: dict[str, str] = {}
+
+
 def _ids(run: Any, kind: str, step: Any = None) -> dict[str, str]:
     """``trace_id``/``span_id`` for a line about ``run`` (empty when nothing traces it). The tracing
     module is looked up, never imported: without it loaded, no TracingHook exists."""
     tracing = sys.modules.get("looplet.telemetry.tracing")
     if tracing is None or run is None:
         return {}
-    ids = tracing.trace_ids(run, kind, step)
-    return {"trace_id": ids[0], "span_id": ids[1]} if ids is not None else {}
+    fields: dict[str, str] | None = tracing.trace_fields(run, kind, step)  # shared: read, never changed
+    return fields or _NO_IDS
 
 
 def add_run_context(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:

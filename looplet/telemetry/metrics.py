@@ -54,6 +54,7 @@ _CHAT = "chat"
 _OTHER = "other"
 _UNKNOWN = "unknown"
 _MAX_CHILDREN = 10_000  # cached label children per hook (the label values themselves are bounded)
+_MAX_RUN_SERIES = 64  # cached series groups per run (keyed by raw names: a few per run)
 
 
 def declare_metrics(registry: CollectorRegistry | None = None, namespace: str = "looplet") -> dict[str, Any]:
@@ -120,12 +121,69 @@ class _Labels:
 
 
 class _RunMetrics:
-    __slots__ = ("agent", "provider", "request_model")
+    """One run's label values, and the label children its steps and LLM calls update, resolved once per
+    combination of raw names (a few per run; at most ``_MAX_RUN_SERIES``, then resolved each time)."""
+
+    __slots__ = ("agent", "provider", "request_model", "steps", "calls")
 
     def __init__(self, agent: str, provider: str, request_model: str) -> None:
         self.agent = agent
         self.provider = provider
         self.request_model = request_model
+        self.steps: dict[tuple[Any, ...], _StepSeries] = {}
+        self.calls: dict[tuple[Any, ...], _CallSeries] = {}
+
+
+class _StepSeries:
+    """The children one step updates: steps counter, tool and step duration, tool errors (or None)."""
+
+    __slots__ = ("steps", "tool_duration", "step_duration", "errors")
+
+    def __init__(self, steps: Any, tool_duration: Any, step_duration: Any, errors: Any) -> None:
+        self.steps = steps
+        self.tool_duration = tool_duration
+        self.step_duration = step_duration
+        self.errors = errors
+
+
+class _CallSeries:
+    """The children one LLM attempt updates, for one combination of its label values. The ones a call
+    may not need (cached/reasoning tokens, cost or unpriced, time to first chunk) are resolved on first
+    use, so no series shows up before it has a value."""
+
+    __slots__ = (
+        "hook", "agent", "model", "genai", "error_type", "requests", "llm_duration", "genai_duration",
+        "tokens_in", "tokens_out", "genai_in", "genai_out", "optional",
+    )  # fmt: skip
+
+    def __init__(
+        self, hook: MetricsHook, agent: str, model: str, genai: tuple[str, ...], error_type: str
+    ) -> None:
+        self.hook, self.agent, self.model, self.genai, self.error_type = hook, agent, model, genai, error_type
+        child = hook._child
+        self.requests = child(hook._llm_requests, agent, genai[1], model, "error" if error_type else "ok")
+        self.llm_duration = child(hook._llm_duration, agent, model)
+        self.genai_duration = child(hook._genai_duration, *genai, error_type)
+        self.tokens_in = child(hook._tokens, agent, model, "input")
+        self.tokens_out = child(hook._tokens, agent, model, "output")
+        self.genai_in = child(hook._genai_tokens, *genai, "input", error_type)
+        self.genai_out = child(hook._genai_tokens, *genai, "output", error_type)
+        self.optional: dict[str, Any] = {}
+
+    def get(self, which: str) -> Any:
+        child = self.optional.get(which)
+        if child is None:
+            hook = self.hook
+            if which in ("cached_input", "reasoning"):
+                child = hook._child(hook._tokens, self.agent, self.model, which)
+            elif which == "cost":
+                child = hook._child(hook._cost, self.agent, self.model)
+            elif which == "unpriced":
+                child = hook._child(hook._unpriced, self.agent, self.model)
+            else:  # time to first chunk
+                child = hook._child(hook._genai_ttfc, *self.genai[:3])
+            self.optional[which] = child
+        return child
 
 
 class MetricsHook:
@@ -241,17 +299,33 @@ class MetricsHook:
     # -- steps --------------------------------------------------------------------------------------
 
     def on_step(self, state: Any, step: Any) -> None:
-        run, _rm, agent = self._run()
+        run, rm, agent = self._run()
         result = step.tool_result
-        error_kind = result.error_kind if result.error is not None else None
-        tool = self._tool_label(step.tool_call.tool, error_kind)
+        error_kind = (result.error_kind or "error") if result.error is not None else None
+        key = (step.tool_call.tool, error_kind)
+        series = rm.steps.get(key) if rm is not None else None
+        if series is None:
+            series = self._step_series(rm, agent, key)
         exemplar = _exemplar(run, "tool", step)
         tool_s = step.tool_ms / 1000.0
-        self._child(self._steps, agent, tool, "ok" if result.error is None else "error").inc()
-        self._child(self._tool_duration, agent, tool).observe(tool_s, exemplar)
-        if result.error is not None:
-            self._child(self._tool_errors, agent, tool, self._errors(error_kind or "error")).inc()
-        self._child(self._step_duration, agent).observe(tool_s + step.llm_ms / 1000.0, exemplar)
+        series.steps.inc()
+        series.tool_duration.observe(tool_s, exemplar)
+        if series.errors is not None:
+            series.errors.inc()
+        series.step_duration.observe(tool_s + step.llm_ms / 1000.0, exemplar)
+
+    def _step_series(self, rm: _RunMetrics | None, agent: str, key: tuple[Any, ...]) -> _StepSeries:
+        name, error_kind = key
+        tool = self._tool_label(name, error_kind)
+        series = _StepSeries(
+            self._child(self._steps, agent, tool, "ok" if error_kind is None else "error"),
+            self._child(self._tool_duration, agent, tool),
+            self._child(self._step_duration, agent),
+            self._child(self._tool_errors, agent, tool, self._errors(error_kind)) if error_kind else None,
+        )
+        if rm is not None and len(rm.steps) < _MAX_RUN_SERIES:
+            rm.steps[key] = series
+        return series
 
     # -- LLM calls: every attempt once, answered or failed, read from the call's facts -----------------
 
@@ -259,43 +333,48 @@ class MetricsHook:
         if call.replayed:  # given back from a checkpoint: no model was called
             return
         run, rm, agent = self._run()
-        provider = rm.provider if rm is not None else self._names(call.provider)
-        request_model = self._models(call.model) if call.model else (rm.request_model if rm else _UNKNOWN)
-        model = self._models(call.response_model or call.model)
-        response_model = self._models(call.response_model) if call.response_model else ""
         ok = call.outcome == "ok"
-        error_type = "" if ok else self._errors(call.error_type or "error")
+        key = (call.provider, call.model, call.response_model, None if ok else (call.error_type or "error"))
+        series = rm.calls.get(key) if rm is not None else None
+        if series is None:
+            series = self._call_series(rm, agent, key)
         exemplar = _exemplar(run, "chat")
         seconds = call.duration_ms / 1000.0
-        self._child(self._llm_requests, agent, provider, model, "ok" if ok else "error").inc()
-        self._child(self._llm_duration, agent, model).observe(seconds, exemplar)
-        genai = (_CHAT, provider, request_model, response_model)
-        self._child(self._genai_duration, *genai, error_type).observe(seconds, exemplar)
+        series.requests.inc()
+        series.llm_duration.observe(seconds, exemplar)
+        series.genai_duration.observe(seconds, exemplar)
         if call.ttfc_ms is not None:
-            self._child(self._genai_ttfc, _CHAT, provider, request_model).observe(
-                call.ttfc_ms / 1000.0, exemplar
-            )
+            series.get("ttfc").observe(call.ttfc_ms / 1000.0, exemplar)
         usage = call.usage
         if usage is not None:
-            self._tokens_of(agent, model, genai, error_type, usage, exemplar)
+            series.tokens_in.inc(usage.input_tokens)
+            series.tokens_out.inc(usage.output_tokens)
+            if usage.cached_input_tokens:
+                series.get("cached_input").inc(usage.cached_input_tokens)
+            if usage.reasoning_tokens:
+                series.get("reasoning").inc(usage.reasoning_tokens)
+            series.genai_in.observe(usage.input_tokens, exemplar)
+            series.genai_out.observe(usage.output_tokens, exemplar)
             if call.cost_usd is not None:
-                self._child(self._cost, agent, model).inc(call.cost_usd)
+                series.get("cost").inc(call.cost_usd)
             else:
-                self._child(self._unpriced, agent, model).inc()
+                series.get("unpriced").inc()
         if self._otel is not None:
-            self._otel.record(genai, error_type, call, seconds)
+            self._otel.record(series.genai, series.error_type, call, seconds)
 
-    def _tokens_of(
-        self, agent: str, model: str, genai: tuple[str, ...], error_type: str, usage: Any, exemplar: Any
-    ) -> None:
-        self._child(self._tokens, agent, model, "input").inc(usage.input_tokens)
-        self._child(self._tokens, agent, model, "output").inc(usage.output_tokens)
-        if usage.cached_input_tokens:
-            self._child(self._tokens, agent, model, "cached_input").inc(usage.cached_input_tokens)
-        if usage.reasoning_tokens:
-            self._child(self._tokens, agent, model, "reasoning").inc(usage.reasoning_tokens)
-        self._child(self._genai_tokens, *genai, "input", error_type).observe(usage.input_tokens, exemplar)
-        self._child(self._genai_tokens, *genai, "output", error_type).observe(usage.output_tokens, exemplar)
+    def _call_series(self, rm: _RunMetrics | None, agent: str, key: tuple[Any, ...]) -> _CallSeries:
+        """The label values of an attempt (bounded: a name past the limit, or one the server made up, is
+        ``other``) and the children they select."""
+        provider_name, request, response, error = key
+        provider = rm.provider if rm is not None else self._names(provider_name)
+        request_model = self._models(request) if request else (rm.request_model if rm else _UNKNOWN)
+        model = self._models(response or request)
+        response_model = self._models(response) if response else ""
+        error_type = "" if error is None else self._errors(error)
+        series = _CallSeries(self, agent, model, (_CHAT, provider, request_model, response_model), error_type)
+        if rm is not None and len(rm.calls) < _MAX_RUN_SERIES:
+            rm.calls[key] = series
+        return series
 
     # -- failures and events ------------------------------------------------------------------------
 
@@ -342,8 +421,8 @@ def _exemplar(run: Any, kind: str, step: Any = None) -> dict[str, str] | None:
     tracing = sys.modules.get("looplet.telemetry.tracing")
     if tracing is None or run is None:
         return None
-    ids = tracing.trace_ids(run, kind, step)
-    return {"trace_id": ids[0], "span_id": ids[1]} if ids is not None else None
+    fields: dict[str, str] | None = tracing.trace_fields(run, kind, step)  # shared: never changed
+    return fields
 
 
 class _OtelInstruments:

@@ -54,7 +54,15 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY  # noqa: E402
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode  # noqa: E402
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator  # noqa: E402
 
-__all__ = ["TracingHook", "capture_content_from_env", "cap_json", "trace_ids", "current_ids"]
+__all__ = [
+    "TracingHook",
+    "capture_content_from_env",
+    "cap_json",
+    "trace_ids",
+    "trace_fields",
+    "current_ids",
+    "current_fields",
+]
 
 log = logging.getLogger("looplet")
 
@@ -135,10 +143,13 @@ class _RunSpans:
         "conversation",
         "described",
         "ids",
+        "fields",
+        "trace_int",
         "last_chat",
-        "last_chat_ids",
+        "last_chat_fields",
         "tool_spans",
-        "tool_ids",
+        "tool_fields",
+        "chat_attrs",
         "live",
         "ended",
     )
@@ -154,11 +165,17 @@ class _RunSpans:
         self.conversation = conversation
         self.described: dict[str, str] | None = None  # tool name -> description, from the first LLM call
         sc = span.get_span_context()
+        self.trace_int = sc.trace_id
         self.ids = (format(sc.trace_id, "032x"), format(sc.span_id, "016x")) if self.recording else None
+        # the ids as a log line's fields and an exemplar's labels (shared, never changed)
+        self.fields = {"trace_id": self.ids[0], "span_id": self.ids[1]} if self.ids else None
         self.last_chat: Any = None  # the latest chat span (read by trace_ids for that attempt's log line)
-        self.last_chat_ids: tuple[str, str] | None = None
+        self.last_chat_fields: dict[str, str] | None = None
         self.tool_spans: dict[str, Any] = {}  # tool-call id -> execute_tool span, for the latest response
-        self.tool_ids: dict[str, tuple[str, str]] = {}  # tool-call id -> its span's ids, once formatted
+        self.tool_fields: dict[str, dict[str, str]] = {}  # tool-call id -> its span's ids, once formatted
+        self.chat_attrs: dict[
+            Any, dict[str, Any]
+        ] = {}  # (model, provider) -> a plain chat span's start attributes
         self.live = 0  # chat/execute_tool spans of this run attached right now (in some thread)
         self.ended = False  # the run span has ended; its ids stay readable, nothing reopens it
 
@@ -314,33 +331,36 @@ class TracingHook:
             span.set_attributes(attrs)
         span.end()
 
-    def _ids(self, run: Any, kind: str, step: Any) -> tuple[str, str] | None:
+    def _fields(self, run: Any, kind: str, step: Any) -> dict[str, str] | None:
         rs = run.scratch.get(self)
         if rs is None:
             rs = self._open_run(run)
-        if not isinstance(rs, _RunSpans) or rs.ended or rs.ids is None:
-            return rs.ids if isinstance(rs, _RunSpans) else None
+        if not isinstance(rs, _RunSpans):
+            return None
+        if rs.ended or rs.fields is None:
+            return rs.fields
         if kind == "chat" and rs.last_chat is not None:
-            if rs.last_chat_ids is None:
-                rs.last_chat_ids = _ids_of(rs.last_chat)
-            return rs.last_chat_ids
+            fields = rs.last_chat_fields
+            if fields is None:
+                fields = rs.last_chat_fields = _fields_of(rs.last_chat, rs)
+            return fields
         if kind == "tool" and step is not None:
-            ids = self._tool_ids(rs, step)
-            if ids is not None:
-                return ids
+            fields = self._tool_fields(rs, step)
+            if fields is not None:
+                return fields
         if kind == "line" and rs.live:
-            return current_ids() or rs.ids
-        return rs.ids
+            return current_fields() or rs.fields
+        return rs.fields
 
-    def _tool_ids(self, rs: _RunSpans, step: Any) -> tuple[str, str] | None:
+    def _tool_fields(self, rs: _RunSpans, step: Any) -> dict[str, str] | None:
         call_id = step.tool_call.id
-        ids = rs.tool_ids.get(call_id) if call_id else None
-        if ids is None:
+        fields = rs.tool_fields.get(call_id) if call_id else None
+        if fields is None:
             span = self._tool_span(rs, step)
-            ids = _ids_of(span) if span is not None else None
-            if ids is not None and call_id:
-                rs.tool_ids[call_id] = ids
-        return ids
+            fields = _fields_of(span, rs) if span is not None else None
+            if fields is not None and call_id:
+                rs.tool_fields[call_id] = fields
+        return fields
 
     def _rs(self, run: Any) -> _RunSpans | None:
         rs = run.scratch.get(self) if run is not None else None
@@ -435,40 +455,25 @@ class TracingHook:
     # -- LLM calls ----------------------------------------------------------------------------------
 
     def wrap_llm_call(self, call: Any, call_next: Callable[[Any], Any]) -> Any:
-        return self._around(
-            self._start_chat,
-            lambda span, exc: self._chat_failed(span, call, exc),
-            lambda span, out: self._chat_done(span, call, out),
-            "chat",
-            call_next,
-            call,
-        )
+        return self._around(self._start_chat, self._chat_failed, self._chat_done, call_next, call)
 
     async def awrap_llm_call(self, call: Any, call_next: Callable[[Any], Any]) -> Any:
-        return await self._aaround(
-            self._start_chat,
-            lambda span, exc: self._chat_failed(span, call, exc),
-            lambda span, out: self._chat_done(span, call, out),
-            "chat",
-            call_next,
-            call,
-        )
+        return await self._aaround(self._start_chat, self._chat_failed, self._chat_done, call_next, call)
 
     # The span is current exactly while ``call_next`` runs, attached and detached in this one frame. A
     # fault in ``start`` (before anything is attached) or after ``call_next`` returned propagates to the
     # loop's chain, which keeps the call's result, skips or reports this hook and counts the fault.
-    def _around(self, start: Any, failed: Any, done: Any, kind: str, call_next: Any, arg: Any) -> Any:
-        span, token = start(arg)
-        rs = self._rs(current_run())
-        if rs is not None:
-            rs.live += 1
+    # ``start(arg)`` returns (span, token, the run's spans with ``live`` counted up, or None);
+    # ``failed(span, arg, exc)`` and ``done(span, arg, out)`` finish the span's attributes.
+    def _around(self, start: Any, failed: Any, done: Any, call_next: Any, arg: Any) -> Any:
+        span, token, rs = start(arg)
         try:
             out = call_next(arg)
         except BaseException as exc:
-            failed(span, exc)
+            failed(span, arg, exc)
             raise
         else:
-            done(span, out)
+            done(span, arg, out)
             return out
         finally:
             if rs is not None:
@@ -476,18 +481,15 @@ class TracingHook:
             otel_context.detach(token)
             span.end()
 
-    async def _aaround(self, start: Any, failed: Any, done: Any, kind: str, call_next: Any, arg: Any) -> Any:
-        span, token = start(arg)
-        rs = self._rs(current_run())
-        if rs is not None:
-            rs.live += 1
+    async def _aaround(self, start: Any, failed: Any, done: Any, call_next: Any, arg: Any) -> Any:
+        span, token, rs = start(arg)
         try:
             out = await call_next(arg)
         except BaseException as exc:
-            failed(span, exc)
+            failed(span, arg, exc)
             raise
         else:
-            done(span, out)
+            done(span, arg, out)
             return out
         finally:
             if rs is not None:
@@ -495,24 +497,34 @@ class TracingHook:
             otel_context.detach(token)
             span.end()
 
-    def _start_chat(self, call: Any) -> tuple[Any, Any]:
+    def _start_chat(self, call: Any) -> tuple[Any, Any, _RunSpans | None]:
         run = current_run()
         rs = self._rs(run)
         parent = self._chat_parent(run, rs, call) if rs is not None else None
         model = call.model or (run.model if run is not None else None)
         provider = call.provider or (run.provider if run is not None else None)
         name, attrs = self._chat_start_attrs(model, provider)
-        if call.options or call.purpose != "step" or rs is not None:
+        if rs is not None and not call.options and call.purpose == "step":
+            plain = rs.chat_attrs.get((model, provider))  # the same for every plain call of the run
+            if plain is None:
+                plain = _request_attrs(attrs, call, rs.conversation)
+                if len(rs.chat_attrs) < 16:
+                    rs.chat_attrs[(model, provider)] = plain
+            attrs = plain
+        elif call.options or call.purpose != "step" or rs is not None:
             attrs = _request_attrs(attrs, call, rs.conversation if rs is not None else None)
         span = self._tracer.start_span(name, context=parent, kind=_CLIENT, attributes=attrs)
         if rs is not None:
-            rs.last_chat, rs.last_chat_ids = span, None
+            rs.last_chat, rs.last_chat_fields = span, None
         if self.capture_content and span.is_recording():
             self._request_content(span, call)
         ctx = trace.set_span_in_context(span)
         if self.suppress_provider_spans:
             ctx = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, ctx)
-        return span, otel_context.attach(ctx)
+        token = otel_context.attach(ctx)
+        if rs is not None:
+            rs.live += 1
+        return span, token, rs
 
     def _chat_parent(self, run: Any, rs: _RunSpans, call: Any) -> Any:
         """The chat span's parent: the step the call is for (opened here), or for a side call (a
@@ -523,7 +535,7 @@ class TracingHook:
             step = rs.steps.get(rs.prompt) if rs.prompt is not None else None
             return step.ctx if step is not None else rs.ctx
         rs.tool_spans.clear()  # a new response: the previous one's tool calls are all done
-        rs.tool_ids.clear()
+        rs.tool_fields.clear()
         step = rs.steps.get(call.step)
         if step is None:
             step = self._open_step(rs, call.step)
@@ -615,16 +627,12 @@ class TracingHook:
     # -- tools --------------------------------------------------------------------------------------
 
     def wrap_tool(self, tool_call: Any, call_next: Callable[[Any], Any]) -> Any:
-        return self._around(
-            self._start_tool, self._tool_failed, self._tool_done, "tool", call_next, tool_call
-        )
+        return self._around(self._start_tool, self._tool_failed, self._tool_done, call_next, tool_call)
 
     async def awrap_tool(self, tool_call: Any, call_next: Callable[[Any], Any]) -> Any:
-        return await self._aaround(
-            self._start_tool, self._tool_failed, self._tool_done, "tool", call_next, tool_call
-        )
+        return await self._aaround(self._start_tool, self._tool_failed, self._tool_done, call_next, tool_call)
 
-    def _start_tool(self, tool_call: Any) -> tuple[Any, Any]:
+    def _start_tool(self, tool_call: Any) -> tuple[Any, Any, _RunSpans | None]:
         run = current_run()
         rs = self._rs(run)
         parent = None
@@ -638,7 +646,10 @@ class TracingHook:
             rs.tool_spans[tool_call.id] = span
         if self.capture_content and span.is_recording():
             span.set_attribute(_TOOL_ARGS, self._content(tool_call.args))
-        return span, otel_context.attach(trace.set_span_in_context(span))
+        token = otel_context.attach(trace.set_span_in_context(span))
+        if rs is not None:
+            rs.live += 1
+        return span, token, rs
 
     def _tool_span_attrs(self, rs: _RunSpans | None, tool_call: Any) -> dict[str, Any]:
         """The attributes an ``execute_tool`` span starts with (a fresh dict)."""
@@ -678,7 +689,7 @@ class TracingHook:
             step.tool_started = True
         return step
 
-    def _tool_done(self, span: Any, result: Any) -> None:
+    def _tool_done(self, span: Any, tool_call: Any, result: Any) -> None:
         if not span.is_recording():
             return
         error = getattr(result, "error", None)
@@ -696,7 +707,7 @@ class TracingHook:
             text = result.text if result.text is not None else (error if error is not None else result.data)
             span.set_attribute(_TOOL_RESULT, self._content(text))
 
-    def _tool_failed(self, span: Any, exc: BaseException) -> None:
+    def _tool_failed(self, span: Any, tool_call: Any, exc: BaseException) -> None:
         if not span.is_recording():
             return
         span.set_attribute(_ERROR_TYPE, _qualified(exc))
@@ -863,8 +874,9 @@ class TracingHook:
 # -- trace context for the other telemetry hooks ---------------------------------------------------
 
 
-def trace_ids(run: Any, kind: str = "line", step: Any = None) -> tuple[str, str] | None:
-    """``(trace_id, span_id)`` in hex for a log line or an exemplar about ``run``, or None.
+def trace_fields(run: Any, kind: str = "line", step: Any = None) -> dict[str, str] | None:
+    """``{"trace_id": ..., "span_id": ...}`` in hex for a log line or an exemplar about ``run``, or None.
+    The dict may be shared by several lines and exemplars: read it, never change it.
 
     kind: ``"chat"`` (the latest LLM attempt's chat span), ``"tool"`` (the execute_tool span of
     ``step``'s call, made now if the call never ran), ``"run"`` (the invoke_agent span), ``"line"`` (the
@@ -874,11 +886,17 @@ def trace_ids(run: Any, kind: str = "line", step: Any = None) -> tuple[str, str]
     current OpenTelemetry span, if any (one the application made)."""
     hook = _tracing_hook(run)
     if hook is None:
-        return current_ids()
+        return current_fields()
     try:
-        return hook._ids(run, kind, step)
+        return hook._fields(run, kind, step)
     except Exception:  # a fault of the TracingHook (its redactor, a span processor): it reports it itself
         return None
+
+
+def trace_ids(run: Any, kind: str = "line", step: Any = None) -> tuple[str, str] | None:
+    """:func:`trace_fields` as ``(trace_id, span_id)``."""
+    fields = trace_fields(run, kind, step)
+    return (fields["trace_id"], fields["span_id"]) if fields else None
 
 
 def current_ids() -> tuple[str, str] | None:
@@ -887,9 +905,25 @@ def current_ids() -> tuple[str, str] | None:
     return (format(sc.trace_id, "032x"), format(sc.span_id, "016x")) if sc.is_valid else None
 
 
-def _ids_of(span: Any) -> tuple[str, str] | None:
+def current_fields() -> dict[str, str] | None:
+    """The current OpenTelemetry span's ids as ``{"trace_id": ..., "span_id": ...}``, or None."""
+    sc = trace.get_current_span().get_span_context()
+    return (
+        {"trace_id": format(sc.trace_id, "032x"), "span_id": format(sc.span_id, "016x")}
+        if sc.is_valid
+        else None
+    )
+
+
+def _fields_of(span: Any, rs: _RunSpans) -> dict[str, str] | None:
+    """A span's ids as fields; the trace id formatted once per run (a span of the run is in its trace)."""
     sc = span.get_span_context()
-    return (format(sc.trace_id, "032x"), format(sc.span_id, "016x")) if sc.is_valid else None
+    if not sc.is_valid:
+        return None
+    trace_id = (
+        rs.ids[0] if rs.ids is not None and sc.trace_id == rs.trace_int else format(sc.trace_id, "032x")
+    )
+    return {"trace_id": trace_id, "span_id": format(sc.span_id, "016x")}
 
 
 _FOUND = object()  # run.scratch key: the run's TracingHook (or None), looked up once per run
