@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 import structlog
@@ -252,10 +252,68 @@ def test_stdlib_lines_written_during_a_run_carry_the_run_and_the_current_span(mo
     assert "run_id" not in lines(sink)[-1]
 
 
-def test_the_collector_parses_the_log_timestamp_as_written():
-    """exporters/otel-collector.yaml reads each line's `timestamp` with Go's RFC 3339 layout; the lines
-    configure_logging writes are RFC 3339 in UTC with a "Z" (what that layout accepts)."""
+# -- the collector's timestamp parsing (exporters/otel-collector.yaml) -----------------------------------
+#
+# No OpenTelemetry Collector binary can be installed here, so the stanza operator is not run. Instead the
+# test reads the operator out of the YAML and parses real emitted lines with a translation of its Go layout
+# that follows Go's time.Parse rules for the elements it may hold (and refuses any other element, so a
+# changed layout fails here rather than silently in the collector).
+
+_GO_ELEMENTS = [  # (Go layout element, regex of what Go's parser accepts there)
+    ("2006", r"(?P<year>\d{4})"),
+    ("01", r"(?P<month>\d{2})"),
+    ("02", r"(?P<day>\d{2})"),
+    ("15", r"(?P<hour>\d{2})"),
+    ("04", r"(?P<minute>\d{2})"),
+    # time.Parse: "a fractional second field immediately after the seconds field" is accepted even when
+    # the layout does not name one
+    ("05", r"(?P<second>\d{2})(?:[.,](?P<fraction>\d{1,9}))?"),
+    ("Z07:00", r"(?P<zone>Z|[+-]\d{2}:\d{2})"),  # "Z" for UTC, else the offset
+]
+
+
+_OTHER_GO_ELEMENTS = ("Jan", "Mon", "MST", "PM", "pm", "Z0", "_2", "-07", ".0", ".9", ",0", ",9")
+
+
+def _go_layout_regex(layout: str):
+    """A regex matching what Go's time.Parse(layout, value) accepts, for the elements above; any other
+    Go element (a digit, Jan, Mon, MST, PM, _2, -07, a fraction...) is refused; other text is literal."""
     import re
+
+    out, i = "", 0
+    while i < len(layout):
+        for element, pattern in _GO_ELEMENTS:
+            if layout.startswith(element, i):
+                out += pattern
+                i += len(element)
+                break
+        else:
+            unknown = layout[i].isdigit() or layout.startswith(_OTHER_GO_ELEMENTS, i)
+            assert not unknown, f"Go layout element at {layout[i:]!r} not translated"
+            out += re.escape(layout[i])
+            i += 1
+    return re.compile(out)
+
+
+def _go_parse(layout: str, value: str) -> datetime:
+    from datetime import timedelta, timezone
+
+    m = _go_layout_regex(layout).fullmatch(value)
+    if m is None:
+        raise ValueError(f"{value!r} does not match Go layout {layout!r}")
+    zone = m["zone"]
+    tz = UTC
+    if zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        tz = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+    fraction = (m["fraction"] or "").ljust(9, "0")
+    return datetime(
+        int(m["year"]), int(m["month"]), int(m["day"]), int(m["hour"]), int(m["minute"]), int(m["second"]),
+        int(fraction[:6]), tzinfo=tz,
+    )  # fmt: skip
+
+
+def _collector_timestamp_operator() -> dict:
     from pathlib import Path
 
     import yaml
@@ -263,20 +321,64 @@ def test_the_collector_parses_the_log_timestamp_as_written():
     config = yaml.safe_load(
         (Path(__file__).resolve().parents[2] / "exporters" / "otel-collector.yaml").read_text()
     )
-    (parser,) = [
-        op for op in config["receivers"]["filelog/looplet"]["operators"] if op["type"] == "json_parser"
-    ]
-    ts = parser["timestamp"]
-    assert ts == {
-        "parse_from": "attributes.timestamp",
-        "layout_type": "gotime",
-        "layout": "2006-01-02T15:04:05Z07:00",  # Go's time.RFC3339; fractional seconds are accepted
-    }
+    receiver = config["receivers"]["filelog/looplet"]
+    assert "filelog/looplet" in config["service"]["pipelines"]["logs"]["receivers"]
+    operators = receiver["operators"]
+    (parser,) = [op for op in operators if op["type"] == "json_parser"]
+    assert parser["parse_from"] == "body" and parser["parse_to"] == "attributes"
+    return parser["timestamp"]
+
+
+def test_the_collector_parses_the_time_each_line_was_written():
+    """The filelog receiver's json_parser takes the record's time from the line's own `timestamp` (so Loki
+    stores when it happened, not when the collector read it): parsed with the operator's Go layout, every
+    kind of line LoggingHook and the stdlib `looplet` logger write gives the instant it was written, in
+    UTC, to the microsecond."""
+
+    ts = _collector_timestamp_operator()
+    assert ts["parse_from"] == "attributes.timestamp"  # the field json_parser put the line's key in
+    assert ts["layout_type"] == "gotime"
+    layout = ts["layout"]
     stream = io.StringIO()
     configure_logging(file=stream)
     try:
-        LoggingHook().on_event("hook.decision", {"hook": "H", "decision": "deny"})
+        before = datetime.now(UTC)
+        run(
+            "sync",
+            llm=mock(CALL, '{"tool": "leaky", "args": {}}', DONE),
+            task={"goal": "x"},
+            tools=TOOLS,
+            hooks=[LoggingHook()],
+        )
+        logging.getLogger("looplet").warning("a stdlib line")
+        after = datetime.now(UTC)
     finally:
         reset_logging()
-    (line,) = lines(stream)
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", line["timestamp"]), line
+    written = lines(stream)
+    events = {line["event"] for line in written}
+    assert {"run.start", "llm.call", "tool.call", "run.end", "a stdlib line"} <= events, events
+    previous = before
+    for line in written:
+        when = _go_parse(layout, line["timestamp"])
+        assert when.utcoffset() is not None and when.utcoffset().total_seconds() == 0, line
+        assert line["timestamp"].endswith("Z") and "." in line["timestamp"], line  # UTC, sub-second kept
+        assert previous <= when <= after, (line, before, after)
+        previous = when  # lines are written in order: their times never go back
+
+
+def test_the_layout_check_fails_on_a_layout_that_misreads_the_lines():
+    """The check above can fail: layouts a collector would reject our lines with do not parse them here."""
+    value = "2026-12-04T19:02:47.103146Z"
+    assert _go_parse("2006-01-02T15:04:05Z07:00", value) == datetime(
+        2026, 12, 4, 19, 2, 47, 103146, tzinfo=_utc()
+    )
+    for wrong in ("2006-01-02 15:04:05Z07:00", "2006-01-02T15:04:05", "02/01/2006T15:04:05Z07:00"):
+        with pytest.raises(ValueError):
+            _go_parse(wrong, value)
+    with pytest.raises(AssertionError, match="not translated"):
+        _go_layout_regex("Mon Jan _2 15:04:05 2006")  # an element the translation does not know
+
+
+def _utc():
+
+    return UTC
