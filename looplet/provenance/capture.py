@@ -100,25 +100,25 @@ def chat_record(call: LLMCall, out: Any, t0: int, run: Any, transcript: Transcri
         a[S.ERROR_TYPE] = call.error_type or "invalid_response"
         rec.error, rec.status = True, f"{type(out).__name__}: {out}" if out is not None else "no answer"
         return rec
+    _answer(a, call, r)
+    return rec
+
+
+def _answer(a: dict[str, Any], call: LLMCall, r: LLMResponse) -> None:
+    """The attributes TracingHook sets on a chat span from an answer and the call's facts."""
     a.update({k: v for k, v in ((S.RESP_MODEL, r.model), (S.RESP_ID, r.response_id)) if v})
     a.update({S.FINISH: (r.finish_reason,)} if r.finish_reason else {})
     if call.usage is not None:
         u = call.usage
         a.update({S.IN_TOK: u.input_tokens, S.OUT_TOK: u.output_tokens})
-        a.update(
-            {
-                k: v
-                for k, v in ((S.CACHED_TOK, u.cached_input_tokens), (S.REASONING_TOK, u.reasoning_tokens))
-                if v
-            }
-        )
+        extra = ((S.CACHED_TOK, u.cached_input_tokens), (S.REASONING_TOK, u.reasoning_tokens))
+        a.update({k: v for k, v in extra if v})
     a.update({N.COST_USD: call.cost_usd} if call.cost_usd is not None else {})  # wrap_llm: from its Step
     a.update({S.PROVIDER: r.provider} if r.provider and r.provider != call.provider else {})
     a.update({S.TTFC: call.ttfc_ms / 1000.0} if call.ttfc_ms is not None else {})
     parts: list[dict[str, Any]] = [{"type": "text", "content": r.text}] if r.text else []
     parts += [{"type": "tool_call", "id": c.id, "name": c.tool, "arguments": c.args} for c in r.tool_calls]
     a[S.OUTPUT] = [{"role": "assistant", "parts": parts}]
-    return rec
 
 
 def tool_record(tc: ToolCall, res: Any, t: tuple[int, int], ran: bool = True, sid: int | None = None) -> Rec:

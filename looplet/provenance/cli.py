@@ -92,6 +92,14 @@ def _totals(t: Trajectory) -> str:
     )  # fmt: skip
 
 
+def _evals(events: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for a in (e.get("attributes") or {} for e in events if e.get("name") == "eval"):
+        outcome = a.get("outcome") or ("pass" if a.get("passed") else "fail")
+        out.append(f"  eval {a.get('eval') or a.get('name')}: {outcome}")
+    return out
+
+
 def _notes(t: Trajectory) -> list[str]:
     lines, events = [], [e for e in t.events if isinstance(e, dict)]
     kinds = Counter(s.tool_result.error_kind or "error" for s in t.steps if not s.ok)
@@ -100,8 +108,7 @@ def _notes(t: Trajectory) -> list[str]:
     if t.events:
         names = Counter(str(e.get("name")) for e in events)
         lines.append("events: " + ", ".join(f"{k} ×{n}" for k, n in sorted(names.items())))
-    for a in (e.get("attributes") or {} for e in events if e.get("name") == "eval"):
-        lines.append(f"  eval {a.get('eval') or a.get('name')}: {a.get('outcome') or ('pass' if a.get('passed') else 'fail')}")  # fmt: skip
+    lines += _evals(events)
     lines += [f"error: {t.error}"] if t.error else []
     lines += [f"answer: {t.final_output}"] if t.final_output is not None else []
     if not t.data.get("content", True):
