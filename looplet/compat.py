@@ -77,6 +77,9 @@ class _Removed(type):
             raise AttributeError(name)
         raise RemovedAPIError(cls.__removed__)
 
+    def __repr__(cls) -> str:  # so that any message quoting it (a tool's annotation, ...) carries the advice
+        return f"<placeholder: {cls.__removed__}>"
+
 
 _PLACEHOLDERS: dict[str, type] = {}
 

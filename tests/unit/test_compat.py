@@ -858,3 +858,17 @@ def test_tool_spec_old_fields() -> None:
         ToolSpec("think", "Think.", {}, lookup, free=True)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="@tool"):
         ToolSpec("lookup", "x", {}, lookup, infer_optional_from_signature=True)  # type: ignore[call-arg]
+
+
+def test_a_tool_annotated_with_a_removed_type_fails_with_the_advice() -> None:
+    from looplet import tool
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from looplet.types import ToolContext
+
+    def delete_rows(table: str, ctx: ToolContext) -> str:  # type: ignore[valid-type]
+        return table
+
+    with pytest.raises(TypeError, match="current_run"):
+        tool(delete_rows)
