@@ -17,16 +17,14 @@ Two things happen here and nowhere else:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from looplet.errors import LoopletError
 from looplet.telemetry.cost import cost_of
+from looplet.tools import Worker, _timeout_error, _ToolTimeout
 from looplet.types import LLMCall, LLMResponse, ToolCall, ToolResult
 
 __all__ = [
@@ -61,8 +59,11 @@ class Chain:
     def __call__(self, arg: Any) -> Any:
         return self.fn(arg)
 
-    def drain(self) -> list[Fault]:
-        faults, self.faults = self.faults, []
+    def drain(self) -> Sequence[Fault]:
+        faults = self.faults
+        if not faults:
+            return ()
+        self.faults = []
         return faults
 
 
@@ -277,13 +278,12 @@ def async_llm_chain(wraps: Wraps, llm: Any, strict: bool = False) -> Chain:
 
 
 class ToolTerminal:
-    """The innermost ``wrap_tool`` link of the sync loop: the registry's dispatch, which sets the tool's
-    facts (``duration_ms``, ``error``, ``error_kind``). Whatever a tool or hostile arguments do, a
-    ToolResult comes back. ``timeout`` is set per batch by the driver.
+    """The innermost ``wrap_tool`` link of the sync loop: the registry's validation and run, which set
+    the tool's facts (``duration_ms``, ``error``, ``error_kind``). Whatever a tool or hostile arguments
+    do, a ToolResult comes back. ``timeout`` is set per batch by the driver.
 
-    A sync tool bounded only by the loop's timeout runs on one reused worker thread per run (a thread
-    per call would cost more than the rest of the loop); a call that times out abandons that worker
-    (a thread cannot be killed) and the next call gets a new one."""
+    A sync tool with a timeout runs on the run's :class:`~looplet.tools.Worker` (one reused thread); a
+    parallel batch clears ``worker``, and each of its calls gets a thread of its own."""
 
     __slots__ = ("registry", "max_chars", "timeout", "worker")
 
@@ -291,21 +291,22 @@ class ToolTerminal:
         self.registry = registry
         self.max_chars = max_chars
         self.timeout: float | None = None
-        self.worker: _Worker | None = None
+        self.worker: Worker | None = Worker()
 
     def __call__(self, tc: ToolCall) -> ToolResult:
         try:
-            spec = self.registry.get(tc.tool)
-            timeout = self.timeout
-            if self.worker is None or spec is None or spec.is_async or spec.timeout_s or timeout is None:
-                return _checked_result(self.registry.dispatch(tc, timeout, self.max_chars))
+            spec = self.registry.prepare(tc)
+            if isinstance(spec, ToolResult):
+                return spec
+            timeout = spec.timeout_s or self.timeout
+            if timeout is None or self.worker is None or spec.is_async or spec.isolation == "process":
+                return self.registry.execute(spec, tc, timeout, self.max_chars)  # type: ignore[no-any-return]
             started = time.perf_counter()
-            ok, value = self.worker.run(self.registry.dispatch, (tc, None, self.max_chars), timeout)
-            if not ok:
-                from looplet.tools import _timeout_error
-
+            try:
+                out = self.worker.run(self.registry.execute, (spec, tc, None, self.max_chars), timeout)
+            except _ToolTimeout:
                 return _timeout_error(spec, timeout, started)
-            return _checked_result(value)
+            return _checked_result(out)
         except Exception as exc:
             return crashed(exc)
 
@@ -314,62 +315,25 @@ class ToolTerminal:
             self.worker.close()
 
 
-class _Worker:
-    """One daemon thread running calls handed to it, each in a copy of the caller's context."""
-
-    __slots__ = ("jobs", "thread")
-
-    def __init__(self) -> None:
-        self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.thread: threading.Thread | None = None
-
-    def run(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> tuple[bool, Any]:
-        """(True, value) or (False, None) on timeout; an exception of ``fn`` is re-raised here."""
-        if self.thread is None:
-            self.thread = threading.Thread(target=_serve, args=(self.jobs,), daemon=True, name="looplet-tool")
-            self.thread.start()
-        reply: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.jobs.put((contextvars.copy_context(), fn, args, reply))
-        try:
-            ok, value = reply.get(timeout=timeout)
-        except queue.Empty:  # abandon the stuck thread: it exits once its call returns
-            self.close()
-            self.jobs, self.thread = queue.SimpleQueue(), None
-            return False, None
-        if not ok:
-            raise value
-        return True, value
-
-    def close(self) -> None:
-        if self.thread is not None:
-            self.jobs.put(None)
-
-
-def _serve(jobs: queue.SimpleQueue[Any]) -> None:
-    while True:
-        job = jobs.get()
-        if job is None:
-            return
-        ctx, fn, args, reply = job
-        try:
-            reply.put((True, ctx.run(fn, *args)))
-        except BaseException as exc:
-            reply.put((False, exc))
-
-
 class AsyncToolTerminal(ToolTerminal):
     """The async loop's innermost ``wrap_tool`` link: ``async def`` tools are awaited; sync tools never
-    run on the event loop (a worker thread, with the context copied in)."""
+    run on the event loop (the run's worker thread, or a thread of their own in a parallel batch)."""
 
     __slots__ = ()
 
     async def __call__(self, tc: ToolCall) -> ToolResult:  # type: ignore[override]
-        spec = self.registry.get(tc.tool)
         try:
-            if spec is not None and not spec.is_async and (spec.timeout_s or self.timeout) is None:
-                out = await asyncio.to_thread(self.registry.dispatch, tc, None, self.max_chars)
-            else:  # with a timeout, adispatch runs a sync tool in a thread of its own
-                out = await self.registry.adispatch(tc, self.timeout, self.max_chars)
+            spec = self.registry.prepare(tc)
+            if isinstance(spec, ToolResult):
+                return spec
+            timeout = spec.timeout_s or self.timeout
+            if self.worker is None or spec.is_async or spec.isolation == "process":
+                return _checked_result(await self.registry.aexecute(spec, tc, timeout, self.max_chars))
+            started = time.perf_counter()
+            try:
+                out = await self.worker.arun(self.registry.execute, (spec, tc, None, self.max_chars), timeout)
+            except _ToolTimeout:
+                return _timeout_error(spec, timeout, started)
             return _checked_result(out)
         except Exception as exc:
             return crashed(exc)
@@ -389,7 +353,10 @@ def _checked_result(out: Any) -> ToolResult:
 
 def tool_chain(wraps: Wraps, terminal: ToolTerminal, strict: bool = False) -> Chain:
     """The sync loop's tool chain; its outermost call always gives back a ToolResult."""
+    wraps = tuple(wraps)
     chain = _fold(Chain(), wraps, terminal, "wrap_tool", strict, False)
+    if not wraps:  # the terminal itself always gives back a ToolResult
+        return chain
     inner = chain.fn
 
     def guarded(tc: ToolCall) -> ToolResult:
@@ -404,7 +371,10 @@ def tool_chain(wraps: Wraps, terminal: ToolTerminal, strict: bool = False) -> Ch
 
 def async_tool_chain(wraps: Wraps, terminal: AsyncToolTerminal, strict: bool = False) -> Chain:
     """The async loop's tool chain; its outermost call always gives back a ToolResult."""
+    wraps = tuple(wraps)
     chain = _fold(Chain(), wraps, terminal, "wrap_tool", strict, True)
+    if not wraps:  # the terminal itself always gives back a ToolResult
+        return chain
     inner = chain.fn
 
     async def guarded(tc: ToolCall) -> ToolResult:

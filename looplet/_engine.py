@@ -24,7 +24,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,13 +101,13 @@ class LLMDone:
 
     record: LLMCall
     value: Any
-    faults: list[Fault] = field(default_factory=list)
+    faults: Sequence[Fault] = ()
 
 
 @dataclass(slots=True)
 class ToolsDone:
     results: list[ToolResult]
-    faults: list[Fault] = field(default_factory=list)
+    faults: Sequence[Fault] = ()
 
 
 CLOSED = object()  # sent back for EmitStep when the caller closed the generator
@@ -189,8 +189,18 @@ def engine(p: Prepared) -> Engine:
     """
     loop = _Loop(p)
     raised: BaseException | None = None
-    try:
-        yield from loop.phases()
+    try:  # the phases of a run, in order (inline here: each generator level costs every effect a hop)
+        yield from loop.start()
+        while loop.stop is None and not loop.at_boundary():
+            messages = (yield from loop.build_prompt()) if loop.h.pre_prompt else loop.session_log
+            if loop.stop is not None:
+                break
+            response = yield from loop.call_model(messages)
+            if response is None:
+                break
+            calls = loop.parse(response)
+            if calls:
+                yield from loop.dispatch(calls, loop.record_of_answer)
     except _Stop as s:
         raised = s.raised.exc
         loop.stop = "cancelled"
@@ -282,19 +292,6 @@ class _Loop:
 
     # -- phases -----------------------------------------------------------------------------------
 
-    def phases(self) -> Phase:
-        yield from self.start()
-        while self.stop is None and not self.at_boundary():
-            messages = yield from self.build_prompt()
-            if self.stop is not None:
-                break
-            response = yield from self.call_model(messages)
-            if response is None:
-                break
-            calls = self.parse(response)
-            if calls:
-                yield from self.dispatch(calls, self.record_of_answer)
-
     def start(self) -> Phase:
         state = self.state
         for hook, fn in self.h.on_loop_start:
@@ -315,7 +312,7 @@ class _Loop:
             self.stop = "cancelled"
         elif self.step_num >= self.p.max_steps:
             self.stop = "max_steps"
-        elif self.expired():
+        elif self.deadline is not None and self.expired():
             self.stop = "timeout"
         return self.stop is not None
 
@@ -362,10 +359,16 @@ class _Loop:
             call = LLMCall(
                 messages, self.schemas, step, run.model, run.provider, dict(options), attempt=attempt
             )
-            done = yield CallLLM(call, self.remaining())
+            done = yield CallLLM(call, None if self.deadline is None else self.remaining())
             if isinstance(done, Interrupted):
                 raise _Stop(done)
-            value = yield from self.after_attempt(done)
+            if done.faults or self.h.on_llm_call or done.record.outcome == "pending":
+                value = yield from self.after_attempt(done)
+            else:  # nothing to report, nobody to tell: the hot path of a bare loop
+                _account(self.totals, self.state, done.record)
+                value = done.value
+                if isinstance(value, Interrupted):
+                    raise _Stop(value)
             if not isinstance(value, (Raised, LLMResponse)):
                 value = Raised(
                     TypeError(f"a wrap_llm_call hook returned {type(value).__name__}, not an LLMResponse")
@@ -476,10 +479,10 @@ class _Loop:
         first: LLMCall | None = record
         i, n = 0, len(calls)
         while i < n and self.stop is None:
-            if self.expired():
+            if self.deadline is not None and self.expired():
                 self.stop, self.dangling = "timeout", list(calls[i:])
                 break
-            j = self.batch_end(calls, i)
+            j = self.batch_end(calls, i) if self.config.parallel_tools else i + 1
             batch = yield from self.prepare_batch(calls[i:j])
             self.dangling = list(calls[i + len(batch) :])
             i = j
@@ -509,7 +512,10 @@ class _Loop:
             if self.h.pre_dispatch:  # (no generator at all when no hook listens: the bare loop's hot path)
                 yield from self.pre_dispatch(pending)
             if pending.call.tool == self.config.done_tool and pending.result is None:
-                yield from self.check_done(pending)
+                if self.h.check_done:
+                    yield from self.check_done(pending)
+                else:
+                    pending.done_ok = True
             prepared.append(pending)
             if self.stop is not None:
                 break
@@ -565,8 +571,8 @@ class _Loop:
         if not to_run:
             return
         timeout = self.config.tool_timeout_s
-        left = self.remaining()
-        if left is not None:
+        if self.deadline is not None:
+            left = self.remaining() or 0.0
             timeout = left if timeout is None else min(timeout, left)
         done = yield RunTools(to_run, timeout)
         if isinstance(done, Interrupted):
@@ -912,9 +918,12 @@ def _backoff(base: float, attempt: int, retry_after: float | None) -> float:
     return float(min(base * (2**attempt) * random.uniform(0.5, 1.5), 20.0))
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False)  # what json.dumps(ensure_ascii=False) builds per call
+
+
 def _dumps_args(args: Any) -> str:
     try:
-        return json.dumps(args, ensure_ascii=False)
+        return _JSON.encode(args)
     except (TypeError, ValueError, RecursionError):
         from looplet.types import _json_safe
 

@@ -104,6 +104,7 @@ async def _drive(p: Prepared) -> AsyncGenerator[Step, None]:
         return
     finally:
         shutdown.run_ended()
+        perform.terminal.close()
         eng.close()
 
 
@@ -149,8 +150,12 @@ class _Performer:
         self.terminal.timeout = eff.timeout_s
         calls, chain = eff.calls, self.tools
         if len(calls) == 1:
-            return ToolsDone([await chain(calls[0])], chain.drain())
-        results = await asyncio.gather(*(chain(c) for c in calls))
+            return ToolsDone([await chain.fn(calls[0])], chain.drain() if chain.faults else ())
+        worker, self.terminal.worker = self.terminal.worker, None  # parallel calls: a thread each
+        try:
+            results = await asyncio.gather(*(chain(c) for c in calls))
+        finally:
+            self.terminal.worker = worker
         return ToolsDone(list(results), chain.drain())
 
 
@@ -165,7 +170,7 @@ async def _call_llm(chain: Chain, eff: CallLLM) -> LLMDone:
         out = Raised(exc)
     except BaseException as exc:  # CancelledError, KeyboardInterrupt: end as cancelled
         out = Interrupted(exc)
-    return LLMDone(chain.last or call, out, chain.drain())
+    return LLMDone(chain.last or call, out, chain.drain() if chain.faults else ())
 
 
 async def _resolve(value: Any) -> Any:

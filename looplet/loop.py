@@ -11,7 +11,7 @@ from collections.abc import Generator
 from typing import Any
 
 from looplet import shutdown
-from looplet._chain import Chain, ToolTerminal, _Worker, llm_chain, tool_chain
+from looplet._chain import Chain, ToolTerminal, llm_chain, tool_chain
 from looplet._engine import (
     CLOSED,
     CallHook,
@@ -263,7 +263,6 @@ class _Performer:
         strict = p.config.strict_hooks
         self.llm = llm_chain(p.hooks.wrap_llm_call, p.llm, strict)
         self.terminal = ToolTerminal(p.registry, p.config.max_tool_output_chars)
-        self.terminal.worker = _Worker()
         self.tools = tool_chain(p.hooks.wrap_tool, self.terminal, strict)
         self.pool: Any = None
 
@@ -289,7 +288,7 @@ class _Performer:
         self.terminal.timeout = eff.timeout_s
         calls, chain = eff.calls, self.tools
         if len(calls) == 1:
-            return ToolsDone([chain(calls[0])], chain.drain())
+            return ToolsDone([chain.fn(calls[0])], chain.drain() if chain.faults else ())
         worker, self.terminal.worker = self.terminal.worker, None  # parallel calls: a thread each
         try:
             return self.run_parallel(calls)
@@ -315,12 +314,12 @@ def _call_llm(chain: Chain, call: LLMCall) -> LLMDone:
     """One attempt through the chain: the record that reached the model, its outcome, hook faults."""
     chain.last = None
     try:
-        out: Any = chain(call)
+        out: Any = chain.fn(call)
     except Exception as exc:
         out = Raised(exc)
     except BaseException as exc:  # KeyboardInterrupt and friends end the run as cancelled
         out = Interrupted(exc)
-    return LLMDone(chain.last or call, out, chain.drain())
+    return LLMDone(chain.last or call, out, chain.drain() if chain.faults else ())
 
 
 def _await_sync(awaitable: Any) -> Any:

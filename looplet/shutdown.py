@@ -52,7 +52,7 @@ __all__ = [
 
 log = logging.getLogger("looplet")
 
-_requested = threading.Event()
+_requested = False  # set once by the first SIGTERM (or request_shutdown); a plain flag: runs read it per step
 _idle = threading.Condition()
 _active = 0
 _flushes: list[Callable[[float], Any]] = []
@@ -74,7 +74,7 @@ class ShutdownAwareCancel:
         self.token = token
 
     def is_set(self) -> bool:
-        if _requested.is_set():
+        if _requested:
             return True
         token = self.token
         return token is not None and bool(token.is_set())
@@ -125,7 +125,7 @@ def wait_idle(timeout_s: float) -> bool:
 
 def shutdown_requested() -> bool:
     """True once a SIGTERM arrived (or :func:`request_shutdown` was called): take no new work."""
-    return _requested.is_set()
+    return _requested
 
 
 def add_flush(fn: Callable[[float], Any]) -> None:
@@ -143,9 +143,10 @@ def remove_flush(fn: Callable[[float], Any]) -> None:
 def request_shutdown(exit_process: bool = False) -> None:
     """What the first SIGTERM does: ask every run to stop, flush once they have, and (``exit_process``)
     end the process. Safe to call more than once; only the first call acts."""
-    if _requested.is_set():
+    global _requested
+    if _requested:
         return
-    _requested.set()
+    _requested = True
     threading.Thread(
         target=_wind_down, args=(float(_state["grace_s"]), exit_process), name="looplet-shutdown", daemon=True
     ).start()
@@ -195,7 +196,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
             raise SystemExit(128 + signum)
         return
     previous = _state["previous"]
-    if _requested.is_set():  # a second SIGTERM: at once
+    if _requested:  # a second SIGTERM: at once
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return

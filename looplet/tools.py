@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextvars
 import difflib
+import functools
 import inspect
 import json
+import queue
 import threading
 import time
 import types
@@ -463,7 +465,13 @@ class BaseToolRegistry(LegacyRegistry):
         spec = self.prepare(call)
         if isinstance(spec, ToolResult):
             return spec
-        timeout = spec.timeout_s or timeout_s
+        return self.execute(spec, call, spec.timeout_s or timeout_s, max_chars)
+
+    def execute(
+        self, spec: ToolSpec, call: ToolCall, timeout: float | None, max_chars: int | None = None
+    ) -> ToolResult:
+        """Run a call ``prepare`` accepted. A sync tool runs on this thread when ``timeout`` is None, on a
+        thread of its own otherwise (given up on at the timeout)."""
         started = time.perf_counter()
         try:
             if spec.isolation == "process":
@@ -483,26 +491,31 @@ class BaseToolRegistry(LegacyRegistry):
     async def adispatch(
         self, call: ToolCall, timeout_s: float | None = None, max_chars: int | None = None
     ) -> ToolResult:
-        """``dispatch`` for the async loop: ``async def`` tools are awaited, sync ones run in a thread
-        when they have a timeout (and inline otherwise)."""
+        """``dispatch`` for the async loop: ``async def`` tools are awaited; sync ones (and the wait for a
+        tool's process) never block the event loop: they run on a thread of their own."""
         spec = self.prepare(call)
         if isinstance(spec, ToolResult):
             return spec
-        import asyncio
+        return await self.aexecute(spec, call, spec.timeout_s or timeout_s, max_chars)
 
-        timeout = spec.timeout_s or timeout_s
+    async def aexecute(
+        self, spec: ToolSpec, call: ToolCall, timeout: float | None, max_chars: int | None = None
+    ) -> ToolResult:
+        """``execute`` for the async loop."""
         started = time.perf_counter()
         try:
-            if spec.isolation == "process":  # the child is killed at the timeout; wait off the event loop
-                data = await _in_daemon_thread(
-                    _in_process, {"spec": spec, "args": call.args, "timeout": timeout}
-                )
-            elif spec.is_async:
-                data = await asyncio.wait_for(_no_exit_async(spec.execute(**call.args)), timeout)
+            if spec.isolation == "process":  # killed at its timeout; only the wait is off the event loop
+                job = {"spec": spec, "args": call.args, "timeout": timeout}
+                data = await Worker.once(_no_exit, (_in_process, job), None)
+            elif not spec.is_async:
+                data = await Worker.once(_no_exit, (spec.execute, call.args), timeout)
             elif timeout is None:
-                data = spec.execute(**call.args)
+                data = await _no_exit_async(spec.execute(**call.args))
             else:
-                data = await asyncio.wait_for(_in_daemon_thread(spec.execute, call.args), timeout)
+                import asyncio
+
+                async with asyncio.timeout(timeout):
+                    data = await _no_exit_async(spec.execute(**call.args))
         except (TimeoutError, _ToolTimeout):
             return _timeout_error(spec, timeout, started)
         except (Exception, SystemExit) as exc:  # a tool calling sys.exit() fails that call, not the agent
@@ -561,31 +574,96 @@ def _no_exit(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
         raise ToolExited(f"the tool tried to exit (SystemExit {exc.code!r})") from None
 
 
-def _in_daemon_thread(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
-    """A future for ``fn(**args)`` run on a daemon thread (in a copy of the current context). Unlike
-    ``asyncio.to_thread`` an abandoned (timed-out) call cannot hold up the event loop's shutdown."""
-    import asyncio
+class Worker:
+    """A daemon thread that runs the calls handed to it, one at a time, each in a copy of the caller's
+    context (so the OpenTelemetry context and the run's context variables cross over).
 
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-    ctx = contextvars.copy_context()
+    The loop keeps one per run for its sync tools: a thread handoff per call costs a fraction of
+    starting a thread (or an executor hop) per call. A call that is not answered within its timeout
+    abandons the worker, as a thread cannot be stopped: it exits once that call returns, and the next
+    call starts a new thread. Daemon threads, so an abandoned call never holds up the exit of the
+    interpreter or the close of an event loop (``asyncio.to_thread``'s executor would)."""
 
-    def settle(value: Any, exc: BaseException | None) -> None:
-        if not future.done():
-            future.set_exception(exc) if exc is not None else future.set_result(value)
+    __slots__ = ("jobs", "replies")
 
-    def target() -> None:
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[Any] | None = None
+        self.replies: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], reply: Callable[[Any], Any]) -> None:
+        if self.jobs is None:
+            self.jobs = queue.SimpleQueue()
+            threading.Thread(target=_serve, args=(self.jobs,), daemon=True, name="looplet-tool").start()
+        self.jobs.put((contextvars.copy_context(), fn, args, reply))
+
+    def run(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None) -> Any:
+        """``fn(*args)`` on the worker; its exception is raised here; ``_ToolTimeout`` at the timeout."""
+        self._submit(fn, args, self.replies.put)
         try:
-            value, exc = ctx.run(_no_exit, fn, args), None
-        except BaseException as e:
-            value, exc = None, e
-        try:
-            loop.call_soon_threadsafe(settle, value, exc)
-        except RuntimeError:  # the loop is gone: nobody is waiting any more
-            pass
+            ok, value = self.replies.get(timeout=timeout)
+        except queue.Empty:
+            self.close()
+            raise _ToolTimeout from None
+        if not ok:
+            raise value
+        return value
 
-    threading.Thread(target=target, daemon=True, name="looplet-tool").start()
-    return future
+    async def arun(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None) -> Any:
+        """``run`` for a coroutine: awaits the call without blocking the event loop."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def reply(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(_settle, future, item)
+            except RuntimeError:  # the event loop is closed: nobody is waiting any more
+                pass
+
+        self._submit(fn, args, reply)
+        try:
+            async with asyncio.timeout(timeout):
+                ok, value = await future
+        except TimeoutError:
+            self.close()
+            raise _ToolTimeout from None
+        except BaseException:  # cancelled while the call runs: it keeps this worker busy
+            self.close()
+            raise
+        if not ok:
+            raise value
+        return value
+
+    @staticmethod
+    async def once(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None) -> Any:
+        """``fn(*args)`` on a thread of its own."""
+        worker = Worker()
+        try:
+            return await worker.arun(fn, args, timeout)
+        finally:
+            worker.close()
+
+    def close(self) -> None:
+        """Let the thread exit after its current call; the next call starts a new one."""
+        if self.jobs is not None:
+            self.jobs.put(None)
+            self.jobs, self.replies = None, queue.SimpleQueue()
+
+
+def _serve(jobs: queue.SimpleQueue[Any]) -> None:
+    while (job := jobs.get()) is not None:
+        ctx, fn, args, reply = job
+        try:
+            item = (True, ctx.run(fn, *args))
+        except BaseException as exc:
+            item = (False, exc)
+        reply(item)
+
+
+def _settle(future: Any, item: Any) -> None:
+    if not future.done():
+        future.set_result(item)
 
 
 async def _no_exit_async(coro: Any) -> Any:
@@ -638,27 +716,12 @@ def _render(data: Any, limit: int) -> str:
 
 
 def _run_in_thread(fn: Callable[..., Any], args: dict[str, Any], timeout: float) -> Any:
-    """Run ``fn`` in a daemon thread (in a copy of the current context) and wait at most ``timeout``."""
-    box: list[Any] = []
-    ctx = contextvars.copy_context()
-
-    def target() -> None:
-        try:
-            box.append((True, ctx.run(fn, **args)))
-        except BaseException as exc:
-            box.append((False, exc))
-
-    t = threading.Thread(target=target, daemon=True, name="looplet-tool")
-    t.start()
-    t.join(timeout)
-    if not box:
-        raise _ToolTimeout
-    ok, value = box[0]
-    if ok:
-        return value
-    if isinstance(value, (Exception, SystemExit)):
-        raise value
-    raise RuntimeError(f"tool thread ended with {type(value).__name__}: {value}")
+    """``fn(**args)`` on a thread of its own, waited for at most ``timeout``."""
+    worker = Worker()
+    try:
+        return worker.run(functools.partial(fn, **args), (), timeout)
+    finally:
+        worker.close()
 
 
 # --- process isolation ---------------------------------------------------------------------------
