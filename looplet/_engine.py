@@ -25,7 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from looplet._chain import Fault, crashed, replayed
@@ -759,7 +759,7 @@ def _roll_up(step: Step, result: ToolResult, totals: _Totals, state: Any) -> Non
 
 
 def side_call_done(
-    run: Run | None, record: LLMCall, faults: list[Fault], error: BaseException | None
+    run: Run | None, record: LLMCall, faults: Sequence[Fault], error: BaseException | None
 ) -> list[Any]:
     """An LLM call a hook made on its own (a compaction summary), through the run's chain: its facts join
     the run's totals and reach the ``on_llm_call`` observers like the loop's own calls. Returns the
