@@ -34,15 +34,20 @@ def today() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def revision() -> str:
+def revision_of(root: str | os.PathLike[str]) -> str:
+    """``revision()`` of another checkout."""
+    return revision(Path(root))
+
+
+def revision(root: Path = ROOT) -> str:
     """The commit measured, marked dirty when the working tree differs from it."""
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", "looplet"],
-            cwd=ROOT,
+            cwd=root,
             capture_output=True,
             text=True,
             timeout=10,
