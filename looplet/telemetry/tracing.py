@@ -1025,10 +1025,16 @@ def cap_json(value: Any, limit: int) -> str:
         return best
     if isinstance(value, list) and value:
         items = _clip_strings(value, 256)
-        for drop in range(1, len(items) + 1):
+        lo, hi, fit = 1, len(items), None
+        while lo <= hi:  # the fewest oldest items to drop (a search: one encoding per try, not per item)
+            drop = (lo + hi) // 2
             candidate = _dumps([{"truncated": drop}] + items[drop:])
             if len(candidate) <= limit:
-                return candidate
+                fit, hi = candidate, drop - 1
+            else:
+                lo = drop + 1
+        if fit is not None:
+            return fit
     if best is not None:
         return best
     return _dumps({"truncated": len(text)}) if limit >= 24 else "{}"

@@ -834,6 +834,16 @@ def test_cap_json_is_always_valid_and_within_the_limit(value, limit):
         assert json.loads(out) == value
 
 
+def test_cap_json_drops_only_the_oldest_messages_it_must():
+    """A long transcript keeps its newest messages: exactly the fewest oldest ones are dropped."""
+    messages = [{"role": "user", "content": f"message {i} " + "x" * 200} for i in range(400)]
+    out = json.loads(cap_json(messages, 32_000))
+    dropped = out[0]["truncated"]
+    assert out[1:] == messages[dropped:]
+    one_fewer = [{"truncated": dropped - 1}] + messages[dropped - 1 :]
+    assert len(json.dumps(one_fewer, ensure_ascii=False, separators=(",", ":"))) > 32_000
+
+
 # -- redaction -------------------------------------------------------------------------------------
 
 
