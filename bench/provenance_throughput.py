@@ -24,8 +24,8 @@ beside each row (min–max over its rounds: the machine is shared).
 
 Folders go to /dev/shm by default (the sink's own work; ``--dir bench`` adds this VM's disk and its noise).
 ``--write`` puts the tables into docs/benchmarks.md (section ``provenance_throughput``).
-Content capture on the exporter route is not measured: TracingHook's content capture of a long run costs
-more than the sink (its ``cap_json`` re-encodes the whole transcript on each call), which would dominate.
+Content capture on the exporter route is not measured: TracingHook's capture encodes the transcript on
+each chat span, which would dominate what the sink itself costs.
 """
 
 from __future__ import annotations
@@ -225,10 +225,9 @@ def main() -> None:
         "",
         "Why the exporter's share stays above 30 µs/step: the layout has one `steps/step_NN.json` per step, and",
         "creating a small file costs 9 µs on tmpfs (these figures), 40-45 µs of system time on this VM's disk,",
-        "before any JSON is written; building the step from its spans and rendering it cost about as much again. Content",
-        "capture on the exporter route is not measured: TracingHook's capture of a long transcript (its",
-        "`cap_json` drops the oldest messages one at a time, re-encoding the list each time) took 69 s for",
-        "a 400-step run (0.26 s for 100), far more than the sink.",
+        "before any JSON is written; building the step from its spans and rendering it cost about as much again.",
+        "Content capture on the exporter route is not measured: TracingHook's capture encodes the transcript",
+        "on each chat span, which would dominate what the sink itself costs.",
     ]
     print("\n".join(lines))
     if args.write:
