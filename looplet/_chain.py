@@ -24,7 +24,7 @@ from typing import Any
 
 from looplet.errors import LoopletError
 from looplet.telemetry.cost import cost_of
-from looplet.tools import Worker, _timeout_error, _ToolTimeout
+from looplet.tools import LOST, Alarm, Worker, _Alarm, _timeout_error, _ToolTimeout
 from looplet.types import LLMCall, LLMResponse, ToolCall, ToolResult
 
 __all__ = [
@@ -82,7 +82,8 @@ def _answered(call: LLMCall, out: Any, started: float) -> None:
     call.response = out
     call.usage = out.usage
     call.response_model = out.model
-    call.cost_usd = cost_of(out.model or call.model, out.usage)
+    if out.usage is not None:
+        call.cost_usd = cost_of(out.model or call.model, out.usage)
     if out.time_to_first_chunk_s is not None:
         call.ttfc_ms = out.time_to_first_chunk_s * 1000.0
     call.outcome = "ok"
@@ -282,16 +283,19 @@ class ToolTerminal:
     the tool's facts (``duration_ms``, ``error``, ``error_kind``). Whatever a tool or hostile arguments
     do, a ToolResult comes back. ``timeout`` is set per batch by the driver.
 
-    A sync tool with a timeout runs on the run's :class:`~looplet.tools.Worker` (one reused thread); a
-    parallel batch clears ``worker``, and each of its calls gets a thread of its own."""
+    A sync tool with a timeout runs on the loop's own thread under the run's
+    :class:`~looplet.tools.Alarm` when the run is on the main thread and SIGALRM is free, on the run's
+    :class:`~looplet.tools.Worker` (one reused thread) otherwise; a parallel batch clears ``worker``, and
+    each of its calls gets a thread of its own."""
 
-    __slots__ = ("registry", "max_chars", "timeout", "worker")
+    __slots__ = ("registry", "max_chars", "timeout", "worker", "alarm")
 
     def __init__(self, registry: Any, max_chars: int | None) -> None:
         self.registry = registry
         self.max_chars = max_chars
         self.timeout: float | None = None
         self.worker: Worker | None = Worker()
+        self.alarm = Alarm()
 
     def __call__(self, tc: ToolCall) -> ToolResult:
         try:
@@ -301,9 +305,18 @@ class ToolTerminal:
             timeout = spec.timeout_s or self.timeout
             if timeout is None or self.worker is None or spec.is_async or spec.isolation == "process":
                 return self.registry.execute(spec, tc, timeout, self.max_chars)  # type: ignore[no-any-return]
+            args = (spec, tc, None, self.max_chars)
+            alarm = self.alarm
+            if alarm.claim():
+                try:
+                    out = alarm.run(self.registry.execute, args, timeout)
+                except _Alarm:
+                    return _timeout_error(spec, timeout, alarm.started, True)
+                if out is not LOST:
+                    return out  # type: ignore[no-any-return]
             started = time.perf_counter()
             try:
-                out = self.worker.run(self.registry.execute, (spec, tc, None, self.max_chars), timeout)
+                out = self.worker.run(self.registry.execute, args, timeout)
             except _ToolTimeout:
                 return _timeout_error(spec, timeout, started)
             return _checked_result(out)
@@ -311,6 +324,7 @@ class ToolTerminal:
             return crashed(exc)
 
     def close(self) -> None:
+        self.alarm.close()
         if self.worker is not None:
             self.worker.close()
 

@@ -246,6 +246,7 @@ class _Loop:
         self.text_mode = False
         self.malformed = 0
         self.record_of_answer: LLMCall | None = None
+        self.asks = bool(self.h.pre_dispatch or self.h.check_done)
         self.logged: set[tuple[int, str]] = set()
 
     # -- calling hooks ----------------------------------------------------------------------------
@@ -369,14 +370,14 @@ class _Loop:
                 value = done.value
                 if isinstance(value, Interrupted):
                     raise _Stop(value)
-            if not isinstance(value, (Raised, LLMResponse)):
-                value = Raised(
-                    TypeError(f"a wrap_llm_call hook returned {type(value).__name__}, not an LLMResponse")
-                )
-            if not isinstance(value, Raised):
+            if isinstance(value, LLMResponse):
                 self.record_of_answer = done.record
                 run.model = done.record.response_model or run.model
                 return value
+            if not isinstance(value, Raised):
+                value = Raised(
+                    TypeError(f"a wrap_llm_call hook returned {type(value).__name__}, not an LLMResponse")
+                )
             delay = self.failed_attempt(value.exc, attempt)
             if delay is None:
                 return None
@@ -483,8 +484,10 @@ class _Loop:
                 self.stop, self.dangling = "timeout", list(calls[i:])
                 break
             j = self.batch_end(calls, i) if self.config.parallel_tools else i + 1
-            batch = yield from self.prepare_batch(calls[i:j])
-            self.dangling = list(calls[i + len(batch) :])
+            batch = self.numbered(calls[i:j])
+            if self.asks:  # (no generator when no hook listens: the bare loop's hot path)
+                batch = yield from self.ask_hooks(batch)
+            self.dangling = calls[i + len(batch) :]
             i = j
             yield from self.run_batch(batch)
             for pending in batch:
@@ -500,26 +503,31 @@ class _Loop:
                 j += 1
         return j
 
-    def prepare_batch(self, batch: list[ToolCall]) -> Phase:
-        """Number each call and ask ``pre_dispatch`` (and ``check_done``) hooks about it."""
-        prepared: list[_Pending] = []
-        for tc in batch:
+    def numbered(self, calls: list[ToolCall]) -> list[_Pending]:
+        """The calls of a batch that fit in ``max_steps``, each with its step number."""
+        batch: list[_Pending] = []
+        for tc in calls:
             if self.step_num >= self.p.max_steps:
                 self.stop = "max_steps"
                 break
             self.step_num += 1
-            pending = _Pending(self.step_num, tc, None, False)
-            if self.h.pre_dispatch:  # (no generator at all when no hook listens: the bare loop's hot path)
+            batch.append(_Pending(self.step_num, tc, None, tc.tool == self.config.done_tool))
+        return batch
+
+    def ask_hooks(self, batch: list[_Pending]) -> Phase:
+        """``pre_dispatch`` (and, for ``done``, ``check_done``) hooks on each call of a batch, in order;
+        a stop ends the batch after the call it came on."""
+        for k, pending in enumerate(batch):
+            if self.h.pre_dispatch:
                 yield from self.pre_dispatch(pending)
-            if pending.call.tool == self.config.done_tool and pending.result is None:
-                if self.h.check_done:
-                    yield from self.check_done(pending)
-                else:
-                    pending.done_ok = True
-            prepared.append(pending)
+            if pending.result is not None:  # a hook answered (or denied) it: not an accepted `done`
+                pending.done_ok = False
+            elif pending.done_ok and self.h.check_done:
+                yield from self.check_done(pending)
             if self.stop is not None:
-                break
-        return prepared
+                self.step_num = pending.number
+                return batch[: k + 1]
+        return batch
 
     def pre_dispatch(self, p: _Pending) -> Phase:
         for hook, fn in self.h.pre_dispatch:
@@ -595,7 +603,7 @@ class _Loop:
         result, notes = p.result, []
         if self.h.post_dispatch:
             result, notes = yield from self.post_dispatch(p, result)
-        text = _model_text(result)
+        text = result.text if result.text is not None else _model_text(result)
         if notes:
             text = text + "\n\n" + "\n".join(notes)
         if self.text_mode:

@@ -132,6 +132,18 @@ def old_keywords(table: KeywordTable, *, what: str = "") -> Callable[[type[_T]],
     return decorate
 
 
+def set_old_keywords(obj: Any, label: str, table: KeywordTable, old: dict[str, Any]) -> None:
+    """For a hot record whose own ``__init__`` takes ``**old``: ``old_keywords``'s translation, with
+    the new keywords it yields set on ``obj`` (the constructor pays nothing when no old keyword is used)."""
+    unknown = [k for k in old if k not in table]
+    if unknown:
+        raise TypeError(f"{label}.__init__() got an unexpected keyword argument {unknown[0]!r}")
+    _translate(label, table, old)
+    for key, value in old.items():  # what the call gave under the new name wins, as in old_keywords
+        if getattr(obj, key, None) in (None, ""):
+            setattr(obj, key, value)
+
+
 def _translate(label: str, old: KeywordTable, kwargs: dict[str, Any]) -> None:
     for key in [k for k in kwargs if k in old]:
         target = old[key]

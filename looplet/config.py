@@ -29,9 +29,11 @@ class LoopConfig:
     done_tool: the tool whose accepted call ends the run with stop reason ``done``.
     parallel_tools: run the ``concurrent_safe`` calls of one response together.
     tool_timeout_s: timeout for tools that set none of their own (default 120 s; None: no timeout). A
-        tool that times out becomes an error result the model sees (``error_kind="timeout"``); a sync
-        tool runs in a thread for this, and a thread cannot be killed: a tool that holds the GIL or
-        blocks in C keeps running after its timeout (see ``docs/reliability.md``).
+        tool that times out becomes an error result the model sees (``error_kind="timeout"``). In the
+        sync loop on the main thread a sync tool runs inline and a ``SIGALRM`` timer interrupts it at its
+        timeout (unless the program has its own SIGALRM handler); otherwise it runs on a worker thread,
+        which cannot be killed: it is abandoned. A tool that holds the GIL in C is stopped only when
+        that call returns (see ``docs/reliability.md``).
     run_timeout_s: bound on the whole run (default None: unbounded). Checked between phases, and it caps
         tool timeouts and retry sleeps (and, in the async loop, the LLM call itself); a run past it ends
         with stop reason ``timeout``. A sync LLM call is bounded by the backend's own ``timeout``.

@@ -8,6 +8,7 @@ import functools
 import inspect
 import json
 import queue
+import signal
 import threading
 import time
 import types
@@ -651,6 +652,113 @@ class Worker:
             self.jobs, self.replies = None, queue.SimpleQueue()
 
 
+_get_ident = threading.get_ident
+
+#: What :meth:`Alarm.run` returns, without running anything, once SIGALRM is no longer the run's.
+LOST: Any = object()
+
+
+class _Alarm(BaseException):
+    """Raised by :class:`Alarm`'s signal handler into the tool it interrupts (a ``BaseException``, so a
+    tool's ``except Exception`` does not swallow it)."""
+
+
+class Alarm:
+    """Bounds sync tools that run on the main thread with an interval timer (``SIGALRM``), so the loop
+    needs no thread handoff per call.
+
+    Why a signal and not the :class:`Worker`: with the default ``tool_timeout_s`` every sync call would
+    otherwise cross to the worker thread and back, 15-60 µs a call on a 2-core VM against a 12 µs step
+    (bench/loop_overhead.py), most of a bare step. On the main thread, ``setitimer`` interrupts the tool
+    instead: a blocking call (sleep, socket, FIFO, lock, child process) is cut short and the tool raises
+    ``_Alarm``; code in C that holds the GIL is interrupted when it returns, exactly as late as a
+    waiting thread would notice. The timer is re-armed lazily: a call only notes its deadline (no system
+    call while calls finish within the armed time); the timer fires at most once per timeout and
+    re-arms itself for a call still running.
+
+    A run takes SIGALRM only on the main thread and only while nobody else has it (``SIG_DFL``), and
+    gives it back at :meth:`close`; otherwise (another thread, a handler of the user's, a nested run)
+    :meth:`claim` says no and the caller uses the worker. A tool may use SIGALRM itself (a library's own
+    signal timeout): the timer is re-armed at least once a second of calls, and a handler replaced and
+    not given back is noticed at the next such check: the run stops its timer, leaves SIGALRM to its new
+    owner and uses the worker from then on. (Until then, a tool that set SIGALRM to ``SIG_DFL`` and kept
+    it would let our pending timer end the process: restore the handler you found, as signal-timeout
+    libraries do.)"""
+
+    __slots__ = ("deadline", "armed_at", "recheck_at", "owner", "started")
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None  # of the call running now
+        self.armed_at: float | None = None  # when the timer fires next
+        self.recheck_at = 0.0  # when a call re-arms the timer even if it seems armed
+        self.owner = 0  # the thread id that holds SIGALRM; 0 not yet, -1 no longer
+        self.started = 0.0  # of the latest call
+
+    def claim(self) -> bool:
+        """Take SIGALRM for this run if it is free and we are on the main thread (first call only)."""
+        if self.owner:
+            return self.owner == _get_ident()
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or not hasattr(signal, "setitimer")
+            or signal.getsignal(signal.SIGALRM) is not signal.SIG_DFL
+        ):
+            return False
+        signal.signal(signal.SIGALRM, self._fired)
+        self.owner = _get_ident()
+        return True
+
+    def run(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
+        """``fn(*args)`` on this thread; ``_Alarm`` is raised into it at ``timeout``. :data:`LOST` (fn not
+        called) when SIGALRM turned out to be someone else's: the caller runs it another way."""
+        self.started = now = time.perf_counter()
+        self.deadline = deadline = now + timeout
+        if self.armed_at is None or self.armed_at > deadline or now > self.recheck_at:
+            # once a second of calls at most (signal.getsignal costs 2.4 µs for a method handler): a tool
+            # may have cancelled our timer, or taken SIGALRM and kept it
+            self.recheck_at = now + 1.0
+            if signal.getsignal(signal.SIGALRM) != self._fired:
+                self._lost()
+                return LOST
+            self._arm(timeout, deadline)
+        try:
+            return fn(*args)
+        finally:
+            self.deadline = None
+
+    def _lost(self) -> None:
+        """A tool took SIGALRM and kept it: stop our timer (if it is still ours) and let it be."""
+        self.owner, self.deadline = -1, None
+        if self.armed_at is not None:
+            left = signal.getitimer(signal.ITIMER_REAL)[0]
+            if abs(left - (self.armed_at - time.perf_counter())) < 0.05:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            self.armed_at = None
+
+    def _arm(self, seconds: float, at: float) -> None:
+        self.armed_at = at
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    def _fired(self, signum: int, frame: Any) -> None:
+        self.armed_at = None
+        deadline = self.deadline
+        if deadline is None:  # no call running: the next one arms the timer again
+            return
+        left = deadline - time.perf_counter()
+        if left > 1e-4:  # armed for an earlier call that has finished
+            self._arm(left, deadline)
+            return
+        raise _Alarm
+
+    def close(self) -> None:
+        """Stop the timer and give SIGALRM back (unless someone replaced our handler since)."""
+        if self.owner > 0:
+            self.owner, self.armed_at, self.deadline = 0, None, None
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            if signal.getsignal(signal.SIGALRM) == self._fired:
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
 def _serve(jobs: queue.SimpleQueue[Any]) -> None:
     while (job := jobs.get()) is not None:
         ctx, fn, args, reply = job
@@ -677,9 +785,14 @@ def _error(message: str, kind: str, duration_ms: float = 0.0) -> ToolResult:
     return ToolResult(error=message, error_kind=kind, duration_ms=duration_ms, text=f"ERROR: {message}")
 
 
-def _timeout_error(spec: ToolSpec, timeout: float | None, started: float) -> ToolResult:
+def _timeout_error(
+    spec: ToolSpec, timeout: float | None, started: float, interrupted: bool = False
+) -> ToolResult:
     elapsed = time.perf_counter() - started
-    how = "was stopped (its process killed)" if spec.isolation == "process" else "was abandoned"
+    if spec.isolation == "process":
+        how = "was stopped (its process killed)"
+    else:
+        how = "was interrupted" if interrupted else "was abandoned"
     late = ""
     if timeout is not None and elapsed > timeout * 1.5 + 0.5:  # a thread holding the GIL delays the timeout
         late = f" after {elapsed:.1f}s (it held up the agent; isolation='process' stops such a tool on time)"

@@ -15,7 +15,7 @@ from looplet.compat import (
     LegacyToolCall,
     LegacyToolResult,
     module_getattr,
-    old_keywords,
+    set_old_keywords,
 )
 
 __all__ = ["Usage", "ToolCall", "ToolResult", "LLMResponse", "LLMCall", "Step", "RunResult", "STOP_REASONS"]
@@ -90,15 +90,31 @@ class Usage:
         )
 
 
-@old_keywords(TOOL_CALL_KEYWORDS)  # looplet 0.4.1's call_id=, metadata= (looplet.compat)
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ToolCall(LegacyToolCall):
     """A tool call proposed by the model."""
 
     tool: str
-    args: dict[str, Any] = field(default_factory=dict)
-    id: str = ""
-    reasoning: str | None = None
+    args: dict[str, Any]
+    id: str
+    reasoning: str | None
+
+    # Written out (not the dataclass's) so that 0.4.1's keywords (call_id=, metadata=: looplet.compat)
+    # cost a record the loop builds every step nothing: a wrapper around __init__ cost ~4k instructions.
+    def __init__(
+        self,
+        tool: str,
+        args: dict[str, Any] | None = None,
+        id: str = "",
+        reasoning: str | None = None,
+        **old: Any,
+    ) -> None:
+        self.tool = tool
+        self.args = {} if args is None else args
+        self.id = id
+        self.reasoning = reasoning
+        if old:
+            set_old_keywords(self, "ToolCall", TOOL_CALL_KEYWORDS, old)
 
     def to_dict(self) -> dict[str, Any]:
         return {"tool": self.tool, "args": _json_safe(self.args), "id": self.id, "reasoning": self.reasoning}
@@ -108,8 +124,7 @@ class ToolCall(LegacyToolCall):
         return cls(d["tool"], dict(d.get("args") or {}), d.get("id", ""), d.get("reasoning"))
 
 
-@old_keywords(TOOL_RESULT_KEYWORDS)  # looplet 0.4.1's tool=, args_summary=, ... (looplet.compat)
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ToolResult(LegacyToolResult):
     """What a tool gave back. ``error`` is set (and ``data`` is None) when the call failed.
 
@@ -122,14 +137,38 @@ class ToolResult(LegacyToolResult):
     Step's cost and hangs the children under the Step.
     """
 
-    data: Any = None
-    error: str | None = None
-    error_kind: str | None = None
-    duration_ms: float = 0.0
-    text: str | None = None
-    usage: Usage | None = None
-    cost_usd: float | None = None
-    children: list[Step] = field(default_factory=list)
+    data: Any
+    error: str | None
+    error_kind: str | None
+    duration_ms: float
+    text: str | None
+    usage: Usage | None
+    cost_usd: float | None
+    children: list[Step]
+
+    # Written out for the reason ToolCall's is (0.4.1's tool=, args_summary=, ...: looplet.compat).
+    def __init__(
+        self,
+        data: Any = None,
+        error: str | None = None,
+        error_kind: str | None = None,
+        duration_ms: float = 0.0,
+        text: str | None = None,
+        usage: Usage | None = None,
+        cost_usd: float | None = None,
+        children: list[Step] | None = None,
+        **old: Any,
+    ) -> None:
+        self.data = data
+        self.error = error
+        self.error_kind = error_kind
+        self.duration_ms = duration_ms
+        self.text = text
+        self.usage = usage
+        self.cost_usd = cost_usd
+        self.children = [] if children is None else children
+        if old:
+            set_old_keywords(self, "ToolResult", TOOL_RESULT_KEYWORDS, old)
 
     @property
     def ok(self) -> bool:
