@@ -6,7 +6,7 @@ Per-step: MockLLMBackend (no latency, no usage) proposing one trivial tool call 
 at 100, 1,000 and 10,000 steps, in four configurations:
 
 * ``sync``: ``composable_loop``, default ``LoopConfig``: a sync tool with the default 120 s
-  ``tool_timeout_s`` runs on the run's worker thread (one thread handoff per tool call);
+  ``tool_timeout_s`` runs on the loop's thread, bounded by the run's SIGALRM timer (``looplet.tools.Alarm``);
 * ``sync-inline``: the same with ``tool_timeout_s=None``: the tool runs on the loop's thread (the
   loop's own work, nothing else);
 * ``async``: ``async_composable_loop``, default config, an ``async def`` tool (awaited on the loop);
@@ -178,8 +178,8 @@ def main() -> None:
         f"process (all its threads) per step in µs, median (min–max) of {args.repeat} rounds, each round a "
         "fresh interpreter, the trees' rounds interleaved; the garbage collector on, as users run it.",
         "",
-        "- **sync**: default `LoopConfig`; the sync tool has the default 120 s `tool_timeout_s`, so it runs "
-        "on the run's worker thread (one thread handoff per call).",
+        "- **sync**: default `LoopConfig`; the sync tool has the default 120 s `tool_timeout_s`: it runs on "
+        "the loop's thread, bounded by the run's SIGALRM timer (9e84799 had no default timeout: inline, unbounded).",
         "- **sync, inline**: `tool_timeout_s=None`: the tool runs on the loop's thread: the loop's own work.",
         "- **async**: `async_composable_loop`, default config, an `async def` tool.",
         "- **async, sync tool**: a sync tool, which the async loop always runs on the worker thread.",
