@@ -1,8 +1,9 @@
 """The loop's decisions, written once for the sync and the async loop.
 
 The engine is a plain generator that never does I/O itself: it yields small named *effects*
-(:class:`CallHook`, :class:`CallLLM`, :class:`RunTools`, :class:`Sleep`, :class:`EmitStep`) and receives
-their outcome. ``loop.py`` and ``async_loop.py`` are thin drivers that perform them synchronously or with
+(:class:`CallHook`, an :class:`~looplet.types.LLMCall` to make, :class:`RunTools`, :class:`Sleep`, a
+:class:`~looplet.types.Step` to hand out) and receives their outcome. The records the run keeps anyway are
+their own effects: a step costs two objects fewer. ``loop.py`` and ``async_loop.py`` are thin drivers that perform them synchronously or with
 ``await``.
 
 One run goes through named phases, each a method of :class:`_Loop`::
@@ -62,15 +63,6 @@ class CallHook:
 
 
 @dataclass(slots=True)
-class CallLLM:
-    """One LLM call attempt through the ``wrap_llm_call`` chain; answered with an :class:`LLMDone`.
-    ``timeout_s`` is what is left of ``LoopConfig.run_timeout_s`` (None: unbounded)."""
-
-    call: LLMCall
-    timeout_s: float | None = None
-
-
-@dataclass(slots=True)
 class RunTools:
     """Run tool calls through the ``wrap_tool`` chain (together when there are several); answered with
     a :class:`ToolsDone`. ``timeout_s`` bounds each tool that sets no timeout of its own."""
@@ -84,14 +76,10 @@ class Sleep:
     seconds: float
 
 
-@dataclass(slots=True)
-class EmitStep:
-    """Hand a Step to the caller; answered with None, :data:`CLOSED` or an :class:`Interrupted`."""
-
-    step: Step
-
-
-Effect = CallHook | CallLLM | RunTools | Sleep | EmitStep
+#: The effects: an ``LLMCall`` is one attempt through the ``wrap_llm_call`` chain, answered with an
+#: :class:`LLMDone` (bounded, in the async loop, by what is left of ``Prepared.deadline``); a ``Step`` is
+#: handed to the caller, answered with None, :data:`CLOSED` or an :class:`Interrupted`.
+Effect = CallHook | LLMCall | RunTools | Sleep | Step
 
 
 @dataclass(slots=True)
@@ -110,7 +98,7 @@ class ToolsDone:
     faults: Sequence[Fault] = ()
 
 
-CLOSED = object()  # sent back for EmitStep when the caller closed the generator
+CLOSED = object()  # sent back for a Step when the caller closed the generator
 
 
 class Raised:
@@ -144,6 +132,7 @@ class Prepared:
     context: Any
     max_steps: int
     cancel: Any = None
+    deadline: float | None = None  # ``perf_counter()`` time the run must end by (``run_timeout_s``)
 
 
 @dataclass(slots=True)
@@ -230,7 +219,7 @@ class _Loop:
         self.registry = p.registry
         self.started = time.perf_counter()
         timeout = p.config.run_timeout_s
-        self.deadline = self.started + timeout if timeout is not None else None
+        self.deadline = p.deadline = self.started + timeout if timeout is not None else None
         self.sink = RUN_RESULTS.get()
         self.session_log: list[dict[str, Any]] = _transcript(p.state, p.config, p.registry, p.run.task)
         self.totals = self.run._totals = _Totals(p.state)
@@ -360,7 +349,7 @@ class _Loop:
             call = LLMCall(
                 messages, self.schemas, step, run.model, run.provider, dict(options), attempt=attempt
             )
-            done = yield CallLLM(call, None if self.deadline is None else self.remaining())
+            done = yield call
             if isinstance(done, Interrupted):
                 raise _Stop(done)
             if done.faults or self.h.on_llm_call or done.record.outcome == "pending":
@@ -623,7 +612,7 @@ class _Loop:
             self.final = p.call.args.get("answer", result.data)
             if self.stop is None:
                 self.stop = "done"
-        sent = yield EmitStep(step)
+        sent = yield step
         if sent is CLOSED:
             self.stop, self.error, self.dangling = "cancelled", "the caller closed the loop", []
             return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -12,9 +13,7 @@ from looplet._chain import AsyncToolTerminal, Chain, async_llm_chain, async_tool
 from looplet._engine import (
     CLOSED,
     CallHook,
-    CallLLM,
     Effect,
-    EmitStep,
     Interrupted,
     LLMDone,
     Prepared,
@@ -29,7 +28,7 @@ from looplet.config import LoopConfig
 from looplet.hooks import _CURRENT_RUN
 from looplet.loop import CancelToken, prepare
 from looplet.tools import BaseToolRegistry
-from looplet.types import Step
+from looplet.types import LLMCall, Step
 
 __all__ = ["async_composable_loop"]
 
@@ -83,7 +82,7 @@ async def _drive(p: Prepared) -> AsyncGenerator[Step, None]:
             token = _CURRENT_RUN.set(p.run)
             try:
                 eff = eng.send(send)
-                while type(eff) is not EmitStep:
+                while type(eff) is not Step:
                     send = await perform(eff)
                     eff = eng.send(send)
             finally:
@@ -92,7 +91,7 @@ async def _drive(p: Prepared) -> AsyncGenerator[Step, None]:
                 send = CLOSED
                 continue
             try:
-                yield eff.step
+                yield eff
                 send = None
             except GeneratorExit:
                 closed, send = True, CLOSED
@@ -111,9 +110,10 @@ async def _drive(p: Prepared) -> AsyncGenerator[Step, None]:
 class _Performer:
     """Performs one effect with ``await``; every failure comes back as a value (Raised/Interrupted)."""
 
-    __slots__ = ("llm", "tools", "terminal")
+    __slots__ = ("llm", "tools", "terminal", "p")
 
     def __init__(self, p: Prepared) -> None:
+        self.p = p
         strict = p.config.strict_hooks
         self.llm = async_llm_chain(p.hooks.wrap_llm_call, p.llm, strict)
         self.terminal = AsyncToolTerminal(p.registry, p.config.max_tool_output_chars)
@@ -134,8 +134,8 @@ class _Performer:
             if kind is CallHook:
                 out = eff.fn(*eff.args)  # type: ignore[union-attr]
                 return await out if inspect.isawaitable(out) else out
-            if kind is CallLLM:
-                return await _call_llm(self.llm, eff)  # type: ignore[arg-type]
+            if kind is LLMCall:
+                return await _call_llm(self.llm, eff, self.p.deadline)  # type: ignore[arg-type]
             if kind is RunTools:
                 return await self.run_tools(eff)  # type: ignore[arg-type]
             if kind is Sleep:
@@ -159,13 +159,15 @@ class _Performer:
         return ToolsDone(list(results), chain.drain())
 
 
-async def _call_llm(chain: Chain, eff: CallLLM) -> LLMDone:
+async def _call_llm(chain: Chain, call: LLMCall, deadline: float | None) -> LLMDone:
     """One attempt through the chain, bounded by what is left of the run's time."""
-    call = eff.call
     chain.last = None
     try:
         work = _resolve(chain(call))
-        out: Any = await (work if eff.timeout_s is None else asyncio.wait_for(work, eff.timeout_s))
+        if deadline is None:
+            out: Any = await work
+        else:
+            out = await asyncio.wait_for(work, max(0.0, deadline - time.perf_counter()))
     except Exception as exc:  # a run timeout is a TimeoutError here: the engine sees the deadline passed
         out = Raised(exc)
     except BaseException as exc:  # CancelledError, KeyboardInterrupt: end as cancelled

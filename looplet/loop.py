@@ -15,9 +15,7 @@ from looplet._chain import Chain, ToolTerminal, llm_chain, tool_chain
 from looplet._engine import (
     CLOSED,
     CallHook,
-    CallLLM,
     Effect,
-    EmitStep,
     Interrupted,
     LLMDone,
     Prepared,
@@ -228,7 +226,7 @@ def _drive(p: Prepared) -> Generator[Step, None, RunResult]:
             token = _CURRENT_RUN.set(p.run)
             try:
                 eff = eng.send(send)
-                while type(eff) is not EmitStep:
+                while type(eff) is not Step:
                     send = perform(eff)
                     eff = eng.send(send)
             finally:
@@ -237,7 +235,7 @@ def _drive(p: Prepared) -> Generator[Step, None, RunResult]:
                 send = CLOSED
                 continue
             try:
-                yield eff.step
+                yield eff
                 send = None
             except GeneratorExit:
                 closed, send = True, CLOSED
@@ -272,8 +270,8 @@ class _Performer:
             if kind is CallHook:
                 out = eff.fn(*eff.args)  # type: ignore[union-attr]
                 return _await_sync(out) if inspect.isawaitable(out) else out
-            if kind is CallLLM:
-                return _call_llm(self.llm, eff.call)  # type: ignore[union-attr]
+            if kind is LLMCall:
+                return _call_llm(self.llm, eff)  # type: ignore[arg-type]
             if kind is RunTools:
                 return self.run_tools(eff)  # type: ignore[arg-type]
             if kind is Sleep:
