@@ -26,7 +26,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from looplet._chain import Fault, crashed, replayed
@@ -64,11 +64,14 @@ class CallHook:
 
 @dataclass(slots=True)
 class RunTools:
-    """Run tool calls through the ``wrap_tool`` chain (together when there are several); answered with
-    a :class:`ToolsDone`. ``timeout_s`` bounds each tool that sets no timeout of its own."""
+    """Run tool calls through the ``wrap_tool`` chain (together when there are several). ``timeout_s``
+    bounds each tool that sets no timeout of its own. The driver answers with the same object, its
+    ``results`` (one per call, in order) and the ``faults`` of guarded hooks filled in."""
 
     calls: list[ToolCall]
     timeout_s: float | None = None
+    results: list[ToolResult] = field(default_factory=list)
+    faults: Sequence[Fault] = ()
 
 
 @dataclass(slots=True)
@@ -89,12 +92,6 @@ class LLMDone:
 
     record: LLMCall
     value: Any
-    faults: Sequence[Fault] = ()
-
-
-@dataclass(slots=True)
-class ToolsDone:
-    results: list[ToolResult]
     faults: Sequence[Fault] = ()
 
 

@@ -20,7 +20,6 @@ from looplet._engine import (
     Raised,
     RunTools,
     Sleep,
-    ToolsDone,
     engine,
 )
 from looplet.compat import module_getattr, old_loop_keywords
@@ -146,17 +145,20 @@ class _Performer:
         except BaseException as exc:  # CancelledError, KeyboardInterrupt: end as cancelled
             return Interrupted(exc)
 
-    async def run_tools(self, eff: RunTools) -> ToolsDone:
+    async def run_tools(self, eff: RunTools) -> RunTools:
         self.terminal.timeout = eff.timeout_s
         calls, chain = eff.calls, self.tools
         if len(calls) == 1:
-            return ToolsDone([await chain.fn(calls[0])], chain.drain() if chain.faults else ())
-        worker, self.terminal.worker = self.terminal.worker, None  # parallel calls: a thread each
-        try:
-            results = await asyncio.gather(*(chain(c) for c in calls))
-        finally:
-            self.terminal.worker = worker
-        return ToolsDone(list(results), chain.drain())
+            eff.results.append(await chain.fn(calls[0]))
+        else:
+            worker, self.terminal.worker = self.terminal.worker, None  # parallel calls: a thread each
+            try:
+                eff.results = list(await asyncio.gather(*(chain(c) for c in calls)))
+            finally:
+                self.terminal.worker = worker
+        if chain.faults:
+            eff.faults = chain.drain()
+        return eff
 
 
 async def _call_llm(chain: Chain, call: LLMCall, deadline: float | None) -> LLMDone:

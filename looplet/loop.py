@@ -22,7 +22,6 @@ from looplet._engine import (
     Raised,
     RunTools,
     Sleep,
-    ToolsDone,
     engine,
 )
 from looplet.compat import module_getattr, old_backend, old_loop_keywords
@@ -30,7 +29,7 @@ from looplet.config import LoopConfig
 from looplet.hooks import _CURRENT_RUN, ResolvedHooks, Run
 from looplet.state import DefaultState
 from looplet.tools import BaseToolRegistry
-from looplet.types import LLMCall, RunResult, Step, ToolCall
+from looplet.types import LLMCall, RunResult, Step, ToolCall, ToolResult
 
 __all__ = ["composable_loop", "CancelToken", "run_loop"]
 
@@ -282,25 +281,29 @@ class _Performer:
         except BaseException as exc:  # KeyboardInterrupt and friends end the run as cancelled
             return Interrupted(exc)
 
-    def run_tools(self, eff: RunTools) -> ToolsDone:
+    def run_tools(self, eff: RunTools) -> RunTools:
         self.terminal.timeout = eff.timeout_s
         calls, chain = eff.calls, self.tools
         if len(calls) == 1:
-            return ToolsDone([chain.fn(calls[0])], chain.drain() if chain.faults else ())
-        worker, self.terminal.worker = self.terminal.worker, None  # parallel calls: a thread each
-        try:
-            return self.run_parallel(calls)
-        finally:
-            self.terminal.worker = worker
+            eff.results.append(chain.fn(calls[0]))
+        else:
+            worker, self.terminal.worker = self.terminal.worker, None  # parallel calls: a thread each
+            try:
+                eff.results = self.run_parallel(calls)
+            finally:
+                self.terminal.worker = worker
+        if chain.faults:
+            eff.faults = chain.drain()
+        return eff
 
-    def run_parallel(self, calls: list[ToolCall]) -> ToolsDone:
+    def run_parallel(self, calls: list[ToolCall]) -> list[ToolResult]:
         chain = self.tools
         if self.pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="looplet-tool")
         futures = [self.pool.submit(contextvars.copy_context().run, chain, c) for c in calls]
-        return ToolsDone([f.result() for f in futures], chain.drain())
+        return [f.result() for f in futures]
 
     def close(self) -> None:
         self.terminal.close()
