@@ -1031,16 +1031,18 @@ def eval_run(
 ) -> list[EvalResult]:
     """0.4.1's ``eval_run(evaluators, ctx)``: one :class:`EvalResult` per evaluator (``(ctx, llm)``
     evaluators get ``judge_llm``, or are ``skipped`` without one; an exception is an ``error`` result)."""
+    from looplet._compat_evals import recorded_errors
     from looplet.evals import tags_of
 
     warn_renamed("eval_run(evaluators, ctx)", "looplet.evals.run_evals(evals, [ctx])")
+    recorded = recorded_errors(ctx)  # read before the graders run: they cannot erase it
     results = []
     for fn in evaluators:
         tags = set(tags_of(fn))
         if (include and not tags & set(include)) or (exclude and tags & set(exclude)):
             continue
         results.append(_run_one(fn, ctx, judge_llm))
-    return results
+    return results + recorded
 
 
 def _run_one(fn: Any, ctx: Any, judge_llm: Any) -> EvalResult:
@@ -1081,9 +1083,13 @@ def eval_discover(path: Any, *, strict: bool = False) -> list[Any]:
     for f in files:
         try:
             found += discover(f)
-        except Exception:
-            if strict:
-                raise
+        except Exception as exc:
+            if strict:  # 0.4.1: a suite that does not load is an error naming the file
+                raise RuntimeError(f"{f}: the eval file could not be loaded ({exc})") from exc
+    names = [getattr(fn, "__name__", type(fn).__name__) for fn in found]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if strict and twice:
+        raise RuntimeError(f"duplicate evaluator name(s) {twice} in {path}: their results would be confused")
     return found
 
 
@@ -1107,6 +1113,26 @@ class LegacyEvalContext:
     def tool_sequence(self) -> list[str]:
         warn_renamed("ctx.tool_sequence", "[c.tool for c in ctx.tool_calls()]")
         return [s.tool_call.tool for s in self.steps]
+
+    @classmethod
+    def from_trajectory_dir(cls, path: Any) -> Any:
+        """0.4.1's reader of the folders it saved (``looplet._compat_evals``)."""
+        from looplet._compat_evals import from_trajectory_dir
+
+        warn_renamed(
+            "EvalContext.from_trajectory_dir(dir)",
+            "EvalContext.from_trajectory(looplet.provenance.load_trajectory(dir)) for folders 0.5 wrote",
+        )
+        return from_trajectory_dir(path)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in (
+            "artifacts",
+            "metadata",
+        ):  # 0.4.1's dicts, empty unless EvalContext(metadata=...) was used
+            warn_renamed(f"ctx.{name}", "ctx.task (put what evals need in the task)")
+            return {}
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 @functools.cache
@@ -1165,6 +1191,12 @@ def old_eval_hook_class() -> type:
                 state.metadata["evals"] = [r.to_dict() for r in self.results]
             if self.verbose:
                 print(self.report())
+
+        def assessment(self, **_: Any) -> Any:
+            """0.4.1's assessment of the last run (``looplet._compat_evals.OldReport``)."""
+            from looplet._compat_evals import OldReport
+
+            return OldReport([self.results] if self.results else [])
 
         def summary(self) -> str:
             scores = [r.score for r in self.results if r.score is not None]
@@ -1274,8 +1306,20 @@ class LegacyToolSpec:
         return list(self.parameters.get("required", []))
 
     def to_json_schema(self) -> dict[str, Any]:
+        """0.4.1's form: without ``additionalProperties: false`` (its registry refused unknown
+        arguments without saying so in the schema; 0.5's registry does the same from the schema)."""
         warn_renamed("ToolSpec.to_json_schema()", "spec.parameters")
-        return dict(self.parameters)
+        schema = dict(self.parameters)
+        if schema.get("additionalProperties") is False:
+            del schema["additionalProperties"]
+        return schema
+
+    def contract_errors(self) -> list[str]:
+        """0.4.1's audit of a spec's schema against its function (``looplet._compat_tools``)."""
+        from looplet._compat_tools import contract_errors
+
+        warn_renamed("ToolSpec.contract_errors()", "@tool (it writes the schema from the signature)")
+        return contract_errors(self)
 
     def to_api_schema(self) -> dict[str, Any]:
         warn_renamed("ToolSpec.to_api_schema()", "registry.schemas('anthropic') or spec.schema()")
@@ -1331,20 +1375,24 @@ class LegacyRegistry:
         return dict(self._tools)
 
 
-def tools_from_args(old: dict[str, Any]) -> tuple[Any, list[Any]]:
-    """``tools_from(..., validate=, done_parameters=, include_think=)`` of 0.4.1 -> (its done tool,
-    extra tools). Code that passes them is 0.4.1 code, so it gets 0.4.1's ``done(summary)``."""
+def tools_from_args(old: dict[str, Any], items: list[Any]) -> tuple[Any, list[Any]]:
+    """``tools_from(items, validate=, done_parameters=, include_think=)`` of 0.4.1 -> (its done tool,
+    the items as 0.4.1 built them plus its extra tools). Code that passes them is 0.4.1 code, so it gets
+    0.4.1's ``done(summary)`` and its tool inference rules (``looplet._compat_tools``)."""
+    from looplet._compat_tools import old_tools
 
+    warned = old.pop("_warned", False)  # minimal_preset passing them on
     unknown = set(old) - {"validate", "done_parameters", "include_think", "done_description"}
     if unknown:
         raise TypeError(f"tools_from() got unexpected keyword arguments {sorted(unknown)}")
-    warn_renamed(
-        f"tools_from({', '.join(f'{k}=' for k in old)})",
-        "tools_from([...], include_done=True) (arguments are always validated; write your own done or "
-        "think tool as a function when you need other parameters)",
-    )
+    if not warned:
+        warn_renamed(
+            f"tools_from({', '.join(f'{k}=' for k in old)})",
+            "tools_from([...], include_done=True) (arguments are always validated; write your own done "
+            "or think tool as a function when you need other parameters)",
+        )
     done = old_done_tool(old.get("done_parameters"), old.get("done_description"))
-    return done, [_think_tool()] if old.get("include_think") else []
+    return done, [*old_tools(list(items)), *([_think_tool()] if old.get("include_think") else [])]
 
 
 def _think_tool() -> Any:
@@ -1401,6 +1449,13 @@ def _alias(module: str, name: str, new: str | None = None) -> Callable[[str], An
     return get
 
 
+def _compat(module: str, name: str) -> Any:
+    """An adapter of a private compat module (``looplet._compat_*``); it warns when called."""
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
 def _here(name: str, new: str | None = None) -> Callable[[str], Any]:
     """Names defined in this module: they warn when called or subclassed, or (given ``new``, for
     names that are not called, such as an enum) when imported."""
@@ -1436,9 +1491,8 @@ _TO_DO_INSTEAD = {
     "load_eval_run": "looplet.evals.EvalContext.from_trajectory(looplet.provenance.load_trajectory(dir))",
     "RecordingLLMBackend": "ProvenanceSink(dir).wrap_llm(llm) records every call of a backend",
     "AsyncRecordingLLMBackend": "ProvenanceSink(dir).wrap_llm(llm) (it records agenerate too)",
+    "StepRecord": "looplet.Step (a saved run's steps: looplet.provenance.load_trajectory(dir).steps)",
     "TrajectoryRecorder": "add ProvenanceSink(dir).trajectory_hook() to hooks=[...] (or configure(provenance_dir=...))",
-    "minimal_preset": "call run_loop(llm=..., tools=tools_from([...]), max_steps=..., task=...) (or "
-    "composable_loop for step by step)",
     "StaticMemorySource": "put the text in system_prompt=..., or return it from a pre_prompt hook",
     "DomainAdapter": "write hooks (pre_prompt for briefings, check_done for completion rules); see docs/hooks.md",
     "DefaultCompactService": "use ThresholdCompactHook(strategy=compact_chain(Prune(), Summarize(llm), Truncate()))",
@@ -1487,6 +1541,9 @@ _TABLE: dict[str, Callable[[str], Any] | str] = {
     "eval_run": _here("eval_run"),
     "eval_discover": _here("eval_discover"),
     "EvalContext": _alias("looplet.evals", "EvalContext"),
+    "minimal_preset": lambda old: _compat("looplet._compat_tools", "minimal_preset"),
+    "eval_assess": lambda old: _compat("looplet._compat_evals", "eval_assess"),
+    "eval_run_batch": lambda old: _compat("looplet._compat_evals", "eval_run_batch"),
     **_TO_DO_INSTEAD,
 }
 

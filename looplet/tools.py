@@ -102,7 +102,7 @@ class ToolSpec(LegacyToolSpec):
                 "or 'process' (a child process, killed at the timeout)"
             )
         self.parameters = normalize_parameters(self.parameters, self.name)
-        self.is_async = inspect.iscoroutinefunction(self.execute)
+        self.is_async = is_async_callable(self.execute)
 
     def schema(self) -> dict[str, Any]:
         """The neutral schema the loop hands to backends: name, description, parameters."""
@@ -167,7 +167,7 @@ def _type_schema(tp: Any) -> dict[str, Any]:
         return {"type": _PY_JSON[tp]}
     raise TypeError(
         f"unsupported parameter type {tp!r}; use str, int, float, bool, list[...], dict, "
-        "Optional[...] or Literal[...]"
+        "Optional[...] or Literal[...], or build a ToolSpec yourself with an explicit ToolSpec.parameters schema"
     )
 
 
@@ -194,13 +194,37 @@ _PY_JSON = {str: "string", int: "integer", float: "number", bool: "boolean", lis
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     out = dict(schema)
     out["type"] = [schema["type"], "null"]
+    if "enum" in out and None not in out["enum"]:  # Optional[Literal[...]]: null is one of the values
+        out["enum"] = [*out["enum"], None]
     return out
+
+
+def _target(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What stands behind ``fn`` for its name, docstring and type hints: the function a
+    ``functools.partial`` wraps (however nested), a callable object's ``__call__``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if not (inspect.isroutine(fn) or isinstance(fn, type)) and callable(fn):
+        return type(fn).__call__
+    return fn
+
+
+def callable_name(fn: Callable[..., Any]) -> str:
+    """A tool's default name: the function's, or the class name of a callable object."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return str(getattr(fn, "__name__", None) or type(fn).__name__)
+
+
+def is_async_callable(fn: Callable[..., Any]) -> bool:
+    """``async def`` functions, and partials or objects whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(_target(fn))
 
 
 def schema_from_function(fn: Callable[..., Any]) -> dict[str, Any]:
     """JSON Schema of ``fn``'s parameters, from its signature and type hints."""
     try:
-        hints = typing.get_type_hints(fn)
+        hints = typing.get_type_hints(_target(fn))
     except Exception:  # unresolvable forward references: fall back to raw annotations
         hints = {}
     props: dict[str, Any] = {}
@@ -211,7 +235,7 @@ def schema_from_function(fn: Callable[..., Any]) -> dict[str, Any]:
         try:
             prop = _type_schema(hints.get(name, p.annotation))
         except TypeError as exc:
-            raise TypeError(f"@tool {fn.__name__}: parameter {name!r}: {exc}") from None
+            raise TypeError(f"@tool {callable_name(fn)}: parameter {name!r}: {exc}") from None
         if p.default is inspect.Parameter.empty:
             required.append(name)
         elif p.default is None or isinstance(p.default, (str, int, float, bool)):
@@ -260,9 +284,9 @@ def tool(
     """
 
     def build(f: Callable[..., Any]) -> ToolSpec:
-        desc = description or inspect.getdoc(f) or f.__name__.replace("_", " ")
+        desc = description or _doc(f) or callable_name(f).replace("_", " ")
         return ToolSpec(
-            name or f.__name__,
+            name or callable_name(f),
             desc,
             schema_from_function(f),
             f,
@@ -272,6 +296,14 @@ def tool(
         )
 
     return build(fn) if fn is not None else build
+
+
+def _doc(fn: Callable[..., Any]) -> str | None:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.isroutine(fn) or isinstance(fn, type):
+        return inspect.getdoc(fn)
+    return type(fn).__doc__ and inspect.getdoc(type(fn)) or inspect.getdoc(type(fn).__call__)
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -299,7 +331,7 @@ def _check(value: Any, schema: dict[str, Any], path: str) -> str | None:
         options = schema.get("anyOf") or schema.get("oneOf") or ()
         if all(_check(value, s, path) is not None for s in options):
             return f"{path} has the wrong type ({type(value).__name__})"
-    if "enum" in schema and value not in schema["enum"]:
+    if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
         return f"{path} must be one of {schema['enum']!r}, got {value!r}"
     wrong = _check_type(value, schema.get("type"), path)
     if wrong:
@@ -312,6 +344,11 @@ def _check(value: Any, schema: dict[str, Any], path: str) -> str | None:
     if isinstance(value, dict) and "properties" in schema:
         return _check_object(value, schema, path)[0]
     return None
+
+
+def _same(value: Any, member: Any) -> bool:
+    """JSON equality for ``enum``: ``true`` is not ``1`` and ``false`` is not ``0``."""
+    return bool(value == member) and isinstance(value, bool) is isinstance(member, bool)
 
 
 def _check_type(value: Any, jtype: str | list[str] | None, path: str) -> str | None:
@@ -531,13 +568,13 @@ def tools_from(
     **old: Any,
 ) -> BaseToolRegistry:
     """A registry from functions and specs; ``include_done`` adds ``done(answer: str)``."""
-    if old:  # looplet 0.4.1's validate=, done_parameters=, include_think=
-        done, extra = tools_from_args(old)
-        items = [*items, *extra, *([done] if done and include_done else [])]
     if isinstance(items, (ToolSpec, BaseToolRegistry)) or callable(items) or isinstance(items, (str, bytes)):
         raise TypeError(
             "tools_from() takes a list of functions or ToolSpecs, e.g. tools_from([search, fetch])"
         )
+    if old:  # looplet 0.4.1's validate=, done_parameters=, include_think= (and its inference rules)
+        done, items = tools_from_args(old, items)
+        items = [*items, *([done] if done and include_done else [])]
     registry = BaseToolRegistry()
     for item in items:
         registry.register(item)

@@ -19,7 +19,9 @@ _LAZY = {
     **dict.fromkeys(_FORMAT, "looplet.provenance.format"),
 }
 __all__ = list(_LAZY)
-__getattr__ = lazy_getattr("looplet.provenance", globals(), _LAZY)
+__getattr__ = lazy_getattr(
+    "looplet.provenance", globals(), _LAZY, old_names=True
+)  # 0.4.1 names: looplet.compat
 
 
 def __dir__() -> list[str]:

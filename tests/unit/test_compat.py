@@ -459,7 +459,6 @@ def test_renamed_compaction_classes() -> None:
         ("Cartridge", "no counterpart"),
         ("RunEnvelope", "no counterpart"),
         ("TrajectoryRecorder", "trajectory_hook()"),
-        ("minimal_preset", "run_loop"),
         ("StaticMemorySource", "system_prompt="),
     ],
 )
