@@ -226,3 +226,172 @@ def eval_run_batch(
         row["per_run"] = [r.to_dict() for r in per_run]
         table.append(row)
     return table
+
+
+# ---------------------------------------------------------------- eval_cli: grading folders 0.4.1 saved
+
+
+def eval_cli(argv: list[str] | None = None) -> int:
+    """0.4.1's ``eval_cli([dir, "--evals", path, ...])``: grade the runs 0.4.1 saved under ``dir`` (a
+    folder with ``trajectory.json``, or folders of them) and return the exit code: 0 when the
+    assessment is valid and passed. 0.5: ``python -m looplet eval DIR`` over provenance folders."""
+    import sys
+
+    warn_renamed(
+        "eval_cli([dir, '--evals', path])", "python -m looplet eval DIR (folders ProvenanceSink wrote)"
+    )
+    args = _cli_args(argv)
+    if isinstance(args, int):
+        return args
+    with _stdout_to_stderr():  # what evals print is theirs, not the report's
+        cases, failures = _load_cases(Path(args.traces))
+        evals = _quiet_call(_discover, args.evals)
+        chosen, dropped = _select(evals, args.include, args.exclude)
+        runs = [_grade(chosen, ctx) for _, ctx in cases]
+    failures += [f"required grader {name} was filtered out" for name in dropped]
+    if not chosen:
+        failures.append("no evals selected")
+    required = {getattr(fn, "__name__", ""): _is_required(fn) for fn in evals}
+    report = _cli_report(cases, runs, failures, required, args)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(f"{len(cases)} trajectories, {len(chosen)} evals: {'PASSED' if report['passed'] else 'FAILED'}")
+        for line in [*report["integrity_failures"], *report["failed"]]:
+            print(f"  {line}")
+    for failure in failures:
+        print(failure, file=sys.stderr)
+    return 0 if report["passed"] else 1
+
+
+def _cli_args(argv: list[str] | None) -> Any:
+    import argparse
+    import sys
+
+    if argv and argv[0] in ("init", "check"):
+        print(
+            f"eval {argv[0]} was removed in looplet 0.5: write eval_*.py files by hand and grade saved runs "
+            "with `python -m looplet eval DIR` (see docs/migration.md)",
+            file=sys.stderr,
+        )
+        return 2
+    p = argparse.ArgumentParser(prog="looplet eval (0.4.1)")
+    p.add_argument("traces")
+    p.add_argument("--evals", required=True)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--include", action="append")
+    p.add_argument("--exclude", action="append")
+    p.add_argument(
+        "--assessment-version", "--summary-version", dest="version", type=int, choices=(1, 2), default=2
+    )
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 2)
+    if not (math.isfinite(args.threshold) and 0.0 <= args.threshold <= 1.0):
+        print(f"--threshold must be a number between 0 and 1, got {args.threshold}", file=sys.stderr)
+        return 1
+    return args
+
+
+def _stdout_to_stderr() -> Any:
+    import contextlib
+    import sys
+
+    return contextlib.redirect_stdout(sys.stderr)
+
+
+def _quiet_call(fn: Any, *args: Any) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return fn(*args)
+
+
+def _discover(path: str) -> list[Any]:
+    from looplet.compat import eval_discover
+
+    return list(eval_discover(path))
+
+
+def _load_cases(root: Path) -> tuple[list[tuple[str, Any]], list[str]]:
+    import sys
+
+    folders = (
+        [root]
+        if (root / "trajectory.json").exists()
+        else sorted(d for d in root.iterdir() if (d / "trajectory.json").exists())
+        if root.is_dir()
+        else []
+    )
+    cases, failures = [], []
+    for folder in folders:
+        try:
+            cases.append((folder.name, _quiet_call(from_trajectory_dir, folder)))
+        except (OSError, ValueError) as exc:
+            failures.append(f"trajectory load failed: {folder.name}: {exc}")
+            print(f"Invalid trajectory.json in {folder}: {exc}", file=sys.stderr)
+    if not folders:
+        failures.append(f"no trajectory.json under {root}")
+    return cases, failures
+
+
+def _is_required(fn: Any) -> bool:
+    from looplet.evals import tags_of
+
+    return "required" in tags_of(fn)
+
+
+def _select(evals: list[Any], include: Any, exclude: Any) -> tuple[list[Any], list[str]]:
+    from looplet.evals import tags_of
+
+    chosen, dropped = [], []
+    for fn in evals:
+        tags = set(tags_of(fn))
+        if (include and not tags & set(include)) or (exclude and tags & set(exclude)):
+            if "required" in tags:
+                dropped.append(getattr(fn, "__name__", type(fn).__name__))
+            continue
+        chosen.append(fn)
+    return chosen, dropped
+
+
+def _verdict(r: Any, required: bool, threshold: float, version: int) -> str:
+    """``pass``, ``fail``, ``skipped`` (a failure when required) or ``error`` for one result."""
+    label = (r.label or "").lower()
+    if label in ("error", "skipped"):
+        return label
+    if label:
+        return "pass" if r.passed and (r.score is None or r.score >= threshold) else "fail"
+    if r.score is not None:
+        return "pass" if r.score >= threshold else "fail"
+    return "pass" if version == 1 and not required else "fail"  # metrics only: no verdict
+
+
+def _cli_report(
+    cases: list[Any], runs: list[list[Any]], failures: list[str], required: dict[str, bool], args: Any
+) -> dict[str, Any]:
+    """The assessment: per case its results with a state, integrity failures (no verdict could be
+    given: a load failure, an eval error, a required eval filtered out) and failed checks."""
+    out_cases, failed = [], []
+    integrity = list(failures)
+    for (name, _), results in zip(cases, runs, strict=True):
+        rows = []
+        for r in results:
+            state = _verdict(r, required.get(r.name, False), args.threshold, args.version)
+            if state == "error":
+                integrity.append(f"{name}/{r.name}: {r.explanation or 'error'}")
+            elif state == "fail" or (state == "skipped" and required.get(r.name, False)):
+                failed.append(f"{name}/{r.name}: {state}")
+            rows.append({**r.to_dict(), "state": state, "required": required.get(r.name, False)})
+        out_cases.append({"id": name, "results": rows})
+    passed = not integrity and not failed
+    return {
+        "version": args.version,
+        "passed": passed,
+        "valid": not integrity,
+        "threshold": args.threshold,
+        "cases": out_cases,
+        "integrity_failures": integrity,
+        "failed": failed,
+    }

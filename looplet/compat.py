@@ -330,6 +330,15 @@ class ErrorKind(StrEnum):
     NETWORK = "network"
     CANCELLED = "cancelled"
 
+    def __eq__(self, other: object) -> bool:
+        """0.4.1's ``result.error_kind == ErrorKind.VALIDATION`` keeps working: a family equals each
+        0.5 kind in it (``"missing_argument"``, ``"unknown_tool"``, ...) as well as its own value."""
+        if type(other) is str and other in _KINDS:
+            return _KINDS[other] is self or str.__eq__(self, other)
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
 
 #: 0.5 error kinds -> 0.4.1's family (anything else: EXECUTION), and back.
 _FAMILY = {
@@ -340,6 +349,11 @@ _FAMILY = {
         ErrorKind.VALIDATION,
     ),
     "not_run": ErrorKind.CANCELLED,
+}
+#: The 0.5 kinds ErrorKind compares equal to (``tool_exception`` and the like are EXECUTION).
+_KINDS: dict[str, ErrorKind] = {
+    **_FAMILY,
+    **dict.fromkeys(("tool_exception", "unserializable_result", "subagent_incomplete"), ErrorKind.EXECUTION),
 }
 _KIND_OF_FAMILY = {
     ErrorKind.PERMISSION_DENIED: "denied",
@@ -387,6 +401,11 @@ class LegacyToolResult:
         if self.error is None:
             return None
         return ToolError(_FAMILY.get(self.error_kind or "", ErrorKind.EXECUTION), self.error)
+
+    @property
+    def error_retriable(self) -> bool:
+        warn_renamed("ToolResult.error_retriable", "ToolResult.error_kind (a timeout may be retried)")
+        return False
 
     @property
     def error_message(self) -> str | None:
@@ -1544,6 +1563,7 @@ _TABLE: dict[str, Callable[[str], Any] | str] = {
     "minimal_preset": lambda old: _compat("looplet._compat_tools", "minimal_preset"),
     "eval_assess": lambda old: _compat("looplet._compat_evals", "eval_assess"),
     "eval_run_batch": lambda old: _compat("looplet._compat_evals", "eval_run_batch"),
+    "eval_cli": lambda old: _compat("looplet._compat_evals", "eval_cli"),
     **_TO_DO_INSTEAD,
 }
 

@@ -203,3 +203,83 @@ def test_provenance_routes_041_names_to_placeholders(name: str, advice: str) -> 
         ph()
     with pytest.raises(AttributeError):
         looplet.provenance.NeverExisted  # type: ignore[attr-defined]  # noqa: B018
+
+
+def saved_runs(root: Path, **scores: float) -> Path:
+    """Folders as 0.4.1 saved them: one per run, each with a trajectory.json."""
+    for name, score in scores.items():
+        (root / "runs" / name).mkdir(parents=True)
+        write(
+            root / "runs" / name,
+            "trajectory.json",
+            {"steps": [], "task": {"score": score}, "termination_reason": "done"},
+        )
+    return root / "runs"
+
+
+@pytest.mark.parametrize(
+    ("source", "extra", "scores", "code"),
+    [
+        ("def eval_s(ctx):\n    return ctx.task['score']\n", [], {"one": 0.9}, 0),
+        (
+            "def eval_s(ctx):\n    return ctx.task['score']\n",
+            ["--threshold", "0.7"],
+            {"one": 1.0, "two": 0.6},
+            1,
+        ),
+        ("def eval_s(ctx):\n    return 'wrong'\n", [], {"one": 1.0}, 1),
+        ("def eval_s(ctx):\n    return {'steps': 3}\n", [], {"one": 1.0}, 1),  # metrics, no verdict
+        ("def eval_s(ctx):\n    return {'steps': 3}\n", ["--summary-version", "1"], {"one": 1.0}, 0),
+        (
+            "from looplet import eval_mark\n@eval_mark('required')\ndef eval_s(ctx, llm):\n    return 1.0\n",
+            [],
+            {"one": 1.0},
+            1,
+        ),
+        (
+            "from looplet import eval_mark\n@eval_mark('required')\ndef eval_s(ctx):\n    return 1.0\n",
+            ["--include", "x"],
+            {"one": 1.0},
+            1,
+        ),
+        ("def eval_s(ctx):\n    return 1.0\n", ["--threshold", "nan"], {"one": 1.0}, 1),
+    ],
+)
+def test_eval_cli_grades_folders_041_saved(
+    tmp_path: Path, capsys: Any, source: str, extra: list[str], scores: dict[str, float], code: int
+) -> None:
+    from looplet.evals import eval_cli  # type: ignore[attr-defined]
+
+    runs = saved_runs(tmp_path, **scores)
+    write(tmp_path, "eval_s.py", source)
+    with one_warning("python -m looplet eval"):
+        got = eval_cli([str(runs), "--evals", str(tmp_path / "eval_s.py"), "--json", *extra])
+    assert got == code
+    if "nan" not in extra:
+        report = json.loads(capsys.readouterr().out)
+        assert report["passed"] is (code == 0)
+        assert [c["id"] for c in report["cases"]] == sorted(scores)
+
+
+def test_eval_cli_fails_closed_on_a_corrupt_folder_and_keeps_stdout_for_the_report(
+    tmp_path: Path, capsys: Any
+) -> None:
+    from looplet.evals import eval_cli  # type: ignore[attr-defined]
+
+    runs = saved_runs(tmp_path, one=1.0)
+    (runs / "bad").mkdir()
+    write(runs / "bad", "trajectory.json", "not json")
+    write(
+        tmp_path,
+        "eval_ok.py",
+        "print('noise')\ndef eval_ok(ctx):\n    print('more noise')\n    return True\n",
+    )
+    with quiet():
+        assert eval_cli([str(runs), "--evals", str(tmp_path / "eval_ok.py"), "--json"]) == 1
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    assert not report["valid"] and "trajectory load failed: bad" in report["integrity_failures"][0]
+    assert "noise" in out.err and "Invalid trajectory.json" in out.err
+    with quiet():
+        assert eval_cli(["init", str(tmp_path / "new")]) == 2
+    assert "python -m looplet eval" in capsys.readouterr().err

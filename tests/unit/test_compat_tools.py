@@ -227,3 +227,19 @@ def test_minimal_preset_builds_a_run_with_041_rules() -> None:
         warnings.simplefilter("ignore", DeprecationWarning)
         with pytest.raises(TypeError, match="variadic parameter"):
             minimal_preset(tools=[collect_args])
+
+
+def test_041_error_families_compare_equal_to_the_finer_05_kinds() -> None:
+    from looplet.compat import ErrorKind
+
+    reg = tools_from([lambda path: path])
+    missing = reg.dispatch(ToolCall("<lambda>", {}))
+    assert missing.error_kind == "missing_argument"  # 0.5's string, unchanged
+    assert missing.error_kind == ErrorKind.VALIDATION and ErrorKind.VALIDATION == missing.error_kind
+    assert missing.error_kind != ErrorKind.EXECUTION
+    assert reg.dispatch(ToolCall("nope", {})).error_kind == ErrorKind.VALIDATION
+    assert "denied" == ErrorKind.PERMISSION_DENIED and "tool_exception" == ErrorKind.EXECUTION
+    assert "anything else" != ErrorKind.EXECUTION and ErrorKind.TIMEOUT == "timeout"
+    assert {ErrorKind.TIMEOUT: 1}["timeout"] == 1
+    with one_warning("error_kind"):
+        assert missing.error_retriable is False
