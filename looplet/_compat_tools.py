@@ -184,7 +184,7 @@ class OldPreset:
     ``run_result(llm, task=...)``; also a context manager. 0.5: ``run_loop(...)``."""
 
     def __init__(self, tools: Any, config: Any, state: Any) -> None:
-        self.tools, self.config, self.state = tools, config, state
+        self.tools, self.config, self.state = tools, _PresetConfig(config), state
         self.hooks: list[Any] = []
 
     def __enter__(self) -> OldPreset:
@@ -199,12 +199,13 @@ class OldPreset:
     def run(self, llm: Any, *, task: Any = None, **kwargs: Any) -> Any:
         from looplet.loop import composable_loop
 
+        config = object.__getattribute__(self.config, "_config")
         return composable_loop(
             llm=llm,
             task=task,
             tools=self.tools,
             hooks=self.hooks,
-            config=self.config,
+            config=config,
             state=self.state,
             **kwargs,
         )
@@ -217,6 +218,30 @@ class OldPreset:
         finally:
             steps.close()
         return self.state.result
+
+
+class _PresetConfig:
+    """The preset's ``LoopConfig``, which 0.4.1 code adjusts in place: a 0.4.1 field with no effect in
+    0.5 (``run.config.use_native_tools = False``) is dropped with a warning; the rest is the config's."""
+
+    def __init__(self, config: Any) -> None:
+        object.__setattr__(self, "_config", config)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(object.__getattribute__(self, "_config"), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        from looplet.compat import LOOP_CONFIG_KEYWORDS
+
+        config = object.__getattribute__(self, "_config")
+        if not hasattr(config, name) and name in LOOP_CONFIG_KEYWORDS:
+            if LOOP_CONFIG_KEYWORDS[name] is not None:
+                raise AttributeError(
+                    f"LoopConfig.{name} was removed in looplet 0.5: {LOOP_CONFIG_KEYWORDS[name]}"
+                )
+            warn_renamed(f"run.config.{name} = ...", "nothing: it has no effect in 0.5")
+            return
+        setattr(config, name, value)
 
 
 def minimal_preset(

@@ -59,8 +59,8 @@ class MockLLMBackend(_Mock):
         if i >= len(self.responses):
             if not self.cycle:
                 raise LLMResponsesExhausted(
-                    f"MockLLMBackend(cycle=False): call {i + 1} but only {len(self.responses)} responses "
-                    "were scripted; script more responses or let the loop stop sooner"
+                    f"MockLLMBackend(cycle=False) was called {i + 1} times but only {len(self.responses)} "
+                    "responses were scripted; script more responses or let the loop stop sooner"
                 )
             i %= len(self.responses)
         item = self.responses[i]

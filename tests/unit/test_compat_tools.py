@@ -210,6 +210,12 @@ def test_minimal_preset_builds_a_run_with_041_rules() -> None:
     with one_warning("run_loop"):
         preset = minimal_preset(tools=[echo_quantity], max_steps=3, validate=True)
     with preset as run:
+        with one_warning("no effect"):
+            run.config.use_native_tools = False  # 0.4.1 code adjusts the config in place
+        run.config.max_steps = 4
+        assert run.config.max_steps == 4
+        with pytest.raises(AttributeError, match="CheckpointHook"):
+            run.config.checkpoint_dir = "x"
         assert run.tools.tool_names() == ["echo_quantity", "done"]
         assert run.tools.dispatch(ToolCall("echo_quantity", {"quantity": "bad"})).error is not None
         llm = MockLLMBackend(
@@ -243,3 +249,14 @@ def test_041_error_families_compare_equal_to_the_finer_05_kinds() -> None:
     assert {ErrorKind.TIMEOUT: 1}["timeout"] == 1
     with one_warning("error_kind"):
         assert missing.error_retriable is False
+
+
+def test_old_mock_exhaustion_says_how_often_it_was_called() -> None:
+    from looplet.testing import LLMResponsesExhausted
+    from looplet.testing import MockLLMBackend as OldMock
+
+    with one_warning("looplet.MockLLMBackend"):
+        llm = OldMock(["only one"], cycle=False)
+    assert llm.generate("x") == "only one"
+    with pytest.raises(LLMResponsesExhausted, match="called 2 times"):
+        llm.generate("y")
