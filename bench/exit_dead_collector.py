@@ -1,22 +1,32 @@
-"""How long a whole demo process takes with a dead OTLP endpoint, beside the same process without one.
+"""How long a whole demo process takes with a dead OTLP endpoint, beside the same process exporting to memory.
 
     python bench/exit_dead_collector.py [--runs 11] [--steps 9]
 
-Runs ``python -m looplet demo --quiet`` with ``--otlp http://127.0.0.1:<port where nothing listens>`` (A),
-without ``--otlp`` (B) and with ``--otlp`` to a live OTLP/HTTP endpoint in this process that answers every
-export with 200 (C), in turn, A B C A B C ..., after one warm-up each, and prints the median and range of
-each one's wall time and of the ratios A/B and A/C taken round by round (so a drift in the machine's speed
-cancels). A/C is what a dead collector costs beside a working one (both load the OTLP exporter).
-Also times ``TelemetrySession.shutdown()`` in-process against a refused port and against an endpoint that
-accepts connections and never answers.
+Runs ``python -m looplet demo --quiet`` three ways, in turn A B C A B C ..., after one warm-up each:
 
-Target (issue 15.4): A/B <= 1.2; ``shutdown()`` <= 0.5 s with a dead or hung collector.
+A. ``--otlp http://127.0.0.1:<port where nothing listens>`` (a dead collector);
+B. ``--spans-in-memory``: the same spans go through the same batch processor, redaction and drop counting
+   to an ``InMemorySpanExporter`` (the baseline issue 15.4 names);
+C. ``--otlp`` to a live OTLP/HTTP endpoint in this process that answers every export with 200.
+
+The warm-ups check that each arm did what it says: B kept N spans, A reports the same N not delivered,
+C reports none lost and the endpoint received them. Prints the median and range of each arm's wall time
+and CPU time (user + system of the child, from ``getrusage``) and of the ratios A/B and A/C taken round
+by round (so a drift in the machine's speed cancels), with the load average before and after.
+Also times ``TelemetrySession.shutdown()`` in-process against a refused port and against an endpoint
+that accepts connections and never answers.
+
+Target (issue 15.4): A/B <= 1.2 (wall); ``shutdown()`` <= 0.5 s with a dead or hung collector.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import http.server
+import os
+import re
+import resource
 import socket
 import statistics
 import subprocess
@@ -32,10 +42,27 @@ def dead_port() -> int:
     return port
 
 
-def wall(cmd: list[str]) -> float:
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """(wall s, CPU s) of one run of ``cmd``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - t0
+    took = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return took, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def spans_line(cmd: list[str]) -> str:
+    """The ``spans`` line of the demo's closing block (a warm-up run)."""
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return next(line.strip() for line in out.splitlines() if line.strip().startswith("spans"))
+
+
+def count(pattern: str, line: str) -> int:
+    found = re.search(pattern, line)
+    if found is None:
+        raise SystemExit(f"unexpected: {line!r} (wanted {pattern!r})")
+    return int(found.group(1))
 
 
 SHUTDOWN = """
@@ -70,8 +97,11 @@ def hung_endpoint() -> tuple[str, socket.socket]:
 class _Collector(http.server.BaseHTTPRequestHandler):
     """Takes every OTLP/HTTP export: reads the body, answers 200 with an empty export response."""
 
+    received = 0  # export requests taken
+
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        _Collector.received += 1
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")
@@ -96,6 +126,25 @@ def summary(xs: list[float]) -> str:
     return f"median {statistics.median(xs):.3f}  range {min(xs):.3f}-{max(xs):.3f}"
 
 
+def check_arms(dead: list[str], memory: list[str], live: list[str]) -> None:
+    """One warm-up run of each, checking that each arm handles the same spans as it says."""
+    kept = count(r"(\d+) kept in memory", spans_line(memory))
+    lost = count(r"(\d+) spans NOT delivered", spans_line(dead))
+    before = _Collector.received
+    sent = spans_line(live)
+    if "NOT delivered" in sent or _Collector.received == before:
+        raise SystemExit(f"the live endpoint did not get the spans: {sent!r}")
+    if kept != lost or kept == 0:
+        raise SystemExit(f"the arms differ: {kept} spans kept in memory, {lost} not delivered")
+    print(
+        f"warm-up: B kept {kept} spans in memory; A dropped {lost}; C sent {_Collector.received - before} request(s)"
+    )
+
+
+def load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=11)
@@ -103,23 +152,29 @@ def main() -> None:
     a = ap.parse_args()
     base = [sys.executable, "-m", "looplet", "demo", "--quiet", "--steps", str(a.steps)]
     dead = [*base, "--otlp", f"http://127.0.0.1:{dead_port()}"]
+    memory = [*base, "--spans-in-memory"]
     live_url, server = live_endpoint()
     live = [*base, "--otlp", live_url]
-    wall(dead), wall(base), wall(live)  # warm-up
-    xa, xb, xc, ratio, vs_live = [], [], [], [], []
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"{now}, {a.runs} rounds A B C, load average (1/5/15 min) before: {load()}")
+    check_arms(dead, memory, live)
+    arms = {"A": dead, "B": memory, "C": live}
+    wall: dict[str, list[float]] = {k: [] for k in arms}
+    cpu: dict[str, list[float]] = {k: [] for k in arms}
     for _ in range(a.runs):
-        ta, tb, tc = wall(dead), wall(base), wall(live)
-        xa.append(ta)
-        xb.append(tb)
-        xc.append(tc)
-        ratio.append(ta / tb)
-        vs_live.append(ta / tc)
+        for name, cmd in arms.items():
+            w, c = timed(cmd)
+            wall[name].append(w)
+            cpu[name].append(c)
     server.shutdown()
-    print(f"dead endpoint  wall s  {summary(xa)}")
-    print(f"no exporter    wall s  {summary(xb)}")
-    print(f"live endpoint  wall s  {summary(xc)}")
-    print(f"ratio A/B (pairwise)   {summary(ratio)}")
-    print(f"ratio A/C (pairwise)   {summary(vs_live)}")
+    print(f"load average after: {load()}")
+    labels = {"A": "A dead endpoint ", "B": "B in memory     ", "C": "C live endpoint "}
+    for name, label in labels.items():
+        print(f"{label} wall s {summary(wall[name])}   CPU s {summary(cpu[name])}")
+    for other in ("B", "C"):
+        walls = [x / y for x, y in zip(wall["A"], wall[other], strict=True)]
+        cpus = [x / y for x, y in zip(cpu["A"], cpu[other], strict=True)]
+        print(f"ratio A/{other} (round by round)  wall {summary(walls)}   CPU {summary(cpus)}")
     refused = [shutdown_time(f"http://127.0.0.1:{dead_port()}") for _ in range(5)]
     url, sock = hung_endpoint()
     try:

@@ -177,6 +177,11 @@ def _parser() -> ArgumentParser:
     )
     p.add_argument("--otlp", metavar="URL", default=None, help="send spans to this OTLP endpoint")
     p.add_argument(
+        "--spans-in-memory",
+        action="store_true",
+        help="hand the spans to an in-memory exporter instead (the baseline of bench/exit_dead_collector.py)",
+    )
+    p.add_argument(
         "--metrics-port", type=port_arg, default=None, metavar="PORT", help="serve /metrics on this port"
     )
     p.add_argument(
@@ -199,6 +204,7 @@ def _parser() -> ArgumentParser:
     p.add_argument("--stream", action="store_true", help="stream the answers; step lines show the ttft")
     p.add_argument("--no-telemetry", action="store_true", help="run the bare loop")
     p.add_argument("--quiet", action="store_true", help="no step lines")
+    p.set_defaults(memory_exporter=None)
     return p
 
 
@@ -285,7 +291,9 @@ def _where(args: Any, session: Any, results: list[tuple[Any, str | None]], out: 
         rows.append(("telemetry", f"off ({why})"))
     else:
         trace = next((r.trace_id for r, _s in reversed(results) if r.trace_id), None)
-        if session.otlp_endpoint:
+        if args.memory_exporter is not None:
+            rows.append(("spans", f"{len(args.memory_exporter.get_finished_spans())} kept in memory"))
+        elif session.otlp_endpoint:
             lost = sum(_dropped(session).values())
             sent = f"{session.otlp_endpoint} ({session.otlp_protocol})"
             if lost:  # the trace id would point nowhere
@@ -333,6 +341,8 @@ def _telemetry(args: Any) -> Any:
     checked before the first step: a path that cannot be written, a bad endpoint or a busy port stops the
     demo with exit code 2."""
     otlp, protocol = check_otlp(args.otlp) if args.otlp else (None, None)
+    if otlp and args.spans_in_memory:
+        raise UsageError("--otlp and --spans-in-memory: give one of them")
     logs = args.json_logs or os.path.join(_default_folder(), "logs.jsonl")
     log_file = None if logs == "-" else check_output_file(logs, "--json-logs")
     trace_dir = check_output_dir(args.trace_dir or os.path.join(_default_folder(), "traces"), "--trace-dir")
@@ -341,9 +351,14 @@ def _telemetry(args: Any) -> Any:
     except ImportError:
         return None
     try:
+        if args.spans_in_memory:  # the closing block counts what it holds
+            from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+            args.memory_exporter = InMemorySpanExporter()
         return configure(
             service_name="looplet-demo",
             otlp_endpoint=otlp,
+            span_exporter=args.memory_exporter,
             otlp_protocol=protocol,
             metrics_port=args.metrics_port,
             metrics_addr=args.metrics_addr,

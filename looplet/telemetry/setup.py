@@ -19,6 +19,11 @@ What it sets up:
   background thread with a bounded queue; spans that cannot be delivered (collector down or hung, queue
   full) are counted in ``looplet_dropped_spans_total{reason}`` and ``session.dropped_spans``, and logged
   (once a minute at most) — never raised into the agent.
+  The exporter (protobuf, an HTTP or gRPC client: 0.05-0.1 s of CPU to import) is imported only once
+  the collector accepts a TCP connection, tried on a background thread at ``configure()`` and again
+  before a batch goes out: a collector that is not there costs no import and no encoding (its spans are
+  dropped and counted). With a proxy configured the exporter is built at once.
+* ``span_exporter=``: any ``SpanExporter`` instead of OTLP, behind the same batching, redaction and counting.
 * ``/metrics`` on ``metrics_addr:metrics_port`` (127.0.0.1 by default) when ``metrics_port`` is given,
   from the default Prometheus registry (``metrics_port=0`` picks a free port: ``session.metrics_port``).
 * JSON log lines on stderr or ``log_file`` (``configure_logging``).
@@ -35,6 +40,8 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -113,10 +120,14 @@ class _Counting:
     of being encoded and sent to a collector that is not there; the first batch after that window
     probes it again. So a dead collector costs neither CPU nor a slow shutdown. After ``close()``
     (a shutdown that gave up waiting) every batch is dropped at once.
+
+    ``connect`` (the OTLP exporter's ``_Deferred.connect``) is asked before a batch is redacted and
+    encoded: False (nothing listens at the collector's address) fails the batch at once, counted.
     """
 
-    def __init__(self, inner: Any, drops: _DropCounter, redactor: Any) -> None:
+    def __init__(self, inner: Any, drops: _DropCounter, redactor: Any, connect: Any = None) -> None:
         self.inner = inner
+        self.connect = connect
         self.drops = drops
         self.redactor = redactor
         self.exported = 0
@@ -155,7 +166,10 @@ class _Counting:
             self.drops.add("collector_down", n)
             return SpanExportResult.FAILURE
         try:
-            result = self.inner.export(redacted_spans(spans, self.redactor))
+            if self.connect is not None and not self.connect():
+                result = SpanExportResult.FAILURE  # refused: nothing redacted, encoded or sent
+            else:
+                result = self.inner.export(redacted_spans(spans, self.redactor))
         except Exception as exc:
             log.debug("span export raised %r", exc)
             result = SpanExportResult.FAILURE
@@ -203,7 +217,8 @@ def _counting_exporter(inner: Any, drops: _DropCounter) -> Any:
     class CountingExporter(_Counting, SpanExporter):
         pass
 
-    return CountingExporter(inner, drops, Redactor().cached)
+    connect = inner.connect if isinstance(inner, _Deferred) else None
+    return CountingExporter(inner, drops, Redactor().cached, connect)
 
 
 def redacted_spans(spans: Any, redact: Any) -> Any:
@@ -329,15 +344,25 @@ def span_pipeline(
     export_timeout_s: float = 5.0,
     max_queue_size: int = 2048,
     schedule_delay_s: float = 1.0,
+    exporter: Any = None,
 ) -> tuple[Any, Any, Any] | None:
     """The span processor ``configure()`` uses: a batch processor with a bounded queue in front of an OTLP
     exporter that counts what it drops. Returns ``(processor, drop_counter, exporter)``, or None when no
-    endpoint is given or set in the environment. Add the processor to any ``TracerProvider``."""
-    exporter, target, proto = _span_exporter(endpoint, protocol, export_timeout_s)
-    if exporter is None:
-        return None
-    drops = _DropCounter(f"{target} ({proto})")
-    drops.endpoint, drops.protocol = target, proto
+    endpoint is given or set in the environment. Add the processor to any ``TracerProvider``.
+
+    ``exporter``: any ``SpanExporter`` (an ``InMemorySpanExporter``, say) instead of OTLP, behind the same
+    batching, redaction and drop counting; the endpoint arguments and variables are then not read."""
+    drops: _DropCounter
+    if exporter is not None:
+        if endpoint is not None:
+            raise ValueError("give an OTLP endpoint or a span exporter, not both")
+        drops = _DropCounter(f"the span exporter {type(exporter).__name__}")
+    else:
+        exporter, target, proto = _span_exporter(endpoint, protocol, export_timeout_s)
+        if exporter is None:
+            return None
+        drops = _DropCounter(f"{target} ({proto})")
+        drops.endpoint, drops.protocol = target, proto
     counting = _counting_exporter(exporter, drops)
     kwargs: dict[str, Any] = {}
     if "OTEL_BSP_MAX_QUEUE_SIZE" not in os.environ:
@@ -605,6 +630,7 @@ def configure(
     log_file: str | None = None,
     log_level: str = "INFO",
     capture_content: bool | None = None,
+    span_exporter: Any = None,
     export_timeout_s: float = 5.0,
     max_queue_size: int = 2048,
     schedule_delay_s: float = 1.0,
@@ -627,6 +653,8 @@ def configure(
     provenance_dir: write a trajectory folder per run there.
     capture_content: message content on spans (see ``TracingHook``); by default on with
         ``provenance_dir`` (unless the environment variable says otherwise), redacted.
+    span_exporter: spans go to this ``SpanExporter`` (an ``InMemorySpanExporter`` in a test, say) instead
+        of OTLP, through the same batching, redaction and drop counting; not with ``otlp_endpoint``.
     export_timeout_s, max_queue_size, schedule_delay_s: the batch exporter (the ``OTEL_BSP_*`` variables win).
     shutdown_timeout_s: the longest ``shutdown()`` (and the exit flush) may take with a collector that
         takes the spans; with one that is down or hung, ``STALLED_S`` (0.4 s).
@@ -647,6 +675,7 @@ def configure(
         "log_file": log_file,
         "log_level": log_level,
         "capture_content": capture_content,
+        "span_exporter": span_exporter,
     }
     with _lock:
         if _session is not None:
@@ -659,6 +688,8 @@ def configure(
             return _session
         if export_timeout_s <= 0 or shutdown_timeout_s <= 0:
             raise ValueError("export_timeout_s and shutdown_timeout_s must be > 0")
+        if span_exporter is not None and otlp_endpoint is not None:
+            raise ValueError("give otlp_endpoint or span_exporter, not both")
         session = _new_session(args, shutdown_timeout_s, (export_timeout_s, max_queue_size, schedule_delay_s))
         _session = session
         _register_atexit()
@@ -712,6 +743,7 @@ def _setup(
         export_timeout_s=export_timeout_s,
         max_queue_size=max_queue_size,
         schedule_delay_s=schedule_delay_s,
+        exporter=a["span_exporter"],
     )
     exporter = endpoint = protocol = None
     if pipeline is not None:
@@ -772,7 +804,7 @@ def _metrics(
         MetricsHook = None  # type: ignore[assignment,misc]
         if a["metrics_port"] is not None:
             raise
-    if a["otlp_metrics"] and exporter is not None:
+    if a["otlp_metrics"] and endpoint is not None:
         session.meter_provider = _meter_provider(resource, endpoint, protocol, export_timeout_s)
     if MetricsHook is not None:
         from prometheus_client import REGISTRY
@@ -864,7 +896,7 @@ def _span_exporter(
 
             return OTLPSpanExporter(**kwargs)
 
-        return _Deferred(build_grpc), target, "grpc"
+        return _Deferred(build_grpc, _address(target), timeout_s), target, "grpc"
     if proto in ("http/protobuf", "http", "http/json"):
         if proto == "http/json":
             log.warning(
@@ -880,7 +912,7 @@ def _span_exporter(
 
             return OTLPSpanExporter(**kwargs)
 
-        return _Deferred(build_http), target, "http/protobuf"
+        return _Deferred(build_http, _address(target), timeout_s), target, "http/protobuf"
     raise ValueError(f"otlp_protocol={proto!r}: use 'grpc' or 'http/protobuf'")
 
 
@@ -897,42 +929,107 @@ def _installed(module: str) -> None:
 
 
 class _Deferred:
-    """The OTLP exporter, built on a background thread: importing it (protobuf, an HTTP or gRPC client)
-    costs about 0.1 s of CPU, which then overlaps the application's start instead of delaying
-    ``configure()``. Every call waits for it; if it cannot be built, exports fail (counted)."""
+    """The OTLP exporter, imported and built only once its collector accepts a connection.
 
-    def __init__(self, build: Any) -> None:
+    Importing it (protobuf, an HTTP or gRPC client) costs 0.05-0.1 s of CPU. A thread started by
+    ``configure()`` opens (and closes at once) a TCP connection to the collector's address; when that
+    works it imports and builds the exporter, while the application starts. When nothing listens there,
+    nothing is imported: each batch asks ``connect()``, which tries again and fails the batch at once
+    (counted; ``_Counting`` backs off between tries) until the collector is up, and then builds the
+    exporter. Without an address to try (a proxy is configured, or the endpoint is not a host and port)
+    the exporter is built at once. If it cannot be built, exports fail (counted)."""
+
+    def __init__(self, build: Any, address: tuple[str, int] | None = None, timeout_s: float = 5.0) -> None:
         self._build = build
-        self._ready = threading.Event()
+        self._address = address
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()  # held while trying the collector and building the exporter
+        self._ready = threading.Event()  # the first try is over
+        self._given_up = False  # shut down, or the exporter could not be built
         self.exporter: Any = None
-        threading.Thread(target=self._run, name="looplet-otlp-exporter", daemon=True).start()
+        threading.Thread(target=self._first_try, name="looplet-otlp-exporter", daemon=True).start()
 
-    def _run(self) -> None:
+    def _first_try(self) -> None:
         try:
-            self.exporter = self._build()
-        except Exception as exc:
-            log.warning("telemetry: the OTLP exporter could not be set up: %r; spans are dropped", exc)
+            self._try()
         finally:
             self._ready.set()
 
-    def get(self, timeout_s: float | None = None) -> Any:
-        self._ready.wait(timeout_s)
-        return self.exporter
+    def _try(self) -> Any:
+        with self._lock:
+            if self.exporter is not None or self._given_up or not _reachable(self._address, self._timeout_s):
+                return self.exporter
+            try:
+                self.exporter = self._build()
+            except Exception as exc:
+                self._given_up = True
+                log.warning("telemetry: the OTLP exporter could not be set up: %r; spans are dropped", exc)
+                return None
+            if self._given_up:  # shut down while it was being built
+                self.exporter.shutdown()
+            return self.exporter
+
+    def connect(self) -> bool:
+        """True when the exporter is built, building it first if the collector now accepts a connection."""
+        self._ready.wait()
+        return (self.exporter or self._try()) is not None
 
     def export(self, spans: Any) -> Any:
         from opentelemetry.sdk.trace.export import SpanExportResult
 
-        exporter = self.get()
-        return SpanExportResult.FAILURE if exporter is None else exporter.export(spans)
+        return self.exporter.export(spans) if self.connect() else SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        exporter = self.get(timeout_millis / 1000)
+        self._ready.wait(timeout_millis / 1000)
+        exporter = self.exporter
         return False if exporter is None else bool(exporter.force_flush(timeout_millis))
 
     def shutdown(self) -> None:
-        exporter = self.get(1.0)
-        if exporter is not None:
-            exporter.shutdown()
+        self._given_up = True  # never built from now on
+        if self._lock.acquire(timeout=0.05):  # else a try is under way: it shuts down what it builds
+            exporter = self.exporter
+            self._lock.release()
+            if exporter is not None:
+                exporter.shutdown()
+
+
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy")
+
+
+def _proxy_configured() -> bool:
+    """A proxy the HTTP or gRPC client would go through (``no_proxy`` is not read: with any proxy set, the
+    collector is not tried directly)."""
+    if any(os.environ.get(n) or os.environ.get(n.upper()) for n in _PROXY_VARIABLES):
+        return True
+    if sys.platform in ("win32", "darwin"):  # proxies from the system settings
+        import urllib.request
+
+        return bool(urllib.request.getproxies())
+    return False
+
+
+def _reachable(address: tuple[str, int] | None, timeout_s: float) -> bool:
+    """Whether a TCP connection to ``address`` opens (it is closed at once). True without an address, or
+    with a proxy configured: the exporter would connect to the proxy, not there."""
+    if address is None or _proxy_configured():
+        return True
+    try:
+        socket.create_connection(address, timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+def _address(endpoint: str) -> tuple[str, int] | None:
+    """Host and port an ``http(s)://`` or ``host:port`` endpoint connects to; None for another form."""
+    try:
+        parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+        return None
+    return parts.hostname, port
 
 
 def _guess_protocol(endpoint: str) -> str:
