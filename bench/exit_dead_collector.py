@@ -1,13 +1,15 @@
 """How long a whole demo process takes with a dead OTLP endpoint, beside the same process exporting to memory.
 
-    python bench/exit_dead_collector.py [--runs 11] [--steps 9]
+    python bench/exit_dead_collector.py [--runs 11] [--steps 9] [--baseline DIR]
 
 Runs ``python -m looplet demo --quiet`` three ways, in turn A B C A B C ..., after one warm-up each:
 
 A. ``--otlp http://127.0.0.1:<port where nothing listens>`` (a dead collector);
 B. ``--spans-in-memory``: the same spans go through the same batch processor, redaction and drop counting
    to an ``InMemorySpanExporter`` (the baseline issue 15.4 names);
-C. ``--otlp`` to a live OTLP/HTTP endpoint in this process that answers every export with 200.
+C. ``--otlp`` to a live OTLP/HTTP endpoint in this process that answers every export with 200;
+A0 (with ``--baseline DIR``, another checkout of looplet): A run from DIR, in the same rounds, so the
+   change is measured against the same B.
 
 The warm-ups check that each arm did what it says: B kept N spans, A reports the same N not delivered,
 C reports none lost and the endpoint received them. Prints the median and range of each arm's wall time
@@ -42,19 +44,21 @@ def dead_port() -> int:
     return port
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """(wall s, CPU s) of one run of ``cmd``."""
+def timed(cmd: list[str], tree: str | None = None) -> tuple[float, float]:
+    """(wall s, CPU s) of one run of ``cmd``, importing looplet from ``tree`` when given."""
+    env = {**os.environ, "PYTHONPATH": tree} if tree else None
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=env, cwd=tree)
     took = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return took, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
-def spans_line(cmd: list[str]) -> str:
+def spans_line(cmd: list[str], tree: str | None = None) -> str:
     """The ``spans`` line of the demo's closing block (a warm-up run)."""
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    env = {**os.environ, "PYTHONPATH": tree} if tree else None
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, cwd=tree).stdout
     return next(line.strip() for line in out.splitlines() if line.strip().startswith("spans"))
 
 
@@ -149,7 +153,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=11)
     ap.add_argument("--steps", type=int, default=9)
+    ap.add_argument("--baseline", help="another checkout of looplet: its A runs in the same rounds (A0)")
     a = ap.parse_args()
+    tree = os.path.abspath(a.baseline) if a.baseline else None
     base = [sys.executable, "-m", "looplet", "demo", "--quiet", "--steps", str(a.steps)]
     dead = [*base, "--otlp", f"http://127.0.0.1:{dead_port()}"]
     memory = [*base, "--spans-in-memory"]
@@ -158,23 +164,36 @@ def main() -> None:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"{now}, {a.runs} rounds A B C, load average (1/5/15 min) before: {load()}")
     check_arms(dead, memory, live)
-    arms = {"A": dead, "B": memory, "C": live}
+    arms: dict[str, tuple[list[str], str | None]] = {
+        "A": (dead, None),
+        "B": (memory, None),
+        "C": (live, None),
+    }
+    if tree:
+        arms["A0"] = (dead, tree)
+        print(f"warm-up of A0 from {tree}: {spans_line(dead, tree)!r}")
     wall: dict[str, list[float]] = {k: [] for k in arms}
     cpu: dict[str, list[float]] = {k: [] for k in arms}
     for _ in range(a.runs):
-        for name, cmd in arms.items():
-            w, c = timed(cmd)
+        for name, (cmd, where) in arms.items():
+            w, c = timed(cmd, where)
             wall[name].append(w)
             cpu[name].append(c)
     server.shutdown()
     print(f"load average after: {load()}")
-    labels = {"A": "A dead endpoint ", "B": "B in memory     ", "C": "C live endpoint "}
-    for name, label in labels.items():
-        print(f"{label} wall s {summary(wall[name])}   CPU s {summary(cpu[name])}")
-    for other in ("B", "C"):
-        walls = [x / y for x, y in zip(wall["A"], wall[other], strict=True)]
-        cpus = [x / y for x, y in zip(cpu["A"], cpu[other], strict=True)]
-        print(f"ratio A/{other} (round by round)  wall {summary(walls)}   CPU {summary(cpus)}")
+    labels = {
+        "A": "A dead endpoint ",
+        "B": "B in memory     ",
+        "C": "C live endpoint ",
+        "A0": "A0 baseline, dead",
+    }
+    for name in arms:
+        print(f"{labels[name]} wall s {summary(wall[name])}   CPU s {summary(cpu[name])}")
+    for top, other in [("A", "B"), ("A", "C"), ("A0", "B")]:
+        if top in arms:
+            walls = [x / y for x, y in zip(wall[top], wall[other], strict=True)]
+            cpus = [x / y for x, y in zip(cpu[top], cpu[other], strict=True)]
+            print(f"ratio {top}/{other} (round by round)  wall {summary(walls)}   CPU {summary(cpus)}")
     refused = [shutdown_time(f"http://127.0.0.1:{dead_port()}") for _ in range(5)]
     url, sock = hung_endpoint()
     try:
