@@ -28,6 +28,11 @@ __all__ = ["REMOVAL", "RemovedAPIError", "warn_renamed", "old_name"]
 REMOVAL = "0.7"
 
 
+#: Set once a 0.4.1 feature the loop must see per run has been used (a ``ToolSpec(free=True)``): runs then
+#: go through ``looplet._compat_loop.old_run``. False for code written for 0.5, whose runs never look further.
+OLD_RUN_FEATURES = False
+
+
 class RemovedAPIError(ImportError):
     """A looplet 0.4.1 name that has no working counterpart in 0.5; the message says what to use.
 
@@ -258,7 +263,7 @@ TOOL_RESULT_KEYWORDS: KeywordTable = {
 
 #: ToolSpec fields of 0.4.1.
 TOOL_SPEC_KEYWORDS: KeywordTable = {
-    "free": "every tool call is a step in 0.5 (raise max_steps instead of marking tools free)",
+    "free": None,  # free=True makes looplet._compat_loop's free ToolSpec (calls not counted as steps)
     "infer_optional_from_signature": "give a JSON Schema whose 'required' lists only the required arguments, "
     "or build the spec with @tool (it reads defaults from the signature)",
     **dict.fromkeys("idempotency retryable requires tags render capabilities".split()),
@@ -1566,6 +1571,31 @@ _TABLE: dict[str, Callable[[str], Any] | str] = {
     "eval_cli": lambda old: _compat("looplet._compat_evals", "eval_cli"),
     **_TO_DO_INSTEAD,
 }
+
+
+def _working(module: str, name: str) -> Callable[[str], Any]:
+    """Names kept working by a private ``looplet._compat_*`` module; they warn when used (made, called)."""
+
+    def get(old: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)
+
+    return get
+
+
+# 0.4.1's checkpoint format, run identity and session log (looplet._compat_checkpoint, _compat_session)
+_TABLE.update(
+    {
+        **{
+            name: _working("looplet._compat_checkpoint", name)
+            for name in """Checkpoint CheckpointStore FileCheckpointStore RunEnvelope resume_loop_state
+            UncertainToolEffect CheckpointIdentityError validate_checkpoint_identity""".split()
+        },
+        "SessionLog": _working("looplet._compat_session", "SessionLog"),
+        "LogEntry": _working("looplet._compat_session", "LogEntry"),
+    }
+)
 
 
 def old_name(module: str, name: str, *, known: bool = False) -> Any:

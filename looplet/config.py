@@ -17,6 +17,10 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
+#: 0.4.1 fields that still work (deprecated): given one, LoopConfig(...) makes looplet._compat_loop's subclass.
+_CARRIED = frozenset({"checkpoint_dir", "run_envelope"})
+
+
 @old_keywords(LOOP_CONFIG_KEYWORDS)  # looplet 0.4.1's fields: renamed, ignored, or refused with advice
 @dataclass(slots=True)
 class LoopConfig:
@@ -64,6 +68,14 @@ class LoopConfig:
     max_malformed: int = 1
     stream: bool = False
     run_timeout_s: float | None = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> LoopConfig:
+        if kwargs and cls is LoopConfig and not _CARRIED.isdisjoint(kwargs):
+            # looplet 0.4.1's checkpoint_dir= / run_envelope=: a LoopConfig subclass that carries them
+            from looplet._compat_loop import old_loop_config
+
+            cls = old_loop_config()
+        return object.__new__(cls)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_steps, int) or self.max_steps < 1:

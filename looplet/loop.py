@@ -10,7 +10,7 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-from looplet import shutdown
+from looplet import compat, shutdown
 from looplet._chain import Chain, ToolTerminal, llm_chain, tool_chain
 from looplet._engine import (
     CLOSED,
@@ -81,6 +81,13 @@ def prepare(
         raise TypeError(f"hooks must be a list of hook objects, got {type(hooks).__name__}")
     if cancel is not None and not callable(getattr(cancel, "is_set", None)):
         raise TypeError("cancel must be a CancelToken or threading.Event")
+    bind = None
+    if (
+        type(config) is not LoopConfig or compat.OLD_RUN_FEATURES
+    ):  # looplet 0.4.1 settings: looplet._compat_loop
+        from looplet._compat_loop import old_run
+
+        hooks, limit, bind = old_run(config, list(hooks), state, limit, registry)
     resolved = ResolvedHooks(list(hooks), async_mode=async_mode)
     run = Run(os.urandom(16).hex(), config.agent_name, state, config, task)
     run.model = getattr(llm, "model", None)
@@ -88,9 +95,12 @@ def prepare(
     run.parent = parent
     run.hooks = resolved
     run._events = tuple(fn for _h, fn in resolved.on_event)
-    return Prepared(
+    p = Prepared(
         run, llm, registry, resolved, config, state, {} if context is None else context, limit, cancel
     )
+    if bind is not None:
+        bind(p)
+    return p
 
 
 def _check_task(task: Any) -> None:

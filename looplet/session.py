@@ -1,9 +1,8 @@
 """Deprecated (removal in 0.7): looplet 0.4.1's ``looplet.session`` module. The session log is now the run's list of chat messages.
 
-Its old names resolve through :mod:`looplet.compat`: a deprecated alias, or an error that says what
-to use in 0.5 (see docs/migration.md).
+``SessionLog`` and ``LogEntry`` still work (``looplet._compat_session``, a warning when a log is made);
+see docs/migration.md.
 """
 
-from looplet.compat import module_getattr
-
-__getattr__ = module_getattr("looplet.session", ("SessionLog",))
+from looplet._compat_session import LogEntry as LogEntry
+from looplet._compat_session import SessionLog as SessionLog

@@ -30,9 +30,18 @@ class DefaultState:
         calls that produced no step.)"""
         self.steps.append(step)
 
+    #: Steps charged before this state's own (set only by 0.4.1 code restoring a budget: looplet.compat).
+    _charged = 0
+
     @property
     def budget_remaining(self) -> int:
-        return max(0, self.max_steps - len(self.steps))
+        return max(0, self.max_steps - len(self.steps) - self._charged)
+
+    @budget_remaining.setter
+    def budget_remaining(self, value: int) -> None:
+        from looplet._compat_loop import set_budget  # looplet 0.4.1's restored budget (deprecated)
+
+        set_budget(self, value)
 
     def context_summary(self, last: int = 10) -> str:
         """A few lines on what happened so far, for prompts and hooks."""

@@ -86,6 +86,15 @@ class ToolSpec(LegacyToolSpec):
     isolation: str | None = None
     is_async: bool = field(init=False, default=False)
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> ToolSpec:
+        if (
+            kwargs and cls is ToolSpec and kwargs.get("free")
+        ):  # looplet 0.4.1's free tool: looplet._compat_loop
+            from looplet._compat_loop import free_tool_spec
+
+            cls = free_tool_spec()
+        return object.__new__(cls)
+
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"ToolSpec(name={self.name!r}): name must be a non-empty string")

@@ -1,0 +1,125 @@
+"""looplet 0.4.1's loop settings that still work, deprecated (removed in looplet 0.7; see :mod:`looplet.compat`).
+
+``LoopConfig(checkpoint_dir=..., run_envelope=...)`` makes an :func:`old_loop_config` instance (a
+``LoopConfig`` subclass that carries the two fields); the loop's ``prepare`` hands it to :func:`old_run`
+once per run, which resumes the step budget of the folder's latest 0.4.1 checkpoint and adds the hook
+that writes them (``looplet._compat_checkpoint.DirectoryCheckpoints``). A run with a plain
+``LoopConfig`` never loads this module.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from looplet.compat import LOOP_CONFIG_KEYWORDS, old_keywords, warn_renamed
+
+__all__ = ["old_loop_config", "old_run", "set_budget"]
+
+
+@functools.cache
+def old_loop_config() -> type:
+    """``LoopConfig`` with 0.4.1's ``checkpoint_dir`` and ``run_envelope`` (``LoopConfig.__new__`` makes
+    it when one of them is given)."""
+    from looplet.config import LoopConfig
+
+    @old_keywords(LOOP_CONFIG_KEYWORDS, what="LoopConfig")
+    @dataclass(slots=True)
+    class OldLoopConfig(LoopConfig):
+        checkpoint_dir: str | None = None
+        run_envelope: Any = None
+
+        def __post_init__(self) -> None:
+            LoopConfig.__post_init__(self)
+            if self.checkpoint_dir is not None:
+                warn_renamed(
+                    "LoopConfig(checkpoint_dir=...)", "hooks=[CheckpointHook(dir)] and resume(dir, ...)"
+                )
+            if self.run_envelope is not None:
+                warn_renamed(
+                    "LoopConfig(run_envelope=...)", "looplet.current_run().run_id (each run has its own)"
+                )
+
+    OldLoopConfig.__qualname__ = OldLoopConfig.__name__ = "LoopConfig"
+    return OldLoopConfig
+
+
+Bind = Callable[[Any], None]
+
+
+def old_run(
+    config: Any, hooks: list[Any], state: Any, limit: int, registry: Any
+) -> tuple[list[Any], int, Bind | None]:
+    """What a run with 0.4.1 settings does before it starts: with ``checkpoint_dir``, continue the step
+    budget of the folder's latest checkpoint (a checkpoint of tool calls whose effect is unknown, or
+    an unreadable one, raises) and add the hook that writes 0.4.1 checkpoints, first in the list; with
+    free tools in the registry, add :class:`FreeSteps`. Returns the hooks, the step limit, and what to
+    call with the prepared run."""
+    bind: Bind | None = None
+    directory = getattr(config, "checkpoint_dir", None)
+    if directory is not None:
+        from looplet._compat_checkpoint import DirectoryCheckpoints
+
+        writer = DirectoryCheckpoints(str(directory), getattr(config, "run_envelope", None))
+        hooks, limit = [writer, *hooks], writer.resume(state, limit)
+    free = frozenset(name for name, spec in registry._tools.items() if type(spec) is free_tool_spec())
+    if free:
+        counter = FreeSteps(free)
+        hooks, bind = [counter, *hooks], counter.bind
+    return hooks, limit, bind
+
+
+class FreeSteps:
+    """0.4.1's free tools: a step that calls one does not count against the run's steps (the run's
+    step limit grows by one, and a ``DefaultState`` keeps its ``budget_remaining``)."""
+
+    def __init__(self, free: frozenset[str]) -> None:
+        self.free = free
+        self.prepared: Any = None
+
+    def bind(self, prepared: Any) -> None:
+        self.prepared = prepared
+
+    def on_step(self, state: Any, step: Any) -> None:
+        if step.tool_call.tool in self.free and self.prepared is not None:
+            self.prepared.max_steps += 1
+            if isinstance(getattr(type(state), "budget_remaining", None), property) and hasattr(
+                state, "_charged"
+            ):
+                state._charged -= 1
+
+
+@functools.cache
+def free_tool_spec() -> type:
+    """``ToolSpec`` with 0.4.1's ``free`` (``ToolSpec.__new__`` makes it for ``free=True``); a run whose
+    tools include one counts its calls with :class:`FreeSteps`."""
+    import looplet.compat
+    from looplet.compat import TOOL_SPEC_KEYWORDS
+    from looplet.tools import ToolSpec
+
+    @old_keywords(TOOL_SPEC_KEYWORDS, what="ToolSpec")
+    @dataclass(slots=True)
+    class FreeToolSpec(ToolSpec):
+        free: bool = True
+
+        def __post_init__(self) -> None:
+            ToolSpec.__post_init__(self)
+            warn_renamed("ToolSpec(free=True)", "a higher max_steps (every tool call is a step in 0.5)")
+
+    FreeToolSpec.__qualname__ = FreeToolSpec.__name__ = "ToolSpec"
+    looplet.compat.OLD_RUN_FEATURES = True
+    return FreeToolSpec
+
+
+def set_budget(state: Any, value: Any) -> None:
+    """``state.budget_remaining = n`` of 0.4.1 (restoring a saved budget): the state then counts ``n``
+    steps left, never more than its own ``max_steps`` allows."""
+    warn_renamed(
+        "state.budget_remaining = n", "DefaultState(max_steps=n) (or resume(dir, ...) for a saved run)"
+    )
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"budget_remaining must be a nonnegative integer, got {value!r}")
+    room = max(0, state.max_steps - len(state.steps))
+    state._charged = room - min(value, room)
