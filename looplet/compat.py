@@ -298,6 +298,13 @@ class LegacyHookDecision:
         warn_renamed("decision.is_noop()", "the fields you care about (decision.block, decision.stop, ...)")
         return not any(getattr(self, f.name) for f in fields(cast(Any, self)))
 
+    def ignored_effects(self, slot: str) -> tuple[str, ...]:
+        """The fields set here that the hook method ``slot`` does not act on (looplet._compat_hooks)."""
+        from looplet._compat_hooks import ignored_effects
+
+        warn_renamed("decision.ignored_effects(slot)", "the fields docs/hooks.md lists per hook method")
+        return ignored_effects(self, slot)
+
     @property
     def permission(self) -> str | None:
         warn_renamed("decision.permission", "decision.block is not None (deny) / decision.allow")
