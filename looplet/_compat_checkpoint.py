@@ -325,10 +325,6 @@ class CheckpointHook:
             self._due.remove(step_num)
             self._save(step_num)
 
-    def on_step(self, state: Any, step: Any) -> None:
-        """0.5 calls ``on_step`` with the recorded Step where 0.4.1 called ``post_step``."""
-        self.post_step(state, None, step.number)
-
     def _save(self, step_num: int) -> None:
         self.store.save(self.get_checkpoint_data(step_num), f"step_{step_num}")
 

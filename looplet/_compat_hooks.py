@@ -8,6 +8,7 @@ answer by that table.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import fields
 from typing import Any
@@ -89,3 +90,80 @@ def normalize_hook_return(value: Any, *, slot: str) -> Any:
     raise TypeError(
         f"a {slot} hook returned {type(value).__name__}: expected None, str, bool, ToolResult or HookDecision"
     )
+
+
+# ---------------------------------------------------------------- check_permission after every pre_dispatch
+
+
+def permission_last(original: list[Any], hooks: list[Any]) -> list[Any]:
+    """0.4.1's order for hook lists that mix ``check_permission`` with other ``pre_dispatch`` hooks:
+    every ``pre_dispatch`` first (in list order, arguments rewritten as they go, a supplied result
+    kept), then every ``check_permission`` on the final call, even when a hook supplied the result.
+    ``original`` is the hook list as given, ``hooks`` the same list as :func:`looplet.compat.old_hooks`
+    wrapped it; returns ``hooks`` unchanged unless the order matters (or a ``pre_dispatch`` is async)."""
+    gates = [(h, h.pre_dispatch) for h in original if callable(getattr(h, "pre_dispatch", None))]
+    permits = [(h, h.check_permission) for h in original if callable(getattr(h, "check_permission", None))]
+    involved = [i for i, h in enumerate(original) if any(h is g for g, _ in gates + permits)]
+    if not permits or len(involved) < 2 or any(inspect.iscoroutinefunction(fn) for _, fn in gates):
+        return hooks
+    out: list[Any] = [_Hidden(h) if i in involved else h for i, h in enumerate(hooks)]
+    out.insert(involved[0], PermissionLast(gates, permits))
+    return out
+
+
+class _Hidden:
+    """A hook whose ``pre_dispatch`` :class:`PermissionLast` calls instead of the loop."""
+
+    def __init__(self, hook: Any) -> None:
+        self._hook = hook
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "pre_dispatch":
+            raise AttributeError(name)
+        return getattr(self._hook, name)
+
+    def __repr__(self) -> str:
+        return repr(self._hook)
+
+
+class PermissionLast:
+    """The ``pre_dispatch`` of a 0.4.1 hook list (see :func:`permission_last`). A ``pre_dispatch`` that
+    raises is logged and skipped, as the loop does; a ``check_permission`` that raises denies."""
+
+    def __init__(self, gates: list[tuple[Any, Any]], permits: list[tuple[Any, Any]]) -> None:
+        self.gates = gates
+        self.permits = permits
+
+    def pre_dispatch(self, state: Any, session_log: Any, tool_call: Any, step_num: int) -> Any:
+        from looplet.hooks import Deny, HookDecision
+        from looplet.types import ToolCall, ToolResult
+
+        call, result = tool_call, None
+        for hook, fn in self.gates:
+            try:
+                r = fn(state, session_log, call, step_num)
+            except Exception:
+                log.warning("hook %s.pre_dispatch raised", type(hook).__name__, exc_info=True)
+                continue
+            if isinstance(r, ToolResult):
+                result = r
+                break
+            if isinstance(r, HookDecision):
+                if r.block is not None or r.stop:
+                    return r  # refused or stopped: permission is not asked
+                if r.updated_args is not None:
+                    call = ToolCall(call.tool, dict(r.updated_args), call.id, call.reasoning)
+                if r.updated_result is not None:
+                    result = r.updated_result
+                    break
+        for hook, permit in self.permits:
+            try:
+                allowed = permit(call, state) is not False
+            except Exception:
+                log.warning("hook %s.check_permission raised: denied", type(hook).__name__, exc_info=True)
+                allowed = False
+            if not allowed:
+                return Deny("permission denied")
+        if result is not None:
+            return result
+        return HookDecision(updated_args=dict(call.args)) if call is not tool_call else None

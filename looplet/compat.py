@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, Protocol, TypeVar, cast, runtime_checkable
 
 __all__ = ["REMOVAL", "RemovedAPIError", "warn_renamed", "old_name"]
 
@@ -60,6 +60,8 @@ def _warn(message: str) -> None:
 
 def _in_looplet(frame: Any) -> bool:
     name = frame.f_globals.get("__name__", "")
+    if name in ("abc", "typing"):  # a metaclass between a class statement and __init_subclass__
+        return True
     return isinstance(name, str) and (name == "looplet" or name.startswith("looplet."))
 
 
@@ -510,13 +512,20 @@ class LegacyRunResult:
 # ---------------------------------------------------------------- hooks written for 0.4.1
 
 #: 0.4.1 hook methods 0.5 does not call under that name.
-OLD_HOOK_METHODS = ("pre_loop", "check_permission", "build_briefing", "should_compact", "build_prompt")
+OLD_HOOK_METHODS = (
+    "pre_loop",
+    "check_permission",
+    "build_briefing",
+    "should_compact",
+    "build_prompt",
+    "post_step",
+)
 
 
 class OldHook:
     """A hook written for 0.4.1, as the 0.5 loop sees it: ``pre_loop`` becomes ``on_loop_start``,
     ``check_permission`` returning False becomes a ``pre_dispatch`` denial, ``build_briefing``'s text is
-    added to the prompt (``pre_prompt``); ``should_compact`` is not called (a warning says so). Every
+    added to the prompt (``pre_prompt``), ``post_step`` is called from ``on_step``; ``should_compact`` is not called (a warning says so). Every
     other attribute is the hook's own."""
 
     def __init__(self, hook: Any) -> None:
@@ -524,12 +533,13 @@ class OldHook:
         self._has = {m for m in OLD_HOOK_METHODS if callable(getattr(hook, m, None))}
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("on_loop_start", "pre_dispatch", "pre_prompt"):
+        if name in ("on_loop_start", "pre_dispatch", "pre_prompt", "on_step"):
             own = getattr(self._hook, name, None)
             old = {
                 "on_loop_start": "pre_loop",
                 "pre_dispatch": "check_permission",
                 "pre_prompt": "build_briefing",
+                "on_step": "post_step",
             }
             if old[name] in self._has:
                 return functools.partial(getattr(type(self), "_" + name), self, own)
@@ -549,6 +559,11 @@ class OldHook:
         if self._hook.check_permission(tool_call, state) is False:
             return Deny("permission denied")
         return own(state, session_log, tool_call, step_num) if own else None
+
+    def _on_step(self, own: Any, state: Any, step: Any) -> Any:
+        """0.4.1's ``post_step(state, session_log, step_num)``; the transcript is ``state.transcript``."""
+        self._hook.post_step(state, getattr(state, "transcript", None), step.number)
+        return own(state, step) if own else None
 
     def _pre_prompt(self, own: Any, state: Any, session_log: Any, context: Any, step_num: int) -> Any:
         briefing = self._hook.build_briefing(state, session_log, context)
@@ -579,9 +594,14 @@ def old_hooks(hooks: list[Any]) -> list[Any]:
             "check_permission": "pre_dispatch returning Deny(reason)",
             "build_briefing": "pre_prompt returning text",
             "should_compact": "ThresholdCompactHook (should_compact is not called)",
+            "post_step": "on_step(state, step)",
         }
         warn_renamed(f"hook {type(h).__name__}.{'/'.join(has)}", ", ".join(new[m] for m in has))
         out.append(OldHook(h))
+    if any(callable(getattr(h, "check_permission", None)) for h in hooks):
+        from looplet._compat_hooks import permission_last  # 0.4.1's order: check_permission last
+
+        return permission_last(hooks, out)
     return out
 
 
@@ -768,13 +788,36 @@ class PermissionDecision(StrEnum):
     ASK = "ask"
 
 
-class LoopHook:
-    """0.4.1's hook base class. Hooks are plain objects now: the loop calls only the methods a hook
-    has, so subclassing anything is unnecessary."""
+@runtime_checkable
+class LoopHook(Protocol):
+    """0.4.1's hook protocol (``isinstance(hook, LoopHook)`` checks for its six methods). Hooks are plain
+    objects now: the loop calls only the methods a hook has, so subclassing anything is unnecessary
+    (a subclass inherits no-op methods)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        warn_renamed(f"subclassing LoopHook ({cls.__name__})", "a plain class with the hook methods")
+        if Protocol not in cls.__bases__:
+            warn_renamed(f"subclassing LoopHook ({cls.__name__})", "a plain class with the hook methods")
+
+    def pre_prompt(self, state: Any, session_log: Any, context: Any, step_num: int) -> Any:
+        return None
+
+    def pre_dispatch(self, state: Any, session_log: Any, tool_call: Any, step_num: int) -> Any:
+        return None
+
+    def post_dispatch(
+        self, state: Any, session_log: Any, tool_call: Any, tool_result: Any, step_num: int
+    ) -> Any:
+        return None
+
+    def check_done(self, state: Any, session_log: Any, context: Any, step_num: int) -> Any:
+        return None
+
+    def should_stop(self, state: Any, step_num: int, new_entities: Any) -> Any:
+        return None
+
+    def on_loop_end(self, state: Any, session_log: Any, context: Any, result: Any) -> Any:
+        return None
 
 
 def register_done_tool(registry: Any, *, name: str = "done", parameters: dict[str, Any] | None = None) -> Any:

@@ -78,8 +78,10 @@ class LoopConfig:
         return object.__new__(cls)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_steps, int) or self.max_steps < 1:
-            raise ValueError(f"LoopConfig(max_steps={self.max_steps!r}): max_steps must be an int >= 1")
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise ValueError(
+                f"LoopConfig(max_steps={self.max_steps!r}): max_steps must be a positive integer (an int >= 1)"
+            )
         if self.llm_retries < 0:
             raise ValueError(f"LoopConfig(llm_retries={self.llm_retries!r}): must be >= 0")
         if self.tool_timeout_s is not None and self.tool_timeout_s <= 0:

@@ -15,8 +15,10 @@ class DefaultState:
     """
 
     def __init__(self, max_steps: int = 15) -> None:
-        if not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"DefaultState(max_steps={max_steps!r}): max_steps must be an int >= 1")
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(
+                f"DefaultState(max_steps={max_steps!r}): max_steps must be a positive integer (an int >= 1)"
+            )
         self.max_steps = max_steps
         self.steps: list[Step] = []
         self.transcript: list[dict[str, Any]] = []

@@ -274,3 +274,76 @@ def test_normalize_hook_return_and_effect_fields(caplog: pytest.LogCaptureFixtur
     assert "ignores effect fields stop" in caplog.text
     with one_warning("ignored_effects", "docs/hooks.md"):
         assert HookDecision(updated_args={"a": 1}).ignored_effects("pre_prompt") == ("updated_args",)
+
+
+# --- 0.4.1 hooks in a 0.5 loop ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gate_first", [False, True])
+@pytest.mark.parametrize("allowed", [False, True])
+def test_check_permission_is_asked_last_on_the_final_call(gate_first: bool, allowed: bool) -> None:
+    ran: list[str] = []
+    asked: list[dict[str, Any]] = []
+
+    def search(scope: str) -> str:
+        ran.append(scope)
+        return "live"
+
+    class Cache:
+        def pre_dispatch(self, state: Any, session_log: Any, tool_call: Any, step_num: int) -> Any:
+            if tool_call.tool == "search":
+                return HookDecision(
+                    updated_args={"scope": "narrow"}, updated_result=ToolResult(data="cached")
+                )
+            return None
+
+    class Gate:
+        def check_permission(self, tool_call: Any, state: Any) -> bool:
+            if tool_call.tool == "search":
+                asked.append(dict(tool_call.args))
+                return allowed
+            return True
+
+    llm = MockLLMBackend(
+        ['{"tool": "search", "args": {"scope": "wide"}}', '{"tool": "done", "args": {"answer": "x"}}']
+    )
+    hooks = [Gate(), Cache()] if gate_first else [Cache(), Gate()]
+    steps = list(composable_loop(llm, tools=tools_from([search], include_done=True), hooks=hooks))
+    assert asked == [{"scope": "narrow"}] and ran == []  # asked after the cache hook, on its arguments
+    first = steps[0].tool_result
+    assert (first.data, first.error_kind) == (("cached", None) if allowed else (None, "denied"))
+
+
+def test_post_step_runs_after_each_recorded_step_and_loop_hook_is_a_protocol() -> None:
+    from looplet.loop import LoopHook
+
+    seen: list[tuple[int, int]] = []
+
+    class Old:
+        def post_step(self, state: Any, session_log: Any, step_num: int) -> None:
+            seen.append((step_num, len(state.steps)))
+
+        def pre_prompt(self, state: Any, session_log: Any, context: Any, step_num: int) -> None:
+            return None
+
+    llm = MockLLMBackend(['{"tool": "work", "args": {}}', '{"tool": "done", "args": {"answer": "x"}}'])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        list(composable_loop(llm, tools=work_tools([]), hooks=[Old()]))
+    assert seen == [(1, 1), (2, 2)]
+    assert any("on_step(state, step)" in str(w.message) for w in caught)
+    assert not isinstance(Old(), LoopHook)
+    with one_warning("subclassing LoopHook", "plain class"):
+
+        class Full(LoopHook):
+            pass
+
+    assert isinstance(Full(), LoopHook) and Full().should_stop(None, 1, ()) is None
+
+
+def test_max_steps_must_be_a_positive_integer_not_a_bool() -> None:
+    for bad in (True, 1.5, 0):
+        with pytest.raises(ValueError, match="positive integer"):
+            LoopConfig(max_steps=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="positive integer"):
+            DefaultState(max_steps=bad)  # type: ignore[arg-type]
