@@ -466,8 +466,9 @@ class DirectoryCheckpoints:
         cp = self._record(
             state,
             len(getattr(state, "steps", [])),
+            metadata={"status": reason},
             run_status=status,
             run_phase="terminal",
             termination_reason=reason,
         )
-        self.store.save(cp, f"step_{cp.step_number}_final")
+        self.store.save(cp, f"step_{cp.step_number}_{'done' if reason == 'done' else 'final'}")

@@ -158,12 +158,24 @@ class PermissionLast:
                     break
         for hook, permit in self.permits:
             try:
-                allowed = permit(call, state) is not False
+                denied = permission_answer(permit(call, state))
             except Exception:
                 log.warning("hook %s.check_permission raised: denied", type(hook).__name__, exc_info=True)
-                allowed = False
-            if not allowed:
-                return Deny("permission denied")
+                denied = Deny("permission denied")
+            if denied is not None:
+                return denied
         if result is not None:
             return result
         return HookDecision(updated_args=dict(call.args)) if call is not tool_call else None
+
+
+def permission_answer(answer: Any) -> Any:
+    """What a 0.4.1 ``check_permission`` answer means: ``False`` denies, a decision with ``block`` denies
+    with its reason; anything else allows (None)."""
+    from looplet.hooks import Deny, HookDecision
+
+    if answer is False:
+        return Deny("permission denied")
+    if isinstance(answer, HookDecision) and answer.block is not None:
+        return Deny(answer.block, retry=answer.retry)
+    return None

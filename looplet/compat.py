@@ -554,10 +554,11 @@ class OldHook:
         return own(state, session_log, context) if own else None
 
     def _pre_dispatch(self, own: Any, state: Any, session_log: Any, tool_call: Any, step_num: int) -> Any:
-        from looplet.hooks import Deny
+        from looplet._compat_hooks import permission_answer
 
-        if self._hook.check_permission(tool_call, state) is False:
-            return Deny("permission denied")
+        denied = permission_answer(self._hook.check_permission(tool_call, state))
+        if denied is not None:
+            return denied
         return own(state, session_log, tool_call, step_num) if own else None
 
     def _on_step(self, own: Any, state: Any, step: Any) -> Any:

@@ -189,6 +189,10 @@ def test_checkpoint_dir_writes_041_checkpoints_and_resumes_the_step_budget(tmp_p
     assert state.budget_remaining == 0
     assert store.load("step_1").session_log_data["entries"][0]["tool"] == "work"
     assert store.load_latest_for_resume() is None  # the run ended: a terminal checkpoint
+    assert store.load("step_1_final").metadata["status"] == "max_steps"
+    done = MockLLMBackend(['{"tool": "done", "args": {"answer": "x"}}'])
+    list(composable_loop(done, tools=work_tools([]), config=LoopConfig(checkpoint_dir=str(tmp_path / "d"))))
+    assert old("FileCheckpointStore")(tmp_path / "d").load("step_1_done").metadata["status"] == "done"
 
 
 def test_a_crash_while_a_tool_runs_blocks_the_rerun(tmp_path: Path) -> None:
@@ -347,3 +351,14 @@ def test_max_steps_must_be_a_positive_integer_not_a_bool() -> None:
             LoopConfig(max_steps=bad)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="positive integer"):
             DefaultState(max_steps=bad)  # type: ignore[arg-type]
+
+
+def test_check_permission_may_deny_with_a_reason() -> None:
+    class Sandbox:
+        def check_permission(self, tool_call: Any, state: Any) -> Any:
+            return HookDecision(block="sandbox forbids work") if tool_call.tool == "work" else True
+
+    llm = MockLLMBackend(['{"tool": "work", "args": {}}', '{"tool": "done", "args": {"answer": "x"}}'])
+    effects: list[str] = []
+    steps = list(composable_loop(llm, tools=work_tools(effects), hooks=[Sandbox()]))
+    assert effects == [] and "sandbox forbids work" in (steps[0].tool_result.error or "")
