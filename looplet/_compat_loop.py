@@ -10,6 +10,7 @@ that writes them (``looplet._compat_checkpoint.DirectoryCheckpoints``). A run wi
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +31,15 @@ def old_loop_config() -> type:
     class OldLoopConfig(LoopConfig):
         checkpoint_dir: str | None = None
         run_envelope: Any = None
+        extract_entities: Callable[..., Any] | None = None
 
         def __post_init__(self) -> None:
             LoopConfig.__post_init__(self)
+            if self.extract_entities is not None:
+                warn_renamed(
+                    "LoopConfig(extract_entities=...)",
+                    "a post_dispatch(state, session_log, tool_call, tool_result, step_num) hook",
+                )
             if self.checkpoint_dir is not None:
                 warn_renamed(
                     "LoopConfig(checkpoint_dir=...)", "hooks=[CheckpointHook(dir)] and resume(dir, ...)"
@@ -64,11 +71,38 @@ def old_run(
 
         writer = DirectoryCheckpoints(str(directory), getattr(config, "run_envelope", None))
         hooks, limit = [writer, *hooks], writer.resume(state, limit)
+    extractor = getattr(config, "extract_entities", None)
+    if extractor is not None:
+        hooks = [*hooks, EntityExtractor(extractor)]
     free = frozenset(name for name, spec in registry._tools.items() if type(spec) is free_tool_spec())
     if free:
         counter = FreeSteps(free)
         hooks, bind = [counter, *hooks], counter.bind
     return hooks, limit, bind
+
+
+class EntityExtractor:
+    """0.4.1's ``LoopConfig(extract_entities=fn)``: after each tool call, ``fn(data)`` (or ``fn(data,
+    state=state)`` when it takes ``state`` or ``**kwargs``) with the result's data; the entities it
+    returns are added to ``state.metadata["entities"]`` (when the state has a metadata dict)."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        try:
+            params = list(inspect.signature(fn).parameters.values())
+        except (TypeError, ValueError):
+            params = []
+        self.takes_state = any(p.name == "state" or p.kind is p.VAR_KEYWORD for p in params)
+
+    def post_dispatch(
+        self, state: Any, session_log: Any, tool_call: Any, tool_result: Any, step_num: int
+    ) -> None:
+        data = tool_result.data
+        found = self.fn(data, state=state) if self.takes_state else self.fn(data)
+        metadata = getattr(state, "metadata", None)
+        if found and isinstance(metadata, dict):
+            known = metadata.setdefault("entities", [])
+            known.extend(e for e in found if e not in known)
 
 
 class FreeSteps:

@@ -18,7 +18,7 @@ DEFAULT_SYSTEM_PROMPT = (
 
 
 #: 0.4.1 fields that still work (deprecated): given one, LoopConfig(...) makes looplet._compat_loop's subclass.
-_CARRIED = frozenset({"checkpoint_dir", "run_envelope"})
+_CARRIED = frozenset({"checkpoint_dir", "run_envelope", "extract_entities"})
 
 
 @old_keywords(LOOP_CONFIG_KEYWORDS)  # looplet 0.4.1's fields: renamed, ignored, or refused with advice
@@ -71,7 +71,7 @@ class LoopConfig:
 
     def __new__(cls, *args: Any, **kwargs: Any) -> LoopConfig:
         if kwargs and cls is LoopConfig and not _CARRIED.isdisjoint(kwargs):
-            # looplet 0.4.1's checkpoint_dir= / run_envelope=: a LoopConfig subclass that carries them
+            # looplet 0.4.1's checkpoint_dir= / run_envelope= / extract_entities=: a subclass carries them
             from looplet._compat_loop import old_loop_config
 
             cls = old_loop_config()

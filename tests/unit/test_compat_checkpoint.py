@@ -362,3 +362,25 @@ def test_check_permission_may_deny_with_a_reason() -> None:
     effects: list[str] = []
     steps = list(composable_loop(llm, tools=work_tools(effects), hooks=[Sandbox()]))
     assert effects == [] and "sandbox forbids work" in (steps[0].tool_result.error or "")
+
+
+def test_extract_entities_is_called_after_each_tool_call() -> None:
+    seen: list[Any] = []
+
+    def entities(data: Any, state: Any = None) -> list[str]:
+        seen.append((data, state))
+        return ["host-a"]
+
+    with one_warning("LoopConfig(extract_entities=...)", "post_dispatch"):
+        config = LoopConfig(extract_entities=entities)
+    state = DefaultState()
+    llm = MockLLMBackend(['{"tool": "work", "args": {}}', '{"tool": "done", "args": {"answer": "x"}}'])
+    list(composable_loop(llm, tools=work_tools([]), config=config, state=state))
+    assert seen[0] == ("worked", state) and len(seen) == 2
+    assert state.metadata["entities"] == ["host-a"]
+    one_arg: list[Any] = []
+    config = LoopConfig(extract_entities=lambda data: one_arg.append(data) or [])
+    list(
+        composable_loop(MockLLMBackend(['{"tool": "work", "args": {}}']), tools=work_tools([]), config=config)
+    )
+    assert one_arg[0] == "worked"
