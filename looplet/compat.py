@@ -716,10 +716,11 @@ def parse_tool_call(text: str) -> Any:
 def parse_multi_tool_calls(text: str, *, _warn_as: str = "parse_multi_tool_calls(text)") -> list[Any]:
     """0.4.1's ``parse_multi_tool_calls(text)``: every tool call written as JSON in ``text`` (the loop
     reads model text the same way)."""
+    from looplet._compat_parse import old_text_calls
     from looplet._engine import parse_text_tool_calls
 
     warn_renamed(_warn_as, "composable_loop (it reads tool calls written as JSON text itself)")
-    return parse_text_tool_calls(text)
+    return old_text_calls(text, parse_text_tool_calls(text))
 
 
 def parse_native_tool_use(blocks: list[Any]) -> list[Any]:

@@ -384,3 +384,15 @@ def test_extract_entities_is_called_after_each_tool_call() -> None:
         composable_loop(MockLLMBackend(['{"tool": "work", "args": {}}']), tools=work_tools([]), config=config)
     )
     assert one_arg[0] == "worked"
+
+
+def test_parse_functions_read_041s_envelope_and_reasoning() -> None:
+    from looplet.parse import parse_multi_tool_calls, parse_tool_call
+
+    with one_warning("parse_multi_tool_calls(text)", "composable_loop"):
+        calls = parse_multi_tool_calls(
+            '{"theory": "t1", "tools": [{"tool": "a", "args": {}}, {"tool": "b"}]}'
+        )
+    assert [(c.tool, c.args) for c in calls] == [("a", {"__theory__": "t1"}), ("b", {"__theory__": "t1"})]
+    assert parse_tool_call('```json\n{"tool": "a", "args": {}, "reasoning": "why"}\n```').reasoning == "why"
+    assert parse_tool_call('{"tool": "a", "args": {}}').reasoning is None
