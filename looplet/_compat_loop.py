@@ -73,7 +73,7 @@ def old_run(
         hooks, limit = [writer, *hooks], writer.resume(state, limit)
     extractor = getattr(config, "extract_entities", None)
     if extractor is not None:
-        hooks = [*hooks, EntityExtractor(extractor)]
+        hooks = [*hooks, EntityExtractor(extractor, config.done_tool)]
     free = frozenset(name for name, spec in registry._tools.items() if type(spec) is free_tool_spec())
     if free:
         counter = FreeSteps(free)
@@ -82,12 +82,13 @@ def old_run(
 
 
 class EntityExtractor:
-    """0.4.1's ``LoopConfig(extract_entities=fn)``: after each tool call, ``fn(data)`` (or ``fn(data,
+    """0.4.1's ``LoopConfig(extract_entities=fn)``: after each tool call but ``done``, ``fn(data)`` (or ``fn(data,
     state=state)`` when it takes ``state`` or ``**kwargs``) with the result's data; the entities it
     returns are added to ``state.metadata["entities"]`` (when the state has a metadata dict)."""
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], done_tool: str) -> None:
         self.fn = fn
+        self.done_tool = done_tool
         try:
             params = list(inspect.signature(fn).parameters.values())
         except (TypeError, ValueError):
@@ -97,6 +98,8 @@ class EntityExtractor:
     def post_dispatch(
         self, state: Any, session_log: Any, tool_call: Any, tool_result: Any, step_num: int
     ) -> None:
+        if tool_call.tool == self.done_tool:
+            return
         data = tool_result.data
         found = self.fn(data, state=state) if self.takes_state else self.fn(data)
         metadata = getattr(state, "metadata", None)

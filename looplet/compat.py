@@ -454,6 +454,32 @@ _STATUS = {
 }
 
 
+class LegacyState:
+    """0.4.1's lifecycle attributes of a state, deprecated; ``DefaultState`` inherits them. In 0.5 a
+    finished run leaves ``state.result`` (its ``stop_reason``); None while it runs."""
+
+    __slots__ = ()
+    steps: list[Any]
+    result: Any
+
+    @property
+    def run_status(self) -> str:
+        warn_renamed("state.run_status", "state.result.stop_reason (state.result is None while it runs)")
+        if self.result is None:
+            return "running" if self.steps else "created"
+        return _STATUS.get(self.result.stop_reason.split(":")[0], RunStatus.STOPPED).value
+
+    @property
+    def run_phase(self) -> str:
+        warn_renamed("state.run_phase", "state.result is not None (the run ended)")
+        return "terminal" if self.result is not None else ("running" if self.steps else "starting")
+
+    @property
+    def termination_reason(self) -> str | None:
+        warn_renamed("state.termination_reason", "state.result.stop_reason")
+        return None if self.result is None else str(self.result.stop_reason)
+
+
 class LegacyRunResult:
     """0.4.1's ``RunResult`` attributes (and its trace dict's ``result["termination_reason"]``),
     deprecated; ``RunResult`` inherits them."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from looplet.compat import LegacyState
 from looplet.types import RunResult, Step, Usage, summarize
 
 
-class DefaultState:
+class DefaultState(LegacyState):  # 0.4.1's run_status/run_phase/termination_reason (looplet.compat)
     """The state a run records into. Any object with ``steps`` (a list) and ``record(step)`` works too.
 
     A state that already holds steps and a transcript (from a checkpoint) makes the loop resume:
