@@ -554,9 +554,11 @@ class OldHook:
     added to the prompt (``pre_prompt``), ``post_step`` is called from ``on_step``; ``should_compact`` is not called (a warning says so). Every
     other attribute is the hook's own."""
 
-    def __init__(self, hook: Any) -> None:
+    def __init__(self, hook: Any, tools: Any = None) -> None:
         self._hook = hook
         self._has = {m for m in OLD_HOOK_METHODS if callable(getattr(hook, m, None))}
+        self._tools = tools  # for pre_loop(..., tools=): 0.4.1 gave the run's registry to hooks asking for it
+        self._pre_loop_tools = "pre_loop" in self._has and _takes(hook.pre_loop, "tools")
 
     def __getattr__(self, name: str) -> Any:
         if name in ("on_loop_start", "pre_dispatch", "pre_prompt", "on_step"):
@@ -576,7 +578,10 @@ class OldHook:
         return f"OldHook({self._hook!r})"
 
     def _on_loop_start(self, own: Any, state: Any, session_log: Any, context: Any) -> Any:
-        self._hook.pre_loop(state, session_log, context)
+        extra = {"tools": self._tools} if self._pre_loop_tools else {}
+        first = self._hook.pre_loop(state, session_log, context, **extra)
+        if inspect.isawaitable(first):  # an async pre_loop: the loop awaits what this returns
+            return _then(first, own, (state, session_log, context))
         return own(state, session_log, context) if own else None
 
     def _pre_dispatch(self, own: Any, state: Any, session_log: Any, tool_call: Any, step_num: int) -> Any:
@@ -600,9 +605,25 @@ class OldHook:
         return briefing or extra
 
 
-def old_hooks(hooks: list[Any]) -> list[Any]:
+async def _then(first: Any, own: Any, args: tuple[Any, ...]) -> Any:
+    await first
+    out = own(*args) if own else None
+    return (await out) if inspect.isawaitable(out) else out
+
+
+def _takes(fn: Any, name: str) -> bool:
+    """Whether ``fn`` accepts the keyword ``name`` (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def old_hooks(hooks: list[Any], tools: Any = None) -> list[Any]:
     """The hooks as the 0.5 loop should see them: those with 0.4.1-only methods wrapped in
-    :class:`OldHook` (with one DeprecationWarning each); the list itself when there are none."""
+    :class:`OldHook` (with one DeprecationWarning each); the list itself when there are none.
+    ``tools``: the run's registry, for a ``pre_loop(..., tools=)``."""
     if not any(callable(getattr(h, m, None)) for h in hooks for m in OLD_HOOK_METHODS):
         return hooks
     out = []
@@ -624,7 +645,7 @@ def old_hooks(hooks: list[Any]) -> list[Any]:
             "post_step": "on_step(state, step)",
         }
         warn_renamed(f"hook {type(h).__name__}.{'/'.join(has)}", ", ".join(new[m] for m in has))
-        out.append(OldHook(h))
+        out.append(OldHook(h, tools))
     if any(callable(getattr(h, "check_permission", None)) for h in hooks):
         from looplet._compat_hooks import permission_last  # 0.4.1's order: check_permission last
 

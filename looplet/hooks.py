@@ -199,8 +199,8 @@ class ResolvedHooks:
     wrap_llm_call: Bound
     wrap_tool: Bound
 
-    def __init__(self, hooks: list[Any], *, async_mode: bool) -> None:
-        hooks = old_hooks(hooks)  # hooks written for looplet 0.4.1 (pre_loop, ...): looplet.compat
+    def __init__(self, hooks: list[Any], *, async_mode: bool, tools: Any = None) -> None:
+        hooks = old_hooks(hooks, tools)  # hooks written for looplet 0.4.1 (pre_loop, ...): looplet.compat
         self.hooks = tuple(hooks)
         self.async_mode = async_mode  # hooks that make their own LLM calls pick generate or agenerate by it
         for method, params in OBSERVER_METHODS.items():

@@ -88,7 +88,7 @@ def prepare(
         from looplet._compat_loop import old_run
 
         hooks, limit, bind = old_run(config, list(hooks), state, limit, registry)
-    resolved = ResolvedHooks(list(hooks), async_mode=async_mode)
+    resolved = ResolvedHooks(list(hooks), async_mode=async_mode, tools=registry)
     run = Run(os.urandom(16).hex(), config.agent_name, state, config, task)
     run.model = getattr(llm, "model", None)
     run.provider = getattr(llm, "provider", None)

@@ -406,3 +406,34 @@ def test_state_lifecycle_attributes_of_041() -> None:
     llm = MockLLMBackend(['{"tool": "done", "args": {"answer": "x"}}'])
     list(composable_loop(llm, tools=work_tools([]), state=state))
     assert (state.run_status, state.run_phase, state.termination_reason) == ("completed", "terminal", "done")
+
+
+def test_pre_loop_gets_the_registry_when_it_asks_and_an_async_one_is_awaited() -> None:
+    import asyncio
+
+    from looplet import async_composable_loop
+
+    got: list[Any] = []
+
+    class Sync:
+        def pre_loop(self, state: Any, session_log: Any, context: Any, tools: Any = None) -> None:
+            got.append(tools)
+
+    class Plain:
+        def pre_loop(self, state: Any, session_log: Any, context: Any) -> None:
+            got.append("plain")
+
+    class Async:
+        async def pre_loop(self, state: Any, session_log: Any, context: Any, **kw: Any) -> None:
+            got.append(kw.get("tools"))
+
+    tools = work_tools([])
+    done = '{"tool": "done", "args": {"answer": "x"}}'
+    list(composable_loop(MockLLMBackend([done]), tools=tools, hooks=[Sync(), Plain()]))
+
+    async def run() -> None:
+        async for _ in async_composable_loop(MockLLMBackend([done]), tools=tools, hooks=[Async()]):
+            pass
+
+    asyncio.run(run())
+    assert got == [tools, "plain", tools]
