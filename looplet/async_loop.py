@@ -83,7 +83,11 @@ async def _drive(p: Prepared) -> AsyncGenerator[Step, None]:
                 eff = eng.send(send)
                 task = asyncio.current_task()  # the task driving this step (once per step, not per effect)
                 while type(eff) is not Step:
-                    send = await perform(eff, task)
+                    send = await perform(eff)
+                    if task is not None and task.cancelling() and not isinstance(send, Interrupted):
+                        # Python 3.11's wait_for can swallow a cancellation that arrives as the work
+                        # finishes: the task is still being cancelled, so the run ends as cancelled
+                        send = Interrupted(asyncio.CancelledError())
                     eff = eng.send(send)
             finally:
                 _CURRENT_RUN.reset(token)
@@ -119,15 +123,7 @@ class _Performer:
         self.terminal = AsyncToolTerminal(p.registry, p.config.max_tool_output_chars)
         self.tools = async_tool_chain(p.hooks.wrap_tool, self.terminal, strict)
 
-    async def __call__(self, eff: Effect, task: asyncio.Task[Any] | None) -> Any:
-        out = await self.perform(eff)
-        if task is not None and task.cancelling() and not isinstance(out, Interrupted):
-            # Python 3.11's wait_for can swallow a cancellation that arrives as the work finishes:
-            # the task is still being cancelled, so the run ends as cancelled all the same
-            return Interrupted(asyncio.CancelledError())
-        return out
-
-    async def perform(self, eff: Effect) -> Any:
+    async def __call__(self, eff: Effect) -> Any:
         try:
             kind = type(eff)
             if kind is CallHook:
