@@ -1612,10 +1612,6 @@ _TO_DO_INSTEAD = {
     "EvalCase": "save runs with ProvenanceSink and turn them into tests with looplet.evals.eval_cases(dir)",
     "save_eval_run": "ProvenanceSink(dir) writes the run; `python -m looplet eval DIR` grades it",
     "load_eval_run": "looplet.evals.EvalContext.from_trajectory(looplet.provenance.load_trajectory(dir))",
-    "RecordingLLMBackend": "ProvenanceSink(dir).wrap_llm(llm) records every call of a backend",
-    "AsyncRecordingLLMBackend": "ProvenanceSink(dir).wrap_llm(llm) (it records agenerate too)",
-    "StepRecord": "looplet.Step (a saved run's steps: looplet.provenance.load_trajectory(dir).steps)",
-    "TrajectoryRecorder": "add ProvenanceSink(dir).trajectory_hook() to hooks=[...] (or configure(provenance_dir=...))",
     "StaticMemorySource": "put the text in system_prompt=..., or return it from a pre_prompt hook",
     "DomainAdapter": "write hooks (pre_prompt for briefings, check_done for completion rules); see docs/hooks.md",
     "DefaultCompactService": "use ThresholdCompactHook(strategy=compact_chain(Prune(), Summarize(llm), Truncate()))",
@@ -1693,6 +1689,38 @@ _TABLE.update(
         },
         "SessionLog": _working("looplet._compat_session", "SessionLog"),
         "LogEntry": _working("looplet._compat_session", "LogEntry"),
+    }
+)
+
+
+def _old_record(new: str) -> Callable[[str], Any]:
+    """0.4.1's provenance records (looplet._compat_provenance): they warn when imported, since the
+    recorders make them too; ``LLMCall`` only from ``looplet.provenance`` (0.5 has its own)."""
+
+    def get(old: str) -> Any:
+        import importlib
+
+        name = old.rpartition(".")[2]
+        if name == "LLMCall" and not old.startswith("looplet.provenance."):
+            return placeholder(old, _NO_COUNTERPART)
+        warn_renamed(old, new)
+        return getattr(importlib.import_module("looplet._compat_provenance"), name)
+
+    return get
+
+
+# 0.4.1's recorders (looplet._compat_provenance): the recorders warn when made
+_TABLE.update(
+    {
+        "RecordingLLMBackend": _working("looplet._compat_provenance", "RecordingLLMBackend"),
+        "AsyncRecordingLLMBackend": _working("looplet._compat_provenance", "AsyncRecordingLLMBackend"),
+        "TrajectoryRecorder": _working("looplet._compat_provenance", "TrajectoryRecorder"),
+        "StepRecord": _old_record(
+            "looplet.Step (a saved run's steps: looplet.provenance.load_trajectory(dir).steps)"
+        ),
+        "LLMCall": _old_record(
+            "ProvenanceSink(dir).wrap_llm(llm) (a saved run's calls: load_trajectory(dir).calls)"
+        ),
     }
 )
 

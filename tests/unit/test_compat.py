@@ -453,7 +453,7 @@ def test_renamed_compaction_classes() -> None:
         ("EvalCase", "eval_cases"),
         ("load_eval_run", "from_trajectory"),
         ("Cartridge", "no counterpart"),
-        ("TrajectoryRecorder", "trajectory_hook()"),
+        ("async_replay_loop", "replay_loop"),
         ("StaticMemorySource", "system_prompt="),
     ],
 )

@@ -1,6 +1,6 @@
-"""looplet 0.4.1's eval entry points as adapters (``looplet._compat_evals``), and its provenance names
-routed to placeholders: each old spelling works with one DeprecationWarning naming the 0.5 spelling, or
-fails with an error naming it."""
+"""looplet 0.4.1's eval entry points as adapters (``looplet._compat_evals``): each old spelling works with
+one DeprecationWarning naming the 0.5 spelling, or fails with an error naming it. (0.4.1's provenance
+recorders: tests/unit/test_compat_provenance.py.)"""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from looplet import EvalContext, MockLLMBackend, composable_loop, tools_from
-from looplet.compat import RemovedAPIError
 
 
 @contextmanager
@@ -183,26 +182,6 @@ def test_strict_discovery_names_the_broken_file_and_duplicates(tmp_path: Path) -
     write(tmp_path, "eval_three.py", "raise RuntimeError('broken')\n")
     with quiet(), pytest.raises(RuntimeError, match="eval_three.py"):
         eval_discover(tmp_path, strict=True)
-
-
-@pytest.mark.parametrize(
-    ("name", "advice"),
-    [
-        ("RecordingLLMBackend", "wrap_llm"),
-        ("AsyncRecordingLLMBackend", "wrap_llm"),
-        ("TrajectoryRecorder", "trajectory_hook()"),
-        ("StepRecord", "looplet.Step"),
-    ],
-)
-def test_provenance_routes_041_names_to_placeholders(name: str, advice: str) -> None:
-    import looplet.provenance
-
-    with one_warning("placeholder", advice):
-        ph = getattr(looplet.provenance, name)
-    with pytest.raises(RemovedAPIError, match=advice):
-        ph()
-    with pytest.raises(AttributeError):
-        looplet.provenance.NeverExisted  # type: ignore[attr-defined]  # noqa: B018
 
 
 def saved_runs(root: Path, **scores: float) -> Path:
