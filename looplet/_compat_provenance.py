@@ -20,6 +20,7 @@ import os
 import re
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,14 @@ from typing import Any
 
 from looplet.compat import warn_renamed
 
-__all__ = ["AsyncRecordingLLMBackend", "LLMCall", "RecordingLLMBackend", "StepRecord", "TrajectoryRecorder"]
+__all__ = [
+    "AsyncRecordingLLMBackend",
+    "LLMCall",
+    "RecordingLLMBackend",
+    "StepRecord",
+    "TrajectoryRecorder",
+    "save_eval_run",
+]
 
 Redact = Callable[[str], str]
 
@@ -434,6 +442,11 @@ class TrajectoryRecorder:
         self._first_call = 0
         self._step_started = time.time()
 
+    @property
+    def redact(self) -> Redact | None:
+        """What :meth:`save` applies to the saved copy."""
+        return self._redact
+
     def pre_loop(self, state: Any, session_log: Any, context: Any, **_: Any) -> None:
         from looplet.hooks import current_run  # a 0.5 run keeps the task on the run, not the state
 
@@ -555,3 +568,110 @@ class TrajectoryRecorder:
             self._llm.save(root)
         _write(root / "trajectory.json", json.dumps(doc, indent=2))  # last: a reader sees a whole run
         return root
+
+
+# ---------------------------------------------------------------- save_eval_run
+
+
+def _context_steps(ctx: Any) -> list[dict[str, Any]]:
+    out = []
+    for i, step in enumerate(getattr(ctx, "steps", None) or (), 1):
+        call, result = getattr(step, "tool_call", None), getattr(step, "tool_result", None)
+        out.append(
+            {
+                "step_num": getattr(step, "number", i),
+                "tool_call": {"tool": getattr(call, "tool", None), "args": getattr(call, "args", None) or {}},
+                "tool_result": {
+                    "data": getattr(result, "data", None),
+                    "error": getattr(result, "error", None),
+                },
+            }
+        )
+    return out
+
+
+def _context_run(ctx: Any, expected: dict[str, Any] | None) -> dict[str, Any]:
+    """An eval context as 0.4.1's ``trajectory.json`` (what ``EvalContext.from_trajectory_dir`` reads)."""
+    task = getattr(ctx, "task", None)
+    task = dict(task) if isinstance(task, dict) else {}
+    if expected is not None:
+        task.pop("expected", None)  # the grader's data stays in expected.json, out of the agent's task
+    metadata = dict(getattr(ctx, "metadata", None) or {})
+    steps = _context_steps(ctx)
+    return {
+        "run_id": metadata.get("run_id") or getattr(ctx, "run_id", None) or None,
+        "task": task,
+        "termination_reason": getattr(ctx, "stop_reason", None),
+        "final_output": getattr(ctx, "final_output", None),
+        "session_log_text": getattr(ctx, "session_log_text", ""),
+        "metadata": metadata,
+        "step_count": len(steps),
+        "steps": steps,
+    }
+
+
+def _sidecar(root: Path, name: str, value: Any, redact: Redact | None) -> None:
+    if value is None:
+        (root / name).unlink(missing_ok=True)
+    else:
+        _write(root / name, json.dumps(scrubbed(value, redact), indent=2))
+
+
+def save_eval_run(
+    directory: str | os.PathLike[str],
+    *,
+    recorder: Any = None,
+    context: Any = None,
+    eval_hook: Any = None,
+    case: Any = None,
+    results: list[Any] | None = None,
+    redact: Redact | None = None,
+) -> Path:
+    """0.4.1's eval-run folder: the run (from ``recorder``, else ``context``, else ``eval_hook.context``)
+    as ``trajectory.json`` and ``steps/``, plus ``artifacts.json``, ``evals.json`` and, when known,
+    ``expected.json`` and ``case.json``. 0.5: ``ProvenanceSink(dir)`` writes the run and
+    ``python -m looplet eval DIR`` grades it."""
+    warn_renamed(
+        "looplet.save_eval_run(dir, ...)",
+        "ProvenanceSink(dir) to write the run and `python -m looplet eval DIR` to grade it",
+    )
+    ctx = context if context is not None else getattr(eval_hook, "context", None)
+    if recorder is None and ctx is None:
+        raise ValueError("save_eval_run needs the run: pass recorder=, context= or an eval_hook that has run")
+    given = case.expected if case is not None else getattr(eval_hook, "expected", None)
+    expected = None if given is None else dict(given)
+    redact = redact or getattr(recorder, "redact", None)
+    with warnings.catch_warnings():  # 0.4.1's context attributes (metadata, artifacts): this call warned
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _save_eval_run(Path(directory), recorder, ctx, eval_hook, case, results, expected, redact)
+
+
+def _save_eval_run(
+    directory: Path,
+    recorder: Any,
+    ctx: Any,
+    eval_hook: Any,
+    case: Any,
+    results: list[Any] | None,
+    expected: dict[str, Any] | None,
+    redact: Redact | None,
+) -> Path:
+    if recorder is not None:
+        root = Path(recorder.save(directory))
+    else:
+        root = _prepare(directory)
+        run = scrubbed(_context_run(ctx, expected), redact)
+        (root / "steps").mkdir(exist_ok=True)
+        for path in (root / "steps").iterdir():
+            if _STEP_FILE.fullmatch(path.name) and path.is_file():
+                path.unlink()
+        for record in run["steps"]:
+            _write(root / "steps" / f"step_{record['step_num']:02d}.json", json.dumps(record, indent=2))
+        _write(root / "trajectory.json", json.dumps(run, indent=2))
+    source = eval_hook if eval_hook is not None else ctx
+    _sidecar(root, "artifacts.json", dict(getattr(source, "artifacts", None) or {}), redact)
+    scores = results if results is not None else list(getattr(eval_hook, "results", None) or [])
+    _sidecar(root, "evals.json", [r.to_dict() if hasattr(r, "to_dict") else r for r in scores], redact)
+    _sidecar(root, "expected.json", expected, redact)
+    _sidecar(root, "case.json", case.to_dict() if hasattr(case, "to_dict") else None, redact)
+    return root

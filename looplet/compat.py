@@ -1610,7 +1610,6 @@ _TO_DO_INSTEAD = {
     "PerToolLimitHook": "use looplet.PermissionHook rules or a pre_dispatch hook returning Deny(...)",
     "ToolContext": "tools receive only their arguments; looplet.current_run() gives the run in progress",
     "EvalCase": "save runs with ProvenanceSink and turn them into tests with looplet.evals.eval_cases(dir)",
-    "save_eval_run": "ProvenanceSink(dir) writes the run; `python -m looplet eval DIR` grades it",
     "load_eval_run": "looplet.evals.EvalContext.from_trajectory(looplet.provenance.load_trajectory(dir))",
     "StaticMemorySource": "put the text in system_prompt=..., or return it from a pre_prompt hook",
     "DomainAdapter": "write hooks (pre_prompt for briefings, check_done for completion rules); see docs/hooks.md",
@@ -1715,6 +1714,7 @@ _TABLE.update(
         "RecordingLLMBackend": _working("looplet._compat_provenance", "RecordingLLMBackend"),
         "AsyncRecordingLLMBackend": _working("looplet._compat_provenance", "AsyncRecordingLLMBackend"),
         "TrajectoryRecorder": _working("looplet._compat_provenance", "TrajectoryRecorder"),
+        "save_eval_run": _working("looplet._compat_provenance", "save_eval_run"),
         "StepRecord": _old_record(
             "looplet.Step (a saved run's steps: looplet.provenance.load_trajectory(dir).steps)"
         ),

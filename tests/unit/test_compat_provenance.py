@@ -221,3 +221,54 @@ def test_trajectory_recorder_by_hand_infers_the_end_and_redacts_only_the_saved_c
     assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == ["step_01.json"]
     assert json.loads((tmp_path / "steps" / "step_01.json").read_text())["tool_call"]["args"] == {"q": "***"}
     assert t.steps[0].tool_call["args"] == {"q": "SECRET"}
+
+
+def test_save_eval_run_writes_a_folder_041_readers_take_back(tmp_path: Path) -> None:
+    from looplet import EvalContext, save_eval_run
+    from looplet.types import Step, ToolCall, ToolResult
+
+    steps = [
+        Step(number=1, tool_call=ToolCall(tool="done", args={"answer": 42}), tool_result=ToolResult(data=42))
+    ]
+    task = {"goal": "answer", "expected": {"answer": 42}}
+    ctx = EvalContext(steps=steps, final_output=42, stop_reason="done", task=task)
+
+    class Case:
+        expected = {"answer": 42}
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"id": "c1", "expected": self.expected}
+
+    class Result:
+        def to_dict(self) -> dict[str, Any]:
+            return {"name": "right", "score": 1.0}
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "case.json").write_text("stale")
+    with one_warning("save_eval_run", "ProvenanceSink(dir)", "python -m looplet eval"):
+        root = save_eval_run(tmp_path / "run", context=ctx, case=Case(), results=[Result()])
+    saved = json.loads((root / "trajectory.json").read_text())
+    assert saved["task"] == {"goal": "answer"} and task["expected"] == {"answer": 42}  # the live task kept
+    assert json.loads((root / "expected.json").read_text()) == {"answer": 42}
+    assert json.loads((root / "evals.json").read_text()) == [{"name": "right", "score": 1.0}]
+    assert json.loads((root / "case.json").read_text())["id"] == "c1"
+    assert (root / ".gitignore").read_text() == "*\n"
+    with quiet():
+        back = EvalContext.from_trajectory_dir(root)
+    assert (back.stop_reason, back.final_output, back.expected) == ("done", 42, {"answer": 42})
+    assert [s.tool_call.tool for s in back.steps] == ["done"]
+    with quiet():
+        save_eval_run(root, context=EvalContext(steps=[], stop_reason="done"))
+    assert not (root / "case.json").exists() and not (root / "expected.json").exists()
+    with quiet(), pytest.raises(ValueError, match="recorder=, context="):
+        save_eval_run(tmp_path / "none")
+
+
+def test_the_05_sink_keeps_its_own_behaviour_for_041_callers(tmp_path: Path) -> None:
+    from looplet import ProvenanceSink
+
+    with pytest.raises(TypeError):
+        ProvenanceSink(tmp_path, overwrite=True)  # type: ignore[call-arg]  # 0.4.1's keyword: changed
+    (tmp_path / "trajectory.json").write_text("{}")  # a folder holding a run: later runs go under it
+    sink = ProvenanceSink(tmp_path)
+    assert sink.flush() == [] and type(sink.trajectory_hook()).__name__ == "TrajectoryHook"
