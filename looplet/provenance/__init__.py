@@ -13,7 +13,7 @@ from looplet._lazy import lazy_getattr
 _FORMAT = ("Trajectory", "TrajectoryError", "load_trajectory", "find_trajectories", "SCHEMA_VERSION")
 _LAZY = {
     "ProvenanceSink": "looplet.provenance.sink",
-    "TrajectoryHook": "looplet.provenance.capture",
+    "TrajectoryHook": "looplet.provenance.sink",
     "replay_loop": "looplet.provenance.replay",
     "ReplayReport": "looplet.provenance.replay",
     **dict.fromkeys(_FORMAT, "looplet.provenance.format"),
@@ -29,7 +29,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - explicit re-exports for type checkers
-    from looplet.provenance.capture import TrajectoryHook as TrajectoryHook
     from looplet.provenance.format import SCHEMA_VERSION as SCHEMA_VERSION
     from looplet.provenance.format import Trajectory as Trajectory
     from looplet.provenance.format import TrajectoryError as TrajectoryError
@@ -38,3 +37,4 @@ if TYPE_CHECKING:  # pragma: no cover - explicit re-exports for type checkers
     from looplet.provenance.replay import ReplayReport as ReplayReport
     from looplet.provenance.replay import replay_loop as replay_loop
     from looplet.provenance.sink import ProvenanceSink as ProvenanceSink
+    from looplet.provenance.sink import TrajectoryHook as TrajectoryHook

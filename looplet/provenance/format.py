@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -27,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from looplet.errors import LoopletError
-from looplet.types import Step, ToolCall, Usage, _json_safe
+from looplet.types import Step, Usage, _json_safe
 
-__all__ = ["SCHEMA_VERSION", "TrajectoryError", "RunRecord", "CallRecord", "Trajectory", "render_files"]
+__all__ = ["SCHEMA_VERSION", "TrajectoryError", "RunRecord", "Trajectory", "render_files"]
 __all__ += [
     "write_folder",
     "load_trajectory",
@@ -43,7 +44,6 @@ __all__ += [
 SCHEMA_VERSION = 1
 TRAJECTORY_FILE = "trajectory.json"
 Redact = Callable[[str], str]
-_compact = json.JSONEncoder(ensure_ascii=False).encode  # one encoder, made once
 
 
 class TrajectoryError(LoopletError, ValueError):
@@ -85,67 +85,53 @@ class Prompt:
 
 
 @dataclass(slots=True)
-class CallRecord:
-    """One LLM call (one attempt), as its ``chat`` span tells it."""
-
-    number: int
-    step: int = 0
-    purpose: str = "step"
-    model: str | None = None
-    provider: str | None = None
-    messages: Prompt | None = None  # None without content
-    text: str | None = None
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    usage: Usage | None = None
-    cost_usd: float | None = None
-    start_ms: float = 0.0
-    duration_ms: float = 0.0
-    finish_reason: str | None = None
-    response_id: str | None = None
-    error: str | None = None
-    ttfc_ms: float | None = None
-    answered: bool = True  # False when the answer is not known (content off, or the call failed)
-
-
-@dataclass(slots=True)
 class RunRecord:
-    """One run, as built from its spans, before it is rendered into files."""
+    """One run as its spans tell it, before it is rendered into files: ``data`` is ``trajectory.json``
+    (its ``steps`` and ``calls`` filled in when rendered; strings not redacted yet), ``calls`` each LLM
+    call attempt's entry with its prompt (None without content), ``step_calls`` step -> call number."""
 
     run_id: str
-    agent: str = "looplet"
-    task: Any = None
-    trace_id: str | None = None
-    started_at: float = 0.0  # epoch seconds
-    duration_ms: float = 0.0
-    stop_reason: str | None = None
-    error: str | None = None
-    final_output: Any = None
-    usage: Usage | None = None
-    cost_usd: float | None = None
-    llm_calls: int | None = None
-    provider: str | None = None
-    tools: list[dict[str, Any]] | None = None
+    agent: str
+    started_at: float  # epoch seconds
+    data: dict[str, Any]
     steps: list[Step] = field(default_factory=list)
-    step_calls: dict[int, int] = field(default_factory=dict)  # step number -> call number
-    calls: list[CallRecord] = field(default_factory=list)
-    timeline: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    content: bool = False
+    calls: list[tuple[dict[str, Any], Prompt | None]] = field(default_factory=list)
+    step_calls: dict[int, int] = field(default_factory=dict)
 
 
 # -- rendering ---------------------------------------------------------------------------------------------
 
+#: JSON as the files hold it: every object's keys sorted (the user's data and looplet's nested objects),
+#: so equal data is equal text whatever order it was built in.
+_encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 
-def _canon(value: Any) -> Any:
-    """User data with its keys sorted, so equal data is equal text."""
-    if isinstance(value, dict):
-        return {str(k): _canon(value[k]) for k in sorted(value, key=str)}
-    return [_canon(v) for v in value] if isinstance(value, list) else value
+
+def _value(v: Any) -> str:
+    """One JSON value; ints, plain strings and finite floats without the encoder (most of a step file)."""
+    kind = type(v)
+    if kind is int:
+        return str(v)
+    if v is None or kind is bool:
+        return "null" if v is None else "true" if v else "false"
+    if kind is str and v.isprintable() and '"' not in v and "\\" not in v:
+        return f'"{v}"'
+    return repr(v) if kind is float and math.isfinite(v) else _encode(v)
+
+
+def _lines(d: Mapping[str, Any]) -> str:
+    """An object with one key per line (looplet's keys: plain ASCII), a list one item per line."""
+    out = []
+    for k, v in d.items():
+        if type(v) is list and v:
+            out.append(f'  "{k}": [\n    ' + ",\n    ".join(map(_value, v)) + "\n  ]")
+        else:
+            out.append(f'  "{k}": {_value(v)}')
+    return "{\n" + ",\n".join(out) + "\n}\n"
 
 
 def _args_text(args: Any) -> str:
     args = loads(args)
-    return json.dumps(_canon(_json_safe(args)), ensure_ascii=False) if not isinstance(args, str) else args
+    return args if isinstance(args, str) else _encode(_json_safe(args))
 
 
 def _block(m: Mapping[str, Any]) -> str:
@@ -157,9 +143,8 @@ def _block(m: Mapping[str, Any]) -> str:
             role, r = f"tool {p.get('id') or ''}".strip(), p.get("response")
             lines.append(r if isinstance(r, str) else _args_text(r))
         elif kind == "tool_call":
-            lines.append(
-                f"→ {p.get('name', '?')}({_args_text(p.get('arguments') or {})}) id={p.get('id') or ''}"
-            )
+            args = _args_text(p.get("arguments") or {})
+            lines.append(f"→ {p.get('name', '?')}({args}) id={p.get('id') or ''}")
         elif isinstance(p, dict) and "content" in p:
             lines.append(str(p["content"]))
     return "\n".join([f"[{role}]", *(t for t in lines if t)])
@@ -173,11 +158,8 @@ def _cap(count: int, block: Callable[[int], str], limit: int) -> tuple[str, bool
         total, i = total + len(block(i)) + 2, i + 1
     if total <= limit:
         return "\n\n".join(block(j) for j in range(count)) + "\n", False
-    head, tail, room = (
-        "\n\n".join(block(j) for j in range(min(count, 3)))[: limit // 4],
-        [],
-        limit - limit // 4,
-    )
+    head = "\n\n".join(block(j) for j in range(min(count, 3)))[: limit // 4]
+    tail, room = [], limit - limit // 4
     for j in range(count - 1, -1, -1):
         b = block(j)
         if len(b) + 2 > room:
@@ -186,29 +168,6 @@ def _cap(count: int, block: Callable[[int], str], limit: int) -> tuple[str, bool
         tail.append(b)
         room -= len(b) + 2
     return f"{head}\n[… cut by max_chars_per_call={limit} …]\n" + "\n\n".join(reversed(tail)) + "\n", True
-
-
-_PLAIN: dict[type, Callable[[Any], str]] = {
-    int: str,
-    type(None): lambda _v: "null",
-    bool: lambda v: "true" if v else "false",
-}
-
-
-def _lines(d: Mapping[str, Any]) -> str:
-    """An object with one key per line (looplet's own keys: plain ASCII), lists one item per line,
-    anything deeper on its line."""
-    out = []
-    for k, v in d.items():
-        if isinstance(v, list) and v:
-            out.append(f'  "{k}": [\n    ' + ",\n    ".join(map(_compact, v)) + "\n  ]")
-        else:
-            out.append(f'  "{k}": {_PLAIN.get(type(v), _compact)(v)}')
-    return "{\n" + ",\n".join(out) + "\n}\n"
-
-
-def _ms(value: float | None) -> float | None:
-    return None if value is None else round(float(value), 3)
 
 
 def _walk(value: Any, redact: Redact) -> Any:
@@ -221,129 +180,111 @@ def _walk(value: Any, redact: Redact) -> Any:
 
 
 class _Render:
-    """One run's files. User data (task, arguments, results, answers, events) goes through the redactor's
-    ``redact_json`` (so secret-named keys are blanked too); then each file's whole text through the
-    redactor (looplet's own fields: names, errors, ...)."""
+    """One run's files, every string in them redacted: the user's data (task, arguments, results, answers,
+    events) through the redactor's ``redact_json`` (so secret-named keys are blanked too), looplet's own
+    strings (names, kinds, errors) each distinct one once, and the prompt and response files whole."""
 
     #: the first line of a prompt file that holds only what the call added to an earlier call's prompt
     AFTER = "[… the prompt of call {0} (call_{0:02d}_prompt.txt), then …]"
 
     def __init__(self, redact: Redact | None, limit: int) -> None:
-        self.limit, self.files, self.cache = limit, {}, {}  # type: int, dict[str, str], dict[int, Any]
+        self.redact, self.limit = redact, limit
+        self.files: dict[str, str] = {}
+        self.blocks: dict[int, tuple[Any, str]] = {}  # id(message) -> (message, its text)
+        self.seen: dict[str, str] = {}
         tree = getattr(redact, "redact_json", None) or (lambda v: _walk(v, redact)) if redact else None
         self.tree: Callable[[Any], Any] = tree or (lambda v: v)
 
-    def user(self, value: Any) -> Any:
-        return self.tree(_canon(_json_safe(value)))
+    def s(self, text: Any) -> Any:
+        """One of looplet's own strings (a name, a kind, an error), redacted; None stays None."""
+        if text is None or self.redact is None:
+            return text
+        out = self.seen.get(text)
+        if out is None:
+            out = self.seen[text] = self.redact(text)
+        return out
+
+    def write(self, name: str, text: str) -> None:
+        self.files[name] = self.redact(text) if self.redact is not None else text
 
     def step(self, s: Step) -> dict[str, Any]:
         d = s.to_dict()
         tc, tr = d["tool_call"], d["tool_result"]
-        tc["args"], tc["reasoning"], tr["data"], tr["error"] = self.tree([_canon(tc["args"]), tc["reasoning"], _canon(tr["data"]), tr["error"]])  # fmt: skip
+        tc["args"], tc["reasoning"], tr["data"], tr["error"] = self.tree(
+            [tc["args"], tc["reasoning"], tr["data"], tr["error"]]
+        )
+        tc["tool"], tc["id"], tr["error_kind"], d["model"] = map(
+            self.s, (tc["tool"], tc["id"], tr["error_kind"], d["model"])
+        )
         if s.children:
             d["children"] = [self.step(c) for c in s.children]
         return d
 
-    def call(self, c: CallRecord, prev: tuple[int, Prompt] | None) -> dict[str, Any]:
-        text = (
-            c.text
-            if c.text is None or len(c.text) <= self.limit
-            else _cap(1, lambda _i: c.text or "", self.limit)[0]
-        )
-        tool_calls = [{"id": t.id, "tool": t.tool, "args": _canon(_json_safe(t.args))} for t in c.tool_calls]
-        tool_calls, text, error = self.tree([tool_calls, text, c.error])
-        e: dict[str, Any] = {
-            "number": c.number, "step": c.step, "purpose": c.purpose, "model": c.model,
-            "usage": c.usage.to_dict() if c.usage else None, "cost_usd": c.cost_usd,
-            "duration_ms": _ms(c.duration_ms), "finish_reason": c.finish_reason, "response_id": c.response_id,
-            "error": error, "tool_calls": tool_calls, "text": text, "answered": c.answered,
-        }  # fmt: skip
-        if c.ttfc_ms is not None:
-            e["ttfc_ms"] = _ms(c.ttfc_ms)
-        if c.messages is not None:
-            e["prompt_file"], e["prompt_after"], e["prompt_truncated"] = self.prompt(
-                c.number, c.messages, prev
-            )
-        if c.answered or c.error is not None:
-            e["response_file"] = name = f"call_{c.number:02d}_response.txt"
+    def call(self, c: dict[str, Any], p: Prompt | None, prev: tuple[int, Prompt] | None) -> dict[str, Any]:
+        """Call ``c``'s entry, redacted, with its prompt and response files written."""
+        n, error, text = c["number"], c["error"], c["text"]
+        text = text if text is None or len(text) <= self.limit else _cap(1, lambda _i: text, self.limit)[0]
+        e = {**c, **{k: self.s(c[k]) for k in ("purpose", "model", "finish_reason", "response_id", "error")}}
+        e["tool_calls"], e["text"] = self.tree([c["tool_calls"], text])
+        if p is not None:
+            e["prompt_file"], e["prompt_after"], e["prompt_truncated"] = self.prompt(n, p, prev)
+        if c["answered"] or error is not None:
+            e["response_file"] = name = f"call_{n:02d}_response.txt"
             lines = (
-                [f"[error]\n{c.error}"]
-                if c.error is not None
-                else ["[assistant]", *([c.text] if c.text else [])]
+                [f"[error]\n{error}"]
+                if error is not None
+                else ["[assistant]", *([c["text"]] if c["text"] else [])]
             )
-            lines += [f"→ {t.tool}({_args_text(t.args)}) id={t.id}" for t in c.tool_calls if c.error is None]
-            self.files[name], e["response_truncated"] = _cap(1, lambda _i: "\n".join(lines), self.limit)
+            lines += [
+                f"→ {t['tool']}({_args_text(t['args'])}) id={t['id']}"
+                for t in c["tool_calls"]
+                if error is None
+            ]
+            text, e["response_truncated"] = _cap(1, lambda _i: "\n".join(lines), self.limit)
+            self.write(name, text)
         return e
 
     def prompt(self, number: int, p: Prompt, prev: tuple[int, Prompt] | None) -> tuple[str, int | None, bool]:
         """Write call ``number``'s prompt file: only what it adds when it continues the last prompt."""
         first = [{"role": "system", "parts": p.system}] if p.system else []
         start, after, q = 0, None, prev[1] if prev is not None else None
-        if q is not None and q.system == p.system and q.n <= p.n:
+        if prev is not None and q is not None and q.system == p.system and q.n <= p.n:
             if q.messages is p.messages or q.messages[: q.n] == p.messages[: q.n]:
-                start, after = len(first) + q.n, prev[0] if prev is not None else None
+                start, after = len(first) + q.n, prev[0]
 
-        def block(i: int) -> str:  # the calls of a capture route share message objects: render each once
+        def block(i: int) -> str:  # the calls of a run share message objects: each rendered once
             m = first[i + start] if i + start < len(first) else p.messages[i + start - len(first)]
-            b = self.cache.get(id(m))
+            b = self.blocks.get(id(m))
             if b is None or b[0] is not m:
-                b = self.cache[id(m)] = (m, _block(m))
-            return str(b[1])
+                b = self.blocks[id(m)] = (m, _block(m))
+            return b[1]
 
         name = f"call_{number:02d}_prompt.txt"
         text, cut = _cap(len(first) + p.n - start, block, self.limit)
-        self.files[name] = text if after is None else f"{self.AFTER.format(after)}\n\n{text}"
+        self.write(name, text if after is None else f"{self.AFTER.format(after)}\n\n{text}")
         return name, after, cut
 
 
 def render_files(rec: RunRecord, redact: Redact | None = None, limit: int = 200_000) -> dict[str, str]:
-    """The folder's files as ``{relative path: text}``, every byte of them through ``redact``."""
-    r, entries, calls, prev = _Render(redact, limit), [], [], None
+    """The folder's files as ``{relative path: text}``, every string in them through ``redact``."""
+    r, d, prev = _Render(redact, limit), rec.data, None
+    entries, calls = [], []
     for s in rec.steps:
-        path, d = f"steps/step_{s.number:02d}.json", r.step(s)
-        d["llm_call"] = rec.step_calls.get(s.number)
-        r.files[path] = _lines(d)
-        entry = {
-            "number": s.number,
-            "tool": s.tool_call.tool,
-            "ok": s.ok,
-            "error_kind": s.tool_result.error_kind,
-        }
-        entries.append({**entry, "file": path, "llm_call": d["llm_call"]})
-    for c in rec.calls:
-        calls.append(r.call(c, prev))
-        prev = (c.number, c.messages) if c.messages is not None else prev
-    r.files[TRAJECTORY_FILE] = _lines(_trajectory(rec, entries, calls, r))
-    return {k: redact(v) for k, v in r.files.items()} if redact is not None else r.files
-
-
-def _totals(rec: RunRecord) -> tuple[Usage, float | None, int]:
-    """The run's usage, cost and LLM calls as its span gives them, else summed over its calls."""
-    if rec.usage is not None and rec.llm_calls is not None:
-        return rec.usage, rec.cost_usd, rec.llm_calls
-    priced = [c.cost_usd for c in rec.calls if c.cost_usd is not None]
-    usage = sum((c.usage for c in rec.calls if c.usage), Usage())
-    return usage, sum(priced) if priced else None, sum(c.error is None for c in rec.calls)
-
-
-def _trajectory(rec: RunRecord, entries: list[Any], calls: list[Any], r: _Render) -> dict[str, Any]:
-    """``trajectory.json``'s content. Totals are the run's own; summed over its calls only when it has none."""
-    usage, cost, llm_calls = _totals(rec)
-    models = list(dict.fromkeys(m for m in [c.model for c in rec.calls] + [s.model for s in rec.steps] if m))
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rec.started_at)) if rec.started_at else None
-    order = sorted(
-        rec.timeline, key=lambda e: (e["start_ms"], e["kind"] != "llm", e.get("call") or 0, e["step"] or 0)
-    )
-    timeline = [{k: _ms(v) if k in ("start_ms", "duration_ms") else v for k, v in e.items()} for e in order]
-    events = [{**e, "attributes": r.user(e.get("attributes"))} for e in rec.events]
-    return {
-        "schema_version": SCHEMA_VERSION, "run_id": rec.run_id, "agent": rec.agent, "task": r.user(rec.task),
-        "models": models, "provider": rec.provider, "stop_reason": rec.stop_reason, "error": rec.error,
-        "final_output": r.user(rec.final_output), "trace_id": rec.trace_id, "started_at": started,
-        "duration_ms": _ms(rec.duration_ms), "usage": usage.to_dict(), "cost_usd": cost, "llm_calls": llm_calls,
-        "step_count": len(rec.steps), "content": rec.content, "steps": entries, "calls": calls,
-        "tools": r.user(rec.tools or []), "timeline": [{**e, "error": r.tree(e["error"])} if e.get("error") else e for e in timeline], "events": events,
-    }  # fmt: skip
+        path, step, llm_call = f"steps/step_{s.number:02d}.json", r.step(s), rec.step_calls.get(s.number)
+        step["llm_call"] = llm_call
+        r.files[path] = _lines(step)
+        tool, kind = step["tool_call"]["tool"], step["tool_result"]["error_kind"]
+        entries.append({"number": s.number, "tool": tool, "ok": s.ok, "error_kind": kind, "file": path, "llm_call": llm_call})  # fmt: skip
+    for c, prompt in rec.calls:
+        calls.append(r.call(c, prompt, prev))
+        prev = (c["number"], prompt) if prompt is not None else prev
+    timeline = [{**e, "name": r.s(e["name"]), "error": r.s(e["error"])} for e in d["timeline"]]
+    events = [{**e, "attributes": r.tree(e.get("attributes"))} for e in d["events"]]
+    texts = {k: r.s(d[k]) for k in ("agent", "provider", "stop_reason", "error")}
+    users = {k: r.tree(_json_safe(d[k])) for k in ("task", "final_output", "tools")}
+    out = {**d, **texts, **users, "models": [r.s(m) for m in d["models"]], "steps": entries, "calls": calls}
+    r.files[TRAJECTORY_FILE] = _lines({**out, "timeline": timeline, "events": events})
+    return r.files
 
 
 def folder_name(rec: RunRecord, redact: Redact | None = None) -> str:
@@ -393,13 +334,13 @@ def write_folder(
     )
     data = {k: v.encode("utf-8") for k, v in files.items()}
     data["manifest.jsonl"] = "".join(
-        f'{{"bytes": {len(b)}, "path": {json.dumps(p)}, "sha256": "{hashlib.sha256(b).hexdigest()}"}}\n'
+        f'{{"bytes": {len(b)}, "path": {_value(p)}, "sha256": "{hashlib.sha256(b).hexdigest()}"}}\n'
         for p, b in sorted(data.items())
     ).encode()
     try:
         os.makedirs(os.path.join(tmp, "steps"))  # and the parents: an unwritable one fails here
         for rel, b in data.items():
-            _write_file(os.path.join(tmp, rel), b, fsync)
+            _write_file(f"{tmp}/{rel}", b, fsync)
         for d in (os.path.join(tmp, "steps"), tmp) if fsync else ():
             _sync_dir(d)
         if not exists:
@@ -421,10 +362,11 @@ def write_folder(
 
 class Trajectory:
     """A run read back from its folder (or from spans, in memory): what ``show``, evals and replay use.
-    ``data`` is ``trajectory.json``; ``steps`` are :class:`looplet.types.Step` objects from the step files."""
+    ``data`` is ``trajectory.json``; ``steps`` are :class:`looplet.types.Step` objects from the step files;
+    ``text(relpath)`` is a call's prompt or response file (None when it was not recorded)."""
 
-    def __init__(self, path: Path | None, data: dict[str, Any], steps: list[Step], files: Mapping[str, str] | None = None) -> None:  # fmt: skip
-        self.path, self.data, self.steps, self._files = path, data, steps, files
+    def __init__(self, path: Path | None, data: dict[str, Any], steps: list[Step], text: Callable[[str], str | None]) -> None:  # fmt: skip
+        self.path, self.data, self.steps, self.text = path, data, steps, text
 
     @property
     def name(self) -> str:
@@ -447,12 +389,6 @@ class Trajectory:
     tools = property(lambda self: list(self.data.get("tools") or []))
     usage = property(lambda self: Usage.from_dict(self.data.get("usage")) or Usage())
 
-    def text(self, relpath: str) -> str | None:
-        """A call's prompt or response file (None when it was not recorded)."""
-        if self._files is not None:
-            return self._files.get(relpath)
-        return _read(self.path / relpath) if self.path is not None else None
-
     def prompt(self, call_number: int) -> str | None:
         """The whole text the model saw for a call (a prompt file that continues an earlier call's
         prompt is joined to it)."""
@@ -467,9 +403,6 @@ class Trajectory:
             parts.append(text.removeprefix(head).rstrip("\n"))
             n = after.get(n)
         return "\n\n".join(reversed(parts)) + "\n"
-
-    def response(self, call_number: int) -> str | None:
-        return self.text(f"call_{call_number:02d}_response.txt")
 
     def __repr__(self) -> str:
         return f"Trajectory({self.name!r}, stop_reason={self.stop_reason!r}, steps={len(self.steps)})"
@@ -487,50 +420,26 @@ def _parse(where: Any, raw: str) -> Any:
 
 
 def _check(where: Any, data: Any) -> dict[str, Any]:
+    version = data.get("schema_version") if isinstance(data, dict) else None
     if not isinstance(data, dict):
-        raise TrajectoryError(
-            where, f"not a looplet trajectory (a JSON {type(data).__name__}, expected an object)"
-        )
-    version = data.get("schema_version")
-    if version is None:
-        raise TrajectoryError(where, "not a looplet trajectory (no schema_version)")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise TrajectoryError(where, f"schema_version must be a positive integer, got {version!r}")
-    if version > SCHEMA_VERSION:
+        why = f"not a looplet trajectory (a JSON {type(data).__name__}, expected an object)"
+    elif version is None:
+        why = "not a looplet trajectory (no schema_version)"
+    elif not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        why = f"schema_version must be a positive integer, got {version!r}"
+    elif version > SCHEMA_VERSION:
         from looplet import __version__
 
-        why = f"schema version {version} is newer than this looplet ({__version__}) reads (up to {SCHEMA_VERSION}); upgrade looplet to read it"
-        raise TrajectoryError(where, why)
-    for key in ("steps", "calls", "timeline", "events"):
-        if key in data and not isinstance(data[key], list):
-            raise TrajectoryError(where, f"field {key!r} must be a list, got {type(data[key]).__name__}")
-    if data.get("usage") is not None and not isinstance(data["usage"], dict):
-        raise TrajectoryError(where, "field 'usage' must be an object")
-    return data
-
-
-def _steps(where: Any, data: dict[str, Any], read: Callable[[str], str | None]) -> list[Step]:
-    steps = []
-    for i, entry in enumerate(data.get("steps", [])):
-        rel = entry.get("file") if isinstance(entry, dict) else None
-        if not isinstance(rel, str) or ".." in Path(rel).parts or Path(rel).is_absolute():
-            raise TrajectoryError(where, f"steps[{i}] has no valid 'file'")
-        raw = read(rel)
-        if raw is None:
-            raise TrajectoryError(f"{where}/{rel}", f"missing (listed in {TRAJECTORY_FILE})")
-        try:
-            steps.append(Step.from_dict(_parse(f"{where}/{rel}", raw)))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            if isinstance(exc, TrajectoryError):
-                raise
-            raise TrajectoryError(f"{where}/{rel}", f"not a step ({type(exc).__name__}: {exc})") from None
-    return steps
-
-
-def load_files(name: str, files: Mapping[str, str]) -> Trajectory:
-    """A trajectory from rendered files kept in memory (``show`` on OTLP JSON uses this)."""
-    data = _check(f"{name}/{TRAJECTORY_FILE}", _parse(f"{name}/{TRAJECTORY_FILE}", files[TRAJECTORY_FILE]))
-    return Trajectory(None, data, _steps(name, data, files.get), files)
+        why = f"schema version {version} is newer than this looplet ({__version__}) reads (up to {SCHEMA_VERSION}); upgrade looplet to read it"  # fmt: skip
+    elif bad := [
+        k for k in ("steps", "calls", "timeline", "events") if not isinstance(data.get(k, []), list)
+    ]:
+        why = f"field {bad[0]!r} must be a list, got {type(data[bad[0]]).__name__}"
+    elif not isinstance(data.get("usage") or {}, dict):
+        why = "field 'usage' must be an object"
+    else:
+        return data
+    raise TrajectoryError(where, why)
 
 
 def _read(path: Path) -> str | None:
@@ -544,6 +453,28 @@ def _read(path: Path) -> str | None:
         raise TrajectoryError(path, f"cannot be read ({exc.strerror or exc})") from None
 
 
+def load_files(where: Any, read: Callable[[str], str | None], path: Path | None = None) -> Trajectory:
+    """A run from its files, ``read(relative path)`` giving each (None: missing): from a folder, or from
+    rendered files kept in memory (``show`` on OTLP JSON)."""
+    raw = read(TRAJECTORY_FILE)
+    if raw is None:
+        why = f"not a trajectory folder: no {TRAJECTORY_FILE} in it (expected a folder written by ProvenanceSink)"
+        raise TrajectoryError(where, why)
+    data, steps = _check(f"{where}/{TRAJECTORY_FILE}", _parse(f"{where}/{TRAJECTORY_FILE}", raw)), []
+    for i, entry in enumerate(data.get("steps", [])):
+        rel = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(rel, str) or ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise TrajectoryError(where, f"steps[{i}] has no valid 'file'")
+        if (raw := read(rel)) is None:
+            raise TrajectoryError(f"{where}/{rel}", f"missing (listed in {TRAJECTORY_FILE})")
+        step = _parse(f"{where}/{rel}", raw)
+        try:
+            steps.append(Step.from_dict(step))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TrajectoryError(f"{where}/{rel}", f"not a step ({type(exc).__name__}: {exc})") from None
+    return Trajectory(path, data, steps, read)
+
+
 def load_trajectory(path: str | os.PathLike[str]) -> Trajectory:
     """Read one run's folder. Raises :class:`TrajectoryError` naming the file and what is wrong."""
     folder = Path(path)
@@ -553,12 +484,7 @@ def load_trajectory(path: str | os.PathLike[str]) -> Trajectory:
     if folder.is_file():
         why = f"is a file, not a trajectory folder (expected a folder with {TRAJECTORY_FILE}, or an OTLP JSON span file)"
         raise TrajectoryError(folder, why)
-    raw = _read(folder / TRAJECTORY_FILE)
-    if raw is None:
-        why = f"not a trajectory folder: no {TRAJECTORY_FILE} in it (expected a folder written by ProvenanceSink)"
-        raise TrajectoryError(folder, why)
-    data = _check(folder / TRAJECTORY_FILE, _parse(folder / TRAJECTORY_FILE, raw))
-    return Trajectory(folder, data, _steps(folder, data, lambda rel: _read(folder / rel)))
+    return load_files(folder, lambda rel: _read(folder / rel), folder)
 
 
 def run_folders(folder: Path) -> list[Path]:
@@ -577,7 +503,7 @@ def find_trajectories(paths: Iterable[str | os.PathLike[str]]) -> list[Trajector
         folder = Path(p)
         runs = run_folders(folder) if folder.is_dir() else []
         if folder.is_dir() and not runs:
-            why = f"not a trajectory folder: no {TRAJECTORY_FILE} in it or in its sub-folders (expected a folder written by ProvenanceSink)"
+            why = f"not a trajectory folder: no {TRAJECTORY_FILE} in it or in its sub-folders (expected a folder written by ProvenanceSink)"  # fmt: skip
             raise TrajectoryError(folder, why)
         found.extend(load_trajectory(d) for d in runs or [folder])
     return found

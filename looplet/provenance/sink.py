@@ -1,8 +1,10 @@
 """ProvenanceSink: an OpenTelemetry span exporter that writes each run as a trajectory folder.
 
 Three ways in, one builder (:func:`looplet.provenance.spans.build`): spans from any ``TracerProvider``
-(``BatchSpanProcessor(ProvenanceSink(dir))``), ``sink.trajectory_hook()`` and ``sink.wrap_llm(llm)``; the
-last two emit the same span records ``TracingHook`` would, so every route writes the same folder.
+(``BatchSpanProcessor(ProvenanceSink(dir))``), ``sink.trajectory_hook()`` and ``sink.wrap_llm(llm)``. The
+last two are thin adapters that make the span records ``TracingHook`` would (content on), so every route
+writes the same folder; their ids are the run's trace and step span ids when a ``TracingHook`` runs
+before the hook (``run.trace_id``, ``Step.span_id``), otherwise made up, and then not written.
 
 Where a run goes: the first run the sink writes goes in ``dir`` itself when ``dir`` holds no run yet;
 every other run goes in ``dir/<YYYYmmdd-HHMMSS>-<agent>-<run id[:8]>/``. ``ProvenanceSink`` is made on
@@ -13,21 +15,379 @@ first use: with the ``otel`` extra it subclasses ``opentelemetry.sdk.trace.expor
 from __future__ import annotations
 
 import collections
+import contextvars
+import inspect
+import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from looplet.provenance import capture
-from looplet.provenance.format import TRAJECTORY_FILE, RunRecord, folder_name, render_files, write_folder
-from looplet.provenance.spans import SpanBuffer, read_otlp_json
+from looplet.hooks import current_run
+from looplet.provenance import spans as S
+from looplet.provenance.format import (
+    TRAJECTORY_FILE,
+    Prompt,
+    RunRecord,
+    dumps,
+    folder_name,
+    loads,
+    render_files,
+    write_folder,
+)
+from looplet.telemetry import names as N
+from looplet.types import LLMCall, LLMResponse, Step, ToolCall, ToolResult
 
-__all__ = ["ProvenanceSink", "TrajectoryHook"]
+__all__ = ["ProvenanceSink", "TrajectoryHook", "RecordingLLM"]
 
 log = logging.getLogger("looplet.provenance")
-TrajectoryHook = capture.TrajectoryHook
+
+# (sink, trace id, span id) of the tool record whose tool is running: a run started in it is a sub-agent
+_TOOL: contextvars.ContextVar[tuple[Any, int, int] | None] = contextvars.ContextVar(
+    "looplet_prov", default=None
+)
+Rec = S.SpanRec
+
+
+def _rid() -> int:
+    return int.from_bytes(os.urandom(8), "big") or 1
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return content if isinstance(content, str) else str(content)
+
+
+def _message(m: dict[str, Any]) -> dict[str, Any]:
+    """A chat message as a GenAI semantic-convention message (as TracingHook converts it)."""
+    content = m.get("content")
+    if m.get("role") == "tool":
+        part = {"type": "tool_call_response", "id": m.get("tool_call_id"), "response": _text(content)}
+        return {"role": "tool", "parts": [part]}
+    parts: list[dict[str, Any]] = [{"type": "text", "content": _text(content)}] if content else []
+    for tc in m.get("tool_calls") or ():
+        fn = tc.get("function") or {}
+        args = fn.get("arguments")
+        parsed = loads(args) if isinstance(args, str) else args
+        parts.append({"type": "tool_call", "id": tc.get("id"), "name": fn.get("name"), "arguments": parsed})
+    return {"role": m.get("role") or "user", "parts": parts}
+
+
+class Transcript:
+    """A run's prompts, each message converted once: a call's messages are the last call's plus new ones
+    (at most the last call's one-off extra message dropped), so a call costs its new messages only."""
+
+    def __init__(self) -> None:
+        self.first: Any = None
+        self.lead = 0  # leading system messages: the system instructions
+        self.system: list[Any] = []
+        self.src: list[Any] = []
+        self.conv: list[Any] = []
+
+    def prompt(self, m: list[Any]) -> Prompt:
+        k, lead, same = len(self.src), self.lead, bool(m) and m[0] is self.first
+        if not (same and k and len(m) >= lead + k and m[lead + k - 1] is self.src[-1]):
+            if same and k >= 2 and len(m) >= lead + k - 1 and m[lead + k - 2] is self.src[-2]:
+                self.src, self.conv = self.src[:-1], self.conv[:-1]  # new lists: earlier prompts keep theirs
+            else:
+                lead = next((i for i, x in enumerate(m) if x.get("role") != "system"), len(m))
+                self.first, self.lead, self.src, self.conv = (m[0] if m else None), lead, [], []
+                self.system = [{"type": "text", "content": _text(x["content"])} for x in m[:lead] if x.get("content")]  # fmt: skip
+        new = m[self.lead + len(self.src) :]
+        self.src.extend(new)
+        self.conv.extend(_message(x) for x in new)
+        return Prompt(self.system, self.conv, len(self.conv))
+
+
+def chat_record(call: LLMCall, out: Any, t0: int, run: Any, transcript: Transcript) -> Rec:
+    """A ``chat`` record of one LLM call from its facts (``out``: the exception it raised, if any)."""
+    model, r, u = call.model or getattr(run, "model", None), call.response, call.usage
+    a: dict[str, Any] = {S.REQ_MODEL: model, S.PROVIDER: call.provider or getattr(run, "provider", None)}
+    a = {k: v for k, v in a.items() if v}
+    a[S.INPUT] = transcript.prompt(call.messages)
+    a.update({N.LLM_PURPOSE: call.purpose} if call.purpose != "step" else {})
+    a.update({S.TOOL_DEFS: call.tools} if call.tools else {})
+    rec = Rec(f"chat {model}" if model else "chat", 0, _rid(), None, t0, t0 + int(call.duration_ms * 1e6), a)
+    rec.real = False
+    if isinstance(out, BaseException) or not isinstance(r, LLMResponse):
+        a[S.ERROR_TYPE] = call.error_type or "invalid_response"
+        rec.error, rec.status = True, f"{type(out).__name__}: {out}" if out is not None else "no answer"
+        return rec
+    finish = (r.finish_reason,) if r.finish_reason else None
+    a.update(
+        (k, v) for k, v in ((S.RESP_MODEL, r.model), (S.RESP_ID, r.response_id), (S.FINISH, finish)) if v
+    )
+    if u is not None:
+        a.update({S.IN_TOK: u.input_tokens, S.OUT_TOK: u.output_tokens})
+        a.update((k, v) for k, v in ((S.CACHED_TOK, u.cached_input_tokens), (S.REASONING_TOK, u.reasoning_tokens)) if v)  # fmt: skip
+    if call.cost_usd is not None:  # wrap_llm: the loop's price, from its Step
+        a[N.COST_USD] = call.cost_usd
+    if r.provider and r.provider != call.provider:
+        a[S.PROVIDER] = r.provider
+    if call.ttfc_ms is not None:
+        a[S.TTFC] = call.ttfc_ms / 1000.0
+    parts: list[dict[str, Any]] = [{"type": "text", "content": r.text}] if r.text else []
+    parts += [{"type": "tool_call", "id": c.id, "name": c.tool, "arguments": c.args} for c in r.tool_calls]
+    a[S.OUTPUT] = [{"role": "assistant", "parts": parts}]
+    return rec
+
+
+def tool_record(tc: ToolCall, res: Any, t: tuple[int, int], ran: bool = True, sid: int | None = None) -> Rec:
+    """An ``execute_tool`` record; ``ran=False`` for a call that never ran (denied, answered by a hook)."""
+    a: dict[str, Any] = {
+        S.TOOL_NAME: tc.tool,
+        S.TOOL_ARGS: dumps(tc.args),
+        **({S.CALL_ID: tc.id} if tc.id else {}),
+    }
+    rec = Rec(f"execute_tool {tc.tool}", 0, sid or _rid(), None, t[0], t[1], a, real=False)
+    if not ran:
+        a[S.TOOL_EXECUTED] = False
+    if isinstance(res, BaseException):
+        rec.error, rec.status = True, f"{type(res).__name__}: {res}"
+    elif isinstance(res, ToolResult):
+        if res.error is not None:
+            a[N.TOOL_ERROR_KIND] = res.error_kind or "tool_error"
+            rec.error, rec.status = True, res.error
+        if ran:
+            a[S.TOOL_RESULT] = dumps(res.text if res.text is not None else res.error or res.data)
+    return rec
+
+
+def _around(call_next: Callable[[Any], Any], arg: Any, done: Callable[[Any, Any], None]) -> Any:
+    """``call_next(arg)``, then ``done(result, exception)`` (awaited first when async)."""
+    try:
+        out = call_next(arg)
+    except BaseException as exc:
+        done(None, exc)
+        raise
+    if not inspect.isawaitable(out):
+        done(out, None)
+        return out
+
+    async def wait() -> Any:
+        try:
+            res = await out
+        except BaseException as exc:
+            done(None, exc)
+            raise
+        done(res, None)
+        return res
+
+    return wait()
+
+
+def _event(name: str, attributes: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:
+    """A span event as TracingHook.on_event writes it."""
+    g = attributes.get
+    if name == "hook.decision":
+        d = {N.HOOK: str(g("hook", "")), N.DECISION: str(g("decision", ""))}
+        d.update({k: str(v) for k, v in ((N.REASON, g("reason")), (S.TOOL_NAME, g("tool"))) if v})
+        return N.EV_HOOK_DECISION, time.time_ns(), d
+    ev = name if name.startswith("looplet.") else f"looplet.{name}"
+    dump = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
+    a = {k if "." in k else f"{ev}.{k}": v if isinstance(v, (bool, int, float, str)) else dump(v) for k, v in attributes.items()}  # fmt: skip
+    return ev, time.time_ns(), a
+
+
+class _RunState:
+    """One run, as a capture route records it: its records, each with the number of the step it sits
+    under (None: under the run)."""
+
+    def __init__(self, run: Any, sink: Any) -> None:
+        tool = _TOOL.get()
+        tool = tool if tool is not None and tool[0] is sink else None
+        self.trace = int(run.trace_id, 16) if run.trace_id else tool[1] if tool else _rid()
+        self.parent = tool[2] if tool else None  # the tool record of the run that started this one
+        self.start, self.events = time.time_ns(), []  # type: int, list[Any]
+        self.records: list[tuple[Rec, int | None]] = []
+        self.by_call: dict[str, int] = {}
+        self.first: dict[int, int] = {}  # step number -> when its first LLM call started
+        self.tools: dict[int, Rec] = {}  # step number -> its tool record (its tool ran)
+        self.stepped: set[int] = set()
+        self.resumed = 0
+        self.transcript = Transcript()
+
+    def chat(self, call: LLMCall, exc: Any, t0: int, run: Any) -> None:
+        if not call.replayed:  # an answer a hook gave back (a checkpoint) is not an LLM call
+            self.records.append((chat_record(call, exc, t0, run, self.transcript), call.step))
+
+    def step(self, step: Step, wrapped: bool = False, chat: Rec | None = None) -> None:
+        """The ``looplet.step`` record of a Step, with an ``execute_tool`` record when the hook saw no tool
+        run for it: one that never ran, or, around a backend (``wrapped``), one made from the Step, right
+        after ``chat``, the LLM call that proposed it."""
+        if step.number in self.stepped:
+            return
+        self.stepped.add(step.number)
+        now, tool, res = time.time_ns(), self.tools.get(step.number), step.tool_result
+        start, end = self.first.get(step.number, now), now
+        if wrapped:
+            t = chat.end_ns if chat is not None and not chat.error else self.start
+            start, end = chat.start_ns if chat is not None else t, t + int(step.tool_ms * 1e6)
+            if chat is not None and not chat.error and step.usage is not None and step.cost_usd is not None:
+                chat.attrs[N.COST_USD] = step.cost_usd  # type: ignore[index]  # the loop's price, on its first Step
+            if res.error_kind not in ("denied", "not_run"):
+                self.tools[step.number] = tool = tool_record(step.tool_call, res, (t, end))
+                self.records.append((tool, step.number))
+        if step.children and tool is not None:  # a sub-agent this sink did not record: its Steps
+            tool.attrs[S.CHILDREN] = step.children  # type: ignore[index]
+        a: dict[str, Any] = {N.STEP_NUMBER: step.number, S.STEP_TOOL: step.tool_call.tool}
+        a.update({N.TOOL_ERROR_KIND: res.error_kind or "error"} if res.error is not None else {})
+        sid = int(step.span_id, 16) if step.span_id else _rid()
+        self.records.append((Rec(N.STEP_SPAN, 0, sid, None, start, end, a, real=bool(step.span_id)), None))
+        if tool is None:
+            self.records.append((tool_record(step.tool_call, res, (end, end), ran=False), step.number))
+
+    def finish(self, run: Any, result: Any) -> list[Rec]:
+        """The run's records with their trace and parents set (a call or tool under its step, the run under
+        the tool that started it), its own ``invoke_agent`` record last."""
+        u, stop, error = result.usage, result.stop_reason, result.error
+        a: dict[str, Any] = {S.AGENT_NAME: run.agent_name, N.RUN_ID: run.run_id, N.STOP_REASON: stop}
+        a.update({N.RUN_LLM_CALLS: result.llm_calls, N.RUN_INPUT_TOKENS: u.input_tokens})
+        a.update({N.RUN_OUTPUT_TOKENS: u.output_tokens, N.RUN_CACHED_TOKENS: u.cached_input_tokens})
+        a[N.RUN_REASONING_TOKENS] = u.reasoning_tokens
+        a.update({k: dumps(v) for k, v in ((N.TASK, run.task), (N.FINAL_OUTPUT, result.final_output)) if v is not None})  # fmt: skip
+        a.update({N.COST_USD: result.cost_usd} if result.cost_usd is not None else {})
+        failed = stop in ("llm_error", "hook_error") or (
+            stop == "cancelled" and error not in (None, "", S.CLOSED)
+        )
+        trace = int(run.trace_id, 16) if run.trace_id else 0
+        end = self.start + int(result.duration_ms * 1e6)  # the run's duration as the loop measured it
+        agent = Rec(f"invoke_agent {run.agent_name}", trace or self.trace, _rid(), self.parent, self.start, end,
+                    a, failed, error, self.events, bool(trace))  # fmt: skip
+        steps = {r.attrs[N.STEP_NUMBER]: r.span_id for r, _n in self.records if r.name == N.STEP_SPAN}
+        for rec, number in self.records:
+            rec.trace_id, rec.real = agent.trace_id, rec.real and agent.real
+            if rec.parent_id is None:
+                rec.parent_id = steps.get(number, agent.span_id) if number is not None else agent.span_id
+        return [*(r for r, _n in self.records), agent]
+
+
+class TrajectoryHook:
+    """Records the run it is part of; the sink writes the run's folder at ``on_loop_end``.
+    Put an ``EvalHook`` before it to have eval results in the trajectory's events."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+
+    def __repr__(self) -> str:
+        return f"TrajectoryHook({str(self.sink.dir)!r})"
+
+    def _st(self) -> _RunState | None:
+        run = current_run()
+        return run.scratch.get(self) if run is not None else None
+
+    def on_loop_start(self, state: Any, session_log: Any, context: Any) -> None:
+        if (run := current_run()) is not None:
+            run.scratch[self] = st = _RunState(run, self.sink)
+            st.resumed = len(getattr(state, "steps", ()) or ())  # steps taken before a resume
+
+    def pre_dispatch(self, state: Any, session_log: Any, tool_call: ToolCall, step_num: int) -> None:
+        if (st := self._st()) is not None:
+            st.by_call[tool_call.id] = step_num
+            st.first.setdefault(step_num, time.time_ns())
+
+    def wrap_llm_call(self, call: LLMCall, call_next: Callable[[LLMCall], Any]) -> Any:
+        if (st := self._st()) is None:
+            return call_next(call)
+        t0, run = time.time_ns(), current_run()
+        if call.purpose == "step":
+            st.first.setdefault(call.step, t0)
+        return _around(call_next, call, lambda _out, exc: st.chat(call, exc, t0, run))
+
+    def wrap_tool(self, tool_call: ToolCall, call_next: Callable[[ToolCall], Any]) -> Any:
+        if (st := self._st()) is None:
+            return call_next(tool_call)
+        t0, sid, number = time.time_ns(), _rid(), st.by_call.get(tool_call.id) or 0
+        token = _TOOL.set((self.sink, st.trace, sid))
+
+        def done(out: Any, exc: Any) -> None:
+            st.tools[number] = rec = tool_record(tool_call, exc if exc is not None else out, (t0, time.time_ns()), sid=sid)  # fmt: skip
+            st.records.append((rec, number))
+
+        try:
+            return _around(call_next, tool_call, done)
+        finally:
+            _TOOL.reset(token)
+
+    def on_step(self, state: Any, step: Step) -> None:
+        if (st := self._st()) is not None:
+            st.step(step)
+
+    def on_event(self, name: str, attributes: dict[str, Any]) -> None:
+        if (st := self._st()) is not None:
+            st.events.append(_event(name, attributes))
+
+    def on_llm_retry(self, state: Any, attempt: int, error: BaseException, delay_s: float) -> None:
+        if (st := self._st()) is not None:
+            kind = getattr(error, "kind", None) or type(error).__name__
+            a = {N.RETRY_ATTEMPT: attempt, N.RETRY_DELAY_S: float(delay_s), S.ERROR_TYPE: kind}
+            st.events.append((N.EV_RETRY, time.time_ns(), {**a, "exception.message": str(error)}))
+
+    def on_loop_end(self, state: Any, session_log: Any, context: Any, result: Any) -> None:
+        run = current_run()
+        if run is None or (st := run.scratch.pop(self, None)) is None:
+            return
+        for step in result.steps[st.resumed :]:  # a step whose on_step never reached this hook (Ctrl-C)
+            st.step(step)
+        records, kids = st.finish(run, result), self.sink._children
+        if st.parent is not None:  # a sub-agent: its records go in with its parent's, before the parent's own
+            kids.setdefault(st.trace, []).extend(records)
+            return
+        paths = self.sink._take(records[:-1] + kids.pop(st.trace, []) + records[-1:])
+        if paths and isinstance(getattr(state, "metadata", None), dict):
+            state.metadata["trajectory_dir"] = str(paths[-1])
+
+
+class RecordingLLM:
+    """A backend that records each call for the sink, then answers as the wrapped one does. The run's
+    steps and outcome are read from the run itself when it is written (at ``flush()``)."""
+
+    def __init__(self, llm: Any, sink: Any) -> None:
+        self._llm, self._sink = llm, sink
+
+    def __getattr__(self, name: str) -> Any:
+        if name != "agenerate":
+            return getattr(self._llm, name)
+        inner = self._llm.agenerate  # AttributeError when the backend is sync only
+        return lambda messages, *, tools=None, **o: self._record(messages, tools, inner, o)
+
+    def __repr__(self) -> str:
+        return f"RecordingLLM({self._llm!r})"
+
+    def generate(self, messages: Any, *, tools: Any = None, **options: Any) -> Any:
+        return self._record(messages, tools, self._llm.generate, options)
+
+    def _record(self, messages: Any, tools: Any, fn: Callable[..., Any], options: dict[str, Any]) -> Any:
+        run = current_run()
+        if run is None or any(isinstance(k, TrajectoryHook) and k.sink is self._sink for k in run.scratch):
+            return fn(messages, tools=tools, **options)  # outside a run, or a hook of this sink has it
+        st, llm = self._sink._pending_run(run), self._llm
+        number = len(getattr(run.state, "steps", ()) or ()) + 1
+        call = LLMCall(list(messages), list(tools or ()), number, getattr(llm, "model", None), getattr(llm, "provider", None))  # fmt: skip
+        t0, started = time.time_ns(), time.perf_counter()
+
+        def done(out: Any, exc: Any) -> None:
+            call.duration_ms = (time.perf_counter() - started) * 1000.0
+            if isinstance(out, LLMResponse):
+                call.response, call.usage, ttfc = out, out.usage, out.time_to_first_chunk_s
+                call.ttfc_ms = None if ttfc is None else ttfc * 1000.0
+            call.error_type = getattr(exc, "kind", None) or type(exc).__name__ if exc is not None else None
+            st.chat(call, exc, t0, run)
+
+        return _around(lambda _a: fn(messages, tools=tools, **options), None, done)
+
+
+def _wrapped(run: Any, st: _RunState) -> list[Rec]:
+    """A run recorded around its backend, completed from the run itself: a step and a tool record per
+    Step (its tool bar right after the call that proposed it; a sub-agent's Steps as its children)."""
+    chats = {n: r for r, n in st.records}  # the last call under each step
+    for step in run.state.result.steps:
+        st.step(step, wrapped=True, chat=chats.get(step.number))
+    return st.finish(run, run.state.result)
 
 
 class _Sink:
@@ -59,8 +419,8 @@ class _Sink:
         self.dir, self.redact, self.max_chars_per_call, self.fsync = Path(dir), redact or None, max_chars_per_call, fsync  # fmt: skip
         self.written: collections.deque[Path] = collections.deque(maxlen=1000)
         self._lock = threading.RLock()
-        self._buffer = SpanBuffer()
-        self._pending: dict[str, tuple[Any, capture._RunState]] = {}  # wrap_llm runs by run id
+        self._buffer = S.SpanBuffer()
+        self._pending: dict[str, tuple[Any, _RunState]] = {}  # wrap_llm runs by run id
         self._children: dict[int, list[Any]] = {}  # a hook's sub-agent records, waiting for their parent
         self._folders: dict[str, Path] = {}
         self._dir_used = self._closed = False
@@ -77,22 +437,22 @@ class _Sink:
         """The folder written most recently."""
         return self.written[-1] if self.written else None
 
-    def trajectory_hook(self) -> capture.TrajectoryHook:
+    def trajectory_hook(self) -> TrajectoryHook:
         """A hook that records each run it is part of; the folder is written when the run ends."""
-        return capture.TrajectoryHook(self)
+        return TrajectoryHook(self)
 
-    def wrap_llm(self, llm: Any) -> capture.RecordingLLM:
+    def wrap_llm(self, llm: Any) -> RecordingLLM:
         """``llm`` with every call recorded; a run's folder is written at :meth:`flush` once it has ended."""
         if not callable(getattr(llm, "generate", None)) and not callable(getattr(llm, "agenerate", None)):
             raise TypeError(
                 f"wrap_llm needs a backend with generate() or agenerate(), got {type(llm).__name__}"
             )
-        return capture.RecordingLLM(llm, self)
+        return RecordingLLM(llm, self)
 
     def load_otlp_json(self, path: str | os.PathLike[str]) -> list[Path]:
         """Write the runs in a file of OTLP JSON (the Collector's file exporter)."""
         with self._lock:
-            return self._take(read_otlp_json(path)) + [
+            return self._take(S.read_otlp_json(path)) + [
                 p for r in self._buffer.release() if (p := self._write(r))
             ]
 
@@ -126,17 +486,17 @@ class _Sink:
             ended = [
                 r for r, (run, _s) in self._pending.items() if getattr(run.state, "result", None) is not None
             ]
-            out = [p for rid in ended for p in self._take(capture.wrapped(*self._pending.pop(rid)))]
+            out = [p for rid in ended for p in self._take(_wrapped(*self._pending.pop(rid)))]
             return out + [p for r in self._buffer.release() if (p := self._write(r))]
 
     # -- inside ----------------------------------------------------------------------------------------------
-    def _pending_run(self, run: Any) -> capture._RunState:
+    def _pending_run(self, run: Any) -> _RunState:
         with self._lock:
             if (
                 run.run_id not in self._pending
             ):  # a new run: the runs that have ended meanwhile are written now
                 self.flush()
-                self._pending[run.run_id] = (run, capture._RunState(run, self))
+                self._pending[run.run_id] = (run, _RunState(run, self))
             return self._pending[run.run_id][1]
 
     def _take(self, spans: Any) -> list[Path]:

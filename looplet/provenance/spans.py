@@ -16,9 +16,10 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
-from looplet.provenance.format import CallRecord, Prompt, RunRecord, TrajectoryError, loads
+from looplet.provenance.format import SCHEMA_VERSION, Prompt, RunRecord, TrajectoryError, loads
 from looplet.telemetry import names as N
 from looplet.types import Step, ToolCall, ToolResult, Usage
 
@@ -62,10 +63,11 @@ class SpanRec:
     def from_sdk(cls, s: Any) -> SpanRec:
         """From an OpenTelemetry ``ReadableSpan``, through its public properties."""
         ctx, parent, status, start = s.context, s.parent, s.status, s.start_time or 0
-        events = [(e.name, e.timestamp, e.attributes or {}) for e in s.events] if s.events else []
+        events = [(e.name, e.timestamp, e.attributes or {}) for e in s.events]
+        attrs = s.attributes  # a copy as a plain dict: an SDK mapping's lookups are Python calls
+        attrs = attrs.copy() if isinstance(attrs, MappingProxyType) else dict(attrs or {})
         return cls(s.name, ctx.trace_id, ctx.span_id, parent.span_id if parent else None, start,
-                   s.end_time or start, s.attributes or {}, status.status_code.name == "ERROR",
-                   status.description, events)  # fmt: skip
+                   s.end_time or start, attrs, status.status_code.name == "ERROR", status.description, events)  # fmt: skip
 
     @property
     def ms(self) -> float:
@@ -148,153 +150,141 @@ def _usage(a: Mapping[str, Any], keys: tuple[str, str, str, str]) -> Usage | Non
     return Usage(*(_num(a.get(k)) or 0 for k in keys)) if keys[0] in a or keys[1] in a else None
 
 
-class _Parsed:
-    """The input messages of a run's chat spans: each repeats the transcript so far, so when its JSON
-    text extends the last one's, only the new messages are parsed (and appended to one list)."""
-
-    def __init__(self) -> None:
-        self.raw, self.system, self.messages = "", None, []  # type: str, Any, list[Any]
-
-    def prompt(self, raw: Any, system: Any) -> Prompt:
-        last, new = self.raw, None
-        if isinstance(raw, str) and system == self.system and last and raw.startswith(last[:-1]):
-            if raw[len(last) - 1 : len(last)] == ",":
-                new = loads("[" + raw[len(last) :])
-        if isinstance(new, list):
-            self.messages.extend(new)
-        else:
-            parsed = loads(raw)
-            self.system, self.messages = system, parsed if isinstance(parsed, list) else []
-        self.raw = raw if isinstance(raw, str) and raw.endswith("]") else ""
-        parts = loads(self.system)
-        return Prompt(parts if isinstance(parts, list) else [], self.messages, len(self.messages))
+def _prompt(raw: Any, system: Any) -> Prompt | None:
+    """A chat span's input: a capture route's :class:`Prompt` as it is, else parsed from its JSON text."""
+    if raw is None or isinstance(raw, Prompt):
+        return raw
+    messages, parts = loads(raw), loads(system)
+    messages = messages if isinstance(messages, list) else []
+    return Prompt(parts if isinstance(parts, list) else [], messages, len(messages))
 
 
-def _call(i: int, s: SpanRec, step: int, t0: int, seen: _Parsed) -> CallRecord:
-    a, reasons, prompt, ttfc = (
-        s.attrs,
-        s.attrs.get(FINISH),
-        s.attrs.get(INPUT),
-        _num(s.attrs.get(TTFC), float),
-    )
-    c = CallRecord(i, step, str(a.get(N.LLM_PURPOSE) or "step"), a.get(RESP_MODEL) or a.get(REQ_MODEL))
-    c.provider, c.start_ms, c.duration_ms, c.response_id = a.get(PROVIDER), (s.start_ns - t0) / 1e6, s.ms, a.get(RESP_ID)  # fmt: skip
-    c.finish_reason = str(reasons[0]) if isinstance(reasons, (list, tuple)) and reasons else None
-    c.usage = _usage(a, (IN_TOK, OUT_TOK, CACHED_TOK, REASONING_TOK))
-    c.cost_usd = _num(a.get(N.COST_USD), float)  # as the loop priced it; never priced again here
-    c.ttfc_ms = None if ttfc is None else ttfc * 1000.0
-    c.messages = (
-        prompt if isinstance(prompt, Prompt) or prompt is None else seen.prompt(prompt, a.get(SYSTEM))
-    )
-    if s.error or OUTPUT not in a:
-        c.answered, c.error = False, (s.status or str(a.get(ERROR_TYPE) or "error")) if s.error else None
-    else:
-        _answer(c, loads(a[OUTPUT]))
-    return c
-
-
-def _answer(c: CallRecord, messages: Any) -> None:
-    """The answer's text and tool calls, from ``gen_ai.output.messages``."""
-    parts = [p for m in messages or () if isinstance(m, dict) for p in m.get("parts") or () if isinstance(p, dict)]  # fmt: skip
+def _call(i: int, s: SpanRec, step: int) -> tuple[dict[str, Any], Prompt | None, Usage | None]:
+    """LLM call ``i``'s entry in ``trajectory.json`` (its files aside), its prompt and its usage."""
+    a, reasons, ttfc = s.attrs, s.attrs.get(FINISH), _num(s.attrs.get(TTFC), float)
+    usage, answered = _usage(a, (IN_TOK, OUT_TOK, CACHED_TOK, REASONING_TOK)), not s.error and OUTPUT in a
+    parts = [p for m in loads(a[OUTPUT]) or () if isinstance(m, dict) for p in m.get("parts") or () if isinstance(p, dict)] if answered else []  # fmt: skip
     texts = [str(p.get("content", "")) for p in parts if p.get("type") == "text"]
-    c.text = "\n".join(texts) if texts else None
-    for p in parts:
-        if p.get("type") == "tool_call":
-            args = loads(p.get("arguments"))
-            c.tool_calls.append(ToolCall(str(p.get("name", "")), args if isinstance(args, dict) else {}, str(p.get("id") or "")))  # fmt: skip
+    tool_calls = []
+    for p in (p for p in parts if p.get("type") == "tool_call"):
+        args = loads(p.get("arguments"))
+        tool_calls.append({"id": str(p.get("id") or ""), "tool": str(p.get("name", "")), "args": args if isinstance(args, dict) else {}})  # fmt: skip
+    c = {
+        "number": i, "step": step, "purpose": str(a.get(N.LLM_PURPOSE) or "step"),
+        "model": a.get(RESP_MODEL) or a.get(REQ_MODEL), "usage": usage.to_dict() if usage else None,
+        "cost_usd": _num(a.get(N.COST_USD), float),  # as the loop priced it; never priced again here
+        "duration_ms": round(s.ms, 3), "response_id": a.get(RESP_ID),
+        "finish_reason": str(reasons[0]) if isinstance(reasons, (list, tuple)) and reasons else None,
+        "error": (s.status or str(a.get(ERROR_TYPE) or "error")) if s.error else None,
+        "tool_calls": tool_calls, "text": "\n".join(texts) if texts else None, "answered": answered,
+    }  # fmt: skip
+    if ttfc is not None:
+        c["ttfc_ms"] = round(ttfc * 1000.0, 3)
+    return c, _prompt(a.get(INPUT), a.get(SYSTEM)), usage
 
 
 def _step(n: int, ss: SpanRec, ts: SpanRec | None, trace_id: str | None) -> Step:
-    a = {**ss.attrs, **(ts.attrs if ts is not None else {})}
+    a = ss.attrs if ts is None else {**ss.attrs, **ts.attrs}
     kind = a.get(N.TOOL_ERROR_KIND)
     failed = ts.error if ts is not None else kind is not None
-    error = (
-        ((ts.status if ts is not None else None) or str(kind or a.get(ERROR_TYPE) or "error"))
-        if failed
-        else None
-    )
-    args = loads(a.get(TOOL_ARGS)) if TOOL_ARGS in a else {}
+    error = ((ts.status if ts is not None else None) or str(kind or a.get(ERROR_TYPE) or "error")) if failed else None  # fmt: skip
+    args = loads(a[TOOL_ARGS]) if TOOL_ARGS in a else {}
     tool_ms = ts.ms if ts is not None and a.get(TOOL_EXECUTED) is not False else 0.0
     name = a.get(TOOL_NAME) if ts is not None else a.get(STEP_TOOL) or a.get(TOOL_NAME)
-    data = loads(a.get(TOOL_RESULT)) if not failed and TOOL_RESULT in a else None
-    call = ToolCall(
-        str(name or "?"), args if isinstance(args, dict) else {"value": args}, str(a.get(CALL_ID) or "")
-    )
+    data = loads(a[TOOL_RESULT]) if not failed and TOOL_RESULT in a else None
+    call = ToolCall(str(name or "?"), args if isinstance(args, dict) else {"value": args}, str(a.get(CALL_ID) or ""))  # fmt: skip
     span_id = f"{ss.span_id:016x}" if ss.real else None
-    return Step(
-        n, call, ToolResult(data, error, kind, tool_ms), tool_ms=tool_ms, trace_id=trace_id, span_id=span_id
-    )
+    return Step(n, call, ToolResult(data, error, kind, tool_ms), tool_ms=tool_ms, trace_id=trace_id, span_id=span_id)  # fmt: skip
 
 
 def _run(agent: SpanRec) -> RunRecord:
-    """The run's own facts, from its ``invoke_agent`` span."""
-    A = agent.attrs
+    """The run's own facts, from its ``invoke_agent`` span: ``trajectory.json`` less what its children add."""
+    A, started = agent.attrs, agent.start_ns / 1e9
     run_id = str(A.get(N.RUN_ID) or A.get(CONVERSATION) or f"{agent.span_id:016x}")
-    rec = RunRecord(run_id, str(A.get(AGENT_NAME) or agent.name[len(AGENT) :].strip() or "agent"))
-    rec.trace_id = f"{agent.trace_id:032x}" if agent.real else None
-    rec.started_at, rec.duration_ms = agent.start_ns / 1e9, agent.ms
-    rec.stop_reason = A.get(N.STOP_REASON) or ("error" if agent.error else None)
-    rec.error = agent.status or (A.get(ERROR_TYPE) if agent.error else None)
-    totals = (N.RUN_INPUT_TOKENS, N.RUN_OUTPUT_TOKENS, N.RUN_CACHED_TOKENS, N.RUN_REASONING_TOKENS)
-    rec.usage, rec.cost_usd, rec.llm_calls = _usage(A, totals), _num(A.get(N.COST_USD), float), _num(A.get(N.RUN_LLM_CALLS))  # fmt: skip
-    rec.task = loads(A[N.TASK]) if N.TASK in A else None
-    if N.FINAL_OUTPUT in A:  # a string answer as it is; other values as JSON
-        out = loads(A[N.FINAL_OUTPUT])
-        rec.final_output = out if isinstance(out, (dict, list)) else A[N.FINAL_OUTPUT]
-    return rec
+    name = str(A.get(AGENT_NAME) or agent.name[len(AGENT) :].strip() or "agent")
+    usage = _usage(A, (N.RUN_INPUT_TOKENS, N.RUN_OUTPUT_TOKENS, N.RUN_CACHED_TOKENS, N.RUN_REASONING_TOKENS))
+    output = loads(A[N.FINAL_OUTPUT]) if N.FINAL_OUTPUT in A else None  # a string answer as it is
+    data = {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "agent": name,
+        "task": loads(A[N.TASK]) if N.TASK in A else None, "models": [], "provider": None,
+        "stop_reason": A.get(N.STOP_REASON) or ("error" if agent.error else None),
+        "error": agent.status or (A.get(ERROR_TYPE) if agent.error else None),
+        "final_output": output if isinstance(output, (dict, list)) else A.get(N.FINAL_OUTPUT),
+        "trace_id": f"{agent.trace_id:032x}" if agent.real else None,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)) if started else None,
+        "duration_ms": round(agent.ms, 3), "usage": usage.to_dict() if usage else None,
+        "cost_usd": _num(A.get(N.COST_USD), float), "llm_calls": _num(A.get(N.RUN_LLM_CALLS)), "step_count": 0,
+        "content": False, "steps": [], "calls": [], "tools": [], "timeline": [], "events": [],
+    }  # fmt: skip
+    return RunRecord(run_id, name, started, data)
 
 
-def _calls(rec: RunRecord, chats: list[SpanRec], number: dict[int, int], t0: int) -> dict[Any, CallRecord]:
-    """The run's LLM calls, in order; returns step span id -> the last answered call made under it."""
-    call_of: dict[Any, CallRecord] = {}
-    seen = _Parsed()
+def _bar(kind: str, s: SpanRec, t0: int, ms: float, error: str | None, **where: Any) -> dict[str, Any]:
+    """A row of the timeline (the waterfall): an LLM or a tool call."""
+    start = round((s.start_ns - t0) / 1e6, 3)
+    return {"kind": kind, "name": s.name, **where, "start_ms": start, "duration_ms": round(ms, 3), "error": error}  # fmt: skip
+
+
+def _calls(rec: RunRecord, chats: list[SpanRec], number: dict[int, int], t0: int) -> dict[Any, Any]:
+    """The run's LLM calls, in order; returns step span id -> (entry, usage) of the last answered call
+    made under it. A run without totals of its own gets theirs."""
+    data, call_of, usages = rec.data, {}, []
     for i, s in enumerate(chats, 1):
-        c = _call(i, s, number.get(s.parent_id or 0, 0), t0, seen)
-        rec.calls.append(c)
-        rec.content, rec.provider = rec.content or c.messages is not None, rec.provider or c.provider
-        defs = loads(s.attrs.get(TOOL_DEFS))
-        if rec.tools is None and isinstance(defs, list):
-            rec.tools = [{k: v for k, v in d.items() if k != "type"} for d in defs if isinstance(d, dict)]
-        if c.error is None and c.purpose == "step":
-            call_of[s.parent_id] = c
-        bar = {"kind": "llm", "name": s.name, "call": i, "step": c.step or None, "start_ms": c.start_ms}
-        rec.timeline.append({**bar, "duration_ms": c.duration_ms, "error": c.error})
+        c, prompt, usage = _call(i, s, number.get(s.parent_id or 0, 0))
+        rec.calls.append((c, prompt))
+        usages.append(usage)
+        data["content"], data["provider"] = data["content"] or prompt is not None, data["provider"] or s.attrs.get(PROVIDER)  # fmt: skip
+        if not data["tools"] and TOOL_DEFS in s.attrs and isinstance(defs := loads(s.attrs[TOOL_DEFS]), list):
+            data["tools"] = [{k: v for k, v in d.items() if k != "type"} for d in defs if isinstance(d, dict)]
+        if c["error"] is None and c["purpose"] == "step":
+            call_of[s.parent_id] = (c, usage)
+        data["timeline"].append(_bar("llm", s, t0, s.ms, c["error"], call=i, step=c["step"] or None))
+    if data["usage"] is None or data["llm_calls"] is None:
+        priced = [c["cost_usd"] for c, _p in rec.calls if c["cost_usd"] is not None]
+        data["usage"] = sum((u for u in usages if u), Usage()).to_dict()
+        data["cost_usd"], data["llm_calls"] = sum(priced) if priced else None, sum(c["error"] is None for c, _p in rec.calls)  # fmt: skip
     return call_of
 
 
 def build(agent: SpanRec, spans: list[SpanRec], held: dict[tuple[int, int], RunRecord]) -> RunRecord:
-    """The run ``agent`` ends, from the spans under it; a sub-agent's run in ``held`` under one of its
-    tool spans becomes that step's ``children`` (and is taken out of ``held``)."""
+    """The run ``agent`` ends, from the spans under it (in the order they ended); a sub-agent's run in
+    ``held`` under one of its tool spans becomes that step's ``children`` (and is taken out of ``held``)."""
     rec, t0 = _run(agent), agent.start_ns
-    order = {id(s): i for i, s in enumerate(spans)}
-    tools = {s.parent_id: s for s in reversed(spans) if s.name.startswith(TOOL)}  # each step's first
-    steps = [s for s in spans if s.name == N.STEP_SPAN]
-    number = {s.span_id: _num(s.attrs.get(N.STEP_NUMBER)) or 0 for s in steps}
-    steps.sort(key=lambda s: (number[s.span_id], s.start_ns, order[id(s)]))
-    chats = [s for s in spans if s.name.startswith(CHAT) and s.attrs.get(OP, CHAT) == CHAT]
-    call_of = _calls(rec, sorted(chats, key=lambda s: (s.start_ns, order[id(s)])), number, t0)
-    call: CallRecord | None = None
-    for ss in steps:
-        n, ts = number[ss.span_id], tools.get(ss.span_id)
+    data, timeline = rec.data, rec.data["timeline"]
+    steps, chats, tools = [], [], {}  # type: list[tuple[int, int, int, SpanRec]], list[tuple[int, int, SpanRec]], dict[Any, SpanRec]
+    for i, s in enumerate(spans):
+        if s.name == N.STEP_SPAN:
+            steps.append((_num(s.attrs.get(N.STEP_NUMBER)) or 0, s.start_ns, i, s))
+        elif s.name.startswith(CHAT) and s.attrs.get(OP, CHAT) == CHAT:
+            chats.append((s.start_ns, i, s))
+        elif s.name.startswith(TOOL):
+            tools.setdefault(s.parent_id, s)  # each step's first
+    steps.sort(key=lambda x: x[:3])
+    number = {s.span_id: n for n, _t, _i, s in steps}
+    call_of = _calls(rec, [s for *_k, s in sorted(chats, key=lambda x: x[:2])], number, t0)
+    call: Any = None
+    for n, _t, _i, ss in steps:
+        ts = tools.get(ss.span_id)
         if ts is None and not (ss.attrs.get(STEP_TOOL) or ss.attrs.get(TOOL_NAME)):
             continue  # opened for an LLM call whose answer never became a step (a failure, a Ctrl-C)
-        step = _step(n, ss, ts, rec.trace_id)
-        first, call = (
-            ss.span_id in call_of,
-            call_of.get(ss.span_id, call),
-        )  # later calls of one answer share it
+        step, first = _step(n, ss, ts, data["trace_id"]), ss.span_id in call_of
+        call = call_of.get(ss.span_id, call)  # the later calls of one answer share it
         if call is not None:
-            rec.step_calls[n], step.model = call.number, call.model
+            (c, usage), rec.step_calls[n] = call, call[0]["number"]
+            step.model = c["model"]
             if first:  # usage, time and cost on the first step of an answer only
-                step.usage, step.llm_ms, step.cost_usd, step.ttfc_ms = call.usage, call.duration_ms, call.cost_usd, call.ttfc_ms  # fmt: skip
+                step.usage, step.llm_ms, step.cost_usd, step.ttfc_ms = usage, c["duration_ms"], c["cost_usd"], c.get("ttfc_ms")  # fmt: skip
         if ts is not None:
-            rec.content = rec.content or TOOL_ARGS in ts.attrs
+            data["content"] = data["content"] or TOOL_ARGS in ts.attrs
             child = held.pop((ts.trace_id, ts.span_id), None)
-            step.children = list(child.steps if child is not None else ts.attrs.get(CHILDREN, ()))
-            bar = {"kind": "tool", "name": ts.name, "step": n, "start_ms": (ts.start_ns - t0) / 1e6}
-            rec.timeline.append({**bar, "duration_ms": step.tool_ms, "error": step.tool_result.error})
+            if child is not None or CHILDREN in ts.attrs:
+                step.children = list(child.steps if child is not None else ts.attrs[CHILDREN])
+            timeline.append(_bar("tool", ts, t0, step.tool_ms, step.tool_result.error, step=n))
         rec.steps.append(step)
-    rec.events = _events([agent, *spans], t0)
+    timeline.sort(key=lambda e: (e["start_ms"], e["kind"] != "llm", e.get("call") or 0, e["step"] or 0))
+    models = [c["model"] for c, _p in rec.calls] + [s.model for s in rec.steps]
+    data["models"], data["step_count"] = list(dict.fromkeys(m for m in models if m)), len(rec.steps)
+    data["events"] = _events([agent, *spans], t0)
     return rec
 
 

@@ -765,7 +765,7 @@ def test_html_escapes_content(tmp_path: Path) -> None:
     sink = ProvenanceSink(tmp_path, fsync=False)
     evil = "</script><script>alert(1)</script><b>x</b>"
     demo("sync", [sink.trajectory_hook()], task={"goal": evil})
-    from looplet.provenance.html import render_html
+    from looplet.provenance.cli import render_html
 
     page = render_html([load_trajectory(sink.last_path)])
     assert evil not in page and "alert(1)" in page  # shown as text, never as markup
