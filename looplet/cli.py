@@ -58,7 +58,7 @@ _COMMANDS = {
     "batch": ("looplet.batch.cli", "run an agent factory once per task of a JSONL file (local or Ray)"),
     "show": ("looplet.provenance.cli", "print a saved trajectory (and --html a waterfall)"),
     "eval": ("looplet.evals_cli", "run evals over saved trajectories"),
-    "replay": ("looplet.provenance.replay_cli", "re-run a trajectory's LLM answers against current tools"),
+    "replay": ("looplet.provenance.replay", "re-run a trajectory's LLM answers against current tools"),
     "doctor": ("looplet.doctor", "which extras are installed and where telemetry goes"),
 }
 

@@ -95,6 +95,10 @@ def _llm_ms(t: Trajectory) -> float:
     return sum(float(c.get("duration_ms") or 0) for c in t.calls if isinstance(c, dict))
 
 
+def _eval(a: dict[str, Any]) -> str:
+    return f"  eval {a.get('eval') or a.get('name')}: {a.get('outcome') or ('pass' if a.get('passed') else 'fail')}"
+
+
 def _notes(t: Trajectory) -> list[str]:
     lines, events = [], [e for e in t.events if isinstance(e, dict)]
     kinds = Counter(s.tool_result.error_kind or "error" for s in t.steps if not s.ok)
@@ -103,8 +107,7 @@ def _notes(t: Trajectory) -> list[str]:
     if t.events:
         names = Counter(str(e.get("name")) for e in events)
         lines.append("events: " + ", ".join(f"{k} ×{n}" for k, n in sorted(names.items())))
-    for a in (e.get("attributes") or {} for e in events if e.get("name") == "eval"):
-        lines.append(f"  eval {a.get('eval') or a.get('name')}: {a.get('outcome') or ('pass' if a.get('passed') else 'fail')}")  # fmt: skip
+    lines += [_eval(e.get("attributes") or {}) for e in events if e.get("name") == "eval"]
     lines += [f"error: {t.error}"] if t.error else []
     lines += [f"answer: {t.final_output}"] if t.final_output is not None else []
     if not t.data.get("content", True):

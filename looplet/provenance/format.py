@@ -1,16 +1,7 @@
-"""The trajectory folder: what a run looks like on disk, how it is written and how it is read back.
-
-One run::
-
-    trajectory.json        the run: task, agent, models, stop reason, trace id, totals, steps, calls, timeline
-    steps/step_01.json     one file per step: call, result, usage, cost, durations, span ids
-    call_01_prompt.txt     what LLM call 1 added to the prompt (capped by max_chars_per_call)
-    call_01_response.txt   what it answered
-    manifest.jsonl         one line per file: path, bytes, sha256
-
-JSON files hold one value per line, looplet's keys in a fixed order and the user's data with sorted keys,
-so two runs diff cleanly. ``trajectory.json`` is put in place last: a folder holding it is complete.
-Standard library only.
+"""The trajectory folder (``trajectory.json``, ``steps/step_NN.json``, ``call_NN_prompt.txt``,
+``call_NN_response.txt``, ``manifest.jsonl``; see docs/provenance.md): how a run is rendered into it,
+written and read back. JSON files hold one value per line with every object's keys sorted, so two runs
+diff cleanly. ``trajectory.json`` is put in place last: a folder holding it is complete. Standard library only.
 """
 
 from __future__ import annotations
@@ -30,15 +21,8 @@ from typing import Any
 from looplet.errors import LoopletError
 from looplet.types import Step, Usage, _json_safe
 
-__all__ = ["SCHEMA_VERSION", "TrajectoryError", "RunRecord", "Trajectory", "render_files"]
-__all__ += [
-    "write_folder",
-    "load_trajectory",
-    "find_trajectories",
-    "load_files",
-    "folder_name",
-    "run_folders",
-]
+__all__ = ["SCHEMA_VERSION", "TrajectoryError", "RunRecord", "Trajectory", "render_files", "write_folder"]
+__all__ += ["load_trajectory", "find_trajectories", "load_files", "folder_name", "run_folders"]
 
 #: Bumped when a reader of the previous version could misread a folder.
 SCHEMA_VERSION = 1
@@ -209,13 +193,9 @@ class _Render:
 
     def step(self, s: Step) -> dict[str, Any]:
         d = s.to_dict()
-        tc, tr = d["tool_call"], d["tool_result"]
-        tc["args"], tc["reasoning"], tr["data"], tr["error"] = self.tree(
-            [tc["args"], tc["reasoning"], tr["data"], tr["error"]]
-        )
-        tc["tool"], tc["id"], tr["error_kind"], d["model"] = map(
-            self.s, (tc["tool"], tc["id"], tr["error_kind"], d["model"])
-        )
+        c, r, s_ = d["tool_call"], d["tool_result"], self.s
+        c["args"], c["reasoning"], r["data"], r["error"] = self.tree([c["args"], c["reasoning"], r["data"], r["error"]])  # fmt: skip
+        c["tool"], c["id"], r["error_kind"], d["model"] = s_(c["tool"]), s_(c["id"]), s_(r["error_kind"]), s_(d["model"])  # fmt: skip
         if s.children:
             d["children"] = [self.step(c) for c in s.children]
         return d
@@ -230,16 +210,9 @@ class _Render:
             e["prompt_file"], e["prompt_after"], e["prompt_truncated"] = self.prompt(n, p, prev)
         if c["answered"] or error is not None:
             e["response_file"] = name = f"call_{n:02d}_response.txt"
-            lines = (
-                [f"[error]\n{error}"]
-                if error is not None
-                else ["[assistant]", *([c["text"]] if c["text"] else [])]
-            )
-            lines += [
-                f"→ {t['tool']}({_args_text(t['args'])}) id={t['id']}"
-                for t in c["tool_calls"]
-                if error is None
-            ]
+            answer = ["[assistant]", *filter(None, [c["text"]])]
+            answer += [f"→ {t['tool']}({_args_text(t['args'])}) id={t['id']}" for t in c["tool_calls"]]
+            lines = [f"[error]\n{error}"] if error is not None else answer
             text, e["response_truncated"] = _cap(1, lambda _i: "\n".join(lines), self.limit)
             self.write(name, text)
         return e
@@ -289,10 +262,8 @@ def render_files(rec: RunRecord, redact: Redact | None = None, limit: int = 200_
 
 def folder_name(rec: RunRecord, redact: Redact | None = None) -> str:
     """``<YYYYmmdd-HHMMSS>-<agent>-<run id[:8]>`` (UTC start time): runs sort by start."""
-    unsafe = re.compile(r"[^A-Za-z0-9_.-]+")
-    agent = (
-        unsafe.sub("_", redact(rec.agent) if redact is not None else rec.agent).strip("._")[:40] or "agent"
-    )
+    unsafe, agent = re.compile(r"[^A-Za-z0-9_.-]+"), redact(rec.agent) if redact is not None else rec.agent
+    agent = unsafe.sub("_", agent).strip("._")[:40] or "agent"
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(rec.started_at or time.time()))
     return f"{stamp}-{agent}-{unsafe.sub('', rec.run_id)[:8] or 'run'}"
 

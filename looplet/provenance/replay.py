@@ -7,27 +7,35 @@ tool: "does the agent's recorded path still work?"
 
 Limits: answers are replayed as recorded even after a result changed (the model would have answered
 otherwise); redacted values replay redacted; failed LLM attempts and compaction calls are skipped.
+
+``looplet replay TRACE_DIR --tools MODULE:NAME`` (:func:`main`) does it from the shell: ``--tools`` names a
+``BaseToolRegistry``, a list of tool functions, or a function returning either (or a tuple holding a
+registry, or an agent with ``tools`` and ``hooks``, as ``looplet.demo:build`` returns: its hooks take part
+in the replay); ``MODULE`` may be a dotted module or a ``.py`` file. Exit codes: 0 same results,
+1 diverged, 2 bad input.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
+from looplet.cli import ArgumentParser
+from looplet.errors import LoopletError
 from looplet.provenance.format import Trajectory, TrajectoryError, load_trajectory, shown
 from looplet.types import LLMResponse, RunResult, Step, ToolCall, Usage, _json_safe
 
-__all__ = ["replay_loop", "ReplayReport", "Divergence"]
+__all__ = ["replay_loop", "ReplayReport", "Divergence", "main", "load_agent"]
 
 
 def _brief(value: Any, n: int = 120) -> str:
-    text = " ".join(
-        (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr)).split()
-    )
-    return repr(text) if len(text) <= n else repr(text[: n - 1] + "…")
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr)
+    text = " ".join(text.split())
+    return repr(text if len(text) <= n else text[: n - 1] + "…")
 
 
 @dataclass(slots=True)
@@ -67,9 +75,8 @@ class ReplayReport:
         head = f"replayed {t.name}: {len(t.steps)} recorded steps, {len(self.steps)} replayed; stop reason {t.stop_reason} -> {stop}"
         if not self.divergences:
             return head + "\nsame results at every step"
-        return "\n".join(
-            [head, f"diverged first at {self.divergences[0]}", *(f"  {d}" for d in self.divergences[1:])]
-        )
+        first, *rest = self.divergences
+        return "\n".join([head, f"diverged first at {first}", *(f"  {d}" for d in rest)])
 
 
 def _norm(value: Any) -> Any:
@@ -85,14 +92,9 @@ def _responses(t: Trajectory) -> list[LLMResponse]:
         if not c.get("answered", True):
             why = f"LLM call {c.get('number', i + 1)} has no recorded answer (recorded from spans without content capture); it cannot be replayed"
             raise TrajectoryError(t.path or t.name, why)
-        calls = [
-            ToolCall(str(tc.get("tool")), dict(tc.get("args") or {}), str(tc.get("id") or ""))
-            for tc in c.get("tool_calls") or ()
-        ]
-        usage = Usage.from_dict(c.get("usage"))
-        out.append(
-            LLMResponse(c.get("text"), calls, usage, c.get("model"), finish_reason=c.get("finish_reason"))
-        )
+        calls = [ToolCall(str(tc.get("tool")), dict(tc.get("args") or {}), str(tc.get("id") or "")) for tc in c.get("tool_calls") or ()]  # fmt: skip
+        usage, model = Usage.from_dict(c.get("usage")), c.get("model")
+        out.append(LLMResponse(c.get("text"), calls, usage, model, finish_reason=c.get("finish_reason")))
     if not out:
         raise TrajectoryError(t.path or t.name, "has no recorded LLM answers to replay")
     return out
@@ -142,9 +144,57 @@ def replay_loop(
         out += _same_step(old, new, compare)
     out += [Divergence(s.number, "extra_step", None, s.tool_call.tool) for s in result.steps[len(t.steps) :]]
     gone = f"none (the replay stopped: {result.stop_reason})"
-    out += [
-        Divergence(s.number, "missing_step", s.tool_call.tool, gone) for s in t.steps[len(result.steps) :]
-    ]
+    out += [Divergence(s.number, "missing_step", s.tool_call.tool, gone) for s in t.steps[len(result.steps) :]]  # fmt: skip
     if result.stop_reason != t.stop_reason:
         out.append(Divergence(0, "stop_reason", t.stop_reason, result.stop_reason))
     return ReplayReport(t, result.steps, result, out)
+
+
+def load_agent(spec: str) -> tuple[Any, list[Any]]:
+    """``MODULE:NAME`` -> ``(registry, hooks)``: NAME as the module docstring says; an agent's hooks (a
+    permission policy, say) take part in the replay, as they did in the recorded run."""
+    from looplet.cli_run import _import
+    from looplet.tools import BaseToolRegistry, tools_from
+
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(
+            f"--tools {spec!r}: expected MODULE:NAME (e.g. looplet.demo:build or tools.py:registry)"
+        )
+    obj = getattr(_import(module_name, attr), attr, None)
+    if obj is None:
+        raise ValueError(f"--tools {spec!r}: {module_name} has no {attr!r}")
+    obj = obj() if callable(obj) and not isinstance(obj, BaseToolRegistry) else obj
+    hooks: list[Any] = []
+    if isinstance(obj, dict) and "tools" in obj:
+        hooks, obj = list(obj.get("hooks") or []), obj["tools"]
+    elif not isinstance(obj, (BaseToolRegistry, list)) and hasattr(obj, "tools"):
+        hooks, obj = list(getattr(obj, "hooks", None) or []), obj.tools
+    if isinstance(obj, tuple):
+        obj = next((x for x in obj if isinstance(x, BaseToolRegistry)), obj)
+    obj = tools_from(obj) if isinstance(obj, list) else obj
+    if not isinstance(obj, BaseToolRegistry):
+        raise ValueError(f"--tools {spec!r}: got a {type(obj).__name__}, not a tool registry")
+    return obj, hooks
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    parser = ArgumentParser("looplet replay", __doc__)
+    parser.add_argument("path", metavar="TRACE_DIR", help="a run folder written by ProvenanceSink")
+    parser.add_argument(
+        "--tools", required=True, metavar="MODULE:NAME", help="the tools to run the answers against"
+    )
+    args = parser.parse_args(argv)
+    try:
+        trajectory = load_trajectory(args.path)
+        tools, hooks = load_agent(args.tools)
+        report = replay_loop(trajectory, tools=tools, hooks=hooks)
+    except (TrajectoryError, LoopletError, ValueError) as exc:
+        print(f"looplet replay: error: {exc}", file=err or sys.stderr)
+        return 2
+    print("".join(f"{s.pretty()}\n" for s in report.steps) + f"\n{report}", file=out or sys.stdout)
+    return 1 if report.diverged else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

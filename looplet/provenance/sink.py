@@ -2,7 +2,7 @@
 
 Three ways in, one builder (:func:`looplet.provenance.spans.build`): spans from any ``TracerProvider``
 (``BatchSpanProcessor(ProvenanceSink(dir))``), ``sink.trajectory_hook()`` and ``sink.wrap_llm(llm)``. The
-last two are thin adapters that make the span records ``TracingHook`` would (content on), so every route
+last two are thin adapters making the span records ``TracingHook`` would (content on), so every route
 writes the same folder; their ids are the run's trace and step span ids when a ``TracingHook`` runs
 before the hook (``run.trace_id``, ``Step.span_id``), otherwise made up, and then not written.
 
@@ -27,29 +27,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from looplet.hooks import current_run
+from looplet.provenance import format as F
 from looplet.provenance import spans as S
-from looplet.provenance.format import (
-    TRAJECTORY_FILE,
-    Prompt,
-    RunRecord,
-    dumps,
-    folder_name,
-    loads,
-    render_files,
-    write_folder,
-)
 from looplet.telemetry import names as N
 from looplet.types import LLMCall, LLMResponse, Step, ToolCall, ToolResult
 
 __all__ = ["ProvenanceSink", "TrajectoryHook", "RecordingLLM"]
 
 log = logging.getLogger("looplet.provenance")
-
-# (sink, trace id, span id) of the tool record whose tool is running: a run started in it is a sub-agent
-_TOOL: contextvars.ContextVar[tuple[Any, int, int] | None] = contextvars.ContextVar(
-    "looplet_prov", default=None
-)
 Rec = S.SpanRec
+# (sink, trace id, span id) of the tool record whose tool is running: a run started in it is a sub-agent
+_TOOL: contextvars.ContextVar[tuple[Any, int, int] | None] = contextvars.ContextVar("prov_tool", default=None)
 
 
 def _rid() -> int:
@@ -72,8 +60,8 @@ def _message(m: dict[str, Any]) -> dict[str, Any]:
     for tc in m.get("tool_calls") or ():
         fn = tc.get("function") or {}
         args = fn.get("arguments")
-        parsed = loads(args) if isinstance(args, str) else args
-        parts.append({"type": "tool_call", "id": tc.get("id"), "name": fn.get("name"), "arguments": parsed})
+        args = F.loads(args) if isinstance(args, str) else args
+        parts.append({"type": "tool_call", "id": tc.get("id"), "name": fn.get("name"), "arguments": args})
     return {"role": m.get("role") or "user", "parts": parts}
 
 
@@ -88,7 +76,7 @@ class Transcript:
         self.src: list[Any] = []
         self.conv: list[Any] = []
 
-    def prompt(self, m: list[Any]) -> Prompt:
+    def prompt(self, m: list[Any]) -> F.Prompt:
         k, lead, same = len(self.src), self.lead, bool(m) and m[0] is self.first
         if not (same and k and len(m) >= lead + k and m[lead + k - 1] is self.src[-1]):
             if same and k >= 2 and len(m) >= lead + k - 1 and m[lead + k - 2] is self.src[-2]:
@@ -100,60 +88,22 @@ class Transcript:
         new = m[self.lead + len(self.src) :]
         self.src.extend(new)
         self.conv.extend(_message(x) for x in new)
-        return Prompt(self.system, self.conv, len(self.conv))
-
-
-def chat_record(call: LLMCall, out: Any, t0: int, run: Any, transcript: Transcript) -> Rec:
-    """A ``chat`` record of one LLM call from its facts (``out``: the exception it raised, if any)."""
-    model, r, u = call.model or getattr(run, "model", None), call.response, call.usage
-    a: dict[str, Any] = {S.REQ_MODEL: model, S.PROVIDER: call.provider or getattr(run, "provider", None)}
-    a = {k: v for k, v in a.items() if v}
-    a[S.INPUT] = transcript.prompt(call.messages)
-    a.update({N.LLM_PURPOSE: call.purpose} if call.purpose != "step" else {})
-    a.update({S.TOOL_DEFS: call.tools} if call.tools else {})
-    rec = Rec(f"chat {model}" if model else "chat", 0, _rid(), None, t0, t0 + int(call.duration_ms * 1e6), a)
-    rec.real = False
-    if isinstance(out, BaseException) or not isinstance(r, LLMResponse):
-        a[S.ERROR_TYPE] = call.error_type or "invalid_response"
-        rec.error, rec.status = True, f"{type(out).__name__}: {out}" if out is not None else "no answer"
-        return rec
-    finish = (r.finish_reason,) if r.finish_reason else None
-    a.update(
-        (k, v) for k, v in ((S.RESP_MODEL, r.model), (S.RESP_ID, r.response_id), (S.FINISH, finish)) if v
-    )
-    if u is not None:
-        a.update({S.IN_TOK: u.input_tokens, S.OUT_TOK: u.output_tokens})
-        a.update((k, v) for k, v in ((S.CACHED_TOK, u.cached_input_tokens), (S.REASONING_TOK, u.reasoning_tokens)) if v)  # fmt: skip
-    if call.cost_usd is not None:  # wrap_llm: the loop's price, from its Step
-        a[N.COST_USD] = call.cost_usd
-    if r.provider and r.provider != call.provider:
-        a[S.PROVIDER] = r.provider
-    if call.ttfc_ms is not None:
-        a[S.TTFC] = call.ttfc_ms / 1000.0
-    parts: list[dict[str, Any]] = [{"type": "text", "content": r.text}] if r.text else []
-    parts += [{"type": "tool_call", "id": c.id, "name": c.tool, "arguments": c.args} for c in r.tool_calls]
-    a[S.OUTPUT] = [{"role": "assistant", "parts": parts}]
-    return rec
+        return F.Prompt(self.system, self.conv, len(self.conv))
 
 
 def tool_record(tc: ToolCall, res: Any, t: tuple[int, int], ran: bool = True, sid: int | None = None) -> Rec:
     """An ``execute_tool`` record; ``ran=False`` for a call that never ran (denied, answered by a hook)."""
-    a: dict[str, Any] = {
-        S.TOOL_NAME: tc.tool,
-        S.TOOL_ARGS: dumps(tc.args),
-        **({S.CALL_ID: tc.id} if tc.id else {}),
-    }
+    a: dict[str, Any] = {S.TOOL_NAME: tc.tool, S.TOOL_ARGS: F.dumps(tc.args)}
+    a.update({S.CALL_ID: tc.id} if tc.id else {})
+    a.update({S.TOOL_EXECUTED: False} if not ran else {})
     rec = Rec(f"execute_tool {tc.tool}", 0, sid or _rid(), None, t[0], t[1], a, real=False)
-    if not ran:
-        a[S.TOOL_EXECUTED] = False
     if isinstance(res, BaseException):
         rec.error, rec.status = True, f"{type(res).__name__}: {res}"
     elif isinstance(res, ToolResult):
         if res.error is not None:
-            a[N.TOOL_ERROR_KIND] = res.error_kind or "tool_error"
-            rec.error, rec.status = True, res.error
+            a[N.TOOL_ERROR_KIND], rec.error, rec.status = res.error_kind or "tool_error", True, res.error
         if ran:
-            a[S.TOOL_RESULT] = dumps(res.text if res.text is not None else res.error or res.data)
+            a[S.TOOL_RESULT] = F.dumps(res.text if res.text is not None else res.error or res.data)
     return rec
 
 
@@ -193,6 +143,22 @@ def _event(name: str, attributes: dict[str, Any]) -> tuple[str, int, dict[str, A
     return ev, time.time_ns(), a
 
 
+def _answer(a: dict[str, Any], call: LLMCall, r: LLMResponse) -> None:
+    """The attributes TracingHook sets on a chat span from an answer and the call's facts."""
+    u = call.usage
+    finish = (r.finish_reason,) if r.finish_reason else None
+    a.update((k, v) for k, v in ((S.RESP_MODEL, r.model), (S.RESP_ID, r.response_id), (S.FINISH, finish)) if v)  # fmt: skip
+    if u is not None:
+        a.update({S.IN_TOK: u.input_tokens, S.OUT_TOK: u.output_tokens})
+        a.update((k, v) for k, v in ((S.CACHED_TOK, u.cached_input_tokens), (S.REASONING_TOK, u.reasoning_tokens)) if v)  # fmt: skip
+    a.update({N.COST_USD: call.cost_usd} if call.cost_usd is not None else {})
+    a.update({S.PROVIDER: r.provider} if r.provider and r.provider != call.provider else {})
+    a.update({S.TTFC: call.ttfc_ms / 1000.0} if call.ttfc_ms is not None else {})
+    parts: list[dict[str, Any]] = [{"type": "text", "content": r.text}] if r.text else []
+    parts += [{"type": "tool_call", "id": c.id, "name": c.tool, "arguments": c.args} for c in r.tool_calls]
+    a[S.OUTPUT] = [{"role": "assistant", "parts": parts}]
+
+
 class _RunState:
     """One run, as a capture route records it: its records, each with the number of the step it sits
     under (None: under the run)."""
@@ -202,18 +168,35 @@ class _RunState:
         tool = tool if tool is not None and tool[0] is sink else None
         self.trace = int(run.trace_id, 16) if run.trace_id else tool[1] if tool else _rid()
         self.parent = tool[2] if tool else None  # the tool record of the run that started this one
-        self.start, self.events = time.time_ns(), []  # type: int, list[Any]
+        self.start, self.events, self.resumed = time.time_ns(), [], 0  # type: int, list[Any], int
         self.records: list[tuple[Rec, int | None]] = []
         self.by_call: dict[str, int] = {}
         self.first: dict[int, int] = {}  # step number -> when its first LLM call started
         self.tools: dict[int, Rec] = {}  # step number -> its tool record (its tool ran)
         self.stepped: set[int] = set()
-        self.resumed = 0
         self.transcript = Transcript()
 
-    def chat(self, call: LLMCall, exc: Any, t0: int, run: Any) -> None:
-        if not call.replayed:  # an answer a hook gave back (a checkpoint) is not an LLM call
-            self.records.append((chat_record(call, exc, t0, run, self.transcript), call.step))
+    def chat(self, call: LLMCall, out: Any, t0: int, run: Any) -> None:
+        """A ``chat`` record of one LLM call from its facts (``out``: the exception it raised, if any)."""
+        if call.replayed:  # an answer a hook gave back (a checkpoint) is not an LLM call
+            return
+        model, r = call.model or getattr(run, "model", None), call.response
+        a = {
+            k: v
+            for k, v in ((S.REQ_MODEL, model), (S.PROVIDER, call.provider or getattr(run, "provider", None)))
+            if v
+        }
+        a[S.INPUT] = self.transcript.prompt(call.messages)
+        a.update({N.LLM_PURPOSE: call.purpose} if call.purpose != "step" else {})
+        a.update({S.TOOL_DEFS: call.tools} if call.tools else {})
+        end = t0 + int(call.duration_ms * 1e6)
+        rec = Rec(f"chat {model}" if model else "chat", 0, _rid(), None, t0, end, a, real=False)
+        self.records.append((rec, call.step))
+        if isinstance(out, BaseException) or not isinstance(r, LLMResponse):
+            a[S.ERROR_TYPE] = call.error_type or "invalid_response"
+            rec.error, rec.status = True, f"{type(out).__name__}: {out}" if out is not None else "no answer"
+            return
+        _answer(a, call, r)
 
     def step(self, step: Step, wrapped: bool = False, chat: Rec | None = None) -> None:
         """The ``looplet.step`` record of a Step, with an ``execute_tool`` record when the hook saw no tool
@@ -225,9 +208,10 @@ class _RunState:
         now, tool, res = time.time_ns(), self.tools.get(step.number), step.tool_result
         start, end = self.first.get(step.number, now), now
         if wrapped:
-            t = chat.end_ns if chat is not None and not chat.error else self.start
+            ok = chat is not None and not chat.error
+            t = chat.end_ns if chat is not None and ok else self.start
             start, end = chat.start_ns if chat is not None else t, t + int(step.tool_ms * 1e6)
-            if chat is not None and not chat.error and step.usage is not None and step.cost_usd is not None:
+            if chat is not None and ok and step.usage is not None and step.cost_usd is not None:
                 chat.attrs[N.COST_USD] = step.cost_usd  # type: ignore[index]  # the loop's price, on its first Step
             if res.error_kind not in ("denied", "not_run"):
                 self.tools[step.number] = tool = tool_record(step.tool_call, res, (t, end))
@@ -241,19 +225,21 @@ class _RunState:
         if tool is None:
             self.records.append((tool_record(step.tool_call, res, (end, end), ran=False), step.number))
 
-    def finish(self, run: Any, result: Any) -> list[Rec]:
+    def finish(self, run: Any, result: Any, wrapped: bool = False) -> list[Rec]:
         """The run's records with their trace and parents set (a call or tool under its step, the run under
-        the tool that started it), its own ``invoke_agent`` record last."""
+        the tool that started it), its own ``invoke_agent`` record last. ``wrapped``: recorded around its
+        backend, so its steps are taken from ``result``."""
+        chats = {n: r for r, n in self.records} if wrapped else {}  # the last call under each step
+        for step in result.steps[self.resumed :]:  # wrapped, or a step whose on_step never came (Ctrl-C)
+            self.step(step, wrapped, chats.get(step.number))
         u, stop, error = result.usage, result.stop_reason, result.error
         a: dict[str, Any] = {S.AGENT_NAME: run.agent_name, N.RUN_ID: run.run_id, N.STOP_REASON: stop}
         a.update({N.RUN_LLM_CALLS: result.llm_calls, N.RUN_INPUT_TOKENS: u.input_tokens})
         a.update({N.RUN_OUTPUT_TOKENS: u.output_tokens, N.RUN_CACHED_TOKENS: u.cached_input_tokens})
         a[N.RUN_REASONING_TOKENS] = u.reasoning_tokens
-        a.update({k: dumps(v) for k, v in ((N.TASK, run.task), (N.FINAL_OUTPUT, result.final_output)) if v is not None})  # fmt: skip
+        a.update({k: F.dumps(v) for k, v in ((N.TASK, run.task), (N.FINAL_OUTPUT, result.final_output)) if v is not None})  # fmt: skip
         a.update({N.COST_USD: result.cost_usd} if result.cost_usd is not None else {})
-        failed = stop in ("llm_error", "hook_error") or (
-            stop == "cancelled" and error not in (None, "", S.CLOSED)
-        )
+        failed = stop in ("llm_error", "hook_error") or (stop == "cancelled" and error not in (None, "", S.CLOSED))  # fmt: skip
         trace = int(run.trace_id, 16) if run.trace_id else 0
         end = self.start + int(result.duration_ms * 1e6)  # the run's duration as the loop measured it
         agent = Rec(f"invoke_agent {run.agent_name}", trace or self.trace, _rid(), self.parent, self.start, end,
@@ -305,7 +291,7 @@ class TrajectoryHook:
         token = _TOOL.set((self.sink, st.trace, sid))
 
         def done(out: Any, exc: Any) -> None:
-            st.tools[number] = rec = tool_record(tool_call, exc if exc is not None else out, (t0, time.time_ns()), sid=sid)  # fmt: skip
+            st.tools[number] = rec = tool_record(tool_call, exc or out, (t0, time.time_ns()), sid=sid)
             st.records.append((rec, number))
 
         try:
@@ -331,8 +317,6 @@ class TrajectoryHook:
         run = current_run()
         if run is None or (st := run.scratch.pop(self, None)) is None:
             return
-        for step in result.steps[st.resumed :]:  # a step whose on_step never reached this hook (Ctrl-C)
-            st.step(step)
         records, kids = st.finish(run, result), self.sink._children
         if st.parent is not None:  # a sub-agent: its records go in with its parent's, before the parent's own
             kids.setdefault(st.trace, []).extend(records)
@@ -381,23 +365,14 @@ class RecordingLLM:
         return _around(lambda _a: fn(messages, tools=tools, **options), None, done)
 
 
-def _wrapped(run: Any, st: _RunState) -> list[Rec]:
-    """A run recorded around its backend, completed from the run itself: a step and a tool record per
-    Step (its tool bar right after the call that proposed it; a sub-agent's Steps as its children)."""
-    chats = {n: r for r, n in st.records}  # the last call under each step
-    for step in run.state.result.steps:
-        st.step(step, wrapped=True, chat=chats.get(step.number))
-    return st.finish(run, run.state.result)
-
-
 class _Sink:
     """What ProvenanceSink does; see the module docstring.
 
     dir: the run folder (the first run), and the parent of the folders of later runs.
     redact: True (the default: looplet's redactor, i.e. the built-in patterns for API keys, bearer tokens,
         e-mail addresses, ... and the values of the process's secret environment variables), a callable
-        ``str -> str``, or False/None to write content as it is; applied to every byte written (JSON values
-        through ``redact_json`` when it has one).
+        ``str -> str``, or False/None to write content as it is; applied to every string written (JSON
+        values through ``redact_json`` when it has one).
     max_chars_per_call: prompt and response files longer than this keep their head and tail.
     fsync: have every file and folder on the disk before a folder is put in place (survives a power cut).
     """
@@ -412,10 +387,8 @@ class _Sink:
 
             redact = Redactor()
         elif not (redact is None or redact is False or callable(redact)):
-            why = (
-                f"redact must be None, True, 'default' or a callable str -> str, got {type(redact).__name__}"
-            )
-            raise TypeError(why)
+            kind = type(redact).__name__
+            raise TypeError(f"redact must be None, True, 'default' or a callable str -> str, got {kind}")
         self.dir, self.redact, self.max_chars_per_call, self.fsync = Path(dir), redact or None, max_chars_per_call, fsync  # fmt: skip
         self.written: collections.deque[Path] = collections.deque(maxlen=1000)
         self._lock = threading.RLock()
@@ -444,19 +417,14 @@ class _Sink:
     def wrap_llm(self, llm: Any) -> RecordingLLM:
         """``llm`` with every call recorded; a run's folder is written at :meth:`flush` once it has ended."""
         if not callable(getattr(llm, "generate", None)) and not callable(getattr(llm, "agenerate", None)):
-            raise TypeError(
-                f"wrap_llm needs a backend with generate() or agenerate(), got {type(llm).__name__}"
-            )
+            raise TypeError(f"wrap_llm needs a backend with generate() or agenerate(), got {type(llm).__name__}")  # fmt: skip
         return RecordingLLM(llm, self)
 
     def load_otlp_json(self, path: str | os.PathLike[str]) -> list[Path]:
         """Write the runs in a file of OTLP JSON (the Collector's file exporter)."""
         with self._lock:
-            return self._take(S.read_otlp_json(path)) + [
-                p for r in self._buffer.release() if (p := self._write(r))
-            ]
+            return self._take(S.read_otlp_json(path)) + self.flush()
 
-    # -- SpanExporter --------------------------------------------------------------------------------------
     def export(self, spans: Sequence[Any]) -> Any:
         """Take a batch of finished spans; write the runs they end (on the span processor's thread)."""
         from opentelemetry.sdk.trace.export import SpanExportResult
@@ -483,18 +451,13 @@ class _Sink:
         """Write every finished run not written yet; returns their folders. Never gives up on one.
         (``timeout_s`` is accepted for older callers; the work is bounded by the runs, not a clock.)"""
         with self._lock:
-            ended = [
-                r for r, (run, _s) in self._pending.items() if getattr(run.state, "result", None) is not None
-            ]
-            out = [p for rid in ended for p in self._take(_wrapped(*self._pending.pop(rid)))]
-            return out + [p for r in self._buffer.release() if (p := self._write(r))]
+            ended = [k for k, (run, _st) in self._pending.items() if getattr(run.state, "result", None) is not None]  # fmt: skip
+            records = [r for run, st in map(self._pending.pop, ended) for r in st.finish(run, run.state.result, True)]  # fmt: skip
+            return [p for r in self._buffer.add(records) + self._buffer.release() if (p := self._write(r))]
 
-    # -- inside ----------------------------------------------------------------------------------------------
     def _pending_run(self, run: Any) -> _RunState:
         with self._lock:
-            if (
-                run.run_id not in self._pending
-            ):  # a new run: the runs that have ended meanwhile are written now
+            if run.run_id not in self._pending:  # a new run: those that have ended meanwhile are written
                 self.flush()
                 self._pending[run.run_id] = (run, _RunState(run, self))
             return self._pending[run.run_id][1]
@@ -503,19 +466,18 @@ class _Sink:
         with self._lock:
             return [p for r in self._buffer.add(spans) if (p := self._write(r)) is not None]
 
-    def _write(self, rec: RunRecord) -> Path | None:
+    def _write(self, rec: F.RunRecord) -> Path | None:
         """Write ``rec`` in ``dir`` when it is the sink's first run and ``dir`` holds none yet; else in a
         new folder under ``dir``."""
         try:
-            files = render_files(rec, self.redact, self.max_chars_per_call)
-            target = self.dir
-            if self._dir_used or (self.dir / TRAJECTORY_FILE).exists() or (self.dir / "steps").exists():
-                target = base = self.dir / folder_name(rec, self.redact)
+            files, target = F.render_files(rec, self.redact, self.max_chars_per_call), self.dir
+            if self._dir_used or (self.dir / F.TRAJECTORY_FILE).exists() or (self.dir / "steps").exists():
+                target = base = self.dir / F.folder_name(rec, self.redact)
                 for n in range(2, 1 << 30):
                     if not target.exists():
                         break
                     target = base.with_name(f"{base.name}-{n}")
-            path = write_folder(target.parent, target.name, files, fsync=self.fsync)
+            path = F.write_folder(target.parent, target.name, files, fsync=self.fsync)
         except Exception:
             log.exception("could not write the trajectory of run %s under %s", rec.run_id, self.dir)
             return None

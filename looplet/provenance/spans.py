@@ -40,6 +40,7 @@ CHILDREN = "looplet.provenance.children"  # a capture route's tool record: the S
 CLOSED = "the caller closed the loop"  # RunResult.error of a run its caller stopped: not a failure
 AGENT, CHAT, TOOL = "invoke_agent", "chat", "execute_tool"
 _KEEP = (AGENT, CHAT, TOOL, "looplet.")
+_NONE: list[Any] = []  # never appended to
 
 
 @dataclass(slots=True)
@@ -56,14 +57,14 @@ class SpanRec:
     attrs: Mapping[str, Any]
     error: bool = False
     status: str | None = None
-    events: list[tuple[str, int, Any]] = field(default_factory=list)
+    events: list[tuple[str, int, Any]] = field(default_factory=list)  # _NONE: none (one list less per span)
     real: bool = True
 
     @classmethod
     def from_sdk(cls, s: Any) -> SpanRec:
         """From an OpenTelemetry ``ReadableSpan``, through its public properties."""
         ctx, parent, status, start = s.context, s.parent, s.status, s.start_time or 0
-        events = [(e.name, e.timestamp, e.attributes or {}) for e in s.events]
+        events = [(e.name, e.timestamp, e.attributes or {}) for e in s.events] if s.events else _NONE
         attrs = s.attributes  # a copy as a plain dict: an SDK mapping's lookups are Python calls
         attrs = attrs.copy() if isinstance(attrs, MappingProxyType) else dict(attrs or {})
         return cls(s.name, ctx.trace_id, ctx.span_id, parent.span_id if parent else None, start,
@@ -81,13 +82,13 @@ class SpanBuffer:
     that started it) is held until that run is built, which takes its steps as the calling step's
     ``children``; it is then returned right after that run (so a sink writes the parent first). It is
     released on its own when its trace holds nothing else, or at :meth:`release`. Traces idle for
-    ``idle_s`` (runs that never ended) are dropped and counted."""
+    ``idle_s`` (runs that never ended) are dropped."""
 
     def __init__(self, idle_s: float = 600.0) -> None:
         self.traces: dict[int, list[SpanRec]] = {}
         self.touched: dict[int, float] = {}
         self.held: dict[tuple[int, int], RunRecord] = {}  # (trace id, parent span id) -> a sub-agent's run
-        self.idle_s, self.dropped = idle_s, 0
+        self.idle_s = idle_s
 
     def add(self, spans: Iterable[Any]) -> list[RunRecord]:
         done: list[RunRecord] = []
@@ -110,8 +111,7 @@ class SpanBuffer:
                 done += [run, *claimed]
         done += [self.held.pop(k) for k in list(self.held) if k[0] not in self.traces]
         for tid in [t for t, at in self.touched.items() if now - at > self.idle_s]:
-            self.dropped += len(self.traces.pop(tid, ()))
-            del self.touched[tid]
+            del self.touched[tid], self.traces[tid]
         return done
 
     def release(self) -> list[RunRecord]:
@@ -163,12 +163,7 @@ def _call(i: int, s: SpanRec, step: int) -> tuple[dict[str, Any], Prompt | None,
     """LLM call ``i``'s entry in ``trajectory.json`` (its files aside), its prompt and its usage."""
     a, reasons, ttfc = s.attrs, s.attrs.get(FINISH), _num(s.attrs.get(TTFC), float)
     usage, answered = _usage(a, (IN_TOK, OUT_TOK, CACHED_TOK, REASONING_TOK)), not s.error and OUTPUT in a
-    parts = [p for m in loads(a[OUTPUT]) or () if isinstance(m, dict) for p in m.get("parts") or () if isinstance(p, dict)] if answered else []  # fmt: skip
-    texts = [str(p.get("content", "")) for p in parts if p.get("type") == "text"]
-    tool_calls = []
-    for p in (p for p in parts if p.get("type") == "tool_call"):
-        args = loads(p.get("arguments"))
-        tool_calls.append({"id": str(p.get("id") or ""), "tool": str(p.get("name", "")), "args": args if isinstance(args, dict) else {}})  # fmt: skip
+    texts, tool_calls = _answer(loads(a[OUTPUT]) if answered else None)
     c = {
         "number": i, "step": step, "purpose": str(a.get(N.LLM_PURPOSE) or "step"),
         "model": a.get(RESP_MODEL) or a.get(REQ_MODEL), "usage": usage.to_dict() if usage else None,
@@ -181,6 +176,16 @@ def _call(i: int, s: SpanRec, step: int) -> tuple[dict[str, Any], Prompt | None,
     if ttfc is not None:
         c["ttfc_ms"] = round(ttfc * 1000.0, 3)
     return c, _prompt(a.get(INPUT), a.get(SYSTEM)), usage
+
+
+def _answer(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    """The texts and tool calls of an answer's ``gen_ai.output.messages``."""
+    parts = [p for m in messages or () if isinstance(m, dict) for p in m.get("parts") or () if isinstance(p, dict)]  # fmt: skip
+    texts, tool_calls = [str(p.get("content", "")) for p in parts if p.get("type") == "text"], []
+    for p in (p for p in parts if p.get("type") == "tool_call"):
+        args = loads(p.get("arguments"))
+        tool_calls.append({"id": str(p.get("id") or ""), "tool": str(p.get("name", "")), "args": args if isinstance(args, dict) else {}})  # fmt: skip
+    return texts, tool_calls
 
 
 def _step(n: int, ss: SpanRec, ts: SpanRec | None, trace_id: str | None) -> Step:
@@ -239,11 +244,15 @@ def _calls(rec: RunRecord, chats: list[SpanRec], number: dict[int, int], t0: int
         if c["error"] is None and c["purpose"] == "step":
             call_of[s.parent_id] = (c, usage)
         data["timeline"].append(_bar("llm", s, t0, s.ms, c["error"], call=i, step=c["step"] or None))
-    if data["usage"] is None or data["llm_calls"] is None:
-        priced = [c["cost_usd"] for c, _p in rec.calls if c["cost_usd"] is not None]
-        data["usage"] = sum((u for u in usages if u), Usage()).to_dict()
-        data["cost_usd"], data["llm_calls"] = sum(priced) if priced else None, sum(c["error"] is None for c, _p in rec.calls)  # fmt: skip
+    if data["usage"] is None or data["llm_calls"] is None:  # a run without totals of its own: its calls'
+        _totals(rec, usages)
     return call_of
+
+
+def _totals(rec: RunRecord, usages: list[Usage | None]) -> None:
+    priced = [c["cost_usd"] for c, _p in rec.calls if c["cost_usd"] is not None]
+    rec.data["usage"] = sum((u for u in usages if u), Usage()).to_dict()
+    rec.data["cost_usd"], rec.data["llm_calls"] = sum(priced) if priced else None, sum(c["error"] is None for c, _p in rec.calls)  # fmt: skip
 
 
 def build(agent: SpanRec, spans: list[SpanRec], held: dict[tuple[int, int], RunRecord]) -> RunRecord:
@@ -262,8 +271,19 @@ def build(agent: SpanRec, spans: list[SpanRec], held: dict[tuple[int, int], RunR
     steps.sort(key=lambda x: x[:3])
     number = {s.span_id: n for n, _t, _i, s in steps}
     call_of = _calls(rec, [s for *_k, s in sorted(chats, key=lambda x: x[:2])], number, t0)
-    call: Any = None
-    for n, _t, _i, ss in steps:
+    _steps(rec, [(n, s) for n, _t, _i, s in steps], tools, call_of, held, t0)
+    timeline.sort(key=lambda e: (e["start_ms"], e["kind"] != "llm", e.get("call") or 0, e["step"] or 0))
+    models = [c["model"] for c, _p in rec.calls] + [s.model for s in rec.steps]
+    data["models"], data["step_count"] = list(dict.fromkeys(m for m in models if m)), len(rec.steps)
+    data["events"] = _events([agent, *spans], t0)
+    return rec
+
+
+def _steps(rec: RunRecord, steps: list[tuple[int, SpanRec]], tools: dict[Any, SpanRec], call_of: dict[Any, Any],
+           held: dict[tuple[int, int], RunRecord], t0: int) -> None:  # fmt: skip
+    """The run's Steps, in order, each with the LLM call that proposed it and a sub-agent's as children."""
+    data, call = rec.data, None
+    for n, ss in steps:
         ts = tools.get(ss.span_id)
         if ts is None and not (ss.attrs.get(STEP_TOOL) or ss.attrs.get(TOOL_NAME)):
             continue  # opened for an LLM call whose answer never became a step (a failure, a Ctrl-C)
@@ -279,13 +299,8 @@ def build(agent: SpanRec, spans: list[SpanRec], held: dict[tuple[int, int], RunR
             child = held.pop((ts.trace_id, ts.span_id), None)
             if child is not None or CHILDREN in ts.attrs:
                 step.children = list(child.steps if child is not None else ts.attrs[CHILDREN])
-            timeline.append(_bar("tool", ts, t0, step.tool_ms, step.tool_result.error, step=n))
+            data["timeline"].append(_bar("tool", ts, t0, step.tool_ms, step.tool_result.error, step=n))
         rec.steps.append(step)
-    timeline.sort(key=lambda e: (e["start_ms"], e["kind"] != "llm", e.get("call") or 0, e["step"] or 0))
-    models = [c["model"] for c, _p in rec.calls] + [s.model for s in rec.steps]
-    data["models"], data["step_count"] = list(dict.fromkeys(m for m in models if m)), len(rec.steps)
-    data["events"] = _events([agent, *spans], t0)
-    return rec
 
 
 def _events(spans: Iterable[SpanRec], t0: int) -> list[dict[str, Any]]:

@@ -21,9 +21,10 @@ import pytest
 
 from looplet import DefaultState, LoopConfig, MockLLMBackend, ToolCall, tool, tools_from
 from looplet.demo import TASK, build
-from looplet.provenance import ProvenanceSink, TrajectoryError, load_trajectory, replay_cli, replay_loop
+from looplet.provenance import ProvenanceSink, TrajectoryError, load_trajectory, replay_loop
 from looplet.provenance import cli as show_cli
 from looplet.provenance import format as fmt
+from looplet.provenance import replay as replay_cli
 from tests.unit._harness import MODES, run
 
 opentelemetry = pytest.importorskip("opentelemetry.sdk.trace")
