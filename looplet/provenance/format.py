@@ -103,11 +103,15 @@ def _value(v: Any) -> str:
 
 
 def _lines(d: Mapping[str, Any]) -> str:
-    """An object with one key per line (looplet's keys: plain ASCII), a list one item per line."""
+    """An object with one key per line (looplet's keys: plain ASCII), a list one item per line. A list of
+    objects is encoded at once and cut where one object ends and the next begins: ``}, {"`` occurs
+    nowhere else in a list of flat objects (a quote inside a string is always escaped); in an object
+    that holds a list of objects it only adds a line break."""
     out = []
     for k, v in d.items():
         if type(v) is list and v:
-            out.append(f'  "{k}": [\n    ' + ",\n    ".join(map(_value, v)) + "\n  ]")
+            items = _encode(v)[1:-1].replace('}, {"', '},\n    {"') if type(v[0]) is dict else ",\n    ".join(map(_value, v))  # fmt: skip
+            out.append(f'  "{k}": [\n    {items}\n  ]')
         else:
             out.append(f'  "{k}": {_value(v)}')
     return "{\n" + ",\n".join(out) + "\n}\n"
