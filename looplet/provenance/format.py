@@ -110,7 +110,10 @@ def _lines(d: Mapping[str, Any]) -> str:
     out = []
     for k, v in d.items():
         if type(v) is list and v:
-            items = _encode(v)[1:-1].replace('}, {"', '},\n    {"') if type(v[0]) is dict else ",\n    ".join(map(_value, v))  # fmt: skip
+            if type(v[0]) is dict:
+                items = _encode(v)[1:-1].replace('}, {"', '},\n    {"')
+            else:
+                items = ",\n    ".join(map(_value, v))
             out.append(f'  "{k}": [\n    {items}\n  ]')
         else:
             out.append(f'  "{k}": {_value(v)}')
@@ -197,9 +200,11 @@ class _Render:
 
     def step(self, s: Step) -> dict[str, Any]:
         d = s.to_dict()
-        c, r, s_ = d["tool_call"], d["tool_result"], self.s
-        c["args"], c["reasoning"], r["data"], r["error"] = self.tree([c["args"], c["reasoning"], r["data"], r["error"]])  # fmt: skip
-        c["tool"], c["id"], r["error_kind"], d["model"] = s_(c["tool"]), s_(c["id"]), s_(r["error_kind"]), s_(d["model"])  # fmt: skip
+        c, r = d["tool_call"], d["tool_result"]
+        for obj, key in ((c, "args"), (c, "reasoning"), (r, "data"), (r, "error")):
+            obj[key] = self.tree(obj[key])
+        for obj, key in ((c, "tool"), (c, "id"), (r, "error_kind"), (d, "model")):
+            obj[key] = self.s(obj[key])
         if s.children:
             d["children"] = [self.step(c) for c in s.children]
         return d
@@ -251,7 +256,8 @@ def render_files(rec: RunRecord, redact: Redact | None = None, limit: int = 200_
         step["llm_call"] = llm_call
         r.files[path] = _lines(step)
         tool, kind = step["tool_call"]["tool"], step["tool_result"]["error_kind"]
-        entries.append({"number": s.number, "tool": tool, "ok": s.ok, "error_kind": kind, "file": path, "llm_call": llm_call})  # fmt: skip
+        entry = {"number": s.number, "tool": tool, "ok": s.ok, "error_kind": kind, "file": path}
+        entries.append({**entry, "llm_call": llm_call})
     for c, prompt in rec.calls:
         calls.append(r.call(c, prompt, prev))
         prev = (c["number"], prompt) if prompt is not None else prev

@@ -147,10 +147,12 @@ def _answer(a: dict[str, Any], call: LLMCall, r: LLMResponse) -> None:
     """The attributes TracingHook sets on a chat span from an answer and the call's facts."""
     u = call.usage
     finish = (r.finish_reason,) if r.finish_reason else None
-    a.update((k, v) for k, v in ((S.RESP_MODEL, r.model), (S.RESP_ID, r.response_id), (S.FINISH, finish)) if v)  # fmt: skip
+    facts = ((S.RESP_MODEL, r.model), (S.RESP_ID, r.response_id), (S.FINISH, finish))
+    a.update((k, v) for k, v in facts if v)
     if u is not None:
         a.update({S.IN_TOK: u.input_tokens, S.OUT_TOK: u.output_tokens})
-        a.update((k, v) for k, v in ((S.CACHED_TOK, u.cached_input_tokens), (S.REASONING_TOK, u.reasoning_tokens)) if v)  # fmt: skip
+        extra = ((S.CACHED_TOK, u.cached_input_tokens), (S.REASONING_TOK, u.reasoning_tokens))
+        a.update((k, v) for k, v in extra if v)
     a.update({N.COST_USD: call.cost_usd} if call.cost_usd is not None else {})
     a.update({S.PROVIDER: r.provider} if r.provider and r.provider != call.provider else {})
     a.update({S.TTFC: call.ttfc_ms / 1000.0} if call.ttfc_ms is not None else {})
@@ -237,9 +239,11 @@ class _RunState:
         a.update({N.RUN_LLM_CALLS: result.llm_calls, N.RUN_INPUT_TOKENS: u.input_tokens})
         a.update({N.RUN_OUTPUT_TOKENS: u.output_tokens, N.RUN_CACHED_TOKENS: u.cached_input_tokens})
         a[N.RUN_REASONING_TOKENS] = u.reasoning_tokens
-        a.update({k: F.dumps(v) for k, v in ((N.TASK, run.task), (N.FINAL_OUTPUT, result.final_output)) if v is not None})  # fmt: skip
+        content = ((N.TASK, run.task), (N.FINAL_OUTPUT, result.final_output))
+        a.update({k: F.dumps(v) for k, v in content if v is not None})
         a.update({N.COST_USD: result.cost_usd} if result.cost_usd is not None else {})
-        failed = stop in ("llm_error", "hook_error") or (stop == "cancelled" and error not in (None, "", S.CLOSED))  # fmt: skip
+        cancelled = stop == "cancelled" and error not in (None, "", S.CLOSED)  # not by its caller
+        failed = stop in ("llm_error", "hook_error") or cancelled
         trace = int(run.trace_id, 16) if run.trace_id else 0
         end = self.start + int(result.duration_ms * 1e6)  # the run's duration as the loop measured it
         agent = Rec(f"invoke_agent {run.agent_name}", trace or self.trace, _rid(), self.parent, self.start, end,
@@ -417,7 +421,8 @@ class _Sink:
     def wrap_llm(self, llm: Any) -> RecordingLLM:
         """``llm`` with every call recorded; a run's folder is written at :meth:`flush` once it has ended."""
         if not callable(getattr(llm, "generate", None)) and not callable(getattr(llm, "agenerate", None)):
-            raise TypeError(f"wrap_llm needs a backend with generate() or agenerate(), got {type(llm).__name__}")  # fmt: skip
+            kind = type(llm).__name__
+            raise TypeError(f"wrap_llm needs a backend with generate() or agenerate(), got {kind}")
         return RecordingLLM(llm, self)
 
     def load_otlp_json(self, path: str | os.PathLike[str]) -> list[Path]:
@@ -451,8 +456,11 @@ class _Sink:
         """Write every finished run not written yet; returns their folders. Never gives up on one.
         (``timeout_s`` is accepted for older callers; the work is bounded by the runs, not a clock.)"""
         with self._lock:
-            ended = [k for k, (run, _st) in self._pending.items() if getattr(run.state, "result", None) is not None]  # fmt: skip
-            records = [r for run, st in map(self._pending.pop, ended) for r in st.finish(run, run.state.result, True)]  # fmt: skip
+            results = {k: getattr(run.state, "result", None) for k, (run, _st) in self._pending.items()}
+            records = []
+            for k in [k for k, result in results.items() if result is not None]:
+                run, st = self._pending.pop(k)
+                records += st.finish(run, results[k], wrapped=True)
             return [p for r in self._buffer.add(records) + self._buffer.release() if (p := self._write(r))]
 
     def _pending_run(self, run: Any) -> _RunState:

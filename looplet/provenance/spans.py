@@ -2,7 +2,7 @@
 
 Every route feeds span records: the exporter converts OpenTelemetry ``ReadableSpan`` objects (public API
 only), :func:`read_otlp_json` reads the Collector's file format, and the hook and wrapped-backend routes
-(:mod:`looplet.provenance.capture`) make the records ``TracingHook`` would. A run is built when its
+(:mod:`looplet.provenance.sink`) make the records ``TracingHook`` would. A run is built when its
 ``invoke_agent`` span arrives (it ends after all of its children): :func:`build`. Attribute names are the
 GenAI semantic conventions' (spelled here: this module imports no OpenTelemetry) and looplet's own.
 """
@@ -184,7 +184,8 @@ def _answer(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
     texts, tool_calls = [str(p.get("content", "")) for p in parts if p.get("type") == "text"], []
     for p in (p for p in parts if p.get("type") == "tool_call"):
         args = loads(p.get("arguments"))
-        tool_calls.append({"id": str(p.get("id") or ""), "tool": str(p.get("name", "")), "args": args if isinstance(args, dict) else {}})  # fmt: skip
+        args = args if isinstance(args, dict) else {}
+        tool_calls.append({"id": str(p.get("id") or ""), "tool": str(p.get("name", "")), "args": args})
     return texts, tool_calls
 
 
@@ -238,7 +239,8 @@ def _calls(rec: RunRecord, chats: list[SpanRec], number: dict[int, int], t0: int
         c, prompt, usage = _call(i, s, number.get(s.parent_id or 0, 0))
         rec.calls.append((c, prompt))
         usages.append(usage)
-        data["content"], data["provider"] = data["content"] or prompt is not None, data["provider"] or s.attrs.get(PROVIDER)  # fmt: skip
+        data["content"] = data["content"] or prompt is not None
+        data["provider"] = data["provider"] or s.attrs.get(PROVIDER)
         if not data["tools"] and TOOL_DEFS in s.attrs and isinstance(defs := loads(s.attrs[TOOL_DEFS]), list):
             data["tools"] = [{k: v for k, v in d.items() if k != "type"} for d in defs if isinstance(d, dict)]
         if c["error"] is None and c["purpose"] == "step":
@@ -252,7 +254,8 @@ def _calls(rec: RunRecord, chats: list[SpanRec], number: dict[int, int], t0: int
 def _totals(rec: RunRecord, usages: list[Usage | None]) -> None:
     priced = [c["cost_usd"] for c, _p in rec.calls if c["cost_usd"] is not None]
     rec.data["usage"] = sum((u for u in usages if u), Usage()).to_dict()
-    rec.data["cost_usd"], rec.data["llm_calls"] = sum(priced) if priced else None, sum(c["error"] is None for c, _p in rec.calls)  # fmt: skip
+    rec.data["cost_usd"] = sum(priced) if priced else None
+    rec.data["llm_calls"] = sum(c["error"] is None for c, _p in rec.calls)
 
 
 def build(agent: SpanRec, spans: list[SpanRec], held: dict[tuple[int, int], RunRecord]) -> RunRecord:
@@ -260,7 +263,9 @@ def build(agent: SpanRec, spans: list[SpanRec], held: dict[tuple[int, int], RunR
     ``held`` under one of its tool spans becomes that step's ``children`` (and is taken out of ``held``)."""
     rec, t0 = _run(agent), agent.start_ns
     data, timeline = rec.data, rec.data["timeline"]
-    steps, chats, tools = [], [], {}  # type: list[tuple[int, int, int, SpanRec]], list[tuple[int, int, SpanRec]], dict[Any, SpanRec]
+    steps: list[tuple[int, int, int, SpanRec]] = []  # (number, start, order, span)
+    chats: list[tuple[int, int, SpanRec]] = []  # (start, order, span)
+    tools: dict[Any, SpanRec] = {}  # step span id -> its tool span
     for i, s in enumerate(spans):
         if s.name == N.STEP_SPAN:
             steps.append((_num(s.attrs.get(N.STEP_NUMBER)) or 0, s.start_ns, i, s))

@@ -175,6 +175,27 @@ def test_step_files_are_diff_friendly(tmp_path: Path) -> None:
         assert (a / name).read_text() == (b / name).read_text()
 
 
+def test_json_files_hold_one_value_per_line_whatever_the_strings_hold() -> None:
+    """Lists of objects are encoded at once and cut between objects: strings that look like the cut, and
+    objects holding lists of objects, still give the same JSON back; a list of flat objects is one
+    object per line."""
+    tricky = ['}, {"a": 1}', '"}, {"', "\\", "\n", "ü", "\u2028", ""]
+    flat = [{"name": t, "n": i, "x": None, "ok": i % 2 == 0, "ms": 1.5} for i, t in enumerate(tricky)]
+    nested = [{"tool_calls": [{"args": {"q": t}}, {"args": {"items": [{"k": t}, {"k": 2}]}}]} for t in tricky]
+    doc = {"number": 3, "text": 'a "quoted" }, {" line', "flat": flat, "nested": nested, "scalars": tricky}
+    doc |= {"empty": [], "nan": float("nan"), "inf": float("inf")}
+    text = fmt._lines(doc)
+    back = json.loads(text)
+    assert back["flat"] == flat and back["nested"] == nested and back["scalars"] == tricky
+    assert back["text"] == doc["text"] and back["empty"] == [] and back["nan"] != back["nan"]
+    lines = text.split("\n")  # not splitlines(): U+2028 is written as it is, inside a string
+    start = lines.index('  "flat": [') + 1
+    rows = lines[start : start + len(flat)]  # one flat object a line
+    assert [json.loads(row.strip().rstrip(",")) for row in rows] == flat and lines[
+        start + len(flat)
+    ] == "  ],"
+
+
 def test_argument_key_order_does_not_change_the_files(tmp_path: Path) -> None:
     flip = iter([True, False])
 
