@@ -247,6 +247,12 @@ class _Render:
         return name, after, cut
 
 
+def _redacted(d: dict[str, Any], redact: Callable[[Any], Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``d`` with the strings under ``keys`` redacted: ``d`` itself when that changes none (no copy)."""
+    new = {k: redact(d[k]) for k in keys}
+    return d if all(new[k] is d[k] for k in keys) else {**d, **new}
+
+
 def render_files(rec: RunRecord, redact: Redact | None = None, limit: int = 200_000) -> dict[str, str]:
     """The folder's files as ``{relative path: text}``, every string in them through ``redact``."""
     r, d, prev = _Render(redact, limit), rec.data, None
@@ -261,7 +267,7 @@ def render_files(rec: RunRecord, redact: Redact | None = None, limit: int = 200_
     for c, prompt in rec.calls:
         calls.append(r.call(c, prompt, prev))
         prev = (c["number"], prompt) if prompt is not None else prev
-    timeline = [{**e, "name": r.s(e["name"]), "error": r.s(e["error"])} for e in d["timeline"]]
+    timeline = [_redacted(e, r.s, ("name", "error")) for e in d["timeline"]]
     events = [{**e, "attributes": r.tree(e.get("attributes"))} for e in d["events"]]
     texts = {k: r.s(d[k]) for k in ("agent", "provider", "stop_reason", "error")}
     users = {k: r.tree(_json_safe(d[k])) for k in ("task", "final_output", "tools")}

@@ -276,7 +276,7 @@ def build(agent: SpanRec, spans: list[SpanRec], held: dict[tuple[int, int], RunR
     steps.sort(key=lambda x: x[:3])
     number = {s.span_id: n for n, _t, _i, s in steps}
     call_of = _calls(rec, [s for *_k, s in sorted(chats, key=lambda x: x[:2])], number, t0)
-    _steps(rec, [(n, s) for n, _t, _i, s in steps], tools, call_of, held, t0)
+    _steps(rec, steps, tools, call_of, held, t0)
     timeline.sort(key=lambda e: (e["start_ms"], e["kind"] != "llm", e.get("call") or 0, e["step"] or 0))
     models = [c["model"] for c, _p in rec.calls] + [s.model for s in rec.steps]
     data["models"], data["step_count"] = list(dict.fromkeys(m for m in models if m)), len(rec.steps)
@@ -284,11 +284,11 @@ def build(agent: SpanRec, spans: list[SpanRec], held: dict[tuple[int, int], RunR
     return rec
 
 
-def _steps(rec: RunRecord, steps: list[tuple[int, SpanRec]], tools: dict[Any, SpanRec], call_of: dict[Any, Any],
+def _steps(rec: RunRecord, steps: list[tuple[int, int, int, SpanRec]], tools: dict[Any, SpanRec], call_of: dict[Any, Any],
            held: dict[tuple[int, int], RunRecord], t0: int) -> None:  # fmt: skip
     """The run's Steps, in order, each with the LLM call that proposed it and a sub-agent's as children."""
     data, call = rec.data, None
-    for n, ss in steps:
+    for n, _t, _i, ss in steps:
         ts = tools.get(ss.span_id)
         if ts is None and not (ss.attrs.get(STEP_TOOL) or ss.attrs.get(TOOL_NAME)):
             continue  # opened for an LLM call whose answer never became a step (a failure, a Ctrl-C)
