@@ -28,6 +28,9 @@ beside each row (min–max over its rounds: the machine is shared).
 3. **Where the exporter's time goes**: the spans of one run of --short steps taken apart by phase, each
    timed on its own (CPU time per step): reading the SDK spans, building the run, rendering its files
    (with the default redactor), writing the folder.
+4. With ``--baseline DIR`` (another checkout, e.g. ``git worktree add /tmp/base main``): the exporter's
+   CPU time per step for this tree and for DIR, each round in a fresh interpreter per tree and run
+   length, interleaved (the recorded spans frozen out of the collector, best of three exports).
 
 Folders go to /dev/shm by default (the sink's own work; ``--dir bench`` adds this VM's disk and its noise).
 ``--write`` puts the tables into docs/benchmarks.md (section ``provenance_throughput``).
@@ -39,10 +42,12 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,7 +57,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import machine, revision, settle, today, write_section
+from _report import ROOT, machine, revision, revision_of, settle, today, write_section
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
@@ -216,6 +221,44 @@ def on_top(steps: int, rounds: int, root: Path) -> list[str]:
     return [*lines, "", f"Load average (1 min) during these rounds: {loads(load)}."]
 
 
+BASELINE_CHILD = """
+import gc, json, sys, tempfile
+sys.path.insert(0, sys.argv[3])
+import provenance_throughput as bench
+from looplet import ProvenanceSink
+n, root = int(sys.argv[1]), sys.argv[2]
+spans = bench.spans_of(n)
+took = []
+for _ in range(3):
+    sink = ProvenanceSink(tempfile.mkdtemp(dir=root))
+    took.append(bench.cpu(lambda: sink.export(spans), "frozen") / n * 1e6)
+print(json.dumps(min(took)))
+"""
+
+
+def baseline(other: Path, short: int, long: int, rounds: int, root: Path) -> list[str]:
+    """The exporter's CPU µs/step in this tree and in ``other``, each in its own interpreter."""
+    trees = {"this tree": ROOT, str(other): other}
+    got: dict[tuple[str, int], list[float]] = {}
+    for _ in range(rounds):
+        for n in (short, long):
+            for name, tree in trees.items():
+                argv = [sys.executable, "-c", BASELINE_CHILD, str(n), str(root), str(Path(__file__).parent)]
+                env = {**os.environ, "PYTHONPATH": str(tree)}
+                out = subprocess.run(
+                    argv, capture_output=True, text=True, check=True, cwd=root, env=env
+                ).stdout
+                got.setdefault((name, n), []).append(json.loads(out.splitlines()[-1]))
+    lines = [f"| exporter, CPU µs/step | {short} steps | {long} steps |", "| --- | ---: | ---: |"]
+    for name, tree in trees.items():
+        label = f"{name} ({revision_of(tree)})"
+        lines.append(f"| {label} | {med(got[(name, short)])} | {med(got[(name, long)])} |")
+    for n in (short, long):
+        ratios = [a / b for a, b in zip(got[("this tree", n)], got[(str(other), n)], strict=True)]
+        lines.append(f"| this tree / {other}, {n} steps | {med(ratios, 2)} | |")
+    return lines
+
+
 def phases(steps: int, rounds: int, root: Path) -> list[str]:
     """The exporter's work on one run's spans, phase by phase (CPU µs per step)."""
     spans, redactor, box = spans_of(steps), Redactor(), {}  # type: list[Any], Redactor, dict[str, Any]
@@ -236,16 +279,20 @@ def phases(steps: int, rounds: int, root: Path) -> list[str]:
     return [*lines, f"| all four | {med(totals)} |"]
 
 
-WHY = """Why the exporter's share stays above 30 µs/step: each step is three spans in, one file out,
-and four entries in `trajectory.json` (the step, its LLM call, two timeline rows). Creating a small
-file costs 9 µs on tmpfs (40-45 µs of system time on this VM's disk) before anything is written; each
-JSON encoder call costs 1.5-2 µs before its first byte, and a step needs seven (three nested objects of
-the step file, four entries); copying a span's attributes out of the SDK and building the Step, its
-call and its rows is the rest. What is left is CPython doing that work once per step: the exporter no
-longer parses, encodes or redacts anything twice (looplet's own strings are redacted once per distinct
-string, the files are not scanned again as text). Content capture on the exporter route is not
-measured: TracingHook's capture encodes the transcript on each chat span, which would dominate what
-the sink itself costs.""".splitlines()
+WHY = """Why the exporter's share stays above 30 µs/step: each step is three spans in, one file out and
+four entries in `trajectory.json` (the step, its LLM call, two timeline rows), and the phases above are
+each near what CPython needs for that work on this machine. Reading: copying each span's attributes out
+of the SDK (one dict copy a span, no per-key lookups through its mapping). Building: the Step, its tool
+call and result, the call's entry and two timeline rows. Rendering: about 1 KB of JSON a step; the step
+file's three nested objects cost an encoder call each (1.5-2 µs before the first byte), the lists of
+`trajectory.json` one call each for the whole run. Writing: creating a small file costs 9 µs on tmpfs
+(40-45 µs of system time on this VM's disk) before anything is in it. Nothing is parsed, encoded or
+redacted twice (looplet's own strings are redacted once per distinct string; the files are not scanned
+again as text). On top of the hooks the share is larger than the exporter's own work: the exporter
+thread competes with the loop for the interpreter lock, and its objects make the collector's full
+passes over the process (which holds every span in the in-memory exporter of this setup) more frequent.
+Content capture on the exporter route is not measured: TracingHook's capture encodes the transcript on
+each chat span, which would dominate what the sink itself costs.""".splitlines()
 
 
 def main() -> None:
@@ -261,6 +308,7 @@ def main() -> None:
         help="where the folders go (default: /dev/shm, the sink without the disk; bench/: with this VM's disk, "
         "whose file creation swings 30x with other users' deletions)",
     )
+    ap.add_argument("--baseline", type=Path, help="another checkout: its exporter measured in the same run")
     ap.add_argument("--write", action="store_true", help="record the tables in docs/benchmarks.md")
     args = ap.parse_args()
     logging.getLogger("looplet").setLevel(logging.ERROR)
@@ -270,9 +318,10 @@ def main() -> None:
         flat = flatness(args.short, args.long, args.rounds, root)
         top = on_top(args.steps, args.rounds, root)
         parts = phases(args.short, args.rounds, root)
+        against = baseline(args.baseline, args.short, args.long, args.rounds, root) if args.baseline else []
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    cmd = f"python bench/provenance_throughput.py --short {args.short} --long {args.long} --rounds {args.rounds} --steps {args.steps}" + (f" --dir {args.dir}" if args.dir != shm else "")  # fmt: skip
+    cmd = f"python bench/provenance_throughput.py --short {args.short} --long {args.long} --rounds {args.rounds} --steps {args.steps}" + (f" --dir {args.dir}" if args.dir != shm else "") + (f" --baseline {args.baseline}" if args.baseline else "")  # fmt: skip
     lines = [
         "## ProvenanceSink throughput",
         "",
@@ -292,6 +341,16 @@ def main() -> None:
         "",
         *parts,
         "",
+        *(
+            [
+                f"The exporter against {args.baseline}, interleaved, each in a fresh interpreter:",
+                "",
+                *against,
+                "",
+            ]
+            if against
+            else []
+        ),  # fmt: skip
         *WHY,
     ]
     print("\n".join(lines))
