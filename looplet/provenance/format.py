@@ -268,8 +268,8 @@ def render_files(rec: RunRecord, redact: Redact | None = None, limit: int = 200_
         calls.append(r.call(c, prompt, prev))
         prev = (c["number"], prompt) if prompt is not None else prev
     timeline = [_redacted(e, r.s, ("name", "error")) for e in d["timeline"]]
-    events = [{**e, "attributes": r.tree(e.get("attributes"))} for e in d["events"]]
-    texts = {k: r.s(d[k]) for k in ("agent", "provider", "stop_reason", "error")}
+    events = [{**e, "name": r.s(e["name"]), "attributes": r.tree(e.get("attributes"))} for e in d["events"]]
+    texts = {k: r.s(d[k]) for k in ("run_id", "agent", "provider", "stop_reason", "error")}
     users = {k: r.tree(_json_safe(d[k])) for k in ("task", "final_output", "tools")}
     out = {**d, **texts, **users, "models": [r.s(m) for m in d["models"]], "steps": entries, "calls": calls}
     r.files[TRAJECTORY_FILE] = _lines({**out, "timeline": timeline, "events": events})

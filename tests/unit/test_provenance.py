@@ -314,6 +314,33 @@ def test_redaction_covers_every_byte_but_not_what_the_model_sees(tmp_path: Path,
     assert (tmp_path / "builtin" / "trajectory.json").is_file() and len(later) == 1  # the first run, then one
 
 
+def test_looplets_own_strings_are_redacted_too(tmp_path: Path) -> None:
+    """Not only the user's data: an error message, a tool name, the agent's name go through the redactor,
+    in step files and in trajectory.json alike."""
+
+    @tool(description="Leaky.")
+    def leaky(x: int) -> int:
+        raise RuntimeError(f"upstream refused key {SECRET_KEY}")
+
+    llm = MockLLMBackend([{"tool": "leaky", "args": {"x": 1}}, {"tool": "done", "args": {"answer": "ok"}}])
+    builtin = ProvenanceSink(tmp_path / "builtin", fsync=False)
+    seen: list[str] = []
+    custom = ProvenanceSink(
+        tmp_path / "custom", redact=lambda t: seen.append(t) or t.replace("leaky", "[tool]")
+    )
+    config = LoopConfig(agent_name="leaky-agent")
+    run("sync", llm=llm, tools=tools_from([leaky]), task={"goal": "g"}, config=config,
+        hooks=[builtin.trajectory_hook(), custom.trajectory_hook()])  # fmt: skip
+    blob = b"".join(files_of(builtin.last_path).values()).decode()
+    assert SECRET_KEY not in blob and "upstream refused key [REDACTED:openai_key]" in blob
+    step = json.loads((custom.last_path / "steps/step_01.json").read_text())
+    traj = json.loads((custom.last_path / "trajectory.json").read_text())
+    assert step["tool_call"]["tool"] == "[tool]" and traj["steps"][0]["tool"] == "[tool]"
+    assert traj["agent"] == "[tool]-agent" and "[tool]" in step["tool_result"]["error"]
+    assert [r for r in traj["timeline"] if r["kind"] == "tool"][0]["name"] == "execute_tool [tool]"
+    assert "leaky-agent" in seen and "tool_exception" in seen  # the callable sees looplet's strings
+
+
 def test_redact_argument_is_checked(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="redact"):
         ProvenanceSink(tmp_path, redact=42)
