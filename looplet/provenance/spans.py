@@ -63,12 +63,13 @@ class SpanRec:
     @classmethod
     def from_sdk(cls, s: Any) -> SpanRec:
         """From an OpenTelemetry ``ReadableSpan``, through its public properties."""
-        ctx, parent, status, start = s.context, s.parent, s.status, s.start_time or 0
-        events = [(e.name, e.timestamp, e.attributes or {}) for e in s.events] if s.events else _NONE
+        ctx, parent, status, start, events = s.context, s.parent, s.status, s.start_time or 0, s.events
+        events = [(e.name, e.timestamp, e.attributes or {}) for e in events] if events else _NONE
         attrs = s.attributes  # a copy as a plain dict: an SDK mapping's lookups are Python calls
         attrs = attrs.copy() if isinstance(attrs, MappingProxyType) else dict(attrs or {})
+        error = not (status.is_ok or status.is_unset)
         return cls(s.name, ctx.trace_id, ctx.span_id, parent.span_id if parent else None, start,
-                   s.end_time or start, attrs, status.status_code.name == "ERROR", status.description, events)  # fmt: skip
+                   s.end_time or start, attrs, error, status.description, events)  # fmt: skip
 
     @property
     def ms(self) -> float:
