@@ -32,9 +32,15 @@ def old_loop_config() -> type:
         checkpoint_dir: str | None = None
         run_envelope: Any = None
         extract_entities: Callable[..., Any] | None = None
+        compact_service: Any = None
 
         def __post_init__(self) -> None:
             LoopConfig.__post_init__(self)
+            if self.compact_service is not None:  # kept for code that reads it back; the loop never calls it
+                warn_renamed(
+                    "LoopConfig(compact_service=...) (kept on the config, not called by the 0.5 loop)",
+                    "hooks=[ThresholdCompactHook(max_tokens=..., strategy=compact_chain(Prune(), Summarize(llm), Truncate()))]",
+                )
             if self.extract_entities is not None:
                 warn_renamed(
                     "LoopConfig(extract_entities=...)",

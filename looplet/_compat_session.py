@@ -4,7 +4,8 @@ In 0.4.1 the loop kept a log of one entry per step (the model's working theory, 
 findings) and rendered it into the prompt. In 0.5 the loop keeps a chat transcript, and hooks receive
 it as ``session_log`` (a list of messages). This record survives for code that builds, saves and
 restores the old log itself (0.4.1 checkpoints hold one): it records entries and round-trips them
-through ``to_list()``; nothing in the 0.5 loop reads it.
+through ``to_list()``, and compacts in place (``compact``, what 0.4.1's compaction services do to it,
+see :mod:`looplet._compat_compact`); nothing in the 0.5 loop reads it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from typing import Any
 
 from looplet.compat import warn_renamed
 
-__all__ = ["LogEntry", "SessionLog"]
+__all__ = ["LogEntry", "SessionLog", "SUMMARY_TOOL"]
+
+#: The ``tool`` of the entry a compaction leaves in place of the entries it folded.
+SUMMARY_TOOL = "__summary__"
 
 
 @dataclass
@@ -95,3 +99,46 @@ class SessionLog:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def render(self) -> str:
+        """The log as plain text, one block per entry (what a summarizer reads)."""
+        return "\n".join(_entry_text(e) for e in self.entries)
+
+    def compact(self, max_entries_to_keep: int = 5) -> bool:
+        """Fold every entry but the last ``max_entries_to_keep`` into one summary entry (earlier summaries
+        are merged into it). Nothing happens with fewer than three entries to fold; returns whether the
+        log changed. No LLM call: the summary lists the steps, tools, findings and entities folded."""
+        keep = max(0, max_entries_to_keep)
+        old = self.entries[: len(self.entries) - keep]
+        folded = [e for e in old if e.tool != SUMMARY_TOOL]
+        if len(folded) < 3:
+            return False
+        earlier = [e for e in old if e.tool == SUMMARY_TOOL]
+        entities = {x for e in [*earlier, *folded] for x in (*e.entities_seen, *e.highlights)}
+        findings = [f for e in earlier for f in e.findings]
+        tools = sorted({e.tool for e in folded})
+        facts = [f for e in folded for f in e.findings]
+        findings.append(
+            f"steps {folded[0].step}-{folded[-1].step} ({len(folded)} entries): tools {', '.join(tools)}"
+            + (f"; found: {'; '.join(facts)}" if facts else "")
+        )
+        summary = LogEntry(
+            0,
+            "",
+            SUMMARY_TOOL,
+            f"[Compressed steps {folded[0].step}-{folded[-1].step}]",
+            sorted(entities),
+            findings,
+        )
+        self.entries = [summary, *self.entries[len(old) :]]
+        return True
+
+
+def _entry_text(e: LogEntry) -> str:
+    lines = [f"S{e.step}: {e.tool} - {e.reasoning}"]
+    if e.theory:
+        lines.append(f"  theory: {e.theory}")
+    if e.entities_seen:
+        lines.append(f"  entities: {', '.join(e.entities_seen)}")
+    lines.extend(f"  -> {f}" for f in e.findings)
+    return "\n".join(lines)

@@ -235,7 +235,6 @@ LOOP_CONFIG_KEYWORDS: KeywordTable = {
     "generate_kwargs": "set temperature=/max_tokens= here, or change call.options in a wrap_llm_call hook",
     "approval_handler": "add ApprovalHook(tools, handler=...) to hooks=[...]",
     "cancel_token": "pass cancel=CancelToken() to composable_loop",
-    "compact_service": "add ThresholdCompactHook(strategy=compact_chain(Prune(), Summarize(llm), Truncate()))",
     "done_tools": "name one done tool with done_tool=...",
     **dict.fromkeys(
         """build_briefing extract_entities build_trace build_prompt context_planner extract_step_metadata
@@ -306,6 +305,19 @@ class LegacyHookDecision:
 
         warn_renamed("decision.ignored_effects(slot)", "the fields docs/hooks.md lists per hook method")
         return ignored_effects(self, slot)
+
+    def to_wire(self) -> dict[str, Any]:
+        from looplet._compat_compact import to_wire
+
+        warn_renamed("decision.to_wire()", "dataclasses.asdict(decision)")
+        return to_wire(cast(Any, self))
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Any:
+        from looplet._compat_compact import from_wire
+
+        warn_renamed("HookDecision.from_wire(d)", "HookDecision(**d)")
+        return from_wire(raw)
 
     @property
     def permission(self) -> str | None:
@@ -799,31 +811,6 @@ def Continue(additional_context: str | None = None) -> Any:
 
     warn_renamed("Continue()", "None (no opinion) or InjectContext(text)")
     return HookDecision(additional_context=additional_context)
-
-
-# ---------------------------------------------------------------- compaction (renamed classes)
-
-
-def _compactor(old: str, new: str, keep_default: int) -> Callable[..., Any]:
-    def make(*args: Any, keep_recent: int = keep_default, **kwargs: Any) -> Any:
-        import looplet.context as ctx
-
-        warn_renamed(f"{old}(keep_recent=...)", f"looplet.{new}(keep_last=...)")
-        if new == "Summarize":
-            for gone in ("summary_prompt", "summary_max_chars", "summary_temperature"):
-                kwargs.pop(gone, None)
-            if "summary_max_tokens" in kwargs:
-                kwargs["max_tokens"] = kwargs.pop("summary_max_tokens")
-        return getattr(ctx, new)(*args, keep_last=keep_recent, **kwargs)
-
-    make.__name__ = make.__qualname__ = old
-    make.__doc__ = f"0.4.1's ``{old}``; now ``looplet.{new}`` (``keep_recent`` is ``keep_last``)."
-    return make
-
-
-TruncateCompact = _compactor("TruncateCompact", "Truncate", 2)
-SummarizeCompact = _compactor("SummarizeCompact", "Summarize", 2)
-PruneToolResults = _compactor("PruneToolResults", "Prune", 5)
 
 
 # ---------------------------------------------------------------- protocols and small helpers
@@ -1597,8 +1584,6 @@ _TO_DO_INSTEAD = {
     "FileCheckpointStore": "use CheckpointHook(dir) in hooks=[...]; resume(dir, ...) continues a saved run",
     "LoopContext": "hooks receive (state, session_log, context, ...) as arguments; looplet.current_run() "
     "gives the run in progress (ids, config, per-hook scratch)",
-    "RewriteThread": "compaction strategies return the new transcript (looplet.context); change "
-    "state.metadata directly from a hook",
     "SessionLog": "session_log is now the run's list of chat messages (role/content dicts)",
     "Tracer": "use looplet.TracingHook (OpenTelemetry spans)",
     "MetricsCollector": "use looplet.MetricsHook (Prometheus metrics)",
@@ -1613,7 +1598,6 @@ _TO_DO_INSTEAD = {
     "load_eval_run": "looplet.evals.EvalContext.from_trajectory(looplet.provenance.load_trajectory(dir))",
     "StaticMemorySource": "put the text in system_prompt=..., or return it from a pre_prompt hook",
     "DomainAdapter": "write hooks (pre_prompt for briefings, check_done for completion rules); see docs/hooks.md",
-    "DefaultCompactService": "use ThresholdCompactHook(strategy=compact_chain(Prune(), Summarize(llm), Truncate()))",
     "async_replay_loop": "replay_loop(trace_dir, tools=...) (sync); run it in a thread from async code",
 }
 
@@ -1621,9 +1605,6 @@ _TO_DO_INSTEAD = {
 _TABLE: dict[str, Callable[[str], Any] | str] = {
     "Block": _here("Block"),
     "Continue": _here("Continue"),
-    "TruncateCompact": _here("TruncateCompact"),
-    "SummarizeCompact": _here("SummarizeCompact"),
-    "PruneToolResults": _here("PruneToolResults"),
     "LLMBackend": _alias("looplet.protocols", "LLMBackend"),
     "AgentState": _alias("looplet.state", "DefaultState", "looplet.DefaultState (or any object with steps)"),
     "DefaultState": _alias("looplet.state", "DefaultState", "looplet.DefaultState"),
@@ -1641,7 +1622,6 @@ _TABLE: dict[str, Callable[[str], Any] | str] = {
     "ApprovalHook": _alias("looplet.control", "ApprovalHook", "looplet.ApprovalHook"),
     "PermissionHook": _alias("looplet.control", "PermissionHook", "looplet.PermissionHook"),
     "Checkpoint": _alias("looplet.control", "Checkpoint", "looplet.control.Checkpoint"),
-    "compact_chain": _alias("looplet.context", "compact_chain", "looplet.compact_chain"),
     "ThresholdCompactHook": _alias("looplet.context", "ThresholdCompactHook", "looplet.ThresholdCompactHook"),
     "make_backend": _here("make_backend"),
     "LoopHook": _here("LoopHook"),
@@ -1688,6 +1668,16 @@ _TABLE.update(
         },
         "SessionLog": _working("looplet._compat_session", "SessionLog"),
         "LogEntry": _working("looplet._compat_session", "LogEntry"),
+    }
+)
+
+# 0.4.1's compaction services, conversation records and lifecycle events (looplet._compat_compact)
+_TABLE.update(
+    {
+        name: _working("looplet._compat_compact", name)
+        for name in """TruncateCompact SummarizeCompact PruneToolResults DefaultCompactService CompactOutcome
+        CompactService run_compact apply_thread_rewrite compact_chain default_compact_service Conversation
+        Message MessageRole LifecycleEvent EventPayload RewriteThread""".split()
     }
 )
 

@@ -326,7 +326,10 @@ def test_block_continue_and_old_decision_fields() -> None:
         assert Block("no").block == "no"
     with one_warning("InjectContext"):
         assert Continue("more").additional_context == "more"
-    removed("from looplet.hook_decision import RewriteThread", "compaction strategies")
+    from looplet.hook_decision import RewriteThread
+
+    with one_warning("state.metadata"):
+        assert RewriteThread(reset_metadata_keys=["c"]).rewrite_thread == {"reset_metadata_keys": ["c"]}
     with one_warning(r"Deny(reason)"):
         assert HookDecision(permission="deny").block == "permission denied"  # type: ignore[call-arg]
     with one_warning("Allow()"):
@@ -441,8 +444,8 @@ def test_renamed_compaction_classes() -> None:
         p = PruneToolResults()
     with one_warning("looplet.Summarize"):
         s = SummarizeCompact(MockLLMBackend(["summary"]), keep_recent=1, summary_max_tokens=99)
-    assert (type(t), t.keep_last, type(p), p.keep_last) == (Truncate, 3, Prune, 5)
-    assert (type(s), s.keep_last, s.max_tokens) == (Summarize, 1, 99)
+    assert isinstance(t, Truncate) and isinstance(p, Prune) and (t.keep_last, p.keep_last) == (3, 5)
+    assert isinstance(s, Summarize) and (s.keep_last, s.max_tokens) == (1, 99)
     assert compact_chain(p, s, t) is not None
 
 
