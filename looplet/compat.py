@@ -252,11 +252,19 @@ TOOL_CALL_KEYWORDS: KeywordTable = {
     "call_id": "id",
     "metadata": "keep per-call data in a hook (run.scratch) or in the arguments",
 }
-TOOL_RESULT_KEYWORDS: KeywordTable = {
-    "tool": None,  # the Step carries the call: step.tool_call.tool
-    "call_id": None,  # and its id: step.tool_call.id
-    "args_summary": None,
-    "result_key": None,
+
+
+def _kept(name: str) -> Callable[[Any, dict[str, Any]], None]:
+    def translate(value: Any, kwargs: dict[str, Any]) -> None:
+        from looplet._compat_records import keep
+
+        keep(name)(value, kwargs)
+
+    return translate
+
+
+TOOL_RESULT_KEYWORDS: KeywordTable = {  # tool=, call_id=, ...: kept on the result (looplet._compat_records)
+    **{name: _kept(name) for name in ("tool", "call_id", "args_summary", "result_key")},
     "error_detail": lambda value, kwargs: _old_error_detail(value, kwargs),
     "metadata": "attach data to the result itself (data=...) or keep it in a hook",
 }
@@ -325,6 +333,15 @@ class LegacyHookDecision:
         return "deny" if self.block is not None else ("allow" if self.allow else None)
 
 
+class LegacyStep:
+    """0.4.1's ``Step`` methods, deprecated; ``Step`` inherits them."""
+
+    __slots__ = ()
+
+    def summary(self) -> str:
+        return cast(str, _records().step_summary(self))
+
+
 class LegacyToolCall:
     """0.4.1's ``ToolCall`` attributes, deprecated; ``ToolCall`` inherits them."""
 
@@ -333,7 +350,12 @@ class LegacyToolCall:
 
     @property
     def call_id(self) -> str:
+        """The call's id; a call without one gets one here (0.4.1 made one for every ToolCall)."""
         warn_renamed("ToolCall.call_id", "ToolCall.id")
+        if not self.id:
+            import uuid
+
+            cast(Any, self).id = f"call_{uuid.uuid4().hex[:12]}"
         return self.id
 
     @property
@@ -414,10 +436,19 @@ def _old_error_detail(value: Any, kwargs: dict[str, Any]) -> None:
         kwargs.setdefault("error_kind", _KIND_OF_FAMILY.get(kind, kind.value))
 
 
-class LegacyToolResult:
-    """0.4.1's ``ToolResult`` attributes, deprecated; ``ToolResult`` inherits them."""
+def _records() -> Any:
+    import looplet._compat_records
 
-    __slots__ = ()
+    return looplet._compat_records
+
+
+class LegacyToolResult:
+    """0.4.1's ``ToolResult`` attributes, deprecated; ``ToolResult`` inherits them. ``_old`` (unset
+    unless used) holds what 0.4.1 code gave: ``ToolResult(tool=, call_id=, ...)``, or the call
+    ``registry.dispatch`` ran."""
+
+    __slots__ = ("_old",)
+    _old: Any
     error: str | None
     error_kind: str | None
 
@@ -440,8 +471,19 @@ class LegacyToolResult:
 
     @property
     def args_summary(self) -> str:
-        warn_renamed("ToolResult.args_summary", "step.tool_call.args (and step.pretty())")
-        return ""
+        return cast(str, _records().old_field(self, "args_summary", ""))
+
+    @property
+    def tool(self) -> str:
+        return cast(str, _records().old_field(self, "tool", ""))
+
+    @property
+    def call_id(self) -> str | None:
+        return cast("str | None", _records().old_field(self, "call_id", None))
+
+    @property
+    def result_key(self) -> str | None:
+        return cast("str | None", _records().old_field(self, "result_key", None))
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -1403,6 +1445,12 @@ class LegacyToolSpec:
     parameters: dict[str, Any]
 
     @property
+    def free(self) -> bool:
+        """False: only a ``ToolSpec(free=True)`` (``looplet._compat_loop``) is free."""
+        warn_renamed("ToolSpec.free", "a higher max_steps (every tool call is a step in 0.5)")
+        return False
+
+    @property
     def is_json_schema(self) -> bool:
         warn_renamed("ToolSpec.is_json_schema", "ToolSpec.parameters (always a JSON Schema in 0.5)")
         return True
@@ -1478,6 +1526,9 @@ class LegacyRegistry:
             "registry.tool_catalog_text()", "registry.schemas() (the model gets native tool schemas)"
         )
         return "\n".join(["Available tools:", *(_spec_text(s) for s in self._tools.values())])
+
+    def introspect(self) -> dict[str, Any]:
+        return cast("dict[str, Any]", _records().introspect(self))
 
     @property
     def tool_specs(self) -> dict[str, Any]:
@@ -1606,7 +1657,9 @@ _TABLE: dict[str, Callable[[str], Any] | str] = {
     "Block": _here("Block"),
     "Continue": _here("Continue"),
     "LLMBackend": _alias("looplet.protocols", "LLMBackend"),
-    "AgentState": _alias("looplet.state", "DefaultState", "looplet.DefaultState (or any object with steps)"),
+    "AgentState": _alias(  # 0.4.1's protocol: isinstance(x, AgentState) holds for any object with steps
+        "looplet._compat_records", "AgentState", "looplet.DefaultState (or any object with steps)"
+    ),
     "DefaultState": _alias("looplet.state", "DefaultState", "looplet.DefaultState"),
     "LoopConfig": _alias("looplet.config", "LoopConfig", "looplet.LoopConfig"),
     "PermissionDecision": _here("PermissionDecision"),

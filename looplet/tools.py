@@ -510,9 +510,14 @@ class BaseToolRegistry(LegacyRegistry):
     ) -> ToolResult:
         """Validate and run ``call``; every failure comes back as ``ToolResult.error`` with an ``error_kind``."""
         spec = self.prepare(call)
-        if isinstance(spec, ToolResult):
-            return spec
-        return self.execute(spec, call, spec.timeout_s or timeout_s, max_chars)
+        result = (
+            spec
+            if isinstance(spec, ToolResult)
+            else self.execute(spec, call, spec.timeout_s or timeout_s, max_chars)
+        )
+        if getattr(result, "_old", None) is None:
+            result._old = call  # 0.4.1's result.tool / result.call_id read it (looplet.compat); the loop does not call dispatch
+        return result
 
     def execute(
         self, spec: ToolSpec, call: ToolCall, timeout: float | None, max_chars: int | None = None

@@ -12,6 +12,7 @@ from looplet.compat import (
     TOOL_CALL_KEYWORDS,
     TOOL_RESULT_KEYWORDS,
     LegacyRunResult,
+    LegacyStep,
     LegacyToolCall,
     LegacyToolResult,
     module_getattr,
@@ -261,7 +262,7 @@ class LLMCall:
 
 
 @dataclass(slots=True)
-class Step:
+class Step(LegacyStep):  # 0.4.1's summary() (looplet.compat)
     """One tool call of a run, with its result and what it cost.
 
     ``usage``, ``llm_ms`` and ``cost_usd`` belong to the LLM call that proposed the tool call; when one

@@ -196,11 +196,13 @@ def test_tool_call_call_id_is_id() -> None:
 
 
 def test_tool_result_old_keywords_are_accepted() -> None:
-    with one_warning("ToolResult() without it"):
+    with one_warning("step.tool_call.tool"):
         r = ToolResult(tool="search", data={"hits": 2})  # type: ignore[call-arg]
     assert (r.data, r.error) == ({"hits": 2}, None)
     with one_warning("step.tool_call.args"):
         assert r.args_summary == ""
+    with one_warning("step.tool_call.tool"):
+        assert r.tool == "search"  # kept (looplet._compat_records)
     with one_warning("error_kind="):
         kept = ToolResult(error="boom", error_detail=object())  # type: ignore[call-arg]
     assert (kept.error, kept.error_kind) == ("boom", "tool_exception")  # error= given wins
