@@ -370,9 +370,8 @@ class SummarizeCompact(Summarize):
         summary_max_chars: int = 4000,
         summary_max_tokens: int | None = 1200,
     ) -> None:
-        Summarize.__init__(
-            self, _NoLLM() if llm is None else llm, keep_last=keep_recent, max_tokens=summary_max_tokens
-        )
+        backend = _NoLLM() if llm is None else old_backend(llm)  # a 0.4.1 backend works as a 0.5 strategy too
+        Summarize.__init__(self, backend, keep_last=keep_recent, max_tokens=summary_max_tokens)
         self.keep_recent, self.summary_max_chars, self.own_llm = keep_recent, summary_max_chars, llm
 
     def compact(
