@@ -15,8 +15,9 @@ transcript (:mod:`looplet.context`). The adapters here:
 - ``DefaultCompactService``, ``compact_chain`` of services, ``run_compact`` (``PRE_COMPACT`` /
   ``POST_COMPACT`` through hooks' ``on_event(payload)``), ``apply_thread_rewrite`` and ``RewriteThread``.
 
-The 0.5 loop never calls a service: ``LoopConfig(compact_service=...)`` is kept on the config and a
-warning says to use ``ThresholdCompactHook``.
+``LoopConfig(compact_service=...)`` of these services (0.5 strategies too) adds a ``ThresholdCompactHook``
+with that strategy to the run (it compacts past 80% of ``LoopConfig(context_window=...)``); other
+services are refused, naming it.
 """
 
 from __future__ import annotations
@@ -629,6 +630,20 @@ class ServiceChain:
         from looplet.context import compact_chain as new_chain
 
         return new_chain(*self.stages)(messages, target, meter)
+
+
+def as_strategy(service: Any) -> Any:
+    """``LoopConfig(compact_service=...)``: the 0.5 strategy a 0.4.1 service is (the services of this
+    module, and chains of them), for ``ThresholdCompactHook``; a TypeError for any other service."""
+    stages = service.stages if isinstance(service, ServiceChain) else (service,)
+    if all(callable(s) for s in stages):
+        return service
+    raise TypeError(
+        f"LoopConfig(compact_service={type(service).__name__}(...)) was removed in looplet 0.5: the loop compacts "
+        "with a 0.5 strategy: add ThresholdCompactHook(strategy=compact_chain(Prune(), Summarize(llm), Truncate())) "
+        "to hooks=[...] (TruncateCompact, SummarizeCompact(llm), PruneToolResults and compact_chain of them are "
+        "still taken here) (see docs/migration.md)"
+    )
 
 
 def compact_chain(*stages: Any) -> Any:

@@ -36,10 +36,13 @@ def old_loop_config() -> type:
 
         def __post_init__(self) -> None:
             LoopConfig.__post_init__(self)
-            if self.compact_service is not None:  # kept for code that reads it back; the loop never calls it
+            if self.compact_service is not None:
+                from looplet._compat_compact import as_strategy
+
+                as_strategy(self.compact_service)  # a service that is no 0.5 strategy: TypeError
                 warn_renamed(
-                    "LoopConfig(compact_service=...) (kept on the config, not called by the 0.5 loop)",
-                    "hooks=[ThresholdCompactHook(max_tokens=..., strategy=compact_chain(Prune(), Summarize(llm), Truncate()))]",
+                    "LoopConfig(compact_service=...)",
+                    "hooks=[ThresholdCompactHook(strategy=compact_chain(Prune(), Summarize(llm), Truncate()))]",
                 )
             if self.extract_entities is not None:
                 warn_renamed(
@@ -80,6 +83,12 @@ def old_run(
     extractor = getattr(config, "extract_entities", None)
     if extractor is not None:
         hooks = [*hooks, EntityExtractor(extractor, config.done_tool)]
+    service = getattr(config, "compact_service", None)
+    if service is not None:  # a 0.4.1 service that is also a 0.5 strategy: compact past 80% of context_window
+        from looplet._compat_compact import as_strategy
+        from looplet.context import ThresholdCompactHook
+
+        hooks = [*hooks, ThresholdCompactHook(strategy=as_strategy(service))]
     free = frozenset(name for name, spec in registry._tools.items() if type(spec) is free_tool_spec())
     if free:
         counter = FreeSteps(free)

@@ -310,18 +310,34 @@ def test_rewrite_thread_decision_and_wire_form() -> None:
     assert state.metadata == {"keep": 1}
 
 
-def test_loop_config_keeps_a_compact_service_and_the_run_goes_on() -> None:
+def test_loop_config_compact_service_compacts_the_run_with_its_strategy() -> None:
     service = old("compact_chain")(
         old("PruneToolResults")(keep_recent=2), old("TruncateCompact")(keep_recent=1)
     )
     with one_warning("compact_service", "ThresholdCompactHook"):
-        config = LoopConfig(max_steps=3, compact_service=service)  # type: ignore[call-arg]
+        config = LoopConfig(max_steps=6, context_window=400, compact_service=service)  # type: ignore[call-arg]
     assert config.compact_service is service  # type: ignore[attr-defined]
-    llm = MockLLMBackend(['{"tool": "done", "args": {"answer": "ok"}}'])
-    steps = list(
-        composable_loop(llm=llm, tools=tools_from([], include_done=True), config=config, task={"goal": "t"})
-    )
-    assert [s.tool_call.tool for s in steps] == ["done"]
+
+    def fetch(n: int) -> str:
+        """A long page."""
+        return f"page {n} " + "x" * 600
+
+    seen: list[int] = []
+
+    class Sizes:
+        def pre_prompt(
+            self, state: Any, session_log: list[dict[str, Any]], context: Any, step_num: int
+        ) -> None:
+            seen.append(sum(len(str(m.get("content") or "")) for m in session_log))
+
+    script = [f'{{"tool": "fetch", "args": {{"n": {i}}}}}' for i in range(4)]
+    llm = MockLLMBackend([*script, '{"tool": "done", "args": {"answer": "ok"}}'])
+    tools = tools_from([fetch], include_done=True)
+    steps = list(composable_loop(llm=llm, tools=tools, config=config, hooks=[Sizes()], task={"goal": "t"}))
+    assert [s.tool_call.tool for s in steps] == ["fetch"] * 4 + ["done"]
+    assert max(seen) < 4 * 600  # without compaction the transcript holds every page
+    with pytest.raises(TypeError, match="ThresholdCompactHook"):
+        LoopConfig(compact_service=old("DefaultCompactService")())  # type: ignore[call-arg]
 
 
 # --- records ----------------------------------------------------------------------------------------
