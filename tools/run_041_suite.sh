@@ -59,9 +59,11 @@ run() {  # run PYTHON XML: 0.4.1's core tests under PYTHON, results as JUnit XML
 venv "$SCRATCH/venv041" "$SRC"
 venv "$SCRATCH/venv-here" -e "$REPO"
 # The scratch venv may have been made from another checkout: make sure it measures THIS one.
-here_pkg="$("$SCRATCH/venv-here/bin/python" -c 'import looplet, os; print(os.path.dirname(looplet.__file__))' 2>/dev/null || true)"
+# Asked from outside the repository (from inside it, `import looplet` finds the checkout itself, whatever
+# the venv has installed), and pip run as a module (a copied venv's bin/pip names another venv's python).
+here_pkg="$(cd / && "$SCRATCH/venv-here/bin/python" -c 'import looplet, os; print(os.path.dirname(looplet.__file__))' 2>/dev/null || true)"
 if [ "$here_pkg" != "$REPO/looplet" ]; then
-  "$SCRATCH/venv-here/bin/pip" install -q -e "$REPO"
+  "$SCRATCH/venv-here/bin/python" -m pip install -q --no-deps --force-reinstall -e "$REPO"
 fi
 stamp="$(printf '%s\n' "${CORE_FILES[@]}" | sha1sum | cut -c1-12)"
 if [ ! -s "$SCRATCH/ref-$stamp.xml" ]; then
