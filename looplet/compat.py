@@ -1557,15 +1557,18 @@ def tools_from_args(old: dict[str, Any], items: list[Any]) -> tuple[Any, list[An
 
 
 def _think_tool() -> Any:
-    from looplet.tools import ToolSpec
+    """0.4.1's think tool: free, as it was there (its calls do not count as steps: ``looplet._compat_loop``)."""
+    from looplet._compat_loop import free_tool_spec
 
-    return ToolSpec(
-        "think",
-        "Reason before acting (plan, compare options, reflect); nothing runs and nothing changes.",
-        {"analysis": "your reasoning in free text"},
-        _acknowledge,
-        concurrent_safe=True,
-    )
+    with warnings.catch_warnings():  # the caller's old spelling (register_think_tool, include_think=) warned
+        warnings.filterwarnings("ignore", r"ToolSpec\(free=True\)", DeprecationWarning)
+        return free_tool_spec()(
+            "think",
+            "Reason before acting (plan, compare options, reflect); nothing runs and nothing changes.",
+            {"analysis": "your reasoning in free text"},
+            _acknowledge,
+            concurrent_safe=True,
+        )
 
 
 def _acknowledge(analysis: str = "") -> dict[str, Any]:

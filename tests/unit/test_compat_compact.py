@@ -392,6 +392,10 @@ def test_registry_introspect_tool_spec_free_and_agent_state() -> None:
     }
     free = ToolSpec("think", "t", {}, lambda: None, free=True)  # type: ignore[call-arg]
     assert BaseToolRegistry([free]).introspect()["tools"][0]["free"] is True
+    think = BaseToolRegistry()
+    with one_warning("register_think_tool"):
+        old("register_think_tool", "looplet.tools")(think)
+    assert think.introspect()["tools"][0]["free"] is True  # 0.4.1's think tool was free
     with one_warning("ToolSpec.free"):
         assert registry.get("search").free is False  # type: ignore[union-attr]
     with one_warning("DefaultState"):
