@@ -44,6 +44,7 @@ __all__ = [
     "Conversation",
     "DefaultCompactService",
     "EventPayload",
+    "LIFECYCLE_EVENTS",
     "LifecycleEvent",
     "Message",
     "MessageRole",
@@ -680,6 +681,10 @@ class LifecycleEvent(StrEnum):
     STOP = "stop"
     SUBAGENT_START = "subagent_start"
     SUBAGENT_STOP = "subagent_stop"
+
+
+#: Every 0.4.1 lifecycle event, in its order.
+LIFECYCLE_EVENTS: tuple[LifecycleEvent, ...] = tuple(LifecycleEvent)
 
 
 @dataclass

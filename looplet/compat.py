@@ -1733,7 +1733,7 @@ _TABLE.update(
         name: _working("looplet._compat_compact", name)
         for name in """TruncateCompact SummarizeCompact PruneToolResults DefaultCompactService CompactOutcome
         CompactService run_compact apply_thread_rewrite compact_chain default_compact_service Conversation
-        Message MessageRole LifecycleEvent EventPayload RewriteThread""".split()
+        Message MessageRole LifecycleEvent LIFECYCLE_EVENTS EventPayload RewriteThread""".split()
     }
 )
 

@@ -259,6 +259,7 @@ def test_run_compact_sends_pre_and_post_events_and_applies_rewrites() -> None:
     state.metadata.update(cache=1, hook_cache=2, keep=3)
     out = old("run_compact")(Service(), hooks=[Observer()], **kwargs(state=state, reason="pressure"))
     assert [p.event for p in seen] == [events.PRE_COMPACT, events.POST_COMPACT]
+    assert old("LIFECYCLE_EVENTS", "looplet.events").index(events.POST_COMPACT) == 8
     assert seen[1].extra["outcome"]["reason"] == "pressure" == out.reason
     assert state.metadata == {"keep": 3, "compacted": True} and cleaned == [1]
 
