@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from looplet.compat import warn_renamed
 
-__all__ = ["AgentState", "introspect", "old_field", "step_summary"]
+__all__ = ["AgentState", "introspect", "keep_spec", "old_field", "spec_field", "step_summary"]
 
 
 @runtime_checkable
@@ -42,6 +42,33 @@ def keep(name: str) -> Any:
         kwargs.setdefault("_old", {})[name] = value
 
     return translate
+
+
+#: 0.4.1's ToolSpec fields that specs keep, with their defaults (0.5 reads none of them).
+SPEC_DEFAULTS: dict[str, Any] = {
+    "idempotency": "unknown",
+    "retryable": False,
+    "requires": [],
+    "tags": [],
+    "render": {},
+}
+_SPEC_ADVICE = (
+    "nothing: 0.5 does not read it (the loop retries LLM calls, never tool calls); it is kept on the spec"
+)
+
+
+def keep_spec(name: str, value: Any, kwargs: dict[str, Any]) -> None:
+    """``ToolSpec(name=value)`` of 0.4.1 (``TOOL_SPEC_KEYWORDS``): kept on the spec."""
+    warn_renamed(f"ToolSpec({name}=...)", _SPEC_ADVICE)
+    kwargs.setdefault("_old", {})[name] = value
+
+
+def spec_field(spec: Any, name: str) -> Any:
+    """``spec.<name>`` of 0.4.1: what the spec was given, else 0.4.1's default."""
+    warn_renamed(f"ToolSpec.{name}", _SPEC_ADVICE)
+    kept = getattr(spec, "_old", None) or {}
+    default = SPEC_DEFAULTS[name]
+    return kept.get(name, type(default)(default) if isinstance(default, list | dict) else default)
 
 
 def old_field(result: Any, name: str, default: Any) -> Any:

@@ -131,6 +131,11 @@ def old_keywords(table: KeywordTable, *, what: str = "") -> Callable[[type[_T]],
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
             if kwargs and not old.keys().isdisjoint(kwargs):
                 _translate(label, old, kwargs)
+                kept = kwargs.pop("_old", None)  # values a translator keeps on the object (its `_old` slot)
+                init(self, *args, **kwargs)
+                if kept is not None:
+                    self._old = kept
+                return
             init(self, *args, **kwargs)
 
         cls.__init__ = __init__  # type: ignore[method-assign]
@@ -270,12 +275,24 @@ TOOL_RESULT_KEYWORDS: KeywordTable = {  # tool=, call_id=, ...: kept on the resu
 }
 
 
+_SPEC_KEPT = ("idempotency", "retryable", "requires", "tags", "render")
+
+
+def _kept_spec(name: str) -> Callable[[Any, dict[str, Any]], None]:
+    def translate(value: Any, kwargs: dict[str, Any]) -> None:
+        _records().keep_spec(name, value, kwargs)
+
+    return translate
+
+
 #: ToolSpec fields of 0.4.1.
 TOOL_SPEC_KEYWORDS: KeywordTable = {
     "free": None,  # free=True makes looplet._compat_loop's free ToolSpec (calls not counted as steps)
     "infer_optional_from_signature": "give a JSON Schema whose 'required' lists only the required arguments, "
     "or build the spec with @tool (it reads defaults from the signature)",
-    **dict.fromkeys("idempotency retryable requires tags render capabilities".split()),
+    "capabilities": None,
+    # kept on the spec for code that reads them back (looplet._compat_records); 0.5 does not read them
+    **{name: _kept_spec(name) for name in _SPEC_KEPT},
 }
 
 
@@ -1437,9 +1454,32 @@ class ToolNames(list[str]):
 
 
 class LegacyToolSpec:
-    """0.4.1's ``ToolSpec`` methods, deprecated; ``ToolSpec`` inherits them."""
+    """0.4.1's ``ToolSpec`` methods, deprecated; ``ToolSpec`` inherits them. ``_old`` (unset unless used)
+    holds 0.4.1's retry-contract fields a spec was given (``idempotency=``, ``retryable=``, ...)."""
 
-    __slots__ = ()
+    __slots__ = ("_old",)
+    _old: Any
+
+    @property
+    def idempotency(self) -> str:
+        return cast(str, _records().spec_field(self, "idempotency"))
+
+    @property
+    def retryable(self) -> bool:
+        return cast(bool, _records().spec_field(self, "retryable"))
+
+    @property
+    def requires(self) -> list[str]:
+        return cast("list[str]", _records().spec_field(self, "requires"))
+
+    @property
+    def tags(self) -> list[str]:
+        return cast("list[str]", _records().spec_field(self, "tags"))
+
+    @property
+    def render(self) -> dict[str, Any]:
+        return cast("dict[str, Any]", _records().spec_field(self, "render"))
+
     name: str
     description: str
     parameters: dict[str, Any]

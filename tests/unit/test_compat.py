@@ -850,9 +850,13 @@ def test_async_graders_and_collectors_are_refused_without_running() -> None:
 def test_tool_spec_old_fields() -> None:
     from looplet import ToolSpec
 
-    with one_warning("ToolSpec() without it"):
+    with one_warning("ToolSpec(tags=...)", "kept on the spec"):
         spec = ToolSpec("lookup", "Find an owner.", {"service": "str"}, lookup, tags=["ops"])  # type: ignore[call-arg]
     assert spec.name == "lookup"
+    with one_warning("ToolSpec.tags"):
+        assert spec.tags == ["ops"]
+    with one_warning("ToolSpec.idempotency"):
+        assert spec.idempotency == "unknown"  # 0.4.1's default
     with pytest.raises(TypeError, match="@tool"):
         ToolSpec("lookup", "x", {}, lookup, infer_optional_from_signature=True)  # type: ignore[call-arg]
 

@@ -407,3 +407,14 @@ def test_registry_introspect_tool_spec_free_and_agent_state() -> None:
 
     assert isinstance(DefaultState(), AgentState) and isinstance(Minimal(), AgentState)
     assert not isinstance(object(), AgentState)
+
+
+def test_tool_spec_keeps_0_4_1_retry_contract_fields() -> None:
+    with one_warning("ToolSpec(retryable=...)", "kept on the spec"):
+        spec = ToolSpec("read", "Read", {}, lambda: {}, retryable=True)  # type: ignore[call-arg]
+    with one_warning("ToolSpec.retryable"):
+        assert spec.retryable is True
+    plain = ToolSpec("read", "Read", {}, lambda: {})
+    assert (plain.idempotency, plain.retryable, plain.requires, plain.render) == ("unknown", False, [], {})
+    plain.tags.append("x")  # a fresh default each time, as 0.4.1's default_factory
+    assert plain.tags == [] and plain == ToolSpec("read", "Read", {}, plain.execute)
