@@ -1811,6 +1811,16 @@ _TABLE.update(
 )
 
 
+# 0.4.1's provider backend classes and prompt-cache breakpoints (looplet._compat_backends)
+_TABLE.update(
+    {
+        name: _working("looplet._compat_backends", name)
+        for name in """OpenAIStreamingBackend AsyncOpenAIBackend AnthropicStreamingBackend AsyncAnthropicBackend
+        CacheControl CachePolicy CacheBreakpoint compute_breakpoints""".split()
+    }
+)
+
+
 def old_name(module: str, name: str, *, known: bool = False) -> Any:
     """The value of 0.4.1's ``module.name``, or :class:`RemovedAPIError` saying what to write instead.
 

@@ -27,6 +27,26 @@ from looplet.types import LLMResponse, ToolCall, Usage
 log = logging.getLogger("looplet")
 
 
+def old_style(
+    client: Any, kwargs: dict[str, Any], sdk: str, path: tuple[str, ...], old: frozenset[str]
+) -> bool:
+    """Whether a backend is being made the looplet 0.4.1 way (``looplet._compat_backends``): around a
+    client that is not the SDK's but has its call method (0.4.1 duck-typed it; a test double, say), or
+    with one of 0.4.1's keywords ``old``. Checked once per construction; the SDK is not imported."""
+    if kwargs and not old.isdisjoint(kwargs):
+        return True
+    if client is None or type(client).__module__.partition(".")[0] == sdk:
+        return False
+    for name in path:
+        client = getattr(client, name, None)
+    return callable(client)
+
+
+class SettingMissing(ValueError, RuntimeError):
+    """A setting ``from_env`` needs is missing. A ``ValueError``; also a ``RuntimeError``, which is what
+    looplet 0.4.1's ``from_env`` raised, so code written for it still catches it."""
+
+
 def settings_from_env(
     prefix: str, kwargs: dict[str, Any], *, model_example: str, key_example: str
 ) -> dict[str, Any]:
@@ -34,15 +54,18 @@ def settings_from_env(
     ``<PREFIX>_BASE_URL`` (optional), keyword arguments winning; the rest of ``kwargs`` passes through.
     A missing model or key raises ``ValueError`` saying what to export."""
     model = kwargs.pop("model", None) or os.environ.get(f"{prefix}_MODEL")
-    if not model:
-        raise ValueError(
-            f"{prefix}_MODEL is not set: export {prefix}_MODEL={model_example} (or pass model=...)"
-        )
     api_key = kwargs.pop("api_key", None) or os.environ.get(f"{prefix}_API_KEY")
+    missing = (
+        []
+        if model
+        else [f"{prefix}_MODEL is not set: export {prefix}_MODEL={model_example} (or pass model=...)"]
+    )
     if not api_key:
-        raise ValueError(
+        missing.append(
             f"{prefix}_API_KEY is not set: export {prefix}_API_KEY={key_example}, or pass api_key=..."
         )
+    if missing:  # both at once when both are missing
+        raise SettingMissing("; ".join(missing))
     base_url = kwargs.pop("base_url", None) or os.environ.get(f"{prefix}_BASE_URL") or None
     return dict(kwargs, model=model, api_key=api_key, base_url=base_url)
 

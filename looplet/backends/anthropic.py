@@ -23,6 +23,7 @@ from looplet.backends._common import (
     check_stream,
     deliver,
     not_an_answer,
+    old_style,
     parse_arguments,
     server_of,
     settings_from_env,
@@ -36,6 +37,7 @@ from looplet.types import LLMResponse, ToolCall, Usage
 __all__ = ["AnthropicBackend"]
 
 PROVIDER = "anthropic"  # gen_ai.provider.name
+_OLD_KEYWORDS = frozenset({"default_max_tokens"})  # looplet 0.4.1's (see __new__)
 
 
 class AnthropicBackend:
@@ -48,6 +50,15 @@ class AnthropicBackend:
     """
 
     provider = PROVIDER
+
+    def __new__(cls, client: Any = None, *args: Any, **kwargs: Any) -> AnthropicBackend:
+        if cls is AnthropicBackend and old_style(
+            client, kwargs, PROVIDER, ("messages", "create"), _OLD_KEYWORDS
+        ):
+            from looplet._compat_backends import old_backend_class  # looplet 0.4.1's way, deprecated
+
+            cls = old_backend_class(PROVIDER)
+        return object.__new__(cls)
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ from looplet.backends._common import (
     deliver,
     empty_answer,
     not_an_answer,
+    old_style,
     parse_arguments,
     server_of,
     settings_from_env,
@@ -35,6 +36,9 @@ from looplet.types import LLMResponse, ToolCall, Usage
 __all__ = ["OpenAIBackend"]
 
 PROVIDER = "openai"  # gen_ai.provider.name
+_OLD_KEYWORDS = frozenset(
+    {"default_max_tokens", "tool_choice", "use_prompt_cache_key"}
+)  # looplet 0.4.1's (see __new__)
 
 
 class OpenAIBackend:
@@ -50,6 +54,15 @@ class OpenAIBackend:
     """
 
     provider = PROVIDER
+
+    def __new__(cls, client: Any = None, *args: Any, **kwargs: Any) -> OpenAIBackend:
+        if cls is OpenAIBackend and old_style(
+            client, kwargs, PROVIDER, ("chat", "completions", "create"), _OLD_KEYWORDS
+        ):
+            from looplet._compat_backends import old_backend_class  # looplet 0.4.1's way, deprecated
+
+            cls = old_backend_class(PROVIDER)
+        return object.__new__(cls)
 
     def __init__(
         self,
