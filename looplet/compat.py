@@ -691,6 +691,11 @@ def _takes(fn: Any, name: str) -> bool:
     return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
 
 
+def _engine_check(hook: Any, method: str) -> bool:
+    """``PermissionHook(PermissionEngine)``'s ``check_permission`` is for callers: it judges in pre_dispatch."""
+    return method == "check_permission" and isinstance(getattr(hook, "engine", None), PermissionEngine)
+
+
 def old_hooks(hooks: list[Any], tools: Any = None) -> list[Any]:
     """The hooks as the 0.5 loop should see them: those with 0.4.1-only methods wrapped in
     :class:`OldHook` (with one DeprecationWarning each); the list itself when there are none.
@@ -699,7 +704,7 @@ def old_hooks(hooks: list[Any], tools: Any = None) -> list[Any]:
         return hooks
     out = []
     for h in hooks:
-        has = [m for m in OLD_HOOK_METHODS if callable(getattr(h, m, None))]
+        has = [m for m in OLD_HOOK_METHODS if callable(getattr(h, m, None)) and not _engine_check(h, m)]
         if not has:
             out.append(h)
             continue
@@ -717,7 +722,10 @@ def old_hooks(hooks: list[Any], tools: Any = None) -> list[Any]:
         }
         warn_renamed(f"hook {type(h).__name__}.{'/'.join(has)}", ", ".join(new[m] for m in has))
         out.append(OldHook(h, tools))
-    if any(callable(getattr(h, "check_permission", None)) for h in hooks):
+    if any(
+        callable(getattr(h, "check_permission", None)) and not _engine_check(h, "check_permission")
+        for h in hooks
+    ):
         from looplet._compat_hooks import permission_last  # 0.4.1's order: check_permission last
 
         return permission_last(hooks, out)
@@ -988,9 +996,20 @@ class PermissionOutcome:
         return self.decision == PermissionDecision.DENY
 
 
+def _matcher_fails(rule: Any, call: Any) -> bool:
+    """Whether an ``ask`` rule matched only because its ``arg_matcher`` raised: denied, never asked."""
+    try:
+        rule.arg_matcher is None or rule.arg_matcher(dict(call.args))
+    except Exception:
+        return True
+    return False
+
+
 class PermissionEngine:
-    """0.4.1's rule list; ``PermissionHook(PermissionEngine(rules=...))`` still works. Use
-    ``PermissionHook(rules, default=...)``."""
+    """0.4.1's rule list; ``PermissionHook(PermissionEngine(rules=...))`` still works (it judges with
+    ``evaluate``: looplet._compat_permissions). Use ``PermissionHook(rules, default=...)``."""
+
+    looplet_engine = True  # PermissionHook(engine) makes looplet._compat_permissions.EngineHook
 
     def __init__(
         self,
@@ -1029,7 +1048,7 @@ class PermissionEngine:
         action = rule.action if rule is not None else self.default
         reason = (rule.reason if rule is not None else "") or f"{action} by policy"
         if action == "ask":
-            action = self._ask(call, rule)
+            action = "deny" if _matcher_fails(rule, call) else self._ask(call, rule)
         outcome = PermissionOutcome(PermissionDecision(action), reason, rule)
         if outcome.denied:
             self.denials.append({"tool": call.tool, "reason": reason, "args": dict(call.args)})

@@ -211,6 +211,13 @@ class PermissionHook:
 
     handles_approvals = True
 
+    def __new__(cls, rules: Any = None, *args: Any, **kwargs: Any) -> PermissionHook:
+        if cls is PermissionHook and getattr(rules, "looplet_engine", False):
+            from looplet._compat_permissions import EngineHook  # looplet 0.4.1's PermissionEngine
+
+            cls = EngineHook
+        return object.__new__(cls)
+
     def __init__(
         self,
         rules: Iterable[Any],
