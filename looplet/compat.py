@@ -1836,7 +1836,11 @@ _TABLE.update(
         name: _working("looplet._compat_backends", name)
         for name in """OpenAIStreamingBackend AsyncOpenAIBackend AnthropicStreamingBackend AsyncAnthropicBackend
         CacheControl CachePolicy CacheBreakpoint compute_breakpoints""".split()
-    }
+    },
+    **{
+        name: _working("looplet._compat_async", name)
+        for name in ("async_llm_call", "NativeToolPolicy", "NativeToolUnsupportedError")
+    },
 )
 
 
