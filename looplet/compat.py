@@ -550,6 +550,15 @@ class LegacyState:
         warn_renamed("state.termination_reason", "state.result.stop_reason")
         return None if self.result is None else str(self.result.stop_reason)
 
+    @property
+    def _stop_reason(self) -> str | None:
+        """0.4.1's private ``state._stop_reason``: the reason a hook gave to stop (its ``Stop(reason)``),
+        else the stop reason; None while the run goes on."""
+        warn_renamed("state._stop_reason", "state.result.stop_reason")
+        if self.result is None:
+            return None
+        return str(self.result.stop_reason).removeprefix("hook_stop:")
+
 
 class LegacyRunResult:
     """0.4.1's ``RunResult`` attributes (and its trace dict's ``result["termination_reason"]``),
@@ -698,30 +707,27 @@ def _engine_check(hook: Any, method: str) -> bool:
 
 def old_hooks(hooks: list[Any], tools: Any = None) -> list[Any]:
     """The hooks as the 0.5 loop should see them: those with 0.4.1-only methods wrapped in
-    :class:`OldHook` (with one DeprecationWarning each); the list itself when there are none.
+    :class:`OldHook`, those with 0.4.1's ``on_event(payload)`` in ``looplet._compat_events.OldEventHook``
+    (with one DeprecationWarning each); the list itself when there are none.
     ``tools``: the run's registry, for a ``pre_loop(..., tools=)``."""
-    if not any(callable(getattr(h, m, None)) for h in hooks for m in OLD_HOOK_METHODS):
+    if not any(callable(getattr(h, m, None)) for h in hooks for m in OLD_HOOK_METHODS) and not any(
+        _event_payload(h) for h in hooks
+    ):
         return hooks
     out = []
     for h in hooks:
         has = [m for m in OLD_HOOK_METHODS if callable(getattr(h, m, None)) and not _engine_check(h, m)]
-        if not has:
-            out.append(h)
-            continue
-        if "build_prompt" in has:
-            raise TypeError(
-                f"hook {type(h).__name__}.build_prompt was removed in looplet 0.5: the loop keeps a chat "
-                "transcript; change call.messages in a wrap_llm_call(call, call_next) hook (see docs/migration.md)"
+        wrapped = _old_hook(h, has, tools) if has else h
+        if _event_payload(h):
+            from looplet._compat_events import OldEventHook
+
+            warn_renamed(
+                f"hook {type(h).__name__}.on_event(payload)",
+                "the named hook methods (pre_prompt, pre_dispatch, post_dispatch, ...) returning decisions; "
+                "on_event(name, attributes) observes 0.5's events",
             )
-        new = {
-            "pre_loop": "on_loop_start",
-            "check_permission": "pre_dispatch returning Deny(reason)",
-            "build_briefing": "pre_prompt returning text",
-            "should_compact": "ThresholdCompactHook (should_compact is not called)",
-            "post_step": "on_step(state, step)",
-        }
-        warn_renamed(f"hook {type(h).__name__}.{'/'.join(has)}", ", ".join(new[m] for m in has))
-        out.append(OldHook(h, tools))
+            wrapped = OldEventHook(wrapped)
+        out.append(wrapped)
     if any(
         callable(getattr(h, "check_permission", None)) and not _engine_check(h, "check_permission")
         for h in hooks
@@ -730,6 +736,33 @@ def old_hooks(hooks: list[Any], tools: Any = None) -> list[Any]:
 
         return permission_last(hooks, out)
     return out
+
+
+def _old_hook(h: Any, has: list[str], tools: Any) -> OldHook:
+    if "build_prompt" in has:
+        raise TypeError(
+            f"hook {type(h).__name__}.build_prompt was removed in looplet 0.5: the loop keeps a chat "
+            "transcript; change call.messages in a wrap_llm_call(call, call_next) hook (see docs/migration.md)"
+        )
+    new = {
+        "pre_loop": "on_loop_start",
+        "check_permission": "pre_dispatch returning Deny(reason)",
+        "build_briefing": "pre_prompt returning text",
+        "should_compact": "ThresholdCompactHook (should_compact is not called)",
+        "post_step": "on_step(state, step)",
+    }
+    warn_renamed(f"hook {type(h).__name__}.{'/'.join(has)}", ", ".join(new[m] for m in has))
+    return OldHook(h, tools)
+
+
+def _event_payload(hook: Any) -> bool:
+    """Whether ``hook`` has 0.4.1's ``on_event(payload)`` (one positional parameter; 0.5's takes
+    ``name, attributes``). Reads the function's code object only: no signature is built."""
+    fn = getattr(hook, "on_event", None)
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    if code is None or code.co_flags & inspect.CO_VARARGS:
+        return False
+    return bool(code.co_argcount - inspect.ismethod(fn) == 1)
 
 
 # ---------------------------------------------------------------- backends written for 0.4.1
@@ -1773,6 +1806,19 @@ def _working(module: str, name: str) -> Callable[[str], Any]:
     return get
 
 
+def _imported(module: str, name: str, new: str) -> Callable[[str], Any]:
+    """Names kept working by a private ``looplet._compat_*`` module that warn when imported (an enum,
+    a record a hook receives: nothing of theirs is called)."""
+
+    def get(old: str) -> Any:
+        import importlib
+
+        warn_renamed(old, new)
+        return getattr(importlib.import_module(module), name)
+
+    return get
+
+
 # 0.4.1's checkpoint format, run identity and session log (looplet._compat_checkpoint, _compat_session)
 _TABLE.update(
     {
@@ -1840,6 +1886,10 @@ _TABLE.update(
     **{
         name: _working("looplet._compat_async", name)
         for name in ("async_llm_call", "NativeToolPolicy", "NativeToolUnsupportedError")
+    },
+    **{
+        name: _imported("looplet._compat_events", name, "hook methods returning decisions (docs/hooks.md)")
+        for name in ("LifecycleEvent", "EventPayload")
     },
 )
 

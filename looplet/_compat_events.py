@@ -1,0 +1,211 @@
+"""Deprecated (removal in 0.7): looplet 0.4.1's lifecycle events, ``hook.on_event(payload)``.
+
+A 0.4.1 hook had one ``on_event(payload)`` method for every lifecycle event (``payload.event`` a
+:class:`LifecycleEvent`), whose return value could steer the run like a named hook method's. In 0.5
+hooks have named methods that return decisions, and ``on_event(name, attributes)`` only observes
+events such as ``permission`` or ``compaction``.
+
+:class:`OldEventHook` wraps such a hook (``looplet.compat.old_hooks`` does it, with a warning) and
+raises 0.4.1's events from 0.5's hook methods:
+
+- ``session_start`` from ``on_loop_start``;
+- ``pre_llm_call`` from ``pre_prompt``: text or ``InjectContext`` goes into this prompt;
+- ``post_llm_response`` before the first tool call of a response runs (``pre_dispatch``): text or
+  ``InjectContext`` goes into the next prompt;
+- ``pre_tool_use`` from ``pre_dispatch`` (a ``Deny``/``Block`` refuses the call),
+  ``post_tool_use``/``post_tool_failure`` from ``post_dispatch`` (a note for the model);
+- ``stop`` from ``on_loop_end`` (``termination_reason`` is the run's stop reason).
+
+A ``Stop(reason)`` returned for any of them ends the run after the step in progress, with stop reason
+``hook_stop:<reason>``, as in 0.4.1. 0.5's own events (``on_event(name, attributes)``) are not passed on.
+The hook's own methods of the same names still run after the event.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from looplet.hooks import HookDecision
+
+__all__ = ["EventPayload", "LifecycleEvent", "OldEventHook"]
+
+
+class LifecycleEvent(StrEnum):
+    """0.4.1's lifecycle events. Under 0.5, :class:`OldEventHook` raises ``session_start``,
+    ``pre_llm_call``, ``post_llm_response``, ``pre_tool_use``, ``post_tool_use``, ``post_tool_failure``
+    and ``stop``; the others (compaction, progress, sub-agents, ...) are never raised."""
+
+    SESSION_START = "session_start"
+    PRE_LLM_CALL = "pre_llm_call"
+    POST_LLM_RESPONSE = "post_llm_response"
+    PRE_TOOL_USE = "pre_tool_use"
+    TOOL_PROGRESS = "tool_progress"
+    POST_TOOL_USE = "post_tool_use"
+    POST_TOOL_FAILURE = "post_tool_failure"
+    PRE_COMPACT = "pre_compact"
+    POST_COMPACT = "post_compact"
+    HOOK_DECISION = "hook_decision"
+    DONE_ACCEPTED = "done_accepted"
+    STOP = "stop"
+    SUBAGENT_START = "subagent_start"
+    SUBAGENT_STOP = "subagent_stop"
+
+
+@dataclass
+class EventPayload:
+    """What a 0.4.1 ``on_event(payload)`` receives: the event, and the fields that apply to it."""
+
+    event: LifecycleEvent
+    step_num: int = 0
+    state: Any = None
+    session_log: Any = None
+    context: Any = None
+    tool_call: Any = None
+    tool_result: Any = None
+    termination_reason: str | None = None
+
+
+def _then(value: Any, then: Callable[[Any], Any]) -> Any:
+    """``then(value)``; when ``value`` is awaitable (an ``async def on_event``), a coroutine that awaits
+    it first (and what ``then`` returns, if that is awaitable too)."""
+    if not inspect.isawaitable(value):
+        return then(value)
+
+    async def chained() -> Any:
+        out = then(await value)
+        return (await out) if inspect.isawaitable(out) else out
+
+    return chained()
+
+
+def _text(answer: Any) -> Any:
+    """Context an event's answer adds for the model: a string, or an ``InjectContext``'s text."""
+    if isinstance(answer, str):
+        return answer or None
+    if isinstance(answer, HookDecision):
+        return answer.additional_context
+    return None
+
+
+class OldEventHook:
+    """A hook with 0.4.1's ``on_event(payload)``, as the 0.5 loop sees it (see the module's text)."""
+
+    def __init__(self, hook: Any) -> None:
+        self._hook = hook
+        self._stop: str | None = None  # a Stop an event asked for: the run ends after this step
+        self._carry: str | None = None  # context from post_llm_response, for the next prompt
+        self._responded = -1  # the last step whose post_llm_response was raised
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._hook, name)
+
+    def __repr__(self) -> str:
+        return f"OldEventHook({self._hook!r})"
+
+    def _raise(self, event: LifecycleEvent, **fields: Any) -> Any:
+        return self._hook.on_event(EventPayload(event, **fields))
+
+    def _steer(self, answer: Any) -> Any:
+        """Keep a Stop for should_stop; give back what else the answer says."""
+        if isinstance(answer, HookDecision) and answer.stop:
+            self._stop = self._stop or answer.stop
+            return None
+        return answer
+
+    def _own(self, name: str, *args: Any) -> Any:
+        own = getattr(self._hook, name, None)
+        return own(*args) if callable(own) else None
+
+    def on_event(self, name: str, attributes: dict[str, Any]) -> None:
+        """0.5's events have no 0.4.1 payload: not passed on."""
+
+    def on_loop_start(self, state: Any, session_log: Any, context: Any) -> Any:
+        self._stop, self._carry, self._responded = None, None, -1
+        first = self._raise(
+            LifecycleEvent.SESSION_START, state=state, session_log=session_log, context=context
+        )
+        return _then(
+            first, lambda a: (self._steer(a), self._own("on_loop_start", state, session_log, context))[1]
+        )
+
+    def pre_prompt(self, state: Any, session_log: Any, context: Any, step_num: int) -> Any:
+        fields = dict(step_num=step_num, state=state, session_log=session_log, context=context)
+
+        def combine(answer: Any) -> Any:
+            texts = [self._carry, _text(self._steer(answer))]
+            self._carry = None
+            return _then(
+                self._own("pre_prompt", state, session_log, context, step_num), lambda own: _join(texts, own)
+            )
+
+        return _then(self._raise(LifecycleEvent.PRE_LLM_CALL, **fields), combine)
+
+    def pre_dispatch(self, state: Any, session_log: Any, tool_call: Any, step_num: int) -> Any:
+        fields = dict(step_num=step_num, state=state, session_log=session_log)
+        if step_num != self._responded:  # the first call of this response
+            self._responded = step_num
+            answered = self._raise(LifecycleEvent.POST_LLM_RESPONSE, **fields)
+            return _then(answered, lambda a: self._responded_then(a, state, session_log, tool_call, step_num))
+        return self._tool_use(state, session_log, tool_call, step_num)
+
+    def _responded_then(
+        self, answer: Any, state: Any, session_log: Any, tool_call: Any, step_num: int
+    ) -> Any:
+        self._carry = _text(self._steer(answer)) or self._carry
+        return self._tool_use(state, session_log, tool_call, step_num)
+
+    def _tool_use(self, state: Any, session_log: Any, tool_call: Any, step_num: int) -> Any:
+        fields = dict(step_num=step_num, state=state, session_log=session_log, tool_call=tool_call)
+
+        def decide(answer: Any) -> Any:
+            answer = self._steer(answer)
+            if isinstance(answer, HookDecision) and answer.block:
+                return answer
+            return self._own("pre_dispatch", state, session_log, tool_call, step_num)
+
+        return _then(self._raise(LifecycleEvent.PRE_TOOL_USE, **fields), decide)
+
+    def post_dispatch(
+        self, state: Any, session_log: Any, tool_call: Any, tool_result: Any, step_num: int
+    ) -> Any:
+        event = LifecycleEvent.POST_TOOL_FAILURE if tool_result.error else LifecycleEvent.POST_TOOL_USE
+        fields = dict(step_num=step_num, state=state, session_log=session_log, tool_call=tool_call)
+
+        def combine(answer: Any) -> Any:
+            note = _text(self._steer(answer))
+            own = self._own("post_dispatch", state, session_log, tool_call, tool_result, step_num)
+            return _then(
+                own,
+                lambda mine: (
+                    mine if note is None else (f"{note}\n\n{mine}" if isinstance(mine, str) else mine or note)
+                ),
+            )
+
+        return _then(self._raise(event, tool_result=tool_result, **fields), combine)
+
+    def should_stop(self, state: Any, step_num: int, new_entities: Any) -> Any:
+        if self._stop is not None:
+            return HookDecision(stop=self._stop)
+        return self._own("should_stop", state, step_num, new_entities)
+
+    def on_loop_end(self, state: Any, session_log: Any, context: Any, result: Any) -> Any:
+        reason = getattr(result, "stop_reason", None)
+        fields = dict(state=state, session_log=session_log, context=context, termination_reason=reason)
+        return _then(
+            self._raise(LifecycleEvent.STOP, **fields),
+            lambda _: self._own("on_loop_end", state, session_log, context, result),
+        )
+
+
+def _join(texts: list[Any], own: Any) -> Any:
+    """The context of a prompt: the events' texts, then what the hook's own ``pre_prompt`` returned."""
+    parts = [t for t in texts if t]
+    if not parts:
+        return own
+    if own is None or isinstance(own, str):
+        return "\n\n".join([*parts, *([own] if own else [])])
+    return own  # a decision of the hook's own pre_prompt (a Stop, ...) wins
