@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +76,7 @@ def _call(llm: Any, prompt: str, tools: Any, native: bool, options: dict[str, An
     return method(prompt, tools=tools, **kwargs) if native else method(prompt, **kwargs)
 
 
-async def async_llm_call(
+def async_llm_call(
     llm: Any,
     prompt: str,
     *,
@@ -89,21 +90,41 @@ async def async_llm_call(
     cache_breakpoints: Any = None,
     generate_kwargs: dict[str, Any] | None = None,
     **_: Any,
-) -> LLMResult:
-    """0.4.1's ``async_llm_call``: call ``llm`` once (``max_retries`` more times on failure), never
-    raising: a failure is the result's ``error``."""
+) -> Coroutine[Any, Any, LLMResult]:
+    """0.4.1's ``await async_llm_call(llm, prompt, ...)``: call ``llm`` once (``max_retries`` more times
+    on failure), never raising: a failure is the result's ``error``. (It warns when called, so that the
+    warning points at the caller's line, not at the event loop.)"""
     warn_renamed(
         "looplet.async_loop.async_llm_call(llm, prompt)",
         "await llm.agenerate(messages, tools=...) (the loop retries: LoopConfig(llm_retries=...))",
     )
-    options: dict[str, Any] = {
-        "max_tokens": max_tokens,
-        "system_prompt": system_prompt,
-        "temperature": temperature,
-        **(generate_kwargs or {}),
-        "cache_breakpoints": cache_breakpoints,
-        "cancel_token": cancel_token,
-    }
+    return _attempts(
+        llm,
+        prompt,
+        tools,
+        native_policy,
+        max_retries,
+        cancel_token,
+        {
+            "max_tokens": max_tokens,
+            "system_prompt": system_prompt,
+            "temperature": temperature,
+            **(generate_kwargs or {}),
+            "cache_breakpoints": cache_breakpoints,
+            "cancel_token": cancel_token,
+        },
+    )
+
+
+async def _attempts(
+    llm: Any,
+    prompt: str,
+    tools: Any,
+    native_policy: Any,
+    max_retries: int,
+    cancel_token: Any,
+    options: dict[str, Any],
+) -> LLMResult:
     native = tools is not None and getattr(native_policy, "enabled", True) is not False
     if native and not callable(getattr(llm, "generate_with_tools", None)):
         return LLMResult(

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from looplet.compat import HOOK_DECISION_KEYWORDS, LegacyHookDecision, old_hooks, old_keywords
+from looplet.compat import HOOK_DECISION_KEYWORDS, LegacyHookDecision, old_hooks, old_keywords, warn_renamed
 
 __all__ = [
     "HookDecision",
@@ -89,8 +89,10 @@ class Deny(HookDecision):
 class Allow(HookDecision):
     """Explicit approval (informational: a later hook's ``Deny`` still wins)."""
 
-    def __init__(self) -> None:
-        super().__init__(allow=True)
+    def __init__(self, *, updated_args: dict[str, Any] | None = None) -> None:
+        if updated_args is not None:  # looplet 0.4.1's Allow(updated_args=...), deprecated
+            warn_renamed("Allow(updated_args=...)", "HookDecision(updated_args=...)")
+        super().__init__(allow=True, updated_args=updated_args)
 
 
 class InjectContext(HookDecision):
