@@ -798,7 +798,9 @@ def old_backend(llm: Any) -> Any:
 class OldBackend:
     """A 0.4.1 backend behind the 0.5 protocol: the transcript and the tool list become one prompt text
     (the tools described, the model asked to answer with ``{"tool": ..., "args": {...}}``), and the
-    string it returns becomes an ``LLMResponse`` whose text the loop parses for the tool call."""
+    string it returns becomes an ``LLMResponse`` whose text the loop parses for the tool call. A backend
+    with 0.4.1's ``generate_with_tools(prompt, tools=...)`` is asked that way when the run has tools (as
+    0.4.1 did by default): its ``tool_use`` blocks become the response's native tool calls."""
 
     def __init__(self, llm: Any) -> None:
         self.llm = llm
@@ -807,6 +809,7 @@ class OldBackend:
         params = inspect.signature(llm.generate).parameters
         self._takes = {k for k in ("system_prompt", "max_tokens", "temperature") if k in params}
         self._is_async = inspect.iscoroutinefunction(llm.generate)
+        self._native = callable(getattr(llm, "generate_with_tools", None))
 
     def _request(
         self, messages: list[dict[str, Any]], tools: Any, options: dict[str, Any]
@@ -835,23 +838,49 @@ class OldBackend:
         }
         return "\n".join(lines), {k: v for k, v in kwargs.items() if k in self._takes}
 
-    def generate(self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any) -> Any:
-        from looplet.types import LLMResponse
+    def _start(self, messages: list[dict[str, Any]], tools: Any, options: dict[str, Any]) -> tuple[bool, Any]:
+        """Call the backend: ``generate_with_tools`` (the tools as 0.4.1's schemas) or ``generate``."""
+        native = bool(tools) and self._native
+        prompt, kwargs = self._request(messages, None if native else tools, options)
+        if not native:
+            return False, self.llm.generate(prompt, **kwargs)
+        schemas = [
+            {
+                "name": spec.get("name"),
+                "description": spec.get("description", ""),
+                "input_schema": spec.get("parameters") or {"type": "object", "properties": {}},
+            }
+            for spec in (t.get("function", t) for t in tools)
+        ]
+        return True, self.llm.generate_with_tools(prompt, tools=schemas, **kwargs)
 
-        prompt, kwargs = self._request(messages, tools, options)
-        text = self.llm.generate(prompt, **kwargs)
-        if inspect.isawaitable(text):
+    def _answer(self, native: bool, out: Any) -> Any:
+        from looplet.types import LLMResponse, ToolCall
+
+        if not native:
+            return LLMResponse(text=str(out), model=self.model)
+        blocks = [b for b in out or () if isinstance(b, dict)]
+        text = "".join(str(b.get("text") or "") for b in blocks if b.get("type") == "text")
+        calls = [
+            ToolCall(str(b.get("name") or ""), dict(b.get("input") or {}), str(b.get("id") or f"call_{i}"))
+            for i, b in enumerate(blocks)
+            if b.get("type") == "tool_use"
+        ]
+        return LLMResponse(text=text or None, tool_calls=calls, model=self.model)
+
+    def generate(self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any) -> Any:
+        native, out = self._start(messages, tools, options)
+        if inspect.isawaitable(out):
+            if inspect.iscoroutine(out):
+                out.close()
             raise TypeError(f"{type(self.llm).__name__}.generate is async: use async_composable_loop")
-        return LLMResponse(text=str(text), model=self.model)
+        return self._answer(native, out)
 
     async def agenerate(self, messages: list[dict[str, Any]], *, tools: Any = None, **options: Any) -> Any:
-        from looplet.types import LLMResponse
-
-        prompt, kwargs = self._request(messages, tools, options)
-        text = self.llm.generate(prompt, **kwargs)
-        if inspect.isawaitable(text):
-            text = await text
-        return LLMResponse(text=str(text), model=self.model)
+        native, out = self._start(messages, tools, options)
+        if inspect.isawaitable(out):
+            out = await out
+        return self._answer(native, out)
 
 
 def suggest_similar(name: str, choices: Any, *, cutoff: float = 0.6) -> str | None:

@@ -187,6 +187,18 @@ def test_old_backend_runs_the_05_loop_through_json_text() -> None:
     assert "answer" in client.requests[0]["messages"][-1]["content"]
 
 
+def test_old_backend_native_tool_calls_reach_the_05_loop() -> None:
+    call = SimpleNamespace(id="c9", function=SimpleNamespace(name="done", arguments='{"answer": "native"}'))
+    client = FakeOpenAI(SimpleNamespace(content=None, tool_calls=[call]))
+    with warns("OpenAIBackend(client)"):
+        llm = OpenAIBackend(client, model="m")
+    result = run_loop(llm=llm, tools=tools_from([]), max_steps=2, task={"goal": "answer"})
+    assert (result.stop_reason, result.final_output, result.steps[0].tool_call.id) == ("done", "native", "c9")
+    sent = client.requests[0]["tools"]
+    assert [t["function"]["name"] for t in sent] == ["done"]  # 0.5's schemas, as 0.4.1's, as OpenAI's
+    assert sent[0]["function"]["parameters"]["required"] == ["answer"]
+
+
 def test_05_backend_is_unchanged_for_its_own_clients() -> None:
     openai = pytest.importorskip("openai")
     with warnings.catch_warnings():
