@@ -378,7 +378,7 @@ def _check_object(args: dict[str, Any], schema: dict[str, Any], path: str) -> tu
     props = schema.get("properties", {})
     for req in schema.get("required", ()):
         if req not in args:
-            return f"missing required argument {path}{req!r}", "missing_argument"
+            return f"missing required argument {path}{req!r}{_stray(args, props, path)}", "missing_argument"
     if schema.get("additionalProperties") is False:
         for key in args:
             if key not in props:
@@ -391,6 +391,18 @@ def _check_object(args: dict[str, Any], schema: dict[str, Any], path: str) -> tu
             if msg:
                 return msg, "invalid_argument"
     return None, None
+
+
+def _stray(args: dict[str, Any], props: dict[str, Any], path: str) -> str:
+    """Next to a missing argument, the first one sent that the tool does not have (often the missing one
+    misspelt): named, with the closest accepted name."""
+    key = next((k for k in args if k not in props), None)
+    if key is None:
+        return ""
+    close = difflib.get_close_matches(str(key), list(props), n=1)
+    if close:
+        return f". Did you mean {path}{close[0]!r} where you wrote {path}{key!r}"
+    return f"; {path}{key!r} is not an argument of this tool (accepted: {', '.join(props) or 'none'})"
 
 
 def validate_args(args: Any, schema: dict[str, Any]) -> tuple[str | None, str | None]:

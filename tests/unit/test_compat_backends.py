@@ -401,3 +401,20 @@ def test_allow_updated_args_rewrites_the_call() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         assert Allow().updated_args is None  # 0.5's Allow() unchanged, no warning
+
+
+def test_a_missing_argument_names_the_stray_one_sent_instead() -> None:
+    from looplet import ToolCall, ToolSpec
+
+    schema = {"type": "object", "properties": {"file_path": {"type": "string"}}, "required": ["file_path"]}
+    reg = tools_from([ToolSpec("read", "read a file", schema, lambda file_path: file_path)])
+    typo = reg.dispatch(ToolCall("read", {"file_pth": "/etc/hosts"}))
+    assert typo.error_kind == "missing_argument"
+    assert "Did you mean 'file_path' where you wrote 'file_pth'" in typo.error
+    unknown = reg.dispatch(ToolCall("read", {"zzqq": "x"}))
+    assert "'zzqq' is not an argument of this tool (accepted: file_path)" in unknown.error
+    plain = reg.dispatch(ToolCall("read", {}))
+    assert (
+        plain.error
+        == "Invalid call to read: missing required argument 'file_path'. Fix the arguments and call it again."
+    )
