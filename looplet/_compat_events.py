@@ -9,7 +9,8 @@ events such as ``permission`` or ``compaction``.
 raises 0.4.1's events from 0.5's hook methods:
 
 - ``session_start`` from ``on_loop_start``;
-- ``pre_llm_call`` from ``pre_prompt``: text or ``InjectContext`` goes into this prompt;
+- ``pre_llm_call`` from ``pre_prompt`` (``context_budget``: the transcript's characters and estimated
+  tokens): text or ``InjectContext`` goes into this prompt;
 - ``post_llm_response`` before the first tool call of a response runs (``pre_dispatch``): text or
   ``InjectContext`` goes into the next prompt;
 - ``pre_tool_use`` from ``pre_dispatch`` (a ``Deny``/``Block`` refuses the call),
@@ -67,6 +68,7 @@ class EventPayload:
     tool_call: Any = None
     tool_result: Any = None
     termination_reason: str | None = None
+    context_budget: dict[str, int] | None = None  # pre_llm_call: the size of the prompt so far
 
 
 def _then(value: Any, then: Callable[[Any], Any]) -> Any:
@@ -134,6 +136,7 @@ class OldEventHook:
 
     def pre_prompt(self, state: Any, session_log: Any, context: Any, step_num: int) -> Any:
         fields = dict(step_num=step_num, state=state, session_log=session_log, context=context)
+        fields["context_budget"] = _budget(session_log)
 
         def combine(answer: Any) -> Any:
             texts = [self._carry, _text(self._steer(answer))]
@@ -209,3 +212,10 @@ def _join(texts: list[Any], own: Any) -> Any:
     if own is None or isinstance(own, str):
         return "\n\n".join([*parts, *([own] if own else [])])
     return own  # a decision of the hook's own pre_prompt (a Stop, ...) wins
+
+
+def _budget(session_log: Any) -> dict[str, int]:
+    """0.4.1's ``payload.context_budget`` of a prompt: its characters, and tokens estimated at four
+    characters each (the transcript's text; the tool list is not counted)."""
+    chars = sum(len(str(m.get("content") or "")) for m in session_log or () if isinstance(m, dict))
+    return {"prompt_chars": chars, "estimated_tokens": (chars + 3) // 4}
