@@ -24,6 +24,9 @@ from looplet import (
     tools_from,
 )
 
+# the warnings each row must give are checked by warns(); the others (a second use, the same helper) are expected
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
 
 @contextmanager
 def warns(*words: str) -> Iterator[list[str]]:
