@@ -25,14 +25,19 @@ The hook's own methods of the same names still run after the event.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from looplet.compat import warn_renamed
 from looplet.hooks import HookDecision
 
-__all__ = ["EventPayload", "LifecycleEvent", "OldEventHook"]
+__all__ = ["EventPayload", "LifecycleEvent", "OldEventHook", "emit_event", "emit_event_async"]
+
+
+log = logging.getLogger("looplet")
 
 
 class LifecycleEvent(StrEnum):
@@ -118,6 +123,9 @@ class OldEventHook:
             return None
         return answer
 
+    def _methods(self) -> frozenset[str]:
+        return _methods(self._hook)
+
     def _own(self, name: str, *args: Any) -> Any:
         own = getattr(self._hook, name, None)
         return own(*args) if callable(own) else None
@@ -162,6 +170,8 @@ class OldEventHook:
         return self._tool_use(state, session_log, tool_call, step_num)
 
     def _tool_use(self, state: Any, session_log: Any, tool_call: Any, step_num: int) -> Any:
+        if "pre_dispatch" in self._methods():  # 0.4.1 asked it once: the method
+            return self._own("pre_dispatch", state, session_log, tool_call, step_num)
         fields = dict(step_num=step_num, state=state, session_log=session_log, tool_call=tool_call)
 
         def decide(answer: Any) -> Any:
@@ -175,6 +185,8 @@ class OldEventHook:
     def post_dispatch(
         self, state: Any, session_log: Any, tool_call: Any, tool_result: Any, step_num: int
     ) -> Any:
+        if "post_dispatch" in self._methods():  # 0.4.1 asked it once: the method
+            return self._own("post_dispatch", state, session_log, tool_call, tool_result, step_num)
         event = LifecycleEvent.POST_TOOL_FAILURE if tool_result.error else LifecycleEvent.POST_TOOL_USE
         fields = dict(step_num=step_num, state=state, session_log=session_log, tool_call=tool_call)
 
@@ -219,3 +231,70 @@ def _budget(session_log: Any) -> dict[str, int]:
     characters each (the transcript's text; the tool list is not counted)."""
     chars = sum(len(str(m.get("content") or "")) for m in session_log or () if isinstance(m, dict))
     return {"prompt_chars": chars, "estimated_tokens": (chars + 3) // 4}
+
+
+#: 0.4.1 events a hook does not get through ``on_event`` when it has the named method for them.
+_EQUIVALENT = {
+    LifecycleEvent.PRE_TOOL_USE: "pre_dispatch",
+    LifecycleEvent.POST_TOOL_USE: "post_dispatch",
+    LifecycleEvent.POST_TOOL_FAILURE: "post_dispatch",
+}
+
+
+def _methods(hook: Any) -> frozenset[str]:
+    return frozenset(m for m in ("pre_dispatch", "post_dispatch") if callable(getattr(hook, m, None)))
+
+
+def _listeners(hooks: list[Any], event: Any) -> Iterator[Any]:
+    """The ``on_event(payload)`` of each hook that gets ``event``, read from the live list (a hook one
+    of them adds is asked too)."""
+    from looplet.compat import _event_payload
+
+    i = 0
+    while i < len(hooks):
+        hook = hooks[i]
+        i += 1
+        skip = _EQUIVALENT.get(event)
+        if _event_payload(hook) and not (skip and callable(getattr(hook, skip, None))):
+            yield hook.on_event
+
+
+def emit_event(hooks: Any, event: Any = None, **fields: Any) -> Any:
+    """0.4.1's ``emit_event(hooks, event, **payload)``: every hook's ``on_event(payload)`` (not those with
+    the named method for that event), a hook that raises logged and skipped; returns the decisions they
+    gave. Given a name first (``emit_event("compaction", **attributes)``) it is 0.5's
+    :func:`looplet.emit_event`."""
+    if isinstance(hooks, str):
+        from looplet.hooks import emit_event as emit
+
+        return emit(hooks, **fields)
+    warn_renamed(
+        "emit_event(hooks, event, ...)", "the named hook methods; looplet.emit_event(name, **attributes)"
+    )
+    decisions = []
+    for fn in _listeners(hooks, event):
+        try:
+            answer = fn(EventPayload(event, **fields))
+        except Exception:
+            log.exception("on_event hook raised; continuing")
+            continue
+        if isinstance(answer, HookDecision):
+            decisions.append(answer)
+    return decisions
+
+
+async def emit_event_async(hooks: list[Any], event: Any, **fields: Any) -> list[Any]:
+    """:func:`emit_event` awaiting the hooks' ``async def on_event``."""
+    warn_renamed("emit_event_async(hooks, event, ...)", "the named hook methods (the async loop awaits them)")
+    decisions = []
+    for fn in _listeners(hooks, event):
+        try:
+            answer = fn(EventPayload(event, **fields))
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except Exception:
+            log.exception("on_event hook raised; continuing")
+            continue
+        if isinstance(answer, HookDecision):
+            decisions.append(answer)
+    return decisions

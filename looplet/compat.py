@@ -1920,6 +1920,7 @@ _TABLE.update(
         name: _imported("looplet._compat_events", name, "hook methods returning decisions (docs/hooks.md)")
         for name in ("LifecycleEvent", "EventPayload")
     },
+    **{name: _working("looplet._compat_events", name) for name in ("emit_event", "emit_event_async")},
 )
 
 
@@ -1979,7 +1980,7 @@ OLD_MODULES: dict[str, frozenset[str]] = {
             InvalidRunTransition LLMBackend NativeToolBackend PolicyDecision RunEnvelope RunPhase RunStatus
             ToolContext ToolError ToolValidationError validate_run_transition""",
         "tools": "ToolView excerpt_around_match register_done_tool register_think_tool suggest_similar",
-        "loop": "DomainAdapter LoopContext LoopHook emit_event_async",
+        "loop": "DomainAdapter LoopContext LoopHook emit_event emit_event_async",
         "async_loop": "async_llm_call",
         "provenance": "AsyncRecordingLLMBackend LLMCall RecordingLLMBackend StepRecord TrajectoryRecorder",
         "backends": """AnthropicStreamingBackend AsyncAnthropicBackend AsyncOpenAIBackend OpenAIStreamingBackend

@@ -421,3 +421,43 @@ def test_a_missing_argument_names_the_stray_one_sent_instead() -> None:
         plain.error
         == "Invalid call to read: missing required argument 'file_path'. Fix the arguments and call it again."
     )
+
+
+def test_emit_event_skips_method_equivalents_logs_failures_and_reads_the_live_list(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from looplet import Deny
+    from looplet.loop import emit_event
+
+    seen: list[str] = []
+    hooks: list[Any] = []
+
+    class HasMethod:
+        def pre_dispatch(self, *args: Any) -> None:
+            return None
+
+        def on_event(self, payload: Any) -> None:
+            raise AssertionError("pre_tool_use goes to pre_dispatch, not on_event")
+
+    class Broken:
+        def on_event(self, payload: Any) -> None:
+            raise RuntimeError("observer failure")
+
+    class Late:
+        def on_event(self, payload: Any) -> Any:
+            seen.append(payload.event.value)
+            return Deny("no")
+
+    class Adds:
+        def on_event(self, payload: Any) -> None:
+            seen.append("adds")
+            hooks.append(Late())
+
+    from looplet.events import LifecycleEvent
+
+    hooks.extend([HasMethod(), Broken(), Adds()])
+    with warns("emit_event(hooks, event, ...)"):
+        decisions = emit_event(hooks, LifecycleEvent.PRE_TOOL_USE, step_num=3)
+    assert seen == ["adds", "pre_tool_use"] and [d.block for d in decisions] == ["no"]
+    assert "observer failure" in caplog.text
+    emit_event("compaction", saved=1)  # 0.5's form: outside a run, nothing happens and nothing warns
