@@ -437,6 +437,7 @@ class ToolError:
     message: str
     retriable: bool = False
     context: dict[str, Any] = field(default_factory=dict)
+    recovery_hint: Any = None
 
     def __bool__(self) -> bool:
         return True
@@ -474,7 +475,9 @@ class LegacyToolResult:
         warn_renamed("ToolResult.error_detail", "ToolResult.error and ToolResult.error_kind (a string)")
         if self.error is None:
             return None
-        return ToolError(_FAMILY.get(self.error_kind or "", ErrorKind.EXECUTION), self.error)
+        from looplet._compat_errors import old_error_detail  # families of raised exceptions, hints
+
+        return cast(ToolError, old_error_detail(self, _FAMILY, ErrorKind, ToolError))
 
     @property
     def error_retriable(self) -> bool:

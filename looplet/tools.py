@@ -399,10 +399,11 @@ def _stray(args: dict[str, Any], props: dict[str, Any], path: str) -> str:
     key = next((k for k in args if k not in props), None)
     if key is None:
         return ""
+    accepted = ", ".join(props) or "none"
     close = difflib.get_close_matches(str(key), list(props), n=1)
     if close:
-        return f". Did you mean {path}{close[0]!r} where you wrote {path}{key!r}"
-    return f"; {path}{key!r} is not an argument of this tool (accepted: {', '.join(props) or 'none'})"
+        return f". Did you mean {path}{close[0]!r} where you wrote {path}{key!r} (accepted: {accepted})"
+    return f"; {path}{key!r} is not an argument of this tool (accepted: {accepted})"
 
 
 def validate_args(args: Any, schema: dict[str, Any]) -> tuple[str | None, str | None]:

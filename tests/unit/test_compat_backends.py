@@ -413,7 +413,7 @@ def test_a_missing_argument_names_the_stray_one_sent_instead() -> None:
     reg = tools_from([ToolSpec("read", "read a file", schema, lambda file_path: file_path)])
     typo = reg.dispatch(ToolCall("read", {"file_pth": "/etc/hosts"}))
     assert typo.error_kind == "missing_argument"
-    assert "Did you mean 'file_path' where you wrote 'file_pth'" in typo.error
+    assert "Did you mean 'file_path' where you wrote 'file_pth' (accepted: file_path)" in typo.error
     unknown = reg.dispatch(ToolCall("read", {"zzqq": "x"}))
     assert "'zzqq' is not an argument of this tool (accepted: file_path)" in unknown.error
     plain = reg.dispatch(ToolCall("read", {}))
@@ -461,3 +461,37 @@ def test_emit_event_skips_method_equivalents_logs_failures_and_reads_the_live_li
     assert seen == ["adds", "pre_tool_use"] and [d.block for d in decisions] == ["no"]
     assert "observer failure" in caplog.text
     emit_event("compaction", saved=1)  # 0.5's form: outside a run, nothing happens and nothing warns
+
+
+def test_error_detail_families_of_raised_exceptions_and_recovery_hints() -> None:
+    from looplet import ToolCall, ToolSpec
+    from looplet.types import ErrorKind
+
+    def slow() -> None:
+        raise TimeoutError("deadline")
+
+    def bad() -> None:
+        raise ValueError("bad arg")
+
+    def boom() -> None:
+        raise RuntimeError("oops")
+
+    reg = tools_from([slow, bad, boom, ToolSpec("rank", "d", {"column": "col"}, lambda column: column)])
+    with warns("ToolResult.error_detail"):
+        timeout = reg.dispatch(ToolCall("slow", {})).error_detail
+    assert (timeout.kind, timeout.retriable, timeout.context) == (
+        ErrorKind.TIMEOUT,
+        False,
+        {"effect_unknown": True},
+    )
+    assert reg.dispatch(ToolCall("bad", {})).error_detail.kind == ErrorKind.VALIDATION
+    assert reg.dispatch(ToolCall("boom", {})).error_detail.kind == ErrorKind.EXECUTION
+    assert reg.dispatch(ToolCall("rnak", {"column": "x"})).error_detail.recovery_hint == "rank"
+    hint = reg.dispatch(ToolCall("rank", {"colmun": "x"})).error_detail.recovery_hint
+    assert hint == {
+        "unexpected": ["colmun"],
+        "expected": ["column"],
+        "did_you_mean": "column",
+        "missing": ["column"],
+    }
+    assert reg.dispatch(ToolCall("boom", {})).error_detail.recovery_hint is None
