@@ -75,6 +75,10 @@ def normalize_hook_return(value: Any, *, slot: str) -> Any:
         ignored = ignored_effects(value, slot)
         if ignored:
             log.warning("hook slot %r ignores effect fields %s", slot, ", ".join(ignored))
+        if value.block is not None and (canonical == "pre_dispatch" or slot == "check_permission"):
+            from looplet._compat_decisions import as_denial
+
+            return as_denial(value)
         return value
     if isinstance(value, ToolResult):
         return HookDecision(updated_result=value)

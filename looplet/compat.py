@@ -347,6 +347,9 @@ class LegacyHookDecision:
     @property
     def permission(self) -> str | None:
         warn_renamed("decision.permission", "decision.block is not None (deny) / decision.allow")
+        given = getattr(self, "permission_given", ())  # HookDecision(permission=...): as given
+        if given:
+            return cast("str | None", given[0])
         return "deny" if self.block is not None else ("allow" if self.allow else None)
 
 

@@ -78,6 +78,13 @@ class HookDecision(LegacyHookDecision):  # 0.4.1's is_block()/is_stop()/... (loo
     retry: bool = False
     allow: bool = False
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> HookDecision:
+        if kwargs and cls is HookDecision and ("metadata" in kwargs or "permission" in kwargs):
+            from looplet._compat_decisions import OldHookDecision  # looplet 0.4.1's keywords, kept
+
+            cls = OldHookDecision
+        return object.__new__(cls)
+
 
 class Deny(HookDecision):
     """Refuse a tool call; the model sees ``reason``. ``retry=True`` invites a corrected call."""

@@ -495,3 +495,18 @@ def test_error_detail_families_of_raised_exceptions_and_recovery_hints() -> None
         "missing": ["column"],
     }
     assert reg.dispatch(ToolCall("boom", {})).error_detail.recovery_hint is None
+
+
+@pytest.mark.parametrize("given", [None, "allow", "deny"])
+def test_hook_decision_keeps_041_metadata_and_permission(given: Any) -> None:
+    from looplet import HookDecision
+    from looplet.hook_decision import normalize_hook_return
+
+    with warns("HookDecision(metadata=...)"):
+        decision = HookDecision(block="not in sandbox", permission=given, metadata={"rule": 1})
+    gate = normalize_hook_return(decision, slot="pre_dispatch")
+    assert (gate.permission, gate.block, gate.metadata) == ("deny", "not in sandbox", {"rule": 1})
+    assert decision.permission == given  # the hook's own decision is not changed
+    plain = HookDecision(block="x")
+    assert normalize_hook_return(plain, slot="check_permission") is plain
+    assert not hasattr(plain, "metadata")  # 0.5's HookDecision is unchanged
