@@ -689,7 +689,7 @@ LIFECYCLE_EVENTS: tuple[LifecycleEvent, ...] = tuple(LifecycleEvent)
 
 @dataclass
 class EventPayload:
-    """What 0.4.1 passed to ``on_event(payload)`` (the fields compaction fills)."""
+    """What 0.4.1 passed to ``on_event(payload)`` (the fields compaction and looplet._compat_events fill)."""
 
     event: LifecycleEvent
     step_num: int = 0
@@ -701,6 +701,8 @@ class EventPayload:
     messages_before: int | None = None
     messages_after: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    termination_reason: str | None = None  # stop (looplet._compat_events)
+    context_budget: dict[str, int] | None = None  # pre_llm_call (looplet._compat_events)
 
 
 def run_compact(

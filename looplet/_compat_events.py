@@ -27,10 +27,9 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
+from looplet._compat_compact import EventPayload, LifecycleEvent  # 0.4.1's records, shared
 from looplet.compat import warn_renamed
 from looplet.hooks import HookDecision
 
@@ -38,42 +37,6 @@ __all__ = ["EventPayload", "LifecycleEvent", "OldEventHook", "emit_event", "emit
 
 
 log = logging.getLogger("looplet")
-
-
-class LifecycleEvent(StrEnum):
-    """0.4.1's lifecycle events. Under 0.5, :class:`OldEventHook` raises ``session_start``,
-    ``pre_llm_call``, ``post_llm_response``, ``pre_tool_use``, ``post_tool_use``, ``post_tool_failure``
-    and ``stop``; the others (compaction, progress, sub-agents, ...) are never raised."""
-
-    SESSION_START = "session_start"
-    PRE_LLM_CALL = "pre_llm_call"
-    POST_LLM_RESPONSE = "post_llm_response"
-    PRE_TOOL_USE = "pre_tool_use"
-    TOOL_PROGRESS = "tool_progress"
-    POST_TOOL_USE = "post_tool_use"
-    POST_TOOL_FAILURE = "post_tool_failure"
-    PRE_COMPACT = "pre_compact"
-    POST_COMPACT = "post_compact"
-    HOOK_DECISION = "hook_decision"
-    DONE_ACCEPTED = "done_accepted"
-    STOP = "stop"
-    SUBAGENT_START = "subagent_start"
-    SUBAGENT_STOP = "subagent_stop"
-
-
-@dataclass
-class EventPayload:
-    """What a 0.4.1 ``on_event(payload)`` receives: the event, and the fields that apply to it."""
-
-    event: LifecycleEvent
-    step_num: int = 0
-    state: Any = None
-    session_log: Any = None
-    context: Any = None
-    tool_call: Any = None
-    tool_result: Any = None
-    termination_reason: str | None = None
-    context_budget: dict[str, int] | None = None  # pre_llm_call: the size of the prompt so far
 
 
 def _then(value: Any, then: Callable[[Any], Any]) -> Any:

@@ -1841,19 +1841,6 @@ def _working(module: str, name: str) -> Callable[[str], Any]:
     return get
 
 
-def _imported(module: str, name: str, new: str) -> Callable[[str], Any]:
-    """Names kept working by a private ``looplet._compat_*`` module that warn when imported (an enum,
-    a record a hook receives: nothing of theirs is called)."""
-
-    def get(old: str) -> Any:
-        import importlib
-
-        warn_renamed(old, new)
-        return getattr(importlib.import_module(module), name)
-
-    return get
-
-
 # 0.4.1's checkpoint format, run identity and session log (looplet._compat_checkpoint, _compat_session)
 _TABLE.update(
     {
@@ -1921,10 +1908,6 @@ _TABLE.update(
     **{
         name: _working("looplet._compat_async", name)
         for name in ("async_llm_call", "NativeToolPolicy", "NativeToolUnsupportedError")
-    },
-    **{
-        name: _imported("looplet._compat_events", name, "hook methods returning decisions (docs/hooks.md)")
-        for name in ("LifecycleEvent", "EventPayload")
     },
     **{name: _working("looplet._compat_events", name) for name in ("emit_event", "emit_event_async")},
 )

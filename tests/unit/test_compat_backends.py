@@ -380,10 +380,9 @@ def test_lifecycle_events_and_a_05_on_event_hook_is_left_alone() -> None:
         def on_event(self, name: str, attributes: dict[str, Any]) -> None:
             raise AssertionError("not called: no 0.5 event is emitted in this run")
 
-    with warns("LifecycleEvent"):
-        from looplet import LifecycleEvent
+    from looplet import LifecycleEvent
 
-        assert {e.value for e in LifecycleEvent} >= {"session_start", "pre_tool_use", "stop"}
+    assert {e.value for e in LifecycleEvent} >= {"session_start", "pre_tool_use", "stop"}
     new = New()
     run_loop(llm=MockLLMBackend(SCRIPT), tools=_adder(), hooks=[Old(), new], max_steps=3)
     names = [e for e, _ in events]
