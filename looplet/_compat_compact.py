@@ -636,6 +636,12 @@ class ServiceChain:
 def as_strategy(service: Any) -> Any:
     """``LoopConfig(compact_service=...)``: the 0.5 strategy a 0.4.1 service is (the services of this
     module, and chains of them), for ``ThresholdCompactHook``; a TypeError for any other service."""
+    if isinstance(
+        service, DefaultCompactService
+    ):  # its stages are 0.5 strategies: prune, summarize or truncate
+        from looplet.context import compact_chain as new_chain
+
+        return new_chain(*(stage for _, stage in service.stages), service.fallback)
     stages = service.stages if isinstance(service, ServiceChain) else (service,)
     if all(callable(s) for s in stages):
         return service

@@ -33,9 +33,13 @@ def old_loop_config() -> type:
         run_envelope: Any = None
         extract_entities: Callable[..., Any] | None = None
         compact_service: Any = None
+        approval_handler: Callable[[str, list[str] | None], str | None] | None = None
+        domain: Any = None
+        memory_sources: list[Any] | None = None
 
         def __post_init__(self) -> None:
             LoopConfig.__post_init__(self)
+            _warn_example_fields(self)
             if self.compact_service is not None:
                 from looplet._compat_compact import as_strategy
 
@@ -62,6 +66,21 @@ def old_loop_config() -> type:
     return OldLoopConfig
 
 
+def _warn_example_fields(config: Any) -> None:
+    """The fields of 0.4.1's examples (looplet._compat_examples): what each is now."""
+    if config.approval_handler is not None:
+        warn_renamed(
+            "LoopConfig(approval_handler=...)",
+            "hooks=[ApprovalHook(tools=[...], handler=...)] (it asks before the call runs)",
+        )
+    if config.domain is not None:
+        warn_renamed("LoopConfig(domain=...)", "hooks whose pre_prompt returns the briefing")
+    if config.memory_sources:
+        warn_renamed(
+            "LoopConfig(memory_sources=[...])", "the text in system_prompt=..., or a pre_prompt hook"
+        )
+
+
 Bind = Callable[[Any], None]
 
 
@@ -80,15 +99,28 @@ def old_run(
 
         writer = DirectoryCheckpoints(str(directory), getattr(config, "run_envelope", None))
         hooks, limit = [writer, *hooks], writer.resume(state, limit)
-    extractor = getattr(config, "extract_entities", None)
+    if any(getattr(config, k, None) is not None for k in ("approval_handler", "domain", "memory_sources")):
+        from looplet._compat_examples import example_hooks
+
+        hooks = example_hooks(config, hooks)
+    extractor = getattr(config, "extract_entities", None) or getattr(
+        getattr(config, "domain", None), "extract_entities", None
+    )
     if extractor is not None:
         hooks = [*hooks, EntityExtractor(extractor, config.done_tool)]
     service = getattr(config, "compact_service", None)
     if service is not None:  # a 0.4.1 service that is also a 0.5 strategy: compact past 80% of context_window
         from looplet._compat_compact import as_strategy
         from looplet.context import ThresholdCompactHook
+        from looplet.context.compaction import as_chain
 
-        hooks = [*hooks, ThresholdCompactHook(strategy=as_strategy(service))]
+        strategy = as_strategy(service)
+        # ThresholdCompactHook(budget) of 0.4.1 without a strategy: the budget says when, the service how
+        given = [h for h in hooks if getattr(h, "strategy_given", True) is False]
+        for hook in given:
+            hook.chain = as_chain(strategy)
+        if not given:
+            hooks = [*hooks, ThresholdCompactHook(strategy=strategy)]
     free = frozenset(name for name, spec in registry._tools.items() if type(spec) is free_tool_spec())
     if free:
         counter = FreeSteps(free)

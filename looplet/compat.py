@@ -547,6 +547,11 @@ class LegacyState:
         return _STATUS.get(self.result.stop_reason.split(":")[0], RunStatus.STOPPED).value
 
     @property
+    def step_count(self) -> int:
+        warn_renamed("state.step_count", "len(state.steps)")
+        return len(self.steps)
+
+    @property
     def run_phase(self) -> str:
         warn_renamed("state.run_phase", "state.result is not None (the run ended)")
         return "terminal" if self.result is not None else ("running" if self.steps else "starting")
@@ -1760,8 +1765,6 @@ def _here(name: str, new: str | None = None) -> Callable[[str], Any]:
 
 
 _TO_DO_INSTEAD = {
-    "ContextBudget": "give LoopConfig(context_window=...) and use ContextPressureHook or "
-    "ThresholdCompactHook(max_tokens=..., strategy=compact_chain(Prune(), Summarize(llm), Truncate()))",
     "FileCheckpointStore": "use CheckpointHook(dir) in hooks=[...]; resume(dir, ...) continues a saved run",
     "LoopContext": "hooks receive (state, session_log, context, ...) as arguments; looplet.current_run() "
     "gives the run in progress (ids, config, per-hook scratch)",
@@ -1774,11 +1777,8 @@ _TO_DO_INSTEAD = {
     "run_sub_loop": "use looplet.agent_tool(...) to run a sub-agent as a tool",
     "BudgetWarningHook": "use looplet.BudgetHook(max_cost_usd=..., max_tokens=...)",
     "PerToolLimitHook": "use looplet.PermissionHook rules or a pre_dispatch hook returning Deny(...)",
-    "ToolContext": "tools receive only their arguments; looplet.current_run() gives the run in progress",
     "EvalCase": "save runs with ProvenanceSink and turn them into tests with looplet.evals.eval_cases(dir)",
     "load_eval_run": "looplet.evals.EvalContext.from_trajectory(looplet.provenance.load_trajectory(dir))",
-    "StaticMemorySource": "put the text in system_prompt=..., or return it from a pre_prompt hook",
-    "DomainAdapter": "write hooks (pre_prompt for briefings, check_done for completion rules); see docs/hooks.md",
     "async_replay_loop": "replay_loop(trace_dir, tools=...) (sync); run it in a thread from async code",
 }
 
@@ -1851,6 +1851,14 @@ _TABLE.update(
         },
         "SessionLog": _working("looplet._compat_session", "SessionLog"),
         "LogEntry": _working("looplet._compat_session", "LogEntry"),
+    }
+)
+
+# the names 0.4.1's examples are built on: memory, domain adapters, context budgets, tool contexts
+_TABLE.update(
+    {
+        name: _working("looplet._compat_examples", name)
+        for name in "StaticMemorySource DomainAdapter ContextBudget ToolContext".split()
     }
 )
 

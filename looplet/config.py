@@ -18,7 +18,17 @@ DEFAULT_SYSTEM_PROMPT = (
 
 
 #: 0.4.1 fields that still work (deprecated): given one, LoopConfig(...) makes looplet._compat_loop's subclass.
-_CARRIED = frozenset({"checkpoint_dir", "run_envelope", "extract_entities", "compact_service"})
+_CARRIED = frozenset(
+    {
+        "checkpoint_dir",
+        "run_envelope",
+        "extract_entities",
+        "compact_service",
+        "approval_handler",
+        "domain",
+        "memory_sources",
+    }
+)
 
 
 @old_keywords(LOOP_CONFIG_KEYWORDS)  # looplet 0.4.1's fields: renamed, ignored, or refused with advice

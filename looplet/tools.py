@@ -9,6 +9,7 @@ import inspect
 import json
 import queue
 import signal
+import sys
 import threading
 import time
 import types
@@ -111,6 +112,9 @@ class ToolSpec(LegacyToolSpec):
                 "or 'process' (a child process, killed at the timeout)"
             )
         self.parameters = normalize_parameters(self.parameters, self.name)
+        old = sys.modules.get("looplet._compat_examples")  # loaded by importing 0.4.1's ToolContext
+        if old is not None and old.takes_tool_context(self.execute):
+            self.execute = old.tool_with_context(self.execute)  # looplet 0.4.1's ctx: ToolContext parameter
         self.is_async = is_async_callable(self.execute)
 
     def schema(self) -> dict[str, Any]:
@@ -294,10 +298,18 @@ def tool(
 
     def build(f: Callable[..., Any]) -> ToolSpec:
         desc = description or _doc(f) or callable_name(f).replace("_", " ")
+        try:
+            schema = schema_from_function(f)
+        except TypeError:
+            old = sys.modules.get("looplet._compat_examples")  # loaded by importing 0.4.1's ToolContext
+            if old is None or not old.takes_tool_context(f):
+                raise
+            f = old.tool_with_context(f)  # looplet 0.4.1's ctx: ToolContext parameter
+            schema = schema_from_function(f)
         return ToolSpec(
             name or callable_name(f),
             desc,
-            schema_from_function(f),
+            schema,
             f,
             concurrent_safe=concurrent_safe,
             timeout_s=timeout_s,

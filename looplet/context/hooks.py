@@ -35,6 +35,16 @@ class ThresholdCompactHook:
     reported usage when there is one, an estimate otherwise.
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> ThresholdCompactHook:
+        first = args[0] if args else kwargs.get("budget")
+        if cls is ThresholdCompactHook and (
+            "fire_tier" in kwargs or "budget" in kwargs or type(first).__name__ in ("ContextBudget", "dict")
+        ):  # looplet 0.4.1's ThresholdCompactHook(budget, fire_tier=...): looplet._compat_examples
+            from looplet._compat_examples import OldThresholdCompactHook
+
+            cls = OldThresholdCompactHook
+        return object.__new__(cls)
+
     def __init__(self, max_tokens: int | None = None, strategy: Any = None, *, target: float = 0.7) -> None:
         if max_tokens is not None and max_tokens < 1:
             raise ValueError(f"ThresholdCompactHook(max_tokens={max_tokens!r}): must be >= 1 or None")

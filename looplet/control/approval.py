@@ -49,6 +49,7 @@ class ApprovalHook:
         *,
         checkpoint_dir: Any = None,
     ) -> None:
+        self._every_call = tools is None  # a bare ApprovalHook() (looplet._compat_examples reads it)
         if tools is None:
             self._match: Callable[[ToolCall], bool] = lambda tc: True
         elif callable(tools):

@@ -454,12 +454,11 @@ def test_renamed_compaction_classes() -> None:
 @pytest.mark.parametrize(
     ("name", "advice"),
     [
-        ("ContextBudget", "ThresholdCompactHook"),
         ("EvalCase", "eval_cases"),
         ("load_eval_run", "from_trajectory"),
         ("Cartridge", "no counterpart"),
         ("async_replay_loop", "replay_loop"),
-        ("StaticMemorySource", "system_prompt="),
+        ("FileRunStore", "no counterpart"),
     ],
 )
 def test_removed_names_import_as_placeholders_that_say_what_to_use(name: str, advice: str) -> None:
@@ -859,19 +858,3 @@ def test_tool_spec_old_fields() -> None:
         assert spec.idempotency == "unknown"  # 0.4.1's default
     with pytest.raises(TypeError, match="@tool"):
         ToolSpec("lookup", "x", {}, lookup, infer_optional_from_signature=True)  # type: ignore[call-arg]
-
-
-def test_a_tool_annotated_with_a_removed_type_fails_with_the_advice() -> None:
-    from looplet import tool
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from looplet.types import ToolContext
-
-    def delete_rows(table, ctx):  # type: ignore[no-untyped-def]
-        return table
-
-    delete_rows.__annotations__ = {"table": str, "ctx": ToolContext}  # (this file has lazy annotations)
-
-    with pytest.raises(TypeError, match="current_run"):
-        tool(delete_rows)

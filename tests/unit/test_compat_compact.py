@@ -337,8 +337,13 @@ def test_loop_config_compact_service_compacts_the_run_with_its_strategy() -> Non
     steps = list(composable_loop(llm=llm, tools=tools, config=config, hooks=[Sizes()], task={"goal": "t"}))
     assert [s.tool_call.tool for s in steps] == ["fetch"] * 4 + ["done"]
     assert max(seen) < 4 * 600  # without compaction the transcript holds every page
+
+    class OwnService:  # a service of one's own (only .compact()) is no 0.5 strategy
+        def compact(self, **kwargs: Any) -> None:
+            return None
+
     with pytest.raises(TypeError, match="ThresholdCompactHook"):
-        LoopConfig(compact_service=old("DefaultCompactService")())  # type: ignore[call-arg]
+        LoopConfig(compact_service=OwnService())  # type: ignore[call-arg]
 
 
 # --- records ----------------------------------------------------------------------------------------
