@@ -344,22 +344,34 @@ def _anything(value: Any) -> bool:
     return True
 
 
-def _check(value: Any, schema: dict[str, Any], path: str) -> str | None:
+#: Where a value sits in the arguments: "" (the arguments), or (where its container sits, its key or index).
+#: Spelt out (``'tags'[0]``) only for a message: a valid call builds no path strings.
+Where = str | tuple[Any, Any]
+
+
+def _at(where: Where) -> str:
+    if isinstance(where, str):
+        return where
+    parent, key = where
+    return f"{_at(parent)}[{key}]" if isinstance(key, int) else f"{_at(parent)}{key!r}"
+
+
+def _check(value: Any, schema: dict[str, Any], path: Where) -> str | None:
     """Return a message if ``value`` does not fit ``schema`` (the JSON Schema subset tools use)."""
     if not schema:
         return None
     if "anyOf" in schema or "oneOf" in schema:
         options = schema.get("anyOf") or schema.get("oneOf") or ()
         if all(_check(value, s, path) is not None for s in options):
-            return f"{path} has the wrong type ({type(value).__name__})"
+            return f"{_at(path)} has the wrong type ({type(value).__name__})"
     if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
-        return f"{path} must be one of {schema['enum']!r}, got {value!r}"
+        return f"{_at(path)} must be one of {schema['enum']!r}, got {value!r}"
     wrong = _check_type(value, schema.get("type"), path)
     if wrong:
         return wrong
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         for i, item in enumerate(value):
-            msg = _check(item, schema["items"], f"{path}[{i}]")
+            msg = _check(item, schema["items"], (path, i))
             if msg:
                 return msg
     if isinstance(value, dict) and "properties" in schema:
@@ -372,7 +384,7 @@ def _same(value: Any, member: Any) -> bool:
     return bool(value == member) and isinstance(value, bool) is isinstance(member, bool)
 
 
-def _check_type(value: Any, jtype: str | list[str] | None, path: str) -> str | None:
+def _check_type(value: Any, jtype: str | list[str] | None, path: Where) -> str | None:
     if jtype is None:
         return None
     if isinstance(jtype, str):
@@ -383,23 +395,24 @@ def _check_type(value: Any, jtype: str | list[str] | None, path: str) -> str | N
     if ok:
         return None
     want = jtype if isinstance(jtype, str) else " or ".join(jtype)
-    return f"{path} must be {want}, got {type(value).__name__} {value!r:.60}"
+    return f"{_at(path)} must be {want}, got {type(value).__name__} {value!r:.60}"
 
 
-def _check_object(args: dict[str, Any], schema: dict[str, Any], path: str) -> tuple[str | None, str | None]:
+def _check_object(args: dict[str, Any], schema: dict[str, Any], path: Where) -> tuple[str | None, str | None]:
     props = schema.get("properties", {})
     for req in schema.get("required", ()):
         if req not in args:
-            return f"missing required argument {path}{req!r}{_stray(args, props, path)}", "missing_argument"
+            stray = _stray(args, props, _at(path))
+            return f"missing required argument {_at((path, req))}{stray}", "missing_argument"
     if schema.get("additionalProperties") is False:
         for key in args:
             if key not in props:
                 known = ", ".join(props) or "none"
-                return f"unexpected argument {path}{key!r} (accepted: {known})", "unexpected_argument"
+                return f"unexpected argument {_at((path, key))} (accepted: {known})", "unexpected_argument"
     for key, value in args.items():
         sub = props.get(key)
         if sub:
-            msg = _check(value, sub, f"{path}{key!r}")
+            msg = _check(value, sub, (path, key))
             if msg:
                 return msg, "invalid_argument"
     return None, None
