@@ -19,6 +19,9 @@ import looplet.provenance
 from looplet import LoopConfig, composable_loop, tools_from
 from looplet.compat import RemovedAPIError
 
+# Each old name's warning is checked once, with one_warning(); elsewhere the deprecated names are just used.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
 
 @contextmanager
 def one_warning(*words: str) -> Iterator[None]:
