@@ -7,8 +7,6 @@ import asyncio
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -29,20 +27,7 @@ from looplet import (
 )
 from looplet.compat import RemovedAPIError
 
-
-@contextmanager
-def one_warning(*words: str) -> Iterator[None]:
-    """Exactly one DeprecationWarning, naming each of ``words`` and the removal version, raised at a line
-    of this file (the caller's, not looplet's)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    deps = [w for w in caught if issubclass(w.category, DeprecationWarning)]
-    assert len(deps) == 1, [str(w.message) for w in deps]
-    message = str(deps[0].message)
-    for word in (*words, "0.7"):
-        assert word in message, message
-    assert deps[0].filename == __file__, (deps[0].filename, message)
+from ._compat_support import one_warning
 
 
 def removed(statement: str, *advice: str) -> Any:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +28,12 @@ from looplet import (
     tools_from,
 )
 
-
-@contextmanager
-def one_warning(*words: str) -> Iterator[None]:
-    """Exactly one DeprecationWarning, naming each of ``words`` and the removal version, at a line of this
-    file (the caller's, not looplet's)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    deps = [w for w in caught if issubclass(w.category, DeprecationWarning)]
-    assert len(deps) == 1, [str(w.message) for w in deps]
-    for word in (*words, "0.7"):
-        assert word in str(deps[0].message), str(deps[0].message)
-    assert deps[0].filename == __file__, (deps[0].filename, str(deps[0].message))
+from ._compat_support import one_warning, quiet
 
 
 @pytest.fixture(autouse=True)
 def _quiet_elsewhere() -> Iterator[None]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with quiet():
         yield
 
 

@@ -4,9 +4,7 @@ DeprecationWarning naming the 0.5 one, and the services are 0.5 strategies too."
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -30,26 +28,12 @@ from looplet import (
 )
 from looplet.context import CompactChain, compact_chain
 
-
-@contextmanager
-def one_warning(*words: str) -> Iterator[None]:
-    """Exactly one DeprecationWarning, naming each of ``words`` and the removal version, at a line of this
-    file (the caller's, not looplet's)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    deps = [w for w in caught if issubclass(w.category, DeprecationWarning)]
-    assert len(deps) == 1, [str(w.message) for w in deps]
-    message = str(deps[0].message)
-    for word in (*words, "0.7"):
-        assert word in message, message
-    assert deps[0].filename == __file__, (deps[0].filename, message)
+from ._compat_support import one_warning, quiet
 
 
 @pytest.fixture(autouse=True)
 def _quiet() -> Iterator[None]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with quiet():
         yield
 
 

@@ -5,9 +5,6 @@ recorders: tests/unit/test_compat_provenance.py.)"""
 from __future__ import annotations
 
 import json
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +12,7 @@ import pytest
 
 from looplet import EvalContext, MockLLMBackend, composable_loop, tools_from
 
-
-@contextmanager
-def one_warning(*words: str) -> Iterator[None]:
-    """Exactly one DeprecationWarning naming each of ``words`` and the removal version, at this file."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    deps = [w for w in caught if issubclass(w.category, DeprecationWarning)]
-    assert len(deps) == 1, [str(w.message) for w in deps]
-    for word in (*words, "0.7"):
-        assert word in str(deps[0].message), str(deps[0].message)
-    assert deps[0].filename == __file__, deps[0].filename
-
-
-@contextmanager
-def quiet() -> Iterator[None]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        yield
+from ._compat_support import one_warning, quiet
 
 
 def write(folder: Path, name: str, data: Any) -> None:

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +16,10 @@ import looplet.provenance
 from looplet import LoopConfig, composable_loop, tools_from
 from looplet.compat import RemovedAPIError
 
+from ._compat_support import one_warning, quiet
+
 # Each old name's warning is checked once, with one_warning(); elsewhere the deprecated names are just used.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-@contextmanager
-def one_warning(*words: str) -> Iterator[None]:
-    """Exactly one DeprecationWarning naming each of ``words`` and the removal version, at this file."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    deps = [w for w in caught if issubclass(w.category, DeprecationWarning)]
-    assert len(deps) == 1, [str(w.message) for w in deps]
-    for word in (*words, "0.7"):
-        assert word in str(deps[0].message), str(deps[0].message)
-    assert deps[0].filename == __file__, deps[0].filename
-
-
-@contextmanager
-def quiet() -> Iterator[None]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        yield
 
 
 def old(name: str) -> Any:

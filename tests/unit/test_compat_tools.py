@@ -7,26 +7,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Literal, Union
 
 import pytest
 
 from looplet import MockLLMBackend, ToolCall, ToolSpec, tool, tools_from
 
-
-@contextmanager
-def one_warning(*words: str) -> Iterator[None]:
-    """Exactly one DeprecationWarning naming each of ``words`` and the removal version, at this file."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    deps = [w for w in caught if issubclass(w.category, DeprecationWarning)]
-    assert len(deps) == 1, [str(w.message) for w in deps]
-    for word in (*words, "0.7"):
-        assert word in str(deps[0].message), str(deps[0].message)
-    assert deps[0].filename == __file__, deps[0].filename
+from ._compat_support import one_warning
 
 
 def old_registry(*items: Any, validate: bool = True) -> Any:
