@@ -4,8 +4,8 @@
 
 Each figure is (instructions of a 2,200-step run - those of a 200-step run) / 2,000, so start-up and imports
 cancel out. ``callgrind`` counts instructions, not time: the same tree, inputs and interpreter give the same
-count within about 1% (hash randomisation), whatever else the machine does. Configurations as in
-``bench/loop_overhead.py`` (MockLLMBackend, one trivial tool call per answer, no hooks). Needs ``valgrind``.
+count within about 1% (hash randomisation), whatever else the machine does. The run and its
+configurations are ``bench/loop_overhead.py``'s (MockLLMBackend, one trivial tool call per answer, no hooks). Needs ``valgrind``.
 """
 
 from __future__ import annotations
@@ -15,47 +15,31 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 
 SHORT, LONG = 200, 2_200
+BENCH = os.path.dirname(os.path.abspath(__file__))
 
-CHILD = """
-import asyncio, json, sys
-sys.path.insert(0, sys.argv[1])
-config, n = sys.argv[2], int(sys.argv[3])
-from looplet import DefaultState, LoopConfig, MockLLMBackend, async_composable_loop, composable_loop, tool, tools_from
-def noop(x: int) -> int:
-    return x
-async def anoop(x: int) -> int:
-    return x
-spec = tool(anoop if config == "async" else noop)
-llm = MockLLMBackend([json.dumps({"tool": spec.name, "args": {"x": 1}})], cycle=True)
-kw = {"tool_timeout_s": None} if config == "sync-inline" else {}
-go = dict(tools=tools_from([spec]), task={"goal": "bench"}, config=LoopConfig(max_steps=n, **kw),
-          state=DefaultState(max_steps=n))
-async def drive():
-    async for _ in async_composable_loop(llm=llm, **go):
-        pass
-if config == "async":
-    asyncio.run(drive())
-else:
-    for _ in composable_loop(llm=llm, **go):
-        pass
-"""
+#: One run: loop_overhead.py's ``_run``, so both benches measure the same loop in the same configurations.
+#: Run in the bench folder (``python -c`` puts the working directory first on sys.path: it must not be a
+#: checkout of looplet), so that ``PYTHONPATH`` picks the tree.
+CHILD = "import sys, loop_overhead as b; b._run(sys.argv[1], int(sys.argv[2]))"
 
 
-def instructions(tree: str, config: str, steps: int, script: str) -> int:
+def instructions(tree: str, config: str, steps: int) -> int:
+    """Instructions of one run of ``steps`` steps in ``config``, looplet imported from ``tree``."""
     out = subprocess.run(
         [
             "valgrind",
             "--tool=callgrind",
             "--callgrind-out-file=/dev/null",
             sys.executable,
-            script,
-            tree,
+            "-c",
+            CHILD,
             config,
             str(steps),
-        ],  # fmt: skip
+        ],
+        cwd=BENCH,
+        env={**os.environ, "PYTHONPATH": tree},
         capture_output=True,
         text=True,
         check=True,
@@ -71,24 +55,17 @@ def main() -> None:
     ap.add_argument("--baseline", help="another checkout of looplet, counted the same way")
     ap.add_argument("--configs", nargs="+", default=["sync", "sync-inline", "async"])
     args = ap.parse_args()
-    trees = {"this tree": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    trees = {"this tree": os.path.dirname(BENCH)}
     if args.baseline:
         trees["baseline"] = os.path.abspath(args.baseline)
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(CHILD)
-    try:
-        print("| tree | " + " | ".join(args.configs) + " |")
-        print("| --- |" + " ---: |" * len(args.configs))
-        for label, tree in trees.items():
-            cells = []
-            for config in args.configs:
-                per_step = (
-                    instructions(tree, config, LONG, f.name) - instructions(tree, config, SHORT, f.name)
-                ) / (LONG - SHORT)
-                cells.append(f"{per_step / 1000:.1f}k")
-            print(f"| {label} | " + " | ".join(cells) + " |")
-    finally:
-        os.unlink(f.name)
+    print("| tree | " + " | ".join(args.configs) + " |")
+    print("| --- |" + " ---: |" * len(args.configs))
+    for label, tree in trees.items():
+        cells = []
+        for config in args.configs:
+            per_step = (instructions(tree, config, LONG) - instructions(tree, config, SHORT)) / (LONG - SHORT)
+            cells.append(f"{per_step / 1000:.1f}k")
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
