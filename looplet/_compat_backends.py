@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from looplet.backends._base import ProviderBackend
 from looplet.backends.anthropic import AnthropicBackend
 from looplet.backends.openai import OpenAIBackend
 from looplet.compat import warn_renamed
@@ -220,10 +221,88 @@ def _openai_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+# ---------------------------------------------------------------- both providers
+
+
+class _OldMethods(ProviderBackend):
+    """0.4.1's methods over the client, the same for both providers: a provider class says how a request
+    is made (``_params``) and sent (``_create``), and how its answer reads as text or content blocks."""
+
+    _old: str
+    # what a provider class defines: the request (with ``tools``, one offering them), how it is sent,
+    # and how the answer reads as text or as 0.4.1's content blocks
+    _params: Callable[..., dict[str, Any]]
+    _create: Callable[[dict[str, Any]], Any]
+    _text: Callable[[Any], str]
+    _blocks: Callable[[Any], list[dict[str, Any]]]
+
+    def _adopt(self, client: Any, model: str, default_max_tokens: int | None) -> None:
+        self._client = client
+        self._aclient = None
+        self._settings = None
+        self.model = model
+        self.default_max_tokens = default_max_tokens
+        self.base_url = str(getattr(client, "base_url", "") or "")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r})"
+
+    def generate(  # type: ignore[override]
+        self,
+        prompt: str,
+        *,
+        max_tokens: int | None = 2000,
+        system_prompt: str = "",
+        temperature: float = 0.2,
+        cache_breakpoints: Any = None,
+    ) -> str:
+        params = self._params(
+            prompt,
+            max_tokens=max_tokens,
+            system_prompt=system_prompt,
+            temperature=temperature,
+            cache_breakpoints=cache_breakpoints,
+        )
+        return self._text(self._create(params))
+
+    def generate_with_tools(
+        self, prompt: str, *, tools: list[dict[str, Any]], **options: Any
+    ) -> list[dict[str, Any]]:
+        """Native tool calls, as 0.4.1's content blocks (``text`` and ``tool_use``)."""
+        return self._blocks(self._create(self._params(prompt, tools, **options)))
+
+
+class _AsyncOldMethods(_OldMethods):
+    """The same methods, awaited, over a client whose call is a coroutine function."""
+
+    async def generate(  # type: ignore[override]
+        self,
+        prompt: str,
+        *,
+        max_tokens: int | None = 2000,
+        system_prompt: str = "",
+        temperature: float = 0.2,
+        cache_breakpoints: Any = None,
+    ) -> str:
+        params = self._params(
+            prompt,
+            max_tokens=max_tokens,
+            system_prompt=system_prompt,
+            temperature=temperature,
+            cache_breakpoints=cache_breakpoints,
+        )
+        return self._text(await self._create(params))
+
+    async def generate_with_tools(  # type: ignore[override]
+        self, prompt: str, *, tools: list[dict[str, Any]], **options: Any
+    ) -> list[dict[str, Any]]:
+        return self._blocks(await self._create(self._params(prompt, tools, **options)))
+
+
 # ---------------------------------------------------------------- OpenAI
 
 
-class OldOpenAIBackend(OpenAIBackend):
+class OldOpenAIBackend(_OldMethods, OpenAIBackend):
     """0.4.1's ``OpenAIBackend``: ``generate(prompt) -> str`` and ``generate_with_tools(prompt, tools=)``
     over any client with ``chat.completions.create``. Deprecated: see :data:`_NEW`."""
 
@@ -244,12 +323,7 @@ class OldOpenAIBackend(OpenAIBackend):
         if client is None:
             options = {k: v for k, v in (("base_url", base_url), ("api_key", api_key)) if v is not None}
             client = self._make_client(**options)
-        self._client = client
-        self._aclient = None
-        self._settings = None
-        self.model = model
-        self.base_url = str(getattr(client, "base_url", "") or "")
-        self.default_max_tokens = default_max_tokens
+        self._adopt(client, model, default_max_tokens)
         self.tool_choice = tool_choice
         self.use_prompt_cache_key = use_prompt_cache_key
 
@@ -257,12 +331,10 @@ class OldOpenAIBackend(OpenAIBackend):
     def _make_client(**options: Any) -> Any:
         return require("openai", "openai").OpenAI(**options)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(model={self.model!r})"
-
     def _params(
         self,
         prompt: str,
+        tools: list[dict[str, Any]] | None = None,
         *,
         max_tokens: int | None = 2000,
         system_prompt: str = "",
@@ -281,39 +353,24 @@ class OldOpenAIBackend(OpenAIBackend):
         if self.use_prompt_cache_key and cache_breakpoints:
             key = "-".join(h for h in (getattr(bp, "hash", "") for bp in cache_breakpoints) if h)
             params["extra_body"] = {"prompt_cache_key": f"looplet-{key}"}
+        if tools is not None:
+            params.update(tools=_openai_tools(tools), tool_choice=self.tool_choice)
         return params
 
-    def _tool_params(
-        self, prompt: str, tools: list[dict[str, Any]], options: dict[str, Any]
-    ) -> dict[str, Any]:
-        params = self._params(prompt, **options)
-        params.update(tools=_openai_tools(tools), tool_choice=self.tool_choice)
-        return params
+    def _create(self, params: dict[str, Any]) -> Any:
+        return self._client.chat.completions.create(**params)
 
-    def generate(  # type: ignore[override]
-        self,
-        prompt: str,
-        *,
-        max_tokens: int | None = 2000,
-        system_prompt: str = "",
-        temperature: float = 0.2,
-        cache_breakpoints: Any = None,
-    ) -> str:
-        params = self._params(
-            prompt,
-            max_tokens=max_tokens,
-            system_prompt=system_prompt,
-            temperature=temperature,
-            cache_breakpoints=cache_breakpoints,
-        )
-        return _openai_text(self._client.chat.completions.create(**params).choices[0].message)
+    def _text(self, answer: Any) -> str:
+        return _openai_text(answer.choices[0].message)
 
-    def generate_with_tools(
-        self, prompt: str, *, tools: list[dict[str, Any]], **options: Any
-    ) -> list[dict[str, Any]]:
-        """Native tool calls, as 0.4.1's content blocks (``text`` and ``tool_use``)."""
-        response = self._client.chat.completions.create(**self._tool_params(prompt, tools, options))
-        return _openai_blocks(response.choices[0].message)
+    def _blocks(self, answer: Any) -> list[dict[str, Any]]:
+        return _openai_blocks(answer.choices[0].message)
+
+
+def _delta(event: Any) -> str | None:
+    """The text a chat-completion stream event adds, if any."""
+    delta = event.choices[0].delta if event.choices else None
+    return delta.content if delta is not None and delta.content else None
 
 
 class OpenAIStreamingBackend(OldOpenAIBackend):
@@ -322,14 +379,13 @@ class OpenAIStreamingBackend(OldOpenAIBackend):
     _old = "looplet.backends.OpenAIStreamingBackend"
 
     def stream(self, prompt: str, **options: Any) -> Iterator[str]:
-        params = self._params(prompt, **options)
-        for event in self._client.chat.completions.create(**params, stream=True):
-            delta = event.choices[0].delta if event.choices else None
-            if delta is not None and delta.content:
-                yield delta.content
+        for event in self._create({**self._params(prompt, **options), "stream": True}):
+            text = _delta(event)
+            if text:
+                yield text
 
 
-class AsyncOpenAIBackend(OldOpenAIBackend):
+class AsyncOpenAIBackend(_AsyncOldMethods, OldOpenAIBackend):
     """0.4.1's ``AsyncOpenAIBackend``: the same methods, awaited, over a client whose
     ``chat.completions.create`` is a coroutine function (``openai.AsyncOpenAI``)."""
 
@@ -347,43 +403,17 @@ class AsyncOpenAIBackend(OldOpenAIBackend):
         )
         return OpenAIBackend.from_env(**kwargs)
 
-    async def generate(  # type: ignore[override]
-        self,
-        prompt: str,
-        *,
-        max_tokens: int | None = 2000,
-        system_prompt: str = "",
-        temperature: float = 0.2,
-        cache_breakpoints: Any = None,
-    ) -> str:
-        params = self._params(
-            prompt,
-            max_tokens=max_tokens,
-            system_prompt=system_prompt,
-            temperature=temperature,
-            cache_breakpoints=cache_breakpoints,
-        )
-        response = await self._client.chat.completions.create(**params)
-        return _openai_text(response.choices[0].message)
-
-    async def generate_with_tools(  # type: ignore[override]
-        self, prompt: str, *, tools: list[dict[str, Any]], **options: Any
-    ) -> list[dict[str, Any]]:
-        response = await self._client.chat.completions.create(**self._tool_params(prompt, tools, options))
-        return _openai_blocks(response.choices[0].message)
-
     async def stream(self, prompt: str, **options: Any) -> AsyncIterator[str]:
-        events = await self._client.chat.completions.create(**self._params(prompt, **options), stream=True)
-        async for event in events:
-            delta = event.choices[0].delta if event.choices else None
-            if delta is not None and delta.content:
-                yield delta.content
+        async for event in await self._create({**self._params(prompt, **options), "stream": True}):
+            text = _delta(event)
+            if text:
+                yield text
 
 
 # ---------------------------------------------------------------- Anthropic
 
 
-class OldAnthropicBackend(AnthropicBackend):
+class OldAnthropicBackend(_OldMethods, AnthropicBackend):
     """0.4.1's ``AnthropicBackend``: ``generate(prompt) -> str`` and ``generate_with_tools(prompt,
     tools=)`` over any client with ``messages.create``. Deprecated: see :data:`_NEW`."""
 
@@ -404,20 +434,12 @@ class OldAnthropicBackend(AnthropicBackend):
                     f"{type(self).__name__} needs a client or api_key=...; better, use {_NEW['anthropic']}"
                 )
             client = self._make_client(api_key=api_key)
-        self._client = client
-        self._aclient = None
-        self._settings = None
-        self.model = model
+        self._adopt(client, model, default_max_tokens)
         self.max_tokens = default_max_tokens or 4096
-        self.default_max_tokens = default_max_tokens
-        self.base_url = str(getattr(client, "base_url", "") or "")
 
     @staticmethod
     def _make_client(**options: Any) -> Any:
         return require("anthropic", "anthropic").Anthropic(**options)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(model={self.model!r})"
 
     def _params(
         self,
@@ -443,29 +465,14 @@ class OldAnthropicBackend(AnthropicBackend):
         _anthropic_cache(params, prompt, cache_breakpoints)
         return params
 
-    def generate(  # type: ignore[override]
-        self,
-        prompt: str,
-        *,
-        max_tokens: int | None = 2000,
-        system_prompt: str = "",
-        temperature: float = 0.2,
-        cache_breakpoints: Any = None,
-    ) -> str:
-        params = self._params(
-            prompt,
-            max_tokens=max_tokens,
-            system_prompt=system_prompt,
-            temperature=temperature,
-            cache_breakpoints=cache_breakpoints,
-        )
-        return _anthropic_text(self._client.messages.create(**params))
+    def _create(self, params: dict[str, Any]) -> Any:
+        return self._client.messages.create(**params)
 
-    def generate_with_tools(
-        self, prompt: str, *, tools: list[dict[str, Any]], **options: Any
-    ) -> list[dict[str, Any]]:
-        """Native tool calls, as 0.4.1's content blocks (``text`` and ``tool_use``)."""
-        return _anthropic_blocks(self._client.messages.create(**self._params(prompt, tools, **options)))
+    def _text(self, answer: Any) -> str:
+        return _anthropic_text(answer)
+
+    def _blocks(self, answer: Any) -> list[dict[str, Any]]:
+        return _anthropic_blocks(answer)
 
 
 class AnthropicStreamingBackend(OldAnthropicBackend):
@@ -478,7 +485,7 @@ class AnthropicStreamingBackend(OldAnthropicBackend):
             yield from events.text_stream
 
 
-class AsyncAnthropicBackend(OldAnthropicBackend):
+class AsyncAnthropicBackend(_AsyncOldMethods, OldAnthropicBackend):
     """0.4.1's ``AsyncAnthropicBackend``: the same methods, awaited (``anthropic.AsyncAnthropic``)."""
 
     _old = "looplet.backends.AsyncAnthropicBackend"
@@ -486,29 +493,6 @@ class AsyncAnthropicBackend(OldAnthropicBackend):
     @staticmethod
     def _make_client(**options: Any) -> Any:
         return require("anthropic", "anthropic").AsyncAnthropic(**options)
-
-    async def generate(  # type: ignore[override]
-        self,
-        prompt: str,
-        *,
-        max_tokens: int | None = 2000,
-        system_prompt: str = "",
-        temperature: float = 0.2,
-        cache_breakpoints: Any = None,
-    ) -> str:
-        params = self._params(
-            prompt,
-            max_tokens=max_tokens,
-            system_prompt=system_prompt,
-            temperature=temperature,
-            cache_breakpoints=cache_breakpoints,
-        )
-        return _anthropic_text(await self._client.messages.create(**params))
-
-    async def generate_with_tools(  # type: ignore[override]
-        self, prompt: str, *, tools: list[dict[str, Any]], **options: Any
-    ) -> list[dict[str, Any]]:
-        return _anthropic_blocks(await self._client.messages.create(**self._params(prompt, tools, **options)))
 
     async def stream(self, prompt: str, **options: Any) -> AsyncIterator[str]:
         async with self._client.messages.stream(**self._params(prompt, **options)) as events:

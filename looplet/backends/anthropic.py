@@ -8,39 +8,26 @@ own (``open_telemetry=False``), so each call has exactly one ``chat`` span: loop
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import time
 from typing import Any
 
+from looplet.backends._base import ProviderBackend
 from looplet.backends._common import (
     Assembly,
-    Deadline,
-    adeliver,
-    bad_json,
-    call_error,
-    check_stream,
-    deliver,
     not_an_answer,
-    old_style,
     parse_arguments,
-    server_of,
     settings_from_env,
     stream_cut,
-    total_seconds,
 )
-from looplet.errors import LLMError, require
-from looplet.telemetry.redact import add_secret
+from looplet.errors import require
 from looplet.types import LLMResponse, ToolCall, Usage
 
 __all__ = ["AnthropicBackend"]
 
 PROVIDER = "anthropic"  # gen_ai.provider.name
-_OLD_KEYWORDS = frozenset({"default_max_tokens"})  # looplet 0.4.1's (see __new__)
 
 
-class AnthropicBackend:
+class AnthropicBackend(ProviderBackend):
     """A looplet backend on ``anthropic.Anthropic`` / ``anthropic.AsyncAnthropic`` (the async one made on
     first use). Pass a client or ``api_key``/``base_url``/``timeout`` and other client options.
     ``timeout`` (seconds) bounds each whole call, a streamed answer included (a retryable
@@ -50,15 +37,14 @@ class AnthropicBackend:
     """
 
     provider = PROVIDER
-
-    def __new__(cls, client: Any = None, *args: Any, **kwargs: Any) -> AnthropicBackend:
-        if cls is AnthropicBackend and old_style(
-            client, kwargs, PROVIDER, ("messages", "create"), _OLD_KEYWORDS
-        ):
-            from looplet._compat_backends import old_backend_class  # looplet 0.4.1's way, deprecated
-
-            cls = old_backend_class(PROVIDER)
-        return object.__new__(cls)
+    _key_env = "ANTHROPIC_API_KEY"
+    _async_given = (
+        "this AnthropicBackend was given an AsyncAnthropic client: use async_composable_loop, "
+        "or pass an anthropic.Anthropic client for the sync loop"
+    )
+    # looplet 0.4.1's way, recognised in __new__: a duck-typed client, or one of these keywords
+    _call_path = ("messages", "create")
+    _old_keywords = frozenset({"default_max_tokens"})
 
     def __init__(
         self,
@@ -79,35 +65,22 @@ class AnthropicBackend:
             )
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"AnthropicBackend(max_tokens={max_tokens!r}): must be an int >= 1")
-        self._sdk = sdk
-        self._errors = (
-            sdk.APIError,
-            httpx2.HTTPError,
-        )  # the SDK leaves transport errors in streams unwrapped
-        self.model = model
+        # the SDK leaves transport errors in streams unwrapped
+        self._setup(sdk, (sdk.APIError, httpx2.HTTPError), model)
         self.max_tokens = max_tokens
-        self._client: Any = None
-        self._aclient: Any = None
-        self._aloop: Any = None
-        self._tools_in: Any = None
-        self._tools_out: list[dict[str, Any]] = []
         quiet = {"max_retries": 0, "open_telemetry": _otel_option(client_kwargs.pop("open_telemetry", False))}
         if client is not None:
             if api_key is not None or base_url is not None or client_kwargs:
                 raise ValueError(
                     "AnthropicBackend: pass either a client or api_key/base_url/client options, not both"
                 )
-            if isinstance(client, sdk.AsyncAnthropic):
-                self._aclient = client.with_options(**quiet)
-            elif isinstance(client, sdk.Anthropic):
-                self._client = client.with_options(**quiet)
-            else:
-                raise TypeError(
-                    f"AnthropicBackend(client=...) must be an anthropic.Anthropic or AsyncAnthropic, "
-                    f"got {type(client).__name__}"
-                )
-            self._settings: dict[str, Any] | None = None
-            self.timeout = (self._client or self._aclient).timeout
+            self._take_client(
+                client,
+                sdk.Anthropic,
+                sdk.AsyncAnthropic,
+                quiet,
+                "AnthropicBackend(client=...) must be an anthropic.Anthropic or AsyncAnthropic",
+            )
         else:
             self.timeout = timeout
             self._settings = dict(
@@ -120,10 +93,7 @@ class AnthropicBackend:
                     f"AnthropicBackend: {exc} (pass api_key=... or set ANTHROPIC_API_KEY)"
                 ) from exc
             _check_credentials(self._client)
-        self._total = total_seconds(self.timeout)
-        self.base_url = str((self._client or self._aclient).base_url)
-        self.server_address, self.server_port = server_of(self.base_url)
-        add_secret(getattr(self._client or self._aclient, "api_key", None), "api_key")  # redacted everywhere
+        self._endpoint()
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> AnthropicBackend:
@@ -139,67 +109,8 @@ class AnthropicBackend:
 
     # -- calls ------------------------------------------------------------------------------------------
 
-    def generate(
-        self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None, **options: Any
-    ) -> LLMResponse:
-        if self._client is None:
-            raise TypeError(
-                "this AnthropicBackend was given an AsyncAnthropic client: use async_composable_loop, "
-                "or pass an anthropic.Anthropic client for the sync loop"
-            )
-        on_chunk = options.pop("on_chunk", None)
-        params = self._request(messages, tools, options)
-        reader = _StreamReader(time.perf_counter())
-        deadline = Deadline(self._total)
-        if deadline.at is not None:
-            params.setdefault("timeout", deadline.left())
-        messages_api = self._client.messages
-        try:
-            if not params.get("stream"):
-                with messages_api.with_streaming_response.create(**params) as raw:
-                    with deadline.watching(raw.http_response):
-                        return self._parse(raw.parse())
-            with messages_api.create(**params) as events, deadline.watching(events.response):
-                check_stream(events, PROVIDER, self.base_url)
-                for event in events:
-                    for chunk in reader.absorb(event):
-                        deliver(on_chunk, chunk)
-            return self._finish(reader)
-        except self._errors as exc:
-            raise self._error(exc, reader, deadline) from exc
-        except json.JSONDecodeError as exc:
-            raise bad_json(PROVIDER, self.base_url, exc) from exc
-
-    async def agenerate(
-        self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None, **options: Any
-    ) -> LLMResponse:
-        client = self._async_client()
-        on_chunk = options.pop("on_chunk", None)
-        params = self._request(messages, tools, options)
-        reader = _StreamReader(time.perf_counter())
-        deadline = Deadline(self._total)
-        if deadline.at is not None:
-            params.setdefault("timeout", deadline.left())
-        try:
-            async with asyncio.timeout(deadline.left()):
-                if not params.get("stream"):
-                    return self._parse(await client.messages.create(**params))
-                async with await client.messages.create(**params) as events:
-                    check_stream(events, PROVIDER, self.base_url)
-                    async for event in events:
-                        for chunk in reader.absorb(event):
-                            await adeliver(on_chunk, chunk)
-            return self._finish(reader)
-        except TimeoutError as exc:
-            raise deadline.error(PROVIDER, self.base_url) from exc
-        except self._errors as exc:
-            raise self._error(exc, reader, deadline) from exc
-        except json.JSONDecodeError as exc:
-            raise bad_json(PROVIDER, self.base_url, exc) from exc
-
-    def close(self) -> None:
-        if self._settings is not None and self._client is not None:
-            self._client.close()
+    def _api(self, client: Any) -> Any:
+        return client.messages
 
     # -- request ----------------------------------------------------------------------------------------
 
@@ -215,39 +126,32 @@ class AnthropicBackend:
         if system:
             params["system"] = system
         if tools:
-            if tools is not self._tools_in:
-                self._tools_in = tools
-                self._tools_out = [
-                    {
-                        "name": t["name"],
-                        "description": t.get("description") or "",
-                        "input_schema": t.get("parameters") or {"type": "object", "properties": {}},
-                    }
-                    for t in tools
-                ]
-            params["tools"] = self._tools_out
+            params["tools"] = self._tool_schemas(tools)
         if options.pop("stream", False):
             params["stream"] = True
         params.update(options)
         return params
 
-    def _async_client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._aclient is not None and (self._aloop is None or self._aloop is loop):
-            return self._aclient
-        settings = self._settings
-        if settings is None:  # the user's sync client: the same endpoint and credentials
-            c = self._client
-            settings = dict(
-                api_key=c.api_key,
-                auth_token=c.auth_token,
-                base_url=c.base_url,
-                timeout=c.timeout,
-                max_retries=0,
-                open_telemetry=False,
-            )
-        self._aclient, self._aloop = self._sdk.AsyncAnthropic(**settings), loop  # one per event loop
-        return self._aclient
+    @staticmethod
+    def _tool_schema(t: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "name": t["name"],
+            "description": t.get("description") or "",
+            "input_schema": t.get("parameters") or {"type": "object", "properties": {}},
+        }
+
+    def _async_settings(self, client: Any) -> dict[str, Any]:
+        return dict(
+            api_key=client.api_key,
+            auth_token=client.auth_token,
+            base_url=client.base_url,
+            timeout=client.timeout,
+            max_retries=0,
+            open_telemetry=False,
+        )
+
+    def _new_async_client(self, settings: dict[str, Any]) -> Any:
+        return self._sdk.AsyncAnthropic(**settings)
 
     # -- response ---------------------------------------------------------------------------------------
 
@@ -273,24 +177,8 @@ class AnthropicBackend:
             self.server_port,
         )
 
-    def _finish(self, reader: _StreamReader) -> LLMResponse:
-        if not reader.stopped:
-            raise stream_cut(PROVIDER)
-        asm = reader.asm
-        asm.usage = _usage(reader.counts)
-        return asm.response(PROVIDER, (self.server_address, self.server_port))
-
-    def _error(self, exc: BaseException, reader: _StreamReader, deadline: Deadline) -> LLMError:
-        return call_error(
-            exc,
-            deadline,
-            provider=PROVIDER,
-            key_env="ANTHROPIC_API_KEY",
-            base_url=self.base_url,
-            model=self.model,
-            timeout=getattr(self.timeout, "read", None) or self.timeout,
-            mid_stream=reader.asm.model is not None,
-        )
+    def _reader(self, started: float) -> _StreamReader:
+        return _StreamReader(started)
 
 
 def _otel_option(value: Any) -> Any:
@@ -356,6 +244,12 @@ class _StreamReader:
         elif kind == "message_stop":
             self.stopped = True
         return []
+
+    def finish(self, server: tuple[str | None, int | None]) -> LLMResponse:
+        if not self.stopped:
+            raise stream_cut(PROVIDER)
+        self.asm.usage = _usage(self.counts)
+        return self.asm.response(PROVIDER, server)
 
 
 def _counts(u: Any) -> dict[str, int] | None:

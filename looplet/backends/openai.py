@@ -7,41 +7,26 @@ with backoff, so every attempt is visible to hooks and telemetry.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
 from typing import Any
 
+from looplet.backends._base import ProviderBackend
 from looplet.backends._common import (
     Assembly,
-    Deadline,
-    adeliver,
-    bad_json,
-    call_error,
-    check_stream,
-    deliver,
     empty_answer,
     not_an_answer,
-    old_style,
     parse_arguments,
-    server_of,
     settings_from_env,
     stream_cut,
-    total_seconds,
 )
-from looplet.errors import LLMError, require
-from looplet.telemetry.redact import add_secret
+from looplet.errors import require
 from looplet.types import LLMResponse, ToolCall, Usage
 
 __all__ = ["OpenAIBackend"]
 
 PROVIDER = "openai"  # gen_ai.provider.name
-_OLD_KEYWORDS = frozenset(
-    {"default_max_tokens", "tool_choice", "use_prompt_cache_key"}
-)  # looplet 0.4.1's (see __new__)
 
 
-class OpenAIBackend:
+class OpenAIBackend(ProviderBackend):
     """A looplet backend on ``openai.OpenAI`` (sync) and ``openai.AsyncOpenAI`` (async, made on first use).
 
     Pass a client (``OpenAIBackend(OpenAI(...), model=...)``, sync or async) or let the backend build one
@@ -54,15 +39,14 @@ class OpenAIBackend:
     """
 
     provider = PROVIDER
-
-    def __new__(cls, client: Any = None, *args: Any, **kwargs: Any) -> OpenAIBackend:
-        if cls is OpenAIBackend and old_style(
-            client, kwargs, PROVIDER, ("chat", "completions", "create"), _OLD_KEYWORDS
-        ):
-            from looplet._compat_backends import old_backend_class  # looplet 0.4.1's way, deprecated
-
-            cls = old_backend_class(PROVIDER)
-        return object.__new__(cls)
+    _key_env = "OPENAI_API_KEY"
+    _async_given = (
+        "this OpenAIBackend was given an AsyncOpenAI client: use async_composable_loop, or "
+        "pass an openai.OpenAI client for the sync loop"
+    )
+    # looplet 0.4.1's way, recognised in __new__: a duck-typed client, or one of these keywords
+    _call_path = ("chat", "completions", "create")
+    _old_keywords = frozenset({"default_max_tokens", "tool_choice", "use_prompt_cache_key"})
 
     def __init__(
         self,
@@ -77,32 +61,21 @@ class OpenAIBackend:
         sdk = require("openai", "openai")
         if not isinstance(model, str) or not model.strip():
             raise ValueError("OpenAIBackend(model=...) must name the model, e.g. model='gpt-4o-mini'")
-        self._sdk = sdk
         # transport errors inside a stream or a body read reach us unwrapped
-        self._errors = (sdk.APIError, require("httpx2", "openai").HTTPError)
-        self.model = model
-        self._client: Any = None
-        self._aclient: Any = None
-        self._aloop: Any = None  # the event loop self._aclient belongs to (None: the user's own client)
-        self._settings: dict[str, Any] | None = None
-        self._tools_in: Any = None
-        self._tools_out: list[dict[str, Any]] = []
+        self._setup(sdk, (sdk.APIError, require("httpx2", "openai").HTTPError), model)
         if client is not None:
             if base_url is not None or api_key is not None or client_kwargs:
                 raise ValueError(
                     "OpenAIBackend: pass either a client or base_url/api_key/client options, not both "
                     "(configure the client itself, e.g. OpenAI(base_url=..., api_key=...))"
                 )
-            if isinstance(client, sdk.AsyncOpenAI):
-                self._aclient = client.with_options(max_retries=0)
-            elif isinstance(client, sdk.OpenAI):
-                self._client = client.with_options(max_retries=0)
-            else:
-                raise TypeError(
-                    f"OpenAIBackend(client=...) must be an openai.OpenAI or openai.AsyncOpenAI, "
-                    f"got {type(client).__name__}"
-                )
-            self.timeout = (self._client or self._aclient).timeout
+            self._take_client(
+                client,
+                sdk.OpenAI,
+                sdk.AsyncOpenAI,
+                {"max_retries": 0},
+                "OpenAIBackend(client=...) must be an openai.OpenAI or openai.AsyncOpenAI",
+            )
         else:
             self.timeout = timeout
             self._settings = dict(
@@ -115,10 +88,7 @@ class OpenAIBackend:
                     f"OpenAIBackend: {exc} (pass api_key=... or set OPENAI_API_KEY; local servers "
                     "such as Ollama accept any non-empty key)"
                 ) from exc
-        self._total = total_seconds(self.timeout)
-        self.base_url = str((self._client or self._aclient).base_url)
-        self.server_address, self.server_port = server_of(self.base_url)
-        add_secret(getattr(self._client or self._aclient, "api_key", None), "api_key")  # redacted everywhere
+        self._endpoint()
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> OpenAIBackend:
@@ -138,68 +108,8 @@ class OpenAIBackend:
 
     # -- calls ------------------------------------------------------------------------------------------
 
-    def generate(
-        self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None, **options: Any
-    ) -> LLMResponse:
-        if self._client is None:
-            raise TypeError(
-                "this OpenAIBackend was given an AsyncOpenAI client: use async_composable_loop, or "
-                "pass an openai.OpenAI client for the sync loop"
-            )
-        on_chunk = options.pop("on_chunk", None)
-        params = self._request(messages, tools, options)
-        asm = Assembly(time.perf_counter())
-        deadline = Deadline(self._total)
-        if deadline.at is not None:
-            params.setdefault("timeout", deadline.left())
-        completions = self._client.chat.completions
-        try:
-            if not params.get("stream"):
-                with completions.with_streaming_response.create(**params) as raw:
-                    with deadline.watching(raw.http_response):
-                        return self._parse(raw.parse())
-            with completions.create(**params) as events, deadline.watching(events.response):
-                check_stream(events, PROVIDER, self.base_url)
-                for event in events:
-                    for chunk in self._absorb(asm, event):
-                        deliver(on_chunk, chunk)
-            return self._finish(asm)
-        except self._errors as exc:
-            raise self._error(exc, asm, deadline) from exc
-        except json.JSONDecodeError as exc:
-            raise bad_json(PROVIDER, self.base_url, exc) from exc
-
-    async def agenerate(
-        self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None, **options: Any
-    ) -> LLMResponse:
-        client = self._async_client()
-        on_chunk = options.pop("on_chunk", None)
-        params = self._request(messages, tools, options)
-        asm = Assembly(time.perf_counter())
-        deadline = Deadline(self._total)
-        if deadline.at is not None:
-            params.setdefault("timeout", deadline.left())
-        try:
-            async with asyncio.timeout(deadline.left()):
-                if not params.get("stream"):
-                    return self._parse(await client.chat.completions.create(**params))
-                async with await client.chat.completions.create(**params) as events:
-                    check_stream(events, PROVIDER, self.base_url)
-                    async for event in events:
-                        for chunk in self._absorb(asm, event):
-                            await adeliver(on_chunk, chunk)
-            return self._finish(asm)
-        except TimeoutError as exc:
-            raise deadline.error(PROVIDER, self.base_url) from exc
-        except self._errors as exc:
-            raise self._error(exc, asm, deadline) from exc
-        except json.JSONDecodeError as exc:
-            raise bad_json(PROVIDER, self.base_url, exc) from exc
-
-    def close(self) -> None:
-        """Close the HTTP connections of the clients this backend built."""
-        if self._settings is not None and self._client is not None:
-            self._client.close()
+    def _api(self, client: Any) -> Any:
+        return client.chat.completions
 
     # -- request ----------------------------------------------------------------------------------------
 
@@ -214,20 +124,7 @@ class OpenAIBackend:
             ],
         }  # some compatible servers reject a null assistant content
         if tools:
-            if tools is not self._tools_in:  # the loop passes the same list every call: convert it once
-                self._tools_in = tools
-                self._tools_out = [
-                    {
-                        "type": "function",
-                        "function": {
-                            "name": t["name"],
-                            "description": t.get("description") or "",
-                            "parameters": t.get("parameters") or {"type": "object", "properties": {}},
-                        },
-                    }
-                    for t in tools
-                ]
-            params["tools"] = self._tools_out
+            params["tools"] = self._tool_schemas(tools)
         stream = bool(options.pop("stream", False))
         params.update(options)
         if stream:
@@ -235,25 +132,30 @@ class OpenAIBackend:
             params["stream_options"] = {"include_usage": True}  # else a stream carries no token counts
         return params
 
-    def _async_client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._aclient is not None and (self._aloop is None or self._aloop is loop):
-            return self._aclient
-        settings = self._settings
-        if settings is None:  # the user's sync client: the same endpoint and credentials
-            c = self._client
-            settings = dict(
-                base_url=c.base_url,
-                api_key=c.api_key,
-                organization=c.organization,
-                project=c.project,
-                timeout=c.timeout,
-                max_retries=0,
-                default_headers=getattr(c, "_custom_headers", None),
-            )
-        # an async client's connections belong to one event loop: make one per loop
-        self._aclient, self._aloop = self._sdk.AsyncOpenAI(**settings), loop
-        return self._aclient
+    @staticmethod
+    def _tool_schema(t: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {
+                "name": t["name"],
+                "description": t.get("description") or "",
+                "parameters": t.get("parameters") or {"type": "object", "properties": {}},
+            },
+        }
+
+    def _async_settings(self, client: Any) -> dict[str, Any]:
+        return dict(
+            base_url=client.base_url,
+            api_key=client.api_key,
+            organization=client.organization,
+            project=client.project,
+            timeout=client.timeout,
+            max_retries=0,
+            default_headers=getattr(client, "_custom_headers", None),
+        )
+
+    def _new_async_client(self, settings: dict[str, Any]) -> Any:
+        return self._sdk.AsyncOpenAI(**settings)
 
     # -- response ---------------------------------------------------------------------------------------
 
@@ -281,9 +183,21 @@ class OpenAIBackend:
             self.server_port,
         )
 
-    @staticmethod
-    def _absorb(asm: Assembly, event: Any) -> list[dict[str, Any]]:
-        """Fold one stream event into ``asm``; return the chunks it carries for ``on_chunk``."""
+    def _reader(self, started: float) -> _StreamReader:
+        return _StreamReader(started)
+
+
+class _StreamReader:
+    """Folds chat-completion chunks into an :class:`Assembly`; the usage comes in the last chunk."""
+
+    __slots__ = ("asm",)
+
+    def __init__(self, started: float) -> None:
+        self.asm = Assembly(started)
+
+    def absorb(self, event: Any) -> list[dict[str, Any]]:
+        """Fold one stream event in; return the chunks it carries for ``on_chunk``."""
+        asm = self.asm
         asm.model = event.model or asm.model
         asm.response_id = event.id or asm.response_id
         if event.usage is not None:
@@ -304,26 +218,15 @@ class OpenAIBackend:
                 asm.finish_reason = choice.finish_reason
         return chunks
 
-    def _finish(self, asm: Assembly) -> LLMResponse:
+    def finish(self, server: tuple[str | None, int | None]) -> LLMResponse:
+        asm = self.asm
         if (
             asm.finish_reason is None
         ):  # no final chunk: cut off, unless the server sent a complete empty answer
             if asm.seen or asm.usage is None:
                 raise stream_cut(PROVIDER)
             raise empty_answer(PROVIDER, "a stream without choices")
-        return asm.response(PROVIDER, (self.server_address, self.server_port))
-
-    def _error(self, exc: BaseException, asm: Assembly, deadline: Deadline) -> LLMError:
-        return call_error(
-            exc,
-            deadline,
-            provider=PROVIDER,
-            key_env="OPENAI_API_KEY",
-            base_url=self.base_url,
-            model=self.model,
-            timeout=_seconds(self.timeout),
-            mid_stream=asm.model is not None,
-        )
+        return asm.response(PROVIDER, server)
 
 
 def _usage(u: Any) -> Usage | None:
@@ -337,7 +240,3 @@ def _usage(u: Any) -> Usage | None:
         (prompt and prompt.cached_tokens) or 0,
         (completion and completion.reasoning_tokens) or 0,
     )
-
-
-def _seconds(timeout: Any) -> Any:
-    return getattr(timeout, "read", None) or timeout
