@@ -1428,13 +1428,9 @@ def old_eval_hook_class() -> type:
             self.results: list[Any] = []
 
         def on_loop_end(self, state: Any, session_log: Any, context: Any, result: Any) -> None:
-            from looplet.hooks import current_run, emit_event
+            from looplet.hooks import emit_event
 
-            run = current_run()
-            task = getattr(run, "task", None)
-            if self.expected is not None:
-                task = {**(task if isinstance(task, dict) else {}), "expected": self.expected}
-            base = EvalContext.from_run(result, task=task, agent=getattr(run, "agent_name", ""))
+            base = self._context_of(result)
             ctx = OldEvalContext(**{f.name: getattr(base, f.name) for f in fields(EvalContext)})
             failures = [_collect(c, state, ctx.artifacts) for c in self.collectors]
             with warnings.catch_warnings():

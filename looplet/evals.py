@@ -160,43 +160,25 @@ class EvalContext(LegacyEvalContext):  # 0.4.1's step_count, errors, ... (loople
     # construction ----------------------------------------------------------------------------------
     @classmethod
     def from_trajectory(cls, t: Any) -> EvalContext:
-        return cls(
-            steps=list(t.steps),
-            final_output=t.final_output,
-            stop_reason=t.stop_reason,
-            usage=t.usage,
-            cost=t.cost_usd,
-            duration_ms=t.duration_ms,
-            task=t.task,
-            error=t.error,
-            llm_calls=t.llm_calls,
-            models=t.models,
-            agent=t.agent,
-            run_id=t.run_id,
-            name=t.name,
-            trajectory=t,
-            events=t.events,
+        return cls._of(
+            t, task=t.task, models=t.models, agent=t.agent, name=t.name, trajectory=t, events=t.events
         )
 
     @classmethod
     def from_run(cls, result: Any, task: Any = None, agent: str = "") -> EvalContext:
         """From a live run's :class:`~looplet.types.RunResult`."""
         models = list(dict.fromkeys(s.model for s in result.steps if s.model))
-        return cls(
-            steps=list(result.steps),
-            final_output=result.final_output,
-            stop_reason=result.stop_reason,
-            usage=result.usage,
-            cost=result.cost_usd,
-            duration_ms=result.duration_ms,
-            task=task,
-            error=result.error,
-            llm_calls=result.llm_calls,
-            models=models,
-            agent=agent,
-            run_id=result.run_id,
-            name=result.run_id[:8],
-        )
+        return cls._of(result, task=task, models=models, agent=agent, name=result.run_id[:8])
+
+    @classmethod
+    def _of(cls, run: Any, **more: Any) -> EvalContext:
+        """The fields a saved trajectory and a live result both carry, under the same names, and ``more``."""
+        same = {k: getattr(run, k) for k in _SAME_FIELDS}
+        return cls(steps=list(run.steps), cost=run.cost_usd, **same, **more)
+
+
+#: What :class:`EvalContext` copies from a trajectory or a run result as is.
+_SAME_FIELDS = ("final_output", "stop_reason", "usage", "duration_ms", "error", "llm_calls", "run_id")
 
 
 @dataclass(slots=True)
@@ -412,13 +394,9 @@ class EvalHook:
         self.results: list[EvalOutcome] = []
 
     def on_loop_end(self, state: Any, session_log: Any, context: Any, result: Any) -> None:
-        from looplet.hooks import current_run, emit_event
+        from looplet.hooks import emit_event
 
-        run = current_run()
-        task = getattr(run, "task", None)
-        if self.expected is not None:
-            task = {**(task if isinstance(task, dict) else {}), "expected": self.expected}
-        ctx = EvalContext.from_run(result, task=task, agent=getattr(run, "agent_name", ""))
+        ctx = self._context_of(result)
         outcomes = [run_eval(fn, ctx) for fn in self.evals]
         if self.verbose:
             for o in outcomes:
@@ -436,6 +414,17 @@ class EvalHook:
         metadata = getattr(state, "metadata", None)
         if isinstance(metadata, dict):
             metadata["evals"] = [o.to_dict() for o in outcomes]
+
+    def _context_of(self, result: Any) -> EvalContext:
+        """The :class:`EvalContext` of the run in progress that ended with ``result``; its task carries
+        ``expected`` when this hook was given one."""
+        from looplet.hooks import current_run
+
+        run = current_run()
+        task = getattr(run, "task", None)
+        if self.expected is not None:
+            task = {**(task if isinstance(task, dict) else {}), "expected": self.expected}
+        return EvalContext.from_run(result, task=task, agent=getattr(run, "agent_name", ""))
 
     def __repr__(self) -> str:
         return f"EvalHook({[_name(f) for f in self.evals]!r})"

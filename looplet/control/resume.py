@@ -64,8 +64,27 @@ def _hooks(source: Any, approvals: dict[str, bool] | None, hooks: Any) -> list[A
     return [restorer, *hooks]
 
 
-def _state(config: LoopConfig | None, max_steps: int | None) -> DefaultState:
-    return DefaultState(max_steps=max_steps or (config or LoopConfig()).max_steps)
+def _loop_args(
+    source: Any,
+    llm: Any,
+    tools: Any,
+    approvals: dict[str, bool] | None,
+    hooks: Any,
+    config: LoopConfig | None,
+    context: Any,
+    max_steps: int | None,
+) -> dict[str, Any]:
+    """The arguments of the loop (sync or async) that continues ``source``: the restoring hook first and
+    a new state, into which the checkpoint is restored."""
+    return dict(
+        llm=llm,
+        tools=tools,
+        hooks=_hooks(source, approvals, hooks),
+        config=config,
+        state=DefaultState(max_steps=max_steps or (config or LoopConfig()).max_steps),
+        context=context,
+        max_steps=max_steps,
+    )
 
 
 def resume(
@@ -93,16 +112,7 @@ def resume(
     """
     from looplet.loop import run_loop
 
-    return run_loop(
-        llm,
-        None,
-        tools,
-        hooks=_hooks(source, approvals, hooks),
-        config=config,
-        state=_state(config, max_steps),
-        context=context,
-        max_steps=max_steps,
-    )
+    return run_loop(**_loop_args(source, llm, tools, approvals, hooks, config, context, max_steps))
 
 
 async def aresume(
@@ -119,17 +129,9 @@ async def aresume(
     """:func:`resume` on the async loop."""
     from looplet.async_loop import async_composable_loop
 
-    state = _state(config, max_steps)
-    async for _step in async_composable_loop(
-        llm,
-        None,
-        tools,
-        hooks=_hooks(source, approvals, hooks),
-        config=config,
-        state=state,
-        context=context,
-        max_steps=max_steps,
-    ):
+    args = _loop_args(source, llm, tools, approvals, hooks, config, context, max_steps)
+    async for _step in async_composable_loop(**args):
         pass
-    assert state.result is not None
-    return state.result
+    result: RunResult | None = args["state"].result
+    assert result is not None
+    return result
