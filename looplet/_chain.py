@@ -217,9 +217,8 @@ def _link(
         except Exception as exc:
             use, value = _recover(chain, hook, method, exc, nxt)
             return value if use else inner(arg)
-        if llm and not nxt.called and arg.outcome == "pending":
-            replayed(arg, out)
-            chain.last = arg
+        if llm and not nxt.called:
+            _hook_answered(chain, arg, out)
         return out
 
     return step
@@ -235,12 +234,19 @@ def _async_link(
         except Exception as exc:
             use, value = _recover(chain, hook, method, exc, nxt)
             return value if use else await _resolve(inner(arg))
-        if llm and not nxt.called and arg.outcome == "pending":
-            replayed(arg, out)
-            chain.last = arg
+        if llm and not nxt.called:
+            _hook_answered(chain, arg, out)
         return out
 
     return step
+
+
+def _hook_answered(chain: Chain, call: LLMCall, out: Any) -> None:
+    """A ``wrap_llm_call`` hook gave ``out`` without calling on: unless an inner link already settled
+    ``call``, it is a replay (no model was called), and the call the chain ends with."""
+    if call.outcome == "pending":
+        replayed(call, out)
+        chain.last = call
 
 
 def _strict_link(wrap: Callable[..., Any], inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -449,8 +455,16 @@ def _checked_result(out: Any) -> ToolResult:
 
 def tool_chain(wraps: Wraps, terminal: ToolTerminal, strict: bool = False) -> Chain:
     """The sync loop's tool chain; its outermost call always gives back a ToolResult."""
-    wraps = tuple(wraps)
-    chain = _fold(Chain(), wraps, terminal, "wrap_tool", strict, False)
+    return _tool_chain(tuple(wraps), terminal, strict, False)
+
+
+def async_tool_chain(wraps: Wraps, terminal: AsyncToolTerminal, strict: bool = False) -> Chain:
+    """The async loop's tool chain; its outermost call always gives back a ToolResult."""
+    return _tool_chain(tuple(wraps), terminal, strict, True)
+
+
+def _tool_chain(wraps: tuple[Any, ...], terminal: ToolTerminal, strict: bool, is_async: bool) -> Chain:
+    chain = _fold(Chain(), wraps, terminal, "wrap_tool", strict, is_async)
     if not wraps:  # the terminal itself always gives back a ToolResult
         return chain
     inner = chain.fn
@@ -461,23 +475,11 @@ def tool_chain(wraps: Wraps, terminal: ToolTerminal, strict: bool = False) -> Ch
         except Exception as exc:
             return crashed(exc)
 
-    chain.fn = guarded
-    return chain
-
-
-def async_tool_chain(wraps: Wraps, terminal: AsyncToolTerminal, strict: bool = False) -> Chain:
-    """The async loop's tool chain; its outermost call always gives back a ToolResult."""
-    wraps = tuple(wraps)
-    chain = _fold(Chain(), wraps, terminal, "wrap_tool", strict, True)
-    if not wraps:  # the terminal itself always gives back a ToolResult
-        return chain
-    inner = chain.fn
-
-    async def guarded(tc: ToolCall) -> ToolResult:
+    async def aguarded(tc: ToolCall) -> ToolResult:
         try:
             return _checked_result(await _resolve(inner(tc)))
         except Exception as exc:
             return crashed(exc)
 
-    chain.fn = guarded
+    chain.fn = aguarded if is_async else guarded
     return chain
