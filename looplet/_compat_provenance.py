@@ -21,7 +21,8 @@ import re
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,11 +235,14 @@ def _response_file(c: LLMCall) -> str:
 class _Pending:
     """A call in progress: what was sent (redacted when ``redact_upstream``), and when it started."""
 
-    __slots__ = ("method", "prompt", "system", "temperature", "max_tokens", "tools", "started")
+    __slots__ = ("method", "prompt", "system", "temperature", "max_tokens", "tools", "started", "out")
 
-    def __init__(self, method: str, prompt: str, system: str, temperature: Any, max_tokens: Any, tools: Any) -> None:  # fmt: skip
+    def __init__(
+        self, method: str, prompt: str, system: str, temperature: Any, max_tokens: Any, tools: Any
+    ) -> None:
         self.method, self.prompt, self.system, self.tools = method, prompt, system, tools
         self.temperature, self.max_tokens, self.started = temperature, max_tokens, time.time()
+        self.out: Any = None  # the answer, set by the caller of _Recording._call
 
 
 class _Recording:
@@ -276,12 +280,24 @@ class _Recording:
     def _generate_with_tools(self, prompt: str, *, tools: list[dict[str, Any]], **options: Any) -> Any:
         raise NotImplementedError  # pragma: no cover - each recorder has its own
 
-    def _start(self, method: str, prompt: str, options: dict[str, Any], tools: Any = None) -> _Pending:
+    @contextmanager
+    def _call(
+        self, method: str, prompt: str, options: dict[str, Any], tools: Any = None
+    ) -> Iterator[_Pending]:
+        """Record one call, sync or async: the block sends ``call.prompt`` (redacted when
+        ``redact_upstream``; ``options["system_prompt"]`` too) and sets ``call.out`` to the answer; a call
+        that raises is recorded with an empty answer and its error."""
         system = options.get("system_prompt", "")
         if self._redact is not None and self._redact_upstream:
             prompt, system = self._redact(prompt), self._redact(system)
             options["system_prompt"] = system
-        return _Pending(method, prompt, system, options.get("temperature"), options.get("max_tokens"), tools)
+        call = _Pending(method, prompt, system, options.get("temperature"), options.get("max_tokens"), tools)
+        try:
+            yield call
+        except Exception as exc:
+            self._end(call, "" if method == "generate" else [], exc)
+            raise
+        self._end(call, call.out, None)
 
     def _options(self, options: dict[str, Any]) -> dict[str, Any]:
         """The keywords the wrapped backend takes (a 0.4.1 backend may take none of them)."""
@@ -341,24 +357,14 @@ class RecordingLLMBackend(_Recording):
         **options: Any,
     ) -> Any:
         options.update(max_tokens=max_tokens, system_prompt=system_prompt, temperature=temperature)
-        p = self._start("generate", prompt, options)
-        try:
-            out = self._backend.generate(p.prompt, **self._options(options))
-        except Exception as exc:
-            self._end(p, "", exc)
-            raise
-        self._end(p, out, None)
-        return out
+        with self._call("generate", prompt, options) as call:
+            call.out = self._backend.generate(call.prompt, **self._options(options))
+        return call.out
 
     def _generate_with_tools(self, prompt: str, *, tools: list[dict[str, Any]], **options: Any) -> Any:
-        p = self._start("generate_with_tools", prompt, options, tools)
-        try:
-            out = self._backend.generate_with_tools(p.prompt, tools=tools, **options)
-        except Exception as exc:
-            self._end(p, [], exc)
-            raise
-        self._end(p, out, None)
-        return out
+        with self._call("generate_with_tools", prompt, options, tools) as call:
+            call.out = self._backend.generate_with_tools(call.prompt, tools=tools, **options)
+        return call.out
 
 
 class AsyncRecordingLLMBackend(_Recording):
@@ -375,24 +381,14 @@ class AsyncRecordingLLMBackend(_Recording):
         **options: Any,
     ) -> Any:
         options.update(max_tokens=max_tokens, system_prompt=system_prompt, temperature=temperature)
-        p = self._start("generate", prompt, options)
-        try:
-            out = await self._backend.generate(p.prompt, **self._options(options))
-        except Exception as exc:
-            self._end(p, "", exc)
-            raise
-        self._end(p, out, None)
-        return out
+        with self._call("generate", prompt, options) as call:
+            call.out = await self._backend.generate(call.prompt, **self._options(options))
+        return call.out
 
     async def _generate_with_tools(self, prompt: str, *, tools: list[dict[str, Any]], **options: Any) -> Any:
-        p = self._start("generate_with_tools", prompt, options, tools)
-        try:
-            out = await self._backend.generate_with_tools(p.prompt, tools=tools, **options)
-        except Exception as exc:
-            self._end(p, [], exc)
-            raise
-        self._end(p, out, None)
-        return out
+        with self._call("generate_with_tools", prompt, options, tools) as call:
+            call.out = await self._backend.generate_with_tools(call.prompt, tools=tools, **options)
+        return call.out
 
 
 # ---------------------------------------------------------------- the trajectory hook
@@ -463,7 +459,9 @@ class TrajectoryRecorder:
             self._context = str(context)
         self._step_started = time.time()
 
-    def post_dispatch(self, state: Any, session_log: Any, tool_call: Any, tool_result: Any, step_num: int) -> None:  # fmt: skip
+    def post_dispatch(
+        self, state: Any, session_log: Any, tool_call: Any, tool_result: Any, step_num: int
+    ) -> None:
         steps = getattr(state, "steps", None)
         pretty = getattr(steps[-1], "pretty", None) if steps else None
         calls = [] if self._llm is None else list(range(self._first_call, len(self._llm.calls)))
