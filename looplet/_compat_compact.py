@@ -254,6 +254,15 @@ class _Before:
             **kw,
         )
 
+    def truncated(
+        self, reason: str, session_log: Any, conversation: Any, keep: int, extra: dict[str, Any]
+    ) -> CompactOutcome:
+        """0.4.1's truncation: the log's old entries folded into a summary entry, the conversation's old
+        turns dropped, both keeping the last ``keep``."""
+        summary = _fold(session_log, keep)
+        after = _rewrite(conversation, _truncate(keep))
+        return self.outcome(reason, session_log, after, summary=summary, extra=extra)
+
 
 def _foldable(session_log: Any, keep: int) -> tuple[int, int] | None:
     entries = getattr(session_log, "entries", None)
@@ -313,11 +322,11 @@ class TruncateCompact(Truncate):
         step_num: int = 0,
         reason: str = "",
     ) -> CompactOutcome:
-        before = _Before.of(session_log, conversation, self.keep_recent)
-        summary = _fold(session_log, self.keep_recent)
-        after = _rewrite(conversation, _truncate(self.keep_recent))
-        extra = {"mode": "truncate", "keep_recent": self.keep_recent}
-        return before.outcome(reason, session_log, after, summary=summary, extra=extra)
+        keep = self.keep_recent
+        before = _Before.of(session_log, conversation, keep)
+        return before.truncated(
+            reason, session_log, conversation, keep, {"mode": "truncate", "keep_recent": keep}
+        )
 
 
 class _NoLLM:
@@ -390,11 +399,7 @@ class SummarizeCompact(Summarize):
         before = _Before.of(session_log, conversation, keep)
         transcript = _transcript(session_log, conversation)
         if not transcript:
-            summary = _fold(session_log, keep)
-            after = _rewrite(conversation, _truncate(keep))
-            return before.outcome(
-                reason, session_log, after, summary=summary, extra={"mode": "empty_fallback"}
-            )
+            return before.truncated(reason, session_log, conversation, keep, {"mode": "empty_fallback"})
         backend = llm if llm is not None else self.own_llm
         text, spent = self.ask(backend, transcript) if backend is not None else (None, 0)
         folded = _fold(session_log, keep)
