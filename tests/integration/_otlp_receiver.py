@@ -78,12 +78,21 @@ def _value(v: Any) -> Any:
     return getattr(v, kind) if kind else None
 
 
-class HttpReceiver(_Store):
-    """``POST /v1/traces`` (protobuf, optionally gzip/deflate)."""
+Reply = tuple[int, dict[str, str], bytes]  # an HTTP reply: status, headers, body
+NOT_FOUND: Reply = (404, {}, b"")
 
-    def __init__(self) -> None:
-        super().__init__()
-        store = self
+
+def otlp_ok(response: Any) -> Reply:
+    """An OTLP/HTTP success: the service's (empty) response message, as protobuf."""
+    return 200, {"Content-Type": "application/x-protobuf"}, response.SerializeToString()
+
+
+class LocalHttp:
+    """An HTTP server on 127.0.0.1 (``port`` 0: a free one), each request on a daemon thread of its own.
+    A subclass answers every POST in ``answer(path, headers, body)``: the reply's status, headers and body."""
+
+    def __init__(self, port: int = 0) -> None:
+        answer = self.answer
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
@@ -91,35 +100,48 @@ class HttpReceiver(_Store):
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                encoding = (self.headers.get("Content-Encoding") or "").lower()
-                if encoding == "gzip":
-                    body = gzip.decompress(body)
-                elif encoding == "deflate":
-                    body = zlib.decompress(body)
-                if self.path != "/v1/traces":
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                req = trace_service_pb2.ExportTraceServiceRequest()
-                req.ParseFromString(body)
-                store.add(req, {k.lower(): v for k, v in self.headers.items()})
-                payload = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
+                status, headers, payload = answer(self.path, self.headers, body)
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
+    def answer(self, path: str, headers: Any, body: bytes) -> Reply:
+        raise NotImplementedError
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class HttpReceiver(_Store, LocalHttp):
+    """``POST /v1/traces`` (protobuf, optionally gzip/deflate)."""
+
+    def __init__(self) -> None:
+        _Store.__init__(self)
+        LocalHttp.__init__(self)
+
+    def answer(self, path: str, headers: Any, body: bytes) -> Reply:
+        encoding = (headers.get("Content-Encoding") or "").lower()
+        if encoding == "gzip":
+            body = gzip.decompress(body)
+        elif encoding == "deflate":
+            body = zlib.decompress(body)
+        if path != "/v1/traces":
+            return NOT_FOUND
+        req = trace_service_pb2.ExportTraceServiceRequest()
+        req.ParseFromString(body)
+        self.add(req, {k.lower(): v for k, v in headers.items()})
+        return otlp_ok(trace_service_pb2.ExportTraceServiceResponse())
 
 
 class GrpcReceiver(_Store):

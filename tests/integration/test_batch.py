@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from looplet.batch import BatchError, read_results, run_batch
-from tests.integration._otlp_receiver import HttpReceiver, _Store
+from tests.integration._otlp_receiver import HttpReceiver, Reply, otlp_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = f"{ROOT / 'tests' / 'integration' / '_batch_agent.py'}:build"
@@ -291,47 +291,29 @@ async def test_arun_batch_from_async_code_runs_an_async_only_agent(tmp_path: Pat
     assert again.ran == 0 and again.skipped == 12
 
 
-class OtlpHttpReceiver(_Store):
+class OtlpHttpReceiver(HttpReceiver):
     """``POST /v1/traces`` and ``/v1/metrics`` (OTLP/HTTP protobuf) on 127.0.0.1: spans as HttpReceiver keeps
     them, and the histogram points received."""
 
     def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-
-        super().__init__()
         self.points: list[tuple[str, dict[str, Any], tuple[int, int], float, int]] = []
-        store = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
+    def answer(self, path: str, headers: Any, body: bytes) -> Reply:
+        if path != "/v1/metrics":
+            return super().answer(path, headers, body)
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.path == "/v1/traces":
-                    traces = trace_service_pb2.ExportTraceServiceRequest()
-                    traces.ParseFromString(body)
-                    store.add(traces, {})
-                if self.path == "/v1/metrics":
-                    req = metrics_service_pb2.ExportMetricsServiceRequest()
-                    req.ParseFromString(body)
-                    for rm in req.resource_metrics:
-                        for sm in rm.scope_metrics:
-                            for m in sm.metrics:
-                                for dp in m.histogram.data_points:
-                                    attrs = {a.key: a.value.string_value for a in dp.attributes}
-                                    at = (dp.start_time_unix_nano, dp.time_unix_nano)
-                                    store.points.append((m.name, attrs, at, dp.sum, dp.count))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        req = metrics_service_pb2.ExportMetricsServiceRequest()
+        req.ParseFromString(body)
+        for rm in req.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    for dp in m.histogram.data_points:
+                        attrs = {a.key: a.value.string_value for a in dp.attributes}
+                        at = (dp.start_time_unix_nano, dp.time_unix_nano)
+                        self.points.append((m.name, attrs, at, dp.sum, dp.count))
+        return otlp_ok(metrics_service_pb2.ExportMetricsServiceResponse())
 
     def latest(self, name: str, **match: str) -> tuple[float, int]:
         """Sum and count of the last point of every series of ``name`` whose attributes match (a series: its
@@ -343,10 +325,6 @@ class OtlpHttpReceiver(_Store):
                 if key not in last or at >= last[key][0]:
                     last[key] = (at, total, count)
         return sum(v[1] for v in last.values()), sum(v[2] for v in last.values())
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def test_otlp_metrics_push_the_genai_client_metrics_of_every_run(tmp_path: Path) -> None:

@@ -12,9 +12,7 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,7 +20,14 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from looplet import composable_loop, demo
 from looplet.telemetry.setup import STALLED_S, _address, _reachable, configure
-from tests.integration._otlp_receiver import HangingEndpoint, refused_url, reset_global_telemetry
+from tests.integration._otlp_receiver import (
+    HangingEndpoint,
+    LocalHttp,
+    Reply,
+    otlp_ok,
+    refused_url,
+    reset_global_telemetry,
+)
 
 BUDGET_S = 20.0
 
@@ -81,40 +86,22 @@ def test_shutdown_gives_up_on_a_dead_or_hung_collector_and_counts_the_spans(prot
     )  # the exporter's own retries are not printed
 
 
-class SlowCollector:
+class SlowCollector(LocalHttp):
     """OTLP/HTTP that takes ``delay_s`` to answer each request (alive, just slow), on ``port`` (0: any)."""
 
     def __init__(self, delay_s: float, port: int = 0) -> None:
         self.spans = 0
         self.requests = 0
-        store = self
+        self.delay_s = delay_s
+        super().__init__(port)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                time.sleep(delay_s)  # the collector's own pace, not synchronisation
-                req = trace_service_pb2.ExportTraceServiceRequest()
-                req.ParseFromString(body)
-                store.requests += 1
-                store.spans += sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
-                payload = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, path: str, headers: Any, body: bytes) -> Reply:
+        time.sleep(self.delay_s)  # the collector's own pace, not synchronisation
+        req = trace_service_pb2.ExportTraceServiceRequest()
+        req.ParseFromString(body)
+        self.requests += 1
+        self.spans += sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+        return otlp_ok(trace_service_pb2.ExportTraceServiceResponse())
 
 
 def test_a_slow_but_live_collector_gets_every_span_within_the_budget(monkeypatch):

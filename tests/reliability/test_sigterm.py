@@ -17,13 +17,14 @@ import sys
 import textwrap
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from tests.integration._otlp_receiver import NOT_FOUND, LocalHttp, Reply, otlp_ok
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32", reason="POSIX")
 
@@ -57,45 +58,26 @@ CHILD = textwrap.dedent(
 )
 
 
-class Receiver:
+class Receiver(LocalHttp):
     """OTLP/HTTP on 127.0.0.1: ``/v1/traces`` and ``/v1/metrics`` requests, decoded."""
 
     def __init__(self) -> None:
         self.traces: list[Any] = []
         self.metrics: list[Any] = []
-        store = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.path == "/v1/traces":
-                    req: Any = trace_service_pb2.ExportTraceServiceRequest()
-                    req.ParseFromString(body)
-                    store.traces.append(req)
-                    reply = trace_service_pb2.ExportTraceServiceResponse()
-                elif self.path == "/v1/metrics":
-                    req = metrics_service_pb2.ExportMetricsServiceRequest()
-                    req.ParseFromString(body)
-                    store.metrics.append(req)
-                    reply = metrics_service_pb2.ExportMetricsServiceResponse()
-                else:
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                payload = reply.SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def answer(self, path: str, headers: Any, body: bytes) -> Reply:
+        if path == "/v1/traces":
+            req: Any = trace_service_pb2.ExportTraceServiceRequest()
+            req.ParseFromString(body)
+            self.traces.append(req)
+            return otlp_ok(trace_service_pb2.ExportTraceServiceResponse())
+        if path == "/v1/metrics":
+            req = metrics_service_pb2.ExportMetricsServiceRequest()
+            req.ParseFromString(body)
+            self.metrics.append(req)
+            return otlp_ok(metrics_service_pb2.ExportMetricsServiceResponse())
+        return NOT_FOUND
 
     def spans(self) -> list[Any]:
         return [s for r in self.traces for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
@@ -108,10 +90,6 @@ class Receiver:
             for sm in rm.scope_metrics
             for m in sm.metrics
         }
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

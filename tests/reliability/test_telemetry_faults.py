@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,13 @@ from prometheus_client import REGISTRY
 
 from looplet import composable_loop, demo
 from looplet.telemetry.setup import configure, current_session
-from tests.integration._otlp_receiver import GrpcReceiver, HttpReceiver, reset_global_telemetry
+from tests.integration._otlp_receiver import (
+    GrpcReceiver,
+    HttpReceiver,
+    LocalHttp,
+    Reply,
+    reset_global_telemetry,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -79,37 +84,19 @@ def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
 # -- collectors that answer with errors ------------------------------------------------------------------
 
 
-class HttpErrors:
+class HttpErrors(LocalHttp):
     """``POST /v1/traces`` answered with ``status`` every time (503 with a Retry-After, as a proxy does)."""
 
     def __init__(self, status: int) -> None:
         self.calls = 0
-        outer = self
+        self.status = status
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.calls += 1
-                body = b'{"code": 14, "message": "collector overloaded"}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                if status == 503:
-                    self.send_header("Retry-After", "1")
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, path: str, headers: Any, body: bytes) -> Reply:
+        self.calls += 1
+        extra = {"Retry-After": "1"} if self.status == 503 else {}
+        reply = b'{"code": 14, "message": "collector overloaded"}'
+        return self.status, {"Content-Type": "application/json", **extra}, reply
 
 
 class GrpcUnavailable:
