@@ -9,7 +9,6 @@ fresh Prometheus registry, JSON log lines in memory (``configure_logging``, stdl
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from looplet.subagents import agent_tool
 from looplet.telemetry.logging import LoggingHook, configure_logging, reset_logging
 from looplet.telemetry.metrics import MetricsHook
 from looplet.telemetry.tracing import TracingHook
+from tests.unit._harness import run
 
 PARENT_USAGE = Usage(100, 20, cached_input_tokens=30)
 CHILD_USAGE = Usage(50, 10)
@@ -169,18 +169,4 @@ def run_scenario(mode: str, sinks: Sinks, extra_hooks: list[Any] | None = None) 
             agent_name="parent", parallel_tools=True, llm_retries=2, llm_backoff_s=0.001, max_steps=10
         ),
     )
-    if mode == "sync":
-        gen = composable_loop(**kwargs)
-        steps = []
-        while True:
-            try:
-                steps.append(next(gen))
-            except StopIteration as stop:
-                return steps, stop.value
-
-    async def main() -> tuple[list[Any], Any]:
-        state = DefaultState(max_steps=10)
-        steps = [s async for s in async_composable_loop(**kwargs, state=state)]
-        return steps, state.result
-
-    return asyncio.run(main())
+    return run(mode, **kwargs, state=DefaultState(max_steps=10))

@@ -10,10 +10,11 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from prometheus_client.parser import text_string_to_metric_families
 
-from looplet import __version__, composable_loop, demo
+from looplet import __version__, demo
 from looplet.telemetry import names as N
 from looplet.telemetry.setup import configure
 from tests.integration._otlp_receiver import GrpcReceiver, HttpReceiver, reset_global_telemetry
+from tests.unit._harness import run, run_demo
 
 
 @pytest.fixture(autouse=True)
@@ -35,17 +36,6 @@ def grpc_receiver():
     r = GrpcReceiver()
     yield r
     r.close()
-
-
-def run_demo(session):
-    llm, tools, config = demo.build(latency_s=0.0)
-    gen = composable_loop(llm=llm, tools=tools, task=demo.TASK, config=config, hooks=session.hooks)
-    steps = []
-    while True:
-        try:
-            steps.append(next(gen))
-        except StopIteration as stop:
-            return steps, stop.value
 
 
 def check_delivered(spans, steps, result):
@@ -110,7 +100,7 @@ def test_configure_exports_the_run_over_otlp(protocol, http_receiver, grpc_recei
         log_file=str(log_file),
     )
     assert session.otlp_protocol == protocol
-    steps, result = run_demo(session)
+    steps, result = run_demo(session.hooks)
     assert result.stop_reason == "done"
 
     # /metrics over HTTP, parsed by prometheus_client
@@ -146,7 +136,7 @@ def test_the_standard_environment_variables_choose_the_endpoint(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=looplet-tests")
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci")
     session = configure(service_name="wire-test", json_logs=False)
-    steps, result = run_demo(session)
+    steps, result = run_demo(session.hooks)
     session.shutdown()
     spans = receiver.wait_for(lambda sp: any(s["name"].startswith("invoke_agent") for s in sp))
     check_delivered(spans, steps, result)
@@ -164,7 +154,7 @@ def test_configure_is_idempotent_and_never_replaces_an_application_provider(http
     assert configure(service_name="wire-test", otlp_endpoint=http_receiver.url, json_logs=False) is first
     assert configure(service_name="other") is first and "called again" in caplog.text
     assert trace.get_tracer_provider() is app_provider and first.tracer_provider is app_provider
-    steps, result = run_demo(first)
+    steps, result = run_demo(first.hooks)
     first.shutdown()
     spans = http_receiver.wait_for(lambda sp: any(s["name"].startswith("invoke_agent") for s in sp))
     assert {s["span_id"] for s in spans} >= {s.span_id for s in steps}
@@ -227,14 +217,7 @@ def test_what_trace_uis_read_arrives_on_the_wire(http_receiver, tmp_path):
         headers={"Accept": "application/openmetrics-text; version=1.0.0"},
     )
     before = _genai_counts(urllib.request.urlopen(request, timeout=5).read().decode())
-    steps = []
-    gen = composable_loop(llm=llm, tools=agent.tools, task=task, config=config, hooks=hooks)
-    while True:
-        try:
-            steps.append(next(gen))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    steps, result = run("sync", llm=llm, tools=agent.tools, task=task, config=config, hooks=hooks)
     assert result.stop_reason == "done"
     exposition = urllib.request.urlopen(request, timeout=5).read().decode()
     session.shutdown()

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from looplet import composable_loop, demo
 from looplet.telemetry import names as N
 from looplet.telemetry.setup import configure
 from tests.integration._otlp_receiver import GrpcReceiver, HttpReceiver, reset_global_telemetry
+from tests.unit._harness import run_demo
 
 rotel = pytest.importorskip("rotel", reason="rotel is not installed (pip install rotel)")
 AGENT = Path(rotel.__file__).parent / "rotel-agent"
@@ -107,15 +107,7 @@ def test_spans_pass_through_rotel_intact(collector, in_protocol):
         otlp_protocol=in_protocol,
         json_logs=False,
     )
-    llm, tools, config = demo.build(latency_s=0.0)
-    gen = composable_loop(llm=llm, tools=tools, task=demo.TASK, config=config, hooks=session.hooks)
-    steps = []
-    while True:
-        try:
-            steps.append(next(gen))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    steps, result = run_demo(session.hooks)
     session.shutdown()
     assert session.dropped_spans == {}
     expected = 1 + len(steps) + result.llm_calls + len(steps)  # agent, steps, chats, tools

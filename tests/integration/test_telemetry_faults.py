@@ -11,9 +11,9 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-from looplet import composable_loop, demo
 from looplet.telemetry.setup import configure
 from tests.integration._otlp_receiver import HangingEndpoint, refused_url, reset_global_telemetry
+from tests.unit._harness import run_demo
 
 
 @pytest.fixture(autouse=True)
@@ -28,17 +28,6 @@ def hanging():
     h = HangingEndpoint()
     yield h
     h.close()
-
-
-def run_demo(hooks, steps=None):
-    llm, tools, config = demo.build(latency_s=0.0, steps=steps)
-    gen = composable_loop(llm=llm, tools=tools, task=demo.TASK, config=config, hooks=hooks)
-    out = []
-    while True:
-        try:
-            out.append(next(gen))
-        except StopIteration as stop:
-            return out, stop.value
 
 
 def shape(steps, result):

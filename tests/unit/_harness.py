@@ -32,3 +32,11 @@ def run(mode: str, **kwargs: Any) -> tuple[list[Any], Any]:
 
 
 MODES = ["sync", "async"]
+
+
+def run_demo(hooks: list[Any], steps: int | None = None) -> tuple[list[Any], Any]:
+    """The demo agent (no latency, ``steps`` tool calls long) run on the sync loop with ``hooks``."""
+    from looplet import demo
+
+    llm, tools, config = demo.build(latency_s=0.0, steps=steps)
+    return run("sync", llm=llm, tools=tools, task=demo.TASK, config=config, hooks=hooks)
