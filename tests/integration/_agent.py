@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from looplet import tool, tools_from
+from typing import Any
+
+from looplet import LoopConfig, tool, tools_from
+from tests.fakeserver import tool_call
+from tests.unit._harness import run
 
 
 @tool(description="Search the docs.")
@@ -17,3 +21,16 @@ def broken(x: int) -> int:
 
 TOOLS = tools_from([search, broken])
 TASK = {"goal": "What is looplet?"}
+
+
+def done(**kw: Any) -> Any:
+    """The fake server's answer that ends the run with ``done``."""
+    return tool_call("done", {"answer": "an agent loop"}, **kw)
+
+
+def go(mode: str, llm: Any, *, hooks: Any = (), state: Any = None, **config: Any) -> tuple[list[Any], Any]:
+    """Run the agent in ``mode`` on ``llm`` with ``LoopConfig(**config)`` (retries back off 10 ms)."""
+    config.setdefault("llm_backoff_s", 0.01)
+    return run(
+        mode, llm=llm, task=TASK, tools=TOOLS, hooks=list(hooks), state=state, config=LoopConfig(**config)
+    )

@@ -8,17 +8,13 @@ import json
 import openai
 import pytest
 
-from looplet import LoopConfig, Usage
+from looplet import Usage
 from looplet.backends.openai import OpenAIBackend
 from looplet.errors import LLMError
 from looplet.tools import INVALID_JSON_KEY
 from tests.fakeserver import LLMRecorder, empty, error, hang, text, tool_call, tool_calls, usage
-from tests.integration._agent import TASK, TOOLS
-from tests.unit._harness import MODES, run
-
-
-def done(**kw):
-    return tool_call("done", {"answer": "an agent loop"}, **kw)
+from tests.integration._agent import done, go
+from tests.unit._harness import MODES
 
 
 @pytest.fixture
@@ -28,11 +24,6 @@ def llm(fake_llm_server):
     )
     yield backend
     backend.close()
-
-
-def go(mode, llm, *, hooks=(), **config):
-    config.setdefault("llm_backoff_s", 0.01)
-    return run(mode, llm=llm, task=TASK, tools=TOOLS, hooks=list(hooks), config=LoopConfig(**config))
 
 
 @pytest.mark.parametrize("mode", MODES)

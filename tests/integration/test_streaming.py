@@ -13,8 +13,8 @@ from looplet import DefaultState, LoopConfig, Usage, async_composable_loop
 from looplet.backends.anthropic import AnthropicBackend
 from looplet.backends.openai import OpenAIBackend
 from tests.fakeserver import LLMRecorder, Reply, text, tool_call, usage
-from tests.integration._agent import TASK, TOOLS
-from tests.unit._harness import MODES, run
+from tests.integration._agent import TASK, TOOLS, go
+from tests.unit._harness import MODES
 
 
 class Abort(BaseException):
@@ -30,13 +30,6 @@ def backend(provider, server, timeout=2.0):
     if provider == "openai":
         return OpenAIBackend(model="gpt-4o-mini", base_url=server.openai_url, api_key="k", timeout=timeout)
     return AnthropicBackend(model="claude-test", base_url=server.anthropic_url, api_key="k", timeout=timeout)
-
-
-def go(mode, llm, *, hooks=(), state=None, **config):
-    config.setdefault("llm_backoff_s", 0.01)
-    return run(
-        mode, llm=llm, task=TASK, tools=TOOLS, hooks=list(hooks), state=state, config=LoopConfig(**config)
-    )
 
 
 def done(**kw):
