@@ -18,6 +18,7 @@ import pytest
 
 from looplet import ToolCall
 from looplet.examples.coding_agent import Workspace, WorkspaceError, workspace_tools
+from tests.reliability._wait import alive, wait_until
 
 
 @pytest.fixture
@@ -25,23 +26,6 @@ def ws(tmp_path: Path) -> Workspace:
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "secret.txt").write_text("TOP SECRET\n")
     return Workspace(tmp_path / "ws", timeout_s=4.0, output_cap=2000)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def wait_until(predicate, timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_a_hard_link_to_an_outside_file_is_neither_read_nor_written(ws: Workspace, tmp_path: Path):

@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from tests.integration._otlp_receiver import NOT_FOUND, LocalHttp, Reply, otlp_ok
+from tests.reliability._wait import wait_until
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32", reason="POSIX")
 
@@ -126,15 +127,6 @@ def wait_for_line(proc: subprocess.Popen[str], prefix: str, timeout: float = 60.
     return lines
 
 
-def wait_until(predicate: Any, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def log_lines(out: Path) -> list[dict[str, Any]]:
     path = out / "run.jsonl"
     if not path.exists():
@@ -188,7 +180,7 @@ def test_a_second_sigterm_exits_at_once(receiver, tmp_path):
         wait_for_line(proc, "working 1")
         proc.send_signal(signal.SIGTERM)
         # the first one was taken: the handler said so in the log
-        assert wait_until(lambda: any("SIGTERM" in str(x.get("event")) for x in log_lines(tmp_path)))
+        assert wait_until(lambda: any("SIGTERM" in str(x.get("event")) for x in log_lines(tmp_path)), 30.0)
         assert proc.poll() is None  # still waiting for the run (grace 60 s)
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)

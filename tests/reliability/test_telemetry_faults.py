@@ -34,6 +34,7 @@ from tests.integration._otlp_receiver import (
     Reply,
     reset_global_telemetry,
 )
+from tests.reliability._wait import wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -70,15 +71,6 @@ def shape(steps: list[Any], result: Any) -> Any:
 
 def sample(name: str, labels: dict[str, str]) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # -- collectors that answer with errors ------------------------------------------------------------------
@@ -169,7 +161,9 @@ def test_a_collector_answering_with_errors_costs_counted_drops_not_the_run(fault
         assert loop_s < max(3 * baseline_s, baseline_s + 0.25), (loop_s, baseline_s)
 
         spans_made = sum(len(steps) for steps, _, _ in results)  # at least one span per step
-        assert wait_until(lambda: sum(session.dropped_spans.values()) >= spans_made), session.dropped_spans
+        assert wait_until(lambda: sum(session.dropped_spans.values()) >= spans_made, 10.0), (
+            session.dropped_spans
+        )
         assert session.dropped_spans["export_failed"] >= 1 and endpoint.calls >= 1  # tried, and turned away
         for r in reasons:  # the Prometheus counter says the same, reason by reason
             counted = sample("looplet_dropped_spans_total", {"reason": r}) - before[r]

@@ -19,6 +19,7 @@ import pytest
 
 from looplet import DefaultState, LoopConfig, MockLLMBackend, ToolCall, tool, tools_from
 from looplet.tools import BaseToolRegistry, ToolSpec
+from tests.reliability._wait import alive, wait_until
 from tests.unit._harness import MODES, run
 
 
@@ -58,28 +59,6 @@ async def async_double(x: int) -> int:
 
 def registry(fn, timeout_s: float | None = 5.0) -> BaseToolRegistry:
     return tools_from([tool(fn, timeout_s=timeout_s, isolation="process")], include_done=True)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill(0); it is dead for our purpose
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def wait_until(predicate, timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_a_regex_holding_the_gil_is_stopped_at_its_timeout():
