@@ -90,6 +90,23 @@ def check_rerun_skips_all(cmd: list[str], out: Path, n: int) -> None:
     assert f"(0 now, {n} from before)" in again.stderr
 
 
+def kill_halfway(cmd: list[str], out: Path, timeout_s: float) -> list[dict[str, Any]]:
+    """Run the batch of 200 tasks ``cmd`` (each LLM call 20 ms) until ``out`` holds at least 60 results,
+    SIGKILL it, and return the results written by then."""
+    proc = subprocess.Popen(cmd, env=env(BATCH_LATENCY_S="0.02"), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and len(out.read_bytes().splitlines()) >= 60:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the batch ended before it could be killed halfway"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    first = lines(out)
+    assert 60 <= len(first) < 200
+    return first
+
+
 def test_200_tasks_once_each_one_trace_then_a_rerun_skips_them_all(tmp_path: Path) -> None:
     tasks, out, traces = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl", tmp_path / "traces"
     ids = write_tasks(tasks, 200)
@@ -120,17 +137,7 @@ def test_killed_halfway_then_rerun_every_task_once(tmp_path: Path) -> None:
     tasks, out = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl"
     ids = write_tasks(tasks, 200)
     cmd = batch_cmd(str(tasks), "--agent", AGENT, "--out", str(out), "--concurrency", "4", "--quiet")
-    proc = subprocess.Popen(cmd, env=env(BATCH_LATENCY_S="0.02"), stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if out.exists() and len(out.read_bytes().splitlines()) >= 60:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the batch ended before it could be killed halfway"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
-    first = lines(out)
-    assert 60 <= len(first) < 200
+    first = kill_halfway(cmd, out, 120)
     with out.open("ab") as f:  # what a kill in the middle of a write leaves: a line cut short
         f.write(b'{"id":"task-199","status":"ok","stop_rea')
 

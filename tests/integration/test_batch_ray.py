@@ -5,9 +5,7 @@ a real OTLP receiver."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from tests.integration.test_batch import (
     check_rerun_skips_all,
     check_results,
     env,
+    kill_halfway,
     lines,
     write_tasks,
 )
@@ -96,17 +95,7 @@ def test_driver_killed_halfway_then_rerun_every_task_once(cluster: str, tmp_path
     cmd = batch_cmd(
         str(tasks), "--agent", AGENT, "--out", str(out), "--engine", "ray", "--address", cluster, "--quiet"
     )
-    proc = subprocess.Popen(cmd, env=env(BATCH_LATENCY_S="0.02"), stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if out.exists() and len(out.read_bytes().splitlines()) >= 60:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the batch ended before it could be killed halfway"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
-    first = lines(out)
-    assert 60 <= len(first) < 200
+    first = kill_halfway(cmd, out, 300)
 
     done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
