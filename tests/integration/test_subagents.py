@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
@@ -41,15 +39,6 @@ U_PARENT = Usage(1000, 100)
 U_CHILD = Usage(300, 30)
 C_PARENT = cost_of(MODEL, U_PARENT)
 C_CHILD = cost_of(MODEL, U_CHILD)
-
-
-@pytest.fixture
-def spans():
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
 
 
 @tool(description="Look a fact up.")
