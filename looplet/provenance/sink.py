@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from looplet.hooks import current_run
 from looplet.provenance import format as F
 from looplet.provenance import spans as S
+from looplet.telemetry import messages as semconv
 from looplet.telemetry import names as N
 from looplet.types import LLMCall, LLMResponse, Step, ToolCall, ToolResult
 
@@ -42,27 +43,6 @@ _TOOL: contextvars.ContextVar[tuple[Any, int, int] | None] = contextvars.Context
 
 def _rid() -> int:
     return int.from_bytes(os.urandom(8), "big") or 1
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    return content if isinstance(content, str) else str(content)
-
-
-def _message(m: dict[str, Any]) -> dict[str, Any]:
-    """A chat message as a GenAI semantic-convention message (as TracingHook converts it)."""
-    content = m.get("content")
-    if m.get("role") == "tool":
-        part = {"type": "tool_call_response", "id": m.get("tool_call_id"), "response": _text(content)}
-        return {"role": "tool", "parts": [part]}
-    parts: list[dict[str, Any]] = [{"type": "text", "content": _text(content)}] if content else []
-    for tc in m.get("tool_calls") or ():
-        fn = tc.get("function") or {}
-        args = fn.get("arguments")
-        args = F.loads(args) if isinstance(args, str) else args
-        parts.append({"type": "tool_call", "id": tc.get("id"), "name": fn.get("name"), "arguments": args})
-    return {"role": m.get("role") or "user", "parts": parts}
 
 
 class Transcript:
@@ -84,10 +64,10 @@ class Transcript:
             else:
                 lead = next((i for i, x in enumerate(m) if x.get("role") != "system"), len(m))
                 self.first, self.lead, self.src, self.conv = (m[0] if m else None), lead, [], []
-                self.system = [{"type": "text", "content": _text(x["content"])} for x in m[:lead] if x.get("content")]  # fmt: skip
+                self.system = semconv.messages(m[:lead])[0]
         new = m[self.lead + len(self.src) :]
         self.src.extend(new)
-        self.conv.extend(_message(x) for x in new)
+        self.conv.extend(map(semconv.message, new))
         return F.Prompt(self.system, self.conv, len(self.conv))
 
 
@@ -156,9 +136,7 @@ def _answer(a: dict[str, Any], call: LLMCall, r: LLMResponse) -> None:
     a.update({N.COST_USD: call.cost_usd} if call.cost_usd is not None else {})
     a.update({S.PROVIDER: r.provider} if r.provider and r.provider != call.provider else {})
     a.update({S.TTFC: call.ttfc_ms / 1000.0} if call.ttfc_ms is not None else {})
-    parts: list[dict[str, Any]] = [{"type": "text", "content": r.text}] if r.text else []
-    parts += [{"type": "tool_call", "id": c.id, "name": c.tool, "arguments": c.args} for c in r.tool_calls]
-    a[S.OUTPUT] = [{"role": "assistant", "parts": parts}]
+    a[S.OUTPUT] = [semconv.output(r)]
 
 
 class _RunState:

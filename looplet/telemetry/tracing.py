@@ -41,6 +41,7 @@ from typing import Any
 
 from looplet.errors import require
 from looplet.hooks import current_run
+from looplet.telemetry import messages as semconv
 from looplet.telemetry import names as N
 from looplet.telemetry.redact import Redactor
 from looplet.types import LLMResponse, ToolResult
@@ -563,7 +564,7 @@ class TracingHook:
         return name, attrs
 
     def _request_content(self, span: Any, call: Any) -> None:
-        system, messages = _semconv_messages(call.messages)
+        system, messages = semconv.messages(call.messages)
         if system:
             span.set_attribute(_SYSTEM, self._content(system))
         span.set_attribute(_INPUT, self._content(messages))
@@ -607,7 +608,7 @@ class TracingHook:
         if call.ttfc_ms is not None:
             attrs[_TTFC] = call.ttfc_ms / 1000.0
         if self.capture_content:
-            attrs[_OUTPUT] = self._content([_semconv_output(response)])
+            attrs[_OUTPUT] = self._content([semconv.output(response)])
         span.set_attributes(attrs)
 
     def _chat_failed(self, span: Any, call: Any, exc: BaseException) -> None:
@@ -1040,56 +1041,6 @@ def cap_json(value: Any, limit: int) -> str:
     return _dumps({"truncated": len(text)}) if limit >= 24 else "{}"
 
 
-def _semconv_messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """OpenAI chat-format transcript -> (gen_ai.system_instructions parts, gen_ai.input.messages)."""
-    system: list[dict[str, Any]] = []
-    out: list[dict[str, Any]] = []
-    for m in messages or ():
-        role = m.get("role")
-        content = m.get("content")
-        if role == "system":
-            if content:
-                system.append({"type": "text", "content": _text(content)})
-            continue
-        if role == "tool":
-            out.append(
-                {
-                    "role": "tool",
-                    "parts": [
-                        {
-                            "type": "tool_call_response",
-                            "id": m.get("tool_call_id"),
-                            "response": _text(content),
-                        }
-                    ],
-                }
-            )
-            continue
-        parts: list[dict[str, Any]] = []
-        if content:
-            parts.append({"type": "text", "content": _text(content)})
-        for tc in m.get("tool_calls") or ():
-            fn = tc.get("function") or {}
-            args: Any = fn.get("arguments")
-            if isinstance(args, str):
-                try:
-                    args = json.loads(args)
-                except ValueError:
-                    pass
-            parts.append({"type": "tool_call", "id": tc.get("id"), "name": fn.get("name"), "arguments": args})
-        out.append({"role": role or "user", "parts": parts})
-    return system, out
-
-
-def _semconv_output(response: Any) -> dict[str, Any]:
-    parts: list[dict[str, Any]] = []
-    if response.text:
-        parts.append({"type": "text", "content": response.text})
-    for c in response.tool_calls or ():
-        parts.append({"type": "tool_call", "id": c.id, "name": c.tool, "arguments": c.args})
-    return {"role": "assistant", "parts": parts, "finish_reason": response.finish_reason or "stop"}
-
-
 def _request_attrs(base: dict[str, Any], call: Any, conversation: str | None) -> dict[str, Any]:
     """A chat span's start attributes: ``base`` plus this run's conversation and the call's options."""
     attrs = dict(base)
@@ -1135,14 +1086,6 @@ def _descriptions(tools: Any) -> dict[str, str]:
         if isinstance(name, str) and isinstance(description, str) and description:
             out[name] = description[:1000]
     return out
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # multimodal parts: keep the text
-        return "\n".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    return str(content)
 
 
 def _attr_value(value: Any, redact: Callable[[str], str]) -> Any:
