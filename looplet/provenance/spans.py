@@ -148,7 +148,7 @@ def _num(value: Any, kind: type = int) -> Any:
 
 
 def _usage(a: Mapping[str, Any], keys: tuple[str, str, str, str]) -> Usage | None:
-    return Usage(*(_num(a.get(k)) or 0 for k in keys)) if keys[0] in a or keys[1] in a else None
+    return Usage(*[_num(a.get(k)) or 0 for k in keys]) if keys[0] in a or keys[1] in a else None
 
 
 def _prompt(raw: Any, system: Any) -> Prompt | None:
@@ -164,7 +164,7 @@ def _call(i: int, s: SpanRec, step: int) -> tuple[dict[str, Any], Prompt | None,
     """LLM call ``i``'s entry in ``trajectory.json`` (its files aside), its prompt and its usage."""
     a, reasons, ttfc = s.attrs, s.attrs.get(FINISH), _num(s.attrs.get(TTFC), float)
     usage, answered = _usage(a, (IN_TOK, OUT_TOK, CACHED_TOK, REASONING_TOK)), not s.error and OUTPUT in a
-    texts, tool_calls = _answer(loads(a[OUTPUT]) if answered else None)
+    texts, tool_calls = _answer(loads(a[OUTPUT])) if answered else ([], [])
     c = {
         "number": i, "step": step, "purpose": str(a.get(N.LLM_PURPOSE) or "step"),
         "model": a.get(RESP_MODEL) or a.get(REQ_MODEL), "usage": usage.to_dict() if usage else None,
@@ -274,9 +274,9 @@ def build(agent: SpanRec, spans: list[SpanRec], held: dict[tuple[int, int], RunR
             chats.append((s.start_ns, i, s))
         elif s.name.startswith(TOOL):
             tools.setdefault(s.parent_id, s)  # each step's first
-    steps.sort(key=lambda x: x[:3])
+    steps.sort()  # the order they ended breaks ties: spans are never compared
     number = {s.span_id: n for n, _t, _i, s in steps}
-    call_of = _calls(rec, [s for *_k, s in sorted(chats, key=lambda x: x[:2])], number, t0)
+    call_of = _calls(rec, [s for *_k, s in sorted(chats)], number, t0)
     _steps(rec, steps, tools, call_of, held, t0)
     timeline.sort(key=lambda e: (e["start_ms"], e["kind"] != "llm", e.get("call") or 0, e["step"] or 0))
     models = [c["model"] for c, _p in rec.calls] + [s.model for s in rec.steps]
