@@ -213,8 +213,9 @@ class _Render:
         """Call ``c``'s entry, redacted, with its prompt and response files written."""
         n, error, text = c["number"], c["error"], c["text"]
         text = text if text is None or len(text) <= self.limit else _cap(1, lambda _i: text, self.limit)[0]
-        e = {**c, **{k: self.s(c[k]) for k in ("purpose", "model", "finish_reason", "response_id", "error")}}
-        e["tool_calls"], e["text"] = self.tree([c["tool_calls"], text])
+        tool_calls, text = self.tree([c["tool_calls"], text])
+        own = {k: self.s(c[k]) for k in ("purpose", "model", "finish_reason", "response_id", "error")}
+        e = {**c, **own, "tool_calls": tool_calls, "text": text}
         if p is not None:
             e["prompt_file"], e["prompt_after"], e["prompt_truncated"] = self.prompt(n, p, prev)
         if c["answered"] or error is not None:
@@ -249,8 +250,8 @@ class _Render:
 
 def _redacted(d: dict[str, Any], redact: Callable[[Any], Any], keys: tuple[str, ...]) -> dict[str, Any]:
     """``d`` with the strings under ``keys`` redacted: ``d`` itself when that changes none (no copy)."""
-    new = {k: redact(d[k]) for k in keys}
-    return d if all(new[k] is d[k] for k in keys) else {**d, **new}
+    new = {k: v for k in keys if (v := redact(d[k])) is not d[k]}
+    return {**d, **new} if new else d
 
 
 def render_files(rec: RunRecord, redact: Redact | None = None, limit: int = 200_000) -> dict[str, str]:
