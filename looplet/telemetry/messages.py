@@ -22,8 +22,8 @@ def text(content: Any) -> str:
 
 def message(m: dict[str, Any]) -> dict[str, Any]:
     """One OpenAI chat-format message (not a system one) as a semantic-convention message."""
-    content = m.get("content")
-    if m.get("role") == "tool":
+    role, content = m.get("role"), m.get("content")
+    if role == "tool":
         part = {"type": "tool_call_response", "id": m.get("tool_call_id"), "response": text(content)}
         return {"role": "tool", "parts": [part]}
     parts: list[dict[str, Any]] = [{"type": "text", "content": text(content)}] if content else []
@@ -36,7 +36,7 @@ def message(m: dict[str, Any]) -> dict[str, Any]:
             except ValueError:
                 pass
         parts.append({"type": "tool_call", "id": tc.get("id"), "name": fn.get("name"), "arguments": args})
-    return {"role": m.get("role") or "user", "parts": parts}
+    return {"role": role or "user", "parts": parts}
 
 
 def messages(transcript: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -46,8 +46,8 @@ def messages(transcript: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     for m in transcript or ():
         if m.get("role") != "system":
             out.append(message(m))
-        elif m.get("content"):
-            system.append({"type": "text", "content": text(m["content"])})
+        elif content := m.get("content"):
+            system.append({"type": "text", "content": text(content)})
     return system, out
 
 
