@@ -187,9 +187,19 @@ def _waterfall(t: Trajectory, r: int) -> str:
     return f'<div class="axis">{ticks}</div>{"".join(_row(e, end, r) for e in rows)}<div class="legend">{legend}</div>'
 
 
-def _step_html(t: Trajectory, r: int, step: Any, depth: int, shown: set[int], calls: dict[Any, Any]) -> str:
+def _step_html(
+    t: Trajectory,
+    r: int,
+    step: Any,
+    depth: int,
+    shown: set[int],
+    calls: dict[Any, Any],
+    call_of: dict[Any, Any],
+) -> str:
+    """One step as a ``<details>`` block, with the LLM call that proposed it (``call_of``: step number ->
+    call number, from ``trajectory.json``) the first time that call comes up, and its sub-agent's steps."""
     d, res = step.to_dict(), step.tool_result
-    n = next((e.get("llm_call") for e in t.data.get("steps", []) if isinstance(e, dict) and e.get("number") == step.number), None) if depth == 0 else None  # fmt: skip
+    n = call_of.get(step.number) if depth == 0 else None
     rows = [("tool", escape(step.tool_call.tool)), ("call id", escape(step.tool_call.id or "—"))]
     if step.usage:
         rows.append(("tokens", f"{step.usage.input_tokens} in + {step.usage.output_tokens} out"))
@@ -210,7 +220,7 @@ def _step_html(t: Trajectory, r: int, step: Any, depth: int, shown: set[int], ca
         shown.add(n)
         parts.append(_call_html(t, r, calls[n]))
     if step.children:
-        kids = "".join(_step_html(t, r, c, depth + 1, shown, calls) for c in step.children)
+        kids = "".join(_step_html(t, r, c, depth + 1, shown, calls, call_of) for c in step.children)
         parts.append(f'<div class="children"><b>sub-agent steps</b>{kids}</div>')
     return "".join(parts) + "</div></details>"
 
@@ -255,8 +265,9 @@ def _run_html(t: Trajectory, r: int) -> str:
         f"<h2>Waterfall</h2>{_waterfall(t, r)}<h2>Steps</h2>",
     ]  # fmt: skip
     calls: dict[Any, Any] = {c.get("number"): c for c in t.calls if isinstance(c, dict)}
+    call_of = {e.get("number"): e.get("llm_call") for e in t.data.get("steps", []) if isinstance(e, dict)}
     shown: set[int] = set()
-    out += [_step_html(t, r, s, 0, shown, calls) for s in t.steps]
+    out += [_step_html(t, r, s, 0, shown, calls, call_of) for s in t.steps]
     rest = [c for n, c in calls.items() if n not in shown]
     if rest:
         out += ["<h2>LLM calls without a step</h2>", *(_call_html(t, r, c) for c in rest)]
