@@ -233,6 +233,7 @@ class _Loop:
         self.malformed = 0
         self.record_of_answer: LLMCall | None = None
         self.asks = bool(self.h.pre_dispatch or self.h.check_done)
+        self.observed = bool(self.h.post_dispatch or self.h.on_step or self.h.should_stop)
         self.logged: set[tuple[int, str]] = set()
 
     # -- calling hooks ----------------------------------------------------------------------------
@@ -462,7 +463,11 @@ class _Loop:
 
     def dispatch(self, calls: list[ToolCall], record: LLMCall | None) -> Phase:
         """The tool calls of one answer, in batches (consecutive ``concurrent_safe`` calls run together
-        with ``parallel_tools``); each becomes a Step."""
+        with ``parallel_tools``); each becomes a Step, handed out here.
+
+        The effects of a bare batch (its tools, its Steps) are yielded from here, built and read by plain
+        methods; hooks, and faults to report, go through generators of their own only when there are some
+        (each generator level costs every effect that passes through it a hop)."""
         first: LLMCall | None = record
         i, n = 0, len(calls)
         while i < n and self.stop is None:
@@ -471,15 +476,25 @@ class _Loop:
                 break
             j = self.batch_end(calls, i) if self.config.parallel_tools else i + 1
             batch = self.numbered(calls[i:j])
-            if self.asks:  # (no generator when no hook listens: the bare loop's hot path)
+            if self.asks:
                 batch = yield from self.ask_hooks(batch)
             self.dangling = calls[i + len(batch) :]
             i = j
-            yield from self.run_batch(batch)
+            tools = self.tools_to_run(batch)
+            if tools is not None:
+                faults = self.tools_ran(batch, tools, (yield tools))
+                for fault in faults:
+                    yield from self.report(*fault)
             for pending in batch:
-                closed = yield from self.record(pending, first)
+                if self.observed:
+                    step = yield from self.record_observed(pending, first)
+                else:
+                    step = self.record(pending, pending.result, (), first)
                 first = None
-                if closed:
+                if pending.done_ok and step.tool_result.error is None:
+                    self.accept_done(pending.call, step.tool_result)
+                sent = yield step
+                if sent is not None and self.closed(sent):
                     return
 
     def batch_end(self, calls: list[ToolCall], i: int) -> int:
@@ -560,35 +575,46 @@ class _Loop:
                 yield from self.decided(hook, "reject_done", str(reason), p.call.tool)
                 return
 
-    def run_batch(self, batch: list[_Pending]) -> Phase:
+    def tools_to_run(self, batch: list[_Pending]) -> RunTools | None:
+        """The effect that runs the calls of a batch no hook answered, bounded by what is left of the run."""
         to_run = [p.call for p in batch if p.result is None]
         if not to_run:
-            return
+            return None
         timeout = self.config.tool_timeout_s
         if self.deadline is not None:
             left = self.remaining() or 0.0
             timeout = left if timeout is None else min(timeout, left)
-        done = yield RunTools(to_run, timeout)
+        return RunTools(to_run, timeout)
+
+    def tools_ran(self, batch: list[_Pending], tools: RunTools, done: Any) -> Sequence[Fault]:
+        """Each call's result onto its pending Step; returns the faults of guarded hooks to report."""
         if isinstance(done, Interrupted):
             raise _Stop(done)
         if isinstance(done, Raised):  # the driver itself failed: every call of the batch gets the error
-            results = [crashed(done.exc) for _ in to_run]
+            results, faults = [crashed(done.exc) for _ in tools.calls], ()
         else:
-            results = done.results
-            for fault in done.faults:
-                yield from self.report(*fault)
+            results, faults = done.results, done.faults
         it = iter(results)
         for p in batch:
             if p.result is None:
                 p.result = next(it)
+        return faults
 
-    def record(self, p: _Pending, first: LLMCall | None) -> Phase:
-        """``post_dispatch``, the Step, ``on_step``, ``should_stop``, the done check, and the Step handed
-        out. Returns True when the caller closed the loop."""
+    def record_observed(self, p: _Pending, first: LLMCall | None) -> Phase:
+        """:meth:`record` with its hooks: ``post_dispatch`` before, ``on_step`` and ``should_stop`` after."""
         assert p.result is not None
         result, notes = p.result, []
         if self.h.post_dispatch:
             result, notes = yield from self.post_dispatch(p, result)
+        step = self.record(p, result, notes, first)
+        for hook, fn in self.h.on_step:
+            yield from self.hook(hook, "on_step", fn, (self.state, step))
+        if self.h.should_stop:
+            yield from self.decide(step)
+        return step
+
+    def record(self, p: _Pending, result: Any, notes: Sequence[str], first: LLMCall | None) -> Step:
+        """The result into the transcript, the Step (its facts, a sub-agent's rolled up) into the state."""
         text = result.text if result.text is not None else _model_text(result)
         if notes:
             text = text + "\n\n" + "\n".join(notes)
@@ -601,15 +627,17 @@ class _Loop:
             _roll_up(step, result, self.totals, self.state)
         state = self.state
         state.record(step) if hasattr(state, "record") else state.steps.append(step)
-        for hook, fn in self.h.on_step:
-            yield from self.hook(hook, "on_step", fn, (state, step))
-        if self.h.should_stop:
-            yield from self.decide(step)
-        if p.done_ok and result.error is None:
-            self.final = p.call.args.get("answer", result.data)
-            if self.stop is None:
-                self.stop = "done"
-        sent = yield step
+        return step
+
+    def accept_done(self, call: ToolCall, result: ToolResult) -> None:
+        """A ``done`` call that went through: its answer is the run's output (a stop reason already set by
+        a hook is kept)."""
+        self.final = call.args.get("answer", result.data)
+        if self.stop is None:
+            self.stop = "done"
+
+    def closed(self, sent: Any) -> bool:
+        """What the caller sent back for a Step: True when it closed the loop."""
         if sent is CLOSED:
             self.stop, self.error, self.dangling = "cancelled", "the caller closed the loop", []
             return True
