@@ -7,15 +7,14 @@ import inspect
 import os
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from looplet import compat, shutdown
-from looplet._chain import Chain, ToolTerminal, llm_chain, tool_chain
+from looplet._chain import ToolTerminal, llm_chain, tool_chain
 from looplet._engine import (
     CLOSED,
     CallHook,
-    Effect,
     Interrupted,
     LLMDone,
     Prepared,
@@ -226,6 +225,7 @@ def _drive(p: Prepared) -> Generator[Step, None, RunResult]:
     p.cancel = shutdown.watch(p.cancel)  # a SIGTERM (looplet.shutdown) cancels every run as well
     eng = engine(p)
     perform = _Performer(p)
+    handlers = perform.handlers
     send: Any = None
     closed = False
     thrown: BaseException | None = None
@@ -236,7 +236,7 @@ def _drive(p: Prepared) -> Generator[Step, None, RunResult]:
             try:
                 eff = eng.send(send)
                 while type(eff) is not Step:
-                    send = perform(eff)
+                    send = handlers[type(eff)](eff)
                     eff = eng.send(send)
             finally:
                 _CURRENT_RUN.reset(token)
@@ -262,9 +262,10 @@ def _drive(p: Prepared) -> Generator[Step, None, RunResult]:
 
 
 class _Performer:
-    """Performs one effect synchronously; every failure comes back as a value (Raised/Interrupted)."""
+    """Performs the engine's effects synchronously: ``handlers[type(effect)](effect)``, one method per
+    kind. Every failure comes back as a value (Raised/Interrupted)."""
 
-    __slots__ = ("llm", "tools", "terminal", "pool")
+    __slots__ = ("llm", "tools", "terminal", "pool", "handlers")
 
     def __init__(self, p: Prepared) -> None:
         strict = p.config.strict_hooks
@@ -272,65 +273,77 @@ class _Performer:
         self.terminal = ToolTerminal(p.registry, p.config.max_tool_output_chars)
         self.tools = tool_chain(p.hooks.wrap_tool, self.terminal, strict)
         self.pool: Any = None
+        self.handlers: dict[type, Callable[[Any], Any]] = {
+            CallHook: self.call_hook,
+            LLMCall: self.call_llm,
+            RunTools: self.run_tools,
+            Sleep: self.sleep,
+        }
 
-    def __call__(self, eff: Effect) -> Any:
+    def call_hook(self, eff: CallHook) -> Any:
         try:
-            kind = type(eff)
-            if kind is CallHook:
-                out = eff.fn(*eff.args)  # type: ignore[union-attr]
-                return _await_sync(out) if inspect.isawaitable(out) else out
-            if kind is LLMCall:
-                return _call_llm(self.llm, eff)  # type: ignore[arg-type]
-            if kind is RunTools:
-                return self.run_tools(eff)  # type: ignore[arg-type]
-            if kind is Sleep:
-                time.sleep(eff.seconds)  # type: ignore[union-attr]
-            return None
+            out = eff.fn(*eff.args)
+            return _await_sync(out) if inspect.isawaitable(out) else out
         except Exception as exc:
             return Raised(exc)
         except BaseException as exc:  # KeyboardInterrupt and friends end the run as cancelled
             return Interrupted(exc)
 
-    def run_tools(self, eff: RunTools) -> RunTools:
-        self.terminal.timeout = eff.timeout_s
+    def call_llm(self, call: LLMCall) -> LLMDone:
+        """One attempt through the chain: the record that reached the model, its outcome, hook faults."""
+        chain = self.llm
+        chain.last = None
+        try:
+            out: Any = chain.fn(call)
+        except Exception as exc:
+            out = Raised(exc)
+        except BaseException as exc:
+            out = Interrupted(exc)
+        return LLMDone(chain.last or call, out, chain.drain() if chain.faults else ())
+
+    def run_tools(self, eff: RunTools) -> Any:
         calls, chain = eff.calls, self.tools
-        if len(calls) == 1:
-            eff.results.append(chain.fn(calls[0]))
-        else:
-            worker, self.terminal.worker = self.terminal.worker, None  # parallel calls: a thread each
-            try:
+        try:
+            self.terminal.timeout = eff.timeout_s
+            if len(calls) == 1:
+                eff.results.append(chain.fn(calls[0]))
+            else:
                 eff.results = self.run_parallel(calls)
-            finally:
-                self.terminal.worker = worker
+        except Exception as exc:
+            return Raised(exc)
+        except BaseException as exc:
+            return Interrupted(exc)
         if chain.faults:
             eff.faults = chain.drain()
         return eff
 
     def run_parallel(self, calls: list[ToolCall]) -> list[ToolResult]:
-        chain = self.tools
+        """Parallel calls: a thread each (not the run's worker, which serves one call at a time)."""
+        chain, terminal = self.tools, self.terminal
         if self.pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="looplet-tool")
-        futures = [self.pool.submit(contextvars.copy_context().run, chain, c) for c in calls]
-        return [f.result() for f in futures]
+        worker, terminal.worker = terminal.worker, None
+        try:
+            futures = [self.pool.submit(contextvars.copy_context().run, chain, c) for c in calls]
+            return [f.result() for f in futures]
+        finally:
+            terminal.worker = worker
+
+    def sleep(self, eff: Sleep) -> Any:
+        try:
+            time.sleep(eff.seconds)
+        except Exception as exc:
+            return Raised(exc)
+        except BaseException as exc:
+            return Interrupted(exc)
+        return None
 
     def close(self) -> None:
         self.terminal.close()
         if self.pool is not None:
             self.pool.shutdown(wait=False)
-
-
-def _call_llm(chain: Chain, call: LLMCall) -> LLMDone:
-    """One attempt through the chain: the record that reached the model, its outcome, hook faults."""
-    chain.last = None
-    try:
-        out: Any = chain.fn(call)
-    except Exception as exc:
-        out = Raised(exc)
-    except BaseException as exc:  # KeyboardInterrupt and friends end the run as cancelled
-        out = Interrupted(exc)
-    return LLMDone(chain.last or call, out, chain.drain() if chain.faults else ())
 
 
 def _await_sync(awaitable: Any) -> Any:
