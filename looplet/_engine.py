@@ -181,9 +181,12 @@ def engine(p: Prepared) -> Engine:
             messages = (yield from loop.build_prompt()) if loop.h.pre_prompt else loop.session_log
             if loop.stop is not None:
                 break
-            response = yield from loop.call_model(messages)
+            done = yield loop.llm_call(messages, 1)
+            response = loop.answered(done)  # an answer with nothing to report (the bare loop), else None
             if response is None:
-                break
+                response = yield from loop.call_model(messages, done)  # faults, observers, retries
+                if response is None:
+                    break
             calls = loop.parse(response)
             if calls:
                 yield from loop.dispatch(calls, loop.record_of_answer)
@@ -226,8 +229,9 @@ class _Loop:
         self.step_num = len(p.state.steps)
         self.schemas = p.registry.schemas()
         self.options = p.config.llm_options()
+        self.chunks: _ChunkCallback | None = None
         if self.h.on_llm_chunk:
-            self.options["on_chunk"] = _ChunkCallback(self.h, p.state, p.config.strict_hooks)
+            self.options["on_chunk"] = self.chunks = _ChunkCallback(self.h, p.state, p.config.strict_hooks)
         self.dangling: list[ToolCall] = []
         self.text_mode = False
         self.malformed = 0
@@ -337,30 +341,42 @@ class _Loop:
             return self.session_log + [{"role": "user", "content": "\n\n".join(extra)}]
         return self.session_log
 
-    def call_model(self, messages: list[dict[str, Any]]) -> Phase:
-        """The LLM call with its retries; returns the answer (its record in ``record_of_answer``), or None
+    def llm_call(self, messages: list[dict[str, Any]], attempt: int) -> LLMCall:
+        """The record of one attempt at this turn's LLM call (each attempt its own), as the effect."""
+        run, step = self.run, self.step_num + 1
+        if self.chunks is not None:
+            self.chunks.step = step
+        return LLMCall(
+            messages, self.schemas, step, run.model, run.provider, dict(self.options), attempt=attempt
+        )
+
+    def answered(self, done: Any) -> LLMResponse | None:
+        """The answer of an attempt that went through with no fault to report and no ``on_llm_call``
+        observer to tell (a bare loop's every call), counted; None for anything else (:meth:`call_model`)."""
+        if type(done) is not LLMDone or done.faults or self.h.on_llm_call:
+            return None
+        record, value = done.record, done.value
+        if record.outcome != "ok" or not isinstance(value, LLMResponse):
+            return None
+        _account(self.totals, self.state, record)
+        return self.answer(record, value)
+
+    def answer(self, record: LLMCall, response: LLMResponse) -> LLMResponse:
+        self.record_of_answer = record
+        self.run.model = record.response_model or self.run.model
+        return response
+
+    def call_model(self, messages: list[dict[str, Any]], done: Any) -> Phase:
+        """After an attempt that was not simply answered: report it and tell the observers, then retry
+        while the failure is retryable. Returns the answer (its record in ``record_of_answer``), or None
         with a stop reason."""
-        run, step, options = self.run, self.step_num + 1, self.options
-        if "on_chunk" in options:
-            options["on_chunk"].step = step
-        for attempt in range(1, self.config.llm_retries + 2):  # each attempt its own record
-            call = LLMCall(
-                messages, self.schemas, step, run.model, run.provider, dict(options), attempt=attempt
-            )
-            done = yield call
+        attempt = 1
+        while True:
             if isinstance(done, Interrupted):
                 raise _Stop(done)
-            if done.faults or self.h.on_llm_call or done.record.outcome == "pending":
-                value = yield from self.after_attempt(done)
-            else:  # nothing to report, nobody to tell: the hot path of a bare loop
-                _account(self.totals, self.state, done.record)
-                value = done.value
-                if isinstance(value, Interrupted):
-                    raise _Stop(value)
+            value = yield from self.after_attempt(done)
             if isinstance(value, LLMResponse):
-                self.record_of_answer = done.record
-                run.model = done.record.response_model or run.model
-                return value
+                return self.answer(done.record, value)
             if not isinstance(value, Raised):
                 value = Raised(
                     TypeError(f"a wrap_llm_call hook returned {type(value).__name__}, not an LLMResponse")
@@ -373,7 +389,8 @@ class _Loop:
             slept = yield Sleep(delay)
             if isinstance(slept, Interrupted):
                 raise _Stop(slept)
-        return None  # pragma: no cover - the last attempt returns above
+            attempt += 1
+            done = yield self.llm_call(messages, attempt)
 
     def after_attempt(self, done: LLMDone) -> Phase:
         """Record one attempt: report hook faults, fill the facts of a call that never reached the
