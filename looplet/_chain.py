@@ -313,13 +313,12 @@ class ToolTerminal:
                 return self.registry.execute(spec, tc, timeout, self.max_chars)  # type: ignore[no-any-return]
             args = (spec, tc, None, self.max_chars)
             alarm = self.alarm
-            if alarm.claim():
-                try:
-                    out = alarm.run(self.registry.execute, args, timeout)
-                except _Alarm:
-                    return _timeout_error(spec, timeout, alarm.started, True)
-                if out is not LOST:
-                    return out  # type: ignore[no-any-return]
+            try:
+                out = alarm.run(self.registry.execute, args, timeout)
+            except _Alarm:
+                return _timeout_error(spec, timeout, alarm.started, True)
+            if out is not LOST:
+                return out  # type: ignore[no-any-return]
             started = time.perf_counter()
             try:
                 out = self.worker.run(self.registry.execute, args, timeout)

@@ -29,6 +29,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from looplet import shutdown
 from looplet._chain import Fault, crashed, replayed
 from looplet.config import DEFAULT_SYSTEM_PROMPT, LoopConfig
 from looplet.errors import HookError, LLMError
@@ -298,9 +299,10 @@ class _Loop:
             self.stop, self.final = "done", last.tool_call.args.get("answer", last.tool_result.data)
 
     def at_boundary(self) -> bool:
-        """Between turns: cancelled, out of steps, or out of time."""
+        """Between turns: cancelled (the caller's token, or a SIGTERM: ``looplet.shutdown``), out of steps,
+        or out of time."""
         cancel = self.p.cancel
-        if cancel is not None and cancel.is_set():
+        if shutdown._requested or cancel is not None and cancel.is_set():
             self.stop = "cancelled"
         elif self.step_num >= self.p.max_steps:
             self.stop = "max_steps"
@@ -445,7 +447,7 @@ class _Loop:
         else:
             self.session_log.append(_assistant_message(response.text, calls))
         cancel = self.p.cancel
-        if cancel is not None and cancel.is_set():
+        if shutdown._requested or cancel is not None and cancel.is_set():
             self.dangling = list(calls)
             self.stop = "cancelled"
             return []

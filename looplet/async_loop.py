@@ -69,7 +69,6 @@ def async_composable_loop(
 
 async def _drive(p: Prepared) -> AsyncGenerator[Step, None]:
     """The sync driver's twin: the same engine, effects awaited."""
-    p.cancel = shutdown.watch(p.cancel)  # a SIGTERM (looplet.shutdown) cancels every run as well
     eng = engine(p)
     perform = _Performer(p)
     send: Any = None

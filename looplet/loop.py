@@ -222,7 +222,6 @@ def run_loop(*args: Any, **kwargs: Any) -> RunResult:
 def _drive(p: Prepared) -> Generator[Step, None, RunResult]:
     """Perform the engine's effects until it hands out a Step; yield it; repeat. A caller that breaks
     out (``GeneratorExit``) or throws in still gets the run torn down (``on_loop_end`` runs)."""
-    p.cancel = shutdown.watch(p.cancel)  # a SIGTERM (looplet.shutdown) cancels every run as well
     eng = engine(p)
     perform = _Performer(p)
     handlers = perform.handlers

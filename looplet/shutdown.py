@@ -52,7 +52,8 @@ __all__ = [
 
 log = logging.getLogger("looplet")
 
-_requested = False  # set once by the first SIGTERM (or request_shutdown); a plain flag: runs read it per step
+_requested = False  # set once by the first SIGTERM (or request_shutdown); a plain flag: every run reads it
+# at its phase boundaries, with its own cancel token (looplet._engine)
 _idle = threading.Condition()
 _active = 0
 _flushes: list[Callable[[float], Any]] = []
@@ -63,32 +64,6 @@ _state: dict[str, Any] = {
     "exiting": False,
     "exit_raised": False,
 }
-
-
-class ShutdownAwareCancel:
-    """The cancel token a run checks: set when the caller's token is set or a shutdown was requested."""
-
-    __slots__ = ("token",)
-
-    def __init__(self, token: Any) -> None:
-        self.token = token
-
-    def is_set(self) -> bool:
-        if _requested:
-            return True
-        token = self.token
-        return token is not None and bool(token.is_set())
-
-    def cancel(self) -> None:
-        if self.token is not None and callable(getattr(self.token, "cancel", None)):
-            self.token.cancel()
-        elif self.token is not None and callable(getattr(self.token, "set", None)):
-            self.token.set()
-
-
-def watch(cancel: Any) -> ShutdownAwareCancel:
-    """The token a run checks at its phase boundaries (the loop calls this once per run)."""
-    return cancel if isinstance(cancel, ShutdownAwareCancel) else ShutdownAwareCancel(cancel)
 
 
 def run_started() -> None:

@@ -799,7 +799,10 @@ class Alarm:
 
     def run(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
         """``fn(*args)`` on this thread; ``_Alarm`` is raised into it at ``timeout``. :data:`LOST` (fn not
-        called) when SIGALRM turned out to be someone else's: the caller runs it another way."""
+        called) when SIGALRM is not this run's to take (:meth:`claim`) or turned out to be someone else's:
+        the caller runs it another way."""
+        if self.owner != _get_ident() and not self.claim():
+            return LOST
         self.started = now = time.perf_counter()
         self.deadline = deadline = now + timeout
         if self.armed_at is None or self.armed_at > deadline or now > self.recheck_at:
