@@ -264,7 +264,7 @@ class _Performer:
     """Performs the engine's effects synchronously: ``handlers[type(effect)](effect)``, one method per
     kind. Every failure comes back as a value (Raised/Interrupted)."""
 
-    __slots__ = ("llm", "tools", "terminal", "pool", "handlers")
+    __slots__ = ("llm", "tools", "terminal", "pool", "handlers", "done")
 
     def __init__(self, p: Prepared) -> None:
         strict = p.config.strict_hooks
@@ -272,6 +272,7 @@ class _Performer:
         self.terminal = ToolTerminal(p.registry, p.config.max_tool_output_chars)
         self.tools = tool_chain(p.hooks.wrap_tool, self.terminal, strict)
         self.pool: Any = None
+        self.done = LLMDone.new()
         self.handlers: dict[type, Callable[[Any], Any]] = {
             CallHook: self.call_hook,
             LLMCall: self.call_llm,
@@ -290,15 +291,17 @@ class _Performer:
 
     def call_llm(self, call: LLMCall) -> LLMDone:
         """One attempt through the chain: the record that reached the model, its outcome, hook faults."""
-        chain = self.llm
+        chain, done = self.llm, self.done
         chain.last = None
         try:
-            out: Any = chain.fn(call)
+            done.value = chain.fn(call)
         except Exception as exc:
-            out = Raised(exc)
+            done.value = Raised(exc)
         except BaseException as exc:
-            out = Interrupted(exc)
-        return LLMDone(chain.last or call, out, chain.drain() if chain.faults else ())
+            done.value = Interrupted(exc)
+        done.record = chain.last or call
+        done.faults = chain.drain() if chain.faults else ()
+        return done
 
     def run_tools(self, eff: RunTools) -> Any:
         calls, chain = eff.calls, self.tools
