@@ -463,7 +463,8 @@ def async_tool_chain(wraps: Wraps, terminal: AsyncToolTerminal, strict: bool = F
 
 
 def _tool_chain(wraps: tuple[Any, ...], terminal: ToolTerminal, strict: bool, is_async: bool) -> Chain:
-    chain = _fold(Chain(), wraps, terminal, "wrap_tool", strict, is_async)
+    # its bound method, not the object: calling an object's __call__ costs ~700 instructions more a call
+    chain = _fold(Chain(), wraps, terminal.__call__, "wrap_tool", strict, is_async)
     if not wraps:  # the terminal itself always gives back a ToolResult
         return chain
     inner = chain.fn

@@ -358,9 +358,8 @@ class _Loop:
         run, step = self.run, self.step_num + 1
         if self.chunks is not None:
             self.chunks.step = step
-        return LLMCall(
-            messages, self.schemas, step, run.model, run.provider, dict(self.options), attempt=attempt
-        )
+        options = dict(self.options)
+        return LLMCall(messages, self.schemas, step, run.model, run.provider, options, "step", attempt)
 
     def answered(self, done: Any) -> LLMResponse | None:
         """The answer of an attempt that went through with no fault to report and no ``on_llm_call``
@@ -606,7 +605,10 @@ class _Loop:
 
     def tools_to_run(self, batch: list[_Pending]) -> RunTools | None:
         """The effect that runs the calls of a batch no hook answered, bounded by what is left of the run."""
-        to_run = [p.call for p in batch if p.result is None]
+        to_run = []  # (a loop, not a comprehension: in Python 3.11 that is a function made and called)
+        for p in batch:
+            if p.result is None:
+                to_run.append(p.call)
         if not to_run:
             return None
         timeout = self.config.tool_timeout_s
@@ -984,14 +986,11 @@ def _dumps_args(args: Any) -> str:
 
 
 def _assistant_message(text: str | None, calls: list[ToolCall]) -> dict[str, Any]:
-    return {
-        "role": "assistant",
-        "content": text,
-        "tool_calls": [
-            {"id": c.id, "type": "function", "function": {"name": c.tool, "arguments": _dumps_args(c.args)}}
-            for c in calls
-        ],
-    }
+    tool_calls = []  # (a loop: cheaper than a comprehension in Python 3.11, once a step)
+    for c in calls:
+        function = {"name": c.tool, "arguments": _dumps_args(c.args)}
+        tool_calls.append({"id": c.id, "type": "function", "function": function})
+    return {"role": "assistant", "content": text, "tool_calls": tool_calls}
 
 
 def _transcript(
