@@ -329,19 +329,22 @@ def _doc(fn: Callable[..., Any]) -> str | None:
 
 # --- validation ----------------------------------------------------------------------------------
 
-_JSON_CHECK: dict[str, Callable[[Any], bool]] = {
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "array": lambda v: isinstance(v, list),
-    "object": lambda v: isinstance(v, dict),
-    "null": lambda v: v is None,
+#: The Python types of each JSON Schema type (a bool is neither an integer nor a number in JSON).
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "array": list,
+    "object": dict,
+    "null": type(None),
 }
 
 
-def _anything(value: Any) -> bool:
-    return True
+def _is(value: Any, jtype: str) -> bool:
+    """``value`` is of the JSON type ``jtype`` (a type name JSON Schema does not have accepts anything)."""
+    want = _JSON_TYPES.get(jtype)
+    return want is None or isinstance(value, want) and (type(value) is not bool or want is bool)
 
 
 #: Where a value sits in the arguments: "" (the arguments), or (where its container sits, its key or index).
@@ -360,15 +363,16 @@ def _check(value: Any, schema: dict[str, Any], path: Where) -> str | None:
     """Return a message if ``value`` does not fit ``schema`` (the JSON Schema subset tools use)."""
     if not schema:
         return None
-    if "anyOf" in schema or "oneOf" in schema:
-        options = schema.get("anyOf") or schema.get("oneOf") or ()
-        if all(_check(value, s, path) is not None for s in options):
-            return f"{_at(path)} has the wrong type ({type(value).__name__})"
-    if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
-        return f"{_at(path)} must be one of {schema['enum']!r}, got {value!r}"
-    wrong = _check_type(value, schema.get("type"), path)
-    if wrong:
-        return wrong
+    if "anyOf" in schema or "oneOf" in schema or "enum" in schema:
+        wrong = _check_choice(value, schema, path)
+        if wrong:
+            return wrong
+    jtype = schema.get("type")
+    want = _JSON_TYPES.get(jtype) if type(jtype) is str else None
+    if want is None or not isinstance(value, want) or type(value) is bool and want is not bool:
+        wrong = _check_type(value, jtype, path)  # (a value of the one type named is through already)
+        if wrong:
+            return wrong
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         for i, item in enumerate(value):
             msg = _check(item, schema["items"], (path, i))
@@ -376,6 +380,17 @@ def _check(value: Any, schema: dict[str, Any], path: Where) -> str | None:
                 return msg
     if isinstance(value, dict) and "properties" in schema:
         return _check_object(value, schema, path)[0]
+    return None
+
+
+def _check_choice(value: Any, schema: dict[str, Any], path: Where) -> str | None:
+    """``anyOf`` / ``oneOf`` (one of the schemas fits) and ``enum``."""
+    if "anyOf" in schema or "oneOf" in schema:
+        options = schema.get("anyOf") or schema.get("oneOf") or ()
+        if all(_check(value, s, path) is not None for s in options):
+            return f"{_at(path)} has the wrong type ({type(value).__name__})"
+    if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
+        return f"{_at(path)} must be one of {schema['enum']!r}, got {value!r}"
     return None
 
 
@@ -387,11 +402,7 @@ def _same(value: Any, member: Any) -> bool:
 def _check_type(value: Any, jtype: str | list[str] | None, path: Where) -> str | None:
     if jtype is None:
         return None
-    if isinstance(jtype, str):
-        check = _JSON_CHECK.get(jtype)
-        ok = check is None or check(value)
-    else:
-        ok = any(_JSON_CHECK.get(t, _anything)(value) for t in jtype)
+    ok = _is(value, jtype) if isinstance(jtype, str) else any(_is(value, t) for t in jtype)
     if ok:
         return None
     want = jtype if isinstance(jtype, str) else " or ".join(jtype)
