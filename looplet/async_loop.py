@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from looplet import shutdown
-from looplet._chain import AsyncToolTerminal, Chain, async_llm_chain, async_tool_chain
+from looplet._chain import AsyncToolTerminal, async_llm_chain, async_tool_chain
 from looplet._engine import (
     CLOSED,
     CallHook,
-    Effect,
     Interrupted,
     LLMDone,
     Prepared,
@@ -27,7 +26,7 @@ from looplet.config import LoopConfig
 from looplet.hooks import _CURRENT_RUN
 from looplet.loop import CancelToken, prepare
 from looplet.tools import BaseToolRegistry
-from looplet.types import LLMCall, Step
+from looplet.types import LLMCall, LLMResponse, Step
 
 __all__ = ["async_composable_loop"]
 
@@ -71,6 +70,7 @@ async def _drive(p: Prepared) -> AsyncGenerator[Step, None]:
     """The sync driver's twin: the same engine, effects awaited."""
     eng = engine(p)
     perform = _Performer(p)
+    handlers = perform.handlers
     send: Any = None
     closed = False
     thrown: BaseException | None = None
@@ -82,7 +82,7 @@ async def _drive(p: Prepared) -> AsyncGenerator[Step, None]:
                 eff = eng.send(send)
                 task = asyncio.current_task()  # the task driving this step (once per step, not per effect)
                 while type(eff) is not Step:
-                    send = await perform(eff)
+                    send = await handlers[type(eff)](eff)
                     if task is not None and task.cancelling() and not isinstance(send, Interrupted):
                         # Python 3.11's wait_for can swallow a cancellation that arrives as the work
                         # finishes: the task is still being cancelled, so the run ends as cancelled
@@ -111,9 +111,10 @@ async def _drive(p: Prepared) -> AsyncGenerator[Step, None]:
 
 
 class _Performer:
-    """Performs one effect with ``await``; every failure comes back as a value (Raised/Interrupted)."""
+    """Performs the engine's effects with ``await``: ``handlers[type(effect)](effect)``, one method per
+    kind. Every failure comes back as a value (Raised/Interrupted)."""
 
-    __slots__ = ("llm", "tools", "terminal", "p")
+    __slots__ = ("llm", "tools", "terminal", "p", "handlers", "done")
 
     def __init__(self, p: Prepared) -> None:
         self.p = p
@@ -121,59 +122,74 @@ class _Performer:
         self.llm = async_llm_chain(p.hooks.wrap_llm_call, p.llm, strict)
         self.terminal = AsyncToolTerminal(p.registry, p.config.max_tool_output_chars)
         self.tools = async_tool_chain(p.hooks.wrap_tool, self.terminal, strict)
+        self.done = LLMDone.new()
+        self.handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
+            CallHook: self.call_hook,
+            LLMCall: self.call_llm,
+            RunTools: self.run_tools,
+            Sleep: self.sleep,
+        }
 
-    async def __call__(self, eff: Effect) -> Any:
+    async def call_hook(self, eff: CallHook) -> Any:
         try:
-            kind = type(eff)
-            if kind is CallHook:
-                out = eff.fn(*eff.args)  # type: ignore[union-attr]
-                return await out if inspect.isawaitable(out) else out
-            if kind is LLMCall:
-                return await _call_llm(self.llm, eff, self.p.deadline)  # type: ignore[arg-type]
-            if kind is RunTools:
-                return await self.run_tools(eff)  # type: ignore[arg-type]
-            if kind is Sleep:
-                await asyncio.sleep(eff.seconds)  # type: ignore[union-attr]
-            return None
+            out = eff.fn(*eff.args)
+            return await out if inspect.isawaitable(out) else out
         except Exception as exc:
             return Raised(exc)
         except BaseException as exc:  # CancelledError, KeyboardInterrupt: end as cancelled
             return Interrupted(exc)
 
-    async def run_tools(self, eff: RunTools) -> RunTools:
-        self.terminal.timeout = eff.timeout_s
-        calls, chain = eff.calls, self.tools
-        if len(calls) == 1:
-            eff.results.append(await chain.fn(calls[0]))
-        else:
-            worker, self.terminal.worker = self.terminal.worker, None  # parallel calls: a thread each
-            try:
-                eff.results = list(await asyncio.gather(*(chain(c) for c in calls)))
-            finally:
-                self.terminal.worker = worker
+    async def call_llm(self, call: LLMCall) -> LLMDone:
+        """One attempt through the chain, bounded by what is left of the run's time."""
+        chain, done, deadline = self.llm, self.done, self.p.deadline
+        chain.last = None
+        try:
+            work = _resolve(chain.fn(call))
+            if deadline is None:
+                done.value = await work
+            else:
+                done.value = await asyncio.wait_for(work, max(0.0, deadline - time.perf_counter()))
+        except Exception as exc:  # a run timeout is a TimeoutError here: the engine sees the deadline passed
+            done.value = Raised(exc)
+        except BaseException as exc:  # CancelledError, KeyboardInterrupt: end as cancelled
+            done.value = Interrupted(exc)
+        done.record = chain.last or call
+        done.faults = chain.drain() if chain.faults else ()
+        return done
+
+    async def run_tools(self, eff: RunTools) -> Any:
+        calls, chain, terminal = eff.calls, self.tools, self.terminal
+        try:
+            terminal.timeout = eff.timeout_s
+            if len(calls) == 1:
+                eff.results.append(await chain.fn(calls[0]))
+            else:
+                worker, terminal.worker = terminal.worker, None  # parallel calls: a thread each
+                try:
+                    eff.results = list(await asyncio.gather(*(chain.fn(c) for c in calls)))
+                finally:
+                    terminal.worker = worker
+        except Exception as exc:
+            return Raised(exc)
+        except BaseException as exc:
+            return Interrupted(exc)
         if chain.faults:
             eff.faults = chain.drain()
         return eff
 
-
-async def _call_llm(chain: Chain, call: LLMCall, deadline: float | None) -> LLMDone:
-    """One attempt through the chain, bounded by what is left of the run's time."""
-    chain.last = None
-    try:
-        work = _resolve(chain(call))
-        if deadline is None:
-            out: Any = await work
-        else:
-            out = await asyncio.wait_for(work, max(0.0, deadline - time.perf_counter()))
-    except Exception as exc:  # a run timeout is a TimeoutError here: the engine sees the deadline passed
-        out = Raised(exc)
-    except BaseException as exc:  # CancelledError, KeyboardInterrupt: end as cancelled
-        out = Interrupted(exc)
-    return LLMDone(chain.last or call, out, chain.drain() if chain.faults else ())
+    async def sleep(self, eff: Sleep) -> Any:
+        try:
+            await asyncio.sleep(eff.seconds)
+        except Exception as exc:
+            return Raised(exc)
+        except BaseException as exc:
+            return Interrupted(exc)
+        return None
 
 
 async def _resolve(value: Any) -> Any:
-    while inspect.isawaitable(value):
+    """What a chain gives back, awaited until it is a value (a hook may hand back an awaitable of one)."""
+    while type(value) is not LLMResponse and inspect.isawaitable(value):
         value = await value
     return value
 
