@@ -2,15 +2,25 @@
 
 The engine is a plain generator that never does I/O itself: it yields small named *effects*
 (:class:`CallHook`, an :class:`~looplet.types.LLMCall` to make, :class:`RunTools`, :class:`Sleep`, a
-:class:`~looplet.types.Step` to hand out) and receives their outcome. The records the run keeps anyway are
-their own effects: a step costs two objects fewer. ``loop.py`` and ``async_loop.py`` are thin drivers that perform them synchronously or with
-``await``.
+:class:`~looplet.types.Step` to hand out) and receives their outcome. ``loop.py`` and ``async_loop.py``
+are thin drivers that perform them synchronously or with ``await``.
 
 One run goes through named phases, each a method of :class:`_Loop`::
 
     start ─► ┌ boundary ─► build_prompt ─► call_model ─► parse ─► dispatch (prepare ─► run tools ─► record) ┐
              └──────────────────────────────────── until a stop reason ◄────────────────────────────────────┘
     ─► finish (teardown: on_loop_end, the RunResult)
+
+What a bare step costs is kept near what one engine function cost (``bench/loop_instructions.py``):
+
+* A bare turn's effects are yielded from the engine (its LLM call) or from :meth:`_Loop.dispatch` (its
+  tools, its Steps), one generator level at most: every level costs each effect passing through it a
+  frame resume. The phases around them are plain methods; hooks, faults to report and failed LLM calls
+  go through generators of their own (``ask_hooks``, ``record_observed``, ``call_model``) only when
+  there are some.
+* Making an object costs a bare step about 2%: the records the run keeps anyway are their own effects
+  (the LLMCall, the Step), and the rest are the run's, refilled (one :class:`RunTools`, one
+  :class:`LLMDone` per driver, the pending tool calls of :meth:`_Loop.numbered`).
 
 Facts are written onto the records where they happen: the LLM call's on its :class:`LLMCall` (by the
 innermost link of the wrap chain, ``looplet._chain``), the run's totals from those records in
@@ -185,7 +195,7 @@ def engine(p: Prepared) -> Engine:
     """
     loop = _Loop(p)
     raised: BaseException | None = None
-    try:  # the phases of a run, in order (inline here: each generator level costs every effect a hop)
+    try:  # the phases of a run, in order (inline here: see the module's docstring on the cost)
         yield from loop.start()
         while loop.stop is None and not loop.at_boundary():
             messages = (yield from loop.build_prompt()) if loop.h.pre_prompt else loop.session_log
@@ -248,7 +258,7 @@ class _Loop:
         self.record_of_answer: LLMCall | None = None
         self.asks = bool(self.h.pre_dispatch or self.h.check_done)
         self.tools = RunTools([])  # the run's, refilled for each batch
-        self.pool: list[_Pending] = []  # see numbered()
+        self.pending: list[_Pending] = []  # see numbered()
         self.observed = bool(self.h.post_dispatch or self.h.on_step or self.h.should_stop)
         self.logged: set[tuple[int, str]] = set()
 
@@ -537,7 +547,7 @@ class _Loop:
         """The calls of a batch that fit in ``max_steps``, each with its step number. The pending records
         are the run's, reused from batch to batch (as many as its largest batch): a new object a call
         would cost about 2% of a bare step."""
-        pool, done, k = self.pool, self.config.done_tool, 0
+        pool, done, k = self.pending, self.config.done_tool, 0
         for tc in calls:
             if self.step_num >= self.p.max_steps:
                 self.stop = "max_steps"
@@ -656,8 +666,11 @@ class _Loop:
             yield from self.decide(step)
         return step
 
-    def record(self, p: _Pending, result: Any, notes: Sequence[str], first: LLMCall | None) -> Step:
+    def record(
+        self, p: _Pending, result: ToolResult | None, notes: Sequence[str], first: LLMCall | None
+    ) -> Step:
         """The result into the transcript, the Step (its facts, a sub-agent's rolled up) into the state."""
+        assert result is not None  # every call of a batch has one once its tools ran
         text = result.text if result.text is not None else _model_text(result)
         if notes:
             text = text + "\n\n" + "\n".join(notes)
