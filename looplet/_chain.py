@@ -66,6 +66,12 @@ class Chain:
         self.faults = []
         return faults
 
+    def close(self) -> None:
+        """At the run's end: let go of its links and its last call. The links refer back to the chain (to
+        set ``last``, to collect faults): without this, the run's transcript (``last.messages``) would
+        wait for the garbage collector instead of going with the run."""
+        self.fn, self.last, self.faults = _missing, None, []
+
 
 def _missing(arg: Any) -> Any:  # pragma: no cover - replaced at construction
     raise RuntimeError("chain not built")

@@ -70,7 +70,7 @@ async def _drive(p: Prepared) -> AsyncGenerator[Step, None]:
     """The sync driver's twin: the same engine, effects awaited."""
     eng = engine(p)
     perform = _Performer(p)
-    handlers = perform.handlers
+    handlers = perform.handlers()
     send: Any = None
     closed = False
     thrown: BaseException | None = None
@@ -106,7 +106,7 @@ async def _drive(p: Prepared) -> AsyncGenerator[Step, None]:
         return
     finally:
         shutdown.run_ended()
-        perform.terminal.close()
+        perform.close()
         eng.close()
 
 
@@ -114,7 +114,7 @@ class _Performer:
     """Performs the engine's effects with ``await``: ``handlers[type(effect)](effect)``, one method per
     kind. Every failure comes back as a value (Raised/Interrupted)."""
 
-    __slots__ = ("llm", "tools", "terminal", "p", "handlers", "done")
+    __slots__ = ("llm", "tools", "terminal", "p", "done")
 
     def __init__(self, p: Prepared) -> None:
         self.p = p
@@ -123,7 +123,11 @@ class _Performer:
         self.terminal = AsyncToolTerminal(p.registry, p.config.max_tool_output_chars)
         self.tools = async_tool_chain(p.hooks.wrap_tool, self.terminal, strict)
         self.done = LLMDone.new()
-        self.handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
+
+    def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
+        """The method that performs each kind of effect (a dict the driver holds, not this object: its
+        bound methods would make a cycle that keeps the run's records for the garbage collector)."""
+        return {
             CallHook: self.call_hook,
             LLMCall: self.call_llm,
             RunTools: self.run_tools,
@@ -185,6 +189,11 @@ class _Performer:
         except BaseException as exc:
             return Interrupted(exc)
         return None
+
+    def close(self) -> None:
+        self.terminal.close()
+        self.llm.close()
+        self.tools.close()
 
 
 async def _resolve(value: Any) -> Any:

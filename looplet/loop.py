@@ -224,7 +224,7 @@ def _drive(p: Prepared) -> Generator[Step, None, RunResult]:
     out (``GeneratorExit``) or throws in still gets the run torn down (``on_loop_end`` runs)."""
     eng = engine(p)
     perform = _Performer(p)
-    handlers = perform.handlers
+    handlers = perform.handlers()
     send: Any = None
     closed = False
     thrown: BaseException | None = None
@@ -264,7 +264,7 @@ class _Performer:
     """Performs the engine's effects synchronously: ``handlers[type(effect)](effect)``, one method per
     kind. Every failure comes back as a value (Raised/Interrupted)."""
 
-    __slots__ = ("llm", "tools", "terminal", "pool", "handlers", "done")
+    __slots__ = ("llm", "tools", "terminal", "pool", "done")
 
     def __init__(self, p: Prepared) -> None:
         strict = p.config.strict_hooks
@@ -273,7 +273,11 @@ class _Performer:
         self.tools = tool_chain(p.hooks.wrap_tool, self.terminal, strict)
         self.pool: Any = None
         self.done = LLMDone.new()
-        self.handlers: dict[type, Callable[[Any], Any]] = {
+
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        """The method that performs each kind of effect (a dict the driver holds, not this object: its
+        bound methods would make a cycle that keeps the run's records for the garbage collector)."""
+        return {
             CallHook: self.call_hook,
             LLMCall: self.call_llm,
             RunTools: self.run_tools,
@@ -344,6 +348,8 @@ class _Performer:
 
     def close(self) -> None:
         self.terminal.close()
+        self.llm.close()
+        self.tools.close()
         if self.pool is not None:
             self.pool.shutdown(wait=False)
 

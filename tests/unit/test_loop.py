@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 import time
@@ -648,3 +649,31 @@ def test_teardown_runs_in_reverse_and_every_llm_answer_is_reported(mode: str) ->
     assert order == ["start a", "start b", "end b", "end a"]
     assert answers == [(1, 0, True, True), (1, 1, True, True)]  # the answer without a tool call too
     assert result.llm_calls == 2 and len(steps) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_finished_run_leaves_its_records_to_reference_counting_not_the_garbage_collector(mode):
+    """Nothing the loop builds for a run refers back to itself, so the run's transcript and Steps go when
+    the run goes: a long run does not leave its whole history for the collector to walk (which made the
+    next run in the process slower)."""
+
+    def work(x: int) -> int:
+        return x
+
+    spec = tool(work)
+    script = [json.dumps({"tool": "work", "args": {"x": 1}})]
+
+    def one(steps: int) -> None:
+        llm = MockLLMBackend(script, cycle=True)
+        state = DefaultState(max_steps=steps)
+        run(mode, llm=llm, tools=tools_from([spec]), task={"goal": "g"}, state=state, max_steps=steps)
+
+    one(5)  # first-use caches
+    gc.collect()
+    gc.disable()
+    try:
+        one(300)
+        unreachable = gc.collect()
+    finally:
+        gc.enable()
+    assert unreachable < 100, f"{unreachable} objects of a 300-step run were left in reference cycles"
