@@ -4,7 +4,7 @@ TRACE_DIR is a run's folder, a folder of run folders, or a file of OTLP JSON spa
 also writes the runs as one self-contained page (inline CSS, no network): each run's totals, a waterfall
 of its LLM and tool calls on a time axis (failed calls in red with a ✗; a click opens the call's step),
 and every step (arguments, result, the prompt and response of the LLM call that proposed it) as
-``<details>`` blocks. Exit codes: 0 shown, 2 bad input.
+``<details>`` blocks; a prompt shows what its call added, after a link to the call it continues. Exit codes: 0 shown, 2 bad input.
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ from typing import Any, TextIO
 
 from looplet.cli import ArgumentParser, check_output_file
 from looplet.errors import LoopletError
-from looplet.provenance.format import Trajectory, TrajectoryError, find_trajectories, load_files, render_files
+from looplet.provenance.format import (
+    PROMPT_AFTER,
+    Trajectory,
+    TrajectoryError,
+    find_trajectories,
+    load_files,
+    render_files,
+)
 from looplet.provenance.spans import read_otlp_json, records_from_spans
 
 __all__ = ["main", "load_any", "format_run", "render_html"]
@@ -230,11 +237,19 @@ def _call_html(t: Trajectory, r: int, c: dict[str, Any]) -> str:
     head = f"LLM call {n} · {c.get('model') or '?'} · {_ms(float(c.get('duration_ms') or 0))}"
     head += f" · {usage.get('input_tokens', 0)} in + {usage.get('output_tokens', 0)} out" if usage else ""
     head += f" · ✗ {c['error']}" if c.get("error") else ""
-    prompt = t.prompt(n) if c.get("prompt_file") and isinstance(n, int) else None
+    prompt = t.text(c["prompt_file"]) if c.get("prompt_file") else None
     response = t.text(c["response_file"]) if c.get("response_file") else None
+    after, earlier = c.get("prompt_after"), ""
+    if prompt is not None and isinstance(after, int):  # what this call added, after a link to the rest:
+        prompt = prompt.removeprefix(PROMPT_AFTER.format(after) + "\n\n")  # the page stays linear in steps
+        earlier = f'<p class=meta>the prompt of <a href="#r{r}-call-{after}">LLM call {after}</a>, then:</p>'
     return (
         f'<details class="call" id="r{r}-call-{n}"><summary>{escape(head)}</summary><div class="body"><b>prompt</b>'
-        + (_pre(prompt) if prompt is not None else "<p class=meta>not recorded (content capture was off)</p>")
+        + (
+            earlier + _pre(prompt)
+            if prompt is not None
+            else "<p class=meta>not recorded (content capture was off)</p>"
+        )
         + "<b>response</b>"
         + (_pre(response) if response is not None else "<p class=meta>not recorded</p>")
         + "</div></details>"

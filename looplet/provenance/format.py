@@ -27,6 +27,8 @@ __all__ += ["load_trajectory", "find_trajectories", "load_files", "folder_name",
 #: Bumped when a reader of the previous version could misread a folder.
 SCHEMA_VERSION = 1
 TRAJECTORY_FILE = "trajectory.json"
+#: the first line of a prompt file that holds only what the call added to an earlier call's prompt
+PROMPT_AFTER = "[… the prompt of call {0} (call_{0:02d}_prompt.txt), then …]"
 Redact = Callable[[str], str]
 
 
@@ -175,9 +177,6 @@ class _Render:
     events) through the redactor's ``redact_json`` (so secret-named keys are blanked too), looplet's own
     strings (names, kinds, errors) each distinct one once, and the prompt and response files whole."""
 
-    #: the first line of a prompt file that holds only what the call added to an earlier call's prompt
-    AFTER = "[… the prompt of call {0} (call_{0:02d}_prompt.txt), then …]"
-
     def __init__(self, redact: Redact | None, limit: int) -> None:
         self.redact, self.limit = redact, limit
         self.files: dict[str, str] = {}
@@ -244,7 +243,7 @@ class _Render:
 
         name = f"call_{number:02d}_prompt.txt"
         text, cut = _cap(len(first) + p.n - start, block, self.limit)
-        self.write(name, text if after is None else f"{self.AFTER.format(after)}\n\n{text}")
+        self.write(name, text if after is None else f"{PROMPT_AFTER.format(after)}\n\n{text}")
         return name, after, cut
 
 
@@ -387,7 +386,7 @@ class Trajectory:
             text = self.text(f"call_{n:02d}_prompt.txt")
             if text is None:
                 return None
-            head = _Render.AFTER.format(after.get(n)) + "\n\n" if after.get(n) is not None else ""
+            head = PROMPT_AFTER.format(after.get(n)) + "\n\n" if after.get(n) is not None else ""
             parts.append(text.removeprefix(head).rstrip("\n"))
             n = after.get(n)
         return "\n\n".join(reversed(parts)) + "\n"

@@ -821,6 +821,37 @@ def test_html_escapes_content(tmp_path: Path) -> None:
     assert page.count("<script") == 1 and page.count("</script>") == 1  # only looplet's own script
 
 
+def test_html_shows_each_prompt_message_once_and_grows_linearly(tmp_path: Path) -> None:
+    """A call's prompt block holds what the call added, after a link to the call it continues: the task
+    is written once in the prompts however long the run, and the page grows with the steps, not their square."""
+    from looplet.provenance.cli import render_html
+
+    @tool
+    def ping(x: int) -> int:
+        """Echo x."""
+        return x
+
+    def page_of(n: int) -> str:
+        answers = [[ToolCall("ping", {"x": i}, f"c{i}")] for i in range(n)]
+        sink = ProvenanceSink(tmp_path / f"r{n}", fsync=False)
+        steps, _result = run(
+            "sync",
+            llm=MockLLMBackend(answers),
+            tools=tools_from([ping]),
+            task={"goal": "GOAL-TEXT"},
+            config=LoopConfig(max_steps=n),
+            hooks=[sink.trajectory_hook()],
+        )
+        assert len(steps) == n
+        return render_html([load_trajectory(sink.last_path)])
+
+    short, long = page_of(10), page_of(80)
+    assert long.count("GOAL-TEXT") == short.count("GOAL-TEXT") <= 3  # the task div and call 1's prompt
+    assert 'the prompt of <a href="#r0-call-79">LLM call 79</a>, then:' in long
+    assert "[tool c78]" in long[long.index('id="r0-call-80"') :]  # what call 80 added: the result before it
+    assert len(long) < 10 * len(short)  # 8x the steps: linear, with room for longer numbers
+
+
 # ------------------------------------------------------------------------------------------------------
 # bad input
 # ------------------------------------------------------------------------------------------------------
