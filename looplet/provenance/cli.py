@@ -4,7 +4,8 @@ TRACE_DIR is a run's folder, a folder of run folders, or a file of OTLP JSON spa
 also writes the runs as one self-contained page (inline CSS, no network): each run's totals, a waterfall
 of its LLM and tool calls on a time axis (failed calls in red with a ✗; a click opens the call's step),
 and every step (arguments, result, the prompt and response of the LLM call that proposed it) as
-``<details>`` blocks; a prompt shows what its call added, after a link to the call it continues. Exit codes: 0 shown, 2 bad input.
+``<details>`` blocks; a prompt shows what its call added, after a link to the call it continues.
+Exit codes: 0 shown, 2 bad input.
 """
 
 from __future__ import annotations
