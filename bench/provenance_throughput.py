@@ -184,10 +184,12 @@ def on_top(steps: int, rounds: int, root: Path) -> list[str]:
 
     def session(second: str, latency_s: float = 0.0) -> tuple[float, float]:
         provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
+        provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter(), max_queue_size=1 << 14))
         sink = ProvenanceSink(tempfile.mkdtemp(dir=root))
         if second:
-            provider.add_span_processor(BatchSpanProcessor(sink if second == "sink" else Nothing()))
+            # a queue as configure(provenance_dir=) gives the sink: the mock model answers at once
+            exporter = sink if second == "sink" else Nothing()
+            provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=1 << 14))
         hooks = [TracingHook(provider), MetricsHook(CollectorRegistry()), LoggingHook(logger)]
         gc.collect()
         c, t = time.process_time(), time.perf_counter()

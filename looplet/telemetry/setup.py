@@ -781,8 +781,11 @@ def _setup(
     if a["provenance_dir"]:
         session.provenance = _provenance(a["provenance_dir"])
         if session.provenance is not None:
-            # an exporter on the session's provider: folders are written on the batch processor's thread
-            session._provenance_processor = BatchSpanProcessor(session.provenance)
+            # an exporter on the session's provider: folders are written on the batch processor's thread.
+            # A run's folder needs every span of the run, and a run is written when it ends, in one go: a
+            # loop whose model answers at once can end spans faster than that for a while (the SDK's 2,048
+            # would drop spans, and the run with them), so the queue holds ~5,000 steps (bounded memory).
+            session._provenance_processor = BatchSpanProcessor(session.provenance, max_queue_size=1 << 14)
             provider.add_span_processor(session._provenance_processor)
 
 
