@@ -45,32 +45,6 @@ def _rid() -> int:
     return int.from_bytes(os.urandom(8), "big") or 1
 
 
-class Transcript:
-    """A run's prompts, each message converted once: a call's messages are the last call's plus new ones
-    (at most the last call's one-off extra message dropped), so a call costs its new messages only."""
-
-    def __init__(self) -> None:
-        self.first: Any = None
-        self.lead = 0  # leading system messages: the system instructions
-        self.system: list[Any] = []
-        self.src: list[Any] = []
-        self.conv: list[Any] = []
-
-    def prompt(self, m: list[Any]) -> F.Prompt:
-        k, lead, same = len(self.src), self.lead, bool(m) and m[0] is self.first
-        if not (same and k and len(m) >= lead + k and m[lead + k - 1] is self.src[-1]):
-            if same and k >= 2 and len(m) >= lead + k - 1 and m[lead + k - 2] is self.src[-2]:
-                self.src, self.conv = self.src[:-1], self.conv[:-1]  # new lists: earlier prompts keep theirs
-            else:
-                lead = next((i for i, x in enumerate(m) if x.get("role") != "system"), len(m))
-                self.first, self.lead, self.src, self.conv = (m[0] if m else None), lead, [], []
-                self.system = semconv.messages(m[:lead])[0]
-        new = m[self.lead + len(self.src) :]
-        self.src.extend(new)
-        self.conv.extend(map(semconv.message, new))
-        return F.Prompt(self.system, self.conv, len(self.conv))
-
-
 def tool_record(tc: ToolCall, res: Any, t: tuple[int, int], ran: bool = True, sid: int | None = None) -> Rec:
     """An ``execute_tool`` record; ``ran=False`` for a call that never ran (denied, answered by a hook)."""
     a: dict[str, Any] = {S.TOOL_NAME: tc.tool, S.TOOL_ARGS: F.dumps(tc.args)}
@@ -154,7 +128,7 @@ class _RunState:
         self.first: dict[int, int] = {}  # step number -> when its first LLM call started
         self.tools: dict[int, Rec] = {}  # step number -> its tool record (its tool ran)
         self.stepped: set[int] = set()
-        self.transcript = Transcript()
+        self.transcript = semconv.Transcript()  # the run's prompts, each message converted once
 
     def chat(self, call: LLMCall, out: Any, t0: int, run: Any) -> None:
         """A ``chat`` record of one LLM call from its facts (``out``: the exception it raised, if any)."""
@@ -166,7 +140,9 @@ class _RunState:
             for k, v in ((S.REQ_MODEL, model), (S.PROVIDER, call.provider or getattr(run, "provider", None)))
             if v
         }
-        a[S.INPUT] = self.transcript.prompt(call.messages)
+        t = self.transcript
+        t.update(call.messages)
+        a[S.INPUT] = F.Prompt(t.system, t.messages, len(t.messages))
         a.update({N.LLM_PURPOSE: call.purpose} if call.purpose != "step" else {})
         a.update({S.TOOL_DEFS: call.tools} if call.tools else {})
         end = t0 + int(call.duration_ms * 1e6)

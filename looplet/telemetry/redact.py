@@ -43,6 +43,7 @@ __all__ = [
     "redact_then_truncate",
     "redact_event_dict",
     "secret_env_names",
+    "secrets_version",
 ]
 
 #: (name, regular expression). No ``\b`` anchors: a secret glued to a word character is still found.
@@ -139,6 +140,12 @@ def add_secret(value: str | None, label: str = "secret") -> None:
     pattern names it better."""
     if value:
         _SECRETS.add(value, _label_for(value.strip(), label))
+
+
+def secrets_version() -> int:
+    """A number that changes whenever a known secret value is added: text redacted before it changed may
+    hold the new secret (a cache of redacted text is stale once it changes)."""
+    return _SECRETS.version
 
 
 def _label_for(value: str, fallback: str) -> str:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import traceback
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from looplet.errors import require
 from looplet.hooks import current_run
 from looplet.telemetry import messages as semconv
 from looplet.telemetry import names as N
-from looplet.telemetry.redact import Redactor
+from looplet.telemetry.redact import Redactor, secrets_version
 from looplet.types import LLMResponse, ToolResult
 
 require("opentelemetry.trace", "otel")
@@ -153,6 +154,7 @@ class _RunSpans:
         "chat_attrs",
         "live",
         "ended",
+        "capture",
     )
 
     def __init__(self, span: Any, conversation: str) -> None:
@@ -179,6 +181,7 @@ class _RunSpans:
         ] = {}  # (model, provider) -> a plain chat span's start attributes
         self.live = 0  # chat/execute_tool spans of this run attached right now (in some thread)
         self.ended = False  # the run span has ended; its ids stay readable, nothing reopens it
+        self.capture: dict[str, _Capture] = {}  # call purpose -> its prompts' content, kept encoded
 
 
 class TracingHook:
@@ -288,6 +291,7 @@ class TracingHook:
         if rs is None or run is None:
             return
         rs.ended = True
+        rs.capture = {}  # the run's encoded prompts: nothing reads them any more
         stop = result.stop_reason
         error_type: str | None = None
         if stop in _ERROR_STOPS:
@@ -518,7 +522,7 @@ class TracingHook:
         if rs is not None:
             rs.last_chat, rs.last_chat_fields = span, None
         if self.capture_content and span.is_recording():
-            self._request_content(span, call)
+            self._request_content(span, call, rs)
         ctx = trace.set_span_in_context(span)
         if self.suppress_provider_spans:
             ctx = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, ctx)
@@ -563,15 +567,30 @@ class TracingHook:
             self._chat_names[key] = name
         return name, attrs
 
-    def _request_content(self, span: Any, call: Any) -> None:
-        system, messages = semconv.messages(call.messages)
-        if system:
-            span.set_attribute(_SYSTEM, self._content(system))
-        span.set_attribute(_INPUT, self._content(messages))
+    def _request_content(self, span: Any, call: Any, rs: _RunSpans | None) -> None:
+        system, messages = self._prompt_content(call, rs)
+        if system is not None:
+            span.set_attribute(_SYSTEM, system)
+        span.set_attribute(_INPUT, messages)
         if call.tools:
             span.set_attribute(
                 N.GEN_AI_TOOL_DEFINITIONS, self._content([{"type": "function", **t} for t in call.tools])
             )
+
+    def _prompt_content(self, call: Any, rs: _RunSpans | None) -> tuple[str | None, str]:
+        """The call's system instructions (None: it has none) and input messages, as attribute values. In
+        a run, each message is converted, redacted and encoded once (:class:`_Capture`); the value is what
+        converting the whole transcript would give."""
+        capture = rs.capture.get(call.purpose) if rs is not None else None
+        if capture is None and rs is not None and len(rs.capture) < 8:  # purposes: a handful per run
+            capture = rs.capture[call.purpose] = _Capture()
+        if capture is not None:
+            with capture.lock:
+                out = capture.texts(call.messages, self._redact, self.max_content_chars)
+            if out is not None:
+                return out
+        system, messages = semconv.messages(call.messages)
+        return (self._content(system) if system else None), self._content(messages)
 
     def _chat_done(self, span: Any, call: Any, response: Any) -> None:
         if not span.is_recording():
@@ -982,8 +1001,11 @@ def _walk(value: Any, redact: Callable[[str], str], depth: int) -> Any:
     return redact(repr(value))
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=repr, separators=(",", ":"))
+# json.dumps(value, ensure_ascii=False, default=repr, separators=(",", ":")), without a new encoder per call
+_dumps: Callable[[Any], str] = json.JSONEncoder(
+    ensure_ascii=False, default=repr, separators=(",", ":")
+).encode
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring  # what _dumps makes of a str
 
 
 def _clip_strings(value: Any, n: int) -> Any:
@@ -1039,6 +1061,269 @@ def cap_json(value: Any, limit: int) -> str:
     if best is not None:
         return best
     return _dumps({"truncated": len(text)}) if limit >= 24 else "{}"
+
+
+_LONG = 64  # strings longer than this are kept aside per item, to measure it cut without encoding it
+
+
+def _stats(value: Any, longs: list[tuple[int, int, str]]) -> tuple[int, int]:
+    """(the fewest characters ``_dumps(_clip_strings(value, n))`` can have for any ``n``, ``_longest(value)``);
+    the strings ``_clip_strings`` would cut that are longer than ``_LONG`` go in ``longs`` as (length,
+    encoded length, string). A string cut to ``n`` is ``n`` characters and ``…[+k chars]`` (11 or more)
+    in quotes, so a string is at least ``min(len + 2, 13)``; keys are never cut."""
+    if isinstance(value, str):
+        n = len(value)
+        if n > _LONG:
+            longs.append((n, len(_encode_str(value)), value))
+        return min(n + 2, 13), n
+    if isinstance(value, dict):
+        floor, longest = 1 + max(len(value), 1), 0  # braces and commas
+        for k, v in value.items():
+            f, g = _stats(v, longs)
+            floor += f + 1 + (len(k) + 2 if isinstance(k, str) else 2)
+            longest = max(longest, g)
+        return floor, longest
+    if isinstance(value, list):
+        floor, longest = 1 + max(len(value), 1), 0
+        for v in value:
+            f, g = _stats(v, longs)
+            floor += f
+            longest = max(longest, g)
+        return floor, longest
+    return len(_dumps(value)), 0  # left as it is by _clip_strings (a number, None, a tuple, ...)
+
+
+class _Capped:
+    """A list of redacted JSON values (a prompt's messages or system parts) that grows at its end, with
+    :meth:`text` equal to ``cap_json(items, limit)`` at a cost set by the limit and the new items, not by
+    the list's length. ``cap_json`` searches for the longest per-string length ``n`` that fits, then for the
+    fewest oldest items to drop (their strings cut to 256): it encodes the whole list for every try. Here
+    each item is encoded once; a try sums the items' lengths with their strings cut to ``n`` (measured
+    from their long strings, kept per ``n`` as sums over the first items from one call to the next) and
+    stops as soon as the sum passes the limit, the items not measured yet counted at the fewest characters
+    they can have. Only the answer is encoded. The searches are ``cap_json``'s own, step by step."""
+
+    __slots__ = ("items", "enc", "floor", "longest", "longs", "pe", "pf", "pm", "sums", "texts", "shapes")
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.enc: list[str] = []  # _dumps of each item
+        self.floor: list[int] = []  # its fewest characters, its strings cut to any length (_stats)
+        self.longest: list[int] = []  # its longest string
+        self.longs: list[list[tuple[int, int, str]]] = []  # its strings longer than _LONG, longest first
+        self.pe = [0]  # sums over the first i items of: their encoded lengths,
+        self.pf = [0]  # their floors,
+        self.pm = [0]  # and the longest string among them
+        self.sums: dict[int, list[int]] = {}  # n -> sums over the first items of len(cut to n) + 1
+        self.texts: dict[int, list[str]] = {}  # n -> the first items encoded cut to n
+        self.shapes: dict[int, tuple[list[str], list[str]] | None] = {}  # item -> _shape(item)
+
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` items."""
+        for a in (self.items, self.enc, self.floor, self.longest, self.longs):
+            del a[n:]
+        for p in (self.pe, self.pf, self.pm, *self.sums.values()):
+            del p[n + 1 :]
+        for t in self.texts.values():
+            del t[n:]
+        for i in [i for i in self.shapes if i >= n]:
+            del self.shapes[i]
+
+    def add(self, items: list[Any]) -> None:
+        for item in items:
+            e = _dumps(item)
+            longs: list[tuple[int, int, str]] = []
+            f, g = _stats(item, longs)
+            longs.sort(key=lambda x: -x[0])
+            self.items.append(item)
+            self.enc.append(e)
+            self.floor.append(f)
+            self.longest.append(g)
+            self.longs.append(longs)
+            self.pe.append(self.pe[-1] + len(e))
+            self.pf.append(self.pf[-1] + f)
+            self.pm.append(max(self.pm[-1], g))
+
+    def text(self, limit: int) -> str:
+        """``cap_json(self.items, limit)``."""
+        n = len(self.items)
+        total = self.pe[n] + n + 1 if n else 2  # len(_dumps(items))
+        if total <= limit:
+            return "[" + ",".join(self.enc) + "]"
+        if len(self.sums) > 64:  # lengths tried by earlier calls, no longer tried: forget them
+            self.sums = {}
+        lo, hi = 0, self.pm[n]
+        best: int | None = None
+        # the longest per-string length that fits; once under 64 it cannot be the answer (``lo > 64``)
+        while lo <= hi and (hi >= 64 or not n):
+            mid = (lo + hi) // 2
+            if self._fits(mid, limit):
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        if best is not None and lo > 64:
+            return "[" + ",".join(self._texts(best)) + "]"
+        if n:  # (always found: dropping every item leaves the marker, which fits)
+            drop = self._drop(limit)
+            if drop is not None:
+                return ",".join([f"[{_dumps({'truncated': drop})}", *self._texts(256)[drop:]]) + "]"
+        if best is not None:
+            return "[" + ",".join(self._texts(best)) + "]"
+        return _dumps({"truncated": total}) if limit >= 24 else "{}"
+
+    def _fits(self, mid: int, limit: int) -> bool:
+        """Whether ``_dumps(_clip_strings(items, mid))`` has at most ``limit`` characters."""
+        n = len(self.items)
+        if mid < self.pm[n] and n + 1 + mid + 13 > limit:  # a string cut to mid is too long by itself
+            return False
+        if n + 1 + self.pf[n] > limit:  # even with every item at its fewest characters
+            return False
+        sums = self._measure(mid, limit)
+        return len(sums) > n and 1 + sums[n] <= limit
+
+    def _measure(self, cut: int, limit: int | None = None) -> list[int]:
+        """Sums over the first items of their lengths + 1, their strings cut to ``cut``: up to the end, or
+        (``limit``) until the list is sure to be longer than ``limit``."""
+        sums = self.sums.get(cut)
+        if sums is None:
+            sums = self.sums[cut] = [0]
+        n, pf, longest = len(self.items), self.pf, self.longest
+        for i in range(len(sums) - 1, n):
+            # 1 + its items' lengths + 1 each; the items not measured yet at their fewest characters
+            if limit is not None and sums[i] + pf[n] - pf[i] + n - i + 1 > limit:
+                break
+            size = len(self.enc[i]) if longest[i] <= cut else self._cut_size(i, cut)
+            sums.append(sums[i] + size + 1)
+        return sums
+
+    def _cut_size(self, i: int, cut: int) -> int:
+        """``len(_dumps(_clip_strings(items[i], cut)))``."""
+        if cut < _LONG:  # strings not kept aside are cut too
+            return len(_dumps(_clip_strings(self.items[i], cut)))
+        size = len(self.enc[i])
+        for n, width, s in self.longs[i]:
+            if n <= cut:
+                break
+            size += len(_encode_str(s[:cut])) + len(f"…[+{n - cut} chars]") - width
+        return size
+
+    def _texts(self, cut: int) -> list[str]:
+        """The items encoded with their strings cut to ``cut``."""
+        texts = self.texts.get(cut)
+        if texts is None:  # the latest answer and the 256 cut: an earlier answer is not needed again
+            self.texts = {k: v for k, v in self.texts.items() if k == 256}
+            texts = self.texts[cut] = []
+        items, enc, longest = self.items, self.enc, self.longest
+        for i in range(len(texts), len(items)):
+            texts.append(enc[i] if longest[i] <= cut else self._cut_text(i, cut))
+        return texts
+
+    def _cut_text(self, i: int, cut: int) -> str:
+        """``_dumps(_clip_strings(items[i], cut))``, from the item's encoding cut at its long strings."""
+        shape = None
+        if cut >= _LONG:  # shorter strings are cut too
+            shape = self.shapes[i] if i in self.shapes else _shape(self.items[i], self.longs[i])
+            self.shapes[i] = shape
+        if shape is None:
+            return _dumps(_clip_strings(self.items[i], cut))
+        chunks, strings = shape
+        out = [chunks[0]]
+        for s, chunk in zip(strings, chunks[1:], strict=True):
+            out.append(_encode_str(_clip(s, cut)) if len(s) > cut else _encode_str(s))
+            out.append(chunk)
+        return "".join(out)
+
+    def _drop(self, limit: int) -> int | None:
+        """The fewest oldest items to drop for the rest, cut to 256 characters a string, and a
+        ``{"truncated": N}`` marker to fit (``cap_json``'s search, on summed lengths)."""
+        n = len(self.items)
+        pc = self._measure(256)
+        lo, hi, fit = 1, n, None
+        while lo <= hi:
+            drop = (lo + hi) // 2
+            if len(_dumps({"truncated": drop})) + 2 + pc[n] - pc[drop] <= limit:
+                fit, hi = drop, drop - 1
+            else:
+                lo = drop + 1
+        return fit
+
+
+_SLOT = f"@@{os.urandom(8).hex()}:"  # a long string's place in an item's encoding (:func:`_shape`)
+_SLOTS = re.compile(f'"{_SLOT}(\\d+)@@"')
+
+
+def _shape(item: Any, longs: list[tuple[int, int, str]]) -> tuple[list[str], list[str]] | None:
+    """``item``'s encoding as the text between its strings longer than ``_LONG`` and those strings
+    (``chunks[0] + enc(strings[0]) + chunks[1] + ...``), so cutting them costs no walk of the item; None
+    when it has none, or when the marks put in their place cannot be told from the item's own text."""
+    if not longs:
+        return None
+    strings: list[str] = []
+
+    def mark(value: Any) -> Any:  # _clip_strings' walk
+        if isinstance(value, str):
+            if len(value) <= _LONG:
+                return value
+            strings.append(value)
+            return f"{_SLOT}{len(strings) - 1}@@"
+        if isinstance(value, dict):
+            return {k: mark(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [mark(v) for v in value]
+        return value
+
+    parts = _SLOTS.split(_dumps(mark(item)))
+    order = [int(x) for x in parts[1::2]]
+    if sorted(order) != list(range(len(strings))):  # the item's own text holds a mark: no shortcut
+        return None
+    return parts[0::2], [strings[k] for k in order]
+
+
+class _Capture:
+    """One run's prompts (of one call purpose) as content attributes: each message converted
+    (:class:`looplet.telemetry.messages.Transcript`), redacted and encoded once, while the transcript only
+    grows; from the first replaced message on when a hook replaced some; all of it again when a secret was
+    added to the redactor's list since (its earlier output may hold it). The redactor is taken to give the
+    same text for the same string (looplet's ``Redactor`` does, between two added secrets)."""
+
+    __slots__ = ("transcript", "system", "messages", "version", "lock", "broken")
+
+    def __init__(self) -> None:
+        self.transcript = semconv.Transcript()
+        self.system = _Capped()
+        self.messages = _Capped()
+        self.version = secrets_version()
+        self.lock = threading.Lock()
+        self.broken = False  # a redactor whose redact_json does not map a list item by item
+
+    def texts(self, messages: Any, redact: Callable[[str], str], limit: int) -> tuple[str | None, str] | None:
+        """The values of ``gen_ai.system_instructions`` (None: no system part) and ``gen_ai.input.messages``
+        for a call with ``messages``; None when they cannot be kept encoded (then convert them whole)."""
+        if self.broken:
+            return None
+        t = self.transcript
+        kept_system, kept_messages = t.update(messages)
+        version = secrets_version()
+        if version != self.version:
+            self.version, kept_system, kept_messages = version, 0, 0
+        synced = _sync(self.system, t.system, kept_system, redact)
+        if not (synced and _sync(self.messages, t.messages, kept_messages, redact)):
+            self.broken = True
+            return None
+        return (self.system.text(limit) if t.system else None), self.messages.text(limit)
+
+
+def _sync(capped: _Capped, converted: list[Any], kept: int, redact: Callable[[str], str]) -> bool:
+    """``capped`` made the redacted ``converted``, of which the first ``kept`` it holds already."""
+    if kept < len(capped.items):
+        capped.truncate(kept)
+    new = converted[len(capped.items) :]
+    if new:
+        redacted = _redact_json(new, redact)  # item by item as the whole list would be
+        if not isinstance(redacted, list) or len(redacted) != len(new):
+            return False
+        capped.add(redacted)
+    return True
 
 
 def _request_attrs(base: dict[str, Any], call: Any, conversation: str | None) -> dict[str, Any]:
