@@ -24,7 +24,9 @@ Content (messages, tool arguments and results, the task and the final answer) is
 ``capture_content=True`` or ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` is ``true``,
 ``SPAN_ONLY`` or ``SPAN_AND_EVENT``; it always goes through the redactor and each attribute is cut to
 ``max_content_chars`` with its JSON kept valid. Error messages are not content and are always kept, but
-they too pass through the redactor.
+they too pass through the redactor. A chat span's prompt is the call's whole transcript, kept converted,
+redacted and encoded from one call to the next (:class:`_Capture`): a message dict changed in place, rather
+than replaced, is not seen.
 
 Needs ``opentelemetry-api`` (no-op without an SDK) and ``opentelemetry-semantic-conventions``.
 """
@@ -192,8 +194,10 @@ class TracingHook:
     capture_content: record messages, tool arguments/results, task and answer; None reads
         ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (``true``/``SPAN_ONLY``/``SPAN_AND_EVENT``).
     redact: a ``str -> str`` callable applied to every captured string and error message
-        (default: ``looplet.telemetry.redact.Redactor()``).
-    max_content_chars: size cap of each content attribute (JSON kept valid).
+        (default: ``looplet.telemetry.redact.Redactor()``). A run's messages are redacted once each, when
+        first sent (again after ``add_secret``), so it should give the same text for the same string.
+    max_content_chars: size cap of each content attribute (JSON kept valid). A call's prompt costs its new
+        messages and at most this much of the old ones, whatever the transcript's length.
     suppress_provider_spans: while the LLM call runs, set OpenTelemetry's suppress-instrumentation flag
         so auto-instrumentations that honour it (``opentelemetry-instrumentation-openai-v2``, httpx,
         requests, ...) add no span of their own: the ``chat`` span is then the only span of the call.
