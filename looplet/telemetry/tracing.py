@@ -1245,7 +1245,7 @@ class _Capped:
         lo, hi, fit = 1, n, None
         while lo <= hi:
             drop = (lo + hi) // 2
-            if len(_dumps({"truncated": drop})) + 2 + pc[n] - pc[drop] <= limit:
+            if len(f'{{"truncated":{drop}}}') + 2 + pc[n] - pc[drop] <= limit:  # the marker, [], the rest
                 fit, hi = drop, drop - 1
             else:
                 lo = drop + 1

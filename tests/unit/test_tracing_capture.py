@@ -259,3 +259,24 @@ def test_the_run_keeps_nothing_encoded_once_it_ended() -> None:
 
     _run([hook, Peek()], 3, provider)
     assert seen and seen[0].capture == {}
+
+
+def test_provenance_routes_agree_on_prompts_the_transcript_changed_under(tmp_path: Any) -> None:
+    """The hook route and the span route convert with the same Transcript: the same prompt files, byte for
+    byte, with a system message added mid-run, a pruned message, a compaction and multimodal content."""
+    from looplet.provenance import ProvenanceSink
+
+    spans_sink = ProvenanceSink(tmp_path / "spans", fsync=False)
+    hook_sink = ProvenanceSink(tmp_path / "hook", fsync=False)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans_sink))
+    tracing = TracingHook(provider, capture_content=True, max_content_chars=200_000)
+    _run([Script(), tracing, hook_sink.trajectory_hook()], 26, provider)
+    provider.force_flush()
+    a, b = spans_sink.last_path, hook_sink.last_path
+    prompts = sorted(p.name for p in a.glob("call_*_prompt.txt"))
+    assert len(prompts) == 26 and prompts == sorted(p.name for p in b.glob("call_*_prompt.txt"))
+    for name in prompts:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert "a rule added mid-run" in (b / prompts[-1]).read_text()
+    provider.shutdown()
