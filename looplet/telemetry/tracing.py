@@ -1191,13 +1191,14 @@ class _Capped:
         sums = self.sums.get(cut)
         if sums is None:
             sums = self.sums[cut] = [0]
-        n, pf, longest = len(self.items), self.pf, self.longest
+        n, pf, enc, longest = len(self.items), self.pf, self.enc, self.longest
+        # the list is 1 + its items' lengths + 1 each, the items not measured yet at their fewest characters:
+        # sums[i] + pf[n] - pf[i] + n - i + 1, more than limit once sums[i] - pf[i] - i is more than bound
+        bound = limit - pf[n] - n - 1 if limit is not None else None
         for i in range(len(sums) - 1, n):
-            # 1 + its items' lengths + 1 each; the items not measured yet at their fewest characters
-            if limit is not None and sums[i] + pf[n] - pf[i] + n - i + 1 > limit:
+            if bound is not None and sums[i] - pf[i] - i > bound:
                 break
-            size = len(self.enc[i]) if longest[i] <= cut else self._cut_size(i, cut)
-            sums.append(sums[i] + size + 1)
+            sums.append(sums[i] + (len(enc[i]) if longest[i] <= cut else self._cut_size(i, cut)) + 1)
         return sums
 
     def _cut_size(self, i: int, cut: int) -> int:
@@ -1208,7 +1209,8 @@ class _Capped:
         for n, width, s in self.longs[i]:
             if n <= cut:
                 break
-            size += len(_encode_str(s[:cut])) + len(f"…[+{n - cut} chars]") - width
+            head = cut + 2 if width == n + 2 else len(_encode_str(s[:cut]))  # nothing escaped: no encoding
+            size += head + 10 + len(str(n - cut)) - width  # "…[+" n - cut " chars]"
         return size
 
     def _texts(self, cut: int) -> list[str]:

@@ -27,7 +27,8 @@ ALPHABET = 'abcdefghij KLMNOP \n\t"\\é€😀\x01/'
 
 def _text(rng: random.Random) -> str:
     n = rng.choice([0, 1, 5, 11, 12, 13, 40, 64, 65, 66, 200, 256, 257, 300, 1000, 4000])
-    return "".join(rng.choice(ALPHABET) for _ in range(n))
+    alphabet = rng.choice([ALPHABET, "abc é€😀"])  # with characters JSON escapes, or none
+    return "".join(rng.choice(alphabet) for _ in range(n))
 
 
 def _value(rng: random.Random, depth: int = 0) -> Any:
