@@ -110,9 +110,10 @@ class Transcript:
         return kept_system, kept_messages
 
     def _add(self, new: list[Any]) -> None:
+        out: list[dict[str, Any]] = []
         parts: list[dict[str, Any]] = []
-        out, kinds = self.messages, self.kinds
-        for m in new:
+        kinds: list[int] = []
+        for m in new:  # all converted before any is kept: a message that fails leaves nothing half done
             if m.get("role") != "system":
                 out.append(message(m))
                 kinds.append(_MESSAGE)
@@ -122,6 +123,8 @@ class Transcript:
             else:
                 kinds.append(_NONE)
         self.src.extend(new)
+        self.kinds.extend(kinds)
+        self.messages.extend(out)
         if parts:  # a new list: an earlier call's system parts stay as they were
             self.system = self.system + parts
 

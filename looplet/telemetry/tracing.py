@@ -1134,7 +1134,7 @@ class _Capped:
             del self.shapes[i]
 
     def add(self, items: list[Any]) -> None:
-        for item in items:
+        for item in items:  # each item measured whole before it is kept
             e = _dumps(item)
             longs: list[tuple[int, int, str]] = []
             f, g = _stats(item, longs)

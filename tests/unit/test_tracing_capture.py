@@ -281,3 +281,14 @@ def test_provenance_routes_agree_on_prompts_the_transcript_changed_under(tmp_pat
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     assert "a rule added mid-run" in (b / prompts[-1]).read_text()
     provider.shutdown()
+
+
+def test_a_message_that_cannot_be_converted_leaves_the_transcript_whole() -> None:
+    t = semconv.Transcript()
+    log: list[Any] = [{"role": "user", "content": "go"}]
+    t.update(log)
+    with pytest.raises(AttributeError):
+        t.update([*log, {"role": "assistant", "content": "a"}, "not a message"])
+    log.append({"role": "assistant", "content": "b"})
+    t.update(log)
+    assert (t.system, t.messages) == semconv.messages(log)
