@@ -8,6 +8,7 @@ the processor dropped spans of the later runs, and those runs were never written
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,21 @@ from looplet import LoopConfig, MockLLMBackend, run_loop, tool, tools_from
 from looplet.provenance.format import run_folders
 from looplet.telemetry import configure
 from looplet.types import Usage
+from tests.integration._otlp_receiver import reset_global_telemetry
 
 
 @tool
 def lookup(key: str) -> str:
     """Look a key up."""
     return key.upper()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_global_telemetry() -> Iterator[None]:
+    """configure() sets the process's TracerProvider: forget it after, as the other configure() tests do."""
+    reset_global_telemetry()
+    yield
+    reset_global_telemetry()
 
 
 def test_every_run_of_a_fast_loop_is_written(tmp_path: Path) -> None:
