@@ -76,7 +76,10 @@ def kill_series(
         if after_kill is not None and code is None:
             after_kill()
         before = after
-        if code == 0 or (cp is not None and cp.stop_reason == "done"):
+        # only a process that ended finishes the series: one killed after its final checkpoint (stop
+        # reason `done`) may not have written its files yet (the trajectory folder comes at the run's end);
+        # the next one resumes that checkpoint and finishes at once
+        if code == 0:
             break
         if (
             code is None
